@@ -1,0 +1,24 @@
+//! Zafe's pure core: the parts of the system that decide what is secret and how
+//! it is protected, with no I/O at all, so that each can be read and tested on
+//! its own.
+//!
+//! - [`secret`]: key material that zeroizes on drop and is kept out of swap.
+//! - [`crypto`]: the envelope format (XChaCha20-Poly1305, per-record data keys,
+//!   associated data that binds every ciphertext to its location), HKDF, HMAC.
+//! - [`keyring`]: versioned key-encryption keys and the root of derived keys.
+//! - [`shamir`]: splitting the root key into unseal shares.
+//! - [`identity`]: the server's Ed25519 identity and its signed proofs.
+//! - [`token`]: the format of every bearer token Zafe issues.
+//! - [`encoding`]: the one length-prefixed encoding used under every MAC and
+//!   signature, so that no two field lists can ever encode to the same bytes.
+
+pub mod crypto;
+pub mod encoding;
+pub mod identity;
+pub mod keyring;
+pub mod secret;
+pub mod shamir;
+pub mod token;
+
+pub use crypto::CryptoError;
+pub use secret::SecretKey;
