@@ -1,0 +1,90 @@
+//! The one mapping from failures to HTTP responses.
+//!
+//! Every route answers errors in Vault's shape, `{"errors": ["..."]}`, so
+//! Vault clients report them properly. Messages are written for the person
+//! reading them and never contain secret values, tokens or shares; internal
+//! details are logged (with the request id) rather than returned.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use serde_json::json;
+
+use crate::barrier::BarrierError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    BadRequest(String),
+    /// Unauthenticated or unauthorised; deliberately says nothing more, as in
+    /// Vault, so that probing reveals nothing.
+    #[error("permission denied")]
+    PermissionDenied,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("Zafe is sealed")]
+    Sealed,
+    #[error("Zafe is not initialized")]
+    NotInitialized,
+    #[error("Zafe is already initialized")]
+    AlreadyInitialized,
+    #[error("request body too large: the limit is {0} bytes")]
+    PayloadTooLarge(usize),
+    /// A stored record failed authentication: tampering, a moved or
+    /// rolled-back row, or the wrong key. Loud on purpose.
+    #[error("integrity check failed for a stored record: the storage may have been tampered with")]
+    Integrity { key: String },
+    #[error("storage is unavailable")]
+    StorageUnavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::BadRequest(_) | Error::AlreadyInitialized | Error::NotInitialized => StatusCode::BAD_REQUEST,
+            Error::PermissionDenied => StatusCode::FORBIDDEN,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Sealed | Error::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Integrity { .. } | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn bad_request(msg: impl Into<String>) -> Self {
+        Error::BadRequest(msg.into())
+    }
+}
+
+impl From<BarrierError> for Error {
+    fn from(e: BarrierError) -> Self {
+        match e {
+            BarrierError::Sealed => Error::Sealed,
+            BarrierError::Integrity { key } => Error::Integrity { key },
+            BarrierError::Conflict { key } => Error::Internal(format!("unresolved write conflict on {key}")),
+            BarrierError::InvalidKey(msg) => Error::BadRequest(msg),
+            BarrierError::Storage(e) => Error::StorageUnavailable(e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            Error::Integrity { key } => {
+                tracing::error!(record = %key, "stored record failed its integrity check: possible tampering")
+            }
+            Error::StorageUnavailable(detail) => tracing::error!(%detail, "storage error"),
+            Error::Internal(detail) => tracing::error!(%detail, "internal error"),
+            _ => {}
+        }
+        (status, Json(json!({ "errors": [self.to_string()] }))).into_response()
+    }
+}

@@ -1,0 +1,347 @@
+//! HTTP on top of the core: axum routes, and the middleware every request
+//! passes through (R-OPS-1..3, R-WEB-2 headers):
+//!
+//! - a request id (from `X-Request-Id` if the caller sent a sane one, else a
+//!   new UUID) on every response, log line and error;
+//! - the real client address, believing `X-Forwarded-For` only from
+//!   configured trusted proxies;
+//! - a body size cap answered with a JSON 413 before anything is read;
+//! - panics turned into a JSON 500 that names the request id and nothing else;
+//! - security headers and `Cache-Control: no-store` on every response;
+//! - CORS only for configured origins.
+
+use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request as HttpRequest, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use ipnet::IpNet;
+use serde_json::json;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::core::{Core, Operation, Reply, Request};
+use crate::error::Error;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Per-request facts the middleware establishes for handlers.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub request_id: String,
+    pub client_ip: IpAddr,
+}
+
+pub fn router(core: Arc<Core>) -> Router {
+    let cors = cors_layer(&core.config.cors_origins);
+    let mut app = Router::new()
+        .route("/v1/{*path}", axum::routing::any(v1))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(core.clone(), guard));
+    if let Some(cors) = cors {
+        app = app.layer(cors);
+    }
+    app.layer(
+        TraceLayer::new_for_http().make_span_with(|req: &HttpRequest| {
+            let id = req
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            // The path only: query strings can carry things that are not ours to log.
+            tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+        }),
+    )
+    .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+    .layer(SetRequestIdLayer::new(REQUEST_ID, SaneRequestId))
+    .with_state(core)
+}
+
+/// Keeps a caller's request id only if it is short and plain, so it cannot
+/// inject anything into logs or audit entries; otherwise makes a new one.
+#[derive(Clone, Copy)]
+struct SaneRequestId;
+
+impl tower_http::request_id::MakeRequestId for SaneRequestId {
+    fn make_request_id<B>(&mut self, request: &http::Request<B>) -> Option<RequestId> {
+        // SetRequestIdLayer only calls this when the header is absent; the
+        // guard below replaces unacceptable ones.
+        MakeRequestUuid.make_request_id(request)
+    }
+}
+
+fn acceptable_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| o.trim_end_matches('/').parse().ok()).collect();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::PATCH])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                HeaderName::from_static("x-vault-token"),
+                REQUEST_ID,
+            ]),
+    )
+}
+
+/// The middleware every request passes through.
+async fn guard(State(core): State<Arc<Core>>, mut req: HttpRequest, next: Next) -> Response {
+    if !req.headers().get(REQUEST_ID).is_some_and(acceptable_request_id) {
+        let fresh = uuid::Uuid::new_v4().to_string();
+        req.headers_mut().insert(REQUEST_ID, HeaderValue::from_str(&fresh).expect("uuid is a header value"));
+    }
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let client_ip = client_ip(peer, req.headers(), &core.config.trusted_proxies);
+    req.extensions_mut().insert(RequestContext {
+        request_id: request_id.clone(),
+        client_ip,
+    });
+
+    let limit = core.config.max_body_bytes();
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut response = if declared.is_some_and(|n| n > limit as u64) {
+        Error::PayloadTooLarge(limit).into_response()
+    } else {
+        match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+            Ok(response) => response,
+            Err(_) => {
+                // The panic message may hold data; it goes nowhere. The hook
+                // installed at start-up logs the location only.
+                tracing::error!(%request_id, "handler panicked");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    axum::Json(json!({ "errors": [format!("internal error (request id {request_id})")] })),
+                )
+                    .into_response()
+            }
+        }
+    };
+    set_security_headers(response.headers_mut(), core.tls_spki.is_some());
+    response
+}
+
+fn set_security_headers(headers: &mut HeaderMap, tls: bool) {
+    let fixed = [
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'"),
+    ];
+    for (name, value) in fixed {
+        headers.entry(name).or_insert(HeaderValue::from_static(value));
+    }
+    if tls {
+        headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    }
+}
+
+/// R-OPS-2: the client is the peer, unless the peer is a trusted proxy; then
+/// walk `X-Forwarded-For` from the right (the hops our proxies appended) and
+/// take the first address that is not a trusted proxy. The leftmost entries
+/// are whatever the client chose to send and are never believed on their own.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => client = ip,
+            Ok(ip) => return ip,
+            // Garbage in the chain: stop at the last address we can vouch for.
+            Err(_) => return client,
+        }
+    }
+    client
+}
+
+async fn not_found() -> Response {
+    Error::NotFound("not found".into()).into_response()
+}
+
+/// `/v1/...`: turns HTTP into a core [`Request`] and the [`Reply`] back.
+async fn v1(
+    State(core): State<Arc<Core>>,
+    axum::Extension(ctx): axum::Extension<RequestContext>,
+    method: Method,
+    uri: http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match build_request(&core, ctx, method, &uri, &headers, body).await {
+        Ok(req) => match core.handle(req).await {
+            Ok(reply) => reply_response(reply),
+            Err(e) => e.into_response(),
+        },
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn build_request(
+    core: &Core,
+    ctx: RequestContext,
+    method: Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Request, Error> {
+    let query: Vec<(String, String)> = uri
+        .query()
+        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let listing = query.iter().any(|(k, v)| k == "list" && (v == "true" || v == "1"));
+    let operation = match method.as_str() {
+        "GET" if listing => Operation::List,
+        "GET" => Operation::Read,
+        "LIST" => Operation::List,
+        "POST" | "PUT" => Operation::Write,
+        "DELETE" => Operation::Delete,
+        "PATCH" => Operation::Patch,
+        "HEAD" => Operation::Head,
+        _ => return Err(Error::MethodNotAllowed(format!("method {method} is not supported"))),
+    };
+    let bytes = read_body(body, core.config.max_body_bytes()).await?;
+    let body = if bytes.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::bad_request(format!("failed to parse JSON input: {e}")))?;
+        if !value.is_object() {
+            return Err(Error::bad_request("the request body must be a JSON object"));
+        }
+        Some(value)
+    };
+    let token = headers
+        .get("x-vault-token")
+        .or_else(|| headers.get("x-zafe-token"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| {
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::to_string)
+        })
+        .filter(|t| !t.is_empty());
+    let path = percent_decode(uri.path().strip_prefix("/v1/").unwrap_or_default())?;
+    Ok(Request {
+        operation,
+        path,
+        body,
+        query,
+        token,
+        client_ip: ctx.client_ip,
+        request_id: ctx.request_id,
+    })
+}
+
+/// Percent-decodes a path (without treating `+` as a space: paths are not forms).
+fn percent_decode(path: &str) -> Result<String, Error> {
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .map(|p| p.into_owned())
+        .map_err(|_| Error::bad_request("the path is not valid UTF-8"))
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large { Error::PayloadTooLarge(limit) } else { Error::bad_request("could not read the request body") }
+    })
+}
+
+fn reply_response(reply: Reply) -> Response {
+    match reply {
+        Reply::Json(status, body) => (status, axum::Json(body)).into_response(),
+        Reply::NoContent => StatusCode::NO_CONTENT.into_response(),
+        Reply::Status(status) => status.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xff(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", v.parse().unwrap());
+        h
+    }
+
+    // R-OPS-2
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
+        let stranger: IpAddr = "203.0.113.9".parse().unwrap();
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        // An untrusted peer's header is ignored.
+        assert_eq!(client_ip(stranger, &xff("1.2.3.4"), &trusted), stranger);
+        // Without trusted proxies configured, nothing is believed.
+        assert_eq!(client_ip(proxy, &xff("1.2.3.4"), &[]), proxy);
+        // Through a trusted proxy, the rightmost untrusted hop is the client;
+        // the spoofed leftmost entry is not.
+        assert_eq!(client_ip(proxy, &xff("6.6.6.6, 198.51.100.7"), &trusted), "198.51.100.7".parse::<IpAddr>().unwrap());
+        // Several trusted hops are skipped.
+        assert_eq!(client_ip(proxy, &xff("6.6.6.6, 198.51.100.7, 10.1.1.1"), &trusted), "198.51.100.7".parse::<IpAddr>().unwrap());
+        // Garbage stops the walk at the last trusted address.
+        assert_eq!(client_ip(proxy, &xff("1.1.1.1, junk"), &trusted), proxy);
+        // No header: the proxy itself.
+        assert_eq!(client_ip(proxy, &HeaderMap::new(), &trusted), proxy);
+    }
+
+    #[test]
+    fn request_ids_must_be_plain() {
+        assert!(acceptable_request_id(&HeaderValue::from_static("abc-123_x.y:z")));
+        assert!(!acceptable_request_id(&HeaderValue::from_static("a b")));
+        assert!(!acceptable_request_id(&HeaderValue::from_static("")));
+        assert!(!acceptable_request_id(&HeaderValue::from_str(&"a".repeat(129)).unwrap()));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%2Fb%20c").unwrap(), "a/b c");
+        assert_eq!(percent_decode("a+b").unwrap(), "a+b");
+        assert!(percent_decode("%ff").is_err());
+    }
+}

@@ -1,0 +1,315 @@
+//! Starting a server: the three ways in (`--dev`, quick start, `--config`),
+//! preflight checks, the listener (plain or TLS) and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use zafe_core::identity::IdentityKey;
+use zafe_core::secret::SecretKey;
+use zafe_storage::Backend;
+use zafe_storage::postgres::PostgresBackend;
+use zafe_storage::sqlite::SqliteBackend;
+
+use crate::config::{self, Config, StorageKind};
+use crate::core::{Core, CoreParts};
+
+/// How `zafe server` was invoked.
+#[derive(Debug, Default, Clone)]
+pub struct Launch {
+    pub config_path: Option<PathBuf>,
+    pub dev: bool,
+    pub dev_root_token: Option<String>,
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityFileError),
+    #[error("storage: {0}")]
+    Storage(#[from] zafe_storage::StorageError),
+    #[error("{0}")]
+    Preflight(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+impl From<crate::error::Error> for LaunchError {
+    fn from(e: crate::error::Error) -> Self {
+        LaunchError::Preflight(e.to_string())
+    }
+}
+
+/// Runs a server until SIGINT or SIGTERM.
+pub async fn run(launch: Launch) -> Result<(), LaunchError> {
+    for failed in crate::hardening::disable_core_dumps() {
+        tracing::warn!(call = failed, "could not disable core dumps");
+    }
+    install_panic_hook();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let (core, banner) = if launch.dev {
+        start_dev(&launch).await?
+    } else if let Some(path) = &launch.config_path {
+        let mut config = Config::from_file(path)?;
+        config.apply_env(&config::process_env)?;
+        if let Some(listen) = launch.listen {
+            config.listen = Some(listen);
+        }
+        (start_configured(config).await?, None)
+    } else {
+        start_quick(&launch).await?
+    };
+    serve(core, banner).await
+}
+
+/// `zafe server --dev`: in memory, unsealed, root token printed.
+async fn start_dev(launch: &Launch) -> Result<(Arc<Core>, Option<String>), LaunchError> {
+    let mut config = Config::default();
+    config.apply_env(&config::process_env)?;
+    config.storage.kind = StorageKind::Memory;
+    if let Some(listen) = launch.listen {
+        config.listen = Some(listen);
+    }
+    config.validate()?;
+    let backend: Arc<dyn Backend> = Arc::new(SqliteBackend::memory().await?);
+    let core = Core::new(CoreParts {
+        config,
+        backend,
+        // Ephemeral by design, like everything else in dev mode.
+        identity: IdentityKey::generate(),
+        master_key: Some(SecretKey::generate()),
+        token_pepper: None,
+        tls_spki: None,
+        proxy_spki: None,
+    })
+    .await?;
+    let (shares, root_token) = core.initialize(1, 1, launch.dev_root_token.as_deref()).await?;
+    let addr = core.config.listen();
+    let banner = format!(
+        "\nZafe development server: IN MEMORY, UNSEALED, NOT FOR REAL SECRETS.\n\
+         Everything is lost when it stops, and its identity is new at every start.\n\n\
+         \x20   export ZAFE_ADDR='http://{addr}'\n\
+         \x20   export ZAFE_TOKEN='{root_token}'\n\n\
+         Unseal key (not needed in dev mode): {}\n\
+         Server identity: {}\n",
+        hex::encode(shares[0].as_bytes()),
+        core.identity.server_id()
+    );
+    Ok((core, Some(banner)))
+}
+
+/// `zafe server` with no configuration: SQLite and a generated master key in
+/// the data directory, initialised on the first run.
+async fn start_quick(launch: &Launch) -> Result<(Arc<Core>, Option<String>), LaunchError> {
+    let mut config = Config::default();
+    config.apply_env(&config::process_env)?;
+    if let Some(listen) = launch.listen {
+        config.listen = Some(listen);
+    }
+    let data_dir = config.data_dir();
+    create_private_dir(&data_dir)?;
+    let key_file = data_dir.join("master.key");
+    if config::process_env("ZAFE_MASTER_KEY").is_none() && config::process_env("ZAFE_MASTER_KEY_FILE").is_none() {
+        if !key_file.exists() {
+            if config.sqlite_path().exists() {
+                return Err(LaunchError::Preflight(format!(
+                    "{} exists but its master key file {} is missing: restore the key file, or set ZAFE_MASTER_KEY_FILE",
+                    config.sqlite_path().display(),
+                    key_file.display()
+                )));
+            }
+            write_new_master_key(&key_file)?;
+            eprintln!(
+                "\nWARNING: generated a master key at {} BESIDE the data it protects.\n\
+                 This quick start is for evaluation: anyone who copies the data directory gets every secret.\n\
+                 For production, run `zafe server --config zafe.toml` with the key kept elsewhere\n\
+                 (ZAFE_MASTER_KEY_FILE on another volume, or Shamir key shares).\n",
+                key_file.display()
+            );
+        }
+        config.seal.master_key_file = Some(key_file);
+    }
+    let core = start_configured(config).await?;
+    let mut banner = None;
+    if !core.is_initialized().await? {
+        let (shares, root_token) = core.initialize(1, 1, None).await?;
+        banner = Some(format!(
+            "\nZafe is initialised. These are shown ONCE; store them somewhere safe:\n\n\
+             \x20   Root token:   {root_token}\n\
+             \x20   Recovery key: {}\n\n\
+             Log in from another terminal:\n\n\
+             \x20   export ZAFE_ADDR='http://{}'\n\
+             \x20   export ZAFE_TOKEN='<the root token above>'\n\
+             \x20   zafe status\n",
+            hex::encode(shares[0].as_bytes()),
+            core.config.listen()
+        ));
+    }
+    Ok((core, banner))
+}
+
+/// Production start: storage, identity, secrets, and auto-unseal when a
+/// master key is configured. Without one the server waits, sealed, for
+/// `zafe operator init` / `unseal`.
+async fn start_configured(config: Config) -> Result<Arc<Core>, LaunchError> {
+    config.validate()?;
+    let secrets = config.secrets(&config::process_env)?;
+    let backend: Arc<dyn Backend> = match config.storage.kind {
+        StorageKind::Sqlite | StorageKind::Memory => {
+            let path = config.sqlite_path();
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                create_private_dir(dir)?;
+            }
+            Arc::new(SqliteBackend::open(&path).await?)
+        }
+        StorageKind::Postgres => {
+            let url = secrets.postgres_url.as_deref().ok_or_else(|| {
+                LaunchError::Preflight("storage kind is postgres but no url, url_file or ZAFE_STORAGE_URL is set".into())
+            })?;
+            Arc::new(PostgresBackend::connect(url).await?)
+        }
+    };
+    let identity_file = config.identity_key_file();
+    if let Some(dir) = identity_file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dir(dir)?;
+    }
+    let identity = crate::identity::load_or_create(&identity_file, &*backend).await?;
+    let tls_spki = match &config.tls {
+        Some(tls) => Some(spki_hash_of_cert_file(&tls.cert_file)?),
+        None => None,
+    };
+    let proxy_spki = match &config.identity.proxy_cert_file {
+        Some(path) => Some(spki_hash_of_cert_file(path)?),
+        None => None,
+    };
+    let has_master_key = secrets.master_key.is_some();
+    let core = Core::new(CoreParts {
+        config,
+        backend,
+        identity,
+        master_key: secrets.master_key,
+        token_pepper: secrets.token_pepper,
+        tls_spki,
+        proxy_spki,
+    })
+    .await?;
+    if has_master_key && core.is_initialized().await? {
+        // A wrong key stops the start-up here, with a clear message.
+        core.unseal_with_master_key().await.map_err(|e| LaunchError::Preflight(format!("auto-unseal failed: {e}")))?;
+    }
+    Ok(core)
+}
+
+async fn serve(core: Arc<Core>, banner: Option<String>) -> Result<(), LaunchError> {
+    let addr = core.config.listen();
+    let app = crate::http::router(core.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let handle = axum_server::Handle::new();
+    tokio::spawn(shutdown_on_signal(handle.clone()));
+
+    // Bind first, so the banner is only printed for a server that listens.
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| LaunchError::Listen { addr, source })?;
+    listener.set_nonblocking(true).map_err(|source| LaunchError::Listen { addr, source })?;
+    let scheme = if core.config.tls.is_some() { "https" } else { "http" };
+    tracing::info!(
+        %addr,
+        scheme,
+        storage = core.backend().kind(),
+        server_id = %core.identity.server_id(),
+        sealed = core.is_sealed(),
+        "Zafe is listening"
+    );
+    if let Some(banner) = banner {
+        eprintln!("{banner}");
+    }
+    let result = match &core.config.tls {
+        Some(tls) => {
+            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert_file, &tls.key_file)
+                .await
+                .map_err(|e| LaunchError::Preflight(format!("TLS certificate or key: {e}")))?;
+            axum_server::from_tcp_rustls(listener, rustls).handle(handle).serve(app).await
+        }
+        None => axum_server::from_tcp(listener).handle(handle).serve(app).await,
+    };
+    result.map_err(|source| LaunchError::Listen { addr, source })?;
+    core.close();
+    tracing::info!("Zafe stopped");
+    Ok(())
+}
+
+async fn shutdown_on_signal(handle: axum_server::Handle) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: finishing requests in flight");
+    handle.graceful_shutdown(Some(Duration::from_secs(20)));
+}
+
+/// Panic messages can contain data; log only where it happened.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        tracing::error!(%location, "panic");
+    }));
+}
+
+/// Creates `dir` (and parents) and makes sure it is 0700 (R-OPS-7).
+fn create_private_dir(dir: &Path) -> Result<(), LaunchError> {
+    std::fs::create_dir_all(dir).map_err(|e| LaunchError::Preflight(format!("cannot create {}: {e}", dir.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)
+            .map_err(|e| LaunchError::Preflight(format!("{}: {e}", dir.display())))?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| LaunchError::Preflight(format!("cannot chmod 700 {}: {e}", dir.display())))?;
+        }
+    }
+    Ok(())
+}
+
+fn write_new_master_key(path: &Path) -> Result<(), LaunchError> {
+    use std::io::Write;
+    let key = SecretKey::generate();
+    let text = zeroize::Zeroizing::new(hex::encode(key.expose()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| LaunchError::Preflight(format!("cannot create {}: {e}", path.display())))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| LaunchError::Preflight(format!("cannot write {}: {e}", path.display())))
+}
+
+/// SHA-256 of the SubjectPublicKeyInfo of the first certificate in a PEM file.
+pub fn spki_hash_of_cert_file(path: &Path) -> Result<[u8; 32], LaunchError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let cert = CertificateDer::pem_file_iter(path)
+        .map_err(|e| LaunchError::Preflight(format!("{}: {e}", path.display())))?
+        .next()
+        .ok_or_else(|| LaunchError::Preflight(format!("{}: no certificate found", path.display())))?
+        .map_err(|e| LaunchError::Preflight(format!("{}: {e}", path.display())))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(&cert)
+        .map_err(|e| LaunchError::Preflight(format!("{}: {e}", path.display())))?;
+    Ok(zafe_core::identity::spki_sha256(parsed.public_key().raw))
+}
