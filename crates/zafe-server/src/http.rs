@@ -1,8 +1,8 @@
 //! HTTP on top of the core: axum routes, and the middleware every request
 //! passes through (R-OPS-1..3, R-WEB-2 headers):
 //!
-//! - a request id (from `X-Request-Id` if the caller sent a sane one, else a
-//!   new UUID) on every response, log line and error;
+//! - a request id (from `X-Request-Id` if the caller sent a plain one, else
+//!   a new UUID) on every response, log line and error;
 //! - the real client address, believing `X-Forwarded-For` only from
 //!   configured trusted proxies;
 //! - a body size cap answered with a JSON 413 before anything is read;
@@ -24,7 +24,6 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use ipnet::IpNet;
 use serde_json::json;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::core::{Core, Operation, Reply, Request};
@@ -40,43 +39,24 @@ pub struct RequestContext {
 }
 
 pub fn router(core: Arc<Core>) -> Router {
-    let cors = cors_layer(&core.config.cors_origins);
     let mut app = Router::new()
         .route("/v1/{*path}", axum::routing::any(v1))
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(core.clone(), guard));
-    if let Some(cors) = cors {
+        .fallback(not_found);
+    if let Some(cors) = cors_layer(&core.config.cors_origins) {
         app = app.layer(cors);
     }
-    app.layer(
-        TraceLayer::new_for_http().make_span_with(|req: &HttpRequest| {
-            let id = req
-                .headers()
-                .get(REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            // The path only: query strings can carry things that are not ours to log.
-            tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
-        }),
-    )
-    .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-    .layer(SetRequestIdLayer::new(REQUEST_ID, SaneRequestId))
+    app.layer(TraceLayer::new_for_http().make_span_with(|req: &HttpRequest| {
+        let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+        // The path only: query strings can carry things that are not ours to log.
+        tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+    }))
+    // Outermost, so that everything inside sees the checked request id.
+    .layer(middleware::from_fn_with_state(core.clone(), guard))
     .with_state(core)
 }
 
 /// Keeps a caller's request id only if it is short and plain, so it cannot
-/// inject anything into logs or audit entries; otherwise makes a new one.
-#[derive(Clone, Copy)]
-struct SaneRequestId;
-
-impl tower_http::request_id::MakeRequestId for SaneRequestId {
-    fn make_request_id<B>(&mut self, request: &http::Request<B>) -> Option<RequestId> {
-        // SetRequestIdLayer only calls this when the header is absent; the
-        // guard below replaces unacceptable ones.
-        MakeRequestUuid.make_request_id(request)
-    }
-}
-
+/// inject anything into logs or audit entries; otherwise a new UUID is used.
 fn acceptable_request_id(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
     !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
@@ -147,6 +127,9 @@ async fn guard(State(core): State<Arc<Core>>, mut req: HttpRequest, next: Next) 
         }
     };
     set_security_headers(response.headers_mut(), core.tls_spki.is_some());
+    if let Ok(id) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, id);
+    }
     response
 }
 
@@ -336,6 +319,44 @@ mod tests {
         assert!(!acceptable_request_id(&HeaderValue::from_static("a b")));
         assert!(!acceptable_request_id(&HeaderValue::from_static("")));
         assert!(!acceptable_request_id(&HeaderValue::from_str(&"a".repeat(129)).unwrap()));
+    }
+
+    // R-OPS-3: a panic becomes a JSON 500 naming the request id, with no
+    // stack trace and nothing from the panic message.
+    #[tokio::test]
+    async fn a_panicking_handler_becomes_a_json_500() {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let backend: Arc<dyn zafe_storage::Backend> = Arc::new(zafe_storage::sqlite::SqliteBackend::memory().await.unwrap());
+        let core = Core::new(crate::core::CoreParts {
+            config: Default::default(),
+            backend,
+            identity: zafe_core::identity::IdentityKey::generate(),
+            master_key: None,
+            token_pepper: None,
+            tls_spki: None,
+            proxy_spki: None,
+        })
+        .await
+        .unwrap();
+        let app: Router = Router::new()
+            .route(
+                "/boom",
+                axum::routing::get(|| async {
+                    if true {
+                        panic!("the secret hunter2 leaked into a panic");
+                    }
+                    ""
+                }),
+            )
+            .layer(middleware::from_fn_with_state(core.clone(), guard))
+            .with_state(core);
+        let req = http::Request::builder().uri("/boom").header("x-request-id", "req-7").body(Body::empty()).unwrap();
+        let res = app.oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(res.headers()["x-request-id"], "req-7");
+        let body = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        assert_eq!(body, r#"{"errors":["internal error (request id req-7)"]}"#);
     }
 
     #[test]
