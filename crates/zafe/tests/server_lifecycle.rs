@@ -1,0 +1,455 @@
+//! End to end: the real `zafe` binary on loopback, driven over HTTP.
+//! Init with 5 shares / threshold 3, unseal, seal, restart, auto-unseal, the
+//! quick start, dev mode, start-up refusals, limits and client addresses.
+
+mod support;
+
+use serde_json::json;
+use support::*;
+
+#[tokio::test]
+async fn shamir_init_unseal_seal_restart_unseal() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let cfg = config_file(dir.path(), addr, "", "");
+    let cfg = cfg.to_str().unwrap();
+    let mut server = Server::start(
+        &["server", "--config", cfg],
+        &[],
+        addr,
+        dir.path().join("1.log"),
+    );
+
+    let h = call("GET", &server.url("/v1/sys/health"), None, None).await;
+    assert_eq!(h.status, 501, "not initialised yet");
+    let (keys, root) = init(&server, 5, 3).await;
+    assert_eq!(keys.len(), 5);
+    assert!(sealed(&server).await, "Shamir mode stays sealed after init");
+
+    // Two shares are not enough; a wrong share is refused and changes nothing.
+    unseal(&server, &keys[0]).await;
+    unseal(&server, &keys[1]).await;
+    let mut wrong = hex::decode(&keys[2]).unwrap();
+    wrong[3] ^= 0x10;
+    let r = unseal(&server, &hex::encode(wrong)).await;
+    assert_eq!(r.status, 400);
+    assert!(sealed(&server).await);
+    let r = call("GET", &server.url("/v1/sys/seal-status"), None, None).await;
+    assert_eq!(
+        (
+            r.json["t"].as_u64(),
+            r.json["n"].as_u64(),
+            r.json["progress"].as_u64()
+        ),
+        (Some(3), Some(5), Some(2))
+    );
+    let r = unseal(&server, &keys[2]).await;
+    assert_eq!(r.json["sealed"], false);
+    assert_eq!(
+        call("GET", &server.url("/v1/sys/health"), None, None)
+            .await
+            .status,
+        200
+    );
+
+    // Seal with the root token.
+    assert_eq!(
+        call("PUT", &server.url("/v1/sys/seal"), None, None)
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        call("PUT", &server.url("/v1/sys/seal"), Some(&root), None)
+            .await
+            .status,
+        204
+    );
+    assert!(sealed(&server).await);
+
+    // Restart: sealed again, and three other shares unseal it.
+    server.stop();
+    let server = Server::start(
+        &["server", "--config", cfg],
+        &[],
+        addr,
+        dir.path().join("2.log"),
+    );
+    assert!(sealed(&server).await);
+    for k in &keys[2..5] {
+        unseal(&server, k).await;
+    }
+    assert!(!sealed(&server).await);
+    // The root token survived the restart.
+    assert_eq!(
+        call("PUT", &server.url("/v1/sys/seal"), Some(&root), None)
+            .await
+            .status,
+        204
+    );
+}
+
+#[tokio::test]
+async fn auto_unseal_from_a_master_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let key_file = dir.path().join("master.key");
+    write_private(&key_file, &"5a".repeat(32));
+    let section = format!("[seal]\nmaster_key_file = \"{}\"\n", key_file.display());
+    let cfg = config_file(dir.path(), addr, "", &section);
+    let cfg = cfg.to_str().unwrap();
+
+    let mut server = Server::start(
+        &["server", "--config", cfg],
+        &[],
+        addr,
+        dir.path().join("1.log"),
+    );
+    let (_, root) = init(&server, 3, 2).await;
+    assert!(
+        !sealed(&server).await,
+        "a master key unseals right after init"
+    );
+    server.stop();
+
+    let mut server = Server::start(
+        &["server", "--config", cfg],
+        &[],
+        addr,
+        dir.path().join("2.log"),
+    );
+    assert!(!sealed(&server).await, "and at every start");
+    assert_eq!(
+        call("GET", &server.url("/v1/sys/health"), None, None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call("PUT", &server.url("/v1/sys/seal"), Some(&root), None)
+            .await
+            .status,
+        204
+    );
+    server.stop();
+
+    // The environment overrides the file; a wrong key fails preflight clearly.
+    let mut wrong = Server::spawn(
+        &["server", "--config", cfg],
+        &[("ZAFE_MASTER_KEY", &"11".repeat(32))],
+        addr,
+        dir.path().join("3.log"),
+    );
+    assert!(!wrong.wait_exit().success());
+    assert!(
+        wrong.log_text().contains("does not match"),
+        "{}",
+        wrong.log_text()
+    );
+
+    // A malformed key is refused with the expected format.
+    let mut bad = Server::spawn(
+        &["server", "--config", cfg],
+        &[("ZAFE_MASTER_KEY", "too-short")],
+        addr,
+        dir.path().join("4.log"),
+    );
+    assert!(!bad.wait_exit().success());
+    assert!(
+        bad.log_text().contains("64 hex characters"),
+        "{}",
+        bad.log_text()
+    );
+
+    // A key file that group or others can read is refused (R-KEY-5).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut open = Server::spawn(
+        &["server", "--config", cfg],
+        &[],
+        addr,
+        dir.path().join("5.log"),
+    );
+    assert!(!open.wait_exit().success());
+    assert!(open.log_text().contains("chmod 600"), "{}", open.log_text());
+
+    // A configured key file that does not exist is a clear error too.
+    let mut missing = Server::spawn(
+        &["server", "--config", cfg],
+        &[(
+            "ZAFE_MASTER_KEY_FILE",
+            dir.path().join("nope.key").to_str().unwrap(),
+        )],
+        addr,
+        dir.path().join("6.log"),
+    );
+    assert!(!missing.wait_exit().success());
+    assert!(
+        missing.log_text().contains("nope.key"),
+        "{}",
+        missing.log_text()
+    );
+}
+
+#[tokio::test]
+async fn quick_start_initialises_once_in_a_private_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("zafe-data");
+    let addr = free_addr();
+    let envs = [
+        ("ZAFE_DATA_DIR", data.to_str().unwrap()),
+        ("ZAFE_LISTEN", &addr.to_string()),
+    ];
+    let mut server = Server::start(&["server"], &envs, addr, dir.path().join("1.log"));
+    // Give the banner a moment to be written after the listener is up.
+    let r = call("GET", &server.url("/v1/sys/health"), None, None).await;
+    assert_eq!(r.status, 200, "{}", server.log_text());
+    let log = server.log_text();
+    assert!(log.contains("Root token:"), "{log}");
+    assert!(log.contains("WARNING: generated a master key"), "{log}");
+    let root = log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Root token:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(mode_of(&data), 0o700);
+    assert_eq!(mode_of(&data.join("master.key")), 0o600);
+    assert_eq!(mode_of(&data.join("identity.key")), 0o600);
+    assert_eq!(mode_of(&data.join("zafe.db")), 0o600);
+    server.stop();
+
+    let server = Server::start(&["server"], &envs, addr, dir.path().join("2.log"));
+    assert_eq!(
+        call("GET", &server.url("/v1/sys/health"), None, None)
+            .await
+            .status,
+        200
+    );
+    assert!(
+        !server.log_text().contains("Root token:"),
+        "shown once only"
+    );
+    assert_eq!(
+        call("PUT", &server.url("/v1/sys/seal"), Some(&root), None)
+            .await
+            .status,
+        204
+    );
+}
+
+#[tokio::test]
+async fn dev_mode_is_unsealed_with_the_chosen_root_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let a = addr.to_string();
+    let server = Server::start(
+        &[
+            "server",
+            "--dev",
+            "--dev-root-token",
+            "dev-only-token",
+            "--listen",
+            &a,
+        ],
+        &[],
+        addr,
+        dir.path().join("dev.log"),
+    );
+    assert_eq!(
+        call("GET", &server.url("/v1/sys/health"), None, None)
+            .await
+            .status,
+        200
+    );
+    assert!(server.log_text().contains("IN MEMORY"));
+    assert_eq!(
+        call(
+            "PUT",
+            &server.url("/v1/sys/seal"),
+            Some("dev-only-token"),
+            None
+        )
+        .await
+        .status,
+        204
+    );
+}
+
+// R-OPS-1 over a real socket.
+#[tokio::test]
+async fn oversized_requests_get_413() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let cfg = config_file(dir.path(), addr, "max_body_bytes = 4096", "");
+    let server = Server::start(
+        &["server", "--config", cfg.to_str().unwrap()],
+        &[],
+        addr,
+        dir.path().join("s.log"),
+    );
+    let body = json!({"secret_shares": 1, "secret_threshold": 1, "padding": "x".repeat(10_000)});
+    let r = call("PUT", &server.url("/v1/sys/init"), None, Some(body)).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(
+        call("GET", &server.url("/v1/sys/init"), None, None)
+            .await
+            .json["initialized"],
+        false
+    );
+}
+
+// R-OPS-2: X-Forwarded-For from an untrusted peer is ignored; from a
+// trusted proxy, the rightmost untrusted hop is the client. Observed in the
+// server's own log of a rejected unseal share.
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    async fn logged_client_ip(trusted: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = free_addr();
+        let cfg = config_file(dir.path(), addr, trusted, "");
+        let server = Server::start(
+            &["server", "--config", cfg.to_str().unwrap()],
+            &[],
+            addr,
+            dir.path().join("s.log"),
+        );
+        init(&server, 1, 1).await;
+        let res = http()
+            .put(server.url("/v1/sys/unseal"))
+            .header("X-Forwarded-For", "6.6.6.6, 198.51.100.7")
+            .json(&json!({"key": "00".repeat(33)}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400);
+        let log = server.log_text();
+        let line = log
+            .lines()
+            .find(|l| l.contains("rejected unseal key share"))
+            .expect(&log)
+            .to_string();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        v["fields"]["client_ip"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{line}"))
+            .to_string()
+    }
+    assert_eq!(logged_client_ip("").await, "127.0.0.1");
+    assert_eq!(
+        logged_client_ip("trusted_proxies = [\"127.0.0.1/32\"]").await,
+        "198.51.100.7"
+    );
+}
+
+// A configuration with a typo, or a world-writable config file, never starts.
+#[tokio::test]
+async fn bad_configuration_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let cfg = dir.path().join("typo.toml");
+    write_private(&cfg, "lisen = \"127.0.0.1:1\"\n");
+    let mut s = Server::spawn(
+        &["server", "--config", cfg.to_str().unwrap()],
+        &[],
+        addr,
+        dir.path().join("1.log"),
+    );
+    assert!(!s.wait_exit().success());
+    assert!(s.log_text().contains("lisen"), "{}", s.log_text());
+
+    let cfg = config_file(
+        dir.path(),
+        addr,
+        "public_url = \"https://user:pw@zafe.example\"",
+        "",
+    );
+    let mut s = Server::spawn(
+        &["server", "--config", cfg.to_str().unwrap()],
+        &[],
+        addr,
+        dir.path().join("2.log"),
+    );
+    assert!(!s.wait_exit().success());
+    assert!(s.log_text().contains("public_url"), "{}", s.log_text());
+
+    let cfg = config_file(dir.path(), addr, "", "");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut s = Server::spawn(
+        &["server", "--config", cfg.to_str().unwrap()],
+        &[],
+        addr,
+        dir.path().join("3.log"),
+    );
+    assert!(!s.wait_exit().success());
+    assert!(s.log_text().contains("chmod 600"), "{}", s.log_text());
+}
+
+// lessons.md: a storage record that makes an attacker-chosen token root.
+// Even an attacker who knows the token pepper (so can compute the storage
+// slot of a token of their choosing) and can write to the database cannot
+// plant a copy of the root token's record there: the copy is bound to the
+// root token's slot and fails its integrity check.
+#[tokio::test]
+async fn a_copied_root_token_record_does_not_make_a_chosen_token_root() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let pepper = "a-pepper-the-attacker-has-learned";
+    let envs = [
+        ("ZAFE_TOKEN_PEPPER", pepper),
+        ("ZAFE_MASTER_KEY", &"42".repeat(32)),
+    ];
+    let cfg = config_file(dir.path(), addr, "", "");
+    let cfg = cfg.to_str().unwrap();
+    let mut server = Server::start(
+        &["server", "--config", cfg],
+        &envs,
+        addr,
+        dir.path().join("1.log"),
+    );
+    init(&server, 1, 1).await;
+    server.stop();
+
+    let chosen = zafe_core::token::generate(zafe_core::token::TokenKind::Service);
+    let pepper_root = zafe_core::crypto::derive_key(pepper.as_bytes(), "zafe/v1/pepper-root");
+    let token_key = zafe_core::crypto::derive_key(
+        pepper_root.expose(),
+        zafe_core::keyring::purpose::TOKEN_HMAC,
+    );
+    let slot = format!(
+        "sys/token/id/{}",
+        hex::encode(zafe_core::token::lookup_hash(&token_key, &chosen))
+    );
+    let db_path = dir.path().join("data/zafe.db");
+    let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db_path.display()))
+        .await
+        .unwrap();
+    let n = sqlx::query(
+        "INSERT INTO zafe_entries (key, value, generation)
+         SELECT CAST(? AS BLOB), value, generation FROM zafe_entries WHERE key >= CAST('sys/token/id/' AS BLOB) AND key < CAST('sys/token/id0' AS BLOB)",
+    )
+    .bind(&slot)
+    .execute(&mut db)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(n, 1, "exactly one token (root) existed");
+    db.close().await.unwrap();
+
+    let server = Server::start(
+        &["server", "--config", cfg],
+        &envs,
+        addr,
+        dir.path().join("2.log"),
+    );
+    let r = call("PUT", &server.url("/v1/sys/seal"), Some(&chosen), None).await;
+    assert!(
+        r.status == 500 || r.status == 403,
+        "planted token must not work: {} {:?}",
+        r.status,
+        r.json
+    );
+    assert!(!sealed(&server).await);
+}

@@ -1,0 +1,219 @@
+//! Starts the real `zafe` binary on loopback for end-to-end tests, and
+//! stops it when the test ends (also when the test fails).
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_zafe");
+
+/// A free port on 127.0.0.1 (the kernel picks it; we release it at once).
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+pub fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+pub fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+pub struct Server {
+    pub child: Option<Child>,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+    pub scheme: &'static str,
+}
+
+impl Server {
+    /// Starts `zafe <args>` with `envs`, waiting until it answers HTTP.
+    pub fn start(args: &[&str], envs: &[(&str, &str)], addr: SocketAddr, log: PathBuf) -> Server {
+        let mut server = Self::spawn(args, envs, addr, log);
+        server.wait_ready();
+        server
+    }
+
+    pub fn spawn(args: &[&str], envs: &[(&str, &str)], addr: SocketAddr, log: PathBuf) -> Server {
+        let log_file = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env_remove("ZAFE_ADDR")
+            .env_remove("ZAFE_TOKEN")
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_TOKEN")
+            .env("ZAFE_LOG_FORMAT", "json")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        Server {
+            child: Some(child),
+            addr,
+            log,
+            scheme: "http",
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}://{}{}", self.scheme, self.addr, path)
+    }
+
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("zafe exited early with {status}:\n{}", self.log_text());
+            }
+            if std::net::TcpStream::connect(self.addr).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("zafe did not start listening:\n{}", self.log_text());
+    }
+
+    /// Waits for the process to exit by itself (for start-up refusals).
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!("zafe did not exit:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// SIGTERM, then wait: a graceful stop.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if child.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub json: Value,
+}
+
+pub async fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+    let mut req = http().request(method.parse().unwrap(), url);
+    if let Some(t) = token {
+        req = req.header("X-Vault-Token", t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Reply { status, json }
+}
+
+pub async fn init(server: &Server, shares: usize, threshold: usize) -> (Vec<String>, String) {
+    let r = call(
+        "PUT",
+        &server.url("/v1/sys/init"),
+        None,
+        Some(json!({"secret_shares": shares, "secret_threshold": threshold})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.json);
+    let keys = r.json["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    (keys, r.json["root_token"].as_str().unwrap().to_string())
+}
+
+pub async fn unseal(server: &Server, key: &str) -> Reply {
+    call(
+        "PUT",
+        &server.url("/v1/sys/unseal"),
+        None,
+        Some(json!({ "key": key })),
+    )
+    .await
+}
+
+pub async fn sealed(server: &Server) -> bool {
+    call("GET", &server.url("/v1/sys/seal-status"), None, None)
+        .await
+        .json["sealed"]
+        .as_bool()
+        .unwrap()
+}
+
+/// A config file for `zafe server --config`, written 0600, in `dir`.
+/// `top` holds top-level settings, `sections` whole `[section]`s.
+pub fn config_file(dir: &Path, addr: SocketAddr, top: &str, sections: &str) -> PathBuf {
+    let path = dir.join("zafe.toml");
+    let text = format!(
+        "listen = \"{addr}\"\ndata_dir = \"{}\"\n{top}\n[storage]\nkind = \"sqlite\"\npath = \"{}\"\n{sections}\n",
+        dir.join("data").display(),
+        dir.join("data/zafe.db").display()
+    );
+    write_private(&path, &text);
+    path
+}
