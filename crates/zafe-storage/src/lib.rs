@@ -13,7 +13,9 @@
 
 use async_trait::async_trait;
 
+pub mod conformance;
 pub mod postgres;
+mod sql;
 pub mod sqlite;
 
 /// One stored row.
@@ -100,10 +102,18 @@ pub trait Backend: Send + Sync + 'static {
 
 /// The immediate children of `prefix`, Vault style: `"a"` for a key
 /// `prefix + "a"`, `"dir/"` once for any number of keys under `prefix + "dir/"`.
-/// Sorted, strictly after `start_after`, at most `limit`. Skips over each
-/// child folder with one indexed query, so a folder with a million nested keys
-/// costs one step, not a million. Keys never contain NUL (the barrier refuses
-/// them), which makes `key + "\0"` the immediate successor of `key`.
+/// Sorted (memcmp order, like [`Backend::keys`]), strictly after
+/// `start_after`, at most `limit`.
+///
+/// `start_after` is normally a child returned by an earlier page. If it names
+/// something inside a folder (`"dir/x"`), the whole folder `"dir/"` sorts
+/// before it and is skipped too. A key equal to `prefix` itself is not a child
+/// of `prefix` and is never reported.
+///
+/// Skips over each child folder with one indexed query, so a folder with a
+/// million nested keys costs one step, not a million. Keys never contain NUL
+/// (the barrier refuses them), which makes `key + "\0"` the immediate
+/// successor of `key`.
 pub async fn list_children(
     backend: &dyn Backend,
     prefix: &str,
@@ -111,26 +121,37 @@ pub async fn list_children(
     limit: usize,
 ) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    let mut cursor = if start_after.is_empty() {
-        prefix.to_string()
-    } else {
-        past(&format!("{prefix}{start_after}"))
+    let mut cursor = match start_after.find('/') {
+        // Everything after a folder, or after anything inside one, starts
+        // past the whole folder: its name sorts before all of its contents.
+        Some(i) => past_folder(&format!("{prefix}{}", &start_after[..=i])),
+        None if start_after.is_empty() => prefix.to_string(),
+        None => past_key(&format!("{prefix}{start_after}")),
     };
     'scan: while out.len() < limit {
         let want = limit - out.len();
         let batch = backend.keys(prefix, &cursor, want).await?;
         let exhausted = batch.len() < want;
         for key in batch {
-            let rest = &key[prefix.len()..];
+            let Some(rest) = key.strip_prefix(prefix) else {
+                return Err(StorageError::Backend(
+                    "backend returned a key outside the requested prefix".into(),
+                ));
+            };
             if let Some(i) = rest.find('/') {
                 // A folder: report it once and jump over all of its keys.
                 let child = &rest[..=i];
-                cursor = past(&format!("{prefix}{child}"));
+                cursor = past_folder(&format!("{prefix}{child}"));
                 out.push(child.to_string());
                 continue 'scan;
             }
-            cursor = past(&key);
-            out.push(rest.to_string());
+            // A plain key. Its successor is `key + "\0"` even when `key` ends
+            // in '/' (only possible for `key == prefix`): treating it as a
+            // folder would jump over every real child.
+            cursor = past_key(&key);
+            if !rest.is_empty() {
+                out.push(rest.to_string());
+            }
         }
         if exhausted {
             break;
@@ -139,11 +160,151 @@ pub async fn list_children(
     Ok(out)
 }
 
-/// The smallest key that sorts after `key` and, when `key` is a folder
-/// (ends in `/`), after everything inside it: `'0'` is the byte after `'/'`.
-fn past(key: &str) -> String {
-    match key.strip_suffix('/') {
-        Some(stem) => format!("{stem}0"),
-        None => format!("{key}\0"),
+/// The immediate successor of `key` in memcmp order.
+fn past_key(key: &str) -> String {
+    format!("{key}\0")
+}
+
+/// The smallest key after `folder` (which ends in `/`) and everything inside
+/// it: `'0'` is the byte after `'/'`.
+fn past_folder(folder: &str) -> String {
+    debug_assert!(folder.ends_with('/'));
+    let stem = folder.strip_suffix('/').unwrap_or(folder);
+    format!("{stem}0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A reference backend: a `BTreeMap<String, _>` orders keys byte-wise,
+    /// exactly as the contract requires. Counts `keys` calls.
+    #[derive(Default)]
+    struct MapBackend {
+        map: Mutex<BTreeMap<String, (Vec<u8>, i64)>>,
+        key_scans: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Backend for MapBackend {
+        fn kind(&self) -> &'static str {
+            "map"
+        }
+
+        async fn get(&self, key: &str) -> Result<Option<Entry>> {
+            let map = self.map.lock().unwrap();
+            Ok(map.get(key).map(|(value, generation)| Entry {
+                key: key.to_string(),
+                value: value.clone(),
+                generation: *generation,
+            }))
+        }
+
+        async fn keys(&self, prefix: &str, start_at: &str, limit: usize) -> Result<Vec<String>> {
+            self.key_scans.fetch_add(1, Ordering::Relaxed);
+            let map = self.map.lock().unwrap();
+            Ok(map
+                .range(prefix.max(start_at).to_string()..)
+                .map(|(k, _)| k)
+                .take_while(|k| k.starts_with(prefix))
+                .take(limit)
+                .cloned()
+                .collect())
+        }
+
+        async fn commit(&self, ops: Vec<Op>) -> Result<()> {
+            let mut map = self.map.lock().unwrap();
+            let mut next = map.clone();
+            for op in ops {
+                let (key, condition) = match &op {
+                    Op::Put { entry, condition } => (&entry.key, condition),
+                    Op::Delete { key, condition } => (key, condition),
+                };
+                let held = match (condition, next.get(key)) {
+                    (Condition::Any, _) => true,
+                    (Condition::Absent, current) => current.is_none(),
+                    (Condition::Generation(g), Some((_, current))) => current == g,
+                    (Condition::Generation(_), None) => false,
+                };
+                if !held {
+                    return Err(StorageError::Conflict { key: key.clone() });
+                }
+                match op {
+                    Op::Put { entry, .. } => {
+                        next.insert(entry.key, (entry.value, entry.generation));
+                    }
+                    Op::Delete { key, .. } => {
+                        next.remove(&key);
+                    }
+                }
+            }
+            *map = next;
+            Ok(())
+        }
+
+        async fn ping(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The suite itself is checked against the obviously correct backend.
+    #[tokio::test]
+    async fn conformance_suite_passes_on_reference_backend() {
+        conformance::run_all(&MapBackend::default()).await;
+    }
+
+    #[tokio::test]
+    async fn list_children_skips_folders_in_one_scan() {
+        let backend = MapBackend::default();
+        let mut ops: Vec<Op> = (0..10_000)
+            .map(|i| Op::Put {
+                entry: Entry {
+                    key: format!("p/big/{i:05}"),
+                    value: Vec::new(),
+                    generation: 1,
+                },
+                condition: Condition::Any,
+            })
+            .collect();
+        for key in ["p/a", "p/z"] {
+            ops.push(Op::Put {
+                entry: Entry {
+                    key: key.into(),
+                    value: Vec::new(),
+                    generation: 1,
+                },
+                condition: Condition::Any,
+            });
+        }
+        backend.commit(ops).await.unwrap();
+
+        let children = list_children(&backend, "p/", "", 100).await.unwrap();
+        assert_eq!(children, ["a", "big/", "z"]);
+        // One scan up to and including the folder, one after it.
+        assert_eq!(backend.key_scans.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn list_children_does_not_treat_the_prefix_key_as_a_folder() {
+        let backend = MapBackend::default();
+        let ops = ["p/", "p/a", "p/b/c"]
+            .into_iter()
+            .map(|key| Op::Put {
+                entry: Entry {
+                    key: key.into(),
+                    value: Vec::new(),
+                    generation: 1,
+                },
+                condition: Condition::Any,
+            })
+            .collect();
+        backend.commit(ops).await.unwrap();
+        assert_eq!(
+            list_children(&backend, "p/", "", 10).await.unwrap(),
+            ["a", "b/"]
+        );
     }
 }

@@ -1,0 +1,298 @@
+//! The shared backend: several stateless Zafe nodes over one PostgreSQL
+//! database.
+//!
+//! Commits run at PostgreSQL's default isolation, READ COMMITTED, where a
+//! "check, then write" pair of statements is a race between nodes. So no
+//! condition is ever checked by a separate read: each one is folded into the
+//! statement that writes, and the number of rows it touched says whether the
+//! condition held. Those statements are safe under concurrency because
+//! PostgreSQL serializes writers of the same row (and of the same unique index
+//! entry) and re-evaluates the `WHERE` clause against the newest committed row
+//! after waiting:
+//!
+//! * `Absent` put: `INSERT .. ON CONFLICT DO NOTHING`. A concurrent inserter
+//!   of the same key makes it wait for that transaction; if it commits, the
+//!   insert does nothing and we report a conflict.
+//! * `Generation(g)` put or delete: `UPDATE`/`DELETE .. WHERE generation = g`.
+//!   If another transaction changed the row first, the re-check fails and
+//!   zero rows are touched.
+//! * `Any`: an upsert or an unconditional delete.
+//!
+//! A conflict rolls back the whole transaction.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+
+use crate::sql::{
+    backend_error, describe, key_from_bytes, migration_error, prefix_upper_bound, scan_start,
+    sql_limit,
+};
+use crate::{Backend, Condition, Entry, Op, Result, StorageError};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Per node. Several nodes share the server's `max_connections` (100 by
+/// default), so this stays modest.
+const MAX_CONNECTIONS: u32 = 16;
+
+/// A request that cannot get a connection quickly should fail rather than
+/// queue behind an unreachable database.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// [`Backend`] over a PostgreSQL database.
+pub struct PostgresBackend {
+    pool: PgPool,
+}
+
+impl PostgresBackend {
+    /// Connects to `url` (`postgres://user:password@host:port/database?...`),
+    /// checks that the database answers, and brings its schema up to date.
+    ///
+    /// Several nodes may call this at once: sqlx serializes migrations with
+    /// an advisory lock.
+    pub async fn connect(url: &str) -> Result<Self> {
+        // The URL may hold a password: it never goes into an error message.
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StorageError::Config(format!("invalid PostgreSQL URL: {}", describe(&e))))?
+            .application_name("zafe");
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // Establishes one connection now, so a wrong host or password
+            // fails at startup rather than on the first request.
+            .connect_with(options)
+            .await
+            .map_err(connect_error)?;
+
+        MIGRATOR.run(&pool).await.map_err(migration_error)?;
+
+        tracing::debug!("connected to PostgreSQL storage");
+        Ok(Self { pool })
+    }
+
+    /// Closes all connections, waiting for in-flight statements. Dropping the
+    /// backend also closes them, but in the background.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl Backend for PostgresBackend {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Entry>> {
+        let row: Option<(Vec<u8>, i64)> =
+            sqlx::query_as("SELECT value, generation FROM zafe_entries WHERE key = $1")
+                .bind(key.as_bytes())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| backend_error("get", e))?;
+        Ok(row.map(|(value, generation)| Entry {
+            key: key.to_string(),
+            value,
+            generation,
+        }))
+    }
+
+    async fn keys(&self, prefix: &str, start_at: &str, limit: usize) -> Result<Vec<String>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let start = scan_start(prefix.as_bytes(), start_at.as_bytes());
+        let rows: Vec<Vec<u8>> = match prefix_upper_bound(prefix.as_bytes()) {
+            Some(upper) => {
+                sqlx::query_scalar(
+                    "SELECT key FROM zafe_entries WHERE key >= $1 AND key < $2 \
+                     ORDER BY key LIMIT $3",
+                )
+                .bind(start)
+                .bind(upper)
+                .bind(sql_limit(limit))
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query_scalar(
+                    "SELECT key FROM zafe_entries WHERE key >= $1 ORDER BY key LIMIT $2",
+                )
+                .bind(start)
+                .bind(sql_limit(limit))
+                .fetch_all(&self.pool)
+                .await
+            }
+        }
+        .map_err(|e| backend_error("keys", e))?;
+        rows.into_iter().map(key_from_bytes).collect()
+    }
+
+    async fn commit(&self, ops: Vec<Op>) -> Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| backend_error("commit: begin", e))?;
+        for op in &ops {
+            if let Err(e) = apply(&mut tx, op).await {
+                // Rolled back on drop as well, but explicitly here so that the
+                // connection goes back to the pool clean.
+                if let Err(rb) = tx.rollback().await {
+                    tracing::warn!(error = %describe(&rb), "PostgreSQL rollback failed");
+                }
+                return Err(e);
+            }
+        }
+        // A commit that fails here (connection lost) leaves the outcome
+        // unknown to us; PostgreSQL has either applied all ops or none.
+        tx.commit().await.map_err(|e| backend_error("commit", e))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(|e| backend_error("ping", e))?;
+        Ok(())
+    }
+}
+
+/// A wrong password or database name is the operator's configuration to
+/// fix; anything else (refused, timed out) may be the database's fault.
+fn connect_error(err: sqlx::Error) -> StorageError {
+    let message = format!("connecting to PostgreSQL: {}", describe(&err));
+    match &err {
+        // Class 28: invalid authorization; 3D000: no such database.
+        sqlx::Error::Database(db)
+            if db
+                .code()
+                .is_some_and(|code| code.starts_with("28") || code == "3D000") =>
+        {
+            StorageError::Config(message)
+        }
+        _ => StorageError::Backend(message),
+    }
+}
+
+/// Applies one op inside the commit's transaction, or reports the conflict.
+async fn apply(conn: &mut PgConnection, op: &Op) -> Result<()> {
+    let (key, held) = match op {
+        Op::Put { entry, condition } => (&entry.key, put(conn, entry, *condition).await),
+        Op::Delete { key, condition } => (key, delete(conn, key, *condition).await),
+    };
+    match held {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(StorageError::Conflict { key: key.clone() }),
+        // Two commits that touch the same keys in different orders can
+        // deadlock; PostgreSQL then aborts one of them. And a server whose
+        // default isolation was raised to SERIALIZABLE reports some races as
+        // serialization failures of a statement. Both mean "someone else changed this
+        // concurrently, nothing was written": exactly a conflict, which the
+        // caller already knows how to retry.
+        Err(sqlx::Error::Database(db))
+            if matches!(db.code().as_deref(), Some("40P01" | "40001")) =>
+        {
+            Err(StorageError::Conflict { key: key.clone() })
+        }
+        Err(e) => Err(backend_error("commit", e)),
+    }
+}
+
+/// Writes `entry` if `condition` holds; `Ok(false)` if it does not.
+async fn put(conn: &mut PgConnection, entry: &Entry, condition: Condition) -> sqlx::Result<bool> {
+    let key = entry.key.as_bytes();
+    let value = entry.value.as_slice();
+    let rows = match condition {
+        Condition::Any => {
+            sqlx::query(
+                "INSERT INTO zafe_entries (key, value, generation) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key) DO UPDATE \
+                 SET value = EXCLUDED.value, generation = EXCLUDED.generation",
+            )
+            .bind(key)
+            .bind(value)
+            .bind(entry.generation)
+            .execute(&mut *conn)
+            .await?;
+            return Ok(true);
+        }
+        Condition::Absent => {
+            sqlx::query(
+                "INSERT INTO zafe_entries (key, value, generation) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(value)
+            .bind(entry.generation)
+            .execute(&mut *conn)
+            .await?
+        }
+        Condition::Generation(expected) => {
+            sqlx::query(
+                "UPDATE zafe_entries SET value = $2, generation = $3 \
+                 WHERE key = $1 AND generation = $4",
+            )
+            .bind(key)
+            .bind(value)
+            .bind(entry.generation)
+            .bind(expected)
+            .execute(&mut *conn)
+            .await?
+        }
+    };
+    Ok(rows.rows_affected() == 1)
+}
+
+/// Deletes `key` if `condition` holds; `Ok(false)` if it does not.
+async fn delete(conn: &mut PgConnection, key: &str, condition: Condition) -> sqlx::Result<bool> {
+    let key = key.as_bytes();
+    match condition {
+        Condition::Any => {
+            sqlx::query("DELETE FROM zafe_entries WHERE key = $1")
+                .bind(key)
+                .execute(&mut *conn)
+                .await?;
+            Ok(true)
+        }
+        Condition::Generation(expected) => {
+            let rows = sqlx::query("DELETE FROM zafe_entries WHERE key = $1 AND generation = $2")
+                .bind(key)
+                .bind(expected)
+                .execute(&mut *conn)
+                .await?;
+            Ok(rows.rows_affected() == 1)
+        }
+        Condition::Absent => {
+            // Deleting a key that must not exist writes nothing but asserts
+            // its absence until commit. A plain SELECT would not: another node
+            // could insert the key right after it, and two commits that each
+            // assert one key absent while creating the other would both
+            // succeed. Instead, claim the key's slot in the unique index with
+            // a placeholder row (this waits for, or conflicts with, any
+            // concurrent inserter, and blocks later ones until we finish) and
+            // remove it again. No other transaction ever sees the placeholder.
+            let inserted = sqlx::query(
+                "INSERT INTO zafe_entries (key, value, generation) VALUES ($1, '', 0) \
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
+            if inserted.rows_affected() == 0 {
+                return Ok(false);
+            }
+            sqlx::query("DELETE FROM zafe_entries WHERE key = $1")
+                .bind(key)
+                .execute(&mut *conn)
+                .await?;
+            Ok(true)
+        }
+    }
+}

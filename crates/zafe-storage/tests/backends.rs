@@ -1,0 +1,390 @@
+//! Runs the conformance suite against both real backends, plus the checks
+//! that only make sense for one of them.
+//!
+//! PostgreSQL tests need a server: set `ZAFE_TEST_POSTGRES_URL` to an admin
+//! URL (`scripts/start-postgres.sh` starts a throwaway one and prints it).
+//! Each test creates its own uniquely named database and drops it afterwards.
+//! Without the variable they are skipped, unless `ZAFE_REQUIRE_POSTGRES=1`
+//! (as in CI), which turns the missing URL into a failure.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::Connection;
+use zafe_storage::postgres::PostgresBackend;
+use zafe_storage::sqlite::SqliteBackend;
+use zafe_storage::{Backend, Condition, Entry, Op, StorageError, conformance};
+
+// ---- SQLite ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_file_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = SqliteBackend::open(&dir.path().join("zafe.db"))
+        .await
+        .unwrap();
+    conformance::run_all(&backend).await;
+    backend.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_memory_conformance() {
+    let backend = SqliteBackend::memory().await.unwrap();
+    conformance::run_all(&backend).await;
+}
+
+#[tokio::test]
+async fn sqlite_memory_databases_are_separate() {
+    let a = SqliteBackend::memory().await.unwrap();
+    let b = SqliteBackend::memory().await.unwrap();
+    a.commit(vec![put("k", b"a", Condition::Absent)])
+        .await
+        .unwrap();
+    assert!(b.get("k").await.unwrap().is_none());
+    assert_eq!(a.get("k").await.unwrap().unwrap().value, b"a");
+}
+
+/// Two backends on one file (as two processes would be) take turns on the
+/// write lock without losing updates or failing with SQLITE_BUSY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_two_backends_on_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zafe.db");
+    let a = SqliteBackend::open(&path).await.unwrap();
+    let b = SqliteBackend::open(&path).await.unwrap();
+    let conflicts = conformance::cas_counter(&[&a, &b], 8, 25).await;
+    assert!(conflicts > 0, "the writers never contended");
+}
+
+#[tokio::test]
+async fn sqlite_writes_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zafe.db");
+    let value: Vec<u8> = (0..=255u8).collect();
+
+    let backend = SqliteBackend::open(&path).await.unwrap();
+    backend
+        .commit(vec![
+            put_entry("durable/a", &value, 7, Condition::Absent),
+            put_entry("durable/b", b"b", 1, Condition::Absent),
+        ])
+        .await
+        .unwrap();
+    backend
+        .commit(vec![Op::Delete {
+            key: "durable/b".into(),
+            condition: Condition::Generation(1),
+        }])
+        .await
+        .unwrap();
+    backend.close().await;
+    drop(backend);
+
+    let reopened = SqliteBackend::open(&path).await.unwrap();
+    let entry = reopened.get("durable/a").await.unwrap().unwrap();
+    assert_eq!(entry.value, value);
+    assert_eq!(entry.generation, 7);
+    assert!(reopened.get("durable/b").await.unwrap().is_none());
+    assert_eq!(
+        reopened.keys("durable/", "", 10).await.unwrap(),
+        ["durable/a"]
+    );
+}
+
+#[tokio::test]
+async fn sqlite_creates_private_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zafe.db");
+    let backend = SqliteBackend::open(&path).await.unwrap();
+    backend
+        .commit(vec![put("k", b"v", Condition::Absent)])
+        .await
+        .unwrap();
+    assert_eq!(mode(&path), 0o600);
+    // SQLite copies the main file's mode to the files it creates beside it.
+    for companion in ["zafe.db-wal", "zafe.db-shm"] {
+        let companion = dir.path().join(companion);
+        assert!(
+            companion.exists(),
+            "{} exists in WAL mode",
+            companion.display()
+        );
+        assert_eq!(mode(&companion), 0o600, "{}", companion.display());
+    }
+}
+
+#[tokio::test]
+async fn sqlite_refuses_a_readable_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zafe.db");
+    let backend = SqliteBackend::open(&path).await.unwrap();
+    backend.close().await;
+    drop(backend);
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    match SqliteBackend::open(&path).await {
+        Err(StorageError::Config(message)) => {
+            assert!(message.contains(&path.display().to_string()), "{message}");
+            assert!(message.contains("chmod 600"), "{message}");
+        }
+        Err(e) => panic!("expected a configuration error, got {e}"),
+        Ok(_) => panic!("opened a database file readable by others"),
+    }
+
+    // A readable companion file is refused as well.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let wal = dir.path().join("zafe.db-wal");
+    std::fs::write(&wal, b"").unwrap();
+    std::fs::set_permissions(&wal, std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert!(matches!(
+        SqliteBackend::open(&path).await,
+        Err(StorageError::Config(m)) if m.contains("zafe.db-wal")
+    ));
+
+    // And after the fix it opens again.
+    std::fs::remove_file(&wal).unwrap();
+    SqliteBackend::open(&path).await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_missing_parent_directory_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing").join("zafe.db");
+    assert!(matches!(
+        SqliteBackend::open(&path).await,
+        Err(StorageError::Config(_))
+    ));
+}
+
+#[tokio::test]
+async fn sqlite_refuses_a_schema_from_the_future() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zafe.db");
+    SqliteBackend::open(&path).await.unwrap().close().await;
+
+    // Pretend a newer Zafe applied a migration this binary does not know.
+    let url = format!("sqlite://{}", path.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99999999, 'from the future', TRUE, x'00', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+
+    match SqliteBackend::open(&path).await {
+        Err(StorageError::Migration(message)) => assert!(message.contains("newer"), "{message}"),
+        Err(e) => panic!("expected a migration error, got {e}"),
+        Ok(_) => panic!("opened a database with an unknown schema"),
+    }
+}
+
+// ---- PostgreSQL ----
+
+#[tokio::test]
+async fn postgres_bad_url_is_a_config_error() {
+    assert!(matches!(
+        PostgresBackend::connect("not a url").await,
+        Err(StorageError::Config(_))
+    ));
+}
+
+#[tokio::test]
+async fn postgres_unreachable_is_a_backend_error_without_the_password() {
+    // Port 1 on loopback: nothing listens, so the connection is refused.
+    match PostgresBackend::connect("postgres://zafe:hunter2@127.0.0.1:1/zafe").await {
+        Err(StorageError::Backend(message)) => assert!(!message.contains("hunter2"), "{message}"),
+        Err(e) => panic!("expected a backend error, got {e}"),
+        Ok(_) => panic!("connected to port 1"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_conformance() {
+    with_postgres_database(|url| async move {
+        let backend = PostgresBackend::connect(&url).await.unwrap();
+        conformance::run_all(&backend).await;
+        backend.close().await;
+    })
+    .await;
+}
+
+/// Several nodes over one database: the compare-and-swap must hold across
+/// connections pools, not just within one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_several_nodes() {
+    with_postgres_database(|url| async move {
+        // Nodes starting at the same time all run migrations; sqlx
+        // serializes them with an advisory lock.
+        let (a, b, c) = tokio::join!(
+            PostgresBackend::connect(&url),
+            PostgresBackend::connect(&url),
+            PostgresBackend::connect(&url),
+        );
+        let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
+        let conflicts = conformance::cas_counter(&[&a, &b, &c], 24, 30).await;
+        assert!(conflicts > 0, "the nodes never contended");
+
+        // Each node sees what another committed.
+        a.commit(vec![put("shared", b"from a", Condition::Absent)])
+            .await
+            .unwrap();
+        assert_eq!(b.get("shared").await.unwrap().unwrap().value, b"from a");
+        for node in [&a, &b, &c] {
+            node.close().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_data_survives_reconnecting() {
+    with_postgres_database(|url| async move {
+        let backend = PostgresBackend::connect(&url).await.unwrap();
+        backend
+            .commit(vec![put_entry("durable", b"v", 3, Condition::Absent)])
+            .await
+            .unwrap();
+        backend.close().await;
+        drop(backend);
+
+        let backend = PostgresBackend::connect(&url).await.unwrap();
+        let entry = backend.get("durable").await.unwrap().unwrap();
+        assert_eq!((entry.value.as_slice(), entry.generation), (&b"v"[..], 3));
+        backend.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_missing_database_is_a_config_error() {
+    let Some(admin_url) = postgres_admin_url() else {
+        return;
+    };
+    let url = with_database(&admin_url, "zafe_test_does_not_exist");
+    match PostgresBackend::connect(&url).await {
+        Err(StorageError::Config(message)) => assert!(message.contains("3D000"), "{message}"),
+        Err(e) => panic!("expected a configuration error, got {e}"),
+        Ok(_) => panic!("connected to a database that does not exist"),
+    }
+}
+
+/// The admin URL from the environment, or `None` to skip.
+fn postgres_admin_url() -> Option<String> {
+    match std::env::var("ZAFE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("ZAFE_REQUIRE_POSTGRES").as_deref() == Ok("1") => panic!(
+            "ZAFE_REQUIRE_POSTGRES=1 but ZAFE_TEST_POSTGRES_URL is not set; \
+             run `eval \"$(scripts/start-postgres.sh)\"` first"
+        ),
+        _ => {
+            eprintln!("skipping: ZAFE_TEST_POSTGRES_URL is not set");
+            None
+        }
+    }
+}
+
+/// Runs `test` with the URL of a fresh database, then drops the database,
+/// even if `test` panicked.
+async fn with_postgres_database<F, Fut>(test: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(admin_url) = postgres_admin_url() else {
+        return;
+    };
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!("zafe_test_{}_{nanos}", std::process::id());
+
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("connect to ZAFE_TEST_POSTGRES_URL");
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    // In its own task, so that a panic comes back here as an error and the
+    // database is still dropped.
+    let outcome = tokio::spawn(test(with_database(&admin_url, &name))).await;
+
+    // FORCE (PostgreSQL 13+) ends connections a failed test left open.
+    sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// `url` with its database name replaced by `database`, keeping user,
+/// password, host, port and query parameters.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").expect("URL has a scheme") + 3;
+    let authority_end = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut out = format!("{}/{database}", &base[..authority_end]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+#[test]
+fn with_database_replaces_only_the_database() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:54329/postgres", "t1"),
+        "postgres://postgres@127.0.0.1:54329/t1"
+    );
+    assert_eq!(
+        with_database("postgres://u:p@h/db?sslmode=disable", "t1"),
+        "postgres://u:p@h/t1?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://h:1", "t1"), "postgres://h:1/t1");
+}
+
+// ---- helpers ----
+
+fn put(key: &str, value: &[u8], condition: Condition) -> Op {
+    put_entry(key, value, 1, condition)
+}
+
+fn put_entry(key: &str, value: &[u8], generation: i64, condition: Condition) -> Op {
+    Op::Put {
+        entry: Entry {
+            key: key.to_string(),
+            value: value.to_vec(),
+            generation,
+        },
+        condition,
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// The server holds its backend as an `Arc<dyn Backend>`.
+#[tokio::test]
+async fn backends_are_usable_as_trait_objects() {
+    let backend: Arc<dyn Backend> = Arc::new(SqliteBackend::memory().await.unwrap());
+    assert_eq!(backend.kind(), "sqlite");
+    backend.ping().await.unwrap();
+}
