@@ -1,1 +1,118 @@
-fn main() {}
+//! `zafe`: the server, the command-line client, and (later) the host agent
+//! and the MCP server, in one binary.
+//!
+//! Exit codes: 0 success, 1 error, 2 usage error (clap) or, for `status`,
+//! a sealed server. Errors go to stderr as `Error: <message>`; no message
+//! carries a token or a key share.
+
+mod cli;
+mod operator;
+mod output;
+mod server_id;
+mod status;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use zafe_client::{Client, ClientConfig, Flags, PinStore};
+
+use crate::cli::{Cli, Command, Global, Operator, ServerArgs, ServerId};
+use crate::output::Out;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("Error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let out = Out::new(cli.global.format, cli.global.no_color);
+    match cli.command {
+        Command::Server(args) => return server(args).await,
+        Command::Status => return status::run(&client(&cli.global, None)?, out).await,
+        Command::Operator(Operator::Init {
+            key_shares,
+            key_threshold,
+        }) => operator::init(&client(&cli.global, None)?, out, key_shares, key_threshold).await?,
+        Command::Operator(Operator::Unseal { key, reset }) => {
+            operator::unseal(&client(&cli.global, None)?, out, key, reset).await?
+        }
+        Command::Operator(Operator::Seal) => {
+            operator::seal(&client(&cli.global, None)?, out).await?
+        }
+        Command::ServerId(ServerId::Show) => {
+            server_id::show(&client(&cli.global, None)?, out).await?
+        }
+        Command::ServerId(ServerId::List) => server_id::list(&pin_store()?, out)?,
+        Command::ServerId(ServerId::Forget { addr }) => {
+            server_id::forget(&pin_store()?, out, &addr)?
+        }
+        Command::ServerId(ServerId::Migrate { old, new }) => {
+            server_id::migrate(&client(&cli.global, Some(new))?, out, &old).await?
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A client from the global flags and the environment; `addr` overrides
+/// both (for `server-id migrate`, which talks to the new address).
+fn client(global: &Global, addr: Option<String>) -> anyhow::Result<Client> {
+    let flags = Flags {
+        addr: addr.or_else(|| global.addr.clone()),
+        ca_cert: global.ca_cert.clone(),
+        server_id: global.server_id.clone(),
+    };
+    Ok(Client::new(ClientConfig::from_env_and_flags(&flags)?)?)
+}
+
+/// The pin store alone: listing and forgetting pins needs neither a server
+/// nor a token.
+fn pin_store() -> anyhow::Result<PinStore> {
+    Ok(PinStore::new(&zafe_client::config::config_dir_from_env()?))
+}
+
+async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    init_tracing();
+    zafe_server::run(zafe_server::Launch {
+        config_path: args.config,
+        dev: args.dev,
+        dev_root_token: args.dev_root_token,
+        listen: args.listen,
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs for the server only: the level or filter from `ZAFE_LOG` (default
+/// `info`), JSON lines when `ZAFE_LOG_FORMAT=json`, to stderr so that stdout
+/// stays for what the server prints on purpose.
+fn init_tracing() {
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("ZAFE_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+            eprintln!("zafe: ZAFE_LOG={spec:?} is not a valid filter ({e}); using info");
+            EnvFilter::new("info")
+        }),
+        _ => EnvFilter::new("info"),
+    };
+    let json = std::env::var("ZAFE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    // Colour codes only for a person at a terminal, never in a log file.
+    let ansi = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

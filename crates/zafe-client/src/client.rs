@@ -1,0 +1,499 @@
+//! The HTTP client.
+//!
+//! It holds two reqwest clients. The *public* one talks to the
+//! unauthenticated endpoints and carries nothing secret. The *verified* one
+//! is built only after the server proved its identity (R-ID-3) and accepts
+//! only the TLS key the proof was checked on; every request that carries a
+//! token or a key share goes through it. Keeping them apart matters: a
+//! pooled connection of the public client was never checked against the pin
+//! and must not carry a token.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rand_core::RngCore as _;
+use reqwest::header::HeaderValue;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use tokio::sync::OnceCell;
+use zafe_core::identity::IdentityProof;
+
+use crate::config::{ClientConfig, Token, normalize_addr};
+use crate::error::{Error, Result, chain};
+use crate::pins::{Checked, PinEvent, PinStore};
+use crate::tls;
+use crate::types::{Health, InitResponse, SealStatus};
+
+/// A proof as fetched, before any check.
+#[derive(Debug, Clone)]
+pub struct FetchedProof {
+    pub proof: IdentityProof,
+    /// The fresh random nonce the proof must answer.
+    pub nonce: [u8; 32],
+    /// SHA-256 of the SubjectPublicKeyInfo of the certificate on the
+    /// connection the proof came over; `None` for plain HTTP.
+    pub observed_tls_spki: Option<[u8; 32]>,
+}
+
+/// What the verified channel is: its HTTP client and the identity it was
+/// verified against.
+struct Verified {
+    http: reqwest::Client,
+    checked: Checked,
+    /// Set by the TLS verifier when a connection presented another key.
+    pin_rejected: Arc<AtomicBool>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Channel {
+    /// Unverified, no token: public endpoints only.
+    Public,
+    /// Identity verified, no token (init, unseal).
+    Verified,
+    /// Identity verified, token attached if there is one.
+    WithToken,
+}
+
+pub struct Client {
+    config: ClientConfig,
+    /// The normalised address: the pin key and the base of every URL.
+    addr: String,
+    /// Trust anchors for https; `None` for plain HTTP.
+    roots: Option<Arc<rustls::RootCertStore>>,
+    pins: PinStore,
+    public: reqwest::Client,
+    verified: OnceCell<Verified>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Result<Self> {
+        let roots = match config.addr.scheme() {
+            "https" => Some(tls::root_store(config.ca_cert.as_deref())?),
+            _ => None,
+        };
+        Ok(Self {
+            public: http_client(&config, roots.as_ref(), None, Arc::default())?,
+            addr: normalize_addr(&config.addr),
+            pins: PinStore::new(&config.config_dir),
+            roots,
+            config,
+            verified: OnceCell::new(),
+        })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The normalised server address, as pins are keyed.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn pins(&self) -> &PinStore {
+        &self.pins
+    }
+
+    // ---- Identity -------------------------------------------------------
+
+    /// Fetches an identity proof for a fresh random nonce, noting the TLS
+    /// key of the connection it came over. Checks nothing; see
+    /// [`Self::verify_identity`].
+    pub async fn identity(&self) -> Result<FetchedProof> {
+        let mut nonce = [0u8; 32];
+        rand_core::OsRng.fill_bytes(&mut nonce);
+        let path = format!("/v1/sys/identity?nonce={}", hex::encode(nonce));
+        // Straight on the public client: this is what opens the verified one.
+        let resp = self
+            .send_on(&self.public, None, Method::GET, &path, None)
+            .await?;
+        let observed_tls_spki = if self.roots.is_some() {
+            // With `tls_info(true)` reqwest attaches the peer's leaf
+            // certificate of the connection this response came over.
+            let der = resp
+                .extensions()
+                .get::<reqwest::tls::TlsInfo>()
+                .and_then(|info| info.peer_certificate())
+                .ok_or_else(|| {
+                    self.unexpected(
+                        resp.status(),
+                        "no TLS certificate seen on an https connection",
+                    )
+                })?;
+            Some(tls::spki_hash(der).ok_or_else(|| {
+                self.unexpected(resp.status(), "the server's TLS certificate does not parse")
+            })?)
+        } else {
+            None
+        };
+        let proof = self.read_json(resp).await?;
+        Ok(FetchedProof {
+            proof,
+            nonce,
+            observed_tls_spki,
+        })
+    }
+
+    /// Verifies the server's identity now, against the pin for this address
+    /// and the expected server_id if one was configured, pinning it on first
+    /// use. The first call also opens the verified channel that tokens use.
+    pub async fn verify_identity(&self) -> Result<Checked> {
+        let verified = self.establish().await?;
+        let checked = verified.checked.clone();
+        // If another call opened the channel first, keep that one: it is
+        // pinned to a key that was verified just the same.
+        let _ = self.verified.set(verified);
+        Ok(checked)
+    }
+
+    /// Checks that the server at `self.addr()` proves the key pinned for
+    /// `old_addr`, then moves that pin here (`zafe server-id migrate`).
+    pub async fn migrate_pin_from(&self, old_addr: &str) -> Result<crate::pins::Pin> {
+        let fetched = self.identity().await?;
+        self.pins.migrate(
+            old_addr,
+            &self.addr,
+            &fetched.proof,
+            &fetched.nonce,
+            OffsetDateTime::now_utc(),
+            fetched.observed_tls_spki.as_ref(),
+        )
+    }
+
+    async fn verified(&self) -> Result<&Verified> {
+        self.verified.get_or_try_init(|| self.establish()).await
+    }
+
+    async fn establish(&self) -> Result<Verified> {
+        let fetched = self.identity().await?;
+        let checked = self.pins.verify_and_pin(
+            &self.addr,
+            &fetched.proof,
+            &fetched.nonce,
+            OffsetDateTime::now_utc(),
+            fetched.observed_tls_spki.as_ref(),
+            self.config.server_id.as_deref(),
+        )?;
+        self.announce(&checked);
+        let pin_rejected = Arc::new(AtomicBool::new(false));
+        let http = http_client(
+            &self.config,
+            self.roots.as_ref(),
+            fetched.observed_tls_spki,
+            pin_rejected.clone(),
+        )?;
+        Ok(Verified {
+            http,
+            checked,
+            pin_rejected,
+        })
+    }
+
+    /// Tells the person at the terminal when a pin is created or changed,
+    /// on stderr so that it never mixes with a command's output.
+    fn announce(&self, checked: &Checked) {
+        let id = &checked.identity.server_id;
+        let bound = if checked.identity.tls_bound {
+            ", bound to its TLS certificate"
+        } else {
+            ""
+        };
+        match checked.event {
+            PinEvent::Matched => {}
+            PinEvent::FirstUse if self.config.server_id.is_some() => {
+                eprintln!(
+                    "zafe: pinned {} as {id} (the expected server id){bound}.",
+                    self.addr
+                );
+            }
+            PinEvent::FirstUse => eprintln!(
+                "zafe: first connection to {}: pinned its identity {id}{bound}.\n      \
+                 From now on a server at this address that cannot prove this identity is refused.\n      \
+                 Check this id with the server's operator (its startup log, or `zafe server-id show` on a trusted \
+                 machine).",
+                self.addr
+            ),
+            PinEvent::UpgradedToTls => eprintln!(
+                "zafe: {}'s identity {id} is now bound to its TLS certificate; the pin was updated.",
+                self.addr
+            ),
+        }
+    }
+
+    // ---- sys/ endpoints ---------------------------------------------------
+
+    pub async fn seal_status(&self) -> Result<SealStatus> {
+        let resp = self
+            .send(Method::GET, "/v1/sys/seal-status", None, Channel::Public)
+            .await?;
+        self.read_json(resp).await
+    }
+
+    /// The server's health. Like Vault, the server answers 501 when not
+    /// initialised and 503 when sealed, with the same JSON; those are
+    /// returned as `Ok`, not as errors.
+    pub async fn health(&self) -> Result<Health> {
+        let resp = self
+            .send(Method::GET, "/v1/sys/health", None, Channel::Public)
+            .await?;
+        let status = resp.status();
+        let body = self.read_bytes(resp).await?;
+        match serde_json::from_slice::<Health>(&body) {
+            Ok(health) => Ok(health),
+            Err(_) if !status.is_success() => Err(server_error(status, &body)),
+            Err(e) => Err(self.bad_json(status, &e)),
+        }
+    }
+
+    /// Whether the server has been initialised.
+    pub async fn init_status(&self) -> Result<bool> {
+        #[derive(serde::Deserialize)]
+        struct Init {
+            initialized: bool,
+        }
+        let resp = self
+            .send(Method::GET, "/v1/sys/init", None, Channel::Public)
+            .await?;
+        Ok(self.read_json::<Init>(resp).await?.initialized)
+    }
+
+    /// Initialises the server. Its identity is verified first: the answer
+    /// holds every unseal share and the root token.
+    pub async fn init(&self, shares: u8, threshold: u8) -> Result<InitResponse> {
+        let body = json!({ "secret_shares": shares, "secret_threshold": threshold });
+        let resp = self
+            .send(Method::PUT, "/v1/sys/init", Some(&body), Channel::Verified)
+            .await?;
+        self.read_json(resp).await
+    }
+
+    /// Submits one unseal share (hex or base64). Its identity is verified
+    /// first: a share must never reach an impostor.
+    pub async fn unseal(&self, key: &str) -> Result<SealStatus> {
+        let body = json!({ "key": key });
+        let resp = self
+            .send(
+                Method::PUT,
+                "/v1/sys/unseal",
+                Some(&body),
+                Channel::Verified,
+            )
+            .await?;
+        self.read_json(resp).await
+    }
+
+    /// Discards the shares submitted so far.
+    pub async fn unseal_reset(&self) -> Result<SealStatus> {
+        let body = json!({ "reset": true });
+        let resp = self
+            .send(Method::PUT, "/v1/sys/unseal", Some(&body), Channel::Public)
+            .await?;
+        self.read_json(resp).await
+    }
+
+    /// Seals the server (needs a root token).
+    pub async fn seal(&self) -> Result<()> {
+        self.require_token()?;
+        let resp = self
+            .send(Method::PUT, "/v1/sys/seal", None, Channel::WithToken)
+            .await?;
+        let status = resp.status();
+        let body = self.read_bytes(resp).await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(server_error(status, &body))
+        }
+    }
+
+    /// Any request, over the verified channel, with the token if there is
+    /// one. `path` is the URL path from `/v1/` on, already percent-encoded,
+    /// with an optional query (`/v1/secret/metadata/app?list=true`). Returns
+    /// `None` for an empty answer (204).
+    pub async fn request_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<Value>> {
+        let resp = self.send(method, path, body, Channel::WithToken).await?;
+        let status = resp.status();
+        let bytes = self.read_bytes(resp).await?;
+        if !status.is_success() {
+            return Err(server_error(status, &bytes));
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| self.bad_json(status, &e))
+    }
+
+    // ---- Plumbing -------------------------------------------------------
+
+    fn require_token(&self) -> Result<()> {
+        match &self.config.token {
+            Some(_) => Ok(()),
+            None => Err(Error::NoToken {
+                token_file: self.config.token_file(),
+            }),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        channel: Channel,
+    ) -> Result<reqwest::Response> {
+        match channel {
+            Channel::Public => self.send_on(&self.public, None, method, path, body).await,
+            Channel::Verified | Channel::WithToken => {
+                let v = self.verified().await?;
+                let token = match channel {
+                    Channel::WithToken => self.config.token.as_ref(),
+                    _ => None,
+                };
+                self.send_on(&v.http, token, method, path, body)
+                    .await
+                    .map_err(|e| match e {
+                        // The verifier refused a connection for its TLS key:
+                        // say so rather than show a bare TLS error.
+                        Error::Transport { .. } if v.pin_rejected.load(Ordering::Relaxed) => {
+                            Error::TlsKeyChanged {
+                                addr: self.addr.clone(),
+                            }
+                        }
+                        e => e,
+                    })
+            }
+        }
+    }
+
+    async fn send_on(
+        &self,
+        http: &reqwest::Client,
+        token: Option<&Token>,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response> {
+        let sep = if path.starts_with('/') { "" } else { "/" };
+        let mut req = http.request(method, format!("{}{sep}{path}", self.addr));
+        if let Some(token) = token {
+            let mut value = HeaderValue::from_str(token.expose()).map_err(|_| {
+                Error::Config("the token contains characters not allowed in an HTTP header".into())
+            })?;
+            value.set_sensitive(true);
+            req = req.header("X-Vault-Token", value);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        req.send().await.map_err(|e| self.transport(e))
+    }
+
+    async fn read_bytes(
+        &self,
+        resp: reqwest::Response,
+    ) -> Result<impl std::ops::Deref<Target = [u8]> + use<>> {
+        resp.bytes().await.map_err(|e| self.transport(e))
+    }
+
+    async fn read_json<T: DeserializeOwned>(&self, resp: reqwest::Response) -> Result<T> {
+        let status = resp.status();
+        let body = self.read_bytes(resp).await?;
+        if !status.is_success() {
+            return Err(server_error(status, &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| self.bad_json(status, &e))
+    }
+
+    fn transport(&self, err: reqwest::Error) -> Error {
+        // The URL would repeat the address and show the nonce: leave it out.
+        let mut detail = chain(&err.without_url());
+        if detail.contains("UnknownIssuer") {
+            detail.push_str(
+                " (set ZAFE_CACERT or --ca-cert to the CA that signed the server's certificate)",
+            );
+        }
+        Error::Transport {
+            addr: self.addr.clone(),
+            detail,
+        }
+    }
+
+    fn unexpected(&self, status: StatusCode, what: &str) -> Error {
+        Error::UnexpectedResponse {
+            addr: self.addr.clone(),
+            status: status.as_u16(),
+            what: what.to_string(),
+        }
+    }
+
+    /// serde_json's messages can quote the offending value, which might be
+    /// secret, so only its position is reported.
+    fn bad_json(&self, status: StatusCode, err: &serde_json::Error) -> Error {
+        self.unexpected(
+            status,
+            &format!(
+                "the body is not the JSON expected (line {}, column {})",
+                err.line(),
+                err.column()
+            ),
+        )
+    }
+}
+
+/// One of the two reqwest clients; see the module documentation.
+fn http_client(
+    config: &ClientConfig,
+    roots: Option<&Arc<rustls::RootCertStore>>,
+    pinned_spki: Option<[u8; 32]>,
+    pin_rejected: Arc<AtomicBool>,
+) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("zafe/", env!("CARGO_PKG_VERSION")))
+        .timeout(config.timeout)
+        .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+        // reqwest strips `Authorization` on a cross-host redirect but not
+        // `X-Vault-Token`; a Zafe server never redirects, so follow none.
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(roots) = roots {
+        let tls = tls::client_config(roots.clone(), pinned_spki, pin_rejected)?;
+        builder = builder.use_preconfigured_tls(tls).tls_info(true);
+    }
+    builder
+        .build()
+        .map_err(|e| Error::Config(format!("HTTP client: {}", chain(&e))))
+}
+
+/// A non-success answer, with the messages of a Vault-style
+/// `{"errors": [...]}` body when it has one.
+fn server_error(status: StatusCode, body: &[u8]) -> Error {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        #[serde(default)]
+        errors: Vec<String>,
+    }
+    let errors = serde_json::from_slice::<Errors>(body)
+        .map(|e| e.errors)
+        .unwrap_or_default();
+    Error::ServerError {
+        status: status.as_u16(),
+        errors,
+    }
+}

@@ -1,0 +1,255 @@
+//! The command line, as clap sees it. Tokens are deliberately not a flag:
+//! they come from ZAFE_TOKEN / VAULT_TOKEN or the token file, so that they
+//! never land in shell history or in `ps`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const ABOUT: &str =
+    "Zafe: a Vault-compatible secrets manager. One binary: server, client, agent and MCP server.";
+
+const TOP_EXAMPLES: &str = "\
+Examples:
+  zafe server --dev            Start a throwaway in-memory server
+  export ZAFE_ADDR=https://zafe.example.com:8200
+  zafe status                  Seal status, health and the server's verified identity
+  zafe operator init           Initialise a server; shows the unseal keys and root token once
+  zafe operator unseal         Submit one unseal key (prompted for without echo)
+
+Environment:
+  ZAFE_ADDR (VAULT_ADDR)      server address [default: http://127.0.0.1:8200]
+  ZAFE_TOKEN (VAULT_TOKEN)    token; else read from <config dir>/token (mode 0600)
+  ZAFE_CACERT (VAULT_CACERT)  PEM file of CA certificates to trust instead of the public roots
+  ZAFE_SERVER_ID              server_id the server must prove (e.g. in CI)
+  ZAFE_CONFIG_DIR             where pins (servers.toml) and the token file live
+  NO_COLOR                    never colour the output
+
+Exit codes: 0 success, 1 error, 2 usage error (or, for `status`, sealed).";
+
+#[derive(Debug, Parser)]
+#[command(name = "zafe", version, about = ABOUT, after_help = TOP_EXAMPLES, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Server address [env: ZAFE_ADDR, then VAULT_ADDR] [default: http://127.0.0.1:8200]
+    #[arg(long, global = true, value_name = "URL")]
+    pub addr: Option<String>,
+
+    /// PEM file of CA certificates to trust for TLS [env: ZAFE_CACERT, then VAULT_CACERT]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// The server_id the server must prove, given up front (e.g. in CI) [env: ZAFE_SERVER_ID]
+    #[arg(long, global = true, value_name = "ID")]
+    pub server_id: Option<String>,
+
+    /// Output format
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+
+    /// Never colour the output (colour is used only on a terminal, and never when NO_COLOR is set)
+    #[arg(long, global = true)]
+    pub no_color: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the server's seal status, health and verified identity
+    #[command(after_help = "\
+Examples:
+  zafe status
+  zafe status --format json
+  zafe --addr https://zafe.example.com:8200 --server-id zs_0123... status
+
+Exit codes: 0 unsealed, 2 sealed or not initialised, 1 error (including an identity check that failed).")]
+    Status,
+
+    /// Initialise, unseal and seal the server
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  zafe operator init
+  zafe operator unseal
+  zafe operator seal"
+    )]
+    Operator(Operator),
+
+    /// Show, forget or move the server identities this client has pinned
+    #[command(
+        subcommand,
+        name = "server-id",
+        after_help = "\
+Examples:
+  zafe server-id show
+  zafe server-id list
+  zafe server-id forget https://zafe.example.com:8200
+  zafe server-id migrate https://old.example.com:8200 https://zafe.example.com:8200
+
+The first connection to an address pins the identity the server proves there; later
+connections must prove the same identity, or the client refuses to send credentials."
+    )]
+    ServerId(ServerId),
+
+    /// Run a Zafe server
+    #[command(after_help = "\
+Examples:
+  zafe server --dev                            In memory, unsealed, root token printed
+  zafe server --dev --dev-root-token dev-only  The same, with a fixed root token
+  zafe server --config /etc/zafe/zafe.toml     A real server from a configuration file
+  zafe server --listen 0.0.0.0:8200            Quick start in the default data directory
+
+Logging: ZAFE_LOG sets the level or filter (default info), ZAFE_LOG_FORMAT=json logs JSON lines.")]
+    Server(ServerArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Operator {
+    /// Initialise a new server: create the root key and split it into unseal keys
+    #[command(after_help = "\
+Examples:
+  zafe operator init
+  zafe operator init --key-shares 5 --key-threshold 3
+  zafe operator init --key-shares 1 --key-threshold 1 --format json > init.json
+
+The unseal keys and the root token are shown once. Store each key separately and securely:
+the server cannot show them again.")]
+    Init {
+        /// Number of unseal keys to create
+        #[arg(long, visible_alias = "shares", default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..))]
+        key_shares: u8,
+        /// Number of unseal keys needed to unseal
+        #[arg(long, visible_alias = "threshold", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..))]
+        key_threshold: u8,
+    },
+
+    /// Submit one unseal key (repeat with different keys until the threshold is met)
+    #[command(after_help = "\
+Examples:
+  zafe operator unseal                 Prompt for the key without echo
+  zafe operator unseal < key.txt       Read one key from standard input
+  zafe operator unseal --reset         Discard the keys submitted so far
+
+A key given as an argument ends up in your shell history; prefer the prompt.")]
+    Unseal {
+        /// The unseal key, in hex or base64 (prompted for when omitted)
+        #[arg(value_name = "KEY", conflicts_with = "reset")]
+        key: Option<String>,
+        /// Discard the keys submitted so far and start over
+        #[arg(long)]
+        reset: bool,
+    },
+
+    /// Seal the server: wipe its keys from memory until it is unsealed again (needs a root token)
+    #[command(after_help = "\
+Examples:
+  zafe operator seal          The token comes from ZAFE_TOKEN or the token file")]
+    Seal,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServerId {
+    /// Verify and show the identity of the server at --addr (pinning it on first use)
+    #[command(after_help = "\
+Examples:
+  zafe server-id show
+  zafe --addr https://zafe.example.com:8200 server-id show --format json")]
+    Show,
+
+    /// List every pinned server identity
+    #[command(after_help = "\
+Examples:
+  zafe server-id list
+  zafe server-id list --format json")]
+    List,
+
+    /// Forget the pinned identity of an address (after its identity key was deliberately replaced)
+    #[command(after_help = "\
+Examples:
+  zafe server-id forget https://zafe.example.com:8200
+
+The next connection to that address pins whatever identity the server there proves: check it.")]
+    Forget {
+        /// The server address whose pin to remove
+        #[arg(value_name = "ADDR")]
+        addr: String,
+    },
+
+    /// Move a pin to a new address, once the server there proves the same identity key
+    #[command(after_help = "\
+Examples:
+  zafe server-id migrate https://old.example.com:8200 https://zafe.example.com:8200
+
+The server at NEW must prove the key pinned for OLD; otherwise nothing changes.")]
+    Migrate {
+        /// The address the identity is pinned for now
+        #[arg(value_name = "OLD")]
+        old: String,
+        /// The server's new address
+        #[arg(value_name = "NEW")]
+        new: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Configuration file (TOML)
+    #[arg(long, value_name = "FILE", conflicts_with = "dev")]
+    pub config: Option<PathBuf>,
+    /// Development mode: in-memory storage, unsealed, root token printed. Never for real secrets
+    #[arg(long)]
+    pub dev: bool,
+    /// Root token for --dev (default: a random one)
+    #[arg(long, value_name = "TOKEN", requires = "dev")]
+    pub dev_root_token: Option<String>,
+    /// Address to listen on, e.g. 127.0.0.1:8200 (overrides the configuration file)
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_has_examples() {
+        fn walk(cmd: &clap::Command, path: &str) {
+            let path = format!("{path} {}", cmd.get_name());
+            let help = cmd
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(help.contains("Examples:"), "`{path}` has no examples");
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                walk(sub, &path);
+            }
+        }
+        walk(&Cli::command(), "");
+    }
+
+    #[test]
+    fn there_is_no_token_flag() {
+        let err = Cli::try_parse_from(["zafe", "--token", "x", "status"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
+}

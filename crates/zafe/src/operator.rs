@@ -1,0 +1,91 @@
+//! `zafe operator init | unseal | seal`.
+
+use std::io::{BufRead as _, IsTerminal as _};
+
+use anyhow::{Context as _, bail};
+use zafe_client::Client;
+use zeroize::Zeroizing;
+
+use crate::output::Out;
+use crate::status::seal_rows;
+
+pub async fn init(client: &Client, out: Out, shares: u8, threshold: u8) -> anyhow::Result<()> {
+    if threshold > shares {
+        bail!("the key threshold ({threshold}) cannot exceed the number of key shares ({shares})");
+    }
+    let init = client.init(shares, threshold).await?;
+    if out.json() {
+        return out.print_json(&init);
+    }
+    for (i, key) in init.keys_base64.iter().enumerate() {
+        println!("Unseal Key {}: {key}", i + 1);
+    }
+    println!();
+    println!("Initial Root Token: {}", init.root_token);
+    println!();
+    println!("Zafe initialized with {shares} key shares and a key threshold of {threshold}.");
+    println!();
+    println!(
+        "{}",
+        out.yellow(&format!(
+            "WARNING: the unseal keys and the root token are shown only this once. Store each key \
+             separately and securely (with different people or in different places): whoever holds \
+             {threshold} of them can unseal the server, and lost keys cannot be recovered.\n\
+             Each time the server starts it is sealed; unseal it with `zafe operator unseal`, \
+             {threshold} times with different keys."
+        ))
+    );
+    Ok(())
+}
+
+pub async fn unseal(
+    client: &Client,
+    out: Out,
+    key: Option<String>,
+    reset: bool,
+) -> anyhow::Result<()> {
+    let status = if reset {
+        client.unseal_reset().await?
+    } else {
+        let key = match key {
+            Some(key) => Zeroizing::new(key),
+            None => read_key()?,
+        };
+        let key = key.trim();
+        if key.is_empty() {
+            bail!("no unseal key given");
+        }
+        client.unseal(key).await?
+    };
+    if out.json() {
+        out.print_json(&status)
+    } else {
+        out.print_table(&seal_rows(&status, out));
+        Ok(())
+    }
+}
+
+/// Prompts without echo on a terminal; otherwise reads one line of stdin.
+fn read_key() -> anyhow::Result<Zeroizing<String>> {
+    if std::io::stdin().is_terminal() {
+        return rpassword::prompt_password("Unseal Key (will be hidden): ")
+            .map(Zeroizing::new)
+            .context("reading the unseal key");
+    }
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the unseal key from standard input")?;
+    Ok(line)
+}
+
+pub async fn seal(client: &Client, out: Out) -> anyhow::Result<()> {
+    client.seal().await?;
+    if out.json() {
+        out.print_json(&serde_json::json!({ "sealed": true }))
+    } else {
+        println!("Success! Zafe is sealed.");
+        Ok(())
+    }
+}

@@ -1,0 +1,94 @@
+//! `zafe server-id show | list | forget | migrate`: the client's pins.
+
+use anyhow::bail;
+use serde_json::json;
+use zafe_client::{Client, PinStore};
+
+use crate::output::Out;
+use crate::status::{identity_json, identity_rows};
+
+pub async fn show(client: &Client, out: Out) -> anyhow::Result<()> {
+    let checked = client.verify_identity().await?;
+    if out.json() {
+        let mut value = identity_json(&checked);
+        value["addr"] = json!(client.addr());
+        return out.print_json(&value);
+    }
+    let mut rows = vec![("Address", client.addr().to_string())];
+    rows.extend(identity_rows(&checked, out));
+    rows.push(("Public Key", checked.pin.public_key.clone()));
+    rows.push(("Pin File", client.pins().path().display().to_string()));
+    out.print_table(&rows);
+    Ok(())
+}
+
+pub fn list(pins: &PinStore, out: Out) -> anyhow::Result<()> {
+    let all = pins.list()?;
+    if out.json() {
+        return out.print_json(&all);
+    }
+    if all.is_empty() {
+        println!(
+            "No server identity is pinned yet ({}).",
+            pins.path().display()
+        );
+        return Ok(());
+    }
+    let width = all
+        .keys()
+        .map(String::len)
+        .max()
+        .unwrap_or(0)
+        .max("Address".len());
+    println!(
+        "{:width$}    {:35}    {:9}    First Seen",
+        "Address", "Server ID", "TLS-Bound"
+    );
+    println!(
+        "{:width$}    {:35}    {:9}    ----------",
+        "-------", "---------", "---------"
+    );
+    for (addr, pin) in &all {
+        println!(
+            "{addr:width$}    {:35}    {:9}    {}",
+            pin.server_id,
+            pin.tls_bound,
+            pin.first_seen_rfc3339()
+        );
+    }
+    Ok(())
+}
+
+pub fn forget(pins: &PinStore, out: Out, addr: &str) -> anyhow::Result<()> {
+    let key = zafe_client::config::addr_key(addr)?;
+    let Some(pin) = pins.forget(addr)? else {
+        bail!("no identity is pinned for {key}");
+    };
+    if out.json() {
+        return out.print_json(&json!({ "addr": key, "forgotten": pin }));
+    }
+    println!("Forgot the identity pinned for {key} ({}).", pin.server_id);
+    println!(
+        "{}",
+        out.yellow(
+            "The next connection to this address pins whatever identity the server there proves: \
+             check the new server id with the server's operator."
+        )
+    );
+    Ok(())
+}
+
+/// `client` points at NEW.
+pub async fn migrate(client: &Client, out: Out, old: &str) -> anyhow::Result<()> {
+    let pin = client.migrate_pin_from(old).await?;
+    let old = zafe_client::config::addr_key(old)?;
+    if out.json() {
+        return out.print_json(&json!({ "from": old, "to": client.addr(), "pin": pin }));
+    }
+    println!(
+        "Moved the pin for {} from {old} to {}: the server there proved the same identity key.",
+        pin.server_id,
+        client.addr()
+    );
+    Ok(())
+}
