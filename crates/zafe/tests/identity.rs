@@ -26,10 +26,16 @@ impl Pki {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, "Zafe test CA");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Zafe test CA");
         let ca = params.self_signed(&ca_key).unwrap();
         std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        Pki { dir: dir.to_path_buf(), ca, ca_key }
+        Pki {
+            dir: dir.to_path_buf(),
+            ca,
+            ca_key,
+        }
     }
 
     fn ca_file(&self) -> PathBuf {
@@ -39,7 +45,9 @@ impl Pki {
     /// Issues a certificate for 127.0.0.1; returns (cert file, key file).
     fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
         let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        let params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                .unwrap();
         let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
         let cert_file = self.dir.join(format!("{name}.pem"));
         let key_file = self.dir.join(format!("{name}-key.pem"));
@@ -51,14 +59,21 @@ impl Pki {
 
 fn https_client(ca: &Path) -> reqwest::Client {
     let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
-    reqwest::Client::builder().add_root_certificate(ca).build().unwrap()
+    reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap()
 }
 
 /// Starts a TLS Zafe server with a master key; returns it and its root token.
 async fn tls_server(dir: &Path, pki: &Pki, cert: &str) -> (Server, String) {
     let addr = free_addr();
     let (cert_file, key_file) = pki.issue(cert);
-    let section = format!("[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n", cert_file.display(), key_file.display());
+    let section = format!(
+        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        cert_file.display(),
+        key_file.display()
+    );
     let cfg = config_file(dir, addr, "", &section);
     let mut server = Server::start(
         &["server", "--config", cfg.to_str().unwrap()],
@@ -123,14 +138,30 @@ async fn start_relay(pki: &Pki, upstream: String) -> (SocketAddr, Arc<Mutex<Vec<
         client: reqwest::Client,
         captured: Arc<Mutex<Vec<String>>>,
     }
-    async fn forward(State(relay): State<Relay>, req: axum::extract::Request) -> axum::response::Response {
+    async fn forward(
+        State(relay): State<Relay>,
+        req: axum::extract::Request,
+    ) -> axum::response::Response {
         if let Some(t) = req.headers().get("x-vault-token") {
-            relay.captured.lock().unwrap().push(t.to_str().unwrap_or_default().to_string());
+            relay
+                .captured
+                .lock()
+                .unwrap()
+                .push(t.to_str().unwrap_or_default().to_string());
         }
-        let url = format!("{}{}", relay.upstream, req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+        let url = format!(
+            "{}{}",
+            relay.upstream,
+            req.uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+        );
         let method = req.method().clone();
         let headers = req.headers().clone();
-        let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap();
+        let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+            .await
+            .unwrap();
         let mut out = relay.client.request(method, url).body(body);
         for (k, v) in headers.iter() {
             if k != "host" {
@@ -144,7 +175,9 @@ async fn start_relay(pki: &Pki, upstream: String) -> (SocketAddr, Arc<Mutex<Vec<
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let (cert, key) = pki.issue("relay");
-    let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key).await.unwrap();
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+        .await
+        .unwrap();
     let captured = Arc::new(Mutex::new(Vec::new()));
     let relay = Relay {
         upstream,
@@ -156,7 +189,10 @@ async fn start_relay(pki: &Pki, upstream: String) -> (SocketAddr, Arc<Mutex<Vec<
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        axum_server::from_tcp_rustls(listener, tls).serve(app.into_make_service()).await.unwrap();
+        axum_server::from_tcp_rustls(listener, tls)
+            .serve(app.into_make_service())
+            .await
+            .unwrap();
     });
     (addr, captured)
 }
@@ -171,7 +207,11 @@ async fn a_relaying_tls_proxy_is_caught_before_any_token_is_sent() {
     let relayed = format!("https://{relay_addr}");
 
     // The relay works as a plain HTTPS proxy: public endpoints pass through.
-    let res = https_client(&pki.ca_file()).get(format!("{relayed}/v1/sys/health")).send().await.unwrap();
+    let res = https_client(&pki.ca_file())
+        .get(format!("{relayed}/v1/sys/health"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
 
     // A client that has never seen the server, told to talk to the relay:
@@ -195,7 +235,11 @@ async fn a_relaying_tls_proxy_is_caught_before_any_token_is_sent() {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("relay"), "{}", r.stderr);
     eprintln!("relay refusal as the user sees it:\n{}", r.stderr);
-    assert!(captured.lock().unwrap().is_empty(), "the relay captured a token: {:?}", captured.lock().unwrap());
+    assert!(
+        captured.lock().unwrap().is_empty(),
+        "the relay captured a token: {:?}",
+        captured.lock().unwrap()
+    );
 
     // Directly, the same command works (and proves the token was good).
     let r = pinned.run(&direct, Some(&root), &["operator", "seal"]);
@@ -214,9 +258,18 @@ async fn a_server_whose_identity_changed_is_refused() {
     let first_dir = dir.path().join("first");
     std::fs::create_dir_all(&first_dir).unwrap();
     let cfg = config_file(&first_dir, addr, "", "");
-    let mut first = Server::start(&["server", "--config", cfg.to_str().unwrap()], &[], addr, first_dir.join("s.log"));
+    let mut first = Server::start(
+        &["server", "--config", cfg.to_str().unwrap()],
+        &[],
+        addr,
+        first_dir.join("s.log"),
+    );
     let r = cli.run(&url, None, &["status"]);
-    assert_eq!(r.code, 2, "sealed and uninitialised: {}{}", r.stdout, r.stderr);
+    assert_eq!(
+        r.code, 2,
+        "sealed and uninitialised: {}{}",
+        r.stdout, r.stderr
+    );
     let pinned_id = std::fs::read_to_string(dir.path().join("client/servers.toml")).unwrap();
     assert!(pinned_id.contains("zs_"));
     first.stop();
@@ -225,10 +278,19 @@ async fn a_server_whose_identity_changed_is_refused() {
     let second_dir = dir.path().join("second");
     std::fs::create_dir_all(&second_dir).unwrap();
     let cfg = config_file(&second_dir, addr, "", "");
-    let _second = Server::start(&["server", "--config", cfg.to_str().unwrap()], &[], addr, second_dir.join("s.log"));
+    let _second = Server::start(
+        &["server", "--config", cfg.to_str().unwrap()],
+        &[],
+        addr,
+        second_dir.join("s.log"),
+    );
     let r = cli.run(&url, Some("zafe_s_whatever"), &["operator", "seal"]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("server-id forget") && r.stderr.contains("zs_"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("server-id forget") && r.stderr.contains("zs_"),
+        "{}",
+        r.stderr
+    );
     let r = cli.run(&url, None, &["status"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
 
@@ -237,7 +299,15 @@ async fn a_server_whose_identity_changed_is_refused() {
         config_dir: dir.path().join("ci"),
         ca: None,
     };
-    let r = ci.run(&url, None, &["--server-id", "zs_00000000000000000000000000000000", "status"]);
+    let r = ci.run(
+        &url,
+        None,
+        &[
+            "--server-id",
+            "zs_00000000000000000000000000000000",
+            "status",
+        ],
+    );
     assert_eq!(r.code, 1, "{}", r.stderr);
 }
 
@@ -249,13 +319,15 @@ async fn a_forged_identity_response_is_refused() {
     let captured = real.prove(&[9u8; 32], time_now(), None);
     let app = axum::Router::new().route(
         "/v1/sys/identity",
-        axum::routing::get(move |q: axum::extract::Query<std::collections::HashMap<String, String>>| {
-            let mut proof = captured.clone();
-            // Echo the client's nonce, keep the old signature.
-            proof.nonce = q.get("nonce").cloned().unwrap_or_default();
-            proof.timestamp = time_now();
-            async move { axum::Json(proof) }
-        }),
+        axum::routing::get(
+            move |q: axum::extract::Query<std::collections::HashMap<String, String>>| {
+                let mut proof = captured.clone();
+                // Echo the client's nonce, keep the old signature.
+                proof.nonce = q.get("nonce").cloned().unwrap_or_default();
+                proof.timestamp = time_now();
+                async move { axum::Json(proof) }
+            },
+        ),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -266,12 +338,26 @@ async fn a_forged_identity_response_is_refused() {
         config_dir: dir.path().to_path_buf(),
         ca: None,
     };
-    let r = cli.run(&format!("http://{addr}"), Some("zafe_s_token"), &["operator", "seal"]);
+    let r = cli.run(
+        &format!("http://{addr}"),
+        Some("zafe_s_token"),
+        &["operator", "seal"],
+    );
     assert_eq!(r.code, 1);
-    assert!(r.stderr.to_lowercase().contains("signature"), "{}", r.stderr);
-    assert!(!dir.path().join("servers.toml").exists(), "nothing was pinned");
+    assert!(
+        r.stderr.to_lowercase().contains("signature"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !dir.path().join("servers.toml").exists(),
+        "nothing was pinned"
+    );
 }
 
 fn time_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
