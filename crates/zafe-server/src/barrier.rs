@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock};
 use zafe_core::crypto;
 use zafe_core::encoding;
 use zafe_core::keyring::Keyring;
+use zafe_core::secret::SecretKey;
 use zafe_storage::{Backend, Condition, Entry, Op, StorageError};
 use zeroize::Zeroizing;
 
@@ -67,10 +68,30 @@ pub enum Write {
     Delete { key: String, expect: Option<Expect> },
 }
 
+/// The keys an open barrier holds.
+struct Keys {
+    /// Encrypts the keyring record; needed to rotate and to reload it.
+    root_key: SecretKey,
+    keyring: Arc<Keyring>,
+}
+
 pub struct Barrier {
     backend: Arc<dyn Backend>,
-    keyring: RwLock<Option<Arc<Keyring>>>,
+    keys: RwLock<Option<Arc<Keys>>>,
 }
+
+/// Records outside the barrier live under this prefix: the seal's own
+/// records (configuration, the keyring sealed under the root key), the
+/// identity's public half, the cluster id. The barrier refuses to touch it,
+/// and the re-wrap job skips it.
+pub const RAW_PREFIX: &str = "seal/";
+
+/// Where the keyring lives, sealed under the root key.
+pub const KEYRING_KEY: &str = "seal/keyring";
+
+/// The version number used in envelope headers when the root key (or the
+/// master key) acts as the key-encryption key.
+pub const ROOT_KEK_VERSION: u32 = 0;
 
 /// The associated data of the record at `key`, written at `generation`.
 /// Shared with the seal, which stores the keyring itself the same way.
@@ -82,7 +103,7 @@ impl Barrier {
     pub fn new(backend: Arc<dyn Backend>) -> Self {
         Self {
             backend,
-            keyring: RwLock::new(None),
+            keys: RwLock::new(None),
         }
     }
 
@@ -90,37 +111,149 @@ impl Barrier {
         &self.backend
     }
 
-    /// Opens the barrier with an unsealed keyring.
-    pub fn unseal(&self, keyring: Arc<Keyring>) {
-        *self.keyring.write().expect("keyring lock") = Some(keyring);
+    /// Opens the barrier with the root key and the keyring it decrypted.
+    pub fn unseal(&self, root_key: SecretKey, keyring: Keyring) {
+        *self.keys.write().expect("keys lock") = Some(Arc::new(Keys {
+            root_key,
+            keyring: Arc::new(keyring),
+        }));
     }
 
-    /// Closes the barrier. The keyring's keys are zeroized as soon as the last
-    /// in-flight request that holds it finishes.
+    /// Closes the barrier. The keys are zeroized as soon as the last
+    /// in-flight request that holds them finishes.
     pub fn seal(&self) {
-        self.keyring.write().expect("keyring lock").take();
+        self.keys.write().expect("keys lock").take();
     }
 
     pub fn is_sealed(&self) -> bool {
-        self.keyring.read().expect("keyring lock").is_none()
+        self.keys.read().expect("keys lock").is_none()
+    }
+
+    fn keys(&self) -> Result<Arc<Keys>> {
+        self.keys.read().expect("keys lock").clone().ok_or(BarrierError::Sealed)
+    }
+
+    /// A copy of the root key, for `operator rekey` to compare shares with.
+    pub fn root_key(&self) -> Result<SecretKey> {
+        Ok(self.keys()?.root_key.duplicate())
     }
 
     pub fn keyring(&self) -> Result<Arc<Keyring>> {
-        self.keyring
-            .read()
-            .expect("keyring lock")
-            .clone()
-            .ok_or(BarrierError::Sealed)
+        Ok(self.keys()?.keyring.clone())
+    }
+
+    /// Re-reads the keyring record (after another node rotated it).
+    pub async fn reload_keyring(&self) -> Result<()> {
+        let keys = self.keys()?;
+        let (keyring, _) = read_keyring(&*self.backend, &keys.root_key).await?;
+        let root_key = keys.root_key.duplicate();
+        self.unseal(root_key, keyring);
+        Ok(())
+    }
+
+    /// Adds a new key-encryption key version for new writes (R-KEY-6). Old
+    /// versions keep decrypting. Safe against concurrent rotations on other
+    /// nodes: the keyring record is replaced with compare-and-swap.
+    pub async fn rotate(&self) -> Result<u32> {
+        for _ in 0..MAX_CAS_RETRIES {
+            let keys = self.keys()?;
+            let (mut keyring, generation) = read_keyring(&*self.backend, &keys.root_key).await?;
+            let version = keyring.rotate();
+            let next = generation + 1;
+            let op = Op::Put {
+                entry: Entry {
+                    key: KEYRING_KEY.into(),
+                    value: seal_keyring(&keys.root_key, &keyring, next),
+                    generation: next,
+                },
+                condition: Condition::Generation(generation),
+            };
+            match self.backend.commit(vec![op]).await {
+                Ok(()) => {
+                    self.unseal(keys.root_key.duplicate(), keyring);
+                    return Ok(version);
+                }
+                Err(StorageError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(BarrierError::Conflict { key: KEYRING_KEY.into() })
+    }
+
+    /// Replaces the root key (for `operator rekey`): the same keyring,
+    /// sealed under `new_root`, written together with `extra` ops (the new
+    /// seal configuration) in one atomic commit.
+    pub async fn replace_root_key(&self, new_root: SecretKey, extra: Vec<Op>) -> Result<()> {
+        let keys = self.keys()?;
+        let (keyring, generation) = read_keyring(&*self.backend, &keys.root_key).await?;
+        let next = generation + 1;
+        let mut ops = vec![Op::Put {
+            entry: Entry {
+                key: KEYRING_KEY.into(),
+                value: seal_keyring(&new_root, &keyring, next),
+                generation: next,
+            },
+            condition: Condition::Generation(generation),
+        }];
+        ops.extend(extra);
+        self.backend.commit(ops).await?;
+        self.unseal(new_root, keyring);
+        Ok(())
+    }
+
+    /// Re-encrypts every record written under an older key-encryption key
+    /// with the active one, reporting progress. Records changed concurrently
+    /// are skipped: their writer already used a current key.
+    pub async fn rewrap(&self, progress: &RewrapProgress) -> Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut cursor = String::new();
+        loop {
+            let keys = self.backend.keys("", &cursor, 256).await?;
+            let Some(last) = keys.last() else {
+                return Ok(());
+            };
+            cursor = format!("{last}\0");
+            for key in keys.iter().filter(|k| !k.starts_with(RAW_PREFIX)) {
+                progress.scanned.fetch_add(1, Relaxed);
+                let active = self.keyring()?.active().0;
+                let Some(entry) = self.backend.get(key).await? else {
+                    continue;
+                };
+                if crypto::envelope_key_version(&entry.value).map_or(true, |v| v >= active) {
+                    continue;
+                }
+                let Some(record) = self.get(key).await? else {
+                    continue;
+                };
+                match self.put(key, &record.value, Expect::Generation(record.generation)).await {
+                    Ok(_) => {
+                        progress.rewrapped.fetch_add(1, Relaxed);
+                    }
+                    Err(BarrierError::Conflict { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Record>> {
-        let keyring = self.keyring()?;
         check_key(key)?;
+        let keyring = self.keyring()?;
         let Some(entry) = self.backend.get(key).await? else {
             return Ok(None);
         };
-        let value = crypto::open(|v| keyring.kek(v), &location(key, entry.generation), &entry.value)
-            .map_err(|_| BarrierError::Integrity { key: key.to_string() })?;
+        let context = location(key, entry.generation);
+        let value = match crypto::open(|v| keyring.kek(v), &context, &entry.value) {
+            Ok(value) => value,
+            // Written by a node that rotated the keyring after we loaded it.
+            Err(crypto::CryptoError::UnknownKeyVersion(_)) => {
+                self.reload_keyring().await?;
+                let keyring = self.keyring()?;
+                crypto::open(|v| keyring.kek(v), &context, &entry.value)
+                    .map_err(|_| BarrierError::Integrity { key: key.to_string() })?
+            }
+            Err(_) => return Err(BarrierError::Integrity { key: key.to_string() }),
+        };
         Ok(Some(Record {
             value,
             generation: entry.generation,
@@ -212,6 +345,34 @@ impl Barrier {
     }
 }
 
+/// Progress of a re-wrap, readable while it runs.
+#[derive(Debug, Default)]
+pub struct RewrapProgress {
+    pub scanned: std::sync::atomic::AtomicU64,
+    pub rewrapped: std::sync::atomic::AtomicU64,
+    pub done: std::sync::atomic::AtomicBool,
+}
+
+/// The keyring record encrypted under `root_key`, bound to its location.
+pub fn seal_keyring(root_key: &SecretKey, keyring: &Keyring, generation: i64) -> Vec<u8> {
+    crypto::seal(root_key, ROOT_KEK_VERSION, &location(KEYRING_KEY, generation), &keyring.to_bytes())
+}
+
+/// Reads and decrypts the keyring record; a wrong root key, like a
+/// tampered record, is an integrity failure.
+pub async fn read_keyring(backend: &dyn Backend, root_key: &SecretKey) -> Result<(Keyring, i64)> {
+    let integrity = || BarrierError::Integrity { key: KEYRING_KEY.into() };
+    let entry = backend.get(KEYRING_KEY).await?.ok_or_else(integrity)?;
+    let bytes = crypto::open(
+        |v| (v == ROOT_KEK_VERSION).then_some(root_key),
+        &location(KEYRING_KEY, entry.generation),
+        &entry.value,
+    )
+    .map_err(|_| integrity())?;
+    let keyring = Keyring::from_bytes(&bytes).map_err(|_| integrity())?;
+    Ok((keyring, entry.generation))
+}
+
 fn next_generation(expect: Expect) -> i64 {
     match expect {
         Expect::Absent => 1,
@@ -229,7 +390,8 @@ fn condition(expect: Expect) -> Condition {
 /// Storage keys are paths: no NUL (the storage layer relies on it for
 /// ordering), no empty or dot segments that could alias another path.
 fn check_key(key: &str) -> Result<()> {
-    let bad = key.contains('\0')
+    let bad = key.starts_with(RAW_PREFIX)
+        || key.contains('\0')
         || key.len() > 4096
         || key.split('/').any(|seg| seg == "." || seg == "..")
         || key.contains("//");
@@ -247,7 +409,7 @@ mod tests {
     async fn open_barrier() -> Barrier {
         let backend: Arc<dyn Backend> = Arc::new(SqliteBackend::memory().await.unwrap());
         let barrier = Barrier::new(backend);
-        barrier.unseal(Arc::new(Keyring::generate()));
+        barrier.unseal(SecretKey::generate(), Keyring::generate());
         barrier
     }
 
@@ -320,10 +482,10 @@ mod tests {
         let backend: Arc<dyn Backend> = Arc::new(SqliteBackend::memory().await.unwrap());
         let barrier = Barrier::new(backend);
         let mut ring = Keyring::generate();
-        barrier.unseal(Arc::new(Keyring::from_bytes(&ring.to_bytes()).unwrap()));
+        barrier.unseal(SecretKey::generate(), Keyring::from_bytes(&ring.to_bytes()).unwrap());
         barrier.put("old", b"written with v1", Expect::Absent).await.unwrap();
         ring.rotate();
-        barrier.unseal(Arc::new(ring));
+        barrier.unseal(SecretKey::generate(), ring);
         barrier.put("new", b"written with v2", Expect::Absent).await.unwrap();
         assert_eq!(&barrier.get("old").await.unwrap().unwrap().value[..], b"written with v1");
         let raw = barrier.backend().get("new").await.unwrap().unwrap();
@@ -333,7 +495,7 @@ mod tests {
     #[tokio::test]
     async fn path_tricks_are_refused() {
         let barrier = open_barrier().await;
-        for bad in ["a/../b", "a//b", "a\0b", "./a"] {
+        for bad in ["a/../b", "a//b", "a\0b", "./a", "seal/keyring"] {
             assert!(matches!(barrier.put(bad, b"x", Expect::Absent).await, Err(BarrierError::InvalidKey(_))), "{bad:?}");
         }
     }

@@ -18,14 +18,31 @@ use zafe_core::keyring::purpose;
 use zafe_core::secret::SecretKey;
 use zafe_storage::{Backend, Condition, Entry, Op};
 
-use crate::barrier::Barrier;
+use crate::barrier::{Barrier, RewrapProgress};
+use crate::engine::Ctx;
+use crate::mounts::{MountTable, Router};
+use crate::policies::PolicyStore;
+use crate::policies::Capability;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::seal::{Seal, Unsealed};
 use crate::sys::{self, Access};
 use crate::tokens::{self, TokenEntry, TokenSpec};
 
-const CLUSTER_KEY: &str = "core/cluster-info";
+const CLUSTER_KEY: &str = "seal/cluster-info";
+
+/// The capability an operation needs; writes need `create` when the target
+/// does not exist yet and `update` when it does, as in Vault.
+pub fn capability(op: Operation, exists: bool) -> Capability {
+    match op {
+        Operation::Read | Operation::Head => Capability::Read,
+        Operation::List => Capability::List,
+        Operation::Write if exists => Capability::Update,
+        Operation::Write => Capability::Create,
+        Operation::Delete => Capability::Delete,
+        Operation::Patch => Capability::Patch,
+    }
+}
 
 /// What a request asks to do, from its HTTP method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,9 +92,8 @@ pub struct ClusterInfo {
     pub cluster_id: String,
 }
 
-/// Keys that exist only while unsealed. Dropping this zeroizes them.
+/// Keys the core derives at unseal. Dropping this zeroizes them.
 struct UnsealedKeys {
-    _root_key: SecretKey,
     token_key: SecretKey,
 }
 
@@ -93,6 +109,20 @@ pub struct Core {
     token_pepper: Option<SecretKey>,
     unsealed: RwLock<Option<Arc<UnsealedKeys>>>,
     cluster: RwLock<ClusterInfo>,
+    /// The mount table as a router; loaded after unseal, dropped at seal.
+    router: RwLock<Option<Arc<Router>>>,
+    pub policies: PolicyStore,
+    pub rewrap: RwLock<Option<Arc<RewrapProgress>>>,
+    rekey: std::sync::Mutex<Option<RekeyProgress>>,
+}
+
+/// An `operator rekey` in progress: the new configuration and the current
+/// shares collected so far.
+struct RekeyProgress {
+    nonce: String,
+    shares: usize,
+    threshold: usize,
+    collected: Vec<String>,
 }
 
 /// Everything [`Core::new`] needs.
@@ -118,6 +148,10 @@ impl Core {
             token_pepper: parts.token_pepper,
             unsealed: RwLock::new(None),
             cluster: RwLock::new(ClusterInfo::default()),
+            router: RwLock::new(None),
+            policies: PolicyStore::default(),
+            rewrap: RwLock::new(None),
+            rekey: std::sync::Mutex::new(None),
         });
         core.load_cluster_info().await?;
         Ok(core)
@@ -170,17 +204,17 @@ impl Core {
             Some(pepper) => zafe_core::crypto::derive_key(pepper.expose(), purpose::TOKEN_HMAC),
             None => unsealed.keyring.derive(purpose::TOKEN_HMAC),
         };
-        self.barrier.unseal(Arc::new(unsealed.keyring));
-        *self.unsealed.write().expect("unsealed lock") = Some(Arc::new(UnsealedKeys {
-            _root_key: unsealed.root_key,
-            token_key,
-        }));
+        self.barrier.unseal(unsealed.root_key, unsealed.keyring);
+        *self.unsealed.write().expect("unsealed lock") = Some(Arc::new(UnsealedKeys { token_key }));
     }
 
     /// Seals: forgets every key (they are zeroized when the last in-flight
     /// request lets go of them) and any unseal progress.
     pub fn close(&self) {
         self.unsealed.write().expect("unsealed lock").take();
+        self.router.write().expect("router lock").take();
+        self.policies.clear();
+        self.rekey.lock().expect("rekey lock").take();
         self.barrier.seal();
         self.seal.reset_progress();
     }
@@ -191,7 +225,7 @@ impl Core {
         Ok(())
     }
 
-    fn token_key(&self) -> Result<SecretKey> {
+    pub fn token_key(&self) -> Result<SecretKey> {
         self.unsealed
             .read()
             .expect("unsealed lock")
@@ -217,22 +251,184 @@ impl Core {
 
     /// The single entry point for every `/v1/` request.
     pub async fn handle(self: &Arc<Self>, req: Request) -> Result<Reply> {
-        let Some(route) = sys::find(&req.path) else {
+        if let Some((route, rest)) = sys::find(&req.path) {
+            let caller = match route.access {
+                Access::Public => None,
+                Access::Token | Access::Sudo => {
+                    let caller = self.authenticate(&req).await?;
+                    let needed = capability(req.operation, true);
+                    self.authorize(&caller, &req.path, needed, route.access == Access::Sudo).await?;
+                    Some(caller)
+                }
+            };
+            if !route.operations.contains(&req.operation) {
+                return Err(Error::MethodNotAllowed("unsupported operation".into()));
+            }
+            let rest = rest.to_string();
+            return sys::dispatch(self, route.id, &rest, req, caller).await;
+        }
+        if self.is_sealed() {
+            return Err(Error::Sealed);
+        }
+        let router = self.router().await?;
+        let resolved = match router.resolve(&req.path) {
+            Some((m, rel)) => Some((m.clone(), rel.to_string())),
+            // Another node may have mounted it since we loaded the table.
+            None => self.reload_mounts_router().await?.resolve(&req.path).map(|(m, rel)| (m.clone(), rel.to_string())),
+        };
+        let Some((mounted, rel)) = resolved else {
             // Unknown paths look exactly like private ones to strangers.
             self.authenticate(&req).await?;
             return Err(Error::NotFound("unsupported path".into()));
         };
-        let caller = match route.access {
-            Access::Public => None,
-            Access::Token | Access::Root => Some(self.authenticate(&req).await?),
+        let caller = if mounted.engine.is_public(&rel, req.operation) {
+            None
+        } else {
+            Some(self.authenticate(&req).await?)
         };
-        if route.access == Access::Root && !caller.as_ref().is_some_and(TokenEntry::is_root) {
-            return Err(Error::PermissionDenied);
+        let ctx = Ctx {
+            core: self,
+            mount: &mounted.entry,
+            view: crate::mounts::view_for(self, &mounted.entry),
+            caller: caller.as_ref(),
+        };
+        if let Some(caller) = &caller {
+            let exists = match req.operation {
+                Operation::Write => mounted.engine.exists(&ctx, &rel).await?,
+                _ => true,
+            };
+            self.authorize(caller, &req.path, capability(req.operation, exists), false).await?;
         }
-        if !route.operations.contains(&req.operation) {
-            return Err(Error::MethodNotAllowed("unsupported operation".into()));
+        mounted.engine.handle(&ctx, &req, &rel).await
+    }
+
+    /// The one authorisation decision (R-ACL-1): the caller's policies must
+    /// grant `needed` on `path` (and `sudo` too, for root-protected paths).
+    pub async fn authorize(&self, caller: &TokenEntry, path: &str, needed: Capability, sudo: bool) -> Result<()> {
+        if caller.is_root() {
+            return Ok(());
         }
-        sys::dispatch(self, route.id, req, caller).await
+        let acl = self.policies.acl_for(self, &caller.policies).await?;
+        if acl.allows(path, needed) && (!sudo || acl.allows(path, Capability::Sudo)) {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied)
+        }
+    }
+
+    /// The routing table, loading it on first use after unseal.
+    pub async fn router(self: &Arc<Self>) -> Result<Arc<Router>> {
+        if let Some(router) = self.router.read().expect("router lock").clone() {
+            return Ok(router);
+        }
+        self.reload_mounts_router().await
+    }
+
+    async fn reload_mounts_router(self: &Arc<Self>) -> Result<Arc<Router>> {
+        let table = crate::mounts::load_or_create(self).await?;
+        let router = Arc::new(Router::build(&table)?);
+        *self.router.write().expect("router lock") = Some(router.clone());
+        Ok(router)
+    }
+
+    /// Rebuilds the router after a change to the mount table.
+    pub async fn reload_mounts(self: &Arc<Self>) -> Result<MountTable> {
+        let table = crate::mounts::load_or_create(self).await?;
+        *self.router.write().expect("router lock") = Some(Arc::new(Router::build(&table)?));
+        Ok(table)
+    }
+
+    /// `operator rotate`: a new key-encryption key for new writes, then a
+    /// background re-wrap of older records, whose progress `key_status` shows.
+    pub async fn rotate_keyring(self: &Arc<Self>) -> Result<u32> {
+        let version = self.barrier.rotate().await?;
+        let progress = Arc::new(RewrapProgress::default());
+        *self.rewrap.write().expect("rewrap lock") = Some(progress.clone());
+        let core = self.clone();
+        tokio::spawn(async move {
+            match core.barrier.rewrap(&progress).await {
+                Ok(()) => tracing::info!(
+                    rewrapped = progress.rewrapped.load(std::sync::atomic::Ordering::Relaxed),
+                    "re-wrap finished"
+                ),
+                Err(e) => tracing::error!(error = %e, "re-wrap stopped"),
+            }
+            progress.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        Ok(version)
+    }
+
+    /// Vault's `sys/key-status`, plus the progress of the last re-wrap.
+    pub async fn key_status(&self, req: &Request) -> Result<Value> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let keyring = self.barrier.keyring()?;
+        let rewrap = self.rewrap.read().expect("rewrap lock").clone();
+        let data = serde_json::json!({
+            "term": keyring.active().0,
+            "versions": keyring.versions().collect::<Vec<_>>(),
+            "install_time": "",
+            "encryptions": 0,
+            "rewrap": rewrap.map(|p| serde_json::json!({
+                "scanned": p.scanned.load(Relaxed),
+                "rewrapped": p.rewrapped.load(Relaxed),
+                "done": p.done.load(Relaxed),
+            })),
+        });
+        Ok(crate::engine::envelope(&req.request_id, Some(data.clone()), None, None))
+            .map(|mut body| {
+                // Vault puts these at the top level as well.
+                for (k, v) in data.as_object().expect("object") {
+                    body[k] = v.clone();
+                }
+                body
+            })
+    }
+
+    /// Starts an `operator rekey`: new share count and threshold.
+    pub fn rekey_init(&self, shares: usize, threshold: usize) -> Result<Value> {
+        zafe_core::shamir::validate(shares, threshold).map_err(|e| Error::bad_request(format!("invalid seal configuration: {e}")))?;
+        let nonce = uuid::Uuid::new_v4().to_string();
+        *self.rekey.lock().expect("rekey lock") = Some(RekeyProgress {
+            nonce: nonce.clone(),
+            shares,
+            threshold,
+            collected: Vec::new(),
+        });
+        Ok(serde_json::json!({ "started": true, "nonce": nonce, "n": shares, "t": threshold, "progress": 0 }))
+    }
+
+    pub fn rekey_cancel(&self) {
+        self.rekey.lock().expect("rekey lock").take();
+    }
+
+    /// Takes one current share; at the threshold, rekeys and returns the
+    /// new shares.
+    pub async fn rekey_update(&self, nonce: &str, key: &str) -> Result<Value> {
+        let threshold = self.seal.config().await?.ok_or(Error::NotInitialized)?.secret_threshold;
+        let (shares, new_threshold, collected) = {
+            let mut guard = self.rekey.lock().expect("rekey lock");
+            let progress = guard.as_mut().ok_or_else(|| Error::bad_request("no rekey is in progress: start one with sys/rekey/init"))?;
+            if progress.nonce != nonce {
+                return Err(Error::bad_request("the nonce does not match the rekey in progress"));
+            }
+            if !progress.collected.iter().any(|k| k == key) {
+                progress.collected.push(key.to_string());
+            }
+            if progress.collected.len() < threshold {
+                return Ok(serde_json::json!({ "started": true, "nonce": nonce, "progress": progress.collected.len(), "required": threshold, "complete": false }));
+            }
+            let p = guard.take().expect("checked above");
+            (p.shares, p.threshold, p.collected)
+        };
+        let root = self.barrier.root_key()?;
+        let issued = self.seal.rekey(&self.barrier, &root, &collected, shares, new_threshold).await?;
+        use base64::Engine as _;
+        Ok(serde_json::json!({
+            "complete": true,
+            "nonce": nonce,
+            "keys": issued.iter().map(|s| hex::encode(s.as_bytes())).collect::<Vec<_>>(),
+            "keys_base64": issued.iter().map(|s| base64::engine::general_purpose::STANDARD.encode(s.as_bytes())).collect::<Vec<_>>(),
+        }))
     }
 
     async fn load_cluster_info(&self) -> Result<()> {

@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 
 use crate::config::check_private_file;
 
-pub const RECORD_KEY: &str = "core/identity";
+pub const RECORD_KEY: &str = "seal/identity";
 
 #[derive(Serialize, Deserialize)]
 struct Record {

@@ -13,10 +13,14 @@
 pub mod barrier;
 pub mod config;
 pub mod core;
+pub mod engine;
+pub mod engines;
 pub mod error;
 pub mod hardening;
 pub mod http;
 pub mod identity;
+pub mod mounts;
+pub mod policies;
 pub mod seal;
 pub mod sys;
 pub mod tokens;

@@ -26,16 +26,12 @@ use zafe_core::secret::SecretKey;
 use zafe_core::shamir::{self, Share};
 use zafe_storage::{Backend, Condition, Entry, Op, StorageError};
 
-use crate::barrier::location;
+use crate::barrier::{KEYRING_KEY, ROOT_KEK_VERSION, location, read_keyring, seal_keyring};
 use crate::error::{Error, Result};
 
-pub const CONFIG_KEY: &str = "core/seal-config";
-pub const KEYRING_KEY: &str = "core/keyring";
-pub const MASTER_WRAPPED_ROOT_KEY: &str = "core/root-key/master";
+pub const CONFIG_KEY: &str = "seal/config";
+pub const MASTER_WRAPPED_ROOT_KEY: &str = "seal/root-key/master";
 
-/// The version number used for the root key and master key when they act as
-/// a key-encryption key in an envelope header.
-const ROOT_KEK_VERSION: u32 = 0;
 
 /// Not secret: how many shares exist, how many unseal, and digests that let
 /// the server recognise its own shares.
@@ -122,7 +118,7 @@ impl Seal {
         };
 
         let mut ops = vec![
-            create(KEYRING_KEY, crypto::seal(&root_key, ROOT_KEK_VERSION, &location(KEYRING_KEY, 1), &keyring.to_bytes())),
+            create(KEYRING_KEY, seal_keyring(&root_key, &keyring, 1)),
             create(CONFIG_KEY, serde_json::to_vec(&config).expect("serialisable")),
         ];
         if let Some(master) = &self.master_key {
@@ -225,19 +221,85 @@ impl Seal {
     }
 
     async fn open_keyring(&self, root_key: &SecretKey) -> Result<Keyring> {
-        let entry = self
-            .backend
-            .get(KEYRING_KEY)
-            .await
-            .map_err(storage)?
-            .ok_or(Error::Integrity { key: KEYRING_KEY.into() })?;
-        let bytes = crypto::open(
-            |v| (v == ROOT_KEK_VERSION).then_some(root_key),
-            &location(KEYRING_KEY, entry.generation),
-            &entry.value,
-        )
-        .map_err(|_| Error::Integrity { key: KEYRING_KEY.into() })?;
-        Keyring::from_bytes(&bytes).map_err(|_| Error::Integrity { key: KEYRING_KEY.into() })
+        Ok(read_keyring(&*self.backend, root_key).await?.0)
+    }
+
+    /// `operator rekey`: checks that `old_shares` recover the current root
+    /// key, then makes a new root key, splits it into new shares and
+    /// re-seals the keyring (not the data) under it, all in one atomic
+    /// commit with the new configuration. The old shares stop working.
+    pub async fn rekey(
+        &self,
+        barrier: &crate::barrier::Barrier,
+        current_root: &SecretKey,
+        old_shares: &[String],
+        shares: usize,
+        threshold: usize,
+    ) -> Result<Vec<Share>> {
+        shamir::validate(shares, threshold).map_err(|e| Error::bad_request(format!("invalid seal configuration: {e}")))?;
+        let (config, generation) = self.config_with_generation().await?.ok_or(Error::NotInitialized)?;
+        if old_shares.len() < config.secret_threshold {
+            return Err(Error::bad_request(format!(
+                "{} current key shares are needed to rekey, got {}",
+                config.secret_threshold,
+                old_shares.len()
+            )));
+        }
+        let mut parsed = Vec::new();
+        for encoded in old_shares {
+            let share = Share::from_bytes(&decode_share(encoded)?).map_err(|e| Error::bad_request(format!("invalid key: {e}")))?;
+            let digest = hex::encode(share.digest());
+            if !config.share_digests.iter().any(|d| crypto::constant_time_eq(d.as_bytes(), digest.as_bytes())) {
+                return Err(Error::bad_request("invalid key: this is not one of this server's current key shares"));
+            }
+            parsed.push(share);
+        }
+        let recovered = shamir::combine(&parsed).map_err(|e| Error::bad_request(format!("invalid key: {e}")))?;
+        if recovered != *current_root {
+            return Err(Error::bad_request("the key shares do not recover this server's root key"));
+        }
+        let new_root = SecretKey::generate();
+        let issued = shamir::split(&new_root, shares, threshold).map_err(|e| Error::bad_request(e.to_string()))?;
+        let new_config = SealConfig {
+            secret_shares: shares,
+            secret_threshold: threshold,
+            share_digests: issued.iter().map(|s| hex::encode(s.digest())).collect(),
+            ..config
+        };
+        let mut ops = vec![Op::Put {
+            entry: Entry {
+                key: CONFIG_KEY.into(),
+                value: serde_json::to_vec(&new_config).expect("serialisable"),
+                generation: generation + 1,
+            },
+            condition: Condition::Generation(generation),
+        }];
+        if let Some(master) = &self.master_key {
+            let entry = self.backend.get(MASTER_WRAPPED_ROOT_KEY).await.map_err(storage)?;
+            let (condition, next) = match &entry {
+                Some(e) => (Condition::Generation(e.generation), e.generation + 1),
+                None => (Condition::Absent, 1),
+            };
+            ops.push(Op::Put {
+                entry: Entry {
+                    key: MASTER_WRAPPED_ROOT_KEY.into(),
+                    value: crypto::seal(master, ROOT_KEK_VERSION, &location(MASTER_WRAPPED_ROOT_KEY, next), new_root.expose()),
+                    generation: next,
+                },
+                condition,
+            });
+        }
+        barrier.replace_root_key(new_root, ops).await?;
+        self.reset_progress();
+        Ok(issued)
+    }
+
+    async fn config_with_generation(&self) -> Result<Option<(SealConfig, i64)>> {
+        let Some(entry) = self.backend.get(CONFIG_KEY).await.map_err(storage)? else {
+            return Ok(None);
+        };
+        let config = serde_json::from_slice(&entry.value).map_err(|_| Error::Integrity { key: CONFIG_KEY.into() })?;
+        Ok(Some((config, entry.generation)))
     }
 }
 

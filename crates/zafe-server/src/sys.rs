@@ -10,6 +10,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::core::{Core, Operation, Reply, Request};
+use crate::{mounts, policies};
 use crate::error::{Error, Result};
 use crate::seal::UnsealProgress;
 use crate::tokens::TokenEntry;
@@ -21,10 +22,10 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub enum Access {
     /// No token: health, seal status, init, unseal, identity.
     Public,
-    /// Any valid token.
+    /// A token whose policies grant the operation's capability on the path.
     Token,
-    /// A token with the root policy (sudo).
-    Root,
+    /// As `Token`, and the policies must also grant `sudo` on the path.
+    Sudo,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +36,22 @@ pub enum RouteId {
     Health,
     Identity,
     Seal,
+    Mounts,
+    Mount,
+    Auths,
+    Auth,
+    Policies,
+    Policy,
+    Capabilities,
+    CapabilitiesSelf,
+    Rotate,
+    KeyStatus,
+    RekeyInit,
+    RekeyUpdate,
 }
 
+/// A route: an exact path, or with `/*` a prefix whose rest is passed to
+/// the handler.
 pub struct Route {
     pub path: &'static str,
     pub access: Access,
@@ -52,15 +67,37 @@ pub const ROUTES: &[Route] = &[
     Route { path: "sys/seal-status", access: Access::Public, operations: &[Read], id: RouteId::SealStatus },
     Route { path: "sys/health", access: Access::Public, operations: &[Read, Head], id: RouteId::Health },
     Route { path: "sys/identity", access: Access::Public, operations: &[Read], id: RouteId::Identity },
-    Route { path: "sys/seal", access: Access::Root, operations: &[Write], id: RouteId::Seal },
+    Route { path: "sys/seal", access: Access::Sudo, operations: &[Write], id: RouteId::Seal },
+    Route { path: "sys/mounts", access: Access::Token, operations: &[Read], id: RouteId::Mounts },
+    Route { path: "sys/mounts/*", access: Access::Token, operations: &[Read, Write, Delete], id: RouteId::Mount },
+    Route { path: "sys/auth", access: Access::Token, operations: &[Read], id: RouteId::Auths },
+    Route { path: "sys/auth/*", access: Access::Sudo, operations: &[Read, Write, Delete], id: RouteId::Auth },
+    Route { path: "sys/policy", access: Access::Token, operations: &[Read, List], id: RouteId::Policies },
+    Route { path: "sys/policy/*", access: Access::Token, operations: &[Read, Write, Delete], id: RouteId::Policy },
+    Route { path: "sys/policies/acl", access: Access::Token, operations: &[Read, List], id: RouteId::Policies },
+    Route { path: "sys/policies/acl/*", access: Access::Token, operations: &[Read, Write, Delete], id: RouteId::Policy },
+    Route { path: "sys/capabilities", access: Access::Token, operations: &[Write], id: RouteId::Capabilities },
+    Route { path: "sys/capabilities-self", access: Access::Token, operations: &[Write], id: RouteId::CapabilitiesSelf },
+    Route { path: "sys/rotate", access: Access::Sudo, operations: &[Write], id: RouteId::Rotate },
+    Route { path: "sys/key-status", access: Access::Token, operations: &[Read], id: RouteId::KeyStatus },
+    Route { path: "sys/rekey/init", access: Access::Sudo, operations: &[Write, Delete], id: RouteId::RekeyInit },
+    Route { path: "sys/rekey/update", access: Access::Sudo, operations: &[Write], id: RouteId::RekeyUpdate },
 ];
 
-pub fn find(path: &str) -> Option<&'static Route> {
-    let path = path.trim_end_matches('/');
-    ROUTES.iter().find(|r| r.path == path)
+/// The route serving `path`, and the rest of the path after a `/*` route.
+pub fn find(path: &str) -> Option<(&'static Route, &str)> {
+    let exact = path.trim_end_matches('/');
+    ROUTES.iter().find_map(|r| match r.path.strip_suffix("/*") {
+        Some(prefix) => path
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .filter(|rest| !rest.trim_matches('/').is_empty())
+            .map(|rest| (r, rest)),
+        None => (r.path == exact).then_some((r, "")),
+    })
 }
 
-pub async fn dispatch(core: &Arc<Core>, id: RouteId, req: Request, _caller: Option<TokenEntry>) -> Result<Reply> {
+pub async fn dispatch(core: &Arc<Core>, id: RouteId, rest: &str, req: Request, caller: Option<TokenEntry>) -> Result<Reply> {
     match (id, req.operation) {
         (RouteId::Init, Read) => Ok(ok(json!({ "initialized": core.is_initialized().await? }))),
         (RouteId::Init, _) => init(core, &req).await,
@@ -72,6 +109,44 @@ pub async fn dispatch(core: &Arc<Core>, id: RouteId, req: Request, _caller: Opti
             core.close();
             tracing::warn!(request_id = %req.request_id, "sealed by API request");
             Ok(Reply::NoContent)
+        }
+        (RouteId::Mounts, _) => Ok(ok(mounts::list(core, &req, false).await?)),
+        (RouteId::Auths, _) => Ok(ok(mounts::list(core, &req, true).await?)),
+        (RouteId::Mount | RouteId::Auth, op) => {
+            let auth = id == RouteId::Auth;
+            match (rest.trim_end_matches('/').strip_suffix("/tune"), op) {
+                (Some(path), Read) => Ok(ok(mounts::read_tune(core, &req, path, auth).await?)),
+                (Some(path), Write) => mounts::tune(core, &req, path, auth).await.map(|()| Reply::NoContent),
+                (Some(_), _) => Err(Error::MethodNotAllowed("unsupported operation".into())),
+                (None, Read) => Ok(ok(mounts::read_one(core, &req, rest, auth).await?)),
+                (None, Write) => mounts::enable(core, &req, rest, auth).await.map(|()| Reply::NoContent),
+                (None, _) => mounts::disable(core, rest, auth).await.map(|()| Reply::NoContent),
+            }
+        }
+        (RouteId::Policies, _) => policies::list_reply(core, &req).await,
+        (RouteId::Policy, op) => policies::handle(core, &req, rest, op).await,
+        (RouteId::Capabilities, _) => policies::capabilities(core, &req, None).await,
+        (RouteId::CapabilitiesSelf, _) => policies::capabilities(core, &req, caller.as_ref()).await,
+        (RouteId::Rotate, _) => {
+            let version = core.rotate_keyring().await?;
+            tracing::info!(request_id = %req.request_id, version, "rotated the key-encryption key");
+            Ok(Reply::NoContent)
+        }
+        (RouteId::KeyStatus, _) => Ok(ok(core.key_status(&req).await?)),
+        (RouteId::RekeyInit, Delete) => {
+            core.rekey_cancel();
+            Ok(Reply::NoContent)
+        }
+        (RouteId::RekeyInit, _) => {
+            let (Some(shares), Some(threshold)) = (uint_field(&req, "secret_shares")?, uint_field(&req, "secret_threshold")?) else {
+                return Err(Error::bad_request("secret_shares and secret_threshold are required"));
+            };
+            Ok(ok(core.rekey_init(shares, threshold)?))
+        }
+        (RouteId::RekeyUpdate, _) => {
+            let key = req.field("key").and_then(Value::as_str).ok_or_else(|| Error::bad_request("'key' is required"))?;
+            let nonce = req.field("nonce").and_then(Value::as_str).unwrap_or_default();
+            Ok(ok(core.rekey_update(nonce, key).await?))
         }
     }
 }

@@ -17,7 +17,7 @@ async fn raw(path: &std::path::Path) -> sqlx::SqliteConnection {
 async fn barrier_on(path: &std::path::Path, keyring: &Keyring) -> Barrier {
     let backend: Arc<dyn Backend> = Arc::new(SqliteBackend::open(path).await.unwrap());
     let barrier = Barrier::new(backend);
-    barrier.unseal(Arc::new(Keyring::from_bytes(&keyring.to_bytes()).unwrap()));
+    barrier.unseal(zafe_core::SecretKey::generate(), Keyring::from_bytes(&keyring.to_bytes()).unwrap());
     barrier
 }
 

@@ -453,3 +453,18 @@ async fn a_copied_root_token_record_does_not_make_a_chosen_token_root() {
     );
     assert!(!sealed(&server).await);
 }
+
+// R-KEY-7: the running server cannot write a core dump.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_server_disables_core_dumps() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let a = addr.to_string();
+    let server = Server::start(&["server", "--dev", "--listen", &a], &[], addr, dir.path().join("dev.log"));
+    let pid = server.child.as_ref().unwrap().id();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(&fields[4..6], ["0", "0"], "{core}");
+}

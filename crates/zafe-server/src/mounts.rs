@@ -1,0 +1,507 @@
+//! The mount table and the router: which engine serves which path prefix
+//! (`secret/` → KV v2, `transit/` → transit, `auth/approle/` → AppRole...).
+//!
+//! The table lives behind the barrier at `core/mounts`. Each mount has a
+//! random uuid, and its engine's storage is `logical/<uuid>/` (or
+//! `auth/<uuid>/`), so a path is never reused by a later mount at the same
+//! place, and disabling a mount removes exactly its rows.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::barrier::Expect;
+use crate::core::{Core, Request};
+use crate::engine::{Engine, View};
+use crate::error::{Error, Result};
+
+pub const TABLE_KEY: &str = "core/mounts";
+
+/// Paths no secrets engine may be mounted at.
+const RESERVED: &[&str] = &["sys/", "auth/", "identity/", "cubbyhole/", "v1/"];
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MountEntry {
+    /// With a trailing slash: `secret/`, `auth/approle/`.
+    pub path: String,
+    /// Engine kind: `kv`, `transit`, `token`, `approle`.
+    pub kind: String,
+    pub uuid: String,
+    pub accessor: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+    #[serde(default)]
+    pub default_lease_ttl: u64,
+    #[serde(default)]
+    pub max_lease_ttl: u64,
+    /// An auth method (under `auth/`) rather than a secrets engine.
+    #[serde(default)]
+    pub auth: bool,
+    #[serde(default)]
+    pub created_at: i64,
+}
+
+impl MountEntry {
+    pub fn new(path: &str, kind: &str, auth: bool) -> Self {
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let short = &uuid[..8];
+        Self {
+            path: path.to_string(),
+            kind: kind.to_string(),
+            accessor: format!("{}_{short}", if auth { format!("auth_{kind}") } else { kind.to_string() }),
+            uuid,
+            description: String::new(),
+            options: BTreeMap::new(),
+            default_lease_ttl: 0,
+            max_lease_ttl: 0,
+            auth,
+            created_at: crate::seal::now(),
+        }
+    }
+
+    /// Where this mount's engine keeps its data.
+    pub fn storage_prefix(&self) -> String {
+        format!("{}/{}/", if self.auth { "auth" } else { "logical" }, self.uuid)
+    }
+
+    /// Vault's JSON for one mount in `sys/mounts` and `sys/auth`.
+    pub fn to_vault_json(&self) -> Value {
+        json!({
+            "type": self.kind,
+            "description": self.description,
+            "accessor": self.accessor,
+            "uuid": self.uuid,
+            "config": {
+                "default_lease_ttl": self.default_lease_ttl,
+                "max_lease_ttl": self.max_lease_ttl,
+                "force_no_cache": false,
+            },
+            "options": if self.options.is_empty() { Value::Null } else { json!(self.options) },
+            "local": false,
+            "seal_wrap": false,
+            "external_entropy_access": false,
+            "plugin_version": "",
+            "running_plugin_version": "",
+            "running_sha256": "",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MountTable {
+    pub entries: Vec<MountEntry>,
+}
+
+/// A mount with its running engine.
+#[derive(Clone)]
+pub struct Mounted {
+    pub entry: MountEntry,
+    pub engine: Arc<dyn Engine>,
+}
+
+/// The live routing table: longest prefix first.
+#[derive(Clone, Default)]
+pub struct Router {
+    mounts: Vec<Mounted>,
+}
+
+impl Router {
+    pub fn build(table: &MountTable) -> Result<Self> {
+        let mut mounts = table
+            .entries
+            .iter()
+            .map(|entry| {
+                // One mount whose engine cannot start must not take the
+                // others down: it answers 503 until fixed.
+                let engine = crate::engines::build(entry).unwrap_or_else(|e| {
+                    tracing::error!(mount = %entry.path, kind = %entry.kind, error = %e, "engine unavailable");
+                    Arc::new(crate::engines::Unavailable)
+                });
+                Ok(Mounted {
+                    engine,
+                    entry: entry.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        mounts.sort_by(|a, b| b.entry.path.len().cmp(&a.entry.path.len()));
+        Ok(Self { mounts })
+    }
+
+    /// The mount serving `path`, and the path relative to it.
+    pub fn resolve<'p>(&self, path: &'p str) -> Option<(&Mounted, &'p str)> {
+        self.mounts.iter().find_map(|m| {
+            if let Some(rest) = path.strip_prefix(m.entry.path.as_str()) {
+                Some((m, rest))
+            } else if path == m.entry.path.trim_end_matches('/') {
+                Some((m, ""))
+            } else {
+                None
+            }
+        })
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &MountEntry> {
+        self.mounts.iter().map(|m| &m.entry)
+    }
+}
+
+pub fn view_for(core: &Arc<Core>, entry: &MountEntry) -> View {
+    View::new(core.clone(), entry.storage_prefix())
+}
+
+/// Checks and normalises a mount path: trailing slash, no empty or dot
+/// segments, not reserved, not nested in or around another mount.
+pub fn normalise_path(raw: &str, auth: bool, existing: &MountTable) -> Result<String> {
+    let trimmed = raw.trim_matches('/');
+    if trimmed.is_empty()
+        || trimmed.len() > 200
+        || trimmed.split('/').any(|s| s.is_empty() || s == "." || s == "..")
+        || trimmed.chars().any(|c| c.is_control() || c == '*' || c == '+')
+    {
+        return Err(Error::bad_request(format!("invalid mount path {raw:?}")));
+    }
+    let path = if auth { format!("auth/{trimmed}/") } else { format!("{trimmed}/") };
+    if !auth && RESERVED.iter().any(|r| path.starts_with(r)) {
+        return Err(Error::bad_request(format!("cannot mount at {path:?}: the path is reserved")));
+    }
+    for entry in &existing.entries {
+        if entry.path == path {
+            return Err(Error::bad_request(format!("path is already in use at {path}")));
+        }
+        if path.starts_with(&entry.path) || entry.path.starts_with(&path) {
+            return Err(Error::bad_request(format!("cannot mount at {path}: it overlaps the mount at {}", entry.path)));
+        }
+    }
+    Ok(path)
+}
+
+/// Reads the table, creating the default mounts (`secret/` KV v2 and the
+/// token store at `auth/token/`) the first time.
+pub async fn load_or_create(core: &Arc<Core>) -> Result<MountTable> {
+    if let Some(record) = core.barrier.get(TABLE_KEY).await? {
+        return serde_json::from_slice(&record.value).map_err(|_| Error::Integrity { key: TABLE_KEY.into() });
+    }
+    let mut secret = MountEntry::new("secret/", "kv", false);
+    secret.options.insert("version".into(), "2".into());
+    secret.description = "key/value secret storage".into();
+    let mut token = MountEntry::new("auth/token/", "token", true);
+    token.description = "token based credentials".into();
+    let table = MountTable {
+        entries: vec![secret, token],
+    };
+    match core.barrier.put(TABLE_KEY, &serde_json::to_vec(&table).expect("serialisable"), Expect::Absent).await {
+        Ok(_) => Ok(table),
+        // Another node created it first: use theirs.
+        Err(crate::barrier::BarrierError::Conflict { .. }) => Box::pin(load_or_create(core)).await,
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Applies `change` to the stored table with compare-and-swap, then
+/// rebuilds the router.
+pub async fn modify<F>(core: &Arc<Core>, mut change: F) -> Result<MountTable>
+where
+    F: FnMut(&mut MountTable) -> Result<()>,
+{
+    let mut failure = None;
+    core.barrier
+        .update(TABLE_KEY, |current| {
+            let mut table: MountTable = current.and_then(|c| serde_json::from_slice(c).ok()).unwrap_or_default();
+            match change(&mut table) {
+                Ok(()) => Some(serde_json::to_vec(&table).expect("serialisable")),
+                Err(e) => {
+                    failure = Some(e);
+                    None
+                }
+            }
+        })
+        .await?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    core.reload_mounts().await
+}
+
+/// `sys/mounts` and `sys/auth` handlers.
+pub async fn list(core: &Arc<Core>, req: &Request, auth: bool) -> Result<Value> {
+    let router = core.router().await?;
+    let mut map = serde_json::Map::new();
+    for entry in router.entries().filter(|e| e.auth == auth) {
+        let key = if auth { entry.path.trim_start_matches("auth/").to_string() } else { entry.path.clone() };
+        map.insert(key, entry.to_vault_json());
+    }
+    let data = Value::Object(map.clone());
+    let mut body = crate::engine::envelope(&req.request_id, Some(data), None, None);
+    // Vault also repeats the mounts at the top level; old clients read them there.
+    for (k, v) in map {
+        body[k] = v;
+    }
+    Ok(body)
+}
+
+pub async fn enable(core: &Arc<Core>, req: &Request, raw_path: &str, auth: bool) -> Result<()> {
+    let kind = req
+        .field("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::bad_request("type is required"))?;
+    let (kind, mut options) = normalise_kind(kind, req.field("options"))?;
+    if auth != matches!(kind.as_str(), "approle" | "token") {
+        return Err(Error::bad_request(format!(
+            "{kind:?} is {} and cannot be enabled {}",
+            if auth { "not an auth method" } else { "an auth method" },
+            if auth { "under sys/auth" } else { "under sys/mounts" }
+        )));
+    }
+    if kind == "token" {
+        return Err(Error::bad_request("the token auth method is always enabled at auth/token/"));
+    }
+    let description = req.field("description").and_then(Value::as_str).unwrap_or_default().to_string();
+    let config = req.field("config");
+    let ttl = |name: &str| config.and_then(|c| c.get(name)).map(parse_ttl).transpose();
+    let default_lease_ttl = ttl("default_lease_ttl")?.unwrap_or(0);
+    let max_lease_ttl = ttl("max_lease_ttl")?.unwrap_or(0);
+    modify(core, |table| {
+        let path = normalise_path(raw_path, auth, table)?;
+        let mut entry = MountEntry::new(&path, &kind, auth);
+        entry.description = description.clone();
+        entry.options = std::mem::take(&mut options);
+        entry.default_lease_ttl = default_lease_ttl;
+        entry.max_lease_ttl = max_lease_ttl;
+        table.entries.push(entry);
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+pub async fn disable(core: &Arc<Core>, raw_path: &str, auth: bool) -> Result<()> {
+    let trimmed = raw_path.trim_matches('/');
+    let path = if auth { format!("auth/{trimmed}/") } else { format!("{trimmed}/") };
+    if path == "auth/token/" {
+        return Err(Error::bad_request("the token auth method cannot be disabled"));
+    }
+    let mut removed = None;
+    modify(core, |table| {
+        if let Some(i) = table.entries.iter().position(|e| e.path == path && e.auth == auth) {
+            removed = Some(table.entries.remove(i));
+        }
+        Ok(())
+    })
+    .await?;
+    // Vault answers 204 for a path that is not mounted, too.
+    if let Some(entry) = removed {
+        purge(core, &entry.storage_prefix()).await?;
+    }
+    Ok(())
+}
+
+/// `GET sys/mounts/<path>`: one mount's configuration.
+pub async fn read_one(core: &Arc<Core>, req: &Request, raw_path: &str, auth: bool) -> Result<Value> {
+    let entry = find(core, raw_path, auth).await?;
+    let data = entry.to_vault_json();
+    let mut body = crate::engine::envelope(&req.request_id, Some(data.clone()), None, None);
+    for (k, v) in data.as_object().expect("object") {
+        body[k] = v.clone();
+    }
+    Ok(body)
+}
+
+pub async fn read_tune(core: &Arc<Core>, req: &Request, raw_path: &str, auth: bool) -> Result<Value> {
+    let entry = find(core, raw_path, auth).await?;
+    Ok(crate::engine::envelope(
+        &req.request_id,
+        Some(json!({
+            "default_lease_ttl": entry.default_lease_ttl,
+            "max_lease_ttl": entry.max_lease_ttl,
+            "force_no_cache": false,
+            "description": entry.description,
+            "options": entry.options,
+        })),
+        None,
+        None,
+    ))
+}
+
+pub async fn tune(core: &Arc<Core>, req: &Request, raw_path: &str, auth: bool) -> Result<()> {
+    let entry = find(core, raw_path, auth).await?;
+    let default_lease_ttl = req.field("default_lease_ttl").map(parse_ttl).transpose()?;
+    let max_lease_ttl = req.field("max_lease_ttl").map(parse_ttl).transpose()?;
+    let description = req.field("description").and_then(Value::as_str).map(str::to_string);
+    let options: Option<BTreeMap<String, String>> = match req.field("options") {
+        Some(Value::Object(o)) => Some(o.iter().map(|(k, v)| (k.clone(), value_string(v))).collect()),
+        _ => None,
+    };
+    if let Some(v) = options.as_ref().and_then(|o| o.get("version"))
+        && entry.kind == "kv"
+        && v != "2"
+    {
+        return Err(Error::bad_request("Zafe's KV engine is version 2 only"));
+    }
+    modify(core, |table| {
+        let e = table
+            .entries
+            .iter_mut()
+            .find(|e| e.uuid == entry.uuid)
+            .ok_or_else(|| Error::bad_request("the mount was removed concurrently"))?;
+        if let Some(t) = default_lease_ttl {
+            e.default_lease_ttl = t;
+        }
+        if let Some(t) = max_lease_ttl {
+            e.max_lease_ttl = t;
+        }
+        if let Some(d) = &description {
+            e.description = d.clone();
+        }
+        if let Some(o) = &options {
+            e.options.extend(o.clone());
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
+
+async fn find(core: &Arc<Core>, raw_path: &str, auth: bool) -> Result<MountEntry> {
+    let trimmed = raw_path.trim_matches('/');
+    let path = if auth { format!("auth/{trimmed}/") } else { format!("{trimmed}/") };
+    core.router()
+        .await?
+        .entries()
+        .find(|e| e.path == path)
+        .cloned()
+        .ok_or_else(|| Error::bad_request(format!("no mount at {path}")))
+}
+
+/// `kv` + `options.version=2`, `kv-v2`, and the auth and transit kinds.
+fn normalise_kind(kind: &str, options: Option<&Value>) -> Result<(String, BTreeMap<String, String>)> {
+    let mut opts: BTreeMap<String, String> = match options {
+        Some(Value::Object(o)) => o.iter().map(|(k, v)| (k.clone(), value_string(v))).collect(),
+        Some(Value::Null) | None => BTreeMap::new(),
+        Some(_) => return Err(Error::bad_request("options must be an object")),
+    };
+    let kind = match kind {
+        "kv-v2" => {
+            opts.insert("version".into(), "2".into());
+            "kv"
+        }
+        "kv" => {
+            match opts.get("version").map(String::as_str) {
+                Some("2") => {}
+                None => {
+                    opts.insert("version".into(), "2".into());
+                }
+                Some(v) => return Err(Error::bad_request(format!("KV version {v} is not supported: Zafe's KV engine is version 2"))),
+            }
+            "kv"
+        }
+        "transit" | "approle" | "token" => kind,
+        other => return Err(Error::bad_request(format!("unknown engine type {other:?}: Zafe has kv (version 2), transit and approle"))),
+    };
+    Ok((kind.to_string(), opts))
+}
+
+fn value_string(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A TTL as seconds or a Go-style duration string (`"1h30m"`, `"90s"`).
+pub fn parse_ttl(v: &Value) -> Result<u64> {
+    match v {
+        Value::Number(n) => n.as_u64().ok_or_else(|| Error::bad_request("a TTL must be a non-negative number of seconds")),
+        Value::String(s) => parse_duration(s).ok_or_else(|| Error::bad_request(format!("invalid duration {s:?}"))),
+        _ => Err(Error::bad_request("a TTL must be seconds or a duration string")),
+    }
+}
+
+/// Go-style durations as Vault accepts them: `"300"`, `"300s"`, `"5m"`,
+/// `"1h30m"`, `"2d"`. Returns seconds.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Some(0);
+    }
+    if let Ok(n) = s.parse::<u64>() {
+        return Some(n);
+    }
+    let mut total: u64 = 0;
+    let mut number = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let n: u64 = number.parse().ok()?;
+        number.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(unit)?)?;
+    }
+    if !number.is_empty() {
+        return None;
+    }
+    Some(total)
+}
+
+/// Deletes every row under `prefix`, in batches.
+async fn purge(core: &Arc<Core>, prefix: &str) -> Result<()> {
+    let backend = core.backend().clone();
+    loop {
+        let keys = backend
+            .keys(prefix, prefix, 500)
+            .await
+            .map_err(|e| Error::StorageUnavailable(e.to_string()))?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let ops = keys
+            .into_iter()
+            .map(|key| zafe_storage::Op::Delete {
+                key,
+                condition: zafe_storage::Condition::Any,
+            })
+            .collect();
+        backend.commit(ops).await.map_err(|e| Error::StorageUnavailable(e.to_string()))?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Some(90));
+        assert_eq!(parse_duration("90s"), Some(90));
+        assert_eq!(parse_duration("1h30m"), Some(5400));
+        assert_eq!(parse_duration("2d"), Some(172800));
+        assert_eq!(parse_duration(""), Some(0));
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(parse_duration("h"), None);
+        assert_eq!(parse_duration("10m5"), None);
+    }
+
+    #[test]
+    fn mount_paths() {
+        let table = MountTable {
+            entries: vec![MountEntry::new("secret/", "kv", false)],
+        };
+        assert_eq!(normalise_path("team/", false, &table).unwrap(), "team/");
+        assert_eq!(normalise_path("/team", false, &table).unwrap(), "team/");
+        assert_eq!(normalise_path("approle", true, &table).unwrap(), "auth/approle/");
+        for bad in ["", "/", "a//b", "../x", "sys", "auth/x", "secret", "secret/nested", "a*", "x/./y"] {
+            assert!(normalise_path(bad, false, &table).is_err(), "{bad}");
+        }
+    }
+}
