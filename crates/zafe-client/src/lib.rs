@@ -12,6 +12,7 @@
 mod client;
 pub mod config;
 mod error;
+pub mod path;
 pub mod pins;
 mod tls;
 mod types;

@@ -16,6 +16,7 @@ pub mod crypto;
 pub mod encoding;
 pub mod identity;
 pub mod keyring;
+pub mod policy;
 pub mod secret;
 pub mod shamir;
 pub mod token;

@@ -207,10 +207,20 @@ pub async fn modify<F>(core: &Arc<Core>, mut change: F) -> Result<MountTable>
 where
     F: FnMut(&mut MountTable) -> Result<()>,
 {
+    // Make sure the defaults exist first, so a change never starts from an
+    // empty table.
+    load_or_create(core).await?;
     let mut failure = None;
     core.barrier
         .update(TABLE_KEY, |current| {
-            let mut table: MountTable = current.and_then(|c| serde_json::from_slice(c).ok()).unwrap_or_default();
+            let parsed = current.map(serde_json::from_slice::<MountTable>);
+            let mut table = match parsed {
+                Some(Ok(table)) => table,
+                _ => {
+                    failure = Some(Error::Integrity { key: TABLE_KEY.into() });
+                    return None;
+                }
+            };
             match change(&mut table) {
                 Ok(()) => Some(serde_json::to_vec(&table).expect("serialisable")),
                 Err(e) => {

@@ -10,10 +10,9 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use interim::{Acl, Policy};
-pub use interim::Capability;
+use zafe_core::policy::{Acl, Policy};
+pub use zafe_core::policy::Capability;
 
-use crate::barrier::Expect;
 use crate::core::{Core, Operation, Reply, Request};
 use crate::engine::envelope;
 use crate::error::{Error, Result};
@@ -52,7 +51,7 @@ impl PolicyStore {
                 policies.push(policy);
             }
         }
-        let acl = Arc::new(Acl::new(&policies));
+        let acl = Arc::new(Acl::new(policies.iter()));
         self.acls.write().expect("acl cache lock").insert(key, acl.clone());
         Ok(acl)
     }
@@ -63,7 +62,7 @@ impl PolicyStore {
 async fn load(core: &Core, name: &str) -> Result<Option<Policy>> {
     let text = match read_text(core, name).await? {
         Some(text) => text,
-        None if name == "default" => interim::DEFAULT_POLICY.to_string(),
+        None if name == "default" => zafe_core::policy::DEFAULT_POLICY_HCL.to_string(),
         None => return Ok(None),
     };
     Policy::parse(name, &text)
@@ -114,7 +113,7 @@ pub async fn handle(core: &Arc<Core>, req: &Request, name: &str, op: Operation) 
         Operation::Read => {
             let text = match read_text(core, &name).await? {
                 Some(text) => text,
-                None if name == "default" => interim::DEFAULT_POLICY.to_string(),
+                None if name == "default" => zafe_core::policy::DEFAULT_POLICY_HCL.to_string(),
                 None if name == "root" => String::new(),
                 None => return Err(Error::NotFound(String::new())),
             };
@@ -134,7 +133,7 @@ pub async fn handle(core: &Arc<Core>, req: &Request, name: &str, op: Operation) 
             if name == "root" {
                 return Err(Error::bad_request("cannot update the root policy"));
             }
-            interim::validate_name(&name).map_err(|e| Error::bad_request(e.to_string()))?;
+            let name = zafe_core::policy::normalize_policy_name(&name).map_err(|e| Error::bad_request(e.to_string()))?;
             let text = req
                 .field("policy")
                 .or_else(|| req.field("rules"))
@@ -150,13 +149,10 @@ pub async fn handle(core: &Arc<Core>, req: &Request, name: &str, op: Operation) 
             let key = format!("{PREFIX}{name}");
             core.barrier.update(&key, |_| Some(stored.clone())).await?;
             core.policies.clear();
-            let _ = Expect::Absent;
             Ok(Reply::NoContent)
         }
         Operation::Delete => {
-            if name == "root" || name == "default" {
-                return Err(Error::bad_request(format!("cannot delete the {name} policy")));
-            }
+            zafe_core::policy::check_policy_deletable(&name).map_err(|e| Error::bad_request(e.to_string()))?;
             core.barrier.delete(&format!("{PREFIX}{name}")).await?;
             core.policies.clear();
             Ok(Reply::NoContent)
@@ -208,47 +204,4 @@ pub async fn capabilities(core: &Arc<Core>, req: &Request, caller: Option<&Token
         body[k] = v;
     }
     Ok(Reply::Json(http::StatusCode::OK, body))
-}
-
-/// Stand-in until the policy engine lands in `zafe_core::policy`: parses
-/// nothing and denies every non-root request.
-mod interim {
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Capability {
-        Create,
-        Read,
-        Update,
-        Patch,
-        Delete,
-        List,
-        Sudo,
-    }
-    pub const DEFAULT_POLICY: &str = "";
-    pub struct Policy;
-    impl Policy {
-        pub fn parse(_name: &str, _text: &str) -> Result<Policy, String> {
-            Ok(Policy)
-        }
-    }
-    pub struct Acl;
-    pub struct Caps;
-    impl Caps {
-        pub fn names(&self) -> Vec<&'static str> {
-            Vec::new()
-        }
-    }
-    impl Acl {
-        pub fn new(_p: &[Policy]) -> Acl {
-            Acl
-        }
-        pub fn allows(&self, _path: &str, _c: Capability) -> bool {
-            false
-        }
-        pub fn capabilities(&self, _path: &str) -> Caps {
-            Caps
-        }
-    }
-    pub fn validate_name(_n: &str) -> Result<(), String> {
-        Ok(())
-    }
 }

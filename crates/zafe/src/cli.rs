@@ -89,6 +89,25 @@ Examples:
     )]
     Operator(Operator),
 
+    /// Manage ACL policies
+    #[command(subcommand, after_help = "\
+Examples:
+  zafe policy list
+  zafe policy read app-reader
+  zafe policy write app-reader app-reader.hcl
+  echo 'path \"secret/data/app/*\" { capabilities = [\"read\"] }' | zafe policy write app-reader -
+  zafe policy delete app-reader")]
+    Policy(PolicyCmd),
+
+    /// Enable, disable and list secrets engines
+    #[command(subcommand, after_help = "\
+Examples:
+  zafe secrets list
+  zafe secrets enable transit
+  zafe secrets enable --path team-kv kv
+  zafe secrets disable team-kv")]
+    Secrets(SecretsCmd),
+
     /// Show, forget or move the server identities this client has pinned
     #[command(
         subcommand,
@@ -152,6 +171,43 @@ A key given as an argument ends up in your shell history; prefer the prompt.")]
         /// Discard the keys submitted so far and start over
         #[arg(long)]
         reset: bool,
+    },
+
+    /// Rotate the key-encryption key; older records are re-encrypted in the background
+    #[command(after_help = "\
+Examples:
+  zafe operator rotate             Rotate and follow the re-encryption with a progress display
+  zafe operator rotate --no-wait   Rotate and return at once
+
+New writes use the new key at once; older records stay readable and are re-encrypted in the
+background. Needs a token with sudo on sys/rotate.")]
+    Rotate {
+        /// Return right after the rotation instead of following the re-encryption
+        #[arg(long)]
+        no_wait: bool,
+    },
+
+    /// Show the active key term and the progress of the last re-encryption
+    #[command(name = "key-status", after_help = "\
+Examples:
+  zafe operator key-status
+  zafe operator key-status --format json")]
+    KeyStatus,
+
+    /// Issue new unseal keys (the data is not re-encrypted; the old keys stop working)
+    #[command(after_help = "\
+Examples:
+  zafe operator rekey --key-shares 5 --key-threshold 3    Prompts for the current keys
+  zafe operator rekey < current-keys.txt                  One current key per line
+
+Needs a token with sudo and a threshold of the current unseal keys.")]
+    Rekey {
+        /// Number of new unseal keys
+        #[arg(long, visible_alias = "shares", default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..))]
+        key_shares: u8,
+        /// Number of new keys needed to unseal
+        #[arg(long, visible_alias = "threshold", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..))]
+        key_threshold: u8,
     },
 
     /// Seal the server: wipe its keys from memory until it is unsealed again (needs a root token)
@@ -252,4 +308,49 @@ mod tests {
         let err = Cli::try_parse_from(["zafe", "--token", "x", "status"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// List policy names
+    List,
+    /// Show a policy's text
+    Read {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Create or replace a policy from a file (`-` for standard input)
+    Write {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(value_name = "FILE")]
+        file: String,
+    },
+    /// Delete a policy
+    Delete {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCmd {
+    /// List enabled secrets engines
+    List,
+    /// Enable a secrets engine: kv (version 2) or transit
+    Enable {
+        /// Engine type: kv, kv-v2 or transit
+        #[arg(value_name = "TYPE")]
+        kind: String,
+        /// Mount path (default: the type's name)
+        #[arg(long)]
+        path: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Disable a secrets engine and delete all of its data
+    Disable {
+        #[arg(value_name = "PATH")]
+        path: String,
+    },
 }

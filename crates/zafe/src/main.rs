@@ -5,6 +5,7 @@
 //! a sealed server. Errors go to stderr as `Error: <message>`; no message
 //! carries a token or a key share.
 
+mod admin;
 mod cli;
 mod operator;
 mod output;
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use zafe_client::{Client, ClientConfig, Flags, PinStore};
 
-use crate::cli::{Cli, Command, Global, Operator, ServerArgs, ServerId};
+use crate::cli::{Cli, Command, Global, Operator, PolicyCmd, SecretsCmd, ServerArgs, ServerId};
 use crate::output::Out;
 
 #[tokio::main]
@@ -45,6 +46,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Operator(Operator::Seal) => {
             operator::seal(&client(&cli.global, None)?, out).await?
+        }
+        Command::Operator(Operator::Rotate { no_wait }) => {
+            admin::rotate(&client(&cli.global, None)?, out, !no_wait).await?
+        }
+        Command::Operator(Operator::KeyStatus) => admin::key_status(&client(&cli.global, None)?, out).await?,
+        Command::Operator(Operator::Rekey { key_shares, key_threshold }) => {
+            admin::rekey(&client(&cli.global, None)?, out, key_shares, key_threshold).await?
+        }
+        Command::Policy(cmd) => {
+            let c = client(&cli.global, None)?;
+            match cmd {
+                PolicyCmd::List => admin::policy_list(&c, out).await?,
+                PolicyCmd::Read { name } => admin::policy_read(&c, out, &name).await?,
+                PolicyCmd::Write { name, file } => admin::policy_write(&c, &name, &file).await?,
+                PolicyCmd::Delete { name } => admin::policy_delete(&c, &name).await?,
+            }
+        }
+        Command::Secrets(cmd) => {
+            let c = client(&cli.global, None)?;
+            match cmd {
+                SecretsCmd::List => admin::secrets_list(&c, out).await?,
+                SecretsCmd::Enable { kind, path, description } => {
+                    admin::secrets_enable(&c, &kind, path.as_deref(), description.as_deref()).await?
+                }
+                SecretsCmd::Disable { path } => admin::secrets_disable(&c, &path).await?,
+            }
         }
         Command::ServerId(ServerId::Show) => {
             server_id::show(&client(&cli.global, None)?, out).await?

@@ -1,0 +1,105 @@
+//! End to end: `zafe policy`, `zafe secrets`, `zafe operator rotate|key-status|rekey`
+//! and key rotation shown in `zafe status`, with the real binary.
+
+mod support;
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use support::*;
+
+struct Cli {
+    dir: std::path::PathBuf,
+    addr: String,
+    token: String,
+}
+
+impl Cli {
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("ZAFE_ADDR", &self.addr)
+            .env("ZAFE_TOKEN", &self.token)
+            .env("ZAFE_CONFIG_DIR", &self.dir)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_engines_rotation_and_rekey_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let cfg = config_file(dir.path(), addr, "", "");
+    let server = Server::start(&["server", "--config", cfg.to_str().unwrap()], &[], addr, dir.path().join("s.log"));
+    let (keys, root) = init(&server, 3, 2).await;
+    unseal(&server, &keys[0]).await;
+    unseal(&server, &keys[1]).await;
+    let cli = Cli {
+        dir: dir.path().join("client"),
+        addr: format!("http://{addr}"),
+        token: root,
+    };
+
+    // Policies: write from stdin, read back, list, delete; a bad one is refused.
+    let (code, _, err) = cli.run(&["policy", "write", "app-reader", "-"], Some("path \"secret/data/app/*\" { capabilities = [\"read\"] }\n"));
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = cli.run(&["policy", "read", "app-reader"], None);
+    assert_eq!(code, 0);
+    assert!(out.contains("secret/data/app/*"));
+    let (_, out, _) = cli.run(&["policy", "list", "--format", "json"], None);
+    let names: Vec<String> = serde_json::from_str(&out).unwrap();
+    assert!(names.contains(&"app-reader".to_string()) && names.contains(&"default".to_string()));
+    let (code, _, err) = cli.run(&["policy", "write", "broken", "-"], Some("path \"x\" { capabilities = [\"fly\"] }"));
+    assert_eq!(code, 1, "{err}");
+    let (code, _, _) = cli.run(&["policy", "delete", "app-reader"], None);
+    assert_eq!(code, 0);
+
+    // Secrets engines.
+    let (code, _, err) = cli.run(&["secrets", "enable", "transit"], None);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = cli.run(&["secrets", "list", "--format", "json"], None);
+    let mounts: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(mounts["transit/"]["type"], "transit");
+    assert_eq!(mounts["secret/"]["type"], "kv");
+    let (code, _, err) = cli.run(&["secrets", "enable", "nonsense"], None);
+    assert_eq!(code, 1, "{err}");
+    let (code, _, _) = cli.run(&["secrets", "disable", "transit"], None);
+    assert_eq!(code, 0);
+
+    // Rotation, followed to the end; status shows the new term.
+    let (code, _, err) = cli.run(&["operator", "rotate"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("Re-wrap finished"), "{err}");
+    let (_, out, _) = cli.run(&["operator", "key-status", "--format", "json"], None);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["term"], 2);
+    assert_eq!(status["rewrap"]["done"], true);
+    let (code, out, _) = cli.run(&["status"], None);
+    assert_eq!(code, 0);
+    assert!(out.contains("Key Term") && out.contains("Re-wrap"), "{out}");
+
+    // Rekey from standard input, then unseal with the new keys only.
+    let stdin = format!("{}\n{}\n", keys[0], keys[2]);
+    let (code, out, err) = cli.run(&["operator", "rekey", "--key-shares", "3", "--key-threshold", "2", "--format", "json"], Some(&stdin));
+    assert_eq!(code, 0, "{err}");
+    let rekeyed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let new_keys: Vec<String> = rekeyed["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().into()).collect();
+    let (code, _, _) = cli.run(&["operator", "seal"], None);
+    assert_eq!(code, 0);
+    assert_eq!(unseal(&server, &keys[0]).await.status, 400, "old keys are dead");
+    unseal(&server, &new_keys[0]).await;
+    unseal(&server, &new_keys[2]).await;
+    assert!(!sealed(&server).await);
+}
