@@ -127,7 +127,7 @@ impl Router {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        mounts.sort_by(|a, b| b.entry.path.len().cmp(&a.entry.path.len()));
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.entry.path.len()));
         Ok(Self { mounts })
     }
 
