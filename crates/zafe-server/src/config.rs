@@ -42,6 +42,9 @@ pub struct Config {
     pub identity: IdentityConfig,
     #[serde(default)]
     pub auth: AuthConfig,
+    /// `[audit]`: file sink, checkpoints, retention (R-AUD-1..6).
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -217,6 +220,9 @@ impl Config {
         if let Some(v) = env("ZAFE_IDENTITY_PROXY_CERT_FILE") {
             self.identity.proxy_cert_file = Some(v.into());
         }
+        if let Some(v) = env("ZAFE_AUDIT_FILE") {
+            self.audit.file_path = Some(v.into());
+        }
         Ok(())
     }
 
@@ -231,6 +237,7 @@ impl Config {
         for origin in &self.cors_origins {
             validate_public_url(origin).map_err(|m| invalid("cors_origins", m))?;
         }
+        self.audit.validate()?;
         Ok(())
     }
 

@@ -84,6 +84,8 @@ pub enum Reply {
     NoContent,
     /// A status without a body (`HEAD`).
     Status(StatusCode),
+    /// A body made in pieces (audit exports), with its content type.
+    Stream(&'static str, futures_util::stream::BoxStream<'static, Result<Vec<u8>>>),
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -114,6 +116,8 @@ pub struct Core {
     pub policies: PolicyStore,
     pub rewrap: RwLock<Option<Arc<RewrapProgress>>>,
     rekey: std::sync::Mutex<Option<RekeyProgress>>,
+    /// Every request is written here before its response leaves (R-AUD-1).
+    pub audit: crate::audit::AuditLog,
 }
 
 /// An `operator rekey` in progress: the new configuration and the current
@@ -138,6 +142,8 @@ pub struct CoreParts {
 
 impl Core {
     pub async fn new(parts: CoreParts) -> Result<Arc<Self>> {
+        let audit = crate::audit::AuditLog::start(parts.backend.clone(), &parts.config.audit, &parts.identity)
+            .map_err(Error::AuditUnavailable)?;
         let core = Arc::new(Self {
             config: parts.config,
             barrier: Barrier::new(parts.backend.clone()),
@@ -152,6 +158,7 @@ impl Core {
             policies: PolicyStore::default(),
             rewrap: RwLock::new(None),
             rekey: std::sync::Mutex::new(None),
+            audit,
         });
         core.load_cluster_info().await?;
         Ok(core)
@@ -204,6 +211,8 @@ impl Core {
             Some(pepper) => zafe_core::crypto::derive_key(pepper.expose(), purpose::TOKEN_HMAC),
             None => unsealed.keyring.derive(purpose::TOKEN_HMAC),
         };
+        // The audit keys first: no request may run unsealed without them.
+        self.audit.unsealed(&unsealed.keyring);
         self.barrier.unseal(unsealed.root_key, unsealed.keyring);
         *self.unsealed.write().expect("unsealed lock") = Some(Arc::new(UnsealedKeys { token_key }));
     }
@@ -217,6 +226,7 @@ impl Core {
         self.rekey.lock().expect("rekey lock").take();
         self.barrier.seal();
         self.seal.reset_progress();
+        self.audit.sealed();
     }
 
     pub async fn unseal_with_master_key(&self) -> Result<()> {
@@ -234,15 +244,18 @@ impl Core {
             .ok_or(Error::Sealed)
     }
 
-    /// Resolves the request's token. Every failure is the same 403.
+    /// Resolves the request's token. Every failure is the same 403: unknown,
+    /// expired, used up, or used from outside its bound CIDRs. A limited-use
+    /// token has one use counted here (R-AUTH-10).
     pub async fn authenticate(&self, req: &Request) -> Result<TokenEntry> {
         if self.is_sealed() {
             return Err(Error::Sealed);
         }
         let token = req.token.as_deref().ok_or(Error::PermissionDenied)?;
-        tokens::lookup(&self.barrier, &self.token_key()?, token)
+        tokens::authenticate(&self.barrier, &self.token_key()?, token, req.client_ip)
             .await?
             .ok_or(Error::PermissionDenied)
+            .inspect(crate::audit::note_caller)
     }
 
     pub async fn revoke_token(&self, token: &str) -> Result<()> {
@@ -308,6 +321,15 @@ impl Core {
         if caller.is_root() {
             return Ok(());
         }
+        // Vault's HTTP layer gives LIST paths a trailing slash before the
+        // ACL sees them; policies are written with that in mind.
+        let listed;
+        let path = if needed == Capability::List && !path.ends_with('/') {
+            listed = format!("{path}/");
+            listed.as_str()
+        } else {
+            path
+        };
         let acl = self.policies.acl_for(self, &caller.policies).await?;
         if acl.allows(path, needed) && (!sudo || acl.allows(path, Capability::Sudo)) {
             Ok(())

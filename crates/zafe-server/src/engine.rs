@@ -115,6 +115,24 @@ impl View {
         Ok(self.core.barrier.commit(writes).await?)
     }
 
+    /// As [`Self::commit`], but a failed expectation (another writer got
+    /// there first) is `Ok(false)` instead of an error, so that the caller
+    /// can re-read and decide again. Nothing is written in that case.
+    pub async fn try_commit(&self, writes: Vec<Write>) -> Result<bool> {
+        let writes = writes
+            .into_iter()
+            .map(|w| match w {
+                Write::Put { key, value, expect } => Write::Put { key: self.full(&key), value, expect },
+                Write::Delete { key, expect } => Write::Delete { key: self.full(&key), expect },
+            })
+            .collect();
+        match self.core.barrier.commit(writes).await {
+            Ok(()) => Ok(true),
+            Err(crate::barrier::BarrierError::Conflict { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub async fn list(&self, prefix: &str, start_after: &str, limit: usize) -> Result<Vec<String>> {
         Ok(self.core.barrier.list(&self.full(prefix), start_after, limit).await?)
     }

@@ -38,6 +38,14 @@ pub enum Error {
     Integrity { key: String },
     #[error("storage is unavailable")]
     StorageUnavailable(String),
+    /// The audit entry of a request could not be written: the request fails
+    /// (R-AUD-1). The detail names the sink, never request data.
+    #[error("audit log unavailable: {0}")]
+    AuditUnavailable(String),
+    /// A compare-and-swap write lost to a concurrent writer (and the caller
+    /// did not, or could no longer, retry). Typed so that callers can retry.
+    #[error("the data was changed by another request at the same time; retry")]
+    Conflict { key: String },
     #[error("internal error")]
     Internal(String),
 }
@@ -52,7 +60,8 @@ impl Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Sealed | Error::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::Sealed | Error::StorageUnavailable(_) | Error::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Integrity { .. } | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -67,7 +76,7 @@ impl From<BarrierError> for Error {
         match e {
             BarrierError::Sealed => Error::Sealed,
             BarrierError::Integrity { key } => Error::Integrity { key },
-            BarrierError::Conflict { key } => Error::Internal(format!("unresolved write conflict on {key}")),
+            BarrierError::Conflict { key } => Error::Conflict { key },
             BarrierError::InvalidKey(msg) => Error::BadRequest(msg),
             BarrierError::Storage(e) => Error::StorageUnavailable(e.to_string()),
         }

@@ -103,16 +103,19 @@ async fn guard(State(core): State<Arc<Core>>, mut req: HttpRequest, next: Next) 
         client_ip,
     });
 
+    // R-AUD-1: every request is audited here, before its response leaves.
+    let audit = crate::audit::hook::Pending::start(&core, req.method(), req.uri(), req.headers(), &request_id, client_ip);
+
     let limit = core.config.max_body_bytes();
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let mut response = if declared.is_some_and(|n| n > limit as u64) {
+    let response = if declared.is_some_and(|n| n > limit as u64) {
         Error::PayloadTooLarge(limit).into_response()
     } else {
-        match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+        match audit.run(AssertUnwindSafe(next.run(req)).catch_unwind()).await {
             Ok(response) => response,
             Err(_) => {
                 // The panic message may hold data; it goes nowhere. The hook
@@ -126,6 +129,7 @@ async fn guard(State(core): State<Arc<Core>>, mut req: HttpRequest, next: Next) 
             }
         }
     };
+    let mut response = audit.finish(&core, response).await;
     set_security_headers(response.headers_mut(), core.tls_spki.is_some());
     if let Ok(id) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, id);
@@ -279,6 +283,7 @@ fn reply_response(reply: Reply) -> Response {
         Reply::Json(status, body) => (status, axum::Json(body)).into_response(),
         Reply::NoContent => StatusCode::NO_CONTENT.into_response(),
         Reply::Status(status) => status.into_response(),
+        Reply::Stream(content_type, body) => ([(header::CONTENT_TYPE, content_type)], Body::from_stream(body)).into_response(),
     }
 }
 

@@ -236,6 +236,8 @@ async fn serve(core: Arc<Core>, banner: Option<String>) -> Result<(), LaunchErro
         None => axum_server::from_tcp(listener).handle(handle).serve(app).await,
     };
     result.map_err(|source| LaunchError::Listen { addr, source })?;
+    // Sign the audit chain head, so even the newest entries are covered.
+    core.audit.shutdown().await;
     core.close();
     tracing::info!("Zafe stopped");
     Ok(())

@@ -48,6 +48,9 @@ pub enum RouteId {
     KeyStatus,
     RekeyInit,
     RekeyUpdate,
+    AuditExport,
+    AuditVerify,
+    AuditCheckpoints,
 }
 
 /// A route: an exact path, or with `/*` a prefix whose rest is passed to
@@ -82,6 +85,9 @@ pub const ROUTES: &[Route] = &[
     Route { path: "sys/key-status", access: Access::Token, operations: &[Read], id: RouteId::KeyStatus },
     Route { path: "sys/rekey/init", access: Access::Sudo, operations: &[Write, Delete], id: RouteId::RekeyInit },
     Route { path: "sys/rekey/update", access: Access::Sudo, operations: &[Write], id: RouteId::RekeyUpdate },
+    Route { path: "sys/audit-log/export", access: Access::Sudo, operations: &[Read], id: RouteId::AuditExport },
+    Route { path: "sys/audit-log/verify", access: Access::Sudo, operations: &[Read], id: RouteId::AuditVerify },
+    Route { path: "sys/audit-log/checkpoints", access: Access::Sudo, operations: &[Read, Write], id: RouteId::AuditCheckpoints },
 ];
 
 /// The route serving `path`, and the rest of the path after a `/*` route.
@@ -148,6 +154,9 @@ pub async fn dispatch(core: &Arc<Core>, id: RouteId, rest: &str, req: Request, c
             let nonce = req.field("nonce").and_then(Value::as_str).unwrap_or_default();
             Ok(ok(core.rekey_update(nonce, key).await?))
         }
+        (RouteId::AuditExport, _) => crate::audit::api::export(core, &req).await,
+        (RouteId::AuditVerify, _) => crate::audit::api::verify(core, &req).await,
+        (RouteId::AuditCheckpoints, _) => crate::audit::api::checkpoints(core, &req).await,
     }
 }
 

@@ -51,7 +51,13 @@ pub struct Answer {
 }
 
 impl Harness {
-    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Answer {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(t) = token {
             req = req.header("x-vault-token", t);
@@ -74,22 +80,43 @@ impl Harness {
         let json = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()))
         };
-        Answer { status, headers, json }
+        Answer {
+            status,
+            headers,
+            json,
+        }
     }
 
     /// Initialises with `n` shares / threshold `t`; returns (hex shares, root token).
     pub async fn init(&self, n: usize, t: usize) -> (Vec<String>, String) {
         let a = self
-            .call("PUT", "/v1/sys/init", None, Some(serde_json::json!({"secret_shares": n, "secret_threshold": t})))
+            .call(
+                "PUT",
+                "/v1/sys/init",
+                None,
+                Some(serde_json::json!({"secret_shares": n, "secret_threshold": t})),
+            )
             .await;
         assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
-        let keys = a.json["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().to_string()).collect();
+        let keys = a.json["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap().to_string())
+            .collect();
         (keys, a.json["root_token"].as_str().unwrap().to_string())
     }
 
     pub async fn unseal(&self, key: &str) -> Answer {
-        self.call("PUT", "/v1/sys/unseal", None, Some(serde_json::json!({ "key": key }))).await
+        self.call(
+            "PUT",
+            "/v1/sys/unseal",
+            None,
+            Some(serde_json::json!({ "key": key })),
+        )
+        .await
     }
 }

@@ -13,6 +13,7 @@
 
 use async_trait::async_trait;
 
+pub mod audit;
 pub mod conformance;
 pub mod postgres;
 mod sql;
@@ -98,6 +99,57 @@ pub trait Backend: Send + Sync + 'static {
 
     /// A cheap round trip that proves the database answers.
     async fn ping(&self) -> Result<()>;
+
+    // ---- The audit log (see [`audit`]). Backends without one keep these
+    // defaults, which fail, so a server on them refuses every request
+    // (fail-closed) rather than running unaudited.
+
+    /// Appends `drafts` to the audit chain in one durable transaction that
+    /// holds the chain head; `link` computes each row's hash and MAC. Returns
+    /// the stored rows, with the sequence numbers the database assigned.
+    async fn audit_append(
+        &self,
+        _drafts: Vec<audit::AuditDraft>,
+        _link: audit::Linker<'_>,
+    ) -> Result<Vec<audit::AuditRow>> {
+        Err(audit::unsupported())
+    }
+
+    /// The newest link of the chain (`seq` 0 and the genesis hash if empty).
+    async fn audit_head(&self) -> Result<audit::AuditHead> {
+        Err(audit::unsupported())
+    }
+
+    /// At most `limit` rows with `seq >= from_seq`, ascending by `seq`.
+    async fn audit_read(&self, _from_seq: i64, _limit: usize) -> Result<Vec<audit::AuditRow>> {
+        Err(audit::unsupported())
+    }
+
+    /// Where a time range starts or ends, as a sequence number.
+    async fn audit_seq_at(&self, _time_us: i64, _bound: audit::TimeBound) -> Result<Option<i64>> {
+        Err(audit::unsupported())
+    }
+
+    /// Retention: deletes at most `limit` of the oldest rows with
+    /// `seq <= through_seq`, in one transaction; returns how many.
+    async fn audit_sweep(&self, _through_seq: i64, _limit: usize) -> Result<u64> {
+        Err(audit::unsupported())
+    }
+
+    /// Stores a signed checkpoint.
+    async fn audit_checkpoint_append(&self, _checkpoint: audit::AuditCheckpoint) -> Result<()> {
+        Err(audit::unsupported())
+    }
+
+    /// At most `limit` checkpoints after `(seq, id)`, ordered by `(seq, id)`;
+    /// start with `(i64::MIN, i64::MIN)`.
+    async fn audit_checkpoints(
+        &self,
+        _after: (i64, i64),
+        _limit: usize,
+    ) -> Result<Vec<audit::AuditCheckpoint>> {
+        Err(audit::unsupported())
+    }
 }
 
 /// The immediate children of `prefix`, Vault style: `"a"` for a key

@@ -30,7 +30,7 @@ use crate::sql::{
     backend_error, describe, key_from_bytes, migration_error, prefix_upper_bound, scan_start,
     sql_limit,
 };
-use crate::{Backend, Condition, Entry, Op, Result, StorageError};
+use crate::{Backend, Condition, Entry, Op, Result, StorageError, audit};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -161,6 +161,44 @@ impl Backend for PostgresBackend {
             .await
             .map_err(|e| backend_error("ping", e))?;
         Ok(())
+    }
+
+    // The audit log: appends lock the head row `FOR UPDATE`, so every node
+    // appends after the last (see `crate::audit`).
+    async fn audit_append(
+        &self,
+        drafts: Vec<audit::AuditDraft>,
+        link: audit::Linker<'_>,
+    ) -> Result<Vec<audit::AuditRow>> {
+        audit::postgres::append(&self.pool, drafts, link).await
+    }
+
+    async fn audit_head(&self) -> Result<audit::AuditHead> {
+        audit::postgres::head(&self.pool).await
+    }
+
+    async fn audit_read(&self, from_seq: i64, limit: usize) -> Result<Vec<audit::AuditRow>> {
+        audit::postgres::read(&self.pool, from_seq, limit).await
+    }
+
+    async fn audit_seq_at(&self, time_us: i64, bound: audit::TimeBound) -> Result<Option<i64>> {
+        audit::postgres::seq_at(&self.pool, time_us, bound).await
+    }
+
+    async fn audit_sweep(&self, through_seq: i64, limit: usize) -> Result<u64> {
+        audit::postgres::sweep(&self.pool, through_seq, limit).await
+    }
+
+    async fn audit_checkpoint_append(&self, checkpoint: audit::AuditCheckpoint) -> Result<()> {
+        audit::postgres::checkpoint_append(&self.pool, checkpoint).await
+    }
+
+    async fn audit_checkpoints(
+        &self,
+        after: (i64, i64),
+        limit: usize,
+    ) -> Result<Vec<audit::AuditCheckpoint>> {
+        audit::postgres::checkpoints(&self.pool, after, limit).await
     }
 }
 

@@ -26,7 +26,7 @@ use sqlx::sqlite::{
 use crate::sql::{
     backend_error, key_from_bytes, migration_error, prefix_upper_bound, scan_start, sql_limit,
 };
-use crate::{Backend, Condition, Entry, Op, Result, StorageError};
+use crate::{Backend, Condition, Entry, Op, Result, StorageError, audit};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -243,6 +243,44 @@ impl Backend for SqliteBackend {
             .await
             .map_err(|e| backend_error("ping", e))?;
         Ok(())
+    }
+
+    // The audit log: appends and sweeps on the single writer, in
+    // `BEGIN IMMEDIATE` transactions (see `crate::audit`).
+    async fn audit_append(
+        &self,
+        drafts: Vec<audit::AuditDraft>,
+        link: audit::Linker<'_>,
+    ) -> Result<Vec<audit::AuditRow>> {
+        audit::sqlite::append(&self.writer, drafts, link).await
+    }
+
+    async fn audit_head(&self) -> Result<audit::AuditHead> {
+        audit::sqlite::head(&self.reader).await
+    }
+
+    async fn audit_read(&self, from_seq: i64, limit: usize) -> Result<Vec<audit::AuditRow>> {
+        audit::sqlite::read(&self.reader, from_seq, limit).await
+    }
+
+    async fn audit_seq_at(&self, time_us: i64, bound: audit::TimeBound) -> Result<Option<i64>> {
+        audit::sqlite::seq_at(&self.reader, time_us, bound).await
+    }
+
+    async fn audit_sweep(&self, through_seq: i64, limit: usize) -> Result<u64> {
+        audit::sqlite::sweep(&self.writer, through_seq, limit).await
+    }
+
+    async fn audit_checkpoint_append(&self, checkpoint: audit::AuditCheckpoint) -> Result<()> {
+        audit::sqlite::checkpoint_append(&self.writer, checkpoint).await
+    }
+
+    async fn audit_checkpoints(
+        &self,
+        after: (i64, i64),
+        limit: usize,
+    ) -> Result<Vec<audit::AuditCheckpoint>> {
+        audit::sqlite::checkpoints(&self.reader, after, limit).await
     }
 }
 

@@ -108,6 +108,14 @@ Examples:
   zafe secrets disable team-kv")]
     Secrets(SecretsCmd),
 
+    /// Encrypt, decrypt, sign and verify with named keys kept by the server (transit engine)
+    #[command(after_help = crate::transit::EXAMPLES)]
+    Transit(crate::transit::TransitArgs),
+
+    /// Read, write, list and version key/value secrets (KV v2, like `vault kv`)
+    #[command(after_help = crate::kv::EXAMPLES)]
+    Kv(crate::kv::KvArgs),
+
     /// Show, forget or move the server identities this client has pinned
     #[command(
         subcommand,
@@ -123,6 +131,41 @@ The first connection to an address pins the identity the server proves there; la
 connections must prove the same identity, or the client refuses to send credentials."
     )]
     ServerId(ServerId),
+
+    /// Log in with a token or AppRole and keep the token in the token file (mode 0600)
+    #[command(after_help = "\
+Examples:
+  zafe login                                        Paste a token at a hidden prompt
+  echo \"$TOKEN\" | zafe login                        Or pipe it in
+  ZAFE_SECRET_ID=... zafe login --method approle --role-id 4b1c...
+  zafe login --method approle --role-id 4b1c... --no-store --format json < secret-id.txt
+
+The token is checked with the server before it is stored. Tokens and secret ids are never
+command-line arguments: they would end up in shell history and in `ps`.")]
+    Login(crate::login::LoginArgs),
+
+    /// Create, look up, renew and revoke tokens
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  zafe token create --policy app-reader --ttl 1h
+  zafe token lookup
+  zafe token renew --increment 2h
+  zafe token revoke --accessor 9f2c...
+  zafe token capabilities secret/data/app"
+    )]
+    Token(crate::token::TokenCmd),
+
+    /// Manage AppRole roles, role ids and secret ids
+    #[command(after_help = "\
+Examples:
+  zafe approle role create ci --policy deploy --secret-id-ttl 24h
+  zafe approle role-id ci
+  zafe approle secret-id create ci
+  zafe --format json approle role list
+  zafe approle --path ci-approle role read deployer")]
+    Approle(crate::approle::ApproleArgs),
 
     /// Run a Zafe server
     #[command(after_help = "\
@@ -313,13 +356,16 @@ mod tests {
 #[derive(Debug, Subcommand)]
 pub enum PolicyCmd {
     /// List policy names
+    #[command(after_help = "Examples:\n  zafe policy list\n  zafe policy list --format json")]
     List,
     /// Show a policy's text
+    #[command(after_help = "Examples:\n  zafe policy read default\n  zafe policy read app-reader --format json")]
     Read {
         #[arg(value_name = "NAME")]
         name: String,
     },
     /// Create or replace a policy from a file (`-` for standard input)
+    #[command(after_help = "Examples:\n  zafe policy write app-reader app-reader.hcl\n  zafe policy write app-reader - < app-reader.hcl\n\nThe policy is parsed before it is stored: a policy with an error is never saved.")]
     Write {
         #[arg(value_name = "NAME")]
         name: String,
@@ -327,6 +373,7 @@ pub enum PolicyCmd {
         file: String,
     },
     /// Delete a policy
+    #[command(after_help = "Examples:\n  zafe policy delete app-reader\n\nThe root and default policies cannot be deleted.")]
     Delete {
         #[arg(value_name = "NAME")]
         name: String,
@@ -336,8 +383,10 @@ pub enum PolicyCmd {
 #[derive(Debug, Subcommand)]
 pub enum SecretsCmd {
     /// List enabled secrets engines
+    #[command(after_help = "Examples:\n  zafe secrets list\n  zafe secrets list --format json")]
     List,
     /// Enable a secrets engine: kv (version 2) or transit
+    #[command(after_help = "Examples:\n  zafe secrets enable transit\n  zafe secrets enable --path team-kv --description 'team secrets' kv")]
     Enable {
         /// Engine type: kv, kv-v2 or transit
         #[arg(value_name = "TYPE")]
@@ -349,6 +398,7 @@ pub enum SecretsCmd {
         description: Option<String>,
     },
     /// Disable a secrets engine and delete all of its data
+    #[command(after_help = "Examples:\n  zafe secrets disable team-kv\n\nEvery secret stored in the engine is deleted.")]
     Disable {
         #[arg(value_name = "PATH")]
         path: String,

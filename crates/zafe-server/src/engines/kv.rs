@@ -1,0 +1,1334 @@
+//! The KV version 2 secrets engine (R-KV-1), with Vault's HTTP API:
+//!
+//! | path                  | operations                                             |
+//! |-----------------------|--------------------------------------------------------|
+//! | `config`              | read, write (`max_versions`, `cas_required`, `delete_version_after`) |
+//! | `data/<path>`         | read (`?version=N`), write (`{"data", "options": {"cas"}}`), patch (JSON merge patch into the latest version), delete (soft-delete the latest version) |
+//! | `metadata/<path>`     | read, list (`?after=`, `?limit=`), write, patch, delete (every version and the metadata) |
+//! | `delete/<path>`       | write `{"versions": [...]}`: soft delete                |
+//! | `undelete/<path>`     | write `{"versions": [...]}`                             |
+//! | `destroy/<path>`      | write `{"versions": [...]}`: the data is removed for good |
+//!
+//! # Storage layout (keys relative to the mount's view, `logical/<uuid>/`)
+//!
+//! - `config`: the mount's [`KvConfig`].
+//! - `meta/<path>`: one [`Meta`] record per secret: settings, custom
+//!   metadata and the state of every kept version. Listing a folder is a
+//!   listing of `meta/<folder>/`.
+//! - `ver/<path>/<n>`: version `n`'s data, one record per version, so a read
+//!   decrypts the metadata and that one version, never the whole history.
+//!   The mapping from (path, n) to the key is injective: the last segment is
+//!   always the version number.
+//!
+//! Every change to a secret is one atomic [`View::try_commit`] of the new
+//! metadata (compare-and-swap on the generation it was read at) together with
+//! the version records it adds or removes. Two writers that read the same
+//! metadata cannot both commit, so no acknowledged write is ever lost and
+//! every acknowledged write gets its own version number, also with several
+//! server nodes on one database. Inside one process, writers to the same path
+//! are serialised by a sharded async mutex first, so they queue instead of
+//! failing their compare-and-swap over and over.
+//!
+//! Each version record repeats the version number and the random
+//! `incarnation` of the metadata that owns it. The barrier already binds a
+//! ciphertext to its storage key; this also catches an old record put back
+//! after the secret was deleted and re-created at the same path.
+
+use std::collections::BTreeMap;
+use std::hash::BuildHasher as _;
+
+use async_trait::async_trait;
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::barrier::{Expect, Write};
+use crate::core::{Operation, Reply, Request};
+use crate::engine::{Ctx, Engine, MAX_LIST, View, envelope};
+use crate::error::{Error, Result};
+
+/// Versions kept when neither the mount nor the secret sets `max_versions`
+/// (Vault's default).
+const DEFAULT_MAX_VERSIONS: u32 = 10;
+
+/// Longest secret path accepted, in bytes.
+const MAX_PATH_LEN: usize = 1024;
+
+/// Vault's limits on `custom_metadata`.
+const MAX_CUSTOM_KEYS: usize = 64;
+const MAX_CUSTOM_KEY_LEN: usize = 128;
+const MAX_CUSTOM_VALUE_LEN: usize = 512;
+
+/// How often a change is retried after losing a compare-and-swap race (to
+/// another node: inside this process writers to a path queue on a lock).
+const MAX_CAS_ATTEMPTS: usize = 32;
+
+/// Shards of the per-path write lock.
+const LOCK_SHARDS: usize = 256;
+
+const CAS_MISMATCH: &str = "check-and-set parameter did not match the current version";
+const CAS_REQUIRED: &str = "check-and-set parameter required for this call";
+
+const CONFIG_KEY: &str = "config";
+
+fn meta_key(path: &str) -> String {
+    format!("meta/{path}")
+}
+
+fn version_key(path: &str, version: u64) -> String {
+    format!("ver/{path}/{version}")
+}
+
+/// The mount-wide settings (`<mount>/config`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct KvConfig {
+    #[serde(default)]
+    pub max_versions: u32,
+    #[serde(default)]
+    pub cas_required: bool,
+    /// Seconds; 0 means never.
+    #[serde(default)]
+    pub delete_version_after: u64,
+}
+
+/// One secret's metadata, stored at `meta/<path>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
+    /// Random per life of the secret: version records must carry the same.
+    incarnation: String,
+    /// Unix nanoseconds.
+    created: i64,
+    updated: i64,
+    current_version: u64,
+    /// 0 until versions were first pruned, as in Vault.
+    oldest_version: u64,
+    max_versions: u32,
+    cas_required: bool,
+    delete_version_after: u64,
+    custom_metadata: Option<BTreeMap<String, String>>,
+    /// Counts metadata writes (OpenBao's `current_metadata_version`).
+    metadata_version: u64,
+    versions: BTreeMap<u64, VersionMeta>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct VersionMeta {
+    created: i64,
+    /// When the version is (or will be, with `delete_version_after`) deleted.
+    deletion: Option<i64>,
+    destroyed: bool,
+}
+
+/// One version's data, stored at `ver/<path>/<n>`.
+#[derive(Serialize, Deserialize)]
+struct VersionRecord {
+    incarnation: String,
+    version: u64,
+    data: Map<String, Value>,
+}
+
+impl Meta {
+    fn new(now: i64) -> Self {
+        Self {
+            incarnation: uuid::Uuid::new_v4().to_string(),
+            created: now,
+            updated: now,
+            current_version: 0,
+            oldest_version: 0,
+            max_versions: 0,
+            cas_required: false,
+            delete_version_after: 0,
+            custom_metadata: None,
+            metadata_version: 0,
+            versions: BTreeMap::new(),
+        }
+    }
+
+    /// Vault's metadata read.
+    fn to_json(&self) -> Value {
+        let versions: Map<String, Value> = self
+            .versions
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    json!({
+                        "created_time": rfc3339(v.created),
+                        "deletion_time": v.deletion.map(rfc3339).unwrap_or_default(),
+                        "destroyed": v.destroyed,
+                    }),
+                )
+            })
+            .collect();
+        json!({
+            "cas_required": self.cas_required,
+            "created_time": rfc3339(self.created),
+            "current_metadata_version": self.metadata_version,
+            "current_version": self.current_version,
+            "custom_metadata": self.custom_metadata,
+            "delete_version_after": go_duration(self.delete_version_after),
+            "max_versions": self.max_versions,
+            "metadata_cas_required": false,
+            "oldest_version": self.oldest_version,
+            "updated_time": rfc3339(self.updated),
+            "versions": versions,
+        })
+    }
+
+    /// The metadata of one version, as data reads and writes show it.
+    fn version_json(&self, version: u64, v: &VersionMeta) -> Value {
+        json!({
+            "created_time": rfc3339(v.created),
+            "custom_metadata": self.custom_metadata,
+            "deletion_time": v.deletion.map(rfc3339).unwrap_or_default(),
+            "destroyed": v.destroyed,
+            "version": version,
+        })
+    }
+}
+
+impl VersionMeta {
+    fn is_deleted(&self, now: i64) -> bool {
+        self.deletion.is_some_and(|t| t <= now)
+    }
+
+    fn is_live(&self, now: i64) -> bool {
+        !self.destroyed && !self.is_deleted(now)
+    }
+}
+
+/// A change to one secret, committed atomically with the metadata.
+struct Change<T> {
+    /// The new metadata; `None` deletes it.
+    meta: Option<Meta>,
+    /// Version records to create (they must not exist yet).
+    create: Vec<(u64, Vec<u8>)>,
+    /// Version records to remove.
+    remove: Vec<u64>,
+    reply: T,
+}
+
+enum Outcome<T> {
+    Write(Change<T>),
+    /// Nothing to change (deleting what is already deleted...).
+    Unchanged(T),
+}
+
+/// Per-path write serialisation within this process.
+struct PathLocks {
+    shards: Box<[tokio::sync::Mutex<()>]>,
+    /// Randomly keyed, so that nobody can choose paths that share a shard.
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl PathLocks {
+    fn new() -> Self {
+        Self {
+            shards: (0..LOCK_SHARDS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    async fn lock(&self, path: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let shard = (self.hasher.hash_one(path) % self.shards.len() as u64) as usize;
+        self.shards[shard].lock().await
+    }
+}
+
+pub struct Kv {
+    locks: PathLocks,
+}
+
+impl Default for Kv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Kv {
+    pub fn new() -> Self {
+        Self {
+            locks: PathLocks::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl Engine for Kv {
+    /// Vault's existence check for KV v2: a write to `data/<path>` or
+    /// `metadata/<path>` needs `create` when the secret has no metadata yet,
+    /// `update` when it has.
+    async fn exists(&self, ctx: &Ctx<'_>, rel_path: &str) -> Result<bool> {
+        let (head, rest) = split(rel_path);
+        match head {
+            "data" | "metadata" => match validate_path(rest) {
+                Ok(path) => Ok(ctx.view.get(&meta_key(path)).await?.is_some()),
+                // The handler answers the bad path after authorisation.
+                Err(_) => Ok(true),
+            },
+            _ => Ok(true),
+        }
+    }
+
+    async fn handle(&self, ctx: &Ctx<'_>, req: &Request, rel_path: &str) -> Result<Reply> {
+        use Operation::*;
+        let (head, rest) = split(rel_path);
+        let view = &ctx.view;
+        match (head, req.operation) {
+            ("config", Read) if rest.is_empty() => config_read(view, req).await,
+            ("config", Write) if rest.is_empty() => config_write(view, req).await,
+            ("data", Read) => data_read(view, req, rest).await,
+            ("data", Write) => self.data_write(ctx, req, rest).await,
+            ("data", Patch) => self.data_patch(ctx, req, rest).await,
+            ("data", Delete) => self.delete_latest(view, rest).await,
+            ("metadata", Read) => metadata_read(view, req, rest).await,
+            ("metadata", List) => list(view, req, rest).await,
+            ("metadata", Write) => self.metadata_write(view, req, rest, false).await,
+            ("metadata", Patch) => self.metadata_write(view, req, rest, true).await,
+            ("metadata", Delete) => self.metadata_delete(view, rest).await,
+            ("delete", Write) => self.versions_op(view, req, rest, VersionsOp::Delete).await,
+            ("undelete", Write) => self.versions_op(view, req, rest, VersionsOp::Undelete).await,
+            ("destroy", Write) => self.versions_op(view, req, rest, VersionsOp::Destroy).await,
+            // A known endpoint, asked for an operation it does not have.
+            ("config", _) if rest.is_empty() => Err(unsupported()),
+            ("data" | "metadata" | "delete" | "undelete" | "destroy", _) => Err(unsupported()),
+            _ => Ok(Reply::Json(
+                StatusCode::NOT_FOUND,
+                envelope(
+                    &req.request_id,
+                    None,
+                    None,
+                    Some(vec![
+                        "Invalid path for a versioned K/V secrets engine. See the API docs for the appropriate API \
+                         endpoints to use. If using the Zafe CLI, use 'zafe kv get' for this operation."
+                            .into(),
+                    ]),
+                ),
+            )),
+        }
+    }
+}
+
+fn unsupported() -> Error {
+    Error::MethodNotAllowed("unsupported operation".into())
+}
+
+// ---- config -----------------------------------------------------------------
+
+async fn load_config(view: &View) -> Result<KvConfig> {
+    Ok(view
+        .get_json::<KvConfig>(CONFIG_KEY)
+        .await?
+        .map(|(c, _)| c)
+        .unwrap_or_default())
+}
+
+fn config_json(c: &KvConfig) -> Value {
+    json!({
+        "cas_required": c.cas_required,
+        "delete_version_after": go_duration(c.delete_version_after),
+        "max_versions": c.max_versions,
+        "metadata_cas_required": false,
+    })
+}
+
+async fn config_read(view: &View, req: &Request) -> Result<Reply> {
+    Ok(data_reply(
+        req,
+        config_json(&load_config(view).await?),
+        None,
+    ))
+}
+
+async fn config_write(view: &View, req: &Request) -> Result<Reply> {
+    // Parse everything before changing anything: bad input changes nothing.
+    let max_versions = opt_field(req, "max_versions", parse_max_versions)?;
+    let cas_required = opt_field(req, "cas_required", |v| parse_bool(v, "cas_required"))?;
+    let delete_after = opt_field(req, "delete_version_after", |v| {
+        parse_duration(v, "delete_version_after")
+    })?;
+    refuse_metadata_cas(req)?;
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        let current = view.get_json::<KvConfig>(CONFIG_KEY).await?;
+        let (mut config, expect) = match current {
+            Some((c, g)) => (c, Expect::Generation(g)),
+            None => (KvConfig::default(), Expect::Absent),
+        };
+        if let Some(m) = max_versions {
+            config.max_versions = m;
+        }
+        if let Some(c) = cas_required {
+            config.cas_required = c;
+        }
+        if let Some(d) = delete_after {
+            config.delete_version_after = d;
+        }
+        let write = Write::Put {
+            key: CONFIG_KEY.into(),
+            value: serde_json::to_vec(&config).expect("serialisable"),
+            expect,
+        };
+        if view.try_commit(vec![write]).await? {
+            return Ok(Reply::NoContent);
+        }
+    }
+    Err(Error::Internal(
+        "config: too many concurrent changes".into(),
+    ))
+}
+
+// ---- data -------------------------------------------------------------------
+
+async fn data_read(view: &View, req: &Request, rest: &str) -> Result<Reply> {
+    let Ok(path) = validate_path(rest) else {
+        return Ok(not_found());
+    };
+    let requested = match req
+        .query("version")
+        .or_else(|| req.field("version").and_then(Value::as_str))
+    {
+        None | Some("") => 0,
+        Some(v) => v
+            .parse::<i64>()
+            .map_err(|_| Error::bad_request("version must be an integer"))?,
+    };
+    // Twice at most: if the version record vanished between reading the
+    // metadata and the record, a concurrent destroy or prune explains it.
+    for attempt in 0..2 {
+        let Some((meta, _)) = view.get_json::<Meta>(&meta_key(path)).await? else {
+            return Ok(not_found());
+        };
+        let version = if requested <= 0 {
+            meta.current_version
+        } else {
+            requested as u64
+        };
+        let Some(vm) = meta.versions.get(&version) else {
+            return Ok(not_found());
+        };
+        let now = now_nanos();
+        let metadata = meta.version_json(version, vm);
+        if !vm.is_live(now) {
+            // Vault answers 404 with the version's metadata, so clients can
+            // tell "deleted" and "destroyed" from "never existed".
+            return Ok(Reply::Json(
+                StatusCode::NOT_FOUND,
+                envelope(
+                    &req.request_id,
+                    Some(json!({ "data": null, "metadata": metadata })),
+                    None,
+                    None,
+                ),
+            ));
+        }
+        match read_version(view, path, &meta, version).await? {
+            Some(data) => {
+                return Ok(data_reply(
+                    req,
+                    json!({ "data": data, "metadata": metadata }),
+                    None,
+                ));
+            }
+            None if attempt == 0 => continue,
+            None => break,
+        }
+    }
+    Err(Error::Integrity {
+        key: format!("{} (a live version without its data)", meta_key(path)),
+    })
+}
+
+/// A version's data, checked against the metadata that owns it.
+async fn read_version(
+    view: &View,
+    path: &str,
+    meta: &Meta,
+    version: u64,
+) -> Result<Option<Map<String, Value>>> {
+    let key = version_key(path, version);
+    let Some((record, _)) = view.get_json::<VersionRecord>(&key).await? else {
+        return Ok(None);
+    };
+    if record.version != version || record.incarnation != meta.incarnation {
+        return Err(Error::Integrity { key });
+    }
+    Ok(Some(record.data))
+}
+
+/// What a data write or patch asks for.
+struct WriteRequest {
+    data: Map<String, Value>,
+    cas: Option<i64>,
+}
+
+fn parse_write(req: &Request, max_bytes: usize) -> Result<WriteRequest> {
+    let data = match req.field("data") {
+        None | Some(Value::Null) => return Err(Error::bad_request("no data provided")),
+        Some(Value::Object(map)) => map.clone(),
+        Some(_) => {
+            return Err(Error::bad_request(
+                "data must be a JSON object of keys and values",
+            ));
+        }
+    };
+    let cas = match req.field("options") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(options)) => match options.get("cas") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => Some(
+                n.as_i64()
+                    .ok_or_else(|| Error::bad_request("error parsing check-and-set parameter"))?,
+            ),
+            Some(Value::String(s)) => Some(
+                s.trim()
+                    .parse::<i64>()
+                    .map_err(|_| Error::bad_request("error parsing check-and-set parameter"))?,
+            ),
+            Some(_) => return Err(Error::bad_request("error parsing check-and-set parameter")),
+        },
+        Some(_) => return Err(Error::bad_request("options must be a JSON object")),
+    };
+    check_size(&data, max_bytes)?;
+    Ok(WriteRequest { data, cas })
+}
+
+/// The stored data may not outgrow what one request may carry; a chain of
+/// patches could otherwise grow a secret without bound.
+fn check_size(data: &Map<String, Value>, max_bytes: usize) -> Result<()> {
+    let size = serde_json::to_vec(data)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if size > max_bytes {
+        return Err(Error::bad_request(format!(
+            "the secret is too large: {size} bytes of JSON, the limit is {max_bytes}"
+        )));
+    }
+    Ok(())
+}
+
+/// Vault's check-and-set rules for a write against `meta`.
+fn check_cas(cas: Option<i64>, required: bool, current: u64) -> Result<()> {
+    match cas {
+        None if required => Err(Error::bad_request(CAS_REQUIRED)),
+        Some(c) if c < 0 || c as u64 != current => Err(Error::bad_request(CAS_MISMATCH)),
+        _ => Ok(()),
+    }
+}
+
+/// Appends a version to `meta`, pruning the oldest beyond the effective
+/// maximum; returns the new version number and the versions pruned.
+fn add_version(meta: &mut Meta, config: &KvConfig, now: i64) -> (u64, Vec<u64>) {
+    let version = meta.current_version + 1;
+    meta.current_version = version;
+    meta.updated = now;
+    let after = effective_delete_after(config.delete_version_after, meta.delete_version_after);
+    meta.versions.insert(
+        version,
+        VersionMeta {
+            created: now,
+            deletion: after
+                .map(|secs| now.saturating_add((secs as i64).saturating_mul(1_000_000_000))),
+            destroyed: false,
+        },
+    );
+    // As OpenBao does: the larger of the two settings, 10 when neither is set.
+    let max = match meta.max_versions.max(config.max_versions) {
+        0 => DEFAULT_MAX_VERSIONS,
+        n => n,
+    } as usize;
+    let mut pruned = Vec::new();
+    while meta.versions.len() > max {
+        let (oldest, vm) = meta
+            .versions
+            .pop_first()
+            .expect("more than max >= 1 versions");
+        if !vm.destroyed {
+            pruned.push(oldest);
+        }
+        meta.oldest_version = *meta
+            .versions
+            .keys()
+            .next()
+            .expect("at least the new version");
+    }
+    (version, pruned)
+}
+
+/// Vault: the secret's `delete_version_after` applies when shorter than the
+/// mount's; zero means unset.
+fn effective_delete_after(mount: u64, secret: u64) -> Option<u64> {
+    match (mount, secret) {
+        (0, 0) => None,
+        (0, s) => Some(s),
+        (m, 0) => Some(m),
+        (m, s) => Some(m.min(s)),
+    }
+}
+
+fn version_record(meta: &Meta, version: u64, data: Map<String, Value>) -> Vec<u8> {
+    let record = VersionRecord {
+        incarnation: meta.incarnation.clone(),
+        version,
+        data,
+    };
+    serde_json::to_vec(&record).expect("serialisable")
+}
+
+impl Kv {
+    async fn data_write(&self, ctx: &Ctx<'_>, req: &Request, rest: &str) -> Result<Reply> {
+        let path = validate_write_path(rest)?;
+        let write = parse_write(req, ctx.core.config.max_body_bytes())?;
+        let warnings = unknown_params(req, &["data", "options"]);
+        let config = load_config(&ctx.view).await?;
+        let reply = self
+            .modify(&ctx.view, path, |meta, now| {
+                let mut meta = meta.unwrap_or_else(|| Meta::new(now));
+                check_cas(
+                    write.cas,
+                    config.cas_required || meta.cas_required,
+                    meta.current_version,
+                )?;
+                let (version, pruned) = add_version(&mut meta, &config, now);
+                let reply = meta.version_json(version, &meta.versions[&version]);
+                let record = version_record(&meta, version, write.data.clone());
+                Ok(Outcome::Write(Change {
+                    meta: Some(meta),
+                    create: vec![(version, record)],
+                    remove: pruned,
+                    reply,
+                }))
+            })
+            .await?;
+        Ok(data_reply(req, reply, warnings))
+    }
+
+    /// JSON merge patch (RFC 7396) of the latest version into a new version.
+    /// Needs a live latest version, as in Vault.
+    async fn data_patch(&self, ctx: &Ctx<'_>, req: &Request, rest: &str) -> Result<Reply> {
+        let path = validate_write_path(rest)?;
+        let max_bytes = ctx.core.config.max_body_bytes();
+        let patch = parse_write(req, max_bytes)?;
+        let config = load_config(&ctx.view).await?;
+        let view = &ctx.view;
+        let _guard = self.locks.lock(path).await;
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let Some((mut meta, generation)) = view.get_json::<Meta>(&meta_key(path)).await? else {
+                // OpenBao answers a patch of nothing with a bare 404.
+                return Ok(Reply::Status(StatusCode::NOT_FOUND));
+            };
+            let now = now_nanos();
+            let current = meta.current_version;
+            let Some(vm) = meta.versions.get(&current) else {
+                return Ok(Reply::Status(StatusCode::NOT_FOUND));
+            };
+            if !vm.is_live(now) {
+                return Ok(Reply::Json(
+                    StatusCode::NOT_FOUND,
+                    envelope(
+                        &req.request_id,
+                        Some(meta.version_json(current, vm)),
+                        None,
+                        None,
+                    ),
+                ));
+            }
+            check_cas(patch.cas, config.cas_required || meta.cas_required, current)?;
+            let Some(mut data) = read_version(view, path, &meta, current).await? else {
+                // Destroyed by another node since we read the metadata.
+                continue;
+            };
+            merge_patch_map(&mut data, &patch.data);
+            check_size(&data, max_bytes)?;
+            let (version, pruned) = add_version(&mut meta, &config, now);
+            let reply = meta.version_json(version, &meta.versions[&version]);
+            let record = version_record(&meta, version, data);
+            let change = Change {
+                meta: Some(meta),
+                create: vec![(version, record)],
+                remove: pruned,
+                reply,
+            };
+            if let Some(reply) = commit(view, path, Some(generation), change).await? {
+                return Ok(data_reply(req, reply, None));
+            }
+        }
+        Err(conflict_error())
+    }
+
+    /// `DELETE data/<path>`: soft-deletes the latest version.
+    async fn delete_latest(&self, view: &View, rest: &str) -> Result<Reply> {
+        let path = validate_write_path(rest)?;
+        self.modify(view, path, |meta, now| {
+            let Some(mut meta) = meta else {
+                return Ok(Outcome::Unchanged(()));
+            };
+            let current = meta.current_version;
+            match meta.versions.get_mut(&current) {
+                Some(vm) if vm.is_live(now) => {
+                    vm.deletion = Some(now);
+                    Ok(Outcome::Write(Change {
+                        meta: Some(meta),
+                        create: vec![],
+                        remove: vec![],
+                        reply: (),
+                    }))
+                }
+                _ => Ok(Outcome::Unchanged(())),
+            }
+        })
+        .await?;
+        Ok(Reply::NoContent)
+    }
+
+    async fn versions_op(
+        &self,
+        view: &View,
+        req: &Request,
+        rest: &str,
+        op: VersionsOp,
+    ) -> Result<Reply> {
+        let path = validate_write_path(rest)?;
+        let versions = parse_versions(req.field("versions"))
+            .map_err(Error::bad_request)?
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                Error::bad_request(match op {
+                    // Vault's own spelling, capital letters and all.
+                    VersionsOp::Destroy => "no version number provided",
+                    _ => "No version number provided",
+                })
+            })?;
+        self.modify(view, path, |meta, now| {
+            let Some(mut meta) = meta else {
+                return Ok(Outcome::Unchanged(()));
+            };
+            let mut changed = false;
+            let mut remove = Vec::new();
+            for n in &versions {
+                let Some(vm) = meta.versions.get_mut(n) else {
+                    continue;
+                };
+                if vm.destroyed {
+                    continue;
+                }
+                match op {
+                    VersionsOp::Delete if !vm.is_deleted(now) => vm.deletion = Some(now),
+                    VersionsOp::Undelete if vm.deletion.is_some() => vm.deletion = None,
+                    VersionsOp::Destroy => {
+                        vm.destroyed = true;
+                        remove.push(*n);
+                    }
+                    _ => continue,
+                }
+                changed = true;
+            }
+            if !changed {
+                return Ok(Outcome::Unchanged(()));
+            }
+            Ok(Outcome::Write(Change {
+                meta: Some(meta),
+                create: vec![],
+                remove,
+                reply: (),
+            }))
+        })
+        .await?;
+        Ok(Reply::NoContent)
+    }
+
+    // ---- metadata ---------------------------------------------------------
+
+    /// `POST metadata/<path>` creates or updates the settings; `PATCH`
+    /// needs existing metadata and merges `custom_metadata` key by key.
+    async fn metadata_write(
+        &self,
+        view: &View,
+        req: &Request,
+        rest: &str,
+        patch: bool,
+    ) -> Result<Reply> {
+        let path = validate_write_path(rest)?;
+        let max_versions = opt_field(req, "max_versions", parse_max_versions)?;
+        let cas_required = opt_field(req, "cas_required", |v| parse_bool(v, "cas_required"))?;
+        let delete_after = opt_field(req, "delete_version_after", |v| {
+            parse_duration(v, "delete_version_after")
+        })?;
+        let custom = opt_field(req, "custom_metadata", |v| parse_custom_metadata(v, patch))?;
+        refuse_metadata_cas(req)?;
+        let found = self
+            .modify(view, path, |meta, now| {
+                let mut meta = match meta {
+                    Some(m) => m,
+                    None if patch => return Ok(Outcome::Unchanged(false)),
+                    None => Meta::new(now),
+                };
+                if let Some(m) = max_versions {
+                    meta.max_versions = m;
+                }
+                if let Some(c) = cas_required {
+                    meta.cas_required = c;
+                }
+                if let Some(d) = delete_after {
+                    meta.delete_version_after = d;
+                }
+                if let Some(custom) = &custom {
+                    meta.custom_metadata = Some(if patch {
+                        let mut merged = meta.custom_metadata.take().unwrap_or_default();
+                        for (k, v) in custom {
+                            match v {
+                                Some(v) => merged.insert(k.clone(), v.clone()),
+                                None => merged.remove(k),
+                            };
+                        }
+                        merged
+                    } else {
+                        custom
+                            .iter()
+                            .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+                            .collect()
+                    });
+                    check_custom_count(meta.custom_metadata.as_ref().map_or(0, BTreeMap::len))?;
+                }
+                meta.metadata_version += 1;
+                meta.updated = now;
+                Ok(Outcome::Write(Change {
+                    meta: Some(meta),
+                    create: vec![],
+                    remove: vec![],
+                    reply: true,
+                }))
+            })
+            .await?;
+        Ok(if found {
+            Reply::NoContent
+        } else {
+            Reply::Status(StatusCode::NOT_FOUND)
+        })
+    }
+
+    /// Deletes the metadata and every version, for good.
+    async fn metadata_delete(&self, view: &View, rest: &str) -> Result<Reply> {
+        let path = validate_write_path(rest)?;
+        self.modify(view, path, |meta, _now| {
+            let Some(meta) = meta else {
+                return Ok(Outcome::Unchanged(()));
+            };
+            let remove = meta
+                .versions
+                .iter()
+                .filter(|(_, v)| !v.destroyed)
+                .map(|(n, _)| *n)
+                .collect();
+            Ok(Outcome::Write(Change {
+                meta: None,
+                create: vec![],
+                remove,
+                reply: (),
+            }))
+        })
+        .await?;
+        Ok(Reply::NoContent)
+    }
+
+    /// Read-modify-write of one secret: `f` gets the current metadata (if
+    /// any) and the time, and says what to change. Serialised per path in
+    /// this process, compare-and-swap across processes, retried on conflict.
+    async fn modify<T, F>(&self, view: &View, path: &str, mut f: F) -> Result<T>
+    where
+        F: FnMut(Option<Meta>, i64) -> Result<Outcome<T>>,
+    {
+        let _guard = self.locks.lock(path).await;
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let current = view.get_json::<Meta>(&meta_key(path)).await?;
+            let generation = current.as_ref().map(|(_, g)| *g);
+            let change = match f(current.map(|(m, _)| m), now_nanos())? {
+                Outcome::Unchanged(reply) => return Ok(reply),
+                Outcome::Write(change) => change,
+            };
+            if let Some(reply) = commit(view, path, generation, change).await? {
+                return Ok(reply);
+            }
+        }
+        Err(conflict_error())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum VersionsOp {
+    Delete,
+    Undelete,
+    Destroy,
+}
+
+/// Commits a change guarded by the metadata generation it was computed
+/// from; `None` when another writer got there first.
+async fn commit<T>(
+    view: &View,
+    path: &str,
+    generation: Option<i64>,
+    change: Change<T>,
+) -> Result<Option<T>> {
+    let key = meta_key(path);
+    let mut writes = Vec::with_capacity(1 + change.create.len() + change.remove.len());
+    writes.push(match change.meta {
+        Some(meta) => Write::Put {
+            key,
+            value: serde_json::to_vec(&meta).expect("serialisable"),
+            expect: generation.map_or(Expect::Absent, Expect::Generation),
+        },
+        None => Write::Delete {
+            key,
+            expect: generation.map(Expect::Generation),
+        },
+    });
+    for (version, value) in change.create {
+        writes.push(Write::Put {
+            key: version_key(path, version),
+            value,
+            expect: Expect::Absent,
+        });
+    }
+    for version in change.remove {
+        writes.push(Write::Delete {
+            key: version_key(path, version),
+            expect: None,
+        });
+    }
+    Ok(view.try_commit(writes).await?.then_some(change.reply))
+}
+
+fn conflict_error() -> Error {
+    Error::StorageUnavailable(
+        "too many concurrent writers on one secret; nothing was written, retry".into(),
+    )
+}
+
+async fn metadata_read(view: &View, req: &Request, rest: &str) -> Result<Reply> {
+    let Ok(path) = validate_path(rest) else {
+        return Ok(not_found());
+    };
+    match view.get_json::<Meta>(&meta_key(path)).await? {
+        Some((meta, _)) => Ok(data_reply(req, meta.to_json(), None)),
+        None => Ok(not_found()),
+    }
+}
+
+/// `LIST metadata/<folder>`: the folder's secrets and sub-folders (ending in
+/// `/`), sorted. At most [`MAX_LIST`] per call (R-ACL-3); `?limit=` asks for
+/// fewer, `?after=<key>` continues after a key of an earlier page. A
+/// truncated answer says so in `warnings`.
+async fn list(view: &View, req: &Request, rest: &str) -> Result<Reply> {
+    let folder = rest.trim_end_matches('/');
+    let prefix = if folder.is_empty() {
+        String::new()
+    } else {
+        validate_path(folder).map_err(Error::bad_request)?;
+        format!("{folder}/")
+    };
+    let after = req.query("after").unwrap_or_default();
+    if after.chars().any(char::is_control) {
+        return Err(Error::bad_request(
+            "after must not contain control characters",
+        ));
+    }
+    let limit = match req.query("limit") {
+        None | Some("") => MAX_LIST,
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) if n <= 0 => MAX_LIST,
+            Ok(n) => (n as u64).min(MAX_LIST as u64) as usize,
+            Err(_) => return Err(Error::bad_request("limit must be an integer")),
+        },
+    };
+    let mut keys = view.list(&meta_key(&prefix), after, limit + 1).await?;
+    if keys.is_empty() {
+        return Ok(not_found());
+    }
+    let warnings = (keys.len() > limit).then(|| {
+        keys.truncate(limit);
+        vec![format!(
+            "only the first {limit} keys are listed; continue with ?after={}",
+            keys.last().map(String::as_str).unwrap_or_default()
+        )]
+    });
+    Ok(data_reply(req, json!({ "keys": keys }), warnings))
+}
+
+// ---- input ------------------------------------------------------------------
+
+/// `data/app` → (`data`, `app`); `config` → (`config`, ``).
+fn split(rel: &str) -> (&str, &str) {
+    rel.split_once('/').unwrap_or((rel, ""))
+}
+
+/// A secret path: non-empty, bounded, no empty, `.` or `..` segments, no
+/// control characters, no trailing slash.
+fn validate_path(path: &str) -> std::result::Result<&str, String> {
+    if path.is_empty() {
+        return Err("a secret path is required".into());
+    }
+    if path.len() > MAX_PATH_LEN {
+        return Err(format!(
+            "the secret path is longer than {MAX_PATH_LEN} bytes"
+        ));
+    }
+    if path.ends_with('/') {
+        return Err("cannot write to a path ending in '/'".into());
+    }
+    if path.chars().any(char::is_control) {
+        return Err("the secret path must not contain control characters".into());
+    }
+    if path
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return Err("the secret path must not contain empty, '.' or '..' segments".into());
+    }
+    Ok(path)
+}
+
+fn validate_write_path(path: &str) -> Result<&str> {
+    validate_path(path).map_err(Error::bad_request)
+}
+
+/// A field that may be absent or null, parsed when present.
+fn opt_field<T>(
+    req: &Request,
+    name: &str,
+    parse: impl FnOnce(&Value) -> Result<T>,
+) -> Result<Option<T>> {
+    match req.field(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => parse(v).map(Some),
+    }
+}
+
+fn parse_max_versions(v: &Value) -> Result<u32> {
+    let n = match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| Error::bad_request("max_versions must be an integer"))?;
+    u32::try_from(n)
+        .map_err(|_| Error::bad_request("max_versions must be between 0 and 4294967295"))
+}
+
+fn parse_bool(v: &Value, name: &str) -> Result<bool> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::String(s) if matches!(s.as_str(), "true" | "1") => Ok(true),
+        Value::String(s) if matches!(s.as_str(), "false" | "0") => Ok(false),
+        _ => Err(Error::bad_request(format!("{name} must be true or false"))),
+    }
+}
+
+/// Seconds, or a duration string (`"90s"`, `"1h30m"`, `"7d"`). Negative
+/// durations are refused, as Vault's documentation says.
+fn parse_duration(v: &Value, name: &str) -> Result<u64> {
+    let bad = || {
+        Error::bad_request(format!(
+            "{name} must be a non-negative duration such as \"30m\", \"1h\" or 3600"
+        ))
+    };
+    match v {
+        Value::Number(n) => n.as_u64().ok_or_else(bad),
+        Value::String(s) => crate::mounts::parse_duration(s).ok_or_else(bad),
+        _ => Err(bad()),
+    }
+}
+
+/// OpenBao's metadata check-and-set is not implemented: refuse to turn it on
+/// rather than pretend it is enforced.
+fn refuse_metadata_cas(req: &Request) -> Result<()> {
+    match opt_field(req, "metadata_cas_required", |v| {
+        parse_bool(v, "metadata_cas_required")
+    })? {
+        Some(true) => Err(Error::bad_request(
+            "metadata_cas_required is not supported by Zafe",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `custom_metadata`: string values (numbers and booleans are converted as
+/// Vault's weak decoding does). With `patch`, a null value removes the key.
+fn parse_custom_metadata(v: &Value, patch: bool) -> Result<BTreeMap<String, Option<String>>> {
+    let Value::Object(map) = v else {
+        return Err(Error::bad_request(
+            "custom_metadata must be a JSON object of strings",
+        ));
+    };
+    check_custom_count(map.len())?;
+    let mut out = BTreeMap::new();
+    for (k, v) in map {
+        if k.is_empty() || k.len() > MAX_CUSTOM_KEY_LEN {
+            return Err(Error::bad_request(format!(
+                "custom_metadata validation failed: length of key {k:?} is {} but must be 0 < len(key) <= {MAX_CUSTOM_KEY_LEN}",
+                k.len()
+            )));
+        }
+        let value = match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(if *b { "1" } else { "0" }.to_string()),
+            Value::Null if patch => None,
+            _ => {
+                return Err(Error::bad_request(format!(
+                    "custom_metadata validation failed: the value of key {k:?} must be a string"
+                )));
+            }
+        };
+        if let Some(s) = &value
+            && s.len() > MAX_CUSTOM_VALUE_LEN
+        {
+            return Err(Error::bad_request(format!(
+                "custom_metadata validation failed: length of value for key {k:?} is {} but must be 0 < len(value) <= {MAX_CUSTOM_VALUE_LEN}",
+                s.len()
+            )));
+        }
+        out.insert(k.clone(), value);
+    }
+    Ok(out)
+}
+
+fn check_custom_count(n: usize) -> Result<()> {
+    if n > MAX_CUSTOM_KEYS {
+        return Err(Error::bad_request(format!(
+            "custom_metadata validation failed: payload must contain at most {MAX_CUSTOM_KEYS} keys, provided {n}"
+        )));
+    }
+    Ok(())
+}
+
+/// `versions` as Vault takes it: a list of integers (or integer strings),
+/// or one string of comma-separated integers.
+fn parse_versions(v: Option<&Value>) -> std::result::Result<Option<Vec<u64>>, String> {
+    let bad = || "versions must be a list of version numbers".to_string();
+    let one = |v: &Value| match v {
+        Value::Number(n) => n.as_u64().ok_or_else(bad),
+        Value::String(s) => s.trim().parse::<u64>().map_err(|_| bad()),
+        _ => Err(bad()),
+    };
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(one)
+            .collect::<std::result::Result<_, _>>()
+            .map(Some),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(Some(vec![])),
+        Some(Value::String(s)) => s
+            .split(',')
+            .map(|p| p.trim().parse::<u64>().map_err(|_| bad()))
+            .collect::<std::result::Result<_, _>>()
+            .map(Some),
+        Some(n @ Value::Number(_)) => one(n).map(|n| Some(vec![n])),
+        Some(_) => Err(bad()),
+    }
+}
+
+/// Vault's warning for body fields an endpoint does not know.
+fn unknown_params(req: &Request, known: &[&str]) -> Option<Vec<String>> {
+    let body = req.body.as_ref()?.as_object()?;
+    let unknown: Vec<&str> = body
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !known.contains(k))
+        .collect();
+    (!unknown.is_empty()).then(|| {
+        vec![format!(
+            "Endpoint ignored these unrecognized parameters: [{}]",
+            unknown.join(" ")
+        )]
+    })
+}
+
+// ---- output -----------------------------------------------------------------
+
+fn data_reply(req: &Request, data: Value, warnings: Option<Vec<String>>) -> Reply {
+    Reply::Json(
+        StatusCode::OK,
+        envelope(&req.request_id, Some(data), None, warnings),
+    )
+}
+
+/// Vault's bare 404 for a secret that does not exist.
+fn not_found() -> Reply {
+    Reply::Json(StatusCode::NOT_FOUND, json!({ "errors": [] }))
+}
+
+/// RFC 7396 JSON merge patch of `patch` into `target`.
+fn merge_patch_map(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
+    for (k, v) in patch {
+        match v {
+            Value::Null => {
+                target.remove(k);
+            }
+            Value::Object(p) => match target.get_mut(k) {
+                Some(Value::Object(t)) => merge_patch_map(t, p),
+                _ => {
+                    let mut fresh = Map::new();
+                    merge_patch_map(&mut fresh, p);
+                    target.insert(k.clone(), Value::Object(fresh));
+                }
+            },
+            other => {
+                target.insert(k.clone(), other.clone());
+            }
+        }
+    }
+}
+
+fn now_nanos() -> i64 {
+    let ns = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+    i64::try_from(ns).unwrap_or(i64::MAX)
+}
+
+/// RFC 3339 in UTC with nanoseconds, trailing zeros dropped, as Go's
+/// `time.RFC3339Nano` (and so Vault) prints it.
+pub fn rfc3339(ns: i64) -> String {
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns)) else {
+        return String::new();
+    };
+    let mut s = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    let nanos = t.nanosecond();
+    if nanos != 0 {
+        let frac = format!("{nanos:09}");
+        s.push('.');
+        s.push_str(frac.trim_end_matches('0'));
+    }
+    s.push('Z');
+    s
+}
+
+/// Seconds as Go prints a `time.Duration`: `0s`, `45s`, `10m0s`, `1h0m0s`.
+pub fn go_duration(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_print_like_go() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(1_795_500_821_156_086_990),
+            "2026-11-24T06:13:41.15608699Z"
+        );
+        assert_eq!(rfc3339(1_795_500_821_000_000_000), "2026-11-24T06:13:41Z");
+        assert_eq!(
+            rfc3339(1_795_500_821_000_000_001),
+            "2026-11-24T06:13:41.000000001Z"
+        );
+    }
+
+    #[test]
+    fn durations_print_like_go() {
+        assert_eq!(go_duration(0), "0s");
+        assert_eq!(go_duration(30), "30s");
+        assert_eq!(go_duration(600), "10m0s");
+        assert_eq!(go_duration(3600), "1h0m0s");
+        assert_eq!(go_duration(5405), "1h30m5s");
+        assert_eq!(go_duration(172_800), "48h0m0s");
+    }
+
+    #[test]
+    fn paths_are_validated() {
+        for good in ["a", "a/b", "app/prod/db", "with space", "ünï"] {
+            assert!(validate_path(good).is_ok(), "{good}");
+        }
+        let long = "a".repeat(MAX_PATH_LEN + 1);
+        for bad in [
+            "",
+            "/a",
+            "a/",
+            "a//b",
+            "a/../b",
+            "..",
+            ".",
+            "a/./b",
+            "a\0b",
+            "a\nb",
+            long.as_str(),
+        ] {
+            assert!(validate_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut target = json!({"a": "b", "c": {"d": "e", "f": "g"}, "x": [1]})
+            .as_object()
+            .unwrap()
+            .clone();
+        let patch =
+            json!({"a": "z", "c": {"f": null, "h": {"i": null, "j": 1}}, "x": null, "n": 2});
+        merge_patch_map(&mut target, patch.as_object().unwrap());
+        assert_eq!(
+            Value::Object(target),
+            json!({"a": "z", "c": {"d": "e", "h": {"j": 1}}, "n": 2})
+        );
+    }
+
+    #[test]
+    fn versions_parse_like_vault() {
+        assert_eq!(parse_versions(Some(&json!([1, "2"]))), Ok(Some(vec![1, 2])));
+        assert_eq!(parse_versions(Some(&json!("3, 4"))), Ok(Some(vec![3, 4])));
+        assert_eq!(parse_versions(Some(&json!(5))), Ok(Some(vec![5])));
+        assert_eq!(parse_versions(None), Ok(None));
+        assert!(parse_versions(Some(&json!([-1]))).is_err());
+        assert!(parse_versions(Some(&json!({"a": 1}))).is_err());
+        assert!(parse_versions(Some(&json!("1,x"))).is_err());
+    }
+
+    #[test]
+    fn pruning_keeps_the_larger_maximum_and_sets_oldest() {
+        let config = KvConfig::default();
+        let mut meta = Meta::new(1);
+        for i in 0..12 {
+            add_version(&mut meta, &config, 10 + i);
+        }
+        assert_eq!(
+            meta.versions.keys().copied().collect::<Vec<_>>(),
+            (3..=12).collect::<Vec<_>>()
+        );
+        assert_eq!(meta.oldest_version, 3);
+        meta.max_versions = 2;
+        let config = KvConfig {
+            max_versions: 5,
+            ..Default::default()
+        };
+        let (v, pruned) = add_version(&mut meta, &config, 100);
+        assert_eq!(v, 13);
+        assert_eq!(pruned, vec![3, 4, 5, 6, 7, 8]);
+        assert_eq!(meta.oldest_version, 9);
+    }
+
+    #[test]
+    fn the_shorter_delete_after_wins() {
+        assert_eq!(effective_delete_after(0, 0), None);
+        assert_eq!(effective_delete_after(3600, 0), Some(3600));
+        assert_eq!(effective_delete_after(0, 60), Some(60));
+        assert_eq!(effective_delete_after(3600, 7200), Some(3600));
+        assert_eq!(effective_delete_after(3600, 1800), Some(1800));
+    }
+}

@@ -1,0 +1,163 @@
+//! `zafe login`: get a token and keep it in the token file (mode 0600).
+//!
+//! Tokens and secret ids are never command-line arguments (they would land
+//! in shell history and in `ps`): a token is typed at a prompt without echo
+//! or piped on standard input; an AppRole secret id comes from
+//! `ZAFE_SECRET_ID` or standard input.
+
+use std::io::{BufRead as _, IsTerminal as _};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+use serde_json::{Value, json};
+use zafe_client::path::encode_path;
+use zafe_client::{Client, Method, Token};
+use zeroize::Zeroizing;
+
+use crate::output::Out;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoginMethod {
+    /// An existing token, typed at a hidden prompt or piped on standard input
+    Token,
+    /// AppRole: --role-id, and the secret id from ZAFE_SECRET_ID or standard input
+    Approle,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// How to log in
+    #[arg(long, value_enum, default_value_t = LoginMethod::Token)]
+    pub method: LoginMethod,
+    /// The AppRole role id (not a secret; the secret id is read from ZAFE_SECRET_ID or standard input)
+    #[arg(long, value_name = "ROLE_ID", required_if_eq("method", "approle"))]
+    pub role_id: Option<String>,
+    /// Where the AppRole auth method is mounted (under auth/)
+    #[arg(long, value_name = "PATH", default_value = "approle")]
+    pub path: String,
+    /// Print the new token instead of storing it in the token file
+    #[arg(long)]
+    pub no_store: bool,
+}
+
+pub async fn run(client: &Client, out: Out, args: LoginArgs) -> anyhow::Result<()> {
+    let (token, info) = match args.method {
+        LoginMethod::Token => {
+            let token =
+                read_secret("Token (will be hidden): ", None).context("reading the token")?;
+            // Check it before keeping it: a typo should not replace a working token.
+            let looked_up = with_token(client, Some(Token::new(token.as_str())))?
+                .request_json(Method::GET, "/v1/auth/token/lookup-self", None)
+                .await
+                .context("the token was not accepted")?
+                .unwrap_or_default();
+            let d = &looked_up["data"];
+            let info = json!({
+                "token_accessor": d["accessor"],
+                "token_duration": d["ttl"],
+                "token_renewable": d["renewable"],
+                "token_policies": d["policies"],
+            });
+            (token, info)
+        }
+        LoginMethod::Approle => {
+            let role_id = args.role_id.as_deref().unwrap_or_default();
+            let secret_id = read_secret("Secret ID (will be hidden): ", Some("ZAFE_SECRET_ID"))
+                .context("reading the secret id")?;
+            let path = format!(
+                "/v1/auth/{}/login",
+                encode_path(args.path.trim_matches('/'))
+            );
+            let body = json!({ "role_id": role_id, "secret_id": secret_id.as_str() });
+            // No token goes to a login endpoint.
+            let answer = with_token(client, None)?
+                .request_json(Method::POST, &path, Some(&body))
+                .await
+                .context("AppRole login failed")?
+                .unwrap_or_default();
+            let auth = &answer["auth"];
+            let token = Zeroizing::new(
+                auth["client_token"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+            if token.is_empty() {
+                bail!("the server's answer holds no token");
+            }
+            let info = json!({
+                "token_accessor": auth["accessor"],
+                "token_duration": auth["lease_duration"],
+                "token_renewable": auth["renewable"],
+                "token_policies": auth["policies"],
+            });
+            (token, info)
+        }
+    };
+    if args.no_store {
+        let mut shown = info.clone();
+        shown["token"] = json!(token.as_str());
+        return print(out, &shown);
+    }
+    let config_dir = &client.config().config_dir;
+    zafe_client::config::save_token(config_dir, &Token::new(token.as_str()))?;
+    if std::env::var_os("ZAFE_TOKEN").is_some_and(|v| !v.is_empty())
+        || std::env::var_os("VAULT_TOKEN").is_some_and(|v| !v.is_empty())
+    {
+        eprintln!(
+            "{}",
+            out.yellow("Warning: ZAFE_TOKEN or VAULT_TOKEN is set and takes precedence over the token file; unset it to use this login.")
+        );
+    }
+    if !out.json() {
+        println!(
+            "Success! You are now authenticated. The token is stored in {} and will be used by later commands.\n",
+            zafe_client::config::token_file(config_dir).display()
+        );
+    }
+    print(out, &info)
+}
+
+fn print(out: Out, info: &Value) -> anyhow::Result<()> {
+    if out.json() {
+        return out.print_json(info);
+    }
+    let rows: Vec<(&str, String)> = info
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), crate::token::display(v)))
+        .collect();
+    out.print_table(&rows);
+    Ok(())
+}
+
+/// The same client settings with another token (or none).
+pub fn with_token(client: &Client, token: Option<Token>) -> anyhow::Result<Client> {
+    let mut config = client.config().clone();
+    config.token = token;
+    Ok(Client::new(config)?)
+}
+
+/// A secret from `env` if set, else a hidden prompt on a terminal, else one
+/// line of standard input.
+pub fn read_secret(prompt: &str, env: Option<&str>) -> anyhow::Result<Zeroizing<String>> {
+    if let Some(name) = env
+        && let Ok(value) = std::env::var(name)
+        && !value.trim().is_empty()
+    {
+        return Ok(Zeroizing::new(value.trim().to_string()));
+    }
+    let value = if std::io::stdin().is_terminal() {
+        Zeroizing::new(rpassword::prompt_password(prompt)?)
+    } else {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin().lock().read_line(&mut line)?;
+        line
+    };
+    let trimmed = Zeroizing::new(value.trim().to_string());
+    if trimmed.is_empty() {
+        bail!("nothing was given");
+    }
+    Ok(trimmed)
+}
