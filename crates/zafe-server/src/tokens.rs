@@ -44,6 +44,8 @@ use crate::error::{Error, Result};
 const ID_PREFIX: &str = "sys/token/id/";
 const ACCESSOR_PREFIX: &str = "sys/token/accessor/";
 const PARENT_PREFIX: &str = "sys/token/parent/";
+/// Tokens whose children are being made orphans (see [`revoke_orphan`]).
+const ORPHANING_PREFIX: &str = "sys/token/orphaning/";
 
 /// How often a compare-and-swap loop retries before giving up.
 const MAX_RETRIES: usize = 64;
@@ -220,16 +222,16 @@ pub fn plan_lifetime(
     let mut expires_at = (ttl > 0).then_some(now + ttl);
     let mut max_expires_at = hard.map(|h| now + h);
     if let Some(parent) = parent {
-        if let Some(pe) = parent.expires_at {
-            if expires_at.is_none_or(|e| e > pe) {
-                warnings.push(format!(
-                    "TTL of {:?} exceeded the parent token's remaining lifetime of {:?}; TTL value is capped accordingly",
-                    format_duration(ttl),
-                    format_duration((pe - now).max(0))
-                ));
-                expires_at = Some(pe);
-                ttl = (pe - now).max(0);
-            }
+        if let Some(pe) = parent.expires_at
+            && expires_at.is_none_or(|e| e > pe)
+        {
+            warnings.push(format!(
+                "TTL of {:?} exceeded the parent token's remaining lifetime of {:?}; TTL value is capped accordingly",
+                format_duration(ttl),
+                format_duration((pe - now).max(0))
+            ));
+            expires_at = Some(pe);
+            ttl = (pe - now).max(0);
         }
         if let Some(pm) = parent
             .max_expires_at
@@ -641,12 +643,25 @@ pub async fn revoke_hash(barrier: &Barrier, key: &SecretKey, id_hash: &str) -> R
 
 /// Revokes one token and makes its children orphans.
 pub async fn revoke_orphan(barrier: &Barrier, key: &SecretKey, id_hash: &str) -> Result<()> {
+    // The marker tells tidy that the children of this token are being
+    // orphaned, not revoked: a tidy that runs meanwhile (or after a crash
+    // half-way) finishes the orphaning instead of revoking them.
+    let marker = format!("{ORPHANING_PREFIX}{id_hash}");
+    barrier.update(&marker, |_| Some(b"{}".to_vec())).await?;
     delete_one(barrier, Some(key), id_hash).await?;
+    orphan_children(barrier, id_hash).await?;
+    barrier.delete(&marker).await?;
+    Ok(())
+}
+
+/// Makes every child of `id_hash` an orphan and removes the index rows.
+async fn orphan_children(barrier: &Barrier, id_hash: &str) -> Result<usize> {
     let folder = format!("{PARENT_PREFIX}{id_hash}/");
+    let mut count = 0;
     loop {
         let children = barrier.list(&folder, "", PAGE).await?;
         if children.is_empty() {
-            return Ok(());
+            return Ok(count);
         }
         for child in children {
             let child = child.trim_end_matches('/');
@@ -658,6 +673,7 @@ pub async fn revoke_orphan(barrier: &Barrier, key: &SecretKey, id_hash: &str) ->
                 })
                 .await?;
             barrier.delete(&format!("{folder}{child}")).await?;
+            count += 1;
         }
     }
 }
@@ -845,6 +861,19 @@ pub async fn tidy(barrier: &Barrier) -> Result<TidyReport> {
         for parent in parents {
             let parent = parent.trim_end_matches('/').to_string();
             let parent_gone = barrier.get(&id_key(&parent)).await?.is_none();
+            if parent_gone
+                && barrier
+                    .get(&format!("{ORPHANING_PREFIX}{parent}"))
+                    .await?
+                    .is_some()
+            {
+                // A revoke-orphan that did not finish: finish it.
+                report.dangling_children += orphan_children(barrier, &parent).await?;
+                barrier
+                    .delete(&format!("{ORPHANING_PREFIX}{parent}"))
+                    .await?;
+                continue;
+            }
             let folder = format!("{PARENT_PREFIX}{parent}/");
             let mut child_after = String::new();
             loop {
