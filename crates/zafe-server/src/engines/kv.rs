@@ -13,8 +13,14 @@
 //!
 //! - `config`: the mount's [`KvConfig`].
 //! - `meta/<path>`: one [`Meta`] record per secret: settings, custom
-//!   metadata and the state of every kept version. Listing a folder is a
-//!   listing of `meta/<folder>/`.
+//!   metadata and the state of every kept version. `DELETE metadata/<path>`
+//!   leaves a tombstone here instead of removing the row (see
+//!   [`load_meta`]): the row's generation then never starts over, so a
+//!   compare-and-swap computed from the deleted secret cannot match a
+//!   re-created one.
+//! - `keys/<path>`: an empty marker that exists exactly while the secret
+//!   does. Listing a folder is a listing of `keys/<folder>/`, so tombstones
+//!   never show up in it.
 //! - `ver/<path>/<n>`: version `n`'s data, one record per version, so a read
 //!   decrypts the metadata and that one version, never the whole history.
 //!   The mapping from (path, n) to the key is injective: the last segment is
@@ -26,8 +32,10 @@
 //! metadata cannot both commit, so no acknowledged write is ever lost and
 //! every acknowledged write gets its own version number, also with several
 //! server nodes on one database. Inside one process, writers to the same path
-//! are serialised by a sharded async mutex first, so they queue instead of
-//! failing their compare-and-swap over and over.
+//! are serialised by a process-wide sharded async mutex first (see
+//! [`lock_path`]), so they queue instead of failing their compare-and-swap
+//! over and over; a change that loses it to other nodes 32 times in a row is
+//! refused with a 409 and writes nothing.
 //!
 //! Each version record repeats the version number and the random
 //! `incarnation` of the metadata that owns it. The barrier already binds a
@@ -36,6 +44,7 @@
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher as _;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use http::StatusCode;
@@ -79,6 +88,10 @@ fn version_key(path: &str, version: u64) -> String {
     format!("ver/{path}/{version}")
 }
 
+fn index_key(path: &str) -> String {
+    format!("keys/{path}")
+}
+
 /// The mount-wide settings (`<mount>/config`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct KvConfig {
@@ -94,6 +107,10 @@ pub struct KvConfig {
 /// One secret's metadata, stored at `meta/<path>`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Meta {
+    /// A tombstone left by `DELETE metadata/<path>`: the secret is gone, but
+    /// the row stays so that its generation keeps counting (see [`load_meta`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
     /// Random per life of the secret: version records must carry the same.
     incarnation: String,
     /// Unix nanoseconds.
@@ -130,6 +147,7 @@ struct VersionRecord {
 impl Meta {
     fn new(now: i64) -> Self {
         Self {
+            deleted: false,
             incarnation: uuid::Uuid::new_v4().to_string(),
             created: now,
             updated: now,
@@ -214,44 +232,42 @@ enum Outcome<T> {
     Unchanged(T),
 }
 
-/// Per-path write serialisation within this process.
-struct PathLocks {
-    shards: Box<[tokio::sync::Mutex<()>]>,
-    /// Randomly keyed, so that nobody can choose paths that share a shard.
-    hasher: std::collections::hash_map::RandomState,
+/// Per-path write serialisation within this process: the lock for one
+/// secret of one mount.
+///
+/// The table is process-wide rather than per engine: the router builds new
+/// engine instances whenever it reloads the mount table (the first requests
+/// after unseal, a mount change, a request to an unknown path), and writers
+/// holding an old and a new instance must still queue on the same lock, or
+/// they fall back to racing on the compare-and-swap. The key includes the
+/// core, so that two cores in one process (two nodes in a test) still meet
+/// only in storage. The hasher is seeded randomly per process, so nobody
+/// can choose paths that share a shard.
+async fn lock_path(ctx: &Ctx<'_>, path: &str) -> tokio::sync::MutexGuard<'static, ()> {
+    static TABLE: LazyLock<(
+        std::collections::hash_map::RandomState,
+        Vec<tokio::sync::Mutex<()>>,
+    )> = LazyLock::new(|| {
+        let shards = (0..LOCK_SHARDS)
+            .map(|_| tokio::sync::Mutex::new(()))
+            .collect();
+        (Default::default(), shards)
+    });
+    let (hasher, shards) = &*TABLE;
+    let core = Arc::as_ptr(ctx.core) as usize;
+    let shard =
+        (hasher.hash_one((core, ctx.mount.uuid.as_str(), path)) % shards.len() as u64) as usize;
+    shards[shard].lock().await
 }
 
-impl PathLocks {
-    fn new() -> Self {
-        Self {
-            shards: (0..LOCK_SHARDS)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
-            hasher: std::collections::hash_map::RandomState::new(),
-        }
-    }
-
-    async fn lock(&self, path: &str) -> tokio::sync::MutexGuard<'_, ()> {
-        let shard = (self.hasher.hash_one(path) % self.shards.len() as u64) as usize;
-        self.shards[shard].lock().await
-    }
-}
-
-pub struct Kv {
-    locks: PathLocks,
-}
-
-impl Default for Kv {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// The engine keeps no state: see [`lock_path`] for why the write locks
+/// live outside it.
+#[derive(Debug, Default)]
+pub struct Kv;
 
 impl Kv {
     pub fn new() -> Self {
-        Self {
-            locks: PathLocks::new(),
-        }
+        Self
     }
 }
 
@@ -264,7 +280,7 @@ impl Engine for Kv {
         let (head, rest) = split(rel_path);
         match head {
             "data" | "metadata" => match validate_path(rest) {
-                Ok(path) => Ok(ctx.view.get(&meta_key(path)).await?.is_some()),
+                Ok(path) => Ok(load_meta(&ctx.view, path).await?.0.is_some()),
                 // The handler answers the bad path after authorisation.
                 Err(_) => Ok(true),
             },
@@ -282,15 +298,15 @@ impl Engine for Kv {
             ("data", Read) => data_read(view, req, rest).await,
             ("data", Write) => self.data_write(ctx, req, rest).await,
             ("data", Patch) => self.data_patch(ctx, req, rest).await,
-            ("data", Delete) => self.delete_latest(view, rest).await,
+            ("data", Delete) => self.delete_latest(ctx, rest).await,
             ("metadata", Read) => metadata_read(view, req, rest).await,
             ("metadata", List) => list(view, req, rest).await,
-            ("metadata", Write) => self.metadata_write(view, req, rest, false).await,
-            ("metadata", Patch) => self.metadata_write(view, req, rest, true).await,
-            ("metadata", Delete) => self.metadata_delete(view, rest).await,
-            ("delete", Write) => self.versions_op(view, req, rest, VersionsOp::Delete).await,
-            ("undelete", Write) => self.versions_op(view, req, rest, VersionsOp::Undelete).await,
-            ("destroy", Write) => self.versions_op(view, req, rest, VersionsOp::Destroy).await,
+            ("metadata", Write) => self.metadata_write(ctx, req, rest, false).await,
+            ("metadata", Patch) => self.metadata_write(ctx, req, rest, true).await,
+            ("metadata", Delete) => self.metadata_delete(ctx, rest).await,
+            ("delete", Write) => self.versions_op(ctx, req, rest, VersionsOp::Delete).await,
+            ("undelete", Write) => self.versions_op(ctx, req, rest, VersionsOp::Undelete).await,
+            ("destroy", Write) => self.versions_op(ctx, req, rest, VersionsOp::Destroy).await,
             // A known endpoint, asked for an operation it does not have.
             ("config", _) if rest.is_empty() => Err(unsupported()),
             ("data" | "metadata" | "delete" | "undelete" | "destroy", _) => Err(unsupported()),
@@ -397,7 +413,7 @@ async fn data_read(view: &View, req: &Request, rest: &str) -> Result<Reply> {
     // Twice at most: if the version record vanished between reading the
     // metadata and the record, a concurrent destroy or prune explains it.
     for attempt in 0..2 {
-        let Some((meta, _)) = view.get_json::<Meta>(&meta_key(path)).await? else {
+        let (Some(meta), _) = load_meta(view, path).await? else {
             return Ok(not_found());
         };
         let version = if requested <= 0 {
@@ -583,7 +599,7 @@ impl Kv {
         let warnings = unknown_params(req, &["data", "options"]);
         let config = load_config(&ctx.view).await?;
         let reply = self
-            .modify(&ctx.view, path, |meta, now| {
+            .modify(ctx, path, |meta, now| {
                 let mut meta = meta.unwrap_or_else(|| Meta::new(now));
                 check_cas(
                     write.cas,
@@ -612,9 +628,9 @@ impl Kv {
         let patch = parse_write(req, max_bytes)?;
         let config = load_config(&ctx.view).await?;
         let view = &ctx.view;
-        let _guard = self.locks.lock(path).await;
+        let _guard = lock_path(ctx, path).await;
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let Some((mut meta, generation)) = view.get_json::<Meta>(&meta_key(path)).await? else {
+            let (Some(mut meta), Some(generation)) = load_meta(view, path).await? else {
                 // OpenBao answers a patch of nothing with a bare 404.
                 return Ok(Reply::Status(StatusCode::NOT_FOUND));
             };
@@ -650,17 +666,17 @@ impl Kv {
                 remove: pruned,
                 reply,
             };
-            if let Some(reply) = commit(view, path, Some(generation), change).await? {
+            if let Some(reply) = commit(view, path, Some(generation), true, change).await? {
                 return Ok(data_reply(req, reply, None));
             }
         }
-        Err(conflict_error())
+        Err(conflict_error(path))
     }
 
     /// `DELETE data/<path>`: soft-deletes the latest version.
-    async fn delete_latest(&self, view: &View, rest: &str) -> Result<Reply> {
+    async fn delete_latest(&self, ctx: &Ctx<'_>, rest: &str) -> Result<Reply> {
         let path = validate_write_path(rest)?;
-        self.modify(view, path, |meta, now| {
+        self.modify(ctx, path, |meta, now| {
             let Some(mut meta) = meta else {
                 return Ok(Outcome::Unchanged(()));
             };
@@ -684,7 +700,7 @@ impl Kv {
 
     async fn versions_op(
         &self,
-        view: &View,
+        ctx: &Ctx<'_>,
         req: &Request,
         rest: &str,
         op: VersionsOp,
@@ -700,7 +716,7 @@ impl Kv {
                     _ => "No version number provided",
                 })
             })?;
-        self.modify(view, path, |meta, now| {
+        self.modify(ctx, path, |meta, now| {
             let Some(mut meta) = meta else {
                 return Ok(Outcome::Unchanged(()));
             };
@@ -744,7 +760,7 @@ impl Kv {
     /// needs existing metadata and merges `custom_metadata` key by key.
     async fn metadata_write(
         &self,
-        view: &View,
+        ctx: &Ctx<'_>,
         req: &Request,
         rest: &str,
         patch: bool,
@@ -758,7 +774,7 @@ impl Kv {
         let custom = opt_field(req, "custom_metadata", |v| parse_custom_metadata(v, patch))?;
         refuse_metadata_cas(req)?;
         let found = self
-            .modify(view, path, |meta, now| {
+            .modify(ctx, path, |meta, now| {
                 let mut meta = match meta {
                     Some(m) => m,
                     None if patch => return Ok(Outcome::Unchanged(false)),
@@ -801,17 +817,32 @@ impl Kv {
                 }))
             })
             .await?;
-        Ok(if found {
-            Reply::NoContent
-        } else {
-            Reply::Status(StatusCode::NOT_FOUND)
-        })
+        if !found {
+            return Ok(Reply::Status(StatusCode::NOT_FOUND));
+        }
+        // As OpenBao: the write succeeds, with a warning, when it turns off a
+        // check-and-set that the mount's configuration requires anyway.
+        if cas_required == Some(false) && load_config(&ctx.view).await?.cas_required {
+            return Ok(Reply::Json(
+                StatusCode::OK,
+                envelope(
+                    &req.request_id,
+                    None,
+                    None,
+                    Some(vec![
+                        "\"cas_required\" set to false, but is mandated by backend config. This value will be ignored."
+                            .into(),
+                    ]),
+                ),
+            ));
+        }
+        Ok(Reply::NoContent)
     }
 
     /// Deletes the metadata and every version, for good.
-    async fn metadata_delete(&self, view: &View, rest: &str) -> Result<Reply> {
+    async fn metadata_delete(&self, ctx: &Ctx<'_>, rest: &str) -> Result<Reply> {
         let path = validate_write_path(rest)?;
-        self.modify(view, path, |meta, _now| {
+        self.modify(ctx, path, |meta, _now| {
             let Some(meta) = meta else {
                 return Ok(Outcome::Unchanged(()));
             };
@@ -835,23 +866,24 @@ impl Kv {
     /// Read-modify-write of one secret: `f` gets the current metadata (if
     /// any) and the time, and says what to change. Serialised per path in
     /// this process, compare-and-swap across processes, retried on conflict.
-    async fn modify<T, F>(&self, view: &View, path: &str, mut f: F) -> Result<T>
+    async fn modify<T, F>(&self, ctx: &Ctx<'_>, path: &str, mut f: F) -> Result<T>
     where
         F: FnMut(Option<Meta>, i64) -> Result<Outcome<T>>,
     {
-        let _guard = self.locks.lock(path).await;
+        let view = &ctx.view;
+        let _guard = lock_path(ctx, path).await;
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let current = view.get_json::<Meta>(&meta_key(path)).await?;
-            let generation = current.as_ref().map(|(_, g)| *g);
-            let change = match f(current.map(|(m, _)| m), now_nanos())? {
+            let (current, generation) = load_meta(view, path).await?;
+            let existed = current.is_some();
+            let change = match f(current, now_nanos())? {
                 Outcome::Unchanged(reply) => return Ok(reply),
                 Outcome::Write(change) => change,
             };
-            if let Some(reply) = commit(view, path, generation, change).await? {
+            if let Some(reply) = commit(view, path, generation, existed, change).await? {
                 return Ok(reply);
             }
         }
-        Err(conflict_error())
+        Err(conflict_error(path))
     }
 }
 
@@ -862,27 +894,54 @@ enum VersionsOp {
     Destroy,
 }
 
-/// Commits a change guarded by the metadata generation it was computed
-/// from; `None` when another writer got there first.
+/// Commits a change guarded by the generation of the metadata row it was
+/// computed from (`existed`: that row held a live secret, not a tombstone);
+/// `None` when another writer got there first.
 async fn commit<T>(
     view: &View,
     path: &str,
     generation: Option<i64>,
+    existed: bool,
     change: Change<T>,
 ) -> Result<Option<T>> {
     let key = meta_key(path);
-    let mut writes = Vec::with_capacity(1 + change.create.len() + change.remove.len());
-    writes.push(match change.meta {
-        Some(meta) => Write::Put {
-            key,
-            value: serde_json::to_vec(&meta).expect("serialisable"),
-            expect: generation.map_or(Expect::Absent, Expect::Generation),
-        },
-        None => Write::Delete {
-            key,
-            expect: generation.map(Expect::Generation),
-        },
-    });
+    let expect = generation.map_or(Expect::Absent, Expect::Generation);
+    let mut writes = Vec::with_capacity(2 + change.create.len() + change.remove.len());
+    match change.meta {
+        Some(meta) => {
+            writes.push(Write::Put {
+                key,
+                value: serde_json::to_vec(&meta).expect("serialisable"),
+                expect,
+            });
+            if !existed {
+                // The secret appears in listings in the same commit.
+                writes.push(Write::Put {
+                    key: index_key(path),
+                    value: b"{}".to_vec(),
+                    expect: Expect::Absent,
+                });
+            }
+        }
+        // Nothing to delete.
+        None if !existed => return Ok(Some(change.reply)),
+        None => {
+            // A tombstone, not a deletion: see `load_meta`.
+            let tombstone = Meta {
+                deleted: true,
+                ..Meta::new(now_nanos())
+            };
+            writes.push(Write::Put {
+                key,
+                value: serde_json::to_vec(&tombstone).expect("serialisable"),
+                expect,
+            });
+            writes.push(Write::Delete {
+                key: index_key(path),
+                expect: None,
+            });
+        }
+    }
     for (version, value) in change.create {
         writes.push(Write::Put {
             key: version_key(path, version),
@@ -899,20 +958,37 @@ async fn commit<T>(
     Ok(view.try_commit(writes).await?.then_some(change.reply))
 }
 
-fn conflict_error() -> Error {
-    Error::StorageUnavailable(
-        "too many concurrent writers on one secret; nothing was written, retry".into(),
-    )
+/// Every attempt lost its compare-and-swap to writers on other nodes:
+/// nothing was written, and the client may retry (409).
+fn conflict_error(path: &str) -> Error {
+    Error::Conflict {
+        key: meta_key(path),
+    }
 }
 
 async fn metadata_read(view: &View, req: &Request, rest: &str) -> Result<Reply> {
     let Ok(path) = validate_path(rest) else {
         return Ok(not_found());
     };
-    match view.get_json::<Meta>(&meta_key(path)).await? {
-        Some((meta, _)) => Ok(data_reply(req, meta.to_json(), None)),
+    match load_meta(view, path).await?.0 {
+        Some(meta) => Ok(data_reply(req, meta.to_json(), None)),
         None => Ok(not_found()),
     }
+}
+
+/// The live metadata of `path`, and the generation of its row.
+///
+/// A tombstone reads as "no secret" but keeps its generation. Deleting the
+/// row instead would let a re-created secret start again at generation 1,
+/// and a writer on another node that read the old secret at generation `g`
+/// could then commit its stale metadata over the new secret once that
+/// reached `g` too (the ABA problem), silently dropping acknowledged
+/// writes. With tombstones a row's generation only ever grows.
+async fn load_meta(view: &View, path: &str) -> Result<(Option<Meta>, Option<i64>)> {
+    Ok(match view.get_json::<Meta>(&meta_key(path)).await? {
+        Some((meta, generation)) => ((!meta.deleted).then_some(meta), Some(generation)),
+        None => (None, None),
+    })
 }
 
 /// `LIST metadata/<folder>`: the folder's secrets and sub-folders (ending in
@@ -941,7 +1017,7 @@ async fn list(view: &View, req: &Request, rest: &str) -> Result<Reply> {
             Err(_) => return Err(Error::bad_request("limit must be an integer")),
         },
     };
-    let mut keys = view.list(&meta_key(&prefix), after, limit + 1).await?;
+    let mut keys = view.list(&index_key(&prefix), after, limit + 1).await?;
     if keys.is_empty() {
         return Ok(not_found());
     }
@@ -1080,6 +1156,15 @@ fn parse_custom_metadata(v: &Value, patch: bool) -> Result<BTreeMap<String, Opti
                 )));
             }
         };
+        if k.chars().any(char::is_control)
+            || value
+                .as_deref()
+                .is_some_and(|s| s.chars().any(char::is_control))
+        {
+            return Err(Error::bad_request(format!(
+                "custom_metadata validation failed: the key {k:?} or its value contains unprintable characters"
+            )));
+        }
         if let Some(s) = &value
             && s.len() > MAX_CUSTOM_VALUE_LEN
         {
