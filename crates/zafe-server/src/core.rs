@@ -118,6 +118,8 @@ pub struct Core {
     rekey: std::sync::Mutex<Option<RekeyProgress>>,
     /// Every request is written here before its response leaves (R-AUD-1).
     pub audit: crate::audit::AuditLog,
+    /// Unix second of the last reload of the mount table on a routing miss.
+    last_mount_reload: std::sync::atomic::AtomicI64,
 }
 
 /// An `operator rekey` in progress: the new configuration and the current
@@ -158,6 +160,7 @@ impl Core {
             policies: PolicyStore::default(),
             rewrap: RwLock::new(None),
             rekey: std::sync::Mutex::new(None),
+            last_mount_reload: std::sync::atomic::AtomicI64::new(0),
             audit,
         });
         core.load_cluster_info().await?;
@@ -252,6 +255,22 @@ impl Core {
             return Err(Error::Sealed);
         }
         let token = req.token.as_deref().ok_or(Error::PermissionDenied)?;
+        if token.starts_with("zafe_sa_") {
+            return crate::service_accounts::authenticate(&self.barrier, &self.token_key()?, token, req.client_ip)
+                .await?
+                .map(|p| TokenEntry {
+                    id_hash: p.token.id_hash,
+                    accessor: p.token.accessor,
+                    display_name: format!("service-account-{}", p.account.name),
+                    created_at: p.token.created_at,
+                    expires_at: p.token.expires_at,
+                    path: "sys/service-accounts".into(),
+                    service_account: Some(p.account),
+                    ..Default::default()
+                })
+                .ok_or(Error::PermissionDenied)
+                .inspect(crate::audit::note_caller);
+        }
         tokens::authenticate(&self.barrier, &self.token_key()?, token, req.client_ip)
             .await?
             .ok_or(Error::PermissionDenied)
@@ -287,7 +306,12 @@ impl Core {
         let resolved = match router.resolve(&req.path) {
             Some((m, rel)) => Some((m.clone(), rel.to_string())),
             // Another node may have mounted it since we loaded the table.
-            None => self.reload_mounts_router().await?.resolve(&req.path).map(|(m, rel)| (m.clone(), rel.to_string())),
+            // Reloads on a miss are rate-limited, so strangers probing
+            // unknown paths cannot make the server re-read storage at will.
+            None if self.may_reload_mounts() => {
+                self.reload_mounts_router().await?.resolve(&req.path).map(|(m, rel)| (m.clone(), rel.to_string()))
+            }
+            None => None,
         };
         let Some((mounted, rel)) = resolved else {
             // Unknown paths look exactly like private ones to strangers.
@@ -330,6 +354,15 @@ impl Core {
         } else {
             path
         };
+        if let Some(account) = &caller.service_account {
+            // Service accounts read and list, nothing else, whatever their
+            // scopes say (lessons.md: "read-only" accounts that could write
+            // through a second API).
+            let permitted = matches!(needed, Capability::Read | Capability::List)
+                && !sudo
+                && crate::service_accounts::acl_for(account)?.allows(path, needed);
+            return if permitted { Ok(()) } else { Err(Error::PermissionDenied) };
+        }
         let acl = self.policies.acl_for(self, &caller.policies).await?;
         if acl.allows(path, needed) && (!sudo || acl.allows(path, Capability::Sudo)) {
             Ok(())
@@ -344,6 +377,14 @@ impl Core {
             return Ok(router);
         }
         self.reload_mounts_router().await
+    }
+
+    /// At most one reload-on-miss per second.
+    fn may_reload_mounts(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = crate::seal::now();
+        let last = self.last_mount_reload.load(Ordering::Relaxed);
+        now > last && self.last_mount_reload.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
 
     async fn reload_mounts_router(self: &Arc<Self>) -> Result<Arc<Router>> {

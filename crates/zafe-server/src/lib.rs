@@ -23,6 +23,7 @@ pub mod identity;
 pub mod mounts;
 pub mod policies;
 pub mod seal;
+pub mod service_accounts;
 pub mod sys;
 pub mod tokens;
 

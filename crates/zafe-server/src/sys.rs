@@ -51,6 +51,8 @@ pub enum RouteId {
     AuditExport,
     AuditVerify,
     AuditCheckpoints,
+    ServiceAccounts,
+    ServiceAccount,
 }
 
 /// A route: an exact path, or with `/*` a prefix whose rest is passed to
@@ -85,6 +87,8 @@ pub const ROUTES: &[Route] = &[
     Route { path: "sys/key-status", access: Access::Token, operations: &[Read], id: RouteId::KeyStatus },
     Route { path: "sys/rekey/init", access: Access::Sudo, operations: &[Write, Delete], id: RouteId::RekeyInit },
     Route { path: "sys/rekey/update", access: Access::Sudo, operations: &[Write], id: RouteId::RekeyUpdate },
+    Route { path: "sys/service-accounts", access: Access::Sudo, operations: &[Read, List], id: RouteId::ServiceAccounts },
+    Route { path: "sys/service-accounts/*", access: Access::Sudo, operations: &[Read, Write, Delete], id: RouteId::ServiceAccount },
     Route { path: "sys/audit-log/export", access: Access::Sudo, operations: &[Read], id: RouteId::AuditExport },
     Route { path: "sys/audit-log/verify", access: Access::Sudo, operations: &[Read], id: RouteId::AuditVerify },
     Route { path: "sys/audit-log/checkpoints", access: Access::Sudo, operations: &[Read, Write], id: RouteId::AuditCheckpoints },
@@ -149,6 +153,11 @@ pub async fn dispatch(core: &Arc<Core>, id: RouteId, rest: &str, req: Request, c
             };
             Ok(ok(core.rekey_init(shares, threshold)?))
         }
+        (RouteId::ServiceAccounts, _) => {
+            let names = crate::service_accounts::list(&core.barrier).await?;
+            Ok(ok(crate::engine::envelope(&req.request_id, Some(json!({ "keys": names })), None, None)))
+        }
+        (RouteId::ServiceAccount, op) => service_account(core, &req, rest, op).await,
         (RouteId::RekeyUpdate, _) => {
             let key = req.field("key").and_then(Value::as_str).ok_or_else(|| Error::bad_request("'key' is required"))?;
             let nonce = req.field("nonce").and_then(Value::as_str).unwrap_or_default();
@@ -304,4 +313,41 @@ fn identity(core: &Arc<Core>, req: &Request) -> Result<Reply> {
     let tls = core.tls_spki.or(core.proxy_spki);
     let proof = core.identity.prove(&nonce, crate::seal::now(), tls);
     Ok(ok(serde_json::to_value(proof).expect("serialisable")))
+}
+
+/// `sys/service-accounts/<name>[/token[/<accessor>]]` (R-AUTH-12).
+async fn service_account(core: &Arc<Core>, req: &Request, rest: &str, op: Operation) -> Result<Reply> {
+    use crate::service_accounts as sa;
+    let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    let envelope = |data: Value| ok(crate::engine::envelope(&req.request_id, Some(data), None, None));
+    match (parts.as_slice(), op) {
+        ([name], Read) => {
+            let (account, _) = sa::read(&core.barrier, name).await?.ok_or_else(|| Error::NotFound(String::new()))?;
+            let mut data = sa::to_json(&account);
+            data["tokens"] = json!(sa::token_usage(&core.barrier, &account).await?);
+            Ok(envelope(data))
+        }
+        ([name], Write) => {
+            let (account, token, record) = sa::create(&core.barrier, &core.token_key()?, name, req.body.as_ref()).await?;
+            let mut data = sa::to_json(&account);
+            data["token"] = json!(token);
+            data["token_info"] = sa::token_json(&record);
+            Ok(envelope(data))
+        }
+        ([name], Delete) => {
+            sa::delete(&core.barrier, name).await?;
+            Ok(Reply::NoContent)
+        }
+        ([name, "token"], Write) => {
+            let (token, record) = sa::issue_token(&core.barrier, &core.token_key()?, name, req.body.as_ref()).await?;
+            let mut data = sa::token_json(&record);
+            data["token"] = json!(token);
+            Ok(envelope(data))
+        }
+        ([name, "token", accessor], Delete) => {
+            sa::revoke_token(&core.barrier, name, accessor).await?;
+            Ok(Reply::NoContent)
+        }
+        _ => Err(Error::NotFound("unsupported path".into())),
+    }
 }

@@ -103,6 +103,11 @@ pub struct TokenEntry {
     /// limited-use token's last use: the token is already gone.
     #[serde(skip)]
     pub uses_exhausted: bool,
+    /// Set (never stored) when the caller is a service account rather than
+    /// a token of this store: the core then allows only read and list,
+    /// against a policy generated from the account's scopes.
+    #[serde(skip)]
+    pub service_account: Option<crate::service_accounts::ServiceAccount>,
 }
 
 impl TokenEntry {
@@ -360,6 +365,7 @@ async fn issue_with(
             role: new.role.clone(),
             bound_cidrs: new.bound_cidrs.clone(),
             uses_exhausted: false,
+            service_account: None,
         };
         let mut writes = vec![
             Write::Put {
