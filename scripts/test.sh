@@ -4,7 +4,9 @@
 # the tests need itself:
 #   - PostgreSQL (Debian packages), a throwaway cluster on 127.0.0.1 only,
 #     so the storage suite runs against both backends;
-# and then runs the whole Cargo workspace's tests.
+#   - Python (hvac, pytest) and npm (node-vault) packages for the Vault-client
+#     compatibility suite in tests/compat;
+# and then runs the whole Cargo workspace's tests, then that suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,3 +20,19 @@ export ZAFE_REQUIRE_POSTGRES=1
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy
 
 cargo test --workspace --locked "$@"
+
+# Vault-client compatibility (tests/compat): unmodified Vault clients against
+# the zafe binary `cargo test` just built. Python's hvac under pytest, in a
+# venv under target/ with pinned versions (quiet pip, also as root); then
+# node-vault under node's test runner. Both run; any failure, and pytest's
+# exit code 5 (no tests collected), fails this script.
+target_dir=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)
+export ZAFE_BIN="$target_dir/debug/zafe"
+venv="$target_dir/compat-venv"
+[ -x "$venv/bin/python3" ] || python3 -m venv "$venv"
+PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+  "$venv/bin/python3" -m pip install -q hvac==2.4.0 pytest==9.2.0 cryptography==48.0.0
+compat=0
+"$venv/bin/python3" -m pytest -q -p no:cacheprovider tests/compat || compat=$?
+(cd tests/compat/node && npm ci --no-audit --no-fund --loglevel=error && npm test) || compat=$?
+exit "$compat"

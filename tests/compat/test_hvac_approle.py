@@ -206,3 +206,16 @@ def test_admin_policy_json_and_approle_login_like_hvacs_own_tests(client, server
     app = make_client(server)
     app.auth.approle.login("admin-role-id-" + name, sid, mount_point=MOUNT)
     assert "secret/" in app.sys.list_mounted_secrets_engines()["data"]
+
+
+def test_wrapped_secret_id_is_never_returned_in_the_clear(approle, unique):
+    """The usual AppRole pattern: a trusted orchestrator fetches a *wrapped*
+    secret id (wrap_ttl) and hands the wrapping token to the machine. The
+    server must wrap it or refuse, never return the secret id itself."""
+    name = make_role(approle, unique("wrapped"))
+    try:
+        resp = approle.generate_secret_id(name, wrap_ttl="2m", mount_point=MOUNT)
+    except exceptions.InvalidRequest:
+        return  # refused: acceptable for a server without response wrapping
+    assert not (resp.get("data") or {}).get("secret_id"), f"asked for a wrapped secret id, got it in the clear: {resp}"
+    assert resp["wrap_info"]["ttl"] == 120

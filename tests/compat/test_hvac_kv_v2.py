@@ -309,3 +309,19 @@ def test_nested_paths_and_odd_characters(kv, unique):
     assert read(kv, path)["data"]["data"] == {"k": "v"}
     parent = path.rsplit("/", 1)[0]
     assert kv.list_secrets(parent, mount_point=MOUNT)["data"]["keys"] == ["x.y_z"]
+
+
+def test_kv_preflight_used_by_the_vault_cli(client, kv, unique):
+    """`vault kv get/put/...` first asks sys/internal/ui/mounts/<path> which
+    KV version serves the path; on a 404 it assumes KV version 1 and uses
+    the v1 paths, which a KV v2 mount refuses. Sent through hvac's adapter
+    (hvac itself does not call it)."""
+    path = unique("preflight")
+    kv.create_or_update_secret(path, {"k": "v"})
+    info = client.adapter.get(f"/v1/sys/internal/ui/mounts/secret/{path}")["data"]
+    assert info["path"] == "secret/"
+    assert info["type"] == "kv"
+    assert info["options"]["version"] == "2"
+    info = client.adapter.get(f"/v1/sys/internal/ui/mounts/{MOUNT}/any/thing")["data"]
+    assert info["path"] == f"{MOUNT}/"
+    assert info["options"]["version"] == "2"

@@ -130,3 +130,28 @@ def test_seal_then_unseal_with_base64_keys(server, init_result):
     assert status["sealed"] is False
     read = client.secrets.kv.v2.read_secret_version("persisted", raise_on_deleted_version=True)
     assert read["data"]["data"] == {"v": "1"}
+
+
+def test_rekey_with_hvac(server, init_result):
+    """`sys.start_rekey` / `rekey_multi`: new shares replace the old ones."""
+    client = make_client(server, init_result["root_token"])
+    assert client.sys.is_sealed() is False
+    assert client.sys.read_rekey_progress()["started"] is False
+    started = client.sys.start_rekey(secret_shares=3, secret_threshold=2)
+    assert started["started"] is True
+    assert started["nonce"]
+    assert client.sys.read_rekey_progress()["started"] is True
+    client.sys.cancel_rekey()
+    assert client.sys.read_rekey_progress()["started"] is False
+
+    started = client.sys.start_rekey(secret_shares=3, secret_threshold=2)
+    result = client.sys.rekey_multi(init_result["keys"][:3], nonce=started["nonce"])
+    assert result["complete"] is True
+    assert len(result["keys"]) == 3
+    client.sys.seal()
+    # The old shares no longer unseal; two new ones do.
+    with pytest.raises(exceptions.InvalidRequest):
+        client.sys.submit_unseal_key(init_result["keys"][0])
+    client.sys.submit_unseal_key(reset=True)
+    status = client.sys.submit_unseal_keys(result["keys"][:2])
+    assert status["sealed"] is False

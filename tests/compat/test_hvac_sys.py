@@ -162,6 +162,8 @@ def test_list_enable_tune_disable_auth_methods(client, unique):
     assert "token/" in methods["data"]
     assert methods["data"]["token/"]["type"] == "token"
     assert "accessor" in methods["data"]["token/"]
+    # Vault reports the token type each auth method issues (vaultrs requires it).
+    assert methods["data"]["token/"]["config"]["token_type"] == "default-service"
 
     path = unique("approle")
     resp = client.sys.enable_auth_method("approle", path=path, description="machines")
@@ -310,3 +312,36 @@ def test_hvac_client_is_authenticated(client):
     assert client.is_authenticated() is True
     bogus = hvac.Client(url=client.url, token="not-a-token", timeout=20)
     assert bogus.is_authenticated() is False
+
+
+def test_read_leader_status(client):
+    """`vault status` reads sys/leader after sys/seal-status and fails when
+    it errors; a single node answers ha_enabled=false."""
+    leader = client.sys.read_leader_status()
+    assert leader["ha_enabled"] is False
+    assert "is_self" in leader
+    assert "leader_address" in leader
+
+
+def test_mount_tuning_reports_effective_ttls(client, unique):
+    """Vault's sys/mounts/<path>/tune reports the TTLs in force: a mount
+    that sets none shows the system defaults (768h in Vault), never 0."""
+    path = unique("ttl")
+    client.sys.enable_secrets_engine("kv", path=path, options={"version": "2"})
+    tuning = client.sys.read_mount_configuration(path)["data"]
+    assert tuning["default_lease_ttl"] > 0
+    assert tuning["max_lease_ttl"] >= tuning["default_lease_ttl"]
+    auth_tuning = client.sys.read_auth_method_tuning("token")["data"]
+    assert auth_tuning["default_lease_ttl"] > 0
+    assert auth_tuning["max_lease_ttl"] >= auth_tuning["default_lease_ttl"]
+    client.sys.disable_secrets_engine(path)
+
+
+def test_encryption_key_status_and_rotation(client):
+    status = client.sys.get_encryption_key_status()
+    term = status["data"]["term"]
+    assert term >= 1
+    assert client.sys.rotate_encryption_key().status_code == 204
+    assert client.sys.get_encryption_key_status()["data"]["term"] == term + 1
+    # hvac's deprecated property reads the top-level copy.
+    assert client.key_status["term"] == term + 1

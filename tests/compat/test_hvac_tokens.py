@@ -199,3 +199,20 @@ def test_token_roles(client):
 def test_tidy(client):
     resp = client.auth.token.tidy()
     assert isinstance(resp, dict) or resp.status_code in (200, 202, 204)
+
+
+def test_wrap_ttl_is_never_silently_ignored(client, new_client):
+    """hvac's `wrap_ttl` asks for response wrapping (X-Vault-Wrap-TTL): the
+    caller means to hand the response to someone else and expects only a
+    single-use wrapping token. A server must either wrap (wrap_info, no
+    secret in the body) or refuse; returning the new token in the clear
+    defeats the point."""
+    try:
+        resp = client.auth.token.create(policies=["tok-reader"], ttl="1h", wrap_ttl="5m")
+    except exceptions.InvalidRequest:
+        return  # refused: acceptable for a server without response wrapping
+    assert resp.get("auth") is None, f"asked for a wrapped token, got it in the clear: {resp}"
+    info = resp["wrap_info"]
+    assert info["ttl"] == 300
+    unwrapped = new_client(info["token"]).sys.unwrap()
+    assert unwrapped["auth"]["client_token"]

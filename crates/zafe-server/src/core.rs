@@ -286,6 +286,9 @@ impl Core {
         if let Some((route, rest)) = sys::find(&req.path) {
             let caller = match route.access {
                 Access::Public => None,
+                // Harmless metadata any valid token may see (`sys/leader`,
+                // the CLI's mount probe): authenticated, no ACL check.
+                Access::Authenticated => Some(self.authenticate(&req).await?),
                 Access::Token | Access::Sudo => {
                     let caller = self.authenticate(&req).await?;
                     let needed = capability(req.operation, true);
@@ -458,6 +461,23 @@ impl Core {
             collected: Vec::new(),
         });
         Ok(serde_json::json!({ "started": true, "nonce": nonce, "n": shares, "t": threshold, "progress": 0 }))
+    }
+
+    /// `GET sys/rekey/init`: the rekey in progress, in Vault's shape.
+    pub async fn rekey_status(&self) -> Result<Value> {
+        let required = self.seal.config().await?.map_or(0, |c| c.secret_threshold);
+        let guard = self.rekey.lock().expect("rekey lock");
+        Ok(match guard.as_ref() {
+            Some(p) => serde_json::json!({
+                "started": true, "nonce": p.nonce, "t": p.threshold, "n": p.shares,
+                "progress": p.collected.len(), "required": required, "pgp_fingerprints": null,
+                "backup": false, "verification_required": false, "verification_nonce": "",
+            }),
+            None => serde_json::json!({
+                "started": false, "nonce": "", "t": 0, "n": 0, "progress": 0, "required": required,
+                "pgp_fingerprints": null, "backup": false, "verification_required": false, "verification_nonce": "",
+            }),
+        })
     }
 
     pub fn rekey_cancel(&self) {

@@ -237,6 +237,11 @@ async fn build_request(
         }
         Some(value)
     };
+    // Response wrapping is not implemented: refusing it is safer than
+    // answering in the clear to a caller who expects a wrapping token.
+    if headers.get("x-vault-wrap-ttl").is_some_and(|v| !v.is_empty()) {
+        return Err(Error::bad_request("response wrapping (X-Vault-Wrap-TTL) is not supported by Zafe"));
+    }
     let token = headers
         .get("x-vault-token")
         .or_else(|| headers.get("x-zafe-token"))

@@ -75,10 +75,19 @@ impl MountEntry {
             "description": self.description,
             "accessor": self.accessor,
             "uuid": self.uuid,
-            "config": {
-                "default_lease_ttl": self.default_lease_ttl,
-                "max_lease_ttl": self.max_lease_ttl,
-                "force_no_cache": false,
+            "config": if self.auth {
+                json!({
+                    "default_lease_ttl": self.default_lease_ttl,
+                    "max_lease_ttl": self.max_lease_ttl,
+                    "force_no_cache": false,
+                    "token_type": "default-service",
+                })
+            } else {
+                json!({
+                    "default_lease_ttl": self.default_lease_ttl,
+                    "max_lease_ttl": self.max_lease_ttl,
+                    "force_no_cache": false,
+                })
             },
             "options": if self.options.is_empty() { Value::Null } else { json!(self.options) },
             "local": false,
@@ -322,18 +331,27 @@ pub async fn read_one(core: &Arc<Core>, req: &Request, raw_path: &str, auth: boo
 
 pub async fn read_tune(core: &Arc<Core>, req: &Request, raw_path: &str, auth: bool) -> Result<Value> {
     let entry = find(core, raw_path, auth).await?;
-    Ok(crate::engine::envelope(
+    let mut body = tune_body(req, &entry);
+    if auth {
+        body["data"]["token_type"] = json!("default-service");
+    }
+    Ok(body)
+}
+
+fn tune_body(req: &Request, entry: &MountEntry) -> Value {
+    crate::engine::envelope(
         &req.request_id,
+        // Vault reports the TTLs in force: the system default when unset.
         Some(json!({
-            "default_lease_ttl": entry.default_lease_ttl,
-            "max_lease_ttl": entry.max_lease_ttl,
+            "default_lease_ttl": if entry.default_lease_ttl == 0 { crate::tokens::SYSTEM_MAX_TTL as u64 } else { entry.default_lease_ttl },
+            "max_lease_ttl": if entry.max_lease_ttl == 0 { crate::tokens::SYSTEM_MAX_TTL as u64 } else { entry.max_lease_ttl },
             "force_no_cache": false,
             "description": entry.description,
             "options": entry.options,
         })),
         None,
         None,
-    ))
+    )
 }
 
 pub async fn tune(core: &Arc<Core>, req: &Request, raw_path: &str, auth: bool) -> Result<()> {

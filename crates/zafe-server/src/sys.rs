@@ -26,6 +26,9 @@ pub enum Access {
     Token,
     /// As `Token`, and the policies must also grant `sudo` on the path.
     Sudo,
+    /// Any valid token, without a policy check: for harmless metadata that
+    /// Vault serves without one (`sys/leader`, `sys/internal/ui/mounts`).
+    Authenticated,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +56,8 @@ pub enum RouteId {
     AuditCheckpoints,
     ServiceAccounts,
     ServiceAccount,
+    Leader,
+    UiMounts,
 }
 
 /// A route: an exact path, or with `/*` a prefix whose rest is passed to
@@ -85,7 +90,9 @@ pub const ROUTES: &[Route] = &[
     Route { path: "sys/capabilities-self", access: Access::Token, operations: &[Write], id: RouteId::CapabilitiesSelf },
     Route { path: "sys/rotate", access: Access::Sudo, operations: &[Write], id: RouteId::Rotate },
     Route { path: "sys/key-status", access: Access::Token, operations: &[Read], id: RouteId::KeyStatus },
-    Route { path: "sys/rekey/init", access: Access::Sudo, operations: &[Write, Delete], id: RouteId::RekeyInit },
+    Route { path: "sys/rekey/init", access: Access::Sudo, operations: &[Read, Write, Delete], id: RouteId::RekeyInit },
+    Route { path: "sys/leader", access: Access::Authenticated, operations: &[Read], id: RouteId::Leader },
+    Route { path: "sys/internal/ui/mounts/*", access: Access::Authenticated, operations: &[Read], id: RouteId::UiMounts },
     Route { path: "sys/rekey/update", access: Access::Sudo, operations: &[Write], id: RouteId::RekeyUpdate },
     Route { path: "sys/service-accounts", access: Access::Sudo, operations: &[Read, List], id: RouteId::ServiceAccounts },
     Route { path: "sys/service-accounts/*", access: Access::Sudo, operations: &[Read, Write, Delete], id: RouteId::ServiceAccount },
@@ -143,6 +150,24 @@ pub async fn dispatch(core: &Arc<Core>, id: RouteId, rest: &str, req: Request, c
             Ok(Reply::NoContent)
         }
         (RouteId::KeyStatus, _) => Ok(ok(core.key_status(&req).await?)),
+        (RouteId::RekeyInit, Read) => Ok(ok(core.rekey_status().await?)),
+        (RouteId::Leader, _) => Ok(ok(json!({
+            "ha_enabled": false,
+            "is_self": false,
+            "active_time": "0001-01-01T00:00:00Z",
+            "leader_address": "",
+            "leader_cluster_address": "",
+            "performance_standby": false,
+            "performance_standby_last_remote_wal": 0,
+        }))),
+        (RouteId::UiMounts, _) => {
+            // The vault CLI asks which engine (and KV version) serves a path.
+            let router = core.router().await?;
+            let (mounted, _) = router.resolve(rest).ok_or_else(|| Error::NotFound(String::new()))?;
+            let mut data = mounted.entry.to_vault_json();
+            data["path"] = json!(mounted.entry.path);
+            Ok(ok(crate::engine::envelope(&req.request_id, Some(data), None, None)))
+        }
         (RouteId::RekeyInit, Delete) => {
             core.rekey_cancel();
             Ok(Reply::NoContent)
