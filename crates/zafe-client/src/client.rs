@@ -341,6 +341,24 @@ impl Client {
             .map_err(|e| self.bad_json(status, &e))
     }
 
+    /// Like [`Self::request_json`], for an answer that is not JSON or too
+    /// long to hold (audit exports): the response, once its status is a
+    /// success, to read in chunks with `reqwest::Response::chunk`.
+    pub async fn request_stream(&self, method: Method, path: &str) -> Result<reqwest::Response> {
+        let resp = self.send(method, path, None, Channel::WithToken).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = self.read_bytes(resp).await?;
+            return Err(server_error(status, &bytes));
+        }
+        Ok(resp)
+    }
+
+    /// Reads the next chunk of a [`Self::request_stream`] body.
+    pub async fn next_chunk(&self, resp: &mut reqwest::Response) -> Result<Option<Vec<u8>>> {
+        resp.chunk().await.map(|c| c.map(|b| b.to_vec())).map_err(|e| self.transport(e))
+    }
+
     // ---- Plumbing -------------------------------------------------------
 
     fn require_token(&self) -> Result<()> {

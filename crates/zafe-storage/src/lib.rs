@@ -14,10 +14,14 @@
 use async_trait::async_trait;
 
 pub mod audit;
+mod cache;
 pub mod conformance;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
+mod sqlite_writer;
+
+pub use cache::CacheConfig;
 
 /// One stored row.
 #[derive(Clone, PartialEq, Eq)]

@@ -11,8 +11,19 @@
 //!
 //! Reads go through a separate read-only pool. In WAL mode readers never block
 //! the writer and see the last committed state.
+//!
+//! For a file, [`Backend::commit`] and audit appends do not use that pool:
+//! they go to the group-commit writer thread ([`crate::sqlite_writer`]),
+//! which runs every commit queued meanwhile in one transaction with one
+//! fsync, each caller's batch atomic on its own. The pool stays for
+//! migrations and the rare audit maintenance writes (checkpoints, sweeps).
+//!
+//! Reads are served from a bounded cache of stored entries
+//! ([`crate::cache`], ciphertext only) when they can be, kept exact by every
+//! commit of this backend; see [`SqliteOptions`].
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -26,6 +37,8 @@ use sqlx::sqlite::{
 use crate::sql::{
     backend_error, key_from_bytes, migration_error, prefix_upper_bound, scan_start, sql_limit,
 };
+use crate::cache::{CacheConfig, EntryCache, Lookup};
+use crate::sqlite_writer::GroupWriter;
 use crate::{Backend, Condition, Entry, Op, Result, StorageError, audit};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -41,10 +54,24 @@ const READ_CONNECTIONS: u32 = 4;
 /// Distinguishes the in-memory databases of one process from each other.
 static MEMORY_DB_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// Tuning for [`SqliteBackend::open_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// The entry cache in front of reads; [`CacheConfig::OFF`] turns it off.
+    /// It assumes this process is the only writer of the file, and clears
+    /// itself within 100 ms when another process commits to it.
+    pub cache: CacheConfig,
+}
+
 /// [`Backend`] over a SQLite database file (or an in-memory database).
 pub struct SqliteBackend {
     /// Exactly one connection: see the module documentation.
     writer: SqlitePool,
+    /// For a file: the group-commit writer thread, which takes every commit
+    /// and audit append. `None` in memory, where `writer` commits.
+    group: Option<GroupWriter>,
+    /// Stored entries (ciphertext), kept exact by every commit.
+    cache: Option<Arc<EntryCache>>,
     /// Read-only connections for a file; the writer pool again in memory.
     reader: SqlitePool,
     /// For [`SqliteBackend::memory`]: a connection outside the pools that
@@ -65,6 +92,11 @@ impl SqliteBackend {
     /// [`StorageError::Config`]: whoever can read it can copy the ciphertext,
     /// and whoever can write it can roll it back.
     pub async fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, SqliteOptions::default()).await
+    }
+
+    /// [`SqliteBackend::open`] with explicit options.
+    pub async fn open_with(path: &Path, options: SqliteOptions) -> Result<Self> {
         prepare_db_file(path)?;
 
         let filename = sqlite_filename(path);
@@ -101,13 +133,22 @@ impl SqliteBackend {
         let reader = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(10))
+            // sqlx would otherwise ping the connection's worker thread
+            // before every query: a second thread hop per read. A broken
+            // connection fails its query instead, and the pool replaces it.
+            .test_before_acquire(false)
             .connect_with(reader_options)
             .await
             .map_err(|e| open_error(path, e))?;
 
+        let cache = EntryCache::new(options.cache).map(Arc::new);
+        let group = GroupWriter::start(&filename, BUSY_TIMEOUT, cache.clone()).await?;
+
         tracing::debug!(path = %path.display(), "opened SQLite storage");
         Ok(Self {
             writer,
+            group: Some(group),
+            cache,
             reader,
             _memory_anchor: None,
         })
@@ -151,6 +192,8 @@ impl SqliteBackend {
 
         Ok(Self {
             writer: pool.clone(),
+            group: None,
+            cache: EntryCache::new(CacheConfig::default()).map(Arc::new),
             reader: pool,
             _memory_anchor: Some(std::sync::Mutex::new(anchor)),
         })
@@ -159,18 +202,14 @@ impl SqliteBackend {
     /// Closes all connections, waiting for in-flight statements. Dropping the
     /// backend also closes them, but in the background.
     pub async fn close(&self) {
+        if let Some(group) = &self.group {
+            group.close().await;
+        }
         self.reader.close().await;
         self.writer.close().await;
     }
-}
 
-#[async_trait]
-impl Backend for SqliteBackend {
-    fn kind(&self) -> &'static str {
-        "sqlite"
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<Entry>> {
+    async fn get_uncached(&self, key: &str) -> Result<Option<Entry>> {
         let row: Option<(Vec<u8>, i64)> =
             sqlx::query_as("SELECT value, generation FROM zafe_entries WHERE key = ?1")
                 .bind(key.as_bytes())
@@ -182,6 +221,27 @@ impl Backend for SqliteBackend {
             value,
             generation,
         }))
+    }
+}
+
+#[async_trait]
+impl Backend for SqliteBackend {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Entry>> {
+        let Some(cache) = &self.cache else {
+            return self.get_uncached(key).await;
+        };
+        match cache.lookup(key) {
+            Lookup::Hit(entry) => Ok(Some(entry)),
+            Lookup::Miss(ticket) => {
+                let found = self.get_uncached(key).await?;
+                cache.fill(ticket, found.as_ref());
+                Ok(found)
+            }
+        }
     }
 
     async fn keys(&self, prefix: &str, start_at: &str, limit: usize) -> Result<Vec<String>> {
@@ -219,22 +279,33 @@ impl Backend for SqliteBackend {
         if ops.is_empty() {
             return Ok(());
         }
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(|e| backend_error("commit: begin", e))?;
-        for op in &ops {
-            if let Err(e) = apply(&mut tx, op).await {
-                // Rolled back on drop as well, but explicitly here so that the
-                // connection is clean before the next commit takes it.
-                if let Err(rb) = tx.rollback().await {
-                    tracing::warn!(error = %crate::sql::describe(&rb), "SQLite rollback failed");
-                }
-                return Err(e);
-            }
+        if let Some(group) = &self.group {
+            return group.commit(ops).await;
         }
-        tx.commit().await.map_err(|e| backend_error("commit", e))
+        let Some(cache) = self.cache.clone() else {
+            return commit_with(&self.writer, &ops).await;
+        };
+        // In its own task, so that the cache is brought up to date even if
+        // the caller gives up waiting: a commit that completes after its
+        // caller went away must not leave the old value cached.
+        let writer = self.writer.clone();
+        tokio::spawn(async move {
+            let result = commit_with(&writer, &ops).await;
+            match &result {
+                Ok(()) => cache.apply(ops),
+                Err(_) => {
+                    for op in &ops {
+                        cache.invalidate(match op {
+                            Op::Put { entry, .. } => &entry.key,
+                            Op::Delete { key, .. } => key,
+                        });
+                    }
+                }
+            }
+            result
+        })
+        .await
+        .map_err(|_| StorageError::Backend("commit: the storage task stopped".into()))?
     }
 
     async fn ping(&self) -> Result<()> {
@@ -252,6 +323,11 @@ impl Backend for SqliteBackend {
         drafts: Vec<audit::AuditDraft>,
         link: audit::Linker<'_>,
     ) -> Result<Vec<audit::AuditRow>> {
+        // With a writer thread, appends share its transactions (and
+        // fsyncs) with commits.
+        if let Some(group) = &self.group {
+            return group.audit_append(drafts, link).await;
+        }
         audit::sqlite::append(&self.writer, drafts, link).await
     }
 
@@ -282,6 +358,25 @@ impl Backend for SqliteBackend {
     ) -> Result<Vec<audit::AuditCheckpoint>> {
         audit::sqlite::checkpoints(&self.reader, after, limit).await
     }
+}
+
+/// One `BEGIN IMMEDIATE` transaction on the writer pool (in memory).
+async fn commit_with(writer: &SqlitePool, ops: &[Op]) -> Result<()> {
+    let mut tx = writer
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(|e| backend_error("commit: begin", e))?;
+    for op in ops {
+        if let Err(e) = apply(&mut tx, op).await {
+            // Rolled back on drop as well, but explicitly here so that the
+            // connection is clean before the next commit takes it.
+            if let Err(rb) = tx.rollback().await {
+                tracing::warn!(error = %crate::sql::describe(&rb), "SQLite rollback failed");
+            }
+            return Err(e);
+        }
+    }
+    tx.commit().await.map_err(|e| backend_error("commit", e))
 }
 
 /// Applies one op inside the commit's transaction, or reports the conflict.

@@ -51,7 +51,11 @@ async fn read_all_checked(backend: &dyn Backend, page: usize) -> Vec<AuditRow> {
         for r in rows {
             if let Some(last) = out.last() {
                 assert_eq!(r.seq, last.seq + 1, "sequence numbers are dense");
-                assert_eq!(r.prev_hash, last.hash, "seq {} links to its predecessor", r.seq);
+                assert_eq!(
+                    r.prev_hash, last.hash,
+                    "seq {} links to its predecessor",
+                    r.seq
+                );
             }
             assert_eq!(link(r.seq, &r.prev_hash, &draft(r.time_us, "")).mac, r.mac);
             from = r.seq + 1;
@@ -89,11 +93,26 @@ async fn contract(backend: &dyn Backend) {
 
     // Time lookups for export ranges and retention.
     use TimeBound::*;
-    assert_eq!(backend.audit_seq_at(1_500, FirstAtOrAfter).await.unwrap(), Some(1));
-    assert_eq!(backend.audit_seq_at(2_500, FirstAtOrAfter).await.unwrap(), Some(1));
-    assert_eq!(backend.audit_seq_at(3_001, FirstAtOrAfter).await.unwrap(), None);
-    assert_eq!(backend.audit_seq_at(1_500, LastAtOrBefore).await.unwrap(), Some(2));
-    assert_eq!(backend.audit_seq_at(999, LastAtOrBefore).await.unwrap(), None);
+    assert_eq!(
+        backend.audit_seq_at(1_500, FirstAtOrAfter).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        backend.audit_seq_at(2_500, FirstAtOrAfter).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        backend.audit_seq_at(3_001, FirstAtOrAfter).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        backend.audit_seq_at(1_500, LastAtOrBefore).await.unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        backend.audit_seq_at(999, LastAtOrBefore).await.unwrap(),
+        None
+    );
 
     // Checkpoints, paged by (seq, id).
     for (seq, kind) in [(3, "periodic"), (1, "anchor"), (3, "shutdown")] {
@@ -110,10 +129,20 @@ async fn contract(backend: &dyn Backend) {
             .await
             .unwrap();
     }
-    let page1 = backend.audit_checkpoints((i64::MIN, i64::MIN), 2).await.unwrap();
+    let page1 = backend
+        .audit_checkpoints((i64::MIN, i64::MIN), 2)
+        .await
+        .unwrap();
     let last = page1.last().unwrap();
-    let page2 = backend.audit_checkpoints((last.seq, last.id), 2).await.unwrap();
-    let kinds: Vec<&str> = page1.iter().chain(&page2).map(|c| c.kind.as_str()).collect();
+    let page2 = backend
+        .audit_checkpoints((last.seq, last.id), 2)
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = page1
+        .iter()
+        .chain(&page2)
+        .map(|c| c.kind.as_str())
+        .collect();
     assert_eq!(kinds, ["anchor", "periodic", "shutdown"]);
     assert_eq!(page2[0].signature, vec![2; 64]);
 
@@ -134,10 +163,16 @@ async fn contract(backend: &dyn Backend) {
 async fn many_rows(backend: &dyn Backend, total: usize) {
     let start = backend.audit_head().await.unwrap().seq;
     for chunk in 0..total / 1000 {
-        let drafts = (0..1000).map(|i| draft(i, &format!("r{chunk}-{i}"))).collect();
+        let drafts = (0..1000)
+            .map(|i| draft(i, &format!("r{chunk}-{i}")))
+            .collect();
         append(backend, drafts).await;
     }
-    let all: Vec<AuditRow> = read_all_checked(backend, 777).await.into_iter().filter(|r| r.seq > start).collect();
+    let all: Vec<AuditRow> = read_all_checked(backend, 777)
+        .await
+        .into_iter()
+        .filter(|r| r.seq > start)
+        .collect();
     assert_eq!(all.len(), total);
     assert_eq!(all.last().unwrap().seq, start + total as i64);
 }
@@ -145,7 +180,11 @@ async fn many_rows(backend: &dyn Backend, total: usize) {
 /// Several writers (tasks over one or more backends, like several server
 /// nodes) append at once; the result is one dense chain holding every row
 /// exactly once.
-async fn concurrent_appends(backends: &[Arc<dyn Backend>], tasks_per_backend: usize, rounds: usize) {
+async fn concurrent_appends(
+    backends: &[Arc<dyn Backend>],
+    tasks_per_backend: usize,
+    rounds: usize,
+) {
     let mut handles = Vec::new();
     for (b, backend) in backends.iter().enumerate() {
         for t in 0..tasks_per_backend {
@@ -153,7 +192,9 @@ async fn concurrent_appends(backends: &[Arc<dyn Backend>], tasks_per_backend: us
             handles.push(tokio::spawn(async move {
                 for r in 0..rounds {
                     let size = 1 + (b + t + r) % 4;
-                    let drafts = (0..size).map(|i| draft(0, &format!("{b}/{t}/{r}/{i}"))).collect();
+                    let drafts = (0..size)
+                        .map(|i| draft(0, &format!("{b}/{t}/{r}/{i}")))
+                        .collect();
                     let rows = backend.audit_append(drafts, &link).await.expect("append");
                     // Within one call the rows are consecutive.
                     for pair in rows.windows(2) {
@@ -168,7 +209,9 @@ async fn concurrent_appends(backends: &[Arc<dyn Backend>], tasks_per_backend: us
         h.await.unwrap();
     }
     let expected: usize = (0..backends.len())
-        .flat_map(|b| (0..tasks_per_backend).flat_map(move |t| (0..rounds).map(move |r| 1 + (b + t + r) % 4)))
+        .flat_map(|b| {
+            (0..tasks_per_backend).flat_map(move |t| (0..rounds).map(move |r| 1 + (b + t + r) % 4))
+        })
         .sum();
     let all = read_all_checked(&*backends[0], 500).await;
     assert_eq!(all.len(), expected, "every acknowledged row is stored once");
@@ -190,13 +233,23 @@ async fn sqlite_memory_audit_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_file_audit_contract_and_many_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let backend = SqliteBackend::open(&dir.path().join("zafe.db")).await.unwrap();
+    let backend = SqliteBackend::open(&dir.path().join("zafe.db"))
+        .await
+        .unwrap();
     contract(&backend).await;
     backend.close().await;
-    let backend = SqliteBackend::open(&dir.path().join("zafe.db")).await.unwrap();
-    assert_eq!(backend.audit_head().await.unwrap().seq, 4, "the head survives reopening");
+    let backend = SqliteBackend::open(&dir.path().join("zafe.db"))
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.audit_head().await.unwrap().seq,
+        4,
+        "the head survives reopening"
+    );
     let dir2 = tempfile::tempdir().unwrap();
-    let fresh = SqliteBackend::open(&dir2.path().join("zafe.db")).await.unwrap();
+    let fresh = SqliteBackend::open(&dir2.path().join("zafe.db"))
+        .await
+        .unwrap();
     many_rows(&fresh, 12_000).await;
 }
 
@@ -276,7 +329,11 @@ async fn postgres_several_nodes_append_one_chain() {
             PostgresBackend::connect(&url),
             PostgresBackend::connect(&url),
         );
-        let nodes: Vec<Arc<dyn Backend>> = vec![Arc::new(a.unwrap()), Arc::new(b.unwrap()), Arc::new(c.unwrap())];
+        let nodes: Vec<Arc<dyn Backend>> = vec![
+            Arc::new(a.unwrap()),
+            Arc::new(b.unwrap()),
+            Arc::new(c.unwrap()),
+        ];
         concurrent_appends(&nodes, 8, 15).await;
     })
     .await;
@@ -318,10 +375,18 @@ async fn postgres_audit_tables_are_append_only() {
         .execute(&mut conn)
         .await
         .unwrap_err();
-        assert!(err.to_string().contains("23505") || err.to_string().contains("unique"), "{err}");
+        assert!(
+            err.to_string().contains("23505") || err.to_string().contains("unique"),
+            "{err}"
+        );
         // The sweep's own setting does not leak out of its transaction.
         assert_eq!(backend.audit_sweep(1, 10).await.unwrap(), 1);
-        assert!(sqlx::query("DELETE FROM zafe_audit").execute(&mut conn).await.is_err());
+        assert!(
+            sqlx::query("DELETE FROM zafe_audit")
+                .execute(&mut conn)
+                .await
+                .is_err()
+        );
         assert_eq!(read_all_checked(&backend, 10).await.len(), 2);
         conn.close().await.unwrap();
         backend.close().await;
@@ -352,10 +417,18 @@ where
     let Some(admin_url) = postgres_admin_url() else {
         return;
     };
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let name = format!("zafe_audit_test_{}_{nanos}", std::process::id());
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.expect("connect");
-    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut admin).await.unwrap();
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("connect");
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .unwrap();
     let outcome = tokio::spawn(test(with_database(&admin_url, &name))).await;
     sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
         .execute(&mut admin)
@@ -373,7 +446,9 @@ fn with_database(url: &str, database: &str) -> String {
         None => (url, None),
     };
     let authority_start = base.find("://").expect("URL has a scheme") + 3;
-    let authority_end = base[authority_start..].find('/').map_or(base.len(), |i| authority_start + i);
+    let authority_end = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
     let mut out = format!("{}/{database}", &base[..authority_end]);
     if let Some(query) = query {
         out.push('?');

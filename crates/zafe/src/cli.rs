@@ -64,6 +64,10 @@ pub struct Global {
 pub enum Format {
     Table,
     Json,
+    /// JSON lines (`audit export`, `audit tail`)
+    Jsonl,
+    /// CSV (`audit export`)
+    Csv,
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,6 +102,18 @@ Examples:
   echo 'path \"secret/data/app/*\" { capabilities = [\"read\"] }' | zafe policy write app-reader -
   zafe policy delete app-reader")]
     Policy(PolicyCmd),
+
+    /// Manage service accounts: read-only, scoped machine tokens for CI
+    #[command(subcommand, name = "service-account", after_help = "\
+Examples:
+  zafe service-account create ci --scope project:myapp --cidr 10.0.0.0/8 --ttl 90d
+  zafe service-account list
+  zafe service-account read ci
+  zafe service-account token ci          Another token for the same account
+  zafe service-account revoke ci         Delete the account and all its tokens
+
+A service account can only read and list, and only inside its scopes.")]
+    ServiceAccount(ServiceAccountCmd),
 
     /// Enable, disable and list secrets engines
     #[command(subcommand, after_help = "\
@@ -177,6 +193,14 @@ Examples:
 
 Logging: ZAFE_LOG sets the level or filter (default info), ZAFE_LOG_FORMAT=json logs JSON lines.")]
     Server(ServerArgs),
+
+    /// Verify, export and follow the tamper-evident audit log
+    #[command(subcommand, after_help = "\
+Examples:
+  zafe audit verify
+  zafe audit export --format csv --since 2024-01-01T00:00:00Z -o audit.csv
+  zafe audit tail --follow")]
+    Audit(crate::audit::AuditCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -402,5 +426,52 @@ pub enum SecretsCmd {
     Disable {
         #[arg(value_name = "PATH")]
         path: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceAccountCmd {
+    /// Create a service account and print its first token (once)
+    #[command(after_help = "Examples:\n  zafe service-account create ci --scope project:myapp\n  zafe service-account create deploy --scope 'secret/data/shared/*' --cidr 203.0.113.0/24 --ttl 30d\n\nScopes: project:<slug>, or a path glob in policy syntax (read and list only).")]
+    Create {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// A scope (repeatable): project:<slug> or a path glob
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// A client network the tokens may be used from (repeatable); default anywhere
+        #[arg(long = "cidr")]
+        cidrs: Vec<String>,
+        /// Lifetime of the account, e.g. 90d, 12h
+        #[arg(long)]
+        ttl: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List service accounts
+    #[command(after_help = "Examples:\n  zafe service-account list --format json")]
+    List,
+    /// Show a service account, its scopes and its tokens' last use
+    #[command(after_help = "Examples:\n  zafe service-account read ci")]
+    Read {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Issue another token for a service account
+    #[command(after_help = "Examples:\n  zafe service-account token ci --ttl 7d")]
+    Token {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Lifetime of this token (never beyond the account's)
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Revoke one token (by accessor) or, without one, delete the account and all its tokens
+    #[command(after_help = "Examples:\n  zafe service-account revoke ci\n  zafe service-account revoke ci --accessor 3f2a...")]
+    Revoke {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(long)]
+        accessor: Option<String>,
     },
 }

@@ -7,12 +7,14 @@
 
 mod admin;
 mod approle;
+mod audit;
 mod cli;
 mod kv;
 mod login;
 mod operator;
 mod output;
 mod server_id;
+mod service_account;
 mod status;
 mod token;
 mod transit;
@@ -42,6 +44,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let out = Out::new(cli.global.format, cli.global.no_color);
     match cli.command {
         Command::Server(args) => return server(args).await,
+        Command::Audit(cmd) => {
+            let global = &cli.global;
+            return audit::run(cmd, || client(global, None), global.server_id.clone(), out).await;
+        }
         Command::Status => return status::run(&client(&cli.global, None)?, out).await,
         Command::Operator(Operator::Init {
             key_shares,
@@ -71,6 +77,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Transit(args) => return transit::run(&client(&cli.global, None)?, out, args).await,
         Command::Kv(args) => return kv::run(&client(&cli.global, None)?, out, args).await,
+        Command::ServiceAccount(cmd) => {
+            use crate::cli::ServiceAccountCmd as Sa;
+            let c = client(&cli.global, None)?;
+            match cmd {
+                Sa::Create { name, scopes, cidrs, ttl, description } => {
+                    service_account::create(&c, out, &name, &scopes, &cidrs, ttl.as_deref(), description.as_deref()).await?
+                }
+                Sa::List => service_account::list(&c, out).await?,
+                Sa::Read { name } => service_account::read(&c, out, &name).await?,
+                Sa::Token { name, ttl } => service_account::token(&c, out, &name, ttl.as_deref()).await?,
+                Sa::Revoke { name, accessor } => service_account::revoke(&c, &name, accessor.as_deref()).await?,
+            }
+        }
         Command::Secrets(cmd) => {
             let c = client(&cli.global, None)?;
             match cmd {

@@ -103,3 +103,36 @@ async fn policies_engines_rotation_and_rekey_from_the_command_line() {
     unseal(&server, &new_keys[2]).await;
     assert!(!sealed(&server).await);
 }
+
+// R-AUTH-12 end to end: a service account from the command line reads its
+// project, cannot write, and stops working when revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_accounts_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let a = addr.to_string();
+    let server = Server::start(&["server", "--dev", "--dev-root-token", "root-for-sa-test", "--listen", &a], &[], addr, dir.path().join("s.log"));
+    let cli = Cli {
+        dir: dir.path().join("client"),
+        addr: format!("http://{addr}"),
+        token: "root-for-sa-test".into(),
+    };
+    let r = call("POST", &server.url("/v1/secret/data/myapp/prod"), Some("root-for-sa-test"), Some(serde_json::json!({"data": {"DB": "pw"}}))).await;
+    assert_eq!(r.status, 200);
+    let (code, out, err) = cli.run(&["service-account", "create", "ci", "--scope", "project:myapp", "--ttl", "1h"], None);
+    assert_eq!(code, 0, "{err}");
+    let token = out.trim().to_string();
+    assert!(token.starts_with("zafe_sa_"), "{out}");
+    assert!(err.contains("shown only this once"));
+    assert_eq!(call("GET", &server.url("/v1/secret/data/myapp/prod"), Some(&token), None).await.status, 200);
+    let w = call("POST", &server.url("/v1/secret/data/myapp/prod"), Some(&token), Some(serde_json::json!({"data": {"DB": "x"}}))).await;
+    assert_eq!(w.status, 403);
+    let (code, out, _) = cli.run(&["service-account", "read", "ci"], None);
+    assert_eq!(code, 0);
+    assert!(out.contains("project:myapp") && !out.contains(&token), "{out}");
+    let (_, out, _) = cli.run(&["service-account", "list", "--format", "json"], None);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap(), serde_json::json!(["ci"]));
+    let (code, _, _) = cli.run(&["service-account", "revoke", "ci"], None);
+    assert_eq!(code, 0);
+    assert_eq!(call("GET", &server.url("/v1/secret/data/myapp/prod"), Some(&token), None).await.status, 403);
+}

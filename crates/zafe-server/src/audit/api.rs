@@ -58,15 +58,28 @@ pub async fn export(core: &Arc<Core>, req: &Request) -> Result<Reply> {
     let format = match req.query("format").unwrap_or("jsonl") {
         "jsonl" | "json" => Format::Jsonl,
         "csv" => Format::Csv,
-        other => return Err(Error::bad_request(format!("format must be jsonl or csv, not {:?}", clean_arg(other)))),
+        other => {
+            return Err(Error::bad_request(format!(
+                "format must be jsonl or csv, not {:?}",
+                clean_arg(other)
+            )));
+        }
     };
     let backend = core.audit.backend().clone();
     let from_seq = match req.query("since").filter(|s| !s.is_empty()) {
-        Some(since) => Some(seq_bound(core, since, TimeBound::FirstAtOrAfter).await?.unwrap_or(i64::MAX)),
+        Some(since) => Some(
+            seq_bound(core, since, TimeBound::FirstAtOrAfter)
+                .await?
+                .unwrap_or(i64::MAX),
+        ),
         None => None,
     };
     let to_seq = match req.query("until").filter(|s| !s.is_empty()) {
-        Some(until) => Some(seq_bound(core, until, TimeBound::LastAtOrBefore).await?.unwrap_or(i64::MIN)),
+        Some(until) => Some(
+            seq_bound(core, until, TimeBound::LastAtOrBefore)
+                .await?
+                .unwrap_or(i64::MIN),
+        ),
         None => None,
     };
     let header = ExportHeader {
@@ -90,7 +103,9 @@ pub async fn export(core: &Arc<Core>, req: &Request) -> Result<Reply> {
             Err(e) => Some((Err(Error::StorageUnavailable(e.to_string())), None)),
         }
     });
-    let body = futures_util::stream::once(async move { Ok(first.into_bytes()) }).chain(pages).boxed();
+    let body = futures_util::stream::once(async move { Ok(first.into_bytes()) })
+        .chain(pages)
+        .boxed();
     let content_type = match format {
         Format::Jsonl => "application/x-ndjson",
         Format::Csv => "text/csv; charset=utf-8",
@@ -105,8 +120,13 @@ async fn seq_bound(core: &Core, value: &str, bound: TimeBound) -> Result<Option<
         return Ok(Some(seq));
     }
     let time = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| Error::bad_request("since and until must be sequence numbers or RFC 3339 times (2024-01-31T12:00:00Z)"))?;
-    let time_us = i64::try_from(time.unix_timestamp_nanos() / 1000).map_err(|_| Error::bad_request("time out of range"))?;
+        .map_err(|_| {
+        Error::bad_request(
+            "since and until must be sequence numbers or RFC 3339 times (2024-01-31T12:00:00Z)",
+        )
+    })?;
+    let time_us = i64::try_from(time.unix_timestamp_nanos() / 1000)
+        .map_err(|_| Error::bad_request("time out of range"))?;
     core.audit
         .backend()
         .audit_seq_at(time_us, bound)
@@ -121,7 +141,9 @@ fn render(items: &[Item], format: Format) -> String {
             (Item::Row(row), Format::Jsonl) => {
                 match EntryLine::from_row(row) {
                     Some(line) => out.push_str(&Line::Entry(Box::new(line)).to_json()),
-                    None => out.push_str(&json!({ "type": "unreadable", "seq": row.seq }).to_string()),
+                    None => {
+                        out.push_str(&json!({ "type": "unreadable", "seq": row.seq }).to_string())
+                    }
                 }
                 out.push('\n');
             }
@@ -170,7 +192,11 @@ fn render(items: &[Item], format: Format) -> String {
 /// `-`, `@`, tab, carriage return first) gets a leading `'`; cells with
 /// separators, quotes or line breaks are quoted (RFC 4180).
 pub fn csv_cell(value: &str) -> String {
-    let neutral = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{value}") } else { value.to_string() };
+    let neutral = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{value}")
+    } else {
+        value.to_string()
+    };
     if neutral.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", neutral.replace('"', "\"\""))
     } else {
@@ -186,22 +212,38 @@ pub async fn verify(core: &Arc<Core>, req: &Request) -> Result<Reply> {
         "public_key": b64(&core.audit.public_key()),
         "report": report,
     });
-    Ok(Reply::Json(StatusCode::OK, crate::engine::envelope(&req.request_id, Some(data), None, None)))
+    Ok(Reply::Json(
+        StatusCode::OK,
+        crate::engine::envelope(&req.request_id, Some(data), None, None),
+    ))
 }
 
 /// `sys/audit-log/checkpoints`.
 pub async fn checkpoints(core: &Arc<Core>, req: &Request) -> Result<Reply> {
     if req.operation == Operation::Write {
-        let cp = core.audit.checkpoint("manual").await.map_err(Error::AuditUnavailable)?;
+        let cp = core
+            .audit
+            .checkpoint("manual")
+            .await
+            .map_err(Error::AuditUnavailable)?;
         let data = json!({ "checkpoint": cp.as_ref().map(CheckpointLine::new) });
-        return Ok(Reply::Json(StatusCode::OK, crate::engine::envelope(&req.request_id, Some(data), None, None)));
+        return Ok(Reply::Json(
+            StatusCode::OK,
+            crate::engine::envelope(&req.request_id, Some(data), None, None),
+        ));
     }
     let after = match req.query("after") {
-        Some(a) => a.parse::<i64>().map_err(|_| Error::bad_request("after must be a sequence number"))?,
+        Some(a) => a
+            .parse::<i64>()
+            .map_err(|_| Error::bad_request("after must be a sequence number"))?,
         None => i64::MIN,
     };
     let limit = match req.query("limit") {
-        Some(l) => l.parse::<usize>().ok().filter(|l| (1..=1000).contains(l)).ok_or_else(|| Error::bad_request("limit must be 1 to 1000"))?,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| Error::bad_request("limit must be 1 to 1000"))?,
         None => 100,
     };
     let list = core
@@ -210,13 +252,26 @@ pub async fn checkpoints(core: &Arc<Core>, req: &Request) -> Result<Reply> {
         .audit_checkpoints((after, i64::MAX), limit)
         .await
         .map_err(|e| Error::StorageUnavailable(e.to_string()))?;
-    let lines: Vec<Value> = list.iter().map(|cp| serde_json::to_value(CheckpointLine::new(cp)).expect("serialisable")).collect();
+    let lines: Vec<Value> = list
+        .iter()
+        .map(|cp| serde_json::to_value(CheckpointLine::new(cp)).expect("serialisable"))
+        .collect();
+    let head = core
+        .audit
+        .backend()
+        .audit_head()
+        .await
+        .map_err(|e| Error::StorageUnavailable(e.to_string()))?;
     let data = json!({
         "server_id": core.identity.server_id(),
         "public_key": b64(&core.audit.public_key()),
+        "head_seq": head.seq,
         "checkpoints": lines,
     });
-    Ok(Reply::Json(StatusCode::OK, crate::engine::envelope(&req.request_id, Some(data), None, None)))
+    Ok(Reply::Json(
+        StatusCode::OK,
+        crate::engine::envelope(&req.request_id, Some(data), None, None),
+    ))
 }
 
 /// A query argument, shortened and without control characters, for an

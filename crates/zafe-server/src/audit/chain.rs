@@ -127,16 +127,30 @@ pub fn entry_mac(chain_key: &SecretKey, hash: &[u8]) -> [u8; 32] {
 
 /// `hmac-sha256:<hex>` of a correlatable identifier.
 pub fn field_hmac(field_key: &SecretKey, value: &str) -> String {
-    format!("{HMAC_PREFIX}{}", hex::encode(hmac_sha256(field_key, value.as_bytes())))
+    format!(
+        "{HMAC_PREFIX}{}",
+        hex::encode(hmac_sha256(field_key, value.as_bytes()))
+    )
 }
 
 /// The signed message of a checkpoint.
-fn checkpoint_fields<'a>(kind: &'a str, seq: &'a [u8; 8], hash: &'a [u8], time: &'a [u8; 8]) -> [&'a [u8]; 4] {
+fn checkpoint_fields<'a>(
+    kind: &'a str,
+    seq: &'a [u8; 8],
+    hash: &'a [u8],
+    time: &'a [u8; 8],
+) -> [&'a [u8]; 4] {
     [kind.as_bytes(), seq, hash, time]
 }
 
 /// Signs `(kind, seq, hash, time_us)` with the server's identity key.
-pub fn sign_checkpoint(identity: &IdentityKey, kind: &str, seq: i64, hash: &[u8], time_us: i64) -> AuditCheckpoint {
+pub fn sign_checkpoint(
+    identity: &IdentityKey,
+    kind: &str,
+    seq: i64,
+    hash: &[u8],
+    time_us: i64,
+) -> AuditCheckpoint {
     let (s, t) = (seq.to_be_bytes(), time_us.to_be_bytes());
     let signature = identity.sign_fields(CHECKPOINT_DOMAIN, &checkpoint_fields(kind, &s, hash, &t));
     AuditCheckpoint {
@@ -157,7 +171,12 @@ pub fn checkpoint_signed_by(cp: &AuditCheckpoint, public_key: &[u8; 32]) -> bool
     };
     let (s, t) = (cp.seq.to_be_bytes(), cp.time_us.to_be_bytes());
     cp.public_key.as_slice() == public_key.as_slice()
-        && zafe_core::identity::verify_fields(public_key, CHECKPOINT_DOMAIN, &checkpoint_fields(&cp.kind, &s, &cp.hash, &t), &signature)
+        && zafe_core::identity::verify_fields(
+            public_key,
+            CHECKPOINT_DOMAIN,
+            &checkpoint_fields(&cp.kind, &s, &cp.hash, &t),
+            &signature,
+        )
 }
 
 /// RFC 3339 in UTC, for people; derived from `time_us` and checked against
@@ -165,12 +184,24 @@ pub fn checkpoint_signed_by(cp: &AuditCheckpoint, public_key: &[u8; 32]) -> bool
 pub fn render_time(time_us: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(time_us) * 1000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
 pub fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A 32-byte public key from standard base64.
+pub fn public_key_from_b64(text: &str) -> Option<[u8; 32]> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()?
+        .try_into()
+        .ok()
 }
 
 // ---- Export and file-sink lines -----------------------------------------
@@ -240,7 +271,13 @@ impl EntryLine {
     /// From a stored row; `None` if its body is not an [`Event`].
     pub fn from_row(row: &AuditRow) -> Option<Self> {
         let event: Event = serde_json::from_slice(&row.body).ok()?;
-        Some(Self::new(row.seq, event, &row.prev_hash, &row.hash, &row.mac))
+        Some(Self::new(
+            row.seq,
+            event,
+            &row.prev_hash,
+            &row.hash,
+            &row.mac,
+        ))
     }
 
     pub fn event(&self) -> Event {
@@ -330,7 +367,8 @@ impl Line {
     /// Parses one line. Unknown types and unknown fields are errors: a line
     /// that says more than the chain covers must not pass as verified.
     pub fn parse(text: &str) -> Result<Line, String> {
-        let mut value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON (column {})", e.column()))?;
+        let mut value: Value =
+            serde_json::from_str(text).map_err(|e| format!("not JSON (column {})", e.column()))?;
         let Some(map) = value.as_object_mut() else {
             return Err("not a JSON object".into());
         };
@@ -338,7 +376,8 @@ impl Line {
             Some(Value::String(kind)) => kind,
             _ => return Err("no \"type\"".into()),
         };
-        let bad = |e: serde_json::Error| format!("malformed {kind} line: {}", first_line(&e.to_string()));
+        let bad =
+            |e: serde_json::Error| format!("malformed {kind} line: {}", first_line(&e.to_string()));
         Ok(match kind.as_str() {
             "export" => Line::Header(serde_json::from_value(value).map_err(bad)?),
             "entry" => Line::Entry(Box::new(serde_json::from_value(value).map_err(bad)?)),
@@ -393,6 +432,8 @@ pub struct Verifier {
     /// The hashes of the most recent entries, for checkpoints that arrive
     /// shortly after their entry.
     recent: VecDeque<(i64, Vec<u8>)>,
+    /// An export that was asked to stop here: nothing after it is expected.
+    until: Option<i64>,
     done: bool,
 }
 
@@ -403,7 +444,11 @@ impl Verifier {
     /// `chain_key` checks MACs (server only); `public_key` is the identity
     /// key checkpoints must be signed with. `allow_partial_start` accepts a
     /// first entry whose predecessor is not anchored (an export of a range).
-    pub fn new(chain_key: Option<SecretKey>, public_key: [u8; 32], allow_partial_start: bool) -> Self {
+    pub fn new(
+        chain_key: Option<SecretKey>,
+        public_key: [u8; 32],
+        allow_partial_start: bool,
+    ) -> Self {
         Self {
             report: Report {
                 macs_checked: chain_key.is_some(),
@@ -416,6 +461,7 @@ impl Verifier {
             anchor: None,
             pending: BTreeMap::new(),
             recent: VecDeque::with_capacity(RECENT),
+            until: None,
             done: false,
         }
     }
@@ -448,12 +494,22 @@ impl Verifier {
                 if h.from_seq.is_some() {
                     self.allow_partial_start = true;
                 }
+                self.until = h.to_seq;
             }
             Line::Entry(e) => self.entry_line(e),
             Line::Checkpoint(c) => match c.checkpoint() {
                 Some(cp) if c.time == render_time(c.time_us) => self.checkpoint(cp),
-                Some(_) => self.fail(c.seq, format!("the checkpoint at seq {} shows a time its signature does not cover", c.seq)),
-                None => self.fail(c.seq, format!("the checkpoint at seq {} is malformed", c.seq)),
+                Some(_) => self.fail(
+                    c.seq,
+                    format!(
+                        "the checkpoint at seq {} shows a time its signature does not cover",
+                        c.seq
+                    ),
+                ),
+                None => self.fail(
+                    c.seq,
+                    format!("the checkpoint at seq {} is malformed", c.seq),
+                ),
             },
         }
     }
@@ -461,19 +517,34 @@ impl Verifier {
     /// A line that did not parse, after `self.last`.
     pub fn malformed(&mut self, what: &str) {
         let seq = self.next_seq();
-        self.fail(seq, format!("a line after seq {} is malformed: {what}", seq - 1));
+        self.fail(
+            seq,
+            format!("a line after seq {} is malformed: {what}", seq - 1),
+        );
     }
 
     fn next_seq(&self) -> i64 {
-        self.last.as_ref().map_or(self.anchor.as_ref().map_or(1, |a| a.0 + 1), |l| l.0 + 1)
+        self.last
+            .as_ref()
+            .map_or(self.anchor.as_ref().map_or(1, |a| a.0 + 1), |l| l.0 + 1)
     }
 
     fn entry_line(&mut self, e: &EntryLine) {
-        let (Ok(prev), Ok(hash), Ok(mac)) = (hex::decode(&e.prev_hash), hex::decode(&e.hash), hex::decode(&e.mac)) else {
+        let (Ok(prev), Ok(hash), Ok(mac)) = (
+            hex::decode(&e.prev_hash),
+            hex::decode(&e.hash),
+            hex::decode(&e.mac),
+        ) else {
             return self.fail(e.seq, format!("entry {} has malformed hashes", e.seq));
         };
         if e.time != render_time(e.time_us) {
-            return self.fail(e.seq, format!("entry {} shows a time its hash does not cover (altered)", e.seq));
+            return self.fail(
+                e.seq,
+                format!(
+                    "entry {} shows a time its hash does not cover (altered)",
+                    e.seq
+                ),
+            );
         }
         self.entry(e.seq, &e.event(), &prev, &hash, &mac);
     }
@@ -481,70 +552,116 @@ impl Verifier {
     /// Feeds a stored row.
     pub fn row(&mut self, row: &AuditRow) {
         match serde_json::from_slice::<Event>(&row.body) {
-            Ok(event) if event.time_us == row.time_us => self.entry(row.seq, &event, &row.prev_hash, &row.hash, &row.mac),
-            Ok(_) => self.fail(row.seq, format!("entry {}'s time column does not match its content (altered)", row.seq)),
-            Err(_) => self.fail(row.seq, format!("entry {}'s content is not an audit event (altered)", row.seq)),
+            Ok(event) if event.time_us == row.time_us => {
+                self.entry(row.seq, &event, &row.prev_hash, &row.hash, &row.mac)
+            }
+            Ok(_) => self.fail(
+                row.seq,
+                format!(
+                    "entry {}'s time column does not match its content (altered)",
+                    row.seq
+                ),
+            ),
+            Err(_) => self.fail(
+                row.seq,
+                format!(
+                    "entry {}'s content is not an audit event (altered)",
+                    row.seq
+                ),
+            ),
         }
     }
 
-    /// Feeds one entry.
+    /// Feeds one entry. Checked in this order, so that the first bad entry
+    /// is the one named: its place in the sequence, its own hash (which
+    /// covers its sequence number, content and predecessor), its MAC, and
+    /// only then its link to the entry before it.
     pub fn entry(&mut self, seq: i64, event: &Event, prev_hash: &[u8], hash: &[u8], mac: &[u8]) {
         if self.done {
             return;
         }
-        match &self.last {
+        if let Some((last_seq, _)) = &self.last {
+            let (last_seq, expected) = (*last_seq, last_seq + 1);
+            if seq > expected {
+                let missing = if seq - 1 == expected {
+                    format!("entry {expected} is")
+                } else {
+                    format!("entries {expected}..={} are", seq - 1)
+                };
+                return self.fail(expected, format!("{missing} missing"));
+            }
+            if seq < expected {
+                return self.fail(
+                    seq,
+                    format!("entry {seq} is out of order or repeated (after entry {last_seq})"),
+                );
+            }
+        }
+        let computed = entry_hash(seq, event, prev_hash);
+        if !constant_time_eq(&computed, hash) {
+            return self.fail(
+                seq,
+                format!("entry {seq} was altered: its content does not match its hash"),
+            );
+        }
+        if let Some(key) = &self.chain_key
+            && !constant_time_eq(&entry_mac(key, hash), mac)
+        {
+            return self.fail(seq, format!("entry {seq} has an invalid MAC: it was not written by this server (forged or rewritten)"));
+        }
+        match self.last.clone() {
             None => {
                 self.report.first_seq = Some(seq);
+                // Remembered checkpoints of entries swept since.
+                self.pending.retain(|s, _| *s >= seq);
                 if seq == 1 {
                     if prev_hash != GENESIS_HASH {
-                        return self.fail(1, "entry 1 does not start the chain (its predecessor is not genesis)".into());
+                        return self.fail(
+                            1,
+                            "entry 1 does not start the chain (its predecessor is not genesis)"
+                                .into(),
+                        );
                     }
                 } else if let Some((anchor_seq, anchor_hash)) = self.anchor.clone() {
                     if anchor_seq == seq - 1 {
                         if !constant_time_eq(&anchor_hash, prev_hash) {
                             return self.fail(seq, format!("entry {seq} does not follow the signed anchor at seq {anchor_seq}"));
                         }
-                    } else if anchor_seq < seq - 1 && !self.allow_partial_start {
+                    } else if anchor_seq >= seq {
+                        return self.fail(
+                            seq,
+                            format!(
+                                "entry {seq} comes before the signed anchor at seq {anchor_seq}"
+                            ),
+                        );
+                    } else if self.allow_partial_start {
+                        self.report.partial = true;
+                    } else {
                         return self.fail(
                             anchor_seq + 1,
                             format!("entries {}..={} are missing (after the signed anchor at seq {anchor_seq})", anchor_seq + 1, seq - 1),
                         );
-                    } else if anchor_seq >= seq {
-                        return self.fail(seq, format!("entry {seq} comes before the signed anchor at seq {anchor_seq}"));
-                    } else {
-                        self.report.partial = true;
                     }
                 } else if self.allow_partial_start {
                     self.report.partial = true;
                 } else {
-                    return self.fail(1, format!("entries 1..={} are missing and no signed anchor covers them", seq - 1));
-                }
-            }
-            Some((last_seq, last_hash)) => {
-                let (last_seq, expected) = (*last_seq, last_seq + 1);
-                if seq > expected {
-                    let missing = if seq - 1 == expected { format!("entry {expected} is") } else { format!("entries {expected}..={} are", seq - 1) };
-                    return self.fail(expected, format!("{missing} missing"));
-                }
-                if seq < expected {
-                    return self.fail(seq, format!("entry {seq} is out of order or repeated (after entry {last_seq})"));
-                }
-                if !constant_time_eq(last_hash, prev_hash) {
                     return self.fail(
-                        last_seq,
-                        format!("entry {seq} does not follow entry {last_seq}: one of them was altered, or an entry was inserted"),
+                        1,
+                        format!(
+                            "entries 1..={} are missing and no signed anchor covers them",
+                            seq - 1
+                        ),
                     );
                 }
             }
-        }
-        let computed = entry_hash(seq, event, prev_hash);
-        if !constant_time_eq(&computed, hash) {
-            return self.fail(seq, format!("entry {seq} was altered: its content does not match its hash"));
-        }
-        if let Some(key) = &self.chain_key
-            && !constant_time_eq(&entry_mac(key, hash), mac)
-        {
-            return self.fail(seq, format!("entry {seq} has an invalid MAC: it was not written by this server (rewritten)"));
+            Some((last_seq, last_hash)) => {
+                if !constant_time_eq(&last_hash, prev_hash) {
+                    return self.fail(
+                        last_seq,
+                        format!("entry {seq} does not follow entry {last_seq}: entry {last_seq} was rewritten, or an entry was inserted or removed"),
+                    );
+                }
+            }
         }
         self.report.entries += 1;
         self.report.last_seq = Some(seq);
@@ -560,6 +677,26 @@ impl Verifier {
         }
     }
 
+    /// A checkpoint the auditor kept from an earlier verification (or the
+    /// server from its last signing): the log must still hold that entry
+    /// with that hash, so removing the newest entries together with their
+    /// checkpoints is caught too. Feed it before the entries.
+    pub fn remember(&mut self, cp: AuditCheckpoint) {
+        if self.done {
+            return;
+        }
+        if !checkpoint_signed_by(&cp, &self.public_key) {
+            return self.fail(
+                cp.seq,
+                format!(
+                    "the remembered checkpoint at seq {} is not signed by this key",
+                    cp.seq
+                ),
+            );
+        }
+        self.pending.entry(cp.seq).or_default().push(cp);
+    }
+
     /// Feeds a checkpoint (anywhere in the stream; normally right after the
     /// entry it names).
     pub fn checkpoint(&mut self, cp: AuditCheckpoint) {
@@ -567,8 +704,15 @@ impl Verifier {
             return;
         }
         if !checkpoint_signed_by(&cp, &self.public_key) {
-            let why = if cp.public_key.as_slice() == self.public_key.as_slice() { "an invalid signature" } else { "another key's signature" };
-            return self.fail(cp.seq, format!("the checkpoint at seq {} has {why}", cp.seq));
+            let why = if cp.public_key.as_slice() == self.public_key.as_slice() {
+                "an invalid signature"
+            } else {
+                "another key's signature"
+            };
+            return self.fail(
+                cp.seq,
+                format!("the checkpoint at seq {} has {why}", cp.seq),
+            );
         }
         match &self.last {
             None => {
@@ -588,17 +732,28 @@ impl Verifier {
                 }
                 self.pending.entry(cp.seq).or_default().push(cp);
             }
-            Some(_) => match self.recent.iter().find(|(s, _)| *s == cp.seq).map(|(_, h)| h.clone()) {
+            Some(_) => match self
+                .recent
+                .iter()
+                .find(|(s, _)| *s == cp.seq)
+                .map(|(_, h)| h.clone())
+            {
                 Some(hash) => self.match_checkpoint(&cp, &hash),
                 None if self.report.first_seq.is_some_and(|f| cp.seq < f) => {}
-                None => self.fail(cp.seq, format!("the checkpoint at seq {} is out of order", cp.seq)),
+                None => self.fail(
+                    cp.seq,
+                    format!("the checkpoint at seq {} is out of order", cp.seq),
+                ),
             },
         }
     }
 
     fn match_checkpoint(&mut self, cp: &AuditCheckpoint, hash: &[u8]) {
         if !constant_time_eq(&cp.hash, hash) {
-            let since = self.report.last_checkpoint_seq.map_or(self.report.first_seq.unwrap_or(1), |s| s + 1);
+            let since = self
+                .report
+                .last_checkpoint_seq
+                .map_or(self.report.first_seq.unwrap_or(1), |s| s + 1);
             return self.fail(
                 since.min(cp.seq),
                 format!("the chain up to seq {} does not match its signed checkpoint: entries {since}..={} were rewritten", cp.seq, cp.seq),
@@ -613,6 +768,9 @@ impl Verifier {
     /// Ends the stream: checkpoints beyond the last entry mean the newest
     /// entries were removed.
     pub fn finish(mut self) -> Report {
+        if let Some(until) = self.until {
+            self.pending.retain(|s, _| *s <= until);
+        }
         if !self.done
             && let Some((&seq, _)) = self.pending.iter().next_back()
         {
@@ -705,12 +863,24 @@ mod tests {
         let key = SecretKey::generate();
         let id = IdentityKey::generate();
         let entries = chain(&key, 10);
-        let mut lines: Vec<Line> = entries.iter().cloned().map(|e| Line::Entry(Box::new(e))).collect();
+        let mut lines: Vec<Line> = entries
+            .iter()
+            .cloned()
+            .map(|e| Line::Entry(Box::new(e)))
+            .collect();
         let h5 = hex::decode(&entries[4].hash).unwrap();
-        lines.insert(5, Line::Checkpoint(CheckpointLine::new(&sign_checkpoint(&id, "periodic", 5, &h5, 9))));
+        lines.insert(
+            5,
+            Line::Checkpoint(CheckpointLine::new(&sign_checkpoint(
+                &id, "periodic", 5, &h5, 9,
+            ))),
+        );
         let r = verify(Some(&key), id.public_key(), &lines);
         assert!(r.ok, "{r:?}");
-        assert_eq!((r.entries, r.checkpoints, r.last_checkpoint_seq), (10, 1, Some(5)));
+        assert_eq!(
+            (r.entries, r.checkpoints, r.last_checkpoint_seq),
+            (10, 1, Some(5))
+        );
         // Offline, without the chain key.
         assert!(verify(None, id.public_key(), &lines).ok);
         // Another key's checkpoints do not count.
@@ -725,28 +895,46 @@ mod tests {
         let id = IdentityKey::generate();
         let entries = chain(&key, 8);
         let h8 = hex::decode(&entries[7].hash).unwrap();
-        let cp = Line::Checkpoint(CheckpointLine::new(&sign_checkpoint(&id, "periodic", 8, &h8, 9)));
+        let cp = Line::Checkpoint(CheckpointLine::new(&sign_checkpoint(
+            &id, "periodic", 8, &h8, 9,
+        )));
         let as_lines = |es: &[EntryLine]| -> Vec<Line> {
-            let mut l: Vec<Line> = es.iter().cloned().map(|e| Line::Entry(Box::new(e))).collect();
+            let mut l: Vec<Line> = es
+                .iter()
+                .cloned()
+                .map(|e| Line::Entry(Box::new(e)))
+                .collect();
             l.push(cp.clone());
             l
         };
         // Edit.
         let mut edited = entries.clone();
         edited[2].status = 403;
-        assert_eq!(verify(None, id.public_key(), &as_lines(&edited)).first_bad_seq, Some(3));
+        assert_eq!(
+            verify(None, id.public_key(), &as_lines(&edited)).first_bad_seq,
+            Some(3)
+        );
         // The displayed time alone.
         let mut edited = entries.clone();
         edited[3].time = "2001-01-01T00:00:00Z".into();
-        assert_eq!(verify(None, id.public_key(), &as_lines(&edited)).first_bad_seq, Some(4));
+        assert_eq!(
+            verify(None, id.public_key(), &as_lines(&edited)).first_bad_seq,
+            Some(4)
+        );
         // Deletion.
         let mut deleted = entries.clone();
         deleted.remove(4);
-        assert_eq!(verify(None, id.public_key(), &as_lines(&deleted)).first_bad_seq, Some(5));
+        assert_eq!(
+            verify(None, id.public_key(), &as_lines(&deleted)).first_bad_seq,
+            Some(5)
+        );
         // Reordering.
         let mut swapped = entries.clone();
         swapped.swap(5, 6);
-        assert_eq!(verify(None, id.public_key(), &as_lines(&swapped)).first_bad_seq, Some(6));
+        assert_eq!(
+            verify(None, id.public_key(), &as_lines(&swapped)).first_bad_seq,
+            Some(6)
+        );
         // Truncation of the newest entries, up to the checkpoint.
         let r = verify(None, id.public_key(), &as_lines(&entries[..6]));
         assert_eq!(r.first_bad_seq, Some(7), "{r:?}");
@@ -761,18 +949,68 @@ mod tests {
             e.hash = hex::encode(h);
             prev = h.to_vec();
         }
-        assert_eq!(verify(Some(&key), id.public_key(), &as_lines(&rewritten)).first_bad_seq, Some(3));
+        assert_eq!(
+            verify(Some(&key), id.public_key(), &as_lines(&rewritten)).first_bad_seq,
+            Some(3)
+        );
         let r = verify(None, id.public_key(), &as_lines(&rewritten));
         assert!(!r.ok && r.first_bad_seq.is_some_and(|s| s <= 3), "{r:?}");
         // Insertion of a forged entry 9 after the end is fine only if it is
         // genuinely chained; a copy of entry 8 is a repeat.
         let mut inserted = entries.clone();
         inserted.insert(5, entries[4].clone());
-        assert_eq!(verify(None, id.public_key(), &as_lines(&inserted)).first_bad_seq, Some(5));
+        assert_eq!(
+            verify(None, id.public_key(), &as_lines(&inserted)).first_bad_seq,
+            Some(5)
+        );
         // Unknown fields are refused, not ignored.
         let mut text = Line::Entry(Box::new(entries[0].clone())).to_json();
         text.insert_str(1, "\"note\":\"all fine\",");
         assert!(Line::parse(&text).is_err());
+    }
+
+    // Removing the newest entries together with their checkpoint lines is
+    // invisible in the file alone, and caught with a checkpoint remembered
+    // from an earlier verification.
+    #[test]
+    fn a_remembered_checkpoint_catches_truncation_of_everything_after_it() {
+        let key = SecretKey::generate();
+        let id = IdentityKey::generate();
+        let entries = chain(&key, 9);
+        let h7 = hex::decode(&entries[6].hash).unwrap();
+        let cp = sign_checkpoint(&id, "periodic", 7, &h7, 5);
+        let cut: Vec<Line> = entries[..5]
+            .iter()
+            .cloned()
+            .map(|e| Line::Entry(Box::new(e)))
+            .collect();
+        assert!(
+            verify(None, id.public_key(), &cut).ok,
+            "nothing in the file shows it"
+        );
+        let mut v = Verifier::new(None, id.public_key(), false);
+        v.remember(cp.clone());
+        cut.iter().for_each(|l| v.line(l));
+        let r = v.finish();
+        assert_eq!(r.first_bad_seq, Some(6), "{r:?}");
+        // The whole log still verifies with it.
+        let mut v = Verifier::new(None, id.public_key(), false);
+        v.remember(cp);
+        entries
+            .iter()
+            .for_each(|e| v.line(&Line::Entry(Box::new(e.clone()))));
+        let r = v.finish();
+        assert!(r.ok && r.checkpoints == 1, "{r:?}");
+        // A forged one is refused.
+        let mut v = Verifier::new(None, id.public_key(), false);
+        v.remember(sign_checkpoint(
+            &IdentityKey::generate(),
+            "periodic",
+            7,
+            &h7,
+            5,
+        ));
+        assert!(!v.finish().ok);
     }
 
     #[test]
@@ -781,16 +1019,31 @@ mod tests {
         let id = IdentityKey::generate();
         let entries = chain(&key, 6);
         let h3 = hex::decode(&entries[2].hash).unwrap();
-        let anchor = Line::Checkpoint(CheckpointLine::new(&sign_checkpoint(&id, "anchor", 3, &h3, 1)));
+        let anchor = Line::Checkpoint(CheckpointLine::new(&sign_checkpoint(
+            &id, "anchor", 3, &h3, 1,
+        )));
         let mut lines = vec![anchor.clone()];
-        lines.extend(entries[3..].iter().cloned().map(|e| Line::Entry(Box::new(e))));
+        lines.extend(
+            entries[3..]
+                .iter()
+                .cloned()
+                .map(|e| Line::Entry(Box::new(e))),
+        );
         let r = verify(Some(&key), id.public_key(), &lines);
         assert!(r.ok && !r.partial, "{r:?}");
         // Without the anchor, the missing start is named.
-        assert_eq!(verify(None, id.public_key(), &lines[1..]).first_bad_seq, Some(1));
+        assert_eq!(
+            verify(None, id.public_key(), &lines[1..]).first_bad_seq,
+            Some(1)
+        );
         // Deleting more than was swept is named too.
         let mut more = vec![anchor];
-        more.extend(entries[4..].iter().cloned().map(|e| Line::Entry(Box::new(e))));
+        more.extend(
+            entries[4..]
+                .iter()
+                .cloned()
+                .map(|e| Line::Entry(Box::new(e))),
+        );
         assert_eq!(verify(None, id.public_key(), &more).first_bad_seq, Some(4));
     }
 }

@@ -55,7 +55,10 @@ impl FileSink {
         let mut file = options.open(&self.path).map_err(|e| self.error(&e))?;
         let meta = file.metadata().map_err(|e| self.error(&e))?;
         if !meta.is_file() {
-            return Err(format!("the audit file {} is not a regular file", self.path.display()));
+            return Err(format!(
+                "the audit file {} is not a regular file",
+                self.path.display()
+            ));
         }
         #[cfg(unix)]
         {
@@ -90,8 +93,14 @@ impl FileSink {
         format!("cannot write the audit file {}: {e}", self.path.display())
     }
 
-    fn finish(&mut self, file: &mut std::fs::File, text: &str, last: Option<i64>) -> Result<(), String> {
-        file.write_all(text.as_bytes()).map_err(|e| self.error(&e))?;
+    fn finish(
+        &mut self,
+        file: &mut std::fs::File,
+        text: &str,
+        last: Option<i64>,
+    ) -> Result<(), String> {
+        file.write_all(text.as_bytes())
+            .map_err(|e| self.error(&e))?;
         if self.fsync == FileFsync::EveryBatch {
             file.sync_data().map_err(|e| self.error(&e))?;
         }
@@ -123,7 +132,10 @@ impl FileSink {
                 // Sign that entry's hash only after checking it is ours.
                 let hash = verified_hash(backend, keys, first.seq - 1).await?;
                 if hash != first.prev_hash {
-                    return Err(format!("the audit chain does not link at seq {}", first.seq));
+                    return Err(format!(
+                        "the audit chain does not link at seq {}",
+                        first.seq
+                    ));
                 }
                 let cp = sign_checkpoint(identity, "file-start", first.seq - 1, &hash, now_us());
                 text.push_str(&Line::Checkpoint(CheckpointLine::new(&cp)).to_json());
@@ -132,7 +144,8 @@ impl FileSink {
             Some(last) if last + 1 < first.seq => {
                 // Rows from other nodes, or from a batch whose file write
                 // failed: copy them, in pages.
-                self.copy_rows(backend, &mut file, last + 1, first.seq - 1).await?;
+                self.copy_rows(backend, &mut file, last + 1, first.seq - 1)
+                    .await?;
                 written = Some(first.seq - 1);
             }
             _ => {}
@@ -145,10 +158,19 @@ impl FileSink {
     }
 
     /// Appends the rows `from..=to` from the database.
-    async fn copy_rows(&mut self, backend: &dyn Backend, file: &mut std::fs::File, from: i64, to: i64) -> Result<(), String> {
+    async fn copy_rows(
+        &mut self,
+        backend: &dyn Backend,
+        file: &mut std::fs::File,
+        from: i64,
+        to: i64,
+    ) -> Result<(), String> {
         let mut next = from;
         while next <= to {
-            let rows = backend.audit_read(next, PAGE).await.map_err(|e| e.to_string())?;
+            let rows = backend
+                .audit_read(next, PAGE)
+                .await
+                .map_err(|e| e.to_string())?;
             let mut text = String::new();
             let mut last = None;
             for row in rows.iter().take_while(|r| r.seq <= to) {
@@ -158,7 +180,8 @@ impl FileSink {
             let Some(last) = last else {
                 break;
             };
-            file.write_all(text.as_bytes()).map_err(|e| self.error(&e))?;
+            file.write_all(text.as_bytes())
+                .map_err(|e| self.error(&e))?;
             if let Some((_, known_last)) = &mut self.known {
                 *known_last = Some(last);
             }
@@ -169,12 +192,18 @@ impl FileSink {
 
     /// Brings the file up to the database's head; returns the sequence
     /// number a checkpoint written to this file should sign.
-    pub(crate) async fn catch_up(&mut self, backend: &dyn Backend, identity: &IdentityKey, keys: &AuditKeys) -> Result<Option<i64>, String> {
+    pub(crate) async fn catch_up(
+        &mut self,
+        backend: &dyn Backend,
+        identity: &IdentityKey,
+        keys: &AuditKeys,
+    ) -> Result<Option<i64>, String> {
         let head = backend.audit_head().await.map_err(|e| e.to_string())?;
         let (mut file, last) = self.file()?;
         match last {
             Some(last) if last < head.seq => {
-                self.copy_rows(backend, &mut file, last + 1, head.seq).await?;
+                self.copy_rows(backend, &mut file, last + 1, head.seq)
+                    .await?;
                 self.finish(&mut file, "", Some(head.seq))?;
                 Ok(Some(head.seq))
             }
@@ -203,7 +232,9 @@ fn push_row(text: &mut String, row: &AuditRow) {
     match EntryLine::from_row(row) {
         Some(line) => text.push_str(&Line::Entry(Box::new(line)).to_json()),
         // Not an event: copy what there is, and let verification say so.
-        None => text.push_str(&serde_json::json!({ "type": "unreadable", "seq": row.seq }).to_string()),
+        None => {
+            text.push_str(&serde_json::json!({ "type": "unreadable", "seq": row.seq }).to_string())
+        }
     }
     text.push('\n');
 }
@@ -231,17 +262,30 @@ fn last_entry_seq(file: &mut std::fs::File) -> std::io::Result<Option<i64>> {
                 window = window.saturating_mul(4);
                 continue;
             }
-            tracing::warn!(cut = len - new_len, "cutting a partial last line off the audit file");
+            tracing::warn!(
+                cut = len - new_len,
+                "cutting a partial last line off the audit file"
+            );
             file.set_len(new_len)?;
             return last_entry_seq(file);
         }
         // Complete lines only from here; the first may be cut by the window.
-        let complete = if start == 0 { &tail[..] } else { &tail[tail.iter().position(|&b| b == b'\n').map_or(tail.len(), |i| i + 1)..] };
+        let complete = if start == 0 {
+            &tail[..]
+        } else {
+            &tail[tail
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(tail.len(), |i| i + 1)..]
+        };
         for line in complete.split(|&b| b == b'\n').rev() {
             if line.is_empty() {
                 continue;
             }
-            if let Ok(Line::Entry(e)) = std::str::from_utf8(line).map_err(|_| ()).and_then(|l| Line::parse(l).map_err(|_| ())) {
+            if let Ok(Line::Entry(e)) = std::str::from_utf8(line)
+                .map_err(|_| ())
+                .and_then(|l| Line::parse(l).map_err(|_| ()))
+            {
                 return Ok(Some(e.seq));
             }
             if let Ok(value) = serde_json::from_slice::<serde_json::Value>(line)

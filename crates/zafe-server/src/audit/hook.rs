@@ -69,19 +69,29 @@ const MAX_ERROR_BODY: u64 = 64 * 1024;
 impl Pending {
     /// Notes the request before it runs. The audit keys are the ones the
     /// request starts with: a request that starts sealed is buffered.
-    pub fn start(core: &Core, method: &Method, uri: &http::Uri, headers: &HeaderMap, request_id: &str, client_ip: IpAddr) -> Self {
+    pub fn start(
+        core: &Core,
+        method: &Method,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        request_id: &str,
+        client_ip: IpAddr,
+    ) -> Self {
         let keys = core.audit.keys();
         let token_hmac = match (presented_token(headers), &keys) {
             (Some(token), Some(keys)) => keys.hmac(token),
             _ => String::new(),
         };
         let path = match uri.path().strip_prefix("/v1/") {
-            Some(rest) => percent_encoding::percent_decode_str(rest).decode_utf8_lossy().into_owned(),
+            Some(rest) => percent_encoding::percent_decode_str(rest)
+                .decode_utf8_lossy()
+                .into_owned(),
             None => uri.path().to_string(),
         };
-        let listing = uri
-            .query()
-            .is_some_and(|q| url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "list" && (v == "true" || v == "1")));
+        let listing = uri.query().is_some_and(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .any(|(k, v)| k == "list" && (v == "true" || v == "1"))
+        });
         Self {
             time_us: now_us(),
             request_id: request_id.to_string(),
@@ -113,7 +123,10 @@ impl Pending {
         let actor = match (caller, &self.keys) {
             (Some(c), keys) => Actor {
                 kind: "token".into(),
-                accessor: keys.as_ref().map(|k| k.hmac(&c.accessor)).unwrap_or_default(),
+                accessor: keys
+                    .as_ref()
+                    .map(|k| k.hmac(&c.accessor))
+                    .unwrap_or_default(),
                 display_name: c.display_name,
                 policies: c.policies,
                 token: self.token_hmac.clone(),
@@ -183,13 +196,18 @@ fn operation(method: &Method, listing: bool) -> &'static str {
 /// Bounded, and without control characters (no line breaks or terminal
 /// escapes in anything that reads the log).
 fn clean(text: &str) -> String {
-    text.chars().take(MAX_FIELD).map(|c| if c.is_control() { '\u{FFFD}' } else { c }).collect()
+    text.chars()
+        .take(MAX_FIELD)
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
 }
 
 /// Reads a small error body to record its `errors`, and puts it back.
 async fn error_message(response: Response) -> (Response, String) {
     use http_body_util::BodyExt as _;
-    let small = axum::body::HttpBody::size_hint(response.body()).upper().is_some_and(|n| n <= MAX_ERROR_BODY);
+    let small = axum::body::HttpBody::size_hint(response.body())
+        .upper()
+        .is_some_and(|n| n <= MAX_ERROR_BODY);
     if !small {
         return (response, String::new());
     }
@@ -201,12 +219,19 @@ async fn error_message(response: Response) -> (Response, String) {
     let message = serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()
         .and_then(|v| {
-            v.get("errors")?
-                .as_array()
-                .map(|errors| errors.iter().filter_map(|e| e.as_str()).collect::<Vec<_>>().join("; "))
+            v.get("errors")?.as_array().map(|errors| {
+                errors
+                    .iter()
+                    .filter_map(|e| e.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
         })
         .unwrap_or_default();
-    (Response::from_parts(parts, Body::from(bytes)), clean(&message))
+    (
+        Response::from_parts(parts, Body::from(bytes)),
+        clean(&message),
+    )
 }
 
 #[cfg(test)]
@@ -218,7 +243,10 @@ mod tests {
         assert_eq!(operation(&Method::GET, true), "list");
         assert_eq!(operation(&Method::GET, false), "read");
         assert_eq!(operation(&Method::PUT, false), "write");
-        assert_eq!(operation(&Method::from_bytes(b"LIST").unwrap(), false), "list");
+        assert_eq!(
+            operation(&Method::from_bytes(b"LIST").unwrap(), false),
+            "list"
+        );
         assert_eq!(operation(&Method::CONNECT, false), "");
     }
 

@@ -94,10 +94,16 @@ impl AuditConfig {
             message: message.into(),
         };
         if self.checkpoint_interval_secs == Some(0) {
-            return Err(invalid("audit.checkpoint_interval_secs", "must be at least 1"));
+            return Err(invalid(
+                "audit.checkpoint_interval_secs",
+                "must be at least 1",
+            ));
         }
         if self.retention_days == Some(0) {
-            return Err(invalid("audit.retention_days", "must be at least 1 (leave it out to keep everything)"));
+            return Err(invalid(
+                "audit.retention_days",
+                "must be at least 1 (leave it out to keep everything)",
+            ));
         }
         Ok(())
     }
@@ -136,19 +142,37 @@ pub fn now_us() -> i64 {
 /// The hash of entry `seq`, after checking that it is intact and ours: its
 /// content matches its hash and its MAC is valid. What a checkpoint or
 /// anchor signs is always checked this way first.
-pub(crate) async fn verified_hash(backend: &dyn Backend, keys: &AuditKeys, seq: i64) -> Result<Vec<u8>, String> {
-    let rows = backend.audit_read(seq, 1).await.map_err(|e| e.to_string())?;
-    let row = rows.into_iter().next().filter(|r| r.seq == seq).ok_or_else(|| format!("audit entry {seq} is missing"))?;
-    let intact = serde_json::from_slice::<Event>(&row.body).ok().is_some_and(|event| {
-        event.time_us == row.time_us
-            && constant_time_eq(&entry_hash(seq, &event, &row.prev_hash), &row.hash)
-            && constant_time_eq(&entry_mac(&keys.chain, &row.hash), &row.mac)
-    });
+pub(crate) async fn verified_hash(
+    backend: &dyn Backend,
+    keys: &AuditKeys,
+    seq: i64,
+) -> Result<Vec<u8>, String> {
+    let rows = backend
+        .audit_read(seq, 1)
+        .await
+        .map_err(|e| e.to_string())?;
+    let row = rows
+        .into_iter()
+        .next()
+        .filter(|r| r.seq == seq)
+        .ok_or_else(|| format!("audit entry {seq} is missing"))?;
+    let intact = serde_json::from_slice::<Event>(&row.body)
+        .ok()
+        .is_some_and(|event| {
+            event.time_us == row.time_us
+                && constant_time_eq(&entry_hash(seq, &event, &row.prev_hash), &row.hash)
+                && constant_time_eq(&entry_mac(&keys.chain, &row.hash), &row.mac)
+        });
     if intact {
         Ok(row.hash)
     } else {
-        tracing::error!(seq, "audit entry failed verification: the audit log was tampered with");
-        Err(format!("audit entry {seq} failed verification (tampered); nothing was signed"))
+        tracing::error!(
+            seq,
+            "audit entry failed verification: the audit log was tampered with"
+        );
+        Err(format!(
+            "audit entry {seq} failed verification (tampered); nothing was signed"
+        ))
     }
 }
 
@@ -172,6 +196,10 @@ struct Shared {
     /// A copy of the server's identity key, for checkpoints.
     identity: IdentityKey,
     config: AuditConfig,
+    /// The newest checkpoint this node signed: verification requires the log
+    /// to still hold it, even if someone deleted it from the database along
+    /// with the entries it covers.
+    latest: std::sync::Mutex<Option<AuditCheckpoint>>,
 }
 
 /// The server's audit log. See the module documentation.
@@ -191,7 +219,11 @@ pub struct SweepReport {
 impl AuditLog {
     /// Opens the file sink (if configured) and starts the writer and the
     /// checkpoint/retention task. Needs a Tokio runtime.
-    pub fn start(backend: Arc<dyn Backend>, config: &AuditConfig, identity: &IdentityKey) -> Result<Self, String> {
+    pub fn start(
+        backend: Arc<dyn Backend>,
+        config: &AuditConfig,
+        identity: &IdentityKey,
+    ) -> Result<Self, String> {
         let file = match &config.file_path {
             Some(path) => Some(FileSink::open(path, config.file_fsync)?),
             None => None,
@@ -201,6 +233,7 @@ impl AuditLog {
             keys: RwLock::new(None),
             identity: IdentityKey::from_seed(&identity.seed()),
             config: config.clone(),
+            latest: std::sync::Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel(65_536);
         let writer = Writer {
@@ -230,7 +263,8 @@ impl AuditLog {
 
     /// Called at unseal: derives the keys and writes what waited.
     pub fn unsealed(&self, keyring: &Keyring) {
-        *self.shared.keys.write().expect("audit keys lock") = Some(Arc::new(AuditKeys::from_keyring(keyring)));
+        *self.shared.keys.write().expect("audit keys lock") =
+            Some(Arc::new(AuditKeys::from_keyring(keyring)));
         let _ = self.tx.try_send(Job::Flush);
     }
 
@@ -253,7 +287,8 @@ impl AuditLog {
             .send(Job::Record { event, keys, ack })
             .await
             .map_err(|_| "the audit writer has stopped".to_string())?;
-        done.await.map_err(|_| "the audit writer has stopped".to_string())?
+        done.await
+            .map_err(|_| "the audit writer has stopped".to_string())?
     }
 
     /// Signs the chain head now (after verifying it); `None` when there is
@@ -264,7 +299,8 @@ impl AuditLog {
             .send(Job::Checkpoint { kind, ack })
             .await
             .map_err(|_| "the audit writer has stopped".to_string())?;
-        done.await.map_err(|_| "the audit writer has stopped".to_string())?
+        done.await
+            .map_err(|_| "the audit writer has stopped".to_string())?
     }
 
     /// At shutdown: a last checkpoint, so even the newest entries are covered.
@@ -272,7 +308,9 @@ impl AuditLog {
         match self.checkpoint("shutdown").await {
             Ok(Some(cp)) => tracing::info!(seq = cp.seq, "signed the audit chain head at shutdown"),
             Ok(None) => {}
-            Err(e) => tracing::error!(error = %e, "could not sign the audit chain head at shutdown"),
+            Err(e) => {
+                tracing::error!(error = %e, "could not sign the audit chain head at shutdown")
+            }
         }
     }
 
@@ -285,21 +323,36 @@ impl AuditLog {
         let backend = &*self.shared.backend;
         self.checkpoint("sweep").await?;
         let head = backend.audit_head().await.map_err(|e| e.to_string())?;
-        let through = match backend.audit_seq_at(cutoff_us, TimeBound::FirstAtOrAfter).await.map_err(|e| e.to_string())? {
+        let through = match backend
+            .audit_seq_at(cutoff_us, TimeBound::FirstAtOrAfter)
+            .await
+            .map_err(|e| e.to_string())?
+        {
             Some(seq) => seq - 1,
             None => head.seq - 1,
         }
         .min(head.seq - 1);
-        let oldest = backend.audit_read(i64::MIN, 1).await.map_err(|e| e.to_string())?.first().map(|r| r.seq);
+        let oldest = backend
+            .audit_read(i64::MIN, 1)
+            .await
+            .map_err(|e| e.to_string())?
+            .first()
+            .map(|r| r.seq);
         let Some(oldest) = oldest.filter(|o| *o <= through) else {
             return Ok(SweepReport::default());
         };
         let hash = verified_hash(backend, &keys, through).await?;
         let anchor = sign_checkpoint(&self.shared.identity, "anchor", through, &hash, now_us());
-        backend.audit_checkpoint_append(anchor).await.map_err(|e| e.to_string())?;
+        backend
+            .audit_checkpoint_append(anchor)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut deleted = 0;
         loop {
-            let n = backend.audit_sweep(through, PAGE).await.map_err(|e| e.to_string())?;
+            let n = backend
+                .audit_sweep(through, PAGE)
+                .await
+                .map_err(|e| e.to_string())?;
             deleted += n;
             if n == 0 {
                 break;
@@ -319,6 +372,15 @@ impl AuditLog {
         let keys = self.keys();
         let backend = &self.shared.backend;
         let mut verifier = Verifier::new(keys.map(|k| k.chain_key()), self.public_key(), false);
+        if let Some(cp) = self
+            .shared
+            .latest
+            .lock()
+            .expect("latest checkpoint lock")
+            .clone()
+        {
+            verifier.remember(cp);
+        }
         let mut merged = Merged::new(backend.clone(), None, None);
         let mut last_hash = None;
         loop {
@@ -343,7 +405,10 @@ impl AuditLog {
         if report.ok {
             let head = backend.audit_head().await.map_err(|e| e.to_string())?;
             let last = report.last_seq.unwrap_or(0);
-            let same = head.seq == last && last_hash.as_ref().is_none_or(|h| constant_time_eq(h, &head.hash));
+            let same = head.seq == last
+                && last_hash
+                    .as_ref()
+                    .is_none_or(|h| constant_time_eq(h, &head.hash));
             if !same {
                 report.ok = false;
                 report.first_bad_seq = Some(head.seq.min(last) + 1);
@@ -362,7 +427,10 @@ async fn maintain(tx: mpsc::WeakSender<Job>, shared: Weak<Shared>) {
         return;
     };
     let mut last_sweep: Option<tokio::time::Instant> = None;
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + config.checkpoint_interval(), config.checkpoint_interval());
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + config.checkpoint_interval(),
+        config.checkpoint_interval(),
+    );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -380,7 +448,11 @@ async fn maintain(tx: mpsc::WeakSender<Job>, shared: Weak<Shared>) {
             && last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY)
         {
             last_sweep = Some(tokio::time::Instant::now());
-            let cutoff = now_us().saturating_sub(i64::try_from(days).unwrap_or(i64::MAX / 86_400_000_000).saturating_mul(86_400_000_000));
+            let cutoff = now_us().saturating_sub(
+                i64::try_from(days)
+                    .unwrap_or(i64::MAX / 86_400_000_000)
+                    .saturating_mul(86_400_000_000),
+            );
             if let Err(e) = log.sweep(cutoff).await {
                 tracing::error!(error = %e, "audit retention sweep failed");
             }
@@ -440,7 +512,10 @@ impl Writer {
     /// Writes a batch (and whatever waited while sealed) in one transaction,
     /// then answers each request.
     async fn write(&mut self, records: Vec<Pending>) {
-        let keys = records.iter().find_map(|r| r.keys.clone()).or_else(|| self.shared.keys.read().expect("audit keys lock").clone());
+        let keys = records
+            .iter()
+            .find_map(|r| r.keys.clone())
+            .or_else(|| self.shared.keys.read().expect("audit keys lock").clone());
         let Some(keys) = keys else {
             for r in records {
                 self.buffer_push(r.event);
@@ -451,7 +526,14 @@ impl Writer {
         if records.is_empty() && self.buffer.is_empty() {
             return;
         }
-        let mut events: Vec<Event> = self.buffer.drain(..).map(|e| Event { buffered: true, ..e }).collect();
+        let mut events: Vec<Event> = self
+            .buffer
+            .drain(..)
+            .map(|e| Event {
+                buffered: true,
+                ..e
+            })
+            .collect();
         let mut acks = Vec::new();
         for r in records {
             if r.keys.is_some() {
@@ -460,7 +542,10 @@ impl Writer {
             } else {
                 // Started sealed: buffered semantics, answered at once.
                 let _ = r.ack.send(Ok(()));
-                events.push(Event { buffered: true, ..r.event });
+                events.push(Event {
+                    buffered: true,
+                    ..r.event
+                });
             }
         }
         let dropped = std::mem::take(&mut self.dropped);
@@ -514,9 +599,14 @@ impl Writer {
             }
         };
         let backend = self.shared.backend.clone();
-        let rows: Vec<AuditRow> = backend.audit_append(drafts, &link).await.map_err(|e| WriteError::Database(e.to_string()))?;
+        let rows: Vec<AuditRow> = backend
+            .audit_append(drafts, &link)
+            .await
+            .map_err(|e| WriteError::Database(e.to_string()))?;
         if let Some(file) = &mut self.file {
-            file.append(&*backend, &self.shared.identity, keys, &rows).await.map_err(WriteError::File)?;
+            file.append(&*backend, &self.shared.identity, keys, &rows)
+                .await
+                .map_err(WriteError::File)?;
         }
         Ok(())
     }
@@ -526,7 +616,9 @@ impl Writer {
     /// lost, so unseal and init attempts survive a flood of probes.
     fn buffer_push(&mut self, event: Event) {
         if self.buffer.len() >= SEALED_BUFFER {
-            let probe = |e: &Event| matches!(e.method.as_str(), "GET" | "HEAD") && e.path.starts_with("sys/");
+            let probe = |e: &Event| {
+                matches!(e.method.as_str(), "GET" | "HEAD") && e.path.starts_with("sys/")
+            };
             match self.buffer.iter().position(probe) {
                 Some(i) => {
                     self.buffer.remove(i);
@@ -547,8 +639,13 @@ impl Writer {
         };
         let backend = self.shared.backend.clone();
         let seq = match &mut self.file {
-            Some(file) => file.catch_up(&*backend, &self.shared.identity, &keys).await?,
-            None => Some(backend.audit_head().await.map_err(|e| e.to_string())?.seq).filter(|s| *s > 0),
+            Some(file) => {
+                file.catch_up(&*backend, &self.shared.identity, &keys)
+                    .await?
+            }
+            None => {
+                Some(backend.audit_head().await.map_err(|e| e.to_string())?.seq).filter(|s| *s > 0)
+            }
         };
         let Some(seq) = seq else {
             return Ok(None);
@@ -558,11 +655,15 @@ impl Writer {
         }
         let hash = verified_hash(&*backend, &keys, seq).await?;
         let cp = sign_checkpoint(&self.shared.identity, kind, seq, &hash, now_us());
-        backend.audit_checkpoint_append(cp.clone()).await.map_err(|e| e.to_string())?;
+        backend
+            .audit_checkpoint_append(cp.clone())
+            .await
+            .map_err(|e| e.to_string())?;
         if let Some(file) = &mut self.file {
             file.write_checkpoint(&CheckpointLine::new(&cp))?;
         }
         self.last_checkpoint = Some(seq);
+        *self.shared.latest.lock().expect("latest checkpoint lock") = Some(cp.clone());
         Ok(Some(cp))
     }
 }
@@ -590,7 +691,11 @@ pub(crate) struct Merged {
 impl Merged {
     /// Rows from `from_seq` to `to_seq` (inclusive; `None`: no bound).
     /// Checkpoints after the last row only come without `to_seq`.
-    pub(crate) fn new(backend: Arc<dyn Backend>, from_seq: Option<i64>, to_seq: Option<i64>) -> Self {
+    pub(crate) fn new(
+        backend: Arc<dyn Backend>,
+        from_seq: Option<i64>,
+        to_seq: Option<i64>,
+    ) -> Self {
         Self {
             backend,
             next_seq: from_seq.unwrap_or(i64::MIN),
@@ -678,5 +783,124 @@ impl Merged {
             self.finished = true;
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zafe_storage::sqlite::SqliteBackend;
+
+    fn event(method: &str, path: &str, status: u16) -> Event {
+        Event {
+            v: chain::EVENT_VERSION,
+            time_us: now_us(),
+            method: method.into(),
+            path: path.into(),
+            status,
+            decision: "allowed".into(),
+            ..Event::default()
+        }
+    }
+
+    async fn wait_for_head(backend: &dyn Backend, seq: i64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while backend.audit_head().await.unwrap().seq < seq {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the audit writer did not write"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    // Failed unseal attempts are never lost to a flood of probes while
+    // sealed; what is dropped is counted in the first entry after unseal.
+    #[tokio::test]
+    async fn the_sealed_buffer_keeps_unseal_attempts_and_counts_what_it_drops() {
+        let backend: Arc<dyn Backend> = Arc::new(SqliteBackend::memory().await.unwrap());
+        let log = AuditLog::start(
+            backend.clone(),
+            &AuditConfig::default(),
+            &IdentityKey::generate(),
+        )
+        .unwrap();
+        log.record(event("PUT", "sys/unseal", 400), None)
+            .await
+            .unwrap();
+        for _ in 0..SEALED_BUFFER + 50 {
+            log.record(event("GET", "sys/health", 503), None)
+                .await
+                .unwrap();
+        }
+        log.record(event("PUT", "sys/unseal", 400), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            backend.audit_head().await.unwrap().seq,
+            0,
+            "nothing is written without the key"
+        );
+
+        log.unsealed(&Keyring::generate());
+        wait_for_head(&*backend, SEALED_BUFFER as i64).await;
+        let mut rows = Vec::new();
+        let mut from = 1;
+        loop {
+            let page = backend.audit_read(from, PAGE).await.unwrap();
+            let Some(last) = page.last() else { break };
+            from = last.seq + 1;
+            rows.extend(page);
+        }
+        assert_eq!(rows.len(), SEALED_BUFFER);
+        let events: Vec<Event> = rows
+            .iter()
+            .map(|r| serde_json::from_slice(&r.body).unwrap())
+            .collect();
+        assert_eq!(events[0].path, "sys/unseal");
+        assert_eq!(
+            events[0].dropped, 52,
+            "1 + 10,050 + 1 recorded, 10,000 kept"
+        );
+        assert_eq!(events.last().unwrap().path, "sys/unseal");
+        assert!(events.iter().all(|e| e.buffered));
+        assert!(events[1..].iter().all(|e| e.dropped == 0));
+        let report = log.verify().await.unwrap();
+        assert!(report.ok && report.macs_checked, "{report:?}");
+    }
+
+    // The writer drains what queued up while it was busy into one
+    // transaction; each request still gets its own answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_records_are_group_committed_and_each_acknowledged() {
+        let backend: Arc<dyn Backend> = Arc::new(SqliteBackend::memory().await.unwrap());
+        let log = Arc::new(
+            AuditLog::start(
+                backend.clone(),
+                &AuditConfig::default(),
+                &IdentityKey::generate(),
+            )
+            .unwrap(),
+        );
+        log.unsealed(&Keyring::generate());
+        let keys = log.keys();
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let (log, keys) = (log.clone(), keys.clone());
+                tokio::spawn(
+                    async move { log.record(event("GET", &format!("p/{i}"), 200), keys).await },
+                )
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(backend.audit_head().await.unwrap().seq, 200);
+        let cp = log.checkpoint("manual").await.unwrap().unwrap();
+        assert_eq!(cp.seq, 200);
+        assert!(chain::checkpoint_signed_by(&cp, &log.public_key()));
+        // Nothing new: a periodic checkpoint is skipped.
+        assert!(log.checkpoint("periodic").await.unwrap().is_none());
+        assert!(log.verify().await.unwrap().ok);
     }
 }

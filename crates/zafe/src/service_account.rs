@@ -1,0 +1,103 @@
+//! `zafe service-account create|list|read|token|revoke` (R-AUTH-12).
+
+use serde_json::{Value, json};
+use zafe_client::path::encode_segment;
+use zafe_client::{Client, Method};
+
+use crate::output::Out;
+
+pub async fn create(
+    client: &Client,
+    out: Out,
+    name: &str,
+    scopes: &[String],
+    cidrs: &[String],
+    ttl: Option<&str>,
+    description: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut body = json!({ "scopes": scopes, "allowed_cidrs": cidrs, "description": description.unwrap_or_default() });
+    if let Some(ttl) = ttl {
+        body["ttl"] = json!(ttl);
+    }
+    let path = format!("/v1/sys/service-accounts/{}", encode_segment(name));
+    let reply = client.request_json(Method::POST, &path, Some(&body)).await?.unwrap_or_default();
+    print_token(out, &reply["data"], &format!("service account {name}"))
+}
+
+pub async fn token(client: &Client, out: Out, name: &str, ttl: Option<&str>) -> anyhow::Result<()> {
+    let body = ttl.map(|t| json!({ "token_ttl": t }));
+    let path = format!("/v1/sys/service-accounts/{}/token", encode_segment(name));
+    let reply = client.request_json(Method::POST, &path, body.as_ref()).await?.unwrap_or_default();
+    print_token(out, &reply["data"], &format!("a new token of service account {name}"))
+}
+
+/// The token is printed once, alone on stdout, so it can be piped into a
+/// CI secret store without ever being displayed next to anything else.
+fn print_token(out: Out, data: &Value, what: &str) -> anyhow::Result<()> {
+    if out.json() {
+        return out.print_json(data);
+    }
+    println!("{}", data["token"].as_str().unwrap_or_default());
+    eprintln!(
+        "{}",
+        out.yellow(&format!(
+            "Created {what}. The token above is shown only this once: store it in your CI's secret store."
+        ))
+    );
+    Ok(())
+}
+
+pub async fn list(client: &Client, out: Out) -> anyhow::Result<()> {
+    let reply = client.request_json(Method::GET, "/v1/sys/service-accounts?list=true", None).await?.unwrap_or_default();
+    let keys = reply["data"]["keys"].as_array().cloned().unwrap_or_default();
+    if out.json() {
+        return out.print_json(&keys);
+    }
+    for k in keys {
+        println!("{}", k.as_str().unwrap_or_default());
+    }
+    Ok(())
+}
+
+pub async fn read(client: &Client, out: Out, name: &str) -> anyhow::Result<()> {
+    let path = format!("/v1/sys/service-accounts/{}", encode_segment(name));
+    let reply = client.request_json(Method::GET, &path, None).await?.unwrap_or_default();
+    let data = &reply["data"];
+    if out.json() {
+        return out.print_json(data);
+    }
+    let list = |v: &Value| v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+    let mut rows = vec![
+        ("Name", data["name"].as_str().unwrap_or_default().to_string()),
+        ("Description", data["description"].as_str().unwrap_or_default().to_string()),
+        ("Scopes", list(&data["scopes"])),
+        ("Allowed CIDRs", list(&data["allowed_cidrs"])),
+        ("Expires", data["expire_time"].as_str().unwrap_or("never").to_string()),
+    ];
+    for t in data["tokens"].as_array().cloned().unwrap_or_default() {
+        rows.push((
+            "Token",
+            format!(
+                "{} (last used {})",
+                t["accessor"].as_str().unwrap_or_default(),
+                t["last_used_time"].as_str().unwrap_or("never")
+            ),
+        ));
+    }
+    out.print_table(&rows);
+    Ok(())
+}
+
+/// Without an accessor: deletes the account and every token it has.
+pub async fn revoke(client: &Client, name: &str, accessor: Option<&str>) -> anyhow::Result<()> {
+    let path = match accessor {
+        Some(a) => format!("/v1/sys/service-accounts/{}/token/{}", encode_segment(name), encode_segment(a)),
+        None => format!("/v1/sys/service-accounts/{}", encode_segment(name)),
+    };
+    client.request_json(Method::DELETE, &path, None).await?;
+    match accessor {
+        Some(_) => eprintln!("Success! Revoked that token of service account {name}."),
+        None => eprintln!("Success! Deleted service account {name}; its tokens no longer work."),
+    }
+    Ok(())
+}
