@@ -69,6 +69,23 @@ pub struct StorageConfig {
     /// the configuration file.
     pub url: Option<String>,
     pub url_file: Option<PathBuf>,
+    /// The read cache of stored entries (ciphertext) in front of SQLite:
+    /// at most this many entries (default 10,000; 0 turns it off;
+    /// `ZAFE_STORAGE_CACHE_ENTRIES`). Not used with PostgreSQL, where other
+    /// nodes write too.
+    pub cache_entries: Option<usize>,
+    /// ... and at most this many bytes of keys and values (default 4 MiB).
+    pub cache_bytes: Option<usize>,
+}
+
+impl StorageConfig {
+    /// The SQLite entry cache's size.
+    pub fn cache(&self) -> zafe_storage::CacheConfig {
+        zafe_storage::CacheConfig {
+            max_entries: self.cache_entries.unwrap_or(zafe_storage::CacheConfig::DEFAULT_ENTRIES),
+            max_bytes: self.cache_bytes.unwrap_or(zafe_storage::CacheConfig::DEFAULT_BYTES),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -198,6 +215,9 @@ impl Config {
         }
         if let Some(v) = env("ZAFE_STORAGE_URL_FILE") {
             self.storage.url_file = Some(v.into());
+        }
+        if let Some(v) = env("ZAFE_STORAGE_CACHE_ENTRIES") {
+            self.storage.cache_entries = Some(v.parse().map_err(|e| invalid("ZAFE_STORAGE_CACHE_ENTRIES", e))?);
         }
         match (env("ZAFE_TLS_CERT_FILE"), env("ZAFE_TLS_KEY_FILE")) {
             (Some(cert_file), Some(key_file)) => {

@@ -165,7 +165,10 @@ async fn start_configured(config: Config) -> Result<Arc<Core>, LaunchError> {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 create_private_dir(dir)?;
             }
-            Arc::new(SqliteBackend::open(&path).await?)
+            let options = zafe_storage::sqlite::SqliteOptions {
+                cache: config.storage.cache(),
+            };
+            Arc::new(SqliteBackend::open_with(&path, options).await?)
         }
         StorageKind::Postgres => {
             let url = secrets.postgres_url.as_deref().ok_or_else(|| {

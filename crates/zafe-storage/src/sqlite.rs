@@ -55,12 +55,25 @@ const READ_CONNECTIONS: u32 = 4;
 static MEMORY_DB_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Tuning for [`SqliteBackend::open_with`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SqliteOptions {
-    /// The entry cache in front of reads; [`CacheConfig::OFF`] turns it off.
-    /// It assumes this process is the only writer of the file, and clears
-    /// itself within 100 ms when another process commits to it.
+    /// The entry cache in front of reads; [`CacheConfig::OFF`] (the default
+    /// here; the server turns it on from its configuration) turns it off.
+    /// It is exact for everything this backend commits. Commits by another
+    /// process on the same file clear it, but only when the writer thread
+    /// notices them (at its next commit, or within 100 ms while idle), so
+    /// until then that process's writes may be missed: with several
+    /// processes on one file and reads that must see each other's writes at
+    /// once, leave it off.
     pub cache: CacheConfig,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            cache: CacheConfig::OFF,
+        }
+    }
 }
 
 /// [`Backend`] over a SQLite database file (or an in-memory database).
@@ -91,11 +104,13 @@ impl SqliteBackend {
     /// / `-shm` companions) that group or others can access is refused with
     /// [`StorageError::Config`]: whoever can read it can copy the ciphertext,
     /// and whoever can write it can roll it back.
+    ///
+    /// No entry cache: see [`SqliteBackend::open_with`].
     pub async fn open(path: &Path) -> Result<Self> {
         Self::open_with(path, SqliteOptions::default()).await
     }
 
-    /// [`SqliteBackend::open`] with explicit options.
+    /// [`SqliteBackend::open`] with explicit options (the entry cache).
     pub async fn open_with(path: &Path, options: SqliteOptions) -> Result<Self> {
         prepare_db_file(path)?;
 

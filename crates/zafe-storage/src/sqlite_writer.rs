@@ -91,6 +91,9 @@ pub(crate) struct GroupWriter {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The chain head the last append left (what to link onto next).
     head: Arc<Mutex<Option<AuditHead>>>,
+    /// One append at a time from this process: concurrent ones would all
+    /// link onto the same head and all but one would have to link again.
+    appending: tokio::sync::Mutex<()>,
 }
 
 fn stopped() -> StorageError {
@@ -127,6 +130,7 @@ impl GroupWriter {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             head,
+            appending: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -145,6 +149,7 @@ impl GroupWriter {
         if drafts.is_empty() {
             return Ok(Vec::new());
         }
+        let _one_at_a_time = self.appending.lock().await;
         let mut expect = self.head.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for _ in 0..MAX_AUDIT_ATTEMPTS {
             let rows = match &expect {
@@ -328,6 +333,10 @@ impl Writer {
     }
 
     fn cycle(&mut self, jobs: Vec<Job>) {
+        let t0 = std::time::Instant::now(); // TEMP-STATS
+        let njobs = jobs.len(); // TEMP-STATS
+        let nsize: usize = jobs.iter().map(Job::size).sum(); // TEMP-STATS
+        let t_commit; // TEMP-STATS
         if let Err(e) = self.exec("BEGIN IMMEDIATE") {
             let error = backend_error("commit: begin", &e);
             for job in jobs {
@@ -359,10 +368,12 @@ impl Writer {
                 break;
             }
         }
+        t_commit = t0.elapsed(); // TEMP-STATS
         let committed = match lost {
             Some(e) => Err(e),
             None => self.exec("COMMIT").map(|_| ()).map_err(|e| backend_error("commit", &e)),
         };
+        TEMP_STATS.with(|st| { let mut st = st.borrow_mut(); st.0 += 1; st.1 += njobs; st.2 += nsize; st.3 += t_commit; st.4 += t0.elapsed(); if st.5.elapsed() > Duration::from_secs(2) { if std::env::var_os("ZAFE_WRITER_STATS").is_some() { eprintln!("writer: {} cycles/s, {:.1} jobs/cycle, {:.1} rows/cycle, apply {:?}/cycle, total {:?}/cycle", st.0 as f64 / st.5.elapsed().as_secs_f64(), st.1 as f64 / st.0 as f64, st.2 as f64 / st.0 as f64, st.3 / st.0 as u32, st.4 / st.0 as u32); } *st = (0, 0, 0, Duration::ZERO, Duration::ZERO, std::time::Instant::now()); } }); // TEMP-STATS
         match committed {
             Ok(()) => self.answer(done),
             Err(error) => {
@@ -611,3 +622,5 @@ fn fail(job: Job, error: &StorageError) {
         }
     }
 }
+
+thread_local! { static TEMP_STATS: std::cell::RefCell<(u64, usize, usize, Duration, Duration, std::time::Instant)> = std::cell::RefCell::new((0, 0, 0, Duration::ZERO, Duration::ZERO, std::time::Instant::now())); } // TEMP-STATS

@@ -245,7 +245,7 @@ fn verify_file(
             break;
         }
         if let Some(bar) = &bar
-            && verifier.entries() % 1000 == 0
+            && verifier.entries().is_multiple_of(1000)
         {
             bar.set_position(read);
         }

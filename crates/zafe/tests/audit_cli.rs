@@ -604,6 +604,12 @@ async fn no_token_share_or_secret_reaches_any_log() {
     let (code, out, err) = cli.run(&["audit", "verify"]);
     assert_eq!(code, 0, "{out}{err}");
     server.stop();
+    // A graceful stop signs the head: the file ends with that checkpoint.
+    let sink = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    match Line::parse(sink.lines().last().unwrap()) {
+        Ok(Line::Checkpoint(cp)) => assert_eq!(cp.kind, "shutdown"),
+        other => panic!("the audit file does not end with the shutdown checkpoint: {other:?}"),
+    }
 
     let export = std::fs::read_to_string(&jsonl).unwrap();
     for path in [

@@ -61,7 +61,7 @@ impl FileSink {
             ));
         }
         #[cfg(unix)]
-        {
+        let id = {
             use std::os::unix::fs::{MetadataExt, PermissionsExt};
             // Whoever else can write it can forge lines (the chain would
             // show it, but nobody should have to).
@@ -72,20 +72,18 @@ impl FileSink {
                     self.path.display()
                 ));
             }
-            let id = (meta.dev(), meta.ino());
-            match self.known {
-                Some((known, last)) if known == id => return Ok((file, last)),
-                _ => {
-                    let last = last_entry_seq(&mut file).map_err(|e| self.error(&e))?;
-                    self.known = Some((id, last));
-                    return Ok((file, last));
-                }
-            }
-        }
+            Some((meta.dev(), meta.ino()))
+        };
         #[cfg(not(unix))]
-        {
-            let last = last_entry_seq(&mut file).map_err(|e| self.error(&e))?;
-            Ok((file, last))
+        let id: Option<(u64, u64)> = None;
+        match (self.known, id) {
+            (Some((known, last)), Some(id)) if known == id => Ok((file, last)),
+            _ => {
+                // A file we have not seen (first use, or rotated away).
+                let last = last_entry_seq(&mut file).map_err(|e| self.error(&e))?;
+                self.known = id.map(|id| (id, last));
+                Ok((file, last))
+            }
         }
     }
 

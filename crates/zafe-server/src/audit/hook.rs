@@ -57,6 +57,8 @@ pub struct Pending {
     path: String,
     operation: &'static str,
     token_hmac: String,
+    /// Only to make sure it appears in no error message; zeroized on drop.
+    token: Option<zeroize::Zeroizing<String>>,
     keys: Option<Arc<AuditKeys>>,
     caller: Arc<Mutex<Option<Caller>>>,
 }
@@ -78,10 +80,12 @@ impl Pending {
         client_ip: IpAddr,
     ) -> Self {
         let keys = core.audit.keys();
-        let token_hmac = match (presented_token(headers), &keys) {
+        let token = presented_token(headers);
+        let token_hmac = match (token, &keys) {
             (Some(token), Some(keys)) => keys.hmac(token),
             _ => String::new(),
         };
+        let token = token.map(|t| zeroize::Zeroizing::new(t.to_string()));
         let path = match uri.path().strip_prefix("/v1/") {
             Some(rest) => percent_encoding::percent_decode_str(rest)
                 .decode_utf8_lossy()
@@ -100,6 +104,7 @@ impl Pending {
             path: clean(&path),
             operation: operation(method, listing),
             token_hmac,
+            token,
             keys,
             caller: Arc::default(),
         }
@@ -114,11 +119,18 @@ impl Pending {
     /// 503 instead if it did not (fail-closed).
     pub async fn finish(self, core: &Core, response: Response) -> Response {
         let status = response.status();
-        let (response, error) = if status.is_client_error() || status.is_server_error() {
+        let (response, mut error) = if status.is_client_error() || status.is_server_error() {
             error_message(response).await
         } else {
             (response, String::new())
         };
+        // Messages are written never to hold a token; make sure.
+        if let Some(token) = self.token.as_deref()
+            && token.len() >= 8
+            && error.contains(token.as_str())
+        {
+            error = error.replace(token.as_str(), "[token]");
+        }
         let caller = self.caller.lock().expect("caller lock").take();
         let actor = match (caller, &self.keys) {
             (Some(c), keys) => Actor {

@@ -2,15 +2,15 @@
 //! to a hash chain in the database (and optionally a file) before its
 //! response leaves; if that fails, the request fails with 503.
 //!
-//! - [`hook`]: the one place requests are audited, in the HTTP guard that
+//! - [`hook`] is the one place requests are audited, in the HTTP guard that
 //!   every request passes through (so 404s, 413s, bad JSON, panics and
 //!   denials are audited like everything else).
-//! - [`AuditLog`]: a writer task that drains every entry queued while the
+//! - [`AuditLog`] is a writer task that drains every entry queued while the
 //!   previous batch was written into one transaction (group commit: one
 //!   fsync for many requests), the sealed-time buffer, checkpoints and the
 //!   retention sweep.
-//! - [`chain`]: the formats, hashing, signing and the verifier.
-//! - [`api`]: `sys/audit-log/{export,verify,checkpoints}`.
+//! - [`chain`] has the formats, hashing, signing and the verifier.
+//! - [`api`] serves `sys/audit-log/{export,verify,checkpoints}`.
 //!
 //! Keys: the chain's MAC key and the key for keyed hashes of identifiers
 //! are derived from the keyring with HKDF for these purposes only (never a
@@ -178,7 +178,7 @@ pub(crate) async fn verified_hash(
 
 enum Job {
     Record {
-        event: Event,
+        event: Box<Event>,
         keys: Option<Arc<AuditKeys>>,
         ack: oneshot::Sender<Result<(), String>>,
     },
@@ -284,7 +284,11 @@ impl AuditLog {
     pub async fn record(&self, event: Event, keys: Option<Arc<AuditKeys>>) -> Result<(), String> {
         let (ack, done) = oneshot::channel();
         self.tx
-            .send(Job::Record { event, keys, ack })
+            .send(Job::Record {
+                event: Box::new(event),
+                keys,
+                ack,
+            })
             .await
             .map_err(|_| "the audit writer has stopped".to_string())?;
         done.await
@@ -496,7 +500,11 @@ impl Writer {
             let mut records = Vec::new();
             for job in jobs {
                 match job {
-                    Job::Record { event, keys, ack } => records.push(Pending { event, keys, ack }),
+                    Job::Record { event, keys, ack } => records.push(Pending {
+                        event: *event,
+                        keys,
+                        ack,
+                    }),
                     Job::Flush => {}
                     Job::Checkpoint { kind, ack } => {
                         // In order: what was queued before it is covered.
@@ -700,7 +708,8 @@ impl Merged {
             backend,
             next_seq: from_seq.unwrap_or(i64::MIN),
             to_seq,
-            cp_after: (i64::MIN, i64::MIN),
+            // A range with no rows still starts its checkpoints there.
+            cp_after: (from_seq.map_or(i64::MIN, |s| s.saturating_sub(1)), i64::MIN),
             cp_buffer: VecDeque::new(),
             started: false,
             rows_done: false,
