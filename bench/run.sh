@@ -2,8 +2,10 @@
 # Reproducible KV v2 load benchmark on loopback (R-PERF-1, R-PERF-2).
 #
 #   bench/run.sh zafe            start a release Zafe (SQLite, audit on) and measure it
+#   bench/run.sh zafe-nofile     the same without the audit file sink (the hash chain in
+#                                the database stays on: Zafe has no way to turn audit off)
 #   bench/run.sh openbao         start OpenBao (raft storage, file audit device) and measure it
-#   bench/run.sh both            both, one after the other, with the same load
+#   bench/run.sh both            zafe then openbao, one after the other, with the same load
 #   bench/run.sh external ADDR TOKEN   measure any Vault-compatible server already running
 #
 # Load tool: wrk (Debian package), installed if missing. Settings (env):
@@ -68,6 +70,7 @@ rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo "?"; }
 measure() { # name addr token pid
     local name=$1 addr=$2 token=$3 pid=${4:-}
     export BENCH_TOKEN=$token BENCH_KEYS=$KEYS
+    local rss_idle; rss_idle=$( [ -n "$pid" ] && rss_kb "$pid" || echo "?")
     seed "$addr" "$token"
     local rss_before; rss_before=$( [ -n "$pid" ] && rss_kb "$pid" || echo "?")
     log "$name: reads for $DURATION"
@@ -85,23 +88,28 @@ measure() { # name addr token pid
                 "$(awk '$1=="99%" {print $2}' "$f")" \
                 "$(awk '/Non-2xx/ {print $NF}' "$f" | grep . || echo 0)"
         done
-        echo "$name RSS: ${rss_before} kB after seeding, ${rss_after} kB after load"
+        echo "$name RSS: ${rss_idle} kB idle, ${rss_before} kB after seeding, ${rss_after} kB after load"
     } | tee -a $here/results.log
 }
 
-run_zafe() {
+run_zafe() { # [name] [audit file: yes|no]
+    local name=${1:-zafe} audit_file=${2:-yes}
     log "building zafe (release)"
     cargo build --release -q -p zafe
-    local data=$work/zafe-data
-    ZAFE_DATA_DIR=$data ZAFE_LISTEN=127.0.0.1:$PORT_ZAFE ZAFE_AUDIT_FILE=$work/zafe-audit.jsonl \
-        ZAFE_LOG=warn ./target/release/zafe server > "$work/zafe.log" 2>&1 &
+    local data=$work/$name-data
+    local audit=(ZAFE_AUDIT_FILE="$work/$name-audit.jsonl")
+    [ "$audit_file" = yes ] || audit=()
+    env ZAFE_DATA_DIR="$data" ZAFE_LISTEN=127.0.0.1:$PORT_ZAFE "${audit[@]}" \
+        ZAFE_LOG=warn ./target/release/zafe server > "$work/$name.log" 2>&1 &
     pids+=($!)
     local pid=$!
     wait_http "http://127.0.0.1:$PORT_ZAFE/v1/sys/health"
     sleep 0.5
-    local token; token=$(awk '/Root token:/ {print $3}' "$work/zafe.log")
-    [ -n "$token" ] || { log "no root token in the server output"; cat "$work/zafe.log" >&2; exit 1; }
-    measure zafe "http://127.0.0.1:$PORT_ZAFE" "$token" "$pid"
+    local token; token=$(awk '/Root token:/ {print $3}' "$work/$name.log")
+    [ -n "$token" ] || { log "no root token in the server output"; cat "$work/$name.log" >&2; exit 1; }
+    measure "$name" "http://127.0.0.1:$PORT_ZAFE" "$token" "$pid"
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
 }
 
 run_openbao() {
@@ -143,8 +151,9 @@ HCL
 need_wrk
 case "${1:-zafe}" in
     zafe) run_zafe ;;
+    zafe-nofile) run_zafe zafe-nofile no ;;
     openbao) run_openbao ;;
     both) run_zafe; run_openbao ;;
     external) measure external "${2:?address}" "${3:?token}" ;;
-    *) sed -n '2,12p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,14p' "$0" >&2; exit 2 ;;
 esac

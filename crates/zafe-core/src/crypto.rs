@@ -86,9 +86,19 @@ pub fn envelope_key_version(envelope: &[u8]) -> Result<u32, CryptoError> {
 /// Encrypts `plaintext` for the location described by `context` under a
 /// fresh data key wrapped by `kek` (version `kek_version`).
 pub fn seal(kek: &SecretKey, kek_version: u32, context: &[u8], plaintext: &[u8]) -> Vec<u8> {
-    let dek = SecretKey::generate();
-    let wrap_nonce: [u8; NONCE_LEN] = random_bytes();
-    let data_nonce: [u8; NONCE_LEN] = random_bytes();
+    // The data key lives for this call only. It is zeroized on drop but not
+    // mlock'ed: the cipher copies it into its own (unlocked) key schedule
+    // anyway, and an mlock per record is a system call on every write.
+    // One draw from the OS for the key and both nonces.
+    let mut fresh = Zeroizing::new([0u8; KEY_LEN + 2 * NONCE_LEN]);
+    fill_random(&mut fresh[..]);
+    let dek: &[u8; KEY_LEN] = fresh[..KEY_LEN].try_into().expect("key length");
+    let wrap_nonce: [u8; NONCE_LEN] = fresh[KEY_LEN..KEY_LEN + NONCE_LEN]
+        .try_into()
+        .expect("nonce length");
+    let data_nonce: [u8; NONCE_LEN] = fresh[KEY_LEN + NONCE_LEN..]
+        .try_into()
+        .expect("nonce length");
 
     let mut out = Vec::with_capacity(MIN_ENVELOPE_LEN + plaintext.len());
     out.push(FORMAT_V1);
@@ -96,16 +106,16 @@ pub fn seal(kek: &SecretKey, kek_version: u32, context: &[u8], plaintext: &[u8])
     out.extend_from_slice(&wrap_nonce);
 
     let wrapped = aead_encrypt(
-        kek,
+        kek.expose(),
         &wrap_nonce,
-        dek.expose(),
+        dek,
         &dek_aad(FORMAT_V1, kek_version, context),
     );
     out.extend_from_slice(&wrapped);
     debug_assert_eq!(out.len(), HEADER_LEN);
 
     let data_aad = data_aad(&out, context);
-    let ciphertext = aead_encrypt(&dek, &data_nonce, plaintext, &data_aad);
+    let ciphertext = aead_encrypt(dek, &data_nonce, plaintext, &data_aad);
     out.extend_from_slice(&data_nonce);
     out.extend_from_slice(&ciphertext);
     out
@@ -125,15 +135,21 @@ pub fn open<'k>(
     let wrap_nonce = &header[5..5 + NONCE_LEN];
     let wrapped = &header[5 + NONCE_LEN..];
     let dek_bytes = aead_decrypt(
-        kek,
+        kek.expose(),
         wrap_nonce,
         wrapped,
         &dek_aad(FORMAT_V1, kek_version, context),
     )?;
-    let dek = SecretKey::from_slice(&dek_bytes).ok_or(CryptoError::Integrity)?;
+    // Used straight from its zeroizing buffer: a copy into an mlock'ed
+    // `SecretKey` would protect nothing (the bytes are already here) and
+    // cost a system call on every read.
+    let dek: &[u8; KEY_LEN] = dek_bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| CryptoError::Integrity)?;
     let data_nonce = &envelope[HEADER_LEN..HEADER_LEN + NONCE_LEN];
     let ciphertext = &envelope[HEADER_LEN + NONCE_LEN..];
-    aead_decrypt(&dek, data_nonce, ciphertext, &data_aad(header, context))
+    aead_decrypt(dek, data_nonce, ciphertext, &data_aad(header, context))
 }
 
 fn dek_aad(format: u8, kek_version: u32, context: &[u8]) -> Vec<u8> {
@@ -144,8 +160,8 @@ fn data_aad(header: &[u8], context: &[u8]) -> Vec<u8> {
     crate::encoding::fields(&[DOMAIN_DATA, header, context])
 }
 
-fn aead_encrypt(key: &SecretKey, nonce: &[u8], plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
-    XChaCha20Poly1305::new(key.expose().into())
+fn aead_encrypt(key: &[u8; KEY_LEN], nonce: &[u8], plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+    XChaCha20Poly1305::new(key.into())
         .encrypt(XNonce::from_slice(nonce), Payload { msg: plaintext, aad })
         // Encryption fails only for messages beyond 2^38 bytes, which the
         // request size limit makes impossible.
@@ -153,12 +169,12 @@ fn aead_encrypt(key: &SecretKey, nonce: &[u8], plaintext: &[u8], aad: &[u8]) -> 
 }
 
 fn aead_decrypt(
-    key: &SecretKey,
+    key: &[u8; KEY_LEN],
     nonce: &[u8],
     ciphertext: &[u8],
     aad: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    XChaCha20Poly1305::new(key.expose().into())
+    XChaCha20Poly1305::new(key.into())
         .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad })
         .map(Zeroizing::new)
         .map_err(|_| CryptoError::Integrity)

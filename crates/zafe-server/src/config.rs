@@ -434,6 +434,18 @@ mod tests {
     }
 
     #[test]
+    fn the_storage_cache_is_on_by_default_and_sized_by_configuration() {
+        let c: Config = toml::from_str("[storage]\nkind = \"sqlite\"").unwrap();
+        assert_eq!(c.storage.cache(), zafe_storage::CacheConfig::default());
+        assert!(!c.storage.cache().is_off());
+        let mut c: Config = toml::from_str("[storage]\ncache_entries = 500\ncache_bytes = 65536").unwrap();
+        assert_eq!(c.storage.cache(), zafe_storage::CacheConfig { max_entries: 500, max_bytes: 65536 });
+        c.apply_env(&env_of(&[("ZAFE_STORAGE_CACHE_ENTRIES", "0")])).unwrap();
+        assert!(c.storage.cache().is_off());
+        assert!(c.apply_env(&env_of(&[("ZAFE_STORAGE_CACHE_ENTRIES", "many")])).is_err());
+    }
+
+    #[test]
     fn typos_are_errors() {
         assert!(toml::from_str::<Config>("lisen = \"127.0.0.1:1\"").is_err());
         assert!(toml::from_str::<Config>("[storage]\nkind = \"mysql\"").is_err());

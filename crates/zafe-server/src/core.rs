@@ -271,7 +271,9 @@ impl Core {
                 .ok_or(Error::PermissionDenied)
                 .inspect(crate::audit::note_caller);
         }
-        tokens::authenticate(&self.barrier, &self.token_key()?, token, req.client_ip)
+        // Borrowed, not `token_key()`: no copy of the key per request.
+        let keys = self.unsealed.read().expect("unsealed lock").clone().ok_or(Error::Sealed)?;
+        tokens::authenticate(&self.barrier, &keys.token_key, token, req.client_ip)
             .await?
             .ok_or(Error::PermissionDenied)
             .inspect(crate::audit::note_caller)

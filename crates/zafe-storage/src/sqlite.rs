@@ -34,10 +34,10 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
+use crate::cache::{CacheConfig, EntryCache, Lookup};
 use crate::sql::{
     backend_error, key_from_bytes, migration_error, prefix_upper_bound, scan_start, sql_limit,
 };
-use crate::cache::{CacheConfig, EntryCache, Lookup};
 use crate::sqlite_writer::GroupWriter;
 use crate::{Backend, Condition, Entry, Op, Result, StorageError, audit};
 
@@ -144,7 +144,11 @@ impl SqliteBackend {
         let reader_options = SqliteConnectOptions::new()
             .filename(&filename)
             .read_only(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            // 1 MiB of pages per read connection (SQLite's default is 2):
+            // memory is bounded by configuration, not by the database's
+            // size, and the entry cache answers most reads anyway.
+            .pragma("cache_size", "-1024");
         let reader = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(10))
@@ -251,9 +255,10 @@ impl Backend for SqliteBackend {
         };
         match cache.lookup(key) {
             Lookup::Hit(entry) => Ok(Some(entry)),
+            Lookup::Absent => Ok(None),
             Lookup::Miss(ticket) => {
                 let found = self.get_uncached(key).await?;
-                cache.fill(ticket, found.as_ref());
+                cache.fill(ticket, key, found.as_ref());
                 Ok(found)
             }
         }

@@ -23,6 +23,14 @@
 //! expectation is the head the last append left, so it is nearly always
 //! right.
 //!
+//! WAL checkpoints (copying committed pages back into the database file,
+//! and its fsync) run on a second thread and connection, passively, every
+//! [`CHECKPOINT_EVERY`] after commits: SQLite would otherwise run them
+//! inside a commit every 1,000 pages, holding every caller of that cycle.
+//! The writer still checkpoints itself past [`WAL_BACKSTOP_PAGES`], which
+//! bounds the log under any load (by then little is left to copy) and lets
+//! SQLite start the log over.
+//!
 //! The entry cache ([`crate::cache`]) is updated here, after the commit is
 //! durable and before anyone is answered, where no cancelled request can
 //! skip it. When another connection (another process on the same file) has
@@ -33,6 +41,7 @@
 //! [`Backend::commit`]: crate::Backend::commit
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self as std_mpsc, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -54,6 +63,12 @@ const IDLE_POLL: Duration = Duration::from_millis(100);
 
 /// How often an audit append re-links after the head moved under it.
 const MAX_AUDIT_ATTEMPTS: usize = 32;
+
+/// How often the checkpointer runs, when there were commits.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// The writer's own (SQLite automatic) checkpoint threshold, in pages.
+const WAL_BACKSTOP_PAGES: i64 = 8000;
 
 enum Job {
     Commit {
@@ -89,6 +104,8 @@ enum AuditOutcome {
 pub(crate) struct GroupWriter {
     tx: Mutex<Option<std_mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Dropped to stop the checkpointer.
+    checkpoints: Mutex<Option<(std_mpsc::Sender<()>, JoinHandle<()>)>>,
     /// The chain head the last append left (what to link onto next).
     head: Arc<Mutex<Option<AuditHead>>>,
     /// One append at a time from this process: concurrent ones would all
@@ -103,16 +120,22 @@ fn stopped() -> StorageError {
 impl GroupWriter {
     /// Opens a second connection to `path` (already migrated, in WAL mode)
     /// and starts the writer thread on it.
-    pub(crate) async fn start(path: &Path, busy_timeout: Duration, cache: Option<Arc<EntryCache>>) -> Result<Self> {
+    pub(crate) async fn start(
+        path: &Path,
+        busy_timeout: Duration,
+        cache: Option<Arc<EntryCache>>,
+    ) -> Result<Self> {
         let (tx, rx) = std_mpsc::channel();
         let (ready_tx, ready_rx) = oneshot::channel();
         let head = Arc::new(Mutex::new(None));
+        let commits = Arc::new(AtomicU64::new(0));
+        let checkpoints = start_checkpointer(path, busy_timeout, commits.clone())?;
         let path = path.to_path_buf();
         let thread_head = head.clone();
         let thread = std::thread::Builder::new()
             .name("zafe-sqlite-writer".into())
             .spawn(move || {
-                let writer = match Writer::open(&path, busy_timeout, cache, thread_head) {
+                let writer = match Writer::open(&path, busy_timeout, cache, thread_head, commits) {
                     Ok(w) => {
                         let _ = ready_tx.send(Ok(()));
                         w
@@ -124,11 +147,14 @@ impl GroupWriter {
                 };
                 writer.run(rx);
             })
-            .map_err(|e| StorageError::Backend(format!("cannot start the storage writer thread: {e}")))?;
+            .map_err(|e| {
+                StorageError::Backend(format!("cannot start the storage writer thread: {e}"))
+            })?;
         ready_rx.await.map_err(|_| stopped())??;
         Ok(Self {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            checkpoints: Mutex::new(Some(checkpoints)),
             head,
             appending: tokio::sync::Mutex::new(()),
         })
@@ -136,7 +162,11 @@ impl GroupWriter {
 
     fn send(&self, job: Job) -> Result<()> {
         let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        guard.as_ref().ok_or_else(stopped)?.send(job).map_err(|_| stopped())
+        guard
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(job)
+            .map_err(|_| stopped())
     }
 
     pub(crate) async fn commit(&self, ops: Vec<Op>) -> Result<()> {
@@ -145,7 +175,11 @@ impl GroupWriter {
         done.await.map_err(|_| stopped())?
     }
 
-    pub(crate) async fn audit_append(&self, drafts: Vec<AuditDraft>, link: Linker<'_>) -> Result<Vec<AuditRow>> {
+    pub(crate) async fn audit_append(
+        &self,
+        drafts: Vec<AuditDraft>,
+        link: Linker<'_>,
+    ) -> Result<Vec<AuditRow>> {
         if drafts.is_empty() {
             return Ok(Vec::new());
         }
@@ -178,10 +212,65 @@ impl GroupWriter {
     pub(crate) async fn close(&self) {
         drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(thread) = thread {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
+        let checkpoints = self
+            .checkpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(thread) = thread {
+                let _ = thread.join();
+            }
+            if let Some((stop, thread)) = checkpoints {
+                drop(stop);
+                let _ = thread.join();
+            }
+        })
+        .await;
     }
+}
+
+/// Starts the checkpointer thread on its own connection. It stops when the
+/// returned sender is dropped.
+fn start_checkpointer(
+    path: &Path,
+    busy_timeout: Duration,
+    commits: Arc<AtomicU64>,
+) -> Result<(std_mpsc::Sender<()>, JoinHandle<()>)> {
+    let open = |e: rusqlite::Error| {
+        backend_error(&format!("opening {} for checkpoints", path.display()), &e)
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(open)?;
+    conn.busy_timeout(busy_timeout).map_err(open)?;
+    let (stop, stopped) = std_mpsc::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("zafe-sqlite-checkpoint".into())
+        .spawn(move || {
+            let mut seen = 0;
+            loop {
+                match stopped.recv_timeout(CHECKPOINT_EVERY) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                let now = commits.load(Ordering::Relaxed);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                // PASSIVE: copies what it can without waiting for, or
+                // blocking, the writer or any reader.
+                let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                if let Err(e) = done {
+                    tracing::warn!(error = %describe(&e), "SQLite checkpoint failed; the writer will checkpoint itself");
+                }
+            }
+        })
+        .map_err(|e| StorageError::Backend(format!("cannot start the checkpoint thread: {e}")))?;
+    Ok((stop, thread))
 }
 
 /// Links `drafts` onto `head`, as the caller's linker says.
@@ -209,9 +298,15 @@ fn chain(head: &AuditHead, drafts: &[AuditDraft], link: Linker<'_>) -> Vec<Audit
 /// tables and constraints, not data.
 fn describe(err: &rusqlite::Error) -> String {
     match err {
-        rusqlite::Error::SqliteFailure(e, Some(message)) => format!("database error {}: {message}", e.extended_code),
-        rusqlite::Error::SqliteFailure(e, None) => format!("database error {}: {e}", e.extended_code),
-        rusqlite::Error::QueryReturnedNoRows => "the database returned no row where one was expected".into(),
+        rusqlite::Error::SqliteFailure(e, Some(message)) => {
+            format!("database error {}: {message}", e.extended_code)
+        }
+        rusqlite::Error::SqliteFailure(e, None) => {
+            format!("database error {}: {e}", e.extended_code)
+        }
+        rusqlite::Error::QueryReturnedNoRows => {
+            "the database returned no row where one was expected".into()
+        }
         _ => "unexpected database client error".into(),
     }
 }
@@ -238,11 +333,21 @@ struct Writer {
     cache: Option<Arc<EntryCache>>,
     head: Arc<Mutex<Option<AuditHead>>>,
     data_version: i64,
+    /// Counts committed cycles, for the checkpointer.
+    commits: Arc<AtomicU64>,
 }
 
 impl Writer {
-    fn open(path: &Path, busy_timeout: Duration, cache: Option<Arc<EntryCache>>, head: Arc<Mutex<Option<AuditHead>>>) -> Result<Self> {
-        let open = |e: rusqlite::Error| backend_error(&format!("opening {} for writing", path.display()), &e);
+    fn open(
+        path: &Path,
+        busy_timeout: Duration,
+        cache: Option<Arc<EntryCache>>,
+        head: Arc<Mutex<Option<AuditHead>>>,
+        commits: Arc<AtomicU64>,
+    ) -> Result<Self> {
+        let open = |e: rusqlite::Error| {
+            backend_error(&format!("opening {} for writing", path.display()), &e)
+        };
         let conn = Connection::open_with_flags(
             path,
             // No URI parsing (a path is a path) and no creation: the
@@ -251,19 +356,33 @@ impl Writer {
         )
         .map_err(open)?;
         conn.busy_timeout(busy_timeout).map_err(open)?;
-        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(open)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(open)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StorageError::Backend(format!("{} is not in WAL mode ({mode})", path.display())));
+            return Err(StorageError::Backend(format!(
+                "{} is not in WAL mode ({mode})",
+                path.display()
+            )));
         }
         // FULL: every commit fsyncs the log before it returns, so an
         // acknowledged write survives power loss.
-        conn.pragma_update(None, "synchronous", "FULL").map_err(open)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open)?;
+        let _: i64 = conn
+            .query_row(
+                &format!("PRAGMA wal_autocheckpoint = {WAL_BACKSTOP_PAGES}"),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(open)?;
         conn.set_prepared_statement_cache_capacity(32);
         let mut writer = Self {
             conn,
             cache,
             head: head.clone(),
             data_version: 0,
+            commits,
         };
         writer.data_version = writer.read_data_version().map_err(open)?;
         let current = writer.read_head().map_err(open)?;
@@ -297,13 +416,20 @@ impl Writer {
     }
 
     fn read_data_version(&self) -> rusqlite::Result<i64> {
-        self.conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))
+        self.conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))
     }
 
     fn read_head(&self) -> rusqlite::Result<AuditHead> {
         self.conn
             .prepare_cached("SELECT seq, hash FROM zafe_audit_head WHERE id = 1")?
-            .query_row([], |r| Ok(AuditHead { seq: r.get(0)?, hash: r.get(1)? }))
+            .query_row([], |r| {
+                Ok(AuditHead {
+                    seq: r.get(0)?,
+                    hash: r.get(1)?,
+                })
+            })
     }
 
     /// Clears the cache if another connection committed since we last
@@ -333,10 +459,6 @@ impl Writer {
     }
 
     fn cycle(&mut self, jobs: Vec<Job>) {
-        let t0 = std::time::Instant::now(); // TEMP-STATS
-        let njobs = jobs.len(); // TEMP-STATS
-        let nsize: usize = jobs.iter().map(Job::size).sum(); // TEMP-STATS
-        let t_commit; // TEMP-STATS
         if let Err(e) = self.exec("BEGIN IMMEDIATE") {
             let error = backend_error("commit: begin", &e);
             for job in jobs {
@@ -352,9 +474,17 @@ impl Writer {
             done.push(match job {
                 Job::Commit { ops, reply } => {
                     let outcome = self.apply_batch(&ops);
-                    Done::Commit { ops, reply, outcome }
+                    Done::Commit {
+                        ops,
+                        reply,
+                        outcome,
+                    }
                 }
-                Job::Audit { expect, rows, reply } => Done::Audit {
+                Job::Audit {
+                    expect,
+                    rows,
+                    reply,
+                } => Done::Audit {
                     outcome: self.append_audit(expect, rows),
                     reply,
                 },
@@ -368,14 +498,18 @@ impl Writer {
                 break;
             }
         }
-        t_commit = t0.elapsed(); // TEMP-STATS
         let committed = match lost {
             Some(e) => Err(e),
-            None => self.exec("COMMIT").map(|_| ()).map_err(|e| backend_error("commit", &e)),
+            None => self
+                .exec("COMMIT")
+                .map(|_| ())
+                .map_err(|e| backend_error("commit", &e)),
         };
-        TEMP_STATS.with(|st| { let mut st = st.borrow_mut(); st.0 += 1; st.1 += njobs; st.2 += nsize; st.3 += t_commit; st.4 += t0.elapsed(); if st.5.elapsed() > Duration::from_secs(2) { if std::env::var_os("ZAFE_WRITER_STATS").is_some() { eprintln!("writer: {} cycles/s, {:.1} jobs/cycle, {:.1} rows/cycle, apply {:?}/cycle, total {:?}/cycle", st.0 as f64 / st.5.elapsed().as_secs_f64(), st.1 as f64 / st.0 as f64, st.2 as f64 / st.0 as f64, st.3 / st.0 as u32, st.4 / st.0 as u32); } *st = (0, 0, 0, Duration::ZERO, Duration::ZERO, std::time::Instant::now()); } }); // TEMP-STATS
         match committed {
-            Ok(()) => self.answer(done),
+            Ok(()) => {
+                self.commits.fetch_add(1, Ordering::Relaxed);
+                self.answer(done)
+            }
             Err(error) => {
                 if !self.conn.is_autocommit() {
                     let _ = self.exec("ROLLBACK");
@@ -411,7 +545,11 @@ impl Writer {
         let mut replies = Vec::with_capacity(done.len());
         for d in done {
             match d {
-                Done::Commit { ops, reply, outcome } => {
+                Done::Commit {
+                    ops,
+                    reply,
+                    outcome,
+                } => {
                     if let Some(cache) = &self.cache {
                         match &outcome {
                             Ok(()) => cache.apply(ops),
@@ -459,7 +597,8 @@ impl Writer {
         if let [op] = ops {
             return self.apply(op);
         }
-        self.exec("SAVEPOINT zafe_batch").map_err(|e| backend_error("commit: savepoint", &e))?;
+        self.exec("SAVEPOINT zafe_batch")
+            .map_err(|e| backend_error("commit: savepoint", &e))?;
         for op in ops {
             if let Err(e) = self.apply(op) {
                 let undo = self
@@ -474,23 +613,34 @@ impl Writer {
                 return Err(e);
             }
         }
-        self.exec("RELEASE zafe_batch").map_err(|e| backend_error("commit: release", &e))?;
+        self.exec("RELEASE zafe_batch")
+            .map_err(|e| backend_error("commit: release", &e))?;
         Ok(())
     }
 
     fn apply(&self, op: &Op) -> Result<()> {
         let held = match op {
-            Op::Put { entry, condition } => self.put(&entry.key, &entry.value, entry.generation, *condition),
+            Op::Put { entry, condition } => {
+                self.put(&entry.key, &entry.value, entry.generation, *condition)
+            }
             Op::Delete { key, condition } => self.delete(key, *condition),
         };
         match held {
             Ok(true) => Ok(()),
-            Ok(false) => Err(StorageError::Conflict { key: op_key(op).to_string() }),
+            Ok(false) => Err(StorageError::Conflict {
+                key: op_key(op).to_string(),
+            }),
             Err(e) => Err(backend_error("commit", &e)),
         }
     }
 
-    fn put(&self, key: &str, value: &[u8], generation: i64, condition: Condition) -> rusqlite::Result<bool> {
+    fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        generation: i64,
+        condition: Condition,
+    ) -> rusqlite::Result<bool> {
         let key = key.as_bytes();
         match condition {
             Condition::Any => {
@@ -552,8 +702,12 @@ impl Writer {
             Err(e) => return AuditOutcome::Failed(backend_error("audit append", &e)),
         };
         let linked = expect.as_ref() == Some(&head)
-            && rows.first().is_some_and(|r| r.seq == head.seq + 1 && r.prev_hash == head.hash)
-            && rows.windows(2).all(|w| w[1].seq == w[0].seq + 1 && w[1].prev_hash == w[0].hash);
+            && rows
+                .first()
+                .is_some_and(|r| r.seq == head.seq + 1 && r.prev_hash == head.hash)
+            && rows
+                .windows(2)
+                .all(|w| w[1].seq == w[0].seq + 1 && w[1].prev_hash == w[0].hash);
         if !linked {
             return AuditOutcome::Moved(head);
         }
@@ -564,7 +718,14 @@ impl Writer {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for r in &rows {
-                insert.execute(params![r.seq, r.time_us, r.prev_hash, r.hash, r.mac, r.body])?;
+                insert.execute(params![
+                    r.seq,
+                    r.time_us,
+                    r.prev_hash,
+                    r.hash,
+                    r.mac,
+                    r.body
+                ])?;
             }
             let last = rows.last().expect("checked above");
             self.conn
@@ -622,5 +783,3 @@ fn fail(job: Job, error: &StorageError) {
         }
     }
 }
-
-thread_local! { static TEMP_STATS: std::cell::RefCell<(u64, usize, usize, Duration, Duration, std::time::Instant)> = std::cell::RefCell::new((0, 0, 0, Duration::ZERO, Duration::ZERO, std::time::Instant::now())); } // TEMP-STATS

@@ -101,7 +101,9 @@ async fn each_batch_is_atomic_on_its_own() {
     }
     // The same from a fresh connection (what is on disk, not the cache).
     backend.close().await;
-    let reopened = SqliteBackend::open(&dir.path().join("zafe.db")).await.unwrap();
+    let reopened = SqliteBackend::open(&dir.path().join("zafe.db"))
+        .await
+        .unwrap();
     let keys = reopened.keys("", "", 10_000).await.unwrap();
     assert_eq!(keys.len(), 1 + 2 + 100, "{keys:?}");
 }
@@ -116,10 +118,7 @@ async fn audit_appends_share_the_writer_with_commits() {
         let mut hash = prev.to_vec();
         hash.extend_from_slice(&seq.to_be_bytes());
         hash.extend_from_slice(&draft.body);
-        AuditLink {
-            hash,
-            mac: vec![1],
-        }
+        AuditLink { hash, mac: vec![1] }
     };
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..8 {
@@ -152,7 +151,11 @@ async fn audit_appends_share_the_writer_with_commits() {
     assert_eq!(rows.len(), 4 * 25 * 3);
     for (i, pair) in rows.windows(2).enumerate() {
         assert_eq!(pair[0].seq, i as i64 + 1);
-        assert_eq!(pair[1].prev_hash, pair[0].hash, "broken link at {}", pair[1].seq);
+        assert_eq!(
+            pair[1].prev_hash, pair[0].hash,
+            "broken link at {}",
+            pair[1].seq
+        );
     }
     let bodies: BTreeSet<&[u8]> = rows.iter().map(|r| r.body.as_slice()).collect();
     assert_eq!(bodies.len(), rows.len());
@@ -166,13 +169,21 @@ async fn cached_reads_never_go_back_in_time() {
     let dir = tempfile::tempdir().unwrap();
     let backend = Arc::new(cached(&dir.path().join("zafe.db")).await);
     let acknowledged = Arc::new(std::sync::atomic::AtomicI64::new(0));
-    backend.commit(vec![put("counter", b"0", 0, Condition::Absent)]).await.unwrap();
+    backend
+        .commit(vec![put("counter", b"0", 0, Condition::Absent)])
+        .await
+        .unwrap();
     let writer = {
         let (backend, acknowledged) = (backend.clone(), acknowledged.clone());
         tokio::spawn(async move {
             for g in 1..=300i64 {
                 backend
-                    .commit(vec![put("counter", &g.to_be_bytes(), g, Condition::Generation(g - 1))])
+                    .commit(vec![put(
+                        "counter",
+                        &g.to_be_bytes(),
+                        g,
+                        Condition::Generation(g - 1),
+                    )])
                     .await
                     .unwrap();
                 acknowledged.store(g, std::sync::atomic::Ordering::SeqCst);
@@ -186,7 +197,10 @@ async fn cached_reads_never_go_back_in_time() {
             loop {
                 let floor = acknowledged.load(std::sync::atomic::Ordering::SeqCst);
                 let seen = backend.get("counter").await.unwrap().unwrap().generation;
-                assert!(seen >= floor, "read generation {seen} after {floor} was acknowledged");
+                assert!(
+                    seen >= floor,
+                    "read generation {seen} after {floor} was acknowledged"
+                );
                 if floor == 300 {
                     return;
                 }
@@ -208,18 +222,32 @@ async fn another_process_on_the_file_is_noticed() {
     let path = dir.path().join("zafe.db");
     let a = cached(&path).await;
     let b = SqliteBackend::open(&path).await.unwrap();
-    a.commit(vec![put("k", b"1", 1, Condition::Absent)]).await.unwrap();
+    a.commit(vec![put("k", b"1", 1, Condition::Absent)])
+        .await
+        .unwrap();
     assert_eq!(a.get("k").await.unwrap().unwrap().generation, 1);
-    b.commit(vec![put("k", b"2", 2, Condition::Generation(1))]).await.unwrap();
+    b.commit(vec![put("k", b"2", 2, Condition::Generation(1))])
+        .await
+        .unwrap();
     // A compare-and-swap on the stale generation fails and drops it.
-    let stale = a.commit(vec![put("k", b"x", 2, Condition::Generation(1))]).await;
-    assert!(matches!(stale, Err(StorageError::Conflict { .. })), "{stale:?}");
+    let stale = a
+        .commit(vec![put("k", b"x", 2, Condition::Generation(1))])
+        .await;
+    assert!(
+        matches!(stale, Err(StorageError::Conflict { .. })),
+        "{stale:?}"
+    );
     assert_eq!(a.get("k").await.unwrap().unwrap().value, b"2");
     // A plain read sees the other process's write once the writer notices.
-    b.commit(vec![put("k", b"3", 3, Condition::Generation(2))]).await.unwrap();
+    b.commit(vec![put("k", b"3", 3, Condition::Generation(2))])
+        .await
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while a.get("k").await.unwrap().unwrap().value != b"3" {
-        assert!(std::time::Instant::now() < deadline, "never noticed the other process");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never noticed the other process"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     a.close().await;
@@ -231,8 +259,14 @@ async fn another_process_on_the_file_is_noticed() {
 async fn closing_stops_the_writer() {
     let dir = tempfile::tempdir().unwrap();
     let backend = cached(&dir.path().join("zafe.db")).await;
-    backend.commit(vec![put("a", b"1", 1, Condition::Absent)]).await.unwrap();
+    backend
+        .commit(vec![put("a", b"1", 1, Condition::Absent)])
+        .await
+        .unwrap();
     backend.close().await;
-    let err = backend.commit(vec![put("b", b"1", 1, Condition::Absent)]).await.unwrap_err();
+    let err = backend
+        .commit(vec![put("b", b"1", 1, Condition::Absent)])
+        .await
+        .unwrap_err();
     assert!(matches!(err, StorageError::Backend(_)), "{err:?}");
 }
