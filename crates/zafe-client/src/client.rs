@@ -356,7 +356,10 @@ impl Client {
 
     /// Reads the next chunk of a [`Self::request_stream`] body.
     pub async fn next_chunk(&self, resp: &mut reqwest::Response) -> Result<Option<Vec<u8>>> {
-        resp.chunk().await.map(|c| c.map(|b| b.to_vec())).map_err(|e| self.transport(e))
+        resp.chunk()
+            .await
+            .map(|c| c.map(|b| b.to_vec()))
+            .map_err(|e| self.transport(e))
     }
 
     // ---- Plumbing -------------------------------------------------------

@@ -5,7 +5,11 @@
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// Everything but unreserved characters is escaped.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Escapes one path segment (a `/` in it is escaped too).
 pub fn encode_segment(segment: &str) -> String {
@@ -14,7 +18,10 @@ pub fn encode_segment(segment: &str) -> String {
 
 /// Escapes each segment of a path and keeps its slashes.
 pub fn encode_path(path: &str) -> String {
-    path.split('/').map(encode_segment).collect::<Vec<_>>().join("/")
+    path.split('/')
+        .map(encode_segment)
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 #[cfg(test)]

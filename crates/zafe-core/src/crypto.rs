@@ -51,7 +51,9 @@ const DOMAIN_DATA: &[u8] = b"zafe/v1/data";
 pub enum CryptoError {
     /// Authentication failed: the ciphertext, its header or its location was
     /// changed, or the wrong key was used. Never says which, on purpose.
-    #[error("integrity check failed: the stored record was modified, moved or rolled back, or the key is wrong")]
+    #[error(
+        "integrity check failed: the stored record was modified, moved or rolled back, or the key is wrong"
+    )]
     Integrity,
     #[error("malformed envelope: {0}")]
     Malformed(&'static str),
@@ -80,7 +82,9 @@ pub fn envelope_key_version(envelope: &[u8]) -> Result<u32, CryptoError> {
     if envelope[0] != FORMAT_V1 {
         return Err(CryptoError::Malformed("unknown format"));
     }
-    Ok(u32::from_be_bytes(envelope[1..5].try_into().expect("4 bytes")))
+    Ok(u32::from_be_bytes(
+        envelope[1..5].try_into().expect("4 bytes"),
+    ))
 }
 
 /// Encrypts `plaintext` for the location described by `context` under a
@@ -162,7 +166,13 @@ fn data_aad(header: &[u8], context: &[u8]) -> Vec<u8> {
 
 fn aead_encrypt(key: &[u8; KEY_LEN], nonce: &[u8], plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
     XChaCha20Poly1305::new(key.into())
-        .encrypt(XNonce::from_slice(nonce), Payload { msg: plaintext, aad })
+        .encrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
         // Encryption fails only for messages beyond 2^38 bytes, which the
         // request size limit makes impossible.
         .expect("XChaCha20-Poly1305 encryption cannot fail for bounded input")
@@ -175,7 +185,13 @@ fn aead_decrypt(
     aad: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     XChaCha20Poly1305::new(key.into())
-        .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad })
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad,
+            },
+        )
         .map(Zeroizing::new)
         .map_err(|_| CryptoError::Integrity)
 }
@@ -213,7 +229,12 @@ mod tests {
         SecretKey::from_bytes(&[7u8; KEY_LEN])
     }
 
-    fn open_with(key: &SecretKey, version: u32, ctx: &[u8], env: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    fn open_with(
+        key: &SecretKey,
+        version: u32,
+        ctx: &[u8],
+        env: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
         open(|v| (v == version).then_some(key), ctx, env).map(|p| p.to_vec())
     }
 
@@ -235,15 +256,24 @@ mod tests {
     #[test]
     fn other_context_fails() {
         let env = seal(&kek(), 1, b"secret/a@1", b"hello");
-        assert_eq!(open_with(&kek(), 1, b"secret/b@1", &env), Err(CryptoError::Integrity));
-        assert_eq!(open_with(&kek(), 1, b"secret/a@2", &env), Err(CryptoError::Integrity));
+        assert_eq!(
+            open_with(&kek(), 1, b"secret/b@1", &env),
+            Err(CryptoError::Integrity)
+        );
+        assert_eq!(
+            open_with(&kek(), 1, b"secret/a@2", &env),
+            Err(CryptoError::Integrity)
+        );
     }
 
     #[test]
     fn wrong_key_fails() {
         let env = seal(&kek(), 1, b"ctx", b"hello");
         let other = SecretKey::from_bytes(&[8u8; KEY_LEN]);
-        assert_eq!(open_with(&other, 1, b"ctx", &env), Err(CryptoError::Integrity));
+        assert_eq!(
+            open_with(&other, 1, b"ctx", &env),
+            Err(CryptoError::Integrity)
+        );
     }
 
     // Every single bit of the envelope is authenticated, the format byte and
@@ -271,7 +301,10 @@ mod tests {
         let b = seal(&kek(), 1, b"ctx", b"record b");
         let mut mixed = a[..HEADER_LEN].to_vec();
         mixed.extend_from_slice(&b[HEADER_LEN..]);
-        assert_eq!(open_with(&kek(), 1, b"ctx", &mixed), Err(CryptoError::Integrity));
+        assert_eq!(
+            open_with(&kek(), 1, b"ctx", &mixed),
+            Err(CryptoError::Integrity)
+        );
     }
 
     #[test]
@@ -285,7 +318,10 @@ mod tests {
     #[test]
     fn unknown_version_is_reported() {
         let env = seal(&kek(), 9, b"ctx", b"x");
-        assert_eq!(open_with(&kek(), 1, b"ctx", &env), Err(CryptoError::UnknownKeyVersion(9)));
+        assert_eq!(
+            open_with(&kek(), 1, b"ctx", &env),
+            Err(CryptoError::UnknownKeyVersion(9))
+        );
     }
 
     #[test]

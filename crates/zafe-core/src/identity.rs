@@ -57,10 +57,21 @@ impl IdentityKey {
     }
 
     /// Signs an identity proof for `nonce` at `timestamp` (Unix seconds).
-    pub fn prove(&self, nonce: &[u8], timestamp: i64, tls_spki_sha256: Option<[u8; 32]>) -> IdentityProof {
+    pub fn prove(
+        &self,
+        nonce: &[u8],
+        timestamp: i64,
+        tls_spki_sha256: Option<[u8; 32]>,
+    ) -> IdentityProof {
         let public_key = self.public_key();
         let server_id = server_id_for(&public_key);
-        let message = proof_message(&server_id, &public_key, nonce, timestamp, tls_spki_sha256.as_ref());
+        let message = proof_message(
+            &server_id,
+            &public_key,
+            nonce,
+            timestamp,
+            tls_spki_sha256.as_ref(),
+        );
         IdentityProof {
             server_id,
             algorithm: "ed25519".into(),
@@ -89,14 +100,20 @@ impl std::fmt::Debug for IdentityKey {
 }
 
 /// Verifies a signature made by [`IdentityKey::sign_fields`].
-pub fn verify_fields(public_key: &[u8; 32], domain: &[u8], fields: &[&[u8]], signature: &[u8; 64]) -> bool {
+pub fn verify_fields(
+    public_key: &[u8; 32],
+    domain: &[u8],
+    fields: &[&[u8]],
+    signature: &[u8; 64],
+) -> bool {
     let Ok(key) = VerifyingKey::from_bytes(public_key) else {
         return false;
     };
     let mut all = Vec::with_capacity(fields.len() + 1);
     all.push(domain);
     all.extend_from_slice(fields);
-    key.verify_strict(&encoding::fields(&all), &Signature::from_bytes(signature)).is_ok()
+    key.verify_strict(&encoding::fields(&all), &Signature::from_bytes(signature))
+        .is_ok()
 }
 
 /// `zs_` followed by the first 16 bytes of a domain-separated SHA-256 of the
@@ -141,7 +158,9 @@ pub struct VerifiedIdentity {
 pub enum IdentityError {
     #[error("the identity proof is malformed: {0}")]
     Malformed(&'static str),
-    #[error("the server_id {claimed} does not belong to the public key it presented (derived {derived})")]
+    #[error(
+        "the server_id {claimed} does not belong to the public key it presented (derived {derived})"
+    )]
     IdMismatch { claimed: String, derived: String },
     #[error("the identity signature is invalid: the server does not hold the key it claims")]
     BadSignature,
@@ -149,7 +168,9 @@ pub enum IdentityError {
     NonceMismatch,
     #[error("the server's clock is {skew_secs}s away from ours (more than {max_secs}s allowed)")]
     ClockSkew { skew_secs: i64, max_secs: i64 },
-    #[error("the server signed a different TLS key than the one on this connection: a proxy is relaying this connection")]
+    #[error(
+        "the server signed a different TLS key than the one on this connection: a proxy is relaying this connection"
+    )]
     TlsKeyMismatch,
     #[error("the connection uses TLS but the server's proof does not cover a TLS key")]
     TlsNotBound,
@@ -205,9 +226,19 @@ pub fn verify_proof(
     };
     // The signature covers the nonce we sent, not the one echoed back, so a
     // proof for another nonce fails here even if the echo was edited.
-    let message = proof_message(&proof.server_id, &public_key, expected_nonce, proof.timestamp, tls_spki.as_ref());
-    let key = VerifyingKey::from_bytes(&public_key).map_err(|_| IdentityError::Malformed("public_key"))?;
-    if key.verify_strict(&message, &Signature::from_bytes(&signature)).is_err() {
+    let message = proof_message(
+        &proof.server_id,
+        &public_key,
+        expected_nonce,
+        proof.timestamp,
+        tls_spki.as_ref(),
+    );
+    let key = VerifyingKey::from_bytes(&public_key)
+        .map_err(|_| IdentityError::Malformed("public_key"))?;
+    if key
+        .verify_strict(&message, &Signature::from_bytes(&signature))
+        .is_err()
+    {
         return Err(if proof.nonce != hex::encode(expected_nonce) {
             IdentityError::NonceMismatch
         } else {
@@ -236,7 +267,13 @@ pub fn verify_proof(
     })
 }
 
-fn proof_message(server_id: &str, public_key: &[u8; 32], nonce: &[u8], timestamp: i64, tls: Option<&[u8; 32]>) -> Vec<u8> {
+fn proof_message(
+    server_id: &str,
+    public_key: &[u8; 32],
+    nonce: &[u8],
+    timestamp: i64,
+    tls: Option<&[u8; 32]>,
+) -> Vec<u8> {
     encoding::fields(&[
         DOMAIN_PROOF,
         server_id.as_bytes(),
@@ -264,7 +301,10 @@ mod tests {
     const NOW: i64 = 1_800_000_000;
     const NONCE: &[u8] = b"0123456789abcdef";
 
-    fn check(proof: &IdentityProof, tls: Option<&[u8; 32]>) -> Result<VerifiedIdentity, IdentityError> {
+    fn check(
+        proof: &IdentityProof,
+        tls: Option<&[u8; 32]>,
+    ) -> Result<VerifiedIdentity, IdentityError> {
         verify_proof(proof, NONCE, NOW, DEFAULT_MAX_SKEW_SECS, tls, false)
     }
 
@@ -280,7 +320,10 @@ mod tests {
     #[test]
     fn the_seed_round_trips() {
         let key = IdentityKey::generate();
-        assert_eq!(IdentityKey::from_seed(&key.seed()).public_key(), key.public_key());
+        assert_eq!(
+            IdentityKey::from_seed(&key.seed()).public_key(),
+            key.public_key()
+        );
     }
 
     // A "parrot" server copies the real public key and id but cannot sign.
@@ -299,7 +342,10 @@ mod tests {
         let key = IdentityKey::generate();
         let mut proof = key.prove(NONCE, NOW, None);
         proof.server_id = IdentityKey::generate().server_id();
-        assert!(matches!(check(&proof, None), Err(IdentityError::IdMismatch { .. })));
+        assert!(matches!(
+            check(&proof, None),
+            Err(IdentityError::IdMismatch { .. })
+        ));
     }
 
     // R-ID-2: a proof captured for one nonce is useless for another.
@@ -317,7 +363,10 @@ mod tests {
     fn clock_skew_is_bounded() {
         let key = IdentityKey::generate();
         let stale = key.prove(NONCE, NOW - 3600, None);
-        assert!(matches!(check(&stale, None), Err(IdentityError::ClockSkew { .. })));
+        assert!(matches!(
+            check(&stale, None),
+            Err(IdentityError::ClockSkew { .. })
+        ));
         let mut edited = key.prove(NONCE, NOW - 3600, None);
         edited.timestamp = NOW;
         assert_eq!(check(&edited, None), Err(IdentityError::BadSignature));
@@ -332,15 +381,27 @@ mod tests {
         let proxy_tls = [2u8; 32];
         let proof = key.prove(NONCE, NOW, Some(real_tls));
         assert!(check(&proof, Some(&real_tls)).unwrap().tls_bound);
-        assert_eq!(check(&proof, Some(&proxy_tls)), Err(IdentityError::TlsKeyMismatch));
-        assert_eq!(check(&proof, None), Err(IdentityError::UnexpectedTlsBinding));
+        assert_eq!(
+            check(&proof, Some(&proxy_tls)),
+            Err(IdentityError::TlsKeyMismatch)
+        );
+        assert_eq!(
+            check(&proof, None),
+            Err(IdentityError::UnexpectedTlsBinding)
+        );
         // Stripping the binding breaks the signature.
         let mut stripped = proof.clone();
         stripped.tls_spki_sha256 = None;
-        assert_eq!(check(&stripped, Some(&proxy_tls)), Err(IdentityError::BadSignature));
+        assert_eq!(
+            check(&stripped, Some(&proxy_tls)),
+            Err(IdentityError::BadSignature)
+        );
         // An unbound proof over TLS is refused unless explicitly allowed.
         let unbound = key.prove(NONCE, NOW, None);
-        assert_eq!(check(&unbound, Some(&proxy_tls)), Err(IdentityError::TlsNotBound));
+        assert_eq!(
+            check(&unbound, Some(&proxy_tls)),
+            Err(IdentityError::TlsNotBound)
+        );
         let allowed = verify_proof(&unbound, NONCE, NOW, 120, Some(&proxy_tls), true).unwrap();
         assert!(!allowed.tls_bound);
     }
@@ -349,8 +410,23 @@ mod tests {
     fn field_signatures_verify_and_are_domain_separated() {
         let key = IdentityKey::generate();
         let sig = key.sign_fields(b"zafe/v1/test", &[b"a", b"b"]);
-        assert!(verify_fields(&key.public_key(), b"zafe/v1/test", &[b"a", b"b"], &sig));
-        assert!(!verify_fields(&key.public_key(), b"zafe/v1/other", &[b"a", b"b"], &sig));
-        assert!(!verify_fields(&key.public_key(), b"zafe/v1/test", &[b"ab"], &sig));
+        assert!(verify_fields(
+            &key.public_key(),
+            b"zafe/v1/test",
+            &[b"a", b"b"],
+            &sig
+        ));
+        assert!(!verify_fields(
+            &key.public_key(),
+            b"zafe/v1/other",
+            &[b"a", b"b"],
+            &sig
+        ));
+        assert!(!verify_fields(
+            &key.public_key(),
+            b"zafe/v1/test",
+            &[b"ab"],
+            &sig
+        ));
     }
 }

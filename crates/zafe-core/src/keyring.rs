@@ -82,7 +82,9 @@ impl Keyring {
     }
 
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        let mut out = Zeroizing::new(Vec::with_capacity(4 + 4 + KEY_LEN + 4 + self.keks.len() * (4 + KEY_LEN)));
+        let mut out = Zeroizing::new(Vec::with_capacity(
+            4 + 4 + KEY_LEN + 4 + self.keks.len() * (4 + KEY_LEN),
+        ));
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.active.to_be_bytes());
         out.extend_from_slice(self.derivation_root.expose());
@@ -138,7 +140,9 @@ fn take_u32(rest: &mut &[u8]) -> Result<u32, KeyringError> {
 }
 
 fn take_key(rest: &mut &[u8]) -> Result<SecretKey, KeyringError> {
-    let (head, tail) = rest.split_at_checked(KEY_LEN).ok_or(KeyringError("truncated"))?;
+    let (head, tail) = rest
+        .split_at_checked(KEY_LEN)
+        .ok_or(KeyringError("truncated"))?;
     *rest = tail;
     Ok(SecretKey::from_slice(head).expect("KEY_LEN bytes"))
 }
@@ -155,7 +159,10 @@ mod tests {
         assert_eq!(restored.active().0, 2);
         assert_eq!(restored.kek(1), ring.kek(1));
         assert_eq!(restored.kek(2), ring.kek(2));
-        assert_eq!(restored.derive(purpose::TOKEN_HMAC), ring.derive(purpose::TOKEN_HMAC));
+        assert_eq!(
+            restored.derive(purpose::TOKEN_HMAC),
+            ring.derive(purpose::TOKEN_HMAC)
+        );
     }
 
     #[test]

@@ -92,7 +92,11 @@ pub fn validate(shares: usize, threshold: usize) -> Result<(), ShamirError> {
 }
 
 /// Splits `secret` into `shares` shares, any `threshold` of which recover it.
-pub fn split(secret: &SecretKey, shares: usize, threshold: usize) -> Result<Vec<Share>, ShamirError> {
+pub fn split(
+    secret: &SecretKey,
+    shares: usize,
+    threshold: usize,
+) -> Result<Vec<Share>, ShamirError> {
     validate(shares, threshold)?;
     if shares == 1 {
         // A single share is the key itself, as in Vault.
@@ -121,7 +125,9 @@ pub fn combine(shares: &[Share]) -> Result<SecretKey, ShamirError> {
     }
     let raw: Vec<Vec<u8>> = shares.iter().map(|s| s.0.to_vec()).collect();
     let raw = Zeroizing::new(raw);
-    let secret = Zeroizing::new(vsss_rs::Gf256::combine_array(&*raw).map_err(|_| ShamirError::BadIdentifier)?);
+    let secret = Zeroizing::new(
+        vsss_rs::Gf256::combine_array(&*raw).map_err(|_| ShamirError::BadIdentifier)?,
+    );
     SecretKey::from_slice(&secret).ok_or(ShamirError::BadLength(secret.len() + 1))
 }
 
@@ -184,9 +190,15 @@ mod tests {
     #[test]
     fn malformed_shares_are_refused() {
         assert_eq!(Share::from_bytes(&[1; 10]), Err(ShamirError::BadLength(10)));
-        assert_eq!(Share::from_bytes(&[0; SHARE_LEN]), Err(ShamirError::BadIdentifier));
+        assert_eq!(
+            Share::from_bytes(&[0; SHARE_LEN]),
+            Err(ShamirError::BadIdentifier)
+        );
         let s = split(&SecretKey::generate(), 3, 2).unwrap();
-        assert_eq!(combine(&[s[0].clone(), s[0].clone()]), Err(ShamirError::Duplicate));
+        assert_eq!(
+            combine(&[s[0].clone(), s[0].clone()]),
+            Err(ShamirError::Duplicate)
+        );
         assert_eq!(combine(&[]), Err(ShamirError::Empty));
     }
 

@@ -109,7 +109,9 @@ pub fn is_well_formed(token: &str, kind: TokenKind) -> bool {
 
 /// The kind of a well-formed Zafe token, if it is one.
 pub fn kind_of(token: &str) -> Option<TokenKind> {
-    TokenKind::ALL.into_iter().find(|k| is_well_formed(token, *k))
+    TokenKind::ALL
+        .into_iter()
+        .find(|k| is_well_formed(token, *k))
 }
 
 /// The only form in which a token is stored and looked up.
@@ -179,7 +181,10 @@ mod tests {
         }
         let expected = 2000 * RANDOM_LEN / 62;
         for c in counts {
-            assert!(c > expected * 8 / 10 && c < expected * 12 / 10, "{c} vs {expected}");
+            assert!(
+                c > expected * 8 / 10 && c < expected * 12 / 10,
+                "{c} vs {expected}"
+            );
         }
     }
 

@@ -64,8 +64,15 @@ pub enum Expect {
 
 /// One write of an atomic [`Barrier::commit`].
 pub enum Write {
-    Put { key: String, value: Vec<u8>, expect: Expect },
-    Delete { key: String, expect: Option<Expect> },
+    Put {
+        key: String,
+        value: Vec<u8>,
+        expect: Expect,
+    },
+    Delete {
+        key: String,
+        expect: Option<Expect>,
+    },
 }
 
 /// The keys an open barrier holds.
@@ -96,7 +103,11 @@ pub const ROOT_KEK_VERSION: u32 = 0;
 /// The associated data of the record at `key`, written at `generation`.
 /// Shared with the seal, which stores the keyring itself the same way.
 pub fn location(key: &str, generation: i64) -> Vec<u8> {
-    encoding::fields(&[b"zafe/v1/barrier", key.as_bytes(), &generation.to_be_bytes()])
+    encoding::fields(&[
+        b"zafe/v1/barrier",
+        key.as_bytes(),
+        &generation.to_be_bytes(),
+    ])
 }
 
 impl Barrier {
@@ -130,7 +141,11 @@ impl Barrier {
     }
 
     fn keys(&self) -> Result<Arc<Keys>> {
-        self.keys.read().expect("keys lock").clone().ok_or(BarrierError::Sealed)
+        self.keys
+            .read()
+            .expect("keys lock")
+            .clone()
+            .ok_or(BarrierError::Sealed)
     }
 
     /// A copy of the root key, for `operator rekey` to compare shares with.
@@ -177,7 +192,9 @@ impl Barrier {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(BarrierError::Conflict { key: KEYRING_KEY.into() })
+        Err(BarrierError::Conflict {
+            key: KEYRING_KEY.into(),
+        })
     }
 
     /// Replaces the root key (for `operator rekey`): the same keyring,
@@ -225,7 +242,10 @@ impl Barrier {
                 let Some(record) = self.get(key).await? else {
                     continue;
                 };
-                match self.put(key, &record.value, Expect::Generation(record.generation)).await {
+                match self
+                    .put(key, &record.value, Expect::Generation(record.generation))
+                    .await
+                {
                     Ok(_) => {
                         progress.rewrapped.fetch_add(1, Relaxed);
                     }
@@ -249,10 +269,17 @@ impl Barrier {
             Err(crypto::CryptoError::UnknownKeyVersion(_)) => {
                 self.reload_keyring().await?;
                 let keyring = self.keyring()?;
-                crypto::open(|v| keyring.kek(v), &context, &entry.value)
-                    .map_err(|_| BarrierError::Integrity { key: key.to_string() })?
+                crypto::open(|v| keyring.kek(v), &context, &entry.value).map_err(|_| {
+                    BarrierError::Integrity {
+                        key: key.to_string(),
+                    }
+                })?
             }
-            Err(_) => return Err(BarrierError::Integrity { key: key.to_string() }),
+            Err(_) => {
+                return Err(BarrierError::Integrity {
+                    key: key.to_string(),
+                });
+            }
         };
         Ok(Some(Record {
             value,
@@ -294,7 +321,9 @@ impl Barrier {
                 Err(e) => return Err(e),
             }
         }
-        Err(BarrierError::Conflict { key: key.to_string() })
+        Err(BarrierError::Conflict {
+            key: key.to_string(),
+        })
     }
 
     pub async fn delete(&self, key: &str) -> Result<()> {
@@ -315,7 +344,8 @@ impl Barrier {
                 Write::Put { key, value, expect } => {
                     check_key(&key)?;
                     let generation = next_generation(expect);
-                    let envelope = crypto::seal(kek, kek_version, &location(&key, generation), &value);
+                    let envelope =
+                        crypto::seal(kek, kek_version, &location(&key, generation), &value);
                     Op::Put {
                         entry: Entry {
                             key,
@@ -355,13 +385,20 @@ pub struct RewrapProgress {
 
 /// The keyring record encrypted under `root_key`, bound to its location.
 pub fn seal_keyring(root_key: &SecretKey, keyring: &Keyring, generation: i64) -> Vec<u8> {
-    crypto::seal(root_key, ROOT_KEK_VERSION, &location(KEYRING_KEY, generation), &keyring.to_bytes())
+    crypto::seal(
+        root_key,
+        ROOT_KEK_VERSION,
+        &location(KEYRING_KEY, generation),
+        &keyring.to_bytes(),
+    )
 }
 
 /// Reads and decrypts the keyring record; a wrong root key, like a
 /// tampered record, is an integrity failure.
 pub async fn read_keyring(backend: &dyn Backend, root_key: &SecretKey) -> Result<(Keyring, i64)> {
-    let integrity = || BarrierError::Integrity { key: KEYRING_KEY.into() };
+    let integrity = || BarrierError::Integrity {
+        key: KEYRING_KEY.into(),
+    };
     let entry = backend.get(KEYRING_KEY).await?.ok_or_else(integrity)?;
     let bytes = crypto::open(
         |v| (v == ROOT_KEK_VERSION).then_some(root_key),
@@ -396,7 +433,9 @@ fn check_key(key: &str) -> Result<()> {
         || key.split('/').any(|seg| seg == "." || seg == "..")
         || key.contains("//");
     if bad {
-        return Err(BarrierError::InvalidKey(format!("invalid storage path {key:?}")));
+        return Err(BarrierError::InvalidKey(format!(
+            "invalid storage path {key:?}"
+        )));
     }
     Ok(())
 }
@@ -416,11 +455,17 @@ mod tests {
     #[tokio::test]
     async fn storage_sees_only_ciphertext() {
         let barrier = open_barrier().await;
-        barrier.put("secret/a", b"plaintext-marker-123", Expect::Absent).await.unwrap();
+        barrier
+            .put("secret/a", b"plaintext-marker-123", Expect::Absent)
+            .await
+            .unwrap();
         let raw = barrier.backend().get("secret/a").await.unwrap().unwrap();
         let needle = b"plaintext-marker-123";
         assert!(!raw.value.windows(needle.len()).any(|w| w == needle));
-        assert_eq!(&barrier.get("secret/a").await.unwrap().unwrap().value[..], needle);
+        assert_eq!(
+            &barrier.get("secret/a").await.unwrap().unwrap().value[..],
+            needle
+        );
     }
 
     // R-KEY-3: swapping ciphertexts between rows, or rolling one back, fails loudly.
@@ -434,25 +479,42 @@ mod tests {
         let b = backend.get("b").await.unwrap().unwrap();
         backend
             .commit(vec![Op::Put {
-                entry: Entry { key: "a".into(), value: b.value.clone(), generation: b.generation },
+                entry: Entry {
+                    key: "a".into(),
+                    value: b.value.clone(),
+                    generation: b.generation,
+                },
                 condition: Condition::Any,
             }])
             .await
             .unwrap();
-        assert!(matches!(barrier.get("a").await, Err(BarrierError::Integrity { .. })));
+        assert!(matches!(
+            barrier.get("a").await,
+            Err(BarrierError::Integrity { .. })
+        ));
 
         // Roll back: write v2 over v1, then put v1's ciphertext back.
         barrier.put("c", b"v1", Expect::Absent).await.unwrap();
         let old = backend.get("c").await.unwrap().unwrap();
-        barrier.put("c", b"v2", Expect::Generation(1)).await.unwrap();
+        barrier
+            .put("c", b"v2", Expect::Generation(1))
+            .await
+            .unwrap();
         backend
             .commit(vec![Op::Put {
-                entry: Entry { key: "c".into(), value: old.value, generation: 2 },
+                entry: Entry {
+                    key: "c".into(),
+                    value: old.value,
+                    generation: 2,
+                },
                 condition: Condition::Any,
             }])
             .await
             .unwrap();
-        assert!(matches!(barrier.get("c").await, Err(BarrierError::Integrity { .. })));
+        assert!(matches!(
+            barrier.get("c").await,
+            Err(BarrierError::Integrity { .. })
+        ));
         let _ = a;
     }
 
@@ -462,17 +524,32 @@ mod tests {
         barrier.put("a", b"x", Expect::Absent).await.unwrap();
         barrier.seal();
         assert!(matches!(barrier.get("a").await, Err(BarrierError::Sealed)));
-        assert!(matches!(barrier.put("b", b"x", Expect::Absent).await, Err(BarrierError::Sealed)));
-        assert!(matches!(barrier.list("", "", 10).await, Err(BarrierError::Sealed)));
+        assert!(matches!(
+            barrier.put("b", b"x", Expect::Absent).await,
+            Err(BarrierError::Sealed)
+        ));
+        assert!(matches!(
+            barrier.list("", "", 10).await,
+            Err(BarrierError::Sealed)
+        ));
     }
 
     #[tokio::test]
     async fn compare_and_swap_and_update() {
         let barrier = open_barrier().await;
         assert_eq!(barrier.put("k", b"1", Expect::Absent).await.unwrap(), 1);
-        assert!(matches!(barrier.put("k", b"x", Expect::Absent).await, Err(BarrierError::Conflict { .. })));
-        assert!(matches!(barrier.put("k", b"x", Expect::Generation(7)).await, Err(BarrierError::Conflict { .. })));
-        let g = barrier.update("k", |old| Some([old.unwrap(), b"2"].concat())).await.unwrap();
+        assert!(matches!(
+            barrier.put("k", b"x", Expect::Absent).await,
+            Err(BarrierError::Conflict { .. })
+        ));
+        assert!(matches!(
+            barrier.put("k", b"x", Expect::Generation(7)).await,
+            Err(BarrierError::Conflict { .. })
+        ));
+        let g = barrier
+            .update("k", |old| Some([old.unwrap(), b"2"].concat()))
+            .await
+            .unwrap();
         assert_eq!(g, Some(2));
         assert_eq!(&barrier.get("k").await.unwrap().unwrap().value[..], b"12");
     }
@@ -482,12 +559,24 @@ mod tests {
         let backend: Arc<dyn Backend> = Arc::new(SqliteBackend::memory().await.unwrap());
         let barrier = Barrier::new(backend);
         let mut ring = Keyring::generate();
-        barrier.unseal(SecretKey::generate(), Keyring::from_bytes(&ring.to_bytes()).unwrap());
-        barrier.put("old", b"written with v1", Expect::Absent).await.unwrap();
+        barrier.unseal(
+            SecretKey::generate(),
+            Keyring::from_bytes(&ring.to_bytes()).unwrap(),
+        );
+        barrier
+            .put("old", b"written with v1", Expect::Absent)
+            .await
+            .unwrap();
         ring.rotate();
         barrier.unseal(SecretKey::generate(), ring);
-        barrier.put("new", b"written with v2", Expect::Absent).await.unwrap();
-        assert_eq!(&barrier.get("old").await.unwrap().unwrap().value[..], b"written with v1");
+        barrier
+            .put("new", b"written with v2", Expect::Absent)
+            .await
+            .unwrap();
+        assert_eq!(
+            &barrier.get("old").await.unwrap().unwrap().value[..],
+            b"written with v1"
+        );
         let raw = barrier.backend().get("new").await.unwrap().unwrap();
         assert_eq!(crypto::envelope_key_version(&raw.value).unwrap(), 2);
     }
@@ -496,7 +585,13 @@ mod tests {
     async fn path_tricks_are_refused() {
         let barrier = open_barrier().await;
         for bad in ["a/../b", "a//b", "a\0b", "./a", "seal/keyring"] {
-            assert!(matches!(barrier.put(bad, b"x", Expect::Absent).await, Err(BarrierError::InvalidKey(_))), "{bad:?}");
+            assert!(
+                matches!(
+                    barrier.put(bad, b"x", Expect::Absent).await,
+                    Err(BarrierError::InvalidKey(_))
+                ),
+                "{bad:?}"
+            );
         }
     }
 }

@@ -82,8 +82,12 @@ impl StorageConfig {
     /// The SQLite entry cache's size.
     pub fn cache(&self) -> zafe_storage::CacheConfig {
         zafe_storage::CacheConfig {
-            max_entries: self.cache_entries.unwrap_or(zafe_storage::CacheConfig::DEFAULT_ENTRIES),
-            max_bytes: self.cache_bytes.unwrap_or(zafe_storage::CacheConfig::DEFAULT_BYTES),
+            max_entries: self
+                .cache_entries
+                .unwrap_or(zafe_storage::CacheConfig::DEFAULT_ENTRIES),
+            max_bytes: self
+                .cache_bytes
+                .unwrap_or(zafe_storage::CacheConfig::DEFAULT_BYTES),
         }
     }
 }
@@ -124,7 +128,10 @@ pub struct AuthConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid configuration file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid setting {name}: {message}")]
@@ -166,12 +173,18 @@ impl Config {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let mode = file_mode(path)?;
         if mode & 0o022 != 0 {
-            return Err(ConfigError::Permissions { path: path.into(), mode });
+            return Err(ConfigError::Permissions {
+                path: path.into(),
+                mode,
+            });
         }
         if mode & 0o044 != 0 {
             tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "configuration file is readable by group or other users; consider chmod 600");
         }
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.into(),
             message: e.to_string(),
@@ -207,7 +220,12 @@ impl Config {
             self.storage.kind = match v.as_str() {
                 "sqlite" => StorageKind::Sqlite,
                 "postgres" => StorageKind::Postgres,
-                other => return Err(invalid("ZAFE_STORAGE_KIND", format!("{other:?} is not sqlite or postgres"))),
+                other => {
+                    return Err(invalid(
+                        "ZAFE_STORAGE_KIND",
+                        format!("{other:?} is not sqlite or postgres"),
+                    ));
+                }
             };
         }
         if let Some(v) = env("ZAFE_STORAGE_PATH") {
@@ -217,7 +235,10 @@ impl Config {
             self.storage.url_file = Some(v.into());
         }
         if let Some(v) = env("ZAFE_STORAGE_CACHE_ENTRIES") {
-            self.storage.cache_entries = Some(v.parse().map_err(|e| invalid("ZAFE_STORAGE_CACHE_ENTRIES", e))?);
+            self.storage.cache_entries = Some(
+                v.parse()
+                    .map_err(|e| invalid("ZAFE_STORAGE_CACHE_ENTRIES", e))?,
+            );
         }
         match (env("ZAFE_TLS_CERT_FILE"), env("ZAFE_TLS_KEY_FILE")) {
             (Some(cert_file), Some(key_file)) => {
@@ -262,7 +283,8 @@ impl Config {
     }
 
     pub fn listen(&self) -> SocketAddr {
-        self.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"))
+        self.listen
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"))
     }
 
     pub fn max_body_bytes(&self) -> usize {
@@ -274,25 +296,42 @@ impl Config {
     }
 
     pub fn sqlite_path(&self) -> PathBuf {
-        self.storage.path.clone().unwrap_or_else(|| self.data_dir().join("zafe.db"))
+        self.storage
+            .path
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("zafe.db"))
     }
 
     pub fn identity_key_file(&self) -> PathBuf {
-        self.identity.key_file.clone().unwrap_or_else(|| self.data_dir().join("identity.key"))
+        self.identity
+            .key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("identity.key"))
     }
 
     /// Resolves secret settings. Files holding secrets must not be readable
     /// by group or other users (R-KEY-5, R-OPS-7).
     pub fn secrets(&self, env: Env) -> Result<Secrets, ConfigError> {
-        let master_key = secret_setting(env, "ZAFE_MASTER_KEY", self.seal.master_key_file.as_deref())?
-            .map(|text| crate::seal::parse_master_key(&text).map_err(|m| invalid("ZAFE_MASTER_KEY", m)))
-            .transpose()?;
-        let password_pepper = secret_setting(env, "ZAFE_PASSWORD_PEPPER", self.auth.password_pepper_file.as_deref())?
-            .map(|p| pepper("ZAFE_PASSWORD_PEPPER", &p))
-            .transpose()?;
+        let master_key =
+            secret_setting(env, "ZAFE_MASTER_KEY", self.seal.master_key_file.as_deref())?
+                .map(|text| {
+                    crate::seal::parse_master_key(&text).map_err(|m| invalid("ZAFE_MASTER_KEY", m))
+                })
+                .transpose()?;
+        let password_pepper = secret_setting(
+            env,
+            "ZAFE_PASSWORD_PEPPER",
+            self.auth.password_pepper_file.as_deref(),
+        )?
+        .map(|p| pepper("ZAFE_PASSWORD_PEPPER", &p))
+        .transpose()?;
         // The token pepper defaults to the password pepper (R-KEY-8); keys
         // for each use are derived separately from whichever is set.
-        let token_pepper = match secret_setting(env, "ZAFE_TOKEN_PEPPER", self.auth.token_pepper_file.as_deref())? {
+        let token_pepper = match secret_setting(
+            env,
+            "ZAFE_TOKEN_PEPPER",
+            self.auth.token_pepper_file.as_deref(),
+        )? {
             Some(p) => Some(pepper("ZAFE_TOKEN_PEPPER", &p)?),
             None => password_pepper.as_ref().map(SecretKey::duplicate),
         };
@@ -313,24 +352,39 @@ impl Config {
 /// derived from that root, never by concatenation.
 fn pepper(name: &'static str, text: &str) -> Result<SecretKey, ConfigError> {
     if text.len() < 16 {
-        return Err(invalid(name, "must be at least 16 characters (use 32 random bytes)"));
+        return Err(invalid(
+            name,
+            "must be at least 16 characters (use 32 random bytes)",
+        ));
     }
-    Ok(zafe_core::crypto::derive_key(text.as_bytes(), "zafe/v1/pepper-root"))
+    Ok(zafe_core::crypto::derive_key(
+        text.as_bytes(),
+        "zafe/v1/pepper-root",
+    ))
 }
 
 /// `NAME` from the environment, else `NAME_FILE` from the environment, else
 /// the configured file.
-fn secret_setting(env: Env, name: &'static str, configured_file: Option<&Path>) -> Result<Option<String>, ConfigError> {
+fn secret_setting(
+    env: Env,
+    name: &'static str,
+    configured_file: Option<&Path>,
+) -> Result<Option<String>, ConfigError> {
     if let Some(value) = env(name) {
         return Ok(Some(value));
     }
-    let file = env(&format!("{name}_FILE")).map(PathBuf::from).or_else(|| configured_file.map(Path::to_path_buf));
+    let file = env(&format!("{name}_FILE"))
+        .map(PathBuf::from)
+        .or_else(|| configured_file.map(Path::to_path_buf));
     file.map(|f| read_secret_file(&f)).transpose()
 }
 
 pub fn read_secret_file(path: &Path) -> Result<String, ConfigError> {
     check_private_file(path)?;
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
     Ok(text.trim().to_string())
 }
 
@@ -338,7 +392,10 @@ pub fn read_secret_file(path: &Path) -> Result<String, ConfigError> {
 pub fn check_private_file(path: &Path) -> Result<(), ConfigError> {
     let mode = file_mode(path)?;
     if mode & 0o077 != 0 {
-        return Err(ConfigError::Permissions { path: path.into(), mode });
+        return Err(ConfigError::Permissions {
+            path: path.into(),
+            mode,
+        });
     }
     Ok(())
 }
@@ -346,13 +403,19 @@ pub fn check_private_file(path: &Path) -> Result<(), ConfigError> {
 #[cfg(unix)]
 fn file_mode(path: &Path) -> Result<u32, ConfigError> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
     Ok(meta.permissions().mode() & 0o777)
 }
 
 #[cfg(not(unix))]
 fn file_mode(path: &Path) -> Result<u32, ConfigError> {
-    std::fs::metadata(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    std::fs::metadata(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
     Ok(0o600)
 }
 
@@ -363,7 +426,10 @@ pub fn validate_public_url(raw: &str) -> Result<(), String> {
     }
     let url = url::Url::parse(raw).map_err(|e| format!("not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("scheme must be http or https, not {:?}", url.scheme()));
+        return Err(format!(
+            "scheme must be http or https, not {:?}",
+            url.scheme()
+        ));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err("must not contain a user name or password".into());
@@ -410,7 +476,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -438,11 +507,22 @@ mod tests {
         let c: Config = toml::from_str("[storage]\nkind = \"sqlite\"").unwrap();
         assert_eq!(c.storage.cache(), zafe_storage::CacheConfig::default());
         assert!(!c.storage.cache().is_off());
-        let mut c: Config = toml::from_str("[storage]\ncache_entries = 500\ncache_bytes = 65536").unwrap();
-        assert_eq!(c.storage.cache(), zafe_storage::CacheConfig { max_entries: 500, max_bytes: 65536 });
-        c.apply_env(&env_of(&[("ZAFE_STORAGE_CACHE_ENTRIES", "0")])).unwrap();
+        let mut c: Config =
+            toml::from_str("[storage]\ncache_entries = 500\ncache_bytes = 65536").unwrap();
+        assert_eq!(
+            c.storage.cache(),
+            zafe_storage::CacheConfig {
+                max_entries: 500,
+                max_bytes: 65536
+            }
+        );
+        c.apply_env(&env_of(&[("ZAFE_STORAGE_CACHE_ENTRIES", "0")]))
+            .unwrap();
         assert!(c.storage.cache().is_off());
-        assert!(c.apply_env(&env_of(&[("ZAFE_STORAGE_CACHE_ENTRIES", "many")])).is_err());
+        assert!(
+            c.apply_env(&env_of(&[("ZAFE_STORAGE_CACHE_ENTRIES", "many")]))
+                .is_err()
+        );
     }
 
     #[test]
@@ -454,11 +534,17 @@ mod tests {
     #[test]
     fn environment_overrides_the_file() {
         let mut c: Config = toml::from_str("listen = \"127.0.0.1:1\"").unwrap();
-        c.apply_env(&env_of(&[("ZAFE_LISTEN", "127.0.0.1:2"), ("ZAFE_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1")]))
-            .unwrap();
+        c.apply_env(&env_of(&[
+            ("ZAFE_LISTEN", "127.0.0.1:2"),
+            ("ZAFE_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1"),
+        ]))
+        .unwrap();
         assert_eq!(c.listen().port(), 2);
         assert_eq!(c.trusted_proxies.len(), 2);
-        assert!(c.apply_env(&env_of(&[("ZAFE_TRUSTED_PROXIES", "nonsense")])).is_err());
+        assert!(
+            c.apply_env(&env_of(&[("ZAFE_TRUSTED_PROXIES", "nonsense")]))
+                .is_err()
+        );
     }
 
     // R-OPS-5
@@ -502,7 +588,12 @@ mod tests {
     #[test]
     fn peppers() {
         let c = Config::default();
-        let s = c.secrets(&env_of(&[("ZAFE_PASSWORD_PEPPER", "a-long-enough-pepper-value")])).unwrap();
+        let s = c
+            .secrets(&env_of(&[(
+                "ZAFE_PASSWORD_PEPPER",
+                "a-long-enough-pepper-value",
+            )]))
+            .unwrap();
         assert_eq!(s.token_pepper, s.password_pepper);
         let s = c
             .secrets(&env_of(&[
@@ -511,7 +602,10 @@ mod tests {
             ]))
             .unwrap();
         assert_ne!(s.token_pepper, s.password_pepper);
-        assert!(c.secrets(&env_of(&[("ZAFE_TOKEN_PEPPER", "short")])).is_err());
+        assert!(
+            c.secrets(&env_of(&[("ZAFE_TOKEN_PEPPER", "short")]))
+                .is_err()
+        );
         assert!(format!("{s:?}").contains("true") && !format!("{s:?}").contains("pepper-value"));
     }
 }

@@ -19,12 +19,12 @@ use zafe_core::secret::SecretKey;
 use zafe_storage::{Backend, Condition, Entry, Op};
 
 use crate::barrier::{Barrier, RewrapProgress};
-use crate::engine::Ctx;
-use crate::mounts::{MountTable, Router};
-use crate::policies::PolicyStore;
-use crate::policies::Capability;
 use crate::config::Config;
+use crate::engine::Ctx;
 use crate::error::{Error, Result};
+use crate::mounts::{MountTable, Router};
+use crate::policies::Capability;
+use crate::policies::PolicyStore;
 use crate::seal::{Seal, Unsealed};
 use crate::sys::{self, Access};
 use crate::tokens::{self, TokenEntry, TokenSpec};
@@ -70,7 +70,10 @@ pub struct Request {
 
 impl Request {
     pub fn query(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// A field of the JSON body.
@@ -85,7 +88,10 @@ pub enum Reply {
     /// A status without a body (`HEAD`).
     Status(StatusCode),
     /// A body made in pieces (audit exports), with its content type.
-    Stream(&'static str, futures_util::stream::BoxStream<'static, Result<Vec<u8>>>),
+    Stream(
+        &'static str,
+        futures_util::stream::BoxStream<'static, Result<Vec<u8>>>,
+    ),
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -144,8 +150,12 @@ pub struct CoreParts {
 
 impl Core {
     pub async fn new(parts: CoreParts) -> Result<Arc<Self>> {
-        let audit = crate::audit::AuditLog::start(parts.backend.clone(), &parts.config.audit, &parts.identity)
-            .map_err(Error::AuditUnavailable)?;
+        let audit = crate::audit::AuditLog::start(
+            parts.backend.clone(),
+            &parts.config.audit,
+            &parts.identity,
+        )
+        .map_err(Error::AuditUnavailable)?;
         let core = Arc::new(Self {
             config: parts.config,
             barrier: Barrier::new(parts.backend.clone()),
@@ -186,7 +196,12 @@ impl Core {
     /// Initialises the server: creates the keys, the shares and the root
     /// token. With a master key the server stays unsealed; with shares only
     /// it is sealed again afterwards, as in Vault.
-    pub async fn initialize(&self, shares: usize, threshold: usize, root_token: Option<&str>) -> Result<(Vec<zafe_core::shamir::Share>, String)> {
+    pub async fn initialize(
+        &self,
+        shares: usize,
+        threshold: usize,
+        root_token: Option<&str>,
+    ) -> Result<(Vec<zafe_core::shamir::Share>, String)> {
         let init = self.seal.initialize(shares, threshold).await?;
         self.ensure_cluster_info().await?;
         self.open(init.unsealed);
@@ -256,23 +271,33 @@ impl Core {
         }
         let token = req.token.as_deref().ok_or(Error::PermissionDenied)?;
         if token.starts_with("zafe_sa_") {
-            return crate::service_accounts::authenticate(&self.barrier, &self.token_key()?, token, req.client_ip)
-                .await?
-                .map(|p| TokenEntry {
-                    id_hash: p.token.id_hash,
-                    accessor: p.token.accessor,
-                    display_name: format!("service-account-{}", p.account.name),
-                    created_at: p.token.created_at,
-                    expires_at: p.token.expires_at,
-                    path: "sys/service-accounts".into(),
-                    service_account: Some(p.account),
-                    ..Default::default()
-                })
-                .ok_or(Error::PermissionDenied)
-                .inspect(crate::audit::note_caller);
+            return crate::service_accounts::authenticate(
+                &self.barrier,
+                &self.token_key()?,
+                token,
+                req.client_ip,
+            )
+            .await?
+            .map(|p| TokenEntry {
+                id_hash: p.token.id_hash,
+                accessor: p.token.accessor,
+                display_name: format!("service-account-{}", p.account.name),
+                created_at: p.token.created_at,
+                expires_at: p.token.expires_at,
+                path: "sys/service-accounts".into(),
+                service_account: Some(p.account),
+                ..Default::default()
+            })
+            .ok_or(Error::PermissionDenied)
+            .inspect(crate::audit::note_caller);
         }
         // Borrowed, not `token_key()`: no copy of the key per request.
-        let keys = self.unsealed.read().expect("unsealed lock").clone().ok_or(Error::Sealed)?;
+        let keys = self
+            .unsealed
+            .read()
+            .expect("unsealed lock")
+            .clone()
+            .ok_or(Error::Sealed)?;
         tokens::authenticate(&self.barrier, &keys.token_key, token, req.client_ip)
             .await?
             .ok_or(Error::PermissionDenied)
@@ -294,7 +319,8 @@ impl Core {
                 Access::Token | Access::Sudo => {
                     let caller = self.authenticate(&req).await?;
                     let needed = capability(req.operation, true);
-                    self.authorize(&caller, &req.path, needed, route.access == Access::Sudo).await?;
+                    self.authorize(&caller, &req.path, needed, route.access == Access::Sudo)
+                        .await?;
                     Some(caller)
                 }
             };
@@ -313,9 +339,11 @@ impl Core {
             // Another node may have mounted it since we loaded the table.
             // Reloads on a miss are rate-limited, so strangers probing
             // unknown paths cannot make the server re-read storage at will.
-            None if self.may_reload_mounts() => {
-                self.reload_mounts_router().await?.resolve(&req.path).map(|(m, rel)| (m.clone(), rel.to_string()))
-            }
+            None if self.may_reload_mounts() => self
+                .reload_mounts_router()
+                .await?
+                .resolve(&req.path)
+                .map(|(m, rel)| (m.clone(), rel.to_string())),
             None => None,
         };
         let Some((mounted, rel)) = resolved else {
@@ -339,14 +367,21 @@ impl Core {
                 Operation::Write => mounted.engine.exists(&ctx, &rel).await?,
                 _ => true,
             };
-            self.authorize(caller, &req.path, capability(req.operation, exists), false).await?;
+            self.authorize(caller, &req.path, capability(req.operation, exists), false)
+                .await?;
         }
         mounted.engine.handle(&ctx, &req, &rel).await
     }
 
     /// The one authorisation decision (R-ACL-1): the caller's policies must
     /// grant `needed` on `path` (and `sudo` too, for root-protected paths).
-    pub async fn authorize(&self, caller: &TokenEntry, path: &str, needed: Capability, sudo: bool) -> Result<()> {
+    pub async fn authorize(
+        &self,
+        caller: &TokenEntry,
+        path: &str,
+        needed: Capability,
+        sudo: bool,
+    ) -> Result<()> {
         if caller.is_root() {
             return Ok(());
         }
@@ -366,7 +401,11 @@ impl Core {
             let permitted = matches!(needed, Capability::Read | Capability::List)
                 && !sudo
                 && crate::service_accounts::acl_for(account)?.allows(path, needed);
-            return if permitted { Ok(()) } else { Err(Error::PermissionDenied) };
+            return if permitted {
+                Ok(())
+            } else {
+                Err(Error::PermissionDenied)
+            };
         }
         let acl = self.policies.acl_for(self, &caller.policies).await?;
         if acl.allows(path, needed) && (!sudo || acl.allows(path, Capability::Sudo)) {
@@ -389,7 +428,11 @@ impl Core {
         use std::sync::atomic::Ordering;
         let now = crate::seal::now();
         let last = self.last_mount_reload.load(Ordering::Relaxed);
-        now > last && self.last_mount_reload.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        now > last
+            && self
+                .last_mount_reload
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     async fn reload_mounts_router(self: &Arc<Self>) -> Result<Arc<Router>> {
@@ -416,12 +459,16 @@ impl Core {
         tokio::spawn(async move {
             match core.barrier.rewrap(&progress).await {
                 Ok(()) => tracing::info!(
-                    rewrapped = progress.rewrapped.load(std::sync::atomic::Ordering::Relaxed),
+                    rewrapped = progress
+                        .rewrapped
+                        .load(std::sync::atomic::Ordering::Relaxed),
                     "re-wrap finished"
                 ),
                 Err(e) => tracing::error!(error = %e, "re-wrap stopped"),
             }
-            progress.done.store(true, std::sync::atomic::Ordering::Relaxed);
+            progress
+                .done
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         });
         Ok(version)
     }
@@ -442,19 +489,25 @@ impl Core {
                 "done": p.done.load(Relaxed),
             })),
         });
-        Ok(crate::engine::envelope(&req.request_id, Some(data.clone()), None, None))
-            .map(|mut body| {
-                // Vault puts these at the top level as well.
-                for (k, v) in data.as_object().expect("object") {
-                    body[k] = v.clone();
-                }
-                body
-            })
+        Ok(crate::engine::envelope(
+            &req.request_id,
+            Some(data.clone()),
+            None,
+            None,
+        ))
+        .map(|mut body| {
+            // Vault puts these at the top level as well.
+            for (k, v) in data.as_object().expect("object") {
+                body[k] = v.clone();
+            }
+            body
+        })
     }
 
     /// Starts an `operator rekey`: new share count and threshold.
     pub fn rekey_init(&self, shares: usize, threshold: usize) -> Result<Value> {
-        zafe_core::shamir::validate(shares, threshold).map_err(|e| Error::bad_request(format!("invalid seal configuration: {e}")))?;
+        zafe_core::shamir::validate(shares, threshold)
+            .map_err(|e| Error::bad_request(format!("invalid seal configuration: {e}")))?;
         let nonce = uuid::Uuid::new_v4().to_string();
         *self.rekey.lock().expect("rekey lock") = Some(RekeyProgress {
             nonce: nonce.clone(),
@@ -462,7 +515,9 @@ impl Core {
             threshold,
             collected: Vec::new(),
         });
-        Ok(serde_json::json!({ "started": true, "nonce": nonce, "n": shares, "t": threshold, "progress": 0 }))
+        Ok(
+            serde_json::json!({ "started": true, "nonce": nonce, "n": shares, "t": threshold, "progress": 0 }),
+        )
     }
 
     /// `GET sys/rekey/init`: the rekey in progress, in Vault's shape.
@@ -489,24 +544,38 @@ impl Core {
     /// Takes one current share; at the threshold, rekeys and returns the
     /// new shares.
     pub async fn rekey_update(&self, nonce: &str, key: &str) -> Result<Value> {
-        let threshold = self.seal.config().await?.ok_or(Error::NotInitialized)?.secret_threshold;
+        let threshold = self
+            .seal
+            .config()
+            .await?
+            .ok_or(Error::NotInitialized)?
+            .secret_threshold;
         let (shares, new_threshold, collected) = {
             let mut guard = self.rekey.lock().expect("rekey lock");
-            let progress = guard.as_mut().ok_or_else(|| Error::bad_request("no rekey is in progress: start one with sys/rekey/init"))?;
+            let progress = guard.as_mut().ok_or_else(|| {
+                Error::bad_request("no rekey is in progress: start one with sys/rekey/init")
+            })?;
             if progress.nonce != nonce {
-                return Err(Error::bad_request("the nonce does not match the rekey in progress"));
+                return Err(Error::bad_request(
+                    "the nonce does not match the rekey in progress",
+                ));
             }
             if !progress.collected.iter().any(|k| k == key) {
                 progress.collected.push(key.to_string());
             }
             if progress.collected.len() < threshold {
-                return Ok(serde_json::json!({ "started": true, "nonce": nonce, "progress": progress.collected.len(), "required": threshold, "complete": false }));
+                return Ok(
+                    serde_json::json!({ "started": true, "nonce": nonce, "progress": progress.collected.len(), "required": threshold, "complete": false }),
+                );
             }
             let p = guard.take().expect("checked above");
             (p.shares, p.threshold, p.collected)
         };
         let root = self.barrier.root_key()?;
-        let issued = self.seal.rekey(&self.barrier, &root, &collected, shares, new_threshold).await?;
+        let issued = self
+            .seal
+            .rekey(&self.barrier, &root, &collected, shares, new_threshold)
+            .await?;
         use base64::Engine as _;
         Ok(serde_json::json!({
             "complete": true,
@@ -517,9 +586,16 @@ impl Core {
     }
 
     async fn load_cluster_info(&self) -> Result<()> {
-        if let Some(entry) = self.backend().get(CLUSTER_KEY).await.map_err(|e| Error::StorageUnavailable(e.to_string()))? {
+        if let Some(entry) = self
+            .backend()
+            .get(CLUSTER_KEY)
+            .await
+            .map_err(|e| Error::StorageUnavailable(e.to_string()))?
+        {
             let info: ClusterInfo =
-                serde_json::from_slice(&entry.value).map_err(|_| Error::Integrity { key: CLUSTER_KEY.into() })?;
+                serde_json::from_slice(&entry.value).map_err(|_| Error::Integrity {
+                    key: CLUSTER_KEY.into(),
+                })?;
             *self.cluster.write().expect("cluster lock") = info;
         }
         Ok(())

@@ -71,18 +71,35 @@ impl View {
         match self.get(key).await? {
             None => Ok(None),
             Some(record) => {
-                let value = serde_json::from_slice(&record.value).map_err(|_| Error::Integrity { key: self.full(key) })?;
+                let value =
+                    serde_json::from_slice(&record.value).map_err(|_| Error::Integrity {
+                        key: self.full(key),
+                    })?;
                 Ok(Some((value, record.generation)))
             }
         }
     }
 
     pub async fn put(&self, key: &str, value: &[u8], expect: Expect) -> Result<i64> {
-        Ok(self.core.barrier.put(&self.full(key), value, expect).await?)
+        Ok(self
+            .core
+            .barrier
+            .put(&self.full(key), value, expect)
+            .await?)
     }
 
-    pub async fn put_json<T: Serialize>(&self, key: &str, value: &T, expect: Expect) -> Result<i64> {
-        self.put(key, &serde_json::to_vec(value).expect("serialisable"), expect).await
+    pub async fn put_json<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        expect: Expect,
+    ) -> Result<i64> {
+        self.put(
+            key,
+            &serde_json::to_vec(value).expect("serialisable"),
+            expect,
+        )
+        .await
     }
 
     pub async fn update<F>(&self, key: &str, f: F) -> Result<Option<i64>>
@@ -122,8 +139,15 @@ impl View {
         let writes = writes
             .into_iter()
             .map(|w| match w {
-                Write::Put { key, value, expect } => Write::Put { key: self.full(&key), value, expect },
-                Write::Delete { key, expect } => Write::Delete { key: self.full(&key), expect },
+                Write::Put { key, value, expect } => Write::Put {
+                    key: self.full(&key),
+                    value,
+                    expect,
+                },
+                Write::Delete { key, expect } => Write::Delete {
+                    key: self.full(&key),
+                    expect,
+                },
             })
             .collect();
         match self.core.barrier.commit(writes).await {
@@ -134,12 +158,21 @@ impl View {
     }
 
     pub async fn list(&self, prefix: &str, start_after: &str, limit: usize) -> Result<Vec<String>> {
-        Ok(self.core.barrier.list(&self.full(prefix), start_after, limit).await?)
+        Ok(self
+            .core
+            .barrier
+            .list(&self.full(prefix), start_after, limit)
+            .await?)
     }
 }
 
 /// Vault's response envelope for engine responses.
-pub fn envelope(request_id: &str, data: Option<Value>, auth: Option<Value>, warnings: Option<Vec<String>>) -> Value {
+pub fn envelope(
+    request_id: &str,
+    data: Option<Value>,
+    auth: Option<Value>,
+    warnings: Option<Vec<String>>,
+) -> Value {
     serde_json::json!({
         "request_id": request_id,
         "lease_id": "",
@@ -155,12 +188,17 @@ pub fn envelope(request_id: &str, data: Option<Value>, auth: Option<Value>, warn
 
 /// A 200 with `data` in Vault's envelope.
 pub fn data_reply(req: &Request, data: Value) -> Reply {
-    Reply::Json(http::StatusCode::OK, envelope(&req.request_id, Some(data), None, None))
+    Reply::Json(
+        http::StatusCode::OK,
+        envelope(&req.request_id, Some(data), None, None),
+    )
 }
 
 /// A field of the request body or query, as a string.
 pub fn str_field<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
-    req.field(name).and_then(Value::as_str).or_else(|| req.query(name))
+    req.field(name)
+        .and_then(Value::as_str)
+        .or_else(|| req.query(name))
 }
 
 /// Clamps a caller's page size (R-ACL-3).

@@ -55,13 +55,17 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::BadRequest(_) | Error::AlreadyInitialized | Error::NotInitialized => StatusCode::BAD_REQUEST,
+            Error::BadRequest(_) | Error::AlreadyInitialized | Error::NotInitialized => {
+                StatusCode::BAD_REQUEST
+            }
             Error::PermissionDenied => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Conflict { .. } => StatusCode::CONFLICT,
-            Error::Sealed | Error::StorageUnavailable(_) | Error::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Sealed | Error::StorageUnavailable(_) | Error::AuditUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Integrity { .. } | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -59,18 +59,30 @@ pub fn router(core: Arc<Core>) -> Router {
 /// inject anything into logs or audit entries; otherwise a new UUID is used.
 fn acceptable_request_id(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
-    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+    !b.is_empty()
+        && b.len() <= 128
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
 }
 
 fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
     }
-    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| o.trim_end_matches('/').parse().ok()).collect();
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| o.trim_end_matches('/').parse().ok())
+        .collect();
     Some(
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
-            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::PATCH])
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::DELETE,
+                Method::PATCH,
+            ])
             .allow_headers([
                 header::CONTENT_TYPE,
                 header::AUTHORIZATION,
@@ -82,9 +94,16 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
 
 /// The middleware every request passes through.
 async fn guard(State(core): State<Arc<Core>>, mut req: HttpRequest, next: Next) -> Response {
-    if !req.headers().get(REQUEST_ID).is_some_and(acceptable_request_id) {
+    if !req
+        .headers()
+        .get(REQUEST_ID)
+        .is_some_and(acceptable_request_id)
+    {
         let fresh = uuid::Uuid::new_v4().to_string();
-        req.headers_mut().insert(REQUEST_ID, HeaderValue::from_str(&fresh).expect("uuid is a header value"));
+        req.headers_mut().insert(
+            REQUEST_ID,
+            HeaderValue::from_str(&fresh).expect("uuid is a header value"),
+        );
     }
     let request_id = req
         .headers()
@@ -104,7 +123,14 @@ async fn guard(State(core): State<Arc<Core>>, mut req: HttpRequest, next: Next) 
     });
 
     // R-AUD-1: every request is audited here, before its response leaves.
-    let audit = crate::audit::hook::Pending::start(&core, req.method(), req.uri(), req.headers(), &request_id, client_ip);
+    let audit = crate::audit::hook::Pending::start(
+        &core,
+        req.method(),
+        req.uri(),
+        req.headers(),
+        &request_id,
+        client_ip,
+    );
 
     let limit = core.config.max_body_bytes();
     let declared = req
@@ -115,7 +141,10 @@ async fn guard(State(core): State<Arc<Core>>, mut req: HttpRequest, next: Next) 
     let response = if declared.is_some_and(|n| n > limit as u64) {
         Error::PayloadTooLarge(limit).into_response()
     } else {
-        match audit.run(AssertUnwindSafe(next.run(req)).catch_unwind()).await {
+        match audit
+            .run(AssertUnwindSafe(next.run(req)).catch_unwind())
+            .await
+        {
             Ok(response) => response,
             Err(_) => {
                 // The panic message may hold data; it goes nowhere. The hook
@@ -123,7 +152,9 @@ async fn guard(State(core): State<Arc<Core>>, mut req: HttpRequest, next: Next) 
                 tracing::error!(%request_id, "handler panicked");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    axum::Json(json!({ "errors": [format!("internal error (request id {request_id})")] })),
+                    axum::Json(
+                        json!({ "errors": [format!("internal error (request id {request_id})")] }),
+                    ),
                 )
                     .into_response()
             }
@@ -143,13 +174,21 @@ fn set_security_headers(headers: &mut HeaderMap, tls: bool) {
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::REFERRER_POLICY, "no-referrer"),
-        (header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
     ];
     for (name, value) in fixed {
-        headers.entry(name).or_insert(HeaderValue::from_static(value));
+        headers
+            .entry(name)
+            .or_insert(HeaderValue::from_static(value));
     }
     if tls {
-        headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
     }
 }
 
@@ -213,9 +252,15 @@ async fn build_request(
 ) -> Result<Request, Error> {
     let query: Vec<(String, String)> = uri
         .query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default();
-    let listing = query.iter().any(|(k, v)| k == "list" && (v == "true" || v == "1"));
+    let listing = query
+        .iter()
+        .any(|(k, v)| k == "list" && (v == "true" || v == "1"));
     let operation = match method.as_str() {
         "GET" if listing => Operation::List,
         "GET" => Operation::Read,
@@ -224,7 +269,11 @@ async fn build_request(
         "DELETE" => Operation::Delete,
         "PATCH" => Operation::Patch,
         "HEAD" => Operation::Head,
-        _ => return Err(Error::MethodNotAllowed(format!("method {method} is not supported"))),
+        _ => {
+            return Err(Error::MethodNotAllowed(format!(
+                "method {method} is not supported"
+            )));
+        }
     };
     let bytes = read_body(body, core.config.max_body_bytes()).await?;
     let body = if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -239,8 +288,13 @@ async fn build_request(
     };
     // Response wrapping is not implemented: refusing it is safer than
     // answering in the clear to a caller who expects a wrapping token.
-    if headers.get("x-vault-wrap-ttl").is_some_and(|v| !v.is_empty()) {
-        return Err(Error::bad_request("response wrapping (X-Vault-Wrap-TTL) is not supported by Zafe"));
+    if headers
+        .get("x-vault-wrap-ttl")
+        .is_some_and(|v| !v.is_empty())
+    {
+        return Err(Error::bad_request(
+            "response wrapping (X-Vault-Wrap-TTL) is not supported by Zafe",
+        ));
     }
     let token = headers
         .get("x-vault-token")
@@ -279,7 +333,11 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         let too_large = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large { Error::PayloadTooLarge(limit) } else { Error::bad_request("could not read the request body") }
+        if too_large {
+            Error::PayloadTooLarge(limit)
+        } else {
+            Error::bad_request("could not read the request body")
+        }
     })
 }
 
@@ -288,7 +346,11 @@ fn reply_response(reply: Reply) -> Response {
         Reply::Json(status, body) => (status, axum::Json(body)).into_response(),
         Reply::NoContent => StatusCode::NO_CONTENT.into_response(),
         Reply::Status(status) => status.into_response(),
-        Reply::Stream(content_type, body) => ([(header::CONTENT_TYPE, content_type)], Body::from_stream(body)).into_response(),
+        Reply::Stream(content_type, body) => (
+            [(header::CONTENT_TYPE, content_type)],
+            Body::from_stream(body),
+        )
+            .into_response(),
     }
 }
 
@@ -314,9 +376,15 @@ mod tests {
         assert_eq!(client_ip(proxy, &xff("1.2.3.4"), &[]), proxy);
         // Through a trusted proxy, the rightmost untrusted hop is the client;
         // the spoofed leftmost entry is not.
-        assert_eq!(client_ip(proxy, &xff("6.6.6.6, 198.51.100.7"), &trusted), "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(proxy, &xff("6.6.6.6, 198.51.100.7"), &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
         // Several trusted hops are skipped.
-        assert_eq!(client_ip(proxy, &xff("6.6.6.6, 198.51.100.7, 10.1.1.1"), &trusted), "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(proxy, &xff("6.6.6.6, 198.51.100.7, 10.1.1.1"), &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
         // Garbage stops the walk at the last trusted address.
         assert_eq!(client_ip(proxy, &xff("1.1.1.1, junk"), &trusted), proxy);
         // No header: the proxy itself.
@@ -325,10 +393,14 @@ mod tests {
 
     #[test]
     fn request_ids_must_be_plain() {
-        assert!(acceptable_request_id(&HeaderValue::from_static("abc-123_x.y:z")));
+        assert!(acceptable_request_id(&HeaderValue::from_static(
+            "abc-123_x.y:z"
+        )));
         assert!(!acceptable_request_id(&HeaderValue::from_static("a b")));
         assert!(!acceptable_request_id(&HeaderValue::from_static("")));
-        assert!(!acceptable_request_id(&HeaderValue::from_str(&"a".repeat(129)).unwrap()));
+        assert!(!acceptable_request_id(
+            &HeaderValue::from_str(&"a".repeat(129)).unwrap()
+        ));
     }
 
     // R-OPS-3: a panic becomes a JSON 500 naming the request id, with no
@@ -337,7 +409,8 @@ mod tests {
     async fn a_panicking_handler_becomes_a_json_500() {
         use http_body_util::BodyExt;
         use tower::ServiceExt;
-        let backend: Arc<dyn zafe_storage::Backend> = Arc::new(zafe_storage::sqlite::SqliteBackend::memory().await.unwrap());
+        let backend: Arc<dyn zafe_storage::Backend> =
+            Arc::new(zafe_storage::sqlite::SqliteBackend::memory().await.unwrap());
         let core = Core::new(crate::core::CoreParts {
             config: Default::default(),
             backend,
@@ -361,11 +434,16 @@ mod tests {
             )
             .layer(middleware::from_fn_with_state(core.clone(), guard))
             .with_state(core);
-        let req = http::Request::builder().uri("/boom").header("x-request-id", "req-7").body(Body::empty()).unwrap();
+        let req = http::Request::builder()
+            .uri("/boom")
+            .header("x-request-id", "req-7")
+            .body(Body::empty())
+            .unwrap();
         let res = app.oneshot(req).await.unwrap();
         assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(res.headers()["x-request-id"], "req-7");
-        let body = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        let body = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec())
+            .unwrap();
         assert_eq!(body, r#"{"errors":["internal error (request id req-7)"]}"#);
     }
 

@@ -35,15 +35,24 @@ pub enum IdentityFileError {
          Creating a new identity would make every client that pinned {server_id} refuse this server."
     )]
     Missing { path: String, server_id: String },
-    #[error("the identity key file {path} holds identity {found}, but this server's data belongs to {expected}")]
-    Mismatch { path: String, found: String, expected: String },
+    #[error(
+        "the identity key file {path} holds identity {found}, but this server's data belongs to {expected}"
+    )]
+    Mismatch {
+        path: String,
+        found: String,
+        expected: String,
+    },
     #[error("storage: {0}")]
     Storage(String),
 }
 
 /// Loads the identity key from `path`, creating it (mode 0600) on the very
 /// first start, and checks it against the identity recorded in storage.
-pub async fn load_or_create(path: &Path, backend: &dyn Backend) -> Result<IdentityKey, IdentityFileError> {
+pub async fn load_or_create(
+    path: &Path,
+    backend: &dyn Backend,
+) -> Result<IdentityKey, IdentityFileError> {
     let recorded = read_record(backend).await?;
     let shown = path.display().to_string();
     let key = if path.exists() {
@@ -51,10 +60,13 @@ pub async fn load_or_create(path: &Path, backend: &dyn Backend) -> Result<Identi
             path: shown.clone(),
             message: e.to_string(),
         })?;
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| IdentityFileError::File {
-            path: shown.clone(),
-            message: e.to_string(),
-        })?);
+        let text =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|e| IdentityFileError::File {
+                    path: shown.clone(),
+                    message: e.to_string(),
+                })?,
+            );
         let seed = Zeroizing::new(hex::decode(text.trim()).unwrap_or_default());
         let seed: &[u8; 32] = seed[..].try_into().map_err(|_| IdentityFileError::File {
             path: shown.clone(),
@@ -91,9 +103,15 @@ pub async fn load_or_create(path: &Path, backend: &dyn Backend) -> Result<Identi
 }
 
 async fn read_record(backend: &dyn Backend) -> Result<Option<Record>, IdentityFileError> {
-    let entry = backend.get(RECORD_KEY).await.map_err(|e| IdentityFileError::Storage(e.to_string()))?;
+    let entry = backend
+        .get(RECORD_KEY)
+        .await
+        .map_err(|e| IdentityFileError::Storage(e.to_string()))?;
     entry
-        .map(|e| serde_json::from_slice(&e.value).map_err(|_| IdentityFileError::Storage("unreadable identity record".into())))
+        .map(|e| {
+            serde_json::from_slice(&e.value)
+                .map_err(|_| IdentityFileError::Storage("unreadable identity record".into()))
+        })
         .transpose()
 }
 
@@ -111,7 +129,10 @@ async fn record(backend: &dyn Backend, key: &IdentityKey) -> Result<(), Identity
         },
         condition: Condition::Absent,
     };
-    backend.commit(vec![op]).await.map_err(|e| IdentityFileError::Storage(e.to_string()))
+    backend
+        .commit(vec![op])
+        .await
+        .map_err(|e| IdentityFileError::Storage(e.to_string()))
 }
 
 fn write_new_key_file(path: &Path, key: &IdentityKey) -> std::io::Result<()> {
@@ -143,10 +164,16 @@ mod tests {
         let again = load_or_create(&path, &backend).await.unwrap();
         assert_eq!(first.server_id(), again.server_id());
         std::fs::remove_file(&path).unwrap();
-        assert!(matches!(load_or_create(&path, &backend).await, Err(IdentityFileError::Missing { .. })));
+        assert!(matches!(
+            load_or_create(&path, &backend).await,
+            Err(IdentityFileError::Missing { .. })
+        ));
         // Another key in the file is a mismatch, not a new identity.
         write_new_key_file(&path, &IdentityKey::generate()).unwrap();
-        assert!(matches!(load_or_create(&path, &backend).await, Err(IdentityFileError::Mismatch { .. })));
+        assert!(matches!(
+            load_or_create(&path, &backend).await,
+            Err(IdentityFileError::Mismatch { .. })
+        ));
     }
 
     #[tokio::test]
@@ -156,8 +183,14 @@ mod tests {
         let backend = SqliteBackend::memory().await.unwrap();
         let path = dir.path().join("identity.key");
         load_or_create(&path, &backend).await.unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        assert!(matches!(load_or_create(&path, &backend).await, Err(IdentityFileError::File { .. })));
+        assert!(matches!(
+            load_or_create(&path, &backend).await,
+            Err(IdentityFileError::File { .. })
+        ));
     }
 }

@@ -35,7 +35,10 @@ pub enum LaunchError {
     #[error("{0}")]
     Preflight(String),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 impl From<crate::error::Error> for LaunchError {
@@ -88,7 +91,9 @@ async fn start_dev(launch: &Launch) -> Result<(Arc<Core>, Option<String>), Launc
         proxy_spki: None,
     })
     .await?;
-    let (shares, root_token) = core.initialize(1, 1, launch.dev_root_token.as_deref()).await?;
+    let (shares, root_token) = core
+        .initialize(1, 1, launch.dev_root_token.as_deref())
+        .await?;
     let addr = core.config.listen();
     let banner = format!(
         "\nZafe development server: IN MEMORY, UNSEALED, NOT FOR REAL SECRETS.\n\
@@ -114,7 +119,9 @@ async fn start_quick(launch: &Launch) -> Result<(Arc<Core>, Option<String>), Lau
     let data_dir = config.data_dir();
     create_private_dir(&data_dir)?;
     let key_file = data_dir.join("master.key");
-    if config::process_env("ZAFE_MASTER_KEY").is_none() && config::process_env("ZAFE_MASTER_KEY_FILE").is_none() {
+    if config::process_env("ZAFE_MASTER_KEY").is_none()
+        && config::process_env("ZAFE_MASTER_KEY_FILE").is_none()
+    {
         if !key_file.exists() {
             if config.sqlite_path().exists() {
                 return Err(LaunchError::Preflight(format!(
@@ -172,7 +179,10 @@ async fn start_configured(config: Config) -> Result<Arc<Core>, LaunchError> {
         }
         StorageKind::Postgres => {
             let url = secrets.postgres_url.as_deref().ok_or_else(|| {
-                LaunchError::Preflight("storage kind is postgres but no url, url_file or ZAFE_STORAGE_URL is set".into())
+                LaunchError::Preflight(
+                    "storage kind is postgres but no url, url_file or ZAFE_STORAGE_URL is set"
+                        .into(),
+                )
             })?;
             Arc::new(PostgresBackend::connect(url).await?)
         }
@@ -203,7 +213,9 @@ async fn start_configured(config: Config) -> Result<Arc<Core>, LaunchError> {
     .await?;
     if has_master_key && core.is_initialized().await? {
         // A wrong key stops the start-up here, with a clear message.
-        core.unseal_with_master_key().await.map_err(|e| LaunchError::Preflight(format!("auto-unseal failed: {e}")))?;
+        core.unseal_with_master_key()
+            .await
+            .map_err(|e| LaunchError::Preflight(format!("auto-unseal failed: {e}")))?;
     }
     Ok(core)
 }
@@ -215,9 +227,16 @@ async fn serve(core: Arc<Core>, banner: Option<String>) -> Result<(), LaunchErro
     tokio::spawn(shutdown_on_signal(handle.clone()));
 
     // Bind first, so the banner is only printed for a server that listens.
-    let listener = std::net::TcpListener::bind(addr).map_err(|source| LaunchError::Listen { addr, source })?;
-    listener.set_nonblocking(true).map_err(|source| LaunchError::Listen { addr, source })?;
-    let scheme = if core.config.tls.is_some() { "https" } else { "http" };
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| LaunchError::Listen { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| LaunchError::Listen { addr, source })?;
+    let scheme = if core.config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(
         %addr,
         scheme,
@@ -231,12 +250,21 @@ async fn serve(core: Arc<Core>, banner: Option<String>) -> Result<(), LaunchErro
     }
     let result = match &core.config.tls {
         Some(tls) => {
-            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert_file, &tls.key_file)
+            let rustls =
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert_file, &tls.key_file)
+                    .await
+                    .map_err(|e| LaunchError::Preflight(format!("TLS certificate or key: {e}")))?;
+            axum_server::from_tcp_rustls(listener, rustls)
+                .handle(handle)
+                .serve(app)
                 .await
-                .map_err(|e| LaunchError::Preflight(format!("TLS certificate or key: {e}")))?;
-            axum_server::from_tcp_rustls(listener, rustls).handle(handle).serve(app).await
         }
-        None => axum_server::from_tcp(listener).handle(handle).serve(app).await,
+        None => {
+            axum_server::from_tcp(listener)
+                .handle(handle)
+                .serve(app)
+                .await
+        }
     };
     result.map_err(|source| LaunchError::Listen { addr, source })?;
     // Sign the audit chain head, so even the newest entries are covered.
@@ -250,7 +278,8 @@ async fn shutdown_on_signal(handle: axum_server::Handle) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -265,14 +294,18 @@ async fn shutdown_on_signal(handle: axum_server::Handle) {
 /// Panic messages can contain data; log only where it happened.
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
         tracing::error!(%location, "panic");
     }));
 }
 
 /// Creates `dir` (and parents) and makes sure it is 0700 (R-OPS-7).
 fn create_private_dir(dir: &Path) -> Result<(), LaunchError> {
-    std::fs::create_dir_all(dir).map_err(|e| LaunchError::Preflight(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| LaunchError::Preflight(format!("cannot create {}: {e}", dir.display())))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -282,8 +315,9 @@ fn create_private_dir(dir: &Path) -> Result<(), LaunchError> {
             .mode()
             & 0o777;
         if mode & 0o077 != 0 {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| LaunchError::Preflight(format!("cannot chmod 700 {}: {e}", dir.display())))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+                LaunchError::Preflight(format!("cannot chmod 700 {}: {e}", dir.display()))
+            })?;
         }
     }
     Ok(())

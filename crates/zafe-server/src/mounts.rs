@@ -52,7 +52,14 @@ impl MountEntry {
         Self {
             path: path.to_string(),
             kind: kind.to_string(),
-            accessor: format!("{}_{short}", if auth { format!("auth_{kind}") } else { kind.to_string() }),
+            accessor: format!(
+                "{}_{short}",
+                if auth {
+                    format!("auth_{kind}")
+                } else {
+                    kind.to_string()
+                }
+            ),
             uuid,
             description: String::new(),
             options: BTreeMap::new(),
@@ -65,7 +72,11 @@ impl MountEntry {
 
     /// Where this mount's engine keeps its data.
     pub fn storage_prefix(&self) -> String {
-        format!("{}/{}/", if self.auth { "auth" } else { "logical" }, self.uuid)
+        format!(
+            "{}/{}/",
+            if self.auth { "auth" } else { "logical" },
+            self.uuid
+        )
     }
 
     /// Vault's JSON for one mount in `sys/mounts` and `sys/auth`.
@@ -168,21 +179,36 @@ pub fn normalise_path(raw: &str, auth: bool, existing: &MountTable) -> Result<St
     let trimmed = raw.trim_matches('/');
     if trimmed.is_empty()
         || trimmed.len() > 200
-        || trimmed.split('/').any(|s| s.is_empty() || s == "." || s == "..")
-        || trimmed.chars().any(|c| c.is_control() || c == '*' || c == '+')
+        || trimmed
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        || trimmed
+            .chars()
+            .any(|c| c.is_control() || c == '*' || c == '+')
     {
         return Err(Error::bad_request(format!("invalid mount path {raw:?}")));
     }
-    let path = if auth { format!("auth/{trimmed}/") } else { format!("{trimmed}/") };
+    let path = if auth {
+        format!("auth/{trimmed}/")
+    } else {
+        format!("{trimmed}/")
+    };
     if !auth && RESERVED.iter().any(|r| path.starts_with(r)) {
-        return Err(Error::bad_request(format!("cannot mount at {path:?}: the path is reserved")));
+        return Err(Error::bad_request(format!(
+            "cannot mount at {path:?}: the path is reserved"
+        )));
     }
     for entry in &existing.entries {
         if entry.path == path {
-            return Err(Error::bad_request(format!("path is already in use at {path}")));
+            return Err(Error::bad_request(format!(
+                "path is already in use at {path}"
+            )));
         }
         if path.starts_with(&entry.path) || entry.path.starts_with(&path) {
-            return Err(Error::bad_request(format!("cannot mount at {path}: it overlaps the mount at {}", entry.path)));
+            return Err(Error::bad_request(format!(
+                "cannot mount at {path}: it overlaps the mount at {}",
+                entry.path
+            )));
         }
     }
     Ok(path)
@@ -192,7 +218,9 @@ pub fn normalise_path(raw: &str, auth: bool, existing: &MountTable) -> Result<St
 /// token store at `auth/token/`) the first time.
 pub async fn load_or_create(core: &Arc<Core>) -> Result<MountTable> {
     if let Some(record) = core.barrier.get(TABLE_KEY).await? {
-        return serde_json::from_slice(&record.value).map_err(|_| Error::Integrity { key: TABLE_KEY.into() });
+        return serde_json::from_slice(&record.value).map_err(|_| Error::Integrity {
+            key: TABLE_KEY.into(),
+        });
     }
     let mut secret = MountEntry::new("secret/", "kv", false);
     secret.options.insert("version".into(), "2".into());
@@ -202,7 +230,15 @@ pub async fn load_or_create(core: &Arc<Core>) -> Result<MountTable> {
     let table = MountTable {
         entries: vec![secret, token],
     };
-    match core.barrier.put(TABLE_KEY, &serde_json::to_vec(&table).expect("serialisable"), Expect::Absent).await {
+    match core
+        .barrier
+        .put(
+            TABLE_KEY,
+            &serde_json::to_vec(&table).expect("serialisable"),
+            Expect::Absent,
+        )
+        .await
+    {
         Ok(_) => Ok(table),
         // Another node created it first: use theirs.
         Err(crate::barrier::BarrierError::Conflict { .. }) => Box::pin(load_or_create(core)).await,
@@ -226,7 +262,9 @@ where
             let mut table = match parsed {
                 Some(Ok(table)) => table,
                 _ => {
-                    failure = Some(Error::Integrity { key: TABLE_KEY.into() });
+                    failure = Some(Error::Integrity {
+                        key: TABLE_KEY.into(),
+                    });
                     return None;
                 }
             };
@@ -250,7 +288,11 @@ pub async fn list(core: &Arc<Core>, req: &Request, auth: bool) -> Result<Value> 
     let router = core.router().await?;
     let mut map = serde_json::Map::new();
     for entry in router.entries().filter(|e| e.auth == auth) {
-        let key = if auth { entry.path.trim_start_matches("auth/").to_string() } else { entry.path.clone() };
+        let key = if auth {
+            entry.path.trim_start_matches("auth/").to_string()
+        } else {
+            entry.path.clone()
+        };
         map.insert(key, entry.to_vault_json());
     }
     let data = Value::Object(map.clone());
@@ -271,14 +313,28 @@ pub async fn enable(core: &Arc<Core>, req: &Request, raw_path: &str, auth: bool)
     if auth != matches!(kind.as_str(), "approle" | "token") {
         return Err(Error::bad_request(format!(
             "{kind:?} is {} and cannot be enabled {}",
-            if auth { "not an auth method" } else { "an auth method" },
-            if auth { "under sys/auth" } else { "under sys/mounts" }
+            if auth {
+                "not an auth method"
+            } else {
+                "an auth method"
+            },
+            if auth {
+                "under sys/auth"
+            } else {
+                "under sys/mounts"
+            }
         )));
     }
     if kind == "token" {
-        return Err(Error::bad_request("the token auth method is always enabled at auth/token/"));
+        return Err(Error::bad_request(
+            "the token auth method is always enabled at auth/token/",
+        ));
     }
-    let description = req.field("description").and_then(Value::as_str).unwrap_or_default().to_string();
+    let description = req
+        .field("description")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let config = req.field("config");
     let ttl = |name: &str| config.and_then(|c| c.get(name)).map(parse_ttl).transpose();
     let default_lease_ttl = ttl("default_lease_ttl")?.unwrap_or(0);
@@ -299,13 +355,23 @@ pub async fn enable(core: &Arc<Core>, req: &Request, raw_path: &str, auth: bool)
 
 pub async fn disable(core: &Arc<Core>, raw_path: &str, auth: bool) -> Result<()> {
     let trimmed = raw_path.trim_matches('/');
-    let path = if auth { format!("auth/{trimmed}/") } else { format!("{trimmed}/") };
+    let path = if auth {
+        format!("auth/{trimmed}/")
+    } else {
+        format!("{trimmed}/")
+    };
     if path == "auth/token/" {
-        return Err(Error::bad_request("the token auth method cannot be disabled"));
+        return Err(Error::bad_request(
+            "the token auth method cannot be disabled",
+        ));
     }
     let mut removed = None;
     modify(core, |table| {
-        if let Some(i) = table.entries.iter().position(|e| e.path == path && e.auth == auth) {
+        if let Some(i) = table
+            .entries
+            .iter()
+            .position(|e| e.path == path && e.auth == auth)
+        {
             removed = Some(table.entries.remove(i));
         }
         Ok(())
@@ -319,7 +385,12 @@ pub async fn disable(core: &Arc<Core>, raw_path: &str, auth: bool) -> Result<()>
 }
 
 /// `GET sys/mounts/<path>`: one mount's configuration.
-pub async fn read_one(core: &Arc<Core>, req: &Request, raw_path: &str, auth: bool) -> Result<Value> {
+pub async fn read_one(
+    core: &Arc<Core>,
+    req: &Request,
+    raw_path: &str,
+    auth: bool,
+) -> Result<Value> {
     let entry = find(core, raw_path, auth).await?;
     let data = entry.to_vault_json();
     let mut body = crate::engine::envelope(&req.request_id, Some(data.clone()), None, None);
@@ -329,7 +400,12 @@ pub async fn read_one(core: &Arc<Core>, req: &Request, raw_path: &str, auth: boo
     Ok(body)
 }
 
-pub async fn read_tune(core: &Arc<Core>, req: &Request, raw_path: &str, auth: bool) -> Result<Value> {
+pub async fn read_tune(
+    core: &Arc<Core>,
+    req: &Request,
+    raw_path: &str,
+    auth: bool,
+) -> Result<Value> {
     let entry = find(core, raw_path, auth).await?;
     let mut body = tune_body(req, &entry);
     if auth {
@@ -358,9 +434,16 @@ pub async fn tune(core: &Arc<Core>, req: &Request, raw_path: &str, auth: bool) -
     let entry = find(core, raw_path, auth).await?;
     let default_lease_ttl = req.field("default_lease_ttl").map(parse_ttl).transpose()?;
     let max_lease_ttl = req.field("max_lease_ttl").map(parse_ttl).transpose()?;
-    let description = req.field("description").and_then(Value::as_str).map(str::to_string);
+    let description = req
+        .field("description")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let options: Option<BTreeMap<String, String>> = match req.field("options") {
-        Some(Value::Object(o)) => Some(o.iter().map(|(k, v)| (k.clone(), value_string(v))).collect()),
+        Some(Value::Object(o)) => Some(
+            o.iter()
+                .map(|(k, v)| (k.clone(), value_string(v)))
+                .collect(),
+        ),
         _ => None,
     };
     if let Some(v) = options.as_ref().and_then(|o| o.get("version"))
@@ -395,7 +478,11 @@ pub async fn tune(core: &Arc<Core>, req: &Request, raw_path: &str, auth: bool) -
 
 async fn find(core: &Arc<Core>, raw_path: &str, auth: bool) -> Result<MountEntry> {
     let trimmed = raw_path.trim_matches('/');
-    let path = if auth { format!("auth/{trimmed}/") } else { format!("{trimmed}/") };
+    let path = if auth {
+        format!("auth/{trimmed}/")
+    } else {
+        format!("{trimmed}/")
+    };
     core.router()
         .await?
         .entries()
@@ -405,9 +492,15 @@ async fn find(core: &Arc<Core>, raw_path: &str, auth: bool) -> Result<MountEntry
 }
 
 /// `kv` + `options.version=2`, `kv-v2`, and the auth and transit kinds.
-fn normalise_kind(kind: &str, options: Option<&Value>) -> Result<(String, BTreeMap<String, String>)> {
+fn normalise_kind(
+    kind: &str,
+    options: Option<&Value>,
+) -> Result<(String, BTreeMap<String, String>)> {
     let mut opts: BTreeMap<String, String> = match options {
-        Some(Value::Object(o)) => o.iter().map(|(k, v)| (k.clone(), value_string(v))).collect(),
+        Some(Value::Object(o)) => o
+            .iter()
+            .map(|(k, v)| (k.clone(), value_string(v)))
+            .collect(),
         Some(Value::Null) | None => BTreeMap::new(),
         Some(_) => return Err(Error::bad_request("options must be an object")),
     };
@@ -422,12 +515,20 @@ fn normalise_kind(kind: &str, options: Option<&Value>) -> Result<(String, BTreeM
                 None => {
                     opts.insert("version".into(), "2".into());
                 }
-                Some(v) => return Err(Error::bad_request(format!("KV version {v} is not supported: Zafe's KV engine is version 2"))),
+                Some(v) => {
+                    return Err(Error::bad_request(format!(
+                        "KV version {v} is not supported: Zafe's KV engine is version 2"
+                    )));
+                }
             }
             "kv"
         }
         "transit" | "approle" | "token" => kind,
-        other => return Err(Error::bad_request(format!("unknown engine type {other:?}: Zafe has kv (version 2), transit and approle"))),
+        other => {
+            return Err(Error::bad_request(format!(
+                "unknown engine type {other:?}: Zafe has kv (version 2), transit and approle"
+            )));
+        }
     };
     Ok((kind.to_string(), opts))
 }
@@ -442,9 +543,15 @@ fn value_string(v: &Value) -> String {
 /// A TTL as seconds or a Go-style duration string (`"1h30m"`, `"90s"`).
 pub fn parse_ttl(v: &Value) -> Result<u64> {
     match v {
-        Value::Number(n) => n.as_u64().ok_or_else(|| Error::bad_request("a TTL must be a non-negative number of seconds")),
-        Value::String(s) => parse_duration(s).ok_or_else(|| Error::bad_request(format!("invalid duration {s:?}"))),
-        _ => Err(Error::bad_request("a TTL must be seconds or a duration string")),
+        Value::Number(n) => n
+            .as_u64()
+            .ok_or_else(|| Error::bad_request("a TTL must be a non-negative number of seconds")),
+        Value::String(s) => {
+            parse_duration(s).ok_or_else(|| Error::bad_request(format!("invalid duration {s:?}")))
+        }
+        _ => Err(Error::bad_request(
+            "a TTL must be seconds or a duration string",
+        )),
     }
 }
 
@@ -500,7 +607,10 @@ async fn purge(core: &Arc<Core>, prefix: &str) -> Result<()> {
                 condition: zafe_storage::Condition::Any,
             })
             .collect();
-        backend.commit(ops).await.map_err(|e| Error::StorageUnavailable(e.to_string()))?;
+        backend
+            .commit(ops)
+            .await
+            .map_err(|e| Error::StorageUnavailable(e.to_string()))?;
     }
 }
 
@@ -527,8 +637,22 @@ mod tests {
         };
         assert_eq!(normalise_path("team/", false, &table).unwrap(), "team/");
         assert_eq!(normalise_path("/team", false, &table).unwrap(), "team/");
-        assert_eq!(normalise_path("approle", true, &table).unwrap(), "auth/approle/");
-        for bad in ["", "/", "a//b", "../x", "sys", "auth/x", "secret", "secret/nested", "a*", "x/./y"] {
+        assert_eq!(
+            normalise_path("approle", true, &table).unwrap(),
+            "auth/approle/"
+        );
+        for bad in [
+            "",
+            "/",
+            "a//b",
+            "../x",
+            "sys",
+            "auth/x",
+            "secret",
+            "secret/nested",
+            "a*",
+            "x/./y",
+        ] {
             assert!(normalise_path(bad, false, &table).is_err(), "{bad}");
         }
     }

@@ -10,8 +10,8 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use zafe_core::policy::{Acl, Policy};
 pub use zafe_core::policy::Capability;
+use zafe_core::policy::{Acl, Policy};
 
 use crate::core::{Core, Operation, Reply, Request};
 use crate::engine::envelope;
@@ -52,7 +52,10 @@ impl PolicyStore {
             }
         }
         let acl = Arc::new(Acl::new(policies.iter()));
-        self.acls.write().expect("acl cache lock").insert(key, acl.clone());
+        self.acls
+            .write()
+            .expect("acl cache lock")
+            .insert(key, acl.clone());
         Ok(acl)
     }
 }
@@ -99,7 +102,12 @@ async fn names(core: &Core) -> Result<Vec<String>> {
 /// `GET sys/policy` and `LIST sys/policies/acl`.
 pub async fn list_reply(core: &Arc<Core>, req: &Request) -> Result<Reply> {
     let names = names(core).await?;
-    let mut body = envelope(&req.request_id, Some(json!({ "keys": names, "policies": names })), None, None);
+    let mut body = envelope(
+        &req.request_id,
+        Some(json!({ "keys": names, "policies": names })),
+        None,
+        None,
+    );
     body["keys"] = json!(names);
     body["policies"] = json!(names);
     Ok(Reply::Json(http::StatusCode::OK, body))
@@ -133,14 +141,16 @@ pub async fn handle(core: &Arc<Core>, req: &Request, name: &str, op: Operation) 
             if name == "root" {
                 return Err(Error::bad_request("cannot update the root policy"));
             }
-            let name = zafe_core::policy::normalize_policy_name(&name).map_err(|e| Error::bad_request(e.to_string()))?;
+            let name = zafe_core::policy::normalize_policy_name(&name)
+                .map_err(|e| Error::bad_request(e.to_string()))?;
             let text = req
                 .field("policy")
                 .or_else(|| req.field("rules"))
                 .and_then(Value::as_str)
                 .ok_or_else(|| Error::bad_request("'policy' parameter not supplied or empty"))?;
             // Parse before storing: a policy that does not parse is never saved.
-            Policy::parse(&name, text).map_err(|e| Error::bad_request(format!("failed to parse policy: {e}")))?;
+            Policy::parse(&name, text)
+                .map_err(|e| Error::bad_request(format!("failed to parse policy: {e}")))?;
             let stored = serde_json::to_vec(&Stored {
                 name: name.clone(),
                 policy: text.to_string(),
@@ -152,7 +162,8 @@ pub async fn handle(core: &Arc<Core>, req: &Request, name: &str, op: Operation) 
             Ok(Reply::NoContent)
         }
         Operation::Delete => {
-            zafe_core::policy::check_policy_deletable(&name).map_err(|e| Error::bad_request(e.to_string()))?;
+            zafe_core::policy::check_policy_deletable(&name)
+                .map_err(|e| Error::bad_request(e.to_string()))?;
             core.barrier.delete(&format!("{PREFIX}{name}")).await?;
             core.policies.clear();
             Ok(Reply::NoContent)
@@ -163,9 +174,16 @@ pub async fn handle(core: &Arc<Core>, req: &Request, name: &str, op: Operation) 
 
 /// `sys/capabilities-self` (for the caller) and `sys/capabilities` (for a
 /// token given in the body; needs the right to call it, checked by the core).
-pub async fn capabilities(core: &Arc<Core>, req: &Request, caller: Option<&TokenEntry>) -> Result<Reply> {
+pub async fn capabilities(
+    core: &Arc<Core>,
+    req: &Request,
+    caller: Option<&TokenEntry>,
+) -> Result<Reply> {
     let paths: Vec<String> = match (req.field("paths"), req.field("path")) {
-        (Some(Value::Array(a)), _) => a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect(),
+        (Some(Value::Array(a)), _) => a
+            .iter()
+            .filter_map(|p| p.as_str().map(str::to_string))
+            .collect(),
         (Some(Value::String(s)), _) | (_, Some(Value::String(s))) => vec![s.clone()],
         _ => return Err(Error::bad_request("'paths' must be given")),
     };
@@ -189,7 +207,11 @@ pub async fn capabilities(core: &Arc<Core>, req: &Request, caller: Option<&Token
         } else {
             let acl = core.policies.acl_for(core, &subject.policies).await?;
             let names = acl.capabilities(path.trim_start_matches('/')).names();
-            if names.is_empty() { vec!["deny".to_string()] } else { names.into_iter().map(str::to_string).collect() }
+            if names.is_empty() {
+                vec!["deny".to_string()]
+            } else {
+                names.into_iter().map(str::to_string).collect()
+            }
         };
         for c in &caps {
             if !all.contains(c) {
@@ -199,7 +221,12 @@ pub async fn capabilities(core: &Arc<Core>, req: &Request, caller: Option<&Token
         data.insert(path.clone(), json!(caps));
     }
     data.insert("capabilities".into(), json!(all));
-    let mut body = envelope(&req.request_id, Some(Value::Object(data.clone())), None, None);
+    let mut body = envelope(
+        &req.request_id,
+        Some(Value::Object(data.clone())),
+        None,
+        None,
+    );
     for (k, v) in data {
         body[k] = v;
     }

@@ -32,7 +32,6 @@ use crate::error::{Error, Result};
 pub const CONFIG_KEY: &str = "seal/config";
 pub const MASTER_WRAPPED_ROOT_KEY: &str = "seal/root-key/master";
 
-
 /// Not secret: how many shares exist, how many unseal, and digests that let
 /// the server recognise its own shares.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,7 +93,9 @@ impl Seal {
         };
         serde_json::from_slice(&entry.value)
             .map(Some)
-            .map_err(|_| Error::Integrity { key: CONFIG_KEY.into() })
+            .map_err(|_| Error::Integrity {
+                key: CONFIG_KEY.into(),
+            })
     }
 
     /// Creates the root key, the keyring and the shares. Safe against two
@@ -102,13 +103,15 @@ impl Seal {
     /// created with `Condition::Absent` in one atomic commit, so exactly one
     /// wins and the other gets [`Error::AlreadyInitialized`].
     pub async fn initialize(&self, shares: usize, threshold: usize) -> Result<Initialized> {
-        shamir::validate(shares, threshold).map_err(|e| Error::bad_request(format!("invalid seal configuration: {e}")))?;
+        shamir::validate(shares, threshold)
+            .map_err(|e| Error::bad_request(format!("invalid seal configuration: {e}")))?;
         if self.config().await?.is_some() {
             return Err(Error::AlreadyInitialized);
         }
         let root_key = SecretKey::generate();
         let keyring = Keyring::generate();
-        let issued = shamir::split(&root_key, shares, threshold).map_err(|e| Error::bad_request(e.to_string()))?;
+        let issued = shamir::split(&root_key, shares, threshold)
+            .map_err(|e| Error::bad_request(e.to_string()))?;
         let config = SealConfig {
             secret_shares: shares,
             secret_threshold: threshold,
@@ -119,12 +122,20 @@ impl Seal {
 
         let mut ops = vec![
             create(KEYRING_KEY, seal_keyring(&root_key, &keyring, 1)),
-            create(CONFIG_KEY, serde_json::to_vec(&config).expect("serialisable")),
+            create(
+                CONFIG_KEY,
+                serde_json::to_vec(&config).expect("serialisable"),
+            ),
         ];
         if let Some(master) = &self.master_key {
             ops.push(create(
                 MASTER_WRAPPED_ROOT_KEY,
-                crypto::seal(master, ROOT_KEK_VERSION, &location(MASTER_WRAPPED_ROOT_KEY, 1), root_key.expose()),
+                crypto::seal(
+                    master,
+                    ROOT_KEK_VERSION,
+                    &location(MASTER_WRAPPED_ROOT_KEY, 1),
+                    root_key.expose(),
+                ),
             ));
         }
         match self.backend.commit(ops).await {
@@ -156,7 +167,9 @@ impl Seal {
             .get(MASTER_WRAPPED_ROOT_KEY)
             .await
             .map_err(storage)?
-            .ok_or(Error::Integrity { key: MASTER_WRAPPED_ROOT_KEY.into() })?;
+            .ok_or(Error::Integrity {
+                key: MASTER_WRAPPED_ROOT_KEY.into(),
+            })?;
         let root = crypto::open(
             |v| (v == ROOT_KEK_VERSION).then_some(master),
             &location(MASTER_WRAPPED_ROOT_KEY, entry.generation),
@@ -167,7 +180,9 @@ impl Seal {
                 "the master key does not match this server's data (decryption failed): check ZAFE_MASTER_KEY / ZAFE_MASTER_KEY_FILE",
             )
         })?;
-        let root_key = SecretKey::from_slice(&root).ok_or(Error::Integrity { key: MASTER_WRAPPED_ROOT_KEY.into() })?;
+        let root_key = SecretKey::from_slice(&root).ok_or(Error::Integrity {
+            key: MASTER_WRAPPED_ROOT_KEY.into(),
+        })?;
         let keyring = self.open_keyring(&root_key).await?;
         Ok(Unsealed { root_key, keyring })
     }
@@ -179,7 +194,8 @@ impl Seal {
     pub async fn submit_share(&self, encoded: &str) -> Result<UnsealProgress> {
         let config = self.config().await?.ok_or(Error::NotInitialized)?;
         let bytes = decode_share(encoded)?;
-        let share = Share::from_bytes(&bytes).map_err(|e| Error::bad_request(format!("invalid key: {e}")))?;
+        let share = Share::from_bytes(&bytes)
+            .map_err(|e| Error::bad_request(format!("invalid key: {e}")))?;
         let digest = hex::encode(share.digest());
         if !config
             .share_digests
@@ -195,7 +211,11 @@ impl Seal {
             if progress.shares.is_empty() {
                 progress.nonce = uuid::Uuid::new_v4().to_string();
             }
-            if !progress.shares.iter().any(|s| s.identifier() == share.identifier()) {
+            if !progress
+                .shares
+                .iter()
+                .any(|s| s.identifier() == share.identifier())
+            {
                 progress.shares.push(share);
             }
             if progress.shares.len() < config.secret_threshold {
@@ -203,9 +223,12 @@ impl Seal {
             }
             std::mem::take(&mut *progress).shares
         };
-        let root_key = shamir::combine(&collected).map_err(|e| Error::bad_request(format!("invalid key: {e}")))?;
+        let root_key = shamir::combine(&collected)
+            .map_err(|e| Error::bad_request(format!("invalid key: {e}")))?;
         let keyring = self.open_keyring(&root_key).await.map_err(|_| {
-            Error::bad_request("unseal failed: the shares do not open this server's keyring; progress was reset")
+            Error::bad_request(
+                "unseal failed: the shares do not open this server's keyring; progress was reset",
+            )
         })?;
         Ok(UnsealProgress::Done(Unsealed { root_key, keyring }))
     }
@@ -236,8 +259,12 @@ impl Seal {
         shares: usize,
         threshold: usize,
     ) -> Result<Vec<Share>> {
-        shamir::validate(shares, threshold).map_err(|e| Error::bad_request(format!("invalid seal configuration: {e}")))?;
-        let (config, generation) = self.config_with_generation().await?.ok_or(Error::NotInitialized)?;
+        shamir::validate(shares, threshold)
+            .map_err(|e| Error::bad_request(format!("invalid seal configuration: {e}")))?;
+        let (config, generation) = self
+            .config_with_generation()
+            .await?
+            .ok_or(Error::NotInitialized)?;
         if old_shares.len() < config.secret_threshold {
             return Err(Error::bad_request(format!(
                 "{} current key shares are needed to rekey, got {}",
@@ -247,19 +274,30 @@ impl Seal {
         }
         let mut parsed = Vec::new();
         for encoded in old_shares {
-            let share = Share::from_bytes(&decode_share(encoded)?).map_err(|e| Error::bad_request(format!("invalid key: {e}")))?;
+            let share = Share::from_bytes(&decode_share(encoded)?)
+                .map_err(|e| Error::bad_request(format!("invalid key: {e}")))?;
             let digest = hex::encode(share.digest());
-            if !config.share_digests.iter().any(|d| crypto::constant_time_eq(d.as_bytes(), digest.as_bytes())) {
-                return Err(Error::bad_request("invalid key: this is not one of this server's current key shares"));
+            if !config
+                .share_digests
+                .iter()
+                .any(|d| crypto::constant_time_eq(d.as_bytes(), digest.as_bytes()))
+            {
+                return Err(Error::bad_request(
+                    "invalid key: this is not one of this server's current key shares",
+                ));
             }
             parsed.push(share);
         }
-        let recovered = shamir::combine(&parsed).map_err(|e| Error::bad_request(format!("invalid key: {e}")))?;
+        let recovered = shamir::combine(&parsed)
+            .map_err(|e| Error::bad_request(format!("invalid key: {e}")))?;
         if recovered != *current_root {
-            return Err(Error::bad_request("the key shares do not recover this server's root key"));
+            return Err(Error::bad_request(
+                "the key shares do not recover this server's root key",
+            ));
         }
         let new_root = SecretKey::generate();
-        let issued = shamir::split(&new_root, shares, threshold).map_err(|e| Error::bad_request(e.to_string()))?;
+        let issued = shamir::split(&new_root, shares, threshold)
+            .map_err(|e| Error::bad_request(e.to_string()))?;
         let new_config = SealConfig {
             secret_shares: shares,
             secret_threshold: threshold,
@@ -275,7 +313,11 @@ impl Seal {
             condition: Condition::Generation(generation),
         }];
         if let Some(master) = &self.master_key {
-            let entry = self.backend.get(MASTER_WRAPPED_ROOT_KEY).await.map_err(storage)?;
+            let entry = self
+                .backend
+                .get(MASTER_WRAPPED_ROOT_KEY)
+                .await
+                .map_err(storage)?;
             let (condition, next) = match &entry {
                 Some(e) => (Condition::Generation(e.generation), e.generation + 1),
                 None => (Condition::Absent, 1),
@@ -283,7 +325,12 @@ impl Seal {
             ops.push(Op::Put {
                 entry: Entry {
                     key: MASTER_WRAPPED_ROOT_KEY.into(),
-                    value: crypto::seal(master, ROOT_KEK_VERSION, &location(MASTER_WRAPPED_ROOT_KEY, next), new_root.expose()),
+                    value: crypto::seal(
+                        master,
+                        ROOT_KEK_VERSION,
+                        &location(MASTER_WRAPPED_ROOT_KEY, next),
+                        new_root.expose(),
+                    ),
                     generation: next,
                 },
                 condition,
@@ -298,7 +345,9 @@ impl Seal {
         let Some(entry) = self.backend.get(CONFIG_KEY).await.map_err(storage)? else {
             return Ok(None);
         };
-        let config = serde_json::from_slice(&entry.value).map_err(|_| Error::Integrity { key: CONFIG_KEY.into() })?;
+        let config = serde_json::from_slice(&entry.value).map_err(|_| Error::Integrity {
+            key: CONFIG_KEY.into(),
+        })?;
         Ok(Some((config, entry.generation)))
     }
 }
@@ -326,11 +375,16 @@ pub fn parse_master_key(text: &str) -> std::result::Result<SecretKey, String> {
     let bytes = zeroize::Zeroizing::new(
         hex::decode(text.as_bytes())
             .ok()
-            .or_else(|| base64::engine::general_purpose::STANDARD.decode(text.as_bytes()).ok())
+            .or_else(|| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(text.as_bytes())
+                    .ok()
+            })
             .unwrap_or_default(),
     );
-    SecretKey::from_slice(&bytes)
-        .ok_or_else(|| "the master key must be 32 bytes written as 64 hex characters or as base64".to_string())
+    SecretKey::from_slice(&bytes).ok_or_else(|| {
+        "the master key must be 32 bytes written as 64 hex characters or as base64".to_string()
+    })
 }
 
 fn create(key: &str, value: Vec<u8>) -> Op {
@@ -366,15 +420,31 @@ mod tests {
     async fn threshold_shares_unseal_and_a_wrong_share_is_refused_without_losing_progress() {
         let (seal, _) = seal_with(None).await;
         let init = seal.initialize(5, 3).await.unwrap();
-        let hexes: Vec<String> = init.shares.iter().map(|s| hex::encode(s.as_bytes())).collect();
-        assert!(matches!(seal.submit_share(&hexes[0]).await.unwrap(), UnsealProgress::Collecting));
+        let hexes: Vec<String> = init
+            .shares
+            .iter()
+            .map(|s| hex::encode(s.as_bytes()))
+            .collect();
+        assert!(matches!(
+            seal.submit_share(&hexes[0]).await.unwrap(),
+            UnsealProgress::Collecting
+        ));
         // A corrupted share: refused at once, progress kept.
         let mut bad = init.shares[1].as_bytes().to_vec();
         bad[7] ^= 0x55;
-        assert!(matches!(seal.submit_share(&hex::encode(&bad)).await, Err(Error::BadRequest(_))));
-        assert!(matches!(seal.submit_share("not a share").await, Err(Error::BadRequest(_))));
+        assert!(matches!(
+            seal.submit_share(&hex::encode(&bad)).await,
+            Err(Error::BadRequest(_))
+        ));
+        assert!(matches!(
+            seal.submit_share("not a share").await,
+            Err(Error::BadRequest(_))
+        ));
         assert_eq!(seal.progress().0, 1);
-        assert!(matches!(seal.submit_share(&hexes[1]).await.unwrap(), UnsealProgress::Collecting));
+        assert!(matches!(
+            seal.submit_share(&hexes[1]).await.unwrap(),
+            UnsealProgress::Collecting
+        ));
         match seal.submit_share(&hexes[4]).await.unwrap() {
             UnsealProgress::Done(u) => assert_eq!(u.root_key, init.unsealed.root_key),
             UnsealProgress::Collecting => panic!("three shares must unseal"),
@@ -386,7 +456,10 @@ mod tests {
     async fn a_second_initialisation_is_refused() {
         let (seal, _) = seal_with(None).await;
         seal.initialize(1, 1).await.unwrap();
-        assert!(matches!(seal.initialize(1, 1).await, Err(Error::AlreadyInitialized)));
+        assert!(matches!(
+            seal.initialize(1, 1).await,
+            Err(Error::AlreadyInitialized)
+        ));
     }
 
     #[tokio::test]
@@ -396,7 +469,9 @@ mod tests {
         let mut tasks = Vec::new();
         for _ in 0..8 {
             let s = seal.clone();
-            tasks.push(tokio::spawn(async move { s.initialize(3, 2).await.is_ok() }));
+            tasks.push(tokio::spawn(
+                async move { s.initialize(3, 2).await.is_ok() },
+            ));
         }
         let mut wins = 0;
         for t in tasks {
@@ -410,7 +485,10 @@ mod tests {
         let master = SecretKey::generate();
         let (seal, backend) = seal_with(Some(master.duplicate())).await;
         let init = seal.initialize(1, 1).await.unwrap();
-        let again = Seal::new(backend.clone(), Some(master)).unseal_with_master_key().await.unwrap();
+        let again = Seal::new(backend.clone(), Some(master))
+            .unseal_with_master_key()
+            .await
+            .unwrap();
         assert_eq!(again.root_key, init.unsealed.root_key);
         let wrong = Seal::new(backend, Some(SecretKey::generate()));
         match wrong.unseal_with_master_key().await {
@@ -424,7 +502,9 @@ mod tests {
         assert!(parse_master_key(&"ab".repeat(32)).is_ok());
         assert!(parse_master_key(&format!(" {}\n", "AB".repeat(32))).is_ok());
         use base64::Engine as _;
-        assert!(parse_master_key(&base64::engine::general_purpose::STANDARD.encode([9u8; 32])).is_ok());
+        assert!(
+            parse_master_key(&base64::engine::general_purpose::STANDARD.encode([9u8; 32])).is_ok()
+        );
         assert!(parse_master_key("short").is_err());
         assert!(parse_master_key(&"ab".repeat(31)).is_err());
     }

@@ -90,7 +90,9 @@ fn now() -> i64 {
 fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
     if ok {
         Ok(())
     } else {
@@ -106,8 +108,14 @@ pub fn policy_for(scopes: &[String]) -> Result<String> {
     for scope in scopes {
         let scope = scope.trim();
         if let Some(slug) = scope.strip_prefix("project:") {
-            if slug.is_empty() || !slug.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                return Err(Error::bad_request(format!("invalid project slug in scope {scope:?}")));
+            if slug.is_empty()
+                || !slug
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(Error::bad_request(format!(
+                    "invalid project slug in scope {scope:?}"
+                )));
             }
             hcl.push_str(&format!(
                 "path \"secret/data/{slug}/*\" {{ capabilities = [\"read\"] }}\n\
@@ -119,10 +127,17 @@ pub fn policy_for(scopes: &[String]) -> Result<String> {
                 "unknown scope {scope:?}: use project:<slug> or a path glob such as secret/data/ci/*"
             )));
         } else {
-            if scope.is_empty() || scope.contains('"') || scope.contains('\n') || scope.starts_with("sys/") || scope.starts_with("auth/") {
+            if scope.is_empty()
+                || scope.contains('"')
+                || scope.contains('\n')
+                || scope.starts_with("sys/")
+                || scope.starts_with("auth/")
+            {
                 return Err(Error::bad_request(format!("invalid path scope {scope:?}")));
             }
-            hcl.push_str(&format!("path \"{scope}\" {{ capabilities = [\"read\", \"list\"] }}\n"));
+            hcl.push_str(&format!(
+                "path \"{scope}\" {{ capabilities = [\"read\", \"list\"] }}\n"
+            ));
         }
     }
     Ok(hcl)
@@ -143,13 +158,27 @@ fn parse_request(name: &str, body: Option<&Value>) -> Result<ServiceAccount> {
     let scopes: Vec<String> = match body.get("scopes") {
         Some(Value::Array(a)) => a
             .iter()
-            .map(|s| s.as_str().map(str::to_string).ok_or_else(|| Error::bad_request("scopes must be strings")))
+            .map(|s| {
+                s.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| Error::bad_request("scopes must be strings"))
+            })
             .collect::<Result<_>>()?,
-        Some(Value::String(s)) => s.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
-        _ => return Err(Error::bad_request("scopes is required: a list of project:<slug> or path globs")),
+        Some(Value::String(s)) => s
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        _ => {
+            return Err(Error::bad_request(
+                "scopes is required: a list of project:<slug> or path globs",
+            ));
+        }
     };
     if scopes.is_empty() || scopes.len() > MAX_SCOPES {
-        return Err(Error::bad_request(format!("between 1 and {MAX_SCOPES} scopes are required")));
+        return Err(Error::bad_request(format!(
+            "between 1 and {MAX_SCOPES} scopes are required"
+        )));
     }
     policy_for(&scopes)?;
     let allowed_cidrs = match body.get("allowed_cidrs") {
@@ -160,7 +189,9 @@ fn parse_request(name: &str, body: Option<&Value>) -> Result<ServiceAccount> {
                 let text = c.as_str().unwrap_or_default();
                 text.parse::<IpNet>()
                     .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| Error::bad_request(format!("{text:?} is not an IP address or CIDR")))
+                    .map_err(|_| {
+                        Error::bad_request(format!("{text:?} is not an IP address or CIDR"))
+                    })
             })
             .collect::<Result<_>>()?,
         Some(_) => return Err(Error::bad_request("allowed_cidrs must be a list")),
@@ -174,7 +205,11 @@ fn parse_request(name: &str, body: Option<&Value>) -> Result<ServiceAccount> {
     };
     Ok(ServiceAccount {
         name: name.to_string(),
-        description: body.get("description").and_then(Value::as_str).unwrap_or_default().to_string(),
+        description: body
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
         scopes,
         allowed_cidrs,
         expires_at,
@@ -184,7 +219,12 @@ fn parse_request(name: &str, body: Option<&Value>) -> Result<ServiceAccount> {
 }
 
 /// Creates an account and its first token; the token is returned once.
-pub async fn create(barrier: &Barrier, key: &SecretKey, name: &str, body: Option<&Value>) -> Result<(ServiceAccount, String, SaToken)> {
+pub async fn create(
+    barrier: &Barrier,
+    key: &SecretKey,
+    name: &str,
+    body: Option<&Value>,
+) -> Result<(ServiceAccount, String, SaToken)> {
     let mut account = parse_request(name, body)?;
     let (token, record) = new_token(key, &account, token_ttl(body)?);
     account.tokens.push(record.accessor.clone());
@@ -202,9 +242,9 @@ pub async fn create(barrier: &Barrier, key: &SecretKey, name: &str, body: Option
     ];
     match barrier.commit(writes).await {
         Ok(()) => Ok((account, token, record)),
-        Err(crate::barrier::BarrierError::Conflict { .. }) => {
-            Err(Error::bad_request(format!("service account {name} already exists")))
-        }
+        Err(crate::barrier::BarrierError::Conflict { .. }) => Err(Error::bad_request(format!(
+            "service account {name} already exists"
+        ))),
         Err(e) => Err(e.into()),
     }
 }
@@ -219,7 +259,11 @@ fn token_ttl(body: Option<&Value>) -> Result<Option<i64>> {
     }
 }
 
-fn new_token(key: &SecretKey, account: &ServiceAccount, expires_at: Option<i64>) -> (String, SaToken) {
+fn new_token(
+    key: &SecretKey,
+    account: &ServiceAccount,
+    expires_at: Option<i64>,
+) -> (String, SaToken) {
     let token = token::generate(TokenKind::ServiceAccount);
     let record = SaToken {
         account: account.name.clone(),
@@ -236,10 +280,17 @@ fn new_token(key: &SecretKey, account: &ServiceAccount, expires_at: Option<i64>)
 }
 
 /// Issues another token for an existing account.
-pub async fn issue_token(barrier: &Barrier, key: &SecretKey, name: &str, body: Option<&Value>) -> Result<(String, SaToken)> {
+pub async fn issue_token(
+    barrier: &Barrier,
+    key: &SecretKey,
+    name: &str,
+    body: Option<&Value>,
+) -> Result<(String, SaToken)> {
     let expires = token_ttl(body)?;
     for _ in 0..16 {
-        let (account, generation) = read(barrier, name).await?.ok_or_else(|| Error::NotFound(format!("no service account {name}")))?;
+        let (account, generation) = read(barrier, name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no service account {name}")))?;
         let (token, record) = new_token(key, &account, expires);
         let mut updated = account.clone();
         updated.tokens.push(record.accessor.clone());
@@ -261,7 +312,9 @@ pub async fn issue_token(barrier: &Barrier, key: &SecretKey, name: &str, body: O
             Err(e) => return Err(e.into()),
         }
     }
-    Err(Error::Internal("too many concurrent changes to the service account".into()))
+    Err(Error::Internal(
+        "too many concurrent changes to the service account".into(),
+    ))
 }
 
 pub async fn read(barrier: &Barrier, name: &str) -> Result<Option<(ServiceAccount, i64)>> {
@@ -269,12 +322,16 @@ pub async fn read(barrier: &Barrier, name: &str) -> Result<Option<(ServiceAccoun
     let Some(record) = barrier.get(&account_key(name)).await? else {
         return Ok(None);
     };
-    let account = serde_json::from_slice(&record.value).map_err(|_| Error::Integrity { key: account_key(name) })?;
+    let account = serde_json::from_slice(&record.value).map_err(|_| Error::Integrity {
+        key: account_key(name),
+    })?;
     Ok(Some((account, record.generation)))
 }
 
 pub async fn list(barrier: &Barrier) -> Result<Vec<String>> {
-    Ok(barrier.list(ACCOUNT_PREFIX, "", crate::engine::MAX_LIST).await?)
+    Ok(barrier
+        .list(ACCOUNT_PREFIX, "", crate::engine::MAX_LIST)
+        .await?)
 }
 
 /// Deletes the account and every token it has: they stop working at once.
@@ -291,12 +348,20 @@ pub async fn delete(barrier: &Barrier, name: &str) -> Result<()> {
     let mut after = String::new();
     loop {
         let hashes = barrier.list(TOKEN_PREFIX, &after, 500).await?;
-        let Some(last) = hashes.last().cloned() else { break };
+        let Some(last) = hashes.last().cloned() else {
+            break;
+        };
         for hash in &hashes {
             if let Some(record) = barrier.get(&token_key(hash)).await? {
-                let t: SaToken = serde_json::from_slice(&record.value).map_err(|_| Error::Integrity { key: token_key(hash) })?;
+                let t: SaToken =
+                    serde_json::from_slice(&record.value).map_err(|_| Error::Integrity {
+                        key: token_key(hash),
+                    })?;
                 if t.account == account.name {
-                    writes.push(Write::Delete { key: token_key(hash), expect: None });
+                    writes.push(Write::Delete {
+                        key: token_key(hash),
+                        expect: None,
+                    });
                 }
             }
         }
@@ -309,7 +374,12 @@ pub async fn delete(barrier: &Barrier, name: &str) -> Result<()> {
 /// Resolves a `zafe_sa_` token: unknown, expired (token or account), or
 /// used from outside the allowlist are all `None`, indistinguishable to
 /// the caller.
-pub async fn authenticate(barrier: &Barrier, key: &SecretKey, presented: &str, client_ip: IpAddr) -> Result<Option<Principal>> {
+pub async fn authenticate(
+    barrier: &Barrier,
+    key: &SecretKey,
+    presented: &str,
+    client_ip: IpAddr,
+) -> Result<Option<Principal>> {
     if !token::is_well_formed(presented, TokenKind::ServiceAccount) {
         return Ok(None);
     }
@@ -317,9 +387,14 @@ pub async fn authenticate(barrier: &Barrier, key: &SecretKey, presented: &str, c
     let Some(record) = barrier.get(&token_key(&hash)).await? else {
         return Ok(None);
     };
-    let sa_token: SaToken = serde_json::from_slice(&record.value).map_err(|_| Error::Integrity { key: token_key(&hash) })?;
+    let sa_token: SaToken =
+        serde_json::from_slice(&record.value).map_err(|_| Error::Integrity {
+            key: token_key(&hash),
+        })?;
     if !zafe_core::crypto::constant_time_eq(sa_token.id_hash.as_bytes(), hash.as_bytes()) {
-        return Err(Error::Integrity { key: token_key(&hash) });
+        return Err(Error::Integrity {
+            key: token_key(&hash),
+        });
     }
     let now = now();
     if sa_token.expires_at.is_some_and(|t| t <= now) {
@@ -328,22 +403,38 @@ pub async fn authenticate(barrier: &Barrier, key: &SecretKey, presented: &str, c
     let Some((account, _)) = read(barrier, &sa_token.account).await? else {
         return Ok(None);
     };
-    if account.expires_at.is_some_and(|t| t <= now) || !account.tokens.contains(&sa_token.accessor) {
+    if account.expires_at.is_some_and(|t| t <= now) || !account.tokens.contains(&sa_token.accessor)
+    {
         return Ok(None);
     }
-    if !account.allowed_cidrs.is_empty() && !account.allowed_cidrs.iter().any(|net| net.contains(&client_ip)) {
+    if !account.allowed_cidrs.is_empty()
+        && !account
+            .allowed_cidrs
+            .iter()
+            .any(|net| net.contains(&client_ip))
+    {
         tracing::warn!(service_account = %account.name, %client_ip, "service account token used from outside its allowed CIDRs");
         return Ok(None);
     }
     // Usage is recorded, coarsely, so an idle token is easy to spot.
-    if sa_token.last_used_at.is_none_or(|t| now - t >= LAST_USED_RESOLUTION_SECS) {
+    if sa_token
+        .last_used_at
+        .is_none_or(|t| now - t >= LAST_USED_RESOLUTION_SECS)
+    {
         let mut updated = sa_token.clone();
         updated.last_used_at = Some(now);
         let _ = barrier
-            .put(&token_key(&hash), &serde_json::to_vec(&updated).expect("serialisable"), Expect::Generation(record.generation))
+            .put(
+                &token_key(&hash),
+                &serde_json::to_vec(&updated).expect("serialisable"),
+                Expect::Generation(record.generation),
+            )
             .await;
     }
-    Ok(Some(Principal { account, token: sa_token }))
+    Ok(Some(Principal {
+        account,
+        token: sa_token,
+    }))
 }
 
 /// Vault-style JSON for an account (never a token).
@@ -374,10 +465,15 @@ pub async fn token_usage(barrier: &Barrier, account: &ServiceAccount) -> Result<
     let mut after = String::new();
     loop {
         let hashes = barrier.list(TOKEN_PREFIX, &after, 500).await?;
-        let Some(last) = hashes.last().cloned() else { break };
+        let Some(last) = hashes.last().cloned() else {
+            break;
+        };
         for hash in &hashes {
             if let Some(record) = barrier.get(&token_key(hash)).await? {
-                let t: SaToken = serde_json::from_slice(&record.value).map_err(|_| Error::Integrity { key: token_key(hash) })?;
+                let t: SaToken =
+                    serde_json::from_slice(&record.value).map_err(|_| Error::Integrity {
+                        key: token_key(hash),
+                    })?;
                 if t.account == account.name {
                     out.push(json!({
                         "accessor": t.accessor,
@@ -396,16 +492,24 @@ pub async fn token_usage(barrier: &Barrier, account: &ServiceAccount) -> Result<
 /// Revokes one token of an account by accessor.
 pub async fn revoke_token(barrier: &Barrier, name: &str, accessor: &str) -> Result<()> {
     for _ in 0..16 {
-        let (account, generation) = read(barrier, name).await?.ok_or_else(|| Error::NotFound(format!("no service account {name}")))?;
+        let (account, generation) = read(barrier, name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no service account {name}")))?;
         if !account.tokens.iter().any(|a| a == accessor) {
-            return Err(Error::NotFound(format!("service account {name} has no token with that accessor")));
+            return Err(Error::NotFound(format!(
+                "service account {name} has no token with that accessor"
+            )));
         }
         let mut updated = account.clone();
         updated.tokens.retain(|a| a != accessor);
         // Removing the accessor from the account is what revokes the token;
         // its record is then dead weight, removed by `delete` or left inert.
         match barrier
-            .put(&account_key(name), &serde_json::to_vec(&updated).expect("serialisable"), Expect::Generation(generation))
+            .put(
+                &account_key(name),
+                &serde_json::to_vec(&updated).expect("serialisable"),
+                Expect::Generation(generation),
+            )
             .await
         {
             Ok(_) => return Ok(()),
@@ -413,7 +517,9 @@ pub async fn revoke_token(barrier: &Barrier, name: &str, accessor: &str) -> Resu
             Err(e) => return Err(e.into()),
         }
     }
-    Err(Error::Internal("too many concurrent changes to the service account".into()))
+    Err(Error::Internal(
+        "too many concurrent changes to the service account".into(),
+    ))
 }
 
 #[cfg(test)]
@@ -436,7 +542,13 @@ mod tests {
         assert!(acl.allows("secret/data/myapp/prod", Capability::Read));
         assert!(acl.allows("secret/metadata/myapp/", Capability::List));
         assert!(acl.allows("secret/data/shared/x", Capability::Read));
-        for cap in [Capability::Create, Capability::Update, Capability::Delete, Capability::Patch, Capability::Sudo] {
+        for cap in [
+            Capability::Create,
+            Capability::Update,
+            Capability::Delete,
+            Capability::Patch,
+            Capability::Sudo,
+        ] {
             assert!(!acl.allows("secret/data/myapp/prod", cap), "{cap:?}");
         }
         assert!(!acl.allows("secret/data/other/prod", Capability::Read));
@@ -444,7 +556,15 @@ mod tests {
 
     #[test]
     fn bad_scopes_are_refused() {
-        for bad in ["tag:x", "project:", "project:a b", "sys/policy/*", "auth/token/*", "a\"b", ""] {
+        for bad in [
+            "tag:x",
+            "project:",
+            "project:a b",
+            "sys/policy/*",
+            "auth/token/*",
+            "a\"b",
+            "",
+        ] {
             assert!(policy_for(&[bad.to_string()]).is_err(), "{bad}");
         }
     }

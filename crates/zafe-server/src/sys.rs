@@ -10,10 +10,10 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::core::{Core, Operation, Reply, Request};
-use crate::{mounts, policies};
 use crate::error::{Error, Result};
 use crate::seal::UnsealProgress;
 use crate::tokens::TokenEntry;
+use crate::{mounts, policies};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -72,33 +72,168 @@ pub struct Route {
 use Operation::*;
 
 pub const ROUTES: &[Route] = &[
-    Route { path: "sys/init", access: Access::Public, operations: &[Read, Write], id: RouteId::Init },
-    Route { path: "sys/unseal", access: Access::Public, operations: &[Write], id: RouteId::Unseal },
-    Route { path: "sys/seal-status", access: Access::Public, operations: &[Read], id: RouteId::SealStatus },
-    Route { path: "sys/health", access: Access::Public, operations: &[Read, Head], id: RouteId::Health },
-    Route { path: "sys/identity", access: Access::Public, operations: &[Read], id: RouteId::Identity },
-    Route { path: "sys/seal", access: Access::Sudo, operations: &[Write], id: RouteId::Seal },
-    Route { path: "sys/mounts", access: Access::Token, operations: &[Read], id: RouteId::Mounts },
-    Route { path: "sys/mounts/*", access: Access::Token, operations: &[Read, Write, Delete], id: RouteId::Mount },
-    Route { path: "sys/auth", access: Access::Token, operations: &[Read], id: RouteId::Auths },
-    Route { path: "sys/auth/*", access: Access::Sudo, operations: &[Read, Write, Delete], id: RouteId::Auth },
-    Route { path: "sys/policy", access: Access::Token, operations: &[Read, List], id: RouteId::Policies },
-    Route { path: "sys/policy/*", access: Access::Token, operations: &[Read, Write, Delete], id: RouteId::Policy },
-    Route { path: "sys/policies/acl", access: Access::Token, operations: &[Read, List], id: RouteId::Policies },
-    Route { path: "sys/policies/acl/*", access: Access::Token, operations: &[Read, Write, Delete], id: RouteId::Policy },
-    Route { path: "sys/capabilities", access: Access::Token, operations: &[Write], id: RouteId::Capabilities },
-    Route { path: "sys/capabilities-self", access: Access::Token, operations: &[Write], id: RouteId::CapabilitiesSelf },
-    Route { path: "sys/rotate", access: Access::Sudo, operations: &[Write], id: RouteId::Rotate },
-    Route { path: "sys/key-status", access: Access::Token, operations: &[Read], id: RouteId::KeyStatus },
-    Route { path: "sys/rekey/init", access: Access::Sudo, operations: &[Read, Write, Delete], id: RouteId::RekeyInit },
-    Route { path: "sys/leader", access: Access::Authenticated, operations: &[Read], id: RouteId::Leader },
-    Route { path: "sys/internal/ui/mounts/*", access: Access::Authenticated, operations: &[Read], id: RouteId::UiMounts },
-    Route { path: "sys/rekey/update", access: Access::Sudo, operations: &[Write], id: RouteId::RekeyUpdate },
-    Route { path: "sys/service-accounts", access: Access::Sudo, operations: &[Read, List], id: RouteId::ServiceAccounts },
-    Route { path: "sys/service-accounts/*", access: Access::Sudo, operations: &[Read, Write, Delete], id: RouteId::ServiceAccount },
-    Route { path: "sys/audit-log/export", access: Access::Sudo, operations: &[Read], id: RouteId::AuditExport },
-    Route { path: "sys/audit-log/verify", access: Access::Sudo, operations: &[Read], id: RouteId::AuditVerify },
-    Route { path: "sys/audit-log/checkpoints", access: Access::Sudo, operations: &[Read, Write], id: RouteId::AuditCheckpoints },
+    Route {
+        path: "sys/init",
+        access: Access::Public,
+        operations: &[Read, Write],
+        id: RouteId::Init,
+    },
+    Route {
+        path: "sys/unseal",
+        access: Access::Public,
+        operations: &[Write],
+        id: RouteId::Unseal,
+    },
+    Route {
+        path: "sys/seal-status",
+        access: Access::Public,
+        operations: &[Read],
+        id: RouteId::SealStatus,
+    },
+    Route {
+        path: "sys/health",
+        access: Access::Public,
+        operations: &[Read, Head],
+        id: RouteId::Health,
+    },
+    Route {
+        path: "sys/identity",
+        access: Access::Public,
+        operations: &[Read],
+        id: RouteId::Identity,
+    },
+    Route {
+        path: "sys/seal",
+        access: Access::Sudo,
+        operations: &[Write],
+        id: RouteId::Seal,
+    },
+    Route {
+        path: "sys/mounts",
+        access: Access::Token,
+        operations: &[Read],
+        id: RouteId::Mounts,
+    },
+    Route {
+        path: "sys/mounts/*",
+        access: Access::Token,
+        operations: &[Read, Write, Delete],
+        id: RouteId::Mount,
+    },
+    Route {
+        path: "sys/auth",
+        access: Access::Token,
+        operations: &[Read],
+        id: RouteId::Auths,
+    },
+    Route {
+        path: "sys/auth/*",
+        access: Access::Sudo,
+        operations: &[Read, Write, Delete],
+        id: RouteId::Auth,
+    },
+    Route {
+        path: "sys/policy",
+        access: Access::Token,
+        operations: &[Read, List],
+        id: RouteId::Policies,
+    },
+    Route {
+        path: "sys/policy/*",
+        access: Access::Token,
+        operations: &[Read, Write, Delete],
+        id: RouteId::Policy,
+    },
+    Route {
+        path: "sys/policies/acl",
+        access: Access::Token,
+        operations: &[Read, List],
+        id: RouteId::Policies,
+    },
+    Route {
+        path: "sys/policies/acl/*",
+        access: Access::Token,
+        operations: &[Read, Write, Delete],
+        id: RouteId::Policy,
+    },
+    Route {
+        path: "sys/capabilities",
+        access: Access::Token,
+        operations: &[Write],
+        id: RouteId::Capabilities,
+    },
+    Route {
+        path: "sys/capabilities-self",
+        access: Access::Token,
+        operations: &[Write],
+        id: RouteId::CapabilitiesSelf,
+    },
+    Route {
+        path: "sys/rotate",
+        access: Access::Sudo,
+        operations: &[Write],
+        id: RouteId::Rotate,
+    },
+    Route {
+        path: "sys/key-status",
+        access: Access::Token,
+        operations: &[Read],
+        id: RouteId::KeyStatus,
+    },
+    Route {
+        path: "sys/rekey/init",
+        access: Access::Sudo,
+        operations: &[Read, Write, Delete],
+        id: RouteId::RekeyInit,
+    },
+    Route {
+        path: "sys/leader",
+        access: Access::Authenticated,
+        operations: &[Read],
+        id: RouteId::Leader,
+    },
+    Route {
+        path: "sys/internal/ui/mounts/*",
+        access: Access::Authenticated,
+        operations: &[Read],
+        id: RouteId::UiMounts,
+    },
+    Route {
+        path: "sys/rekey/update",
+        access: Access::Sudo,
+        operations: &[Write],
+        id: RouteId::RekeyUpdate,
+    },
+    Route {
+        path: "sys/service-accounts",
+        access: Access::Sudo,
+        operations: &[Read, List],
+        id: RouteId::ServiceAccounts,
+    },
+    Route {
+        path: "sys/service-accounts/*",
+        access: Access::Sudo,
+        operations: &[Read, Write, Delete],
+        id: RouteId::ServiceAccount,
+    },
+    Route {
+        path: "sys/audit-log/export",
+        access: Access::Sudo,
+        operations: &[Read],
+        id: RouteId::AuditExport,
+    },
+    Route {
+        path: "sys/audit-log/verify",
+        access: Access::Sudo,
+        operations: &[Read],
+        id: RouteId::AuditVerify,
+    },
+    Route {
+        path: "sys/audit-log/checkpoints",
+        access: Access::Sudo,
+        operations: &[Read, Write],
+        id: RouteId::AuditCheckpoints,
+    },
 ];
 
 /// The route serving `path`, and the rest of the path after a `/*` route.
@@ -114,7 +249,13 @@ pub fn find(path: &str) -> Option<(&'static Route, &str)> {
     })
 }
 
-pub async fn dispatch(core: &Arc<Core>, id: RouteId, rest: &str, req: Request, caller: Option<TokenEntry>) -> Result<Reply> {
+pub async fn dispatch(
+    core: &Arc<Core>,
+    id: RouteId,
+    rest: &str,
+    req: Request,
+    caller: Option<TokenEntry>,
+) -> Result<Reply> {
     match (id, req.operation) {
         (RouteId::Init, Read) => Ok(ok(json!({ "initialized": core.is_initialized().await? }))),
         (RouteId::Init, _) => init(core, &req).await,
@@ -133,11 +274,17 @@ pub async fn dispatch(core: &Arc<Core>, id: RouteId, rest: &str, req: Request, c
             let auth = id == RouteId::Auth;
             match (rest.trim_end_matches('/').strip_suffix("/tune"), op) {
                 (Some(path), Read) => Ok(ok(mounts::read_tune(core, &req, path, auth).await?)),
-                (Some(path), Write) => mounts::tune(core, &req, path, auth).await.map(|()| Reply::NoContent),
+                (Some(path), Write) => mounts::tune(core, &req, path, auth)
+                    .await
+                    .map(|()| Reply::NoContent),
                 (Some(_), _) => Err(Error::MethodNotAllowed("unsupported operation".into())),
                 (None, Read) => Ok(ok(mounts::read_one(core, &req, rest, auth).await?)),
-                (None, Write) => mounts::enable(core, &req, rest, auth).await.map(|()| Reply::NoContent),
-                (None, _) => mounts::disable(core, rest, auth).await.map(|()| Reply::NoContent),
+                (None, Write) => mounts::enable(core, &req, rest, auth)
+                    .await
+                    .map(|()| Reply::NoContent),
+                (None, _) => mounts::disable(core, rest, auth)
+                    .await
+                    .map(|()| Reply::NoContent),
             }
         }
         (RouteId::Policies, _) => policies::list_reply(core, &req).await,
@@ -163,29 +310,52 @@ pub async fn dispatch(core: &Arc<Core>, id: RouteId, rest: &str, req: Request, c
         (RouteId::UiMounts, _) => {
             // The vault CLI asks which engine (and KV version) serves a path.
             let router = core.router().await?;
-            let (mounted, _) = router.resolve(rest).ok_or_else(|| Error::NotFound(String::new()))?;
+            let (mounted, _) = router
+                .resolve(rest)
+                .ok_or_else(|| Error::NotFound(String::new()))?;
             let mut data = mounted.entry.to_vault_json();
             data["path"] = json!(mounted.entry.path);
-            Ok(ok(crate::engine::envelope(&req.request_id, Some(data), None, None)))
+            Ok(ok(crate::engine::envelope(
+                &req.request_id,
+                Some(data),
+                None,
+                None,
+            )))
         }
         (RouteId::RekeyInit, Delete) => {
             core.rekey_cancel();
             Ok(Reply::NoContent)
         }
         (RouteId::RekeyInit, _) => {
-            let (Some(shares), Some(threshold)) = (uint_field(&req, "secret_shares")?, uint_field(&req, "secret_threshold")?) else {
-                return Err(Error::bad_request("secret_shares and secret_threshold are required"));
+            let (Some(shares), Some(threshold)) = (
+                uint_field(&req, "secret_shares")?,
+                uint_field(&req, "secret_threshold")?,
+            ) else {
+                return Err(Error::bad_request(
+                    "secret_shares and secret_threshold are required",
+                ));
             };
             Ok(ok(core.rekey_init(shares, threshold)?))
         }
         (RouteId::ServiceAccounts, _) => {
             let names = crate::service_accounts::list(&core.barrier).await?;
-            Ok(ok(crate::engine::envelope(&req.request_id, Some(json!({ "keys": names })), None, None)))
+            Ok(ok(crate::engine::envelope(
+                &req.request_id,
+                Some(json!({ "keys": names })),
+                None,
+                None,
+            )))
         }
         (RouteId::ServiceAccount, op) => service_account(core, &req, rest, op).await,
         (RouteId::RekeyUpdate, _) => {
-            let key = req.field("key").and_then(Value::as_str).ok_or_else(|| Error::bad_request("'key' is required"))?;
-            let nonce = req.field("nonce").and_then(Value::as_str).unwrap_or_default();
+            let key = req
+                .field("key")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Error::bad_request("'key' is required"))?;
+            let nonce = req
+                .field("nonce")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             Ok(ok(core.rekey_update(nonce, key).await?))
         }
         (RouteId::AuditExport, _) => crate::audit::api::export(core, &req).await,
@@ -210,15 +380,22 @@ fn uint_field(req: &Request, name: &str) -> Result<Option<usize>> {
 
 async fn init(core: &Arc<Core>, req: &Request) -> Result<Reply> {
     for unsupported in ["pgp_keys", "root_token_pgp_key"] {
-        if req.field(unsupported).is_some_and(|v| !v.is_null() && v != &json!([]) && v != &json!("")) {
-            return Err(Error::bad_request(format!("{unsupported} is not supported by Zafe")));
+        if req
+            .field(unsupported)
+            .is_some_and(|v| !v.is_null() && v != &json!([]) && v != &json!(""))
+        {
+            return Err(Error::bad_request(format!(
+                "{unsupported} is not supported by Zafe"
+            )));
         }
     }
     // Auto-unseal clients send recovery_* instead, as with Vault.
     let shares = uint_field(req, "secret_shares")?.or(uint_field(req, "recovery_shares")?);
     let threshold = uint_field(req, "secret_threshold")?.or(uint_field(req, "recovery_threshold")?);
     let (Some(shares), Some(threshold)) = (shares, threshold) else {
-        return Err(Error::bad_request("secret_shares and secret_threshold are required"));
+        return Err(Error::bad_request(
+            "secret_shares and secret_threshold are required",
+        ));
     };
     let (shares, root_token) = core.initialize(shares, threshold, None).await?;
     tracing::info!(request_id = %req.request_id, shares = shares.len(), "initialized");
@@ -227,7 +404,9 @@ async fn init(core: &Arc<Core>, req: &Request) -> Result<Reply> {
         .iter()
         .map(|s| base64::engine::general_purpose::STANDARD.encode(s.as_bytes()))
         .collect();
-    Ok(ok(json!({ "keys": keys, "keys_base64": keys_base64, "root_token": root_token })))
+    Ok(ok(
+        json!({ "keys": keys, "keys_base64": keys_base64, "root_token": root_token }),
+    ))
 }
 
 async fn unseal(core: &Arc<Core>, req: &Request) -> Result<Reply> {
@@ -323,14 +502,18 @@ async fn health(core: &Arc<Core>, req: &Request, head: bool) -> Result<Reply> {
             .ok_or_else(|| Error::bad_request(format!("{param} must be an HTTP status code")))?,
         None => default,
     };
-    Ok(if head { Reply::Status(status) } else { Reply::Json(status, body) })
+    Ok(if head {
+        Reply::Status(status)
+    } else {
+        Reply::Json(status, body)
+    })
 }
 
 /// R-ID-2: a fresh signature over the caller's nonce.
 fn identity(core: &Arc<Core>, req: &Request) -> Result<Reply> {
-    let nonce = req
-        .query("nonce")
-        .ok_or_else(|| Error::bad_request("the nonce query parameter is required (hex, 16 to 64 random bytes)"))?;
+    let nonce = req.query("nonce").ok_or_else(|| {
+        Error::bad_request("the nonce query parameter is required (hex, 16 to 64 random bytes)")
+    })?;
     let nonce = hex::decode(nonce)
         .ok()
         .filter(|n| zafe_core::identity::NONCE_LEN_RANGE.contains(&n.len()))
@@ -341,19 +524,34 @@ fn identity(core: &Arc<Core>, req: &Request) -> Result<Reply> {
 }
 
 /// `sys/service-accounts/<name>[/token[/<accessor>]]` (R-AUTH-12).
-async fn service_account(core: &Arc<Core>, req: &Request, rest: &str, op: Operation) -> Result<Reply> {
+async fn service_account(
+    core: &Arc<Core>,
+    req: &Request,
+    rest: &str,
+    op: Operation,
+) -> Result<Reply> {
     use crate::service_accounts as sa;
     let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
-    let envelope = |data: Value| ok(crate::engine::envelope(&req.request_id, Some(data), None, None));
+    let envelope = |data: Value| {
+        ok(crate::engine::envelope(
+            &req.request_id,
+            Some(data),
+            None,
+            None,
+        ))
+    };
     match (parts.as_slice(), op) {
         ([name], Read) => {
-            let (account, _) = sa::read(&core.barrier, name).await?.ok_or_else(|| Error::NotFound(String::new()))?;
+            let (account, _) = sa::read(&core.barrier, name)
+                .await?
+                .ok_or_else(|| Error::NotFound(String::new()))?;
             let mut data = sa::to_json(&account);
             data["tokens"] = json!(sa::token_usage(&core.barrier, &account).await?);
             Ok(envelope(data))
         }
         ([name], Write) => {
-            let (account, token, record) = sa::create(&core.barrier, &core.token_key()?, name, req.body.as_ref()).await?;
+            let (account, token, record) =
+                sa::create(&core.barrier, &core.token_key()?, name, req.body.as_ref()).await?;
             let mut data = sa::to_json(&account);
             data["token"] = json!(token);
             data["token_info"] = sa::token_json(&record);
@@ -364,7 +562,8 @@ async fn service_account(core: &Arc<Core>, req: &Request, rest: &str, op: Operat
             Ok(Reply::NoContent)
         }
         ([name, "token"], Write) => {
-            let (token, record) = sa::issue_token(&core.barrier, &core.token_key()?, name, req.body.as_ref()).await?;
+            let (token, record) =
+                sa::issue_token(&core.barrier, &core.token_key()?, name, req.body.as_ref()).await?;
             let mut data = sa::token_json(&record);
             data["token"] = json!(token);
             Ok(envelope(data))

@@ -18,16 +18,41 @@ async fn setup() -> (Harness, String) {
     let h = harness_with(config, None).await;
     let (keys, root) = h.init(1, 1).await;
     h.unseal(&keys[0]).await;
-    for (path, value) in [("myapp/prod", "prod-secret"), ("myapp/dev", "dev-secret"), ("other/prod", "other-secret")] {
-        let a = h.call("POST", &format!("/v1/secret/data/{path}"), Some(&root), Some(json!({"data": {"KEY": value}}))).await;
+    for (path, value) in [
+        ("myapp/prod", "prod-secret"),
+        ("myapp/dev", "dev-secret"),
+        ("other/prod", "other-secret"),
+    ] {
+        let a = h
+            .call(
+                "POST",
+                &format!("/v1/secret/data/{path}"),
+                Some(&root),
+                Some(json!({"data": {"KEY": value}})),
+            )
+            .await;
         assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
     }
-    h.call("POST", "/v1/sys/mounts/transit", Some(&root), Some(json!({"type": "transit"}))).await;
-    h.call("POST", "/v1/transit/keys/k", Some(&root), None).await;
+    h.call(
+        "POST",
+        "/v1/sys/mounts/transit",
+        Some(&root),
+        Some(json!({"type": "transit"})),
+    )
+    .await;
+    h.call("POST", "/v1/transit/keys/k", Some(&root), None)
+        .await;
     (h, root)
 }
 
-async fn call_from(h: &Harness, ip: &str, method: &str, path: &str, token: &str, body: Option<serde_json::Value>) -> Answer {
+async fn call_from(
+    h: &Harness,
+    ip: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> Answer {
     let mut req = http::Request::builder()
         .method(method)
         .uri(path)
@@ -44,11 +69,21 @@ async fn call_from(h: &Harness, ip: &str, method: &str, path: &str, token: &str,
 }
 
 async fn create(h: &Harness, root: &str, name: &str, body: serde_json::Value) -> String {
-    let a = h.call("POST", &format!("/v1/sys/service-accounts/{name}"), Some(root), Some(body)).await;
+    let a = h
+        .call(
+            "POST",
+            &format!("/v1/sys/service-accounts/{name}"),
+            Some(root),
+            Some(body),
+        )
+        .await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
     let token = a.json["data"]["token"].as_str().unwrap().to_string();
     assert!(token.starts_with("zafe_sa_"));
-    assert!(zafe_core::token::is_well_formed(&token, zafe_core::token::TokenKind::ServiceAccount));
+    assert!(zafe_core::token::is_well_formed(
+        &token,
+        zafe_core::token::TokenKind::ServiceAccount
+    ));
     token
 }
 
@@ -56,7 +91,13 @@ async fn create(h: &Harness, root: &str, name: &str, body: serde_json::Value) ->
 #[tokio::test]
 async fn service_accounts_read_and_list_only_inside_their_scopes() {
     let (h, root) = setup().await;
-    let token = create(&h, &root, "ci", json!({"scopes": ["project:myapp", "transit/encrypt/*"]})).await;
+    let token = create(
+        &h,
+        &root,
+        "ci",
+        json!({"scopes": ["project:myapp", "transit/encrypt/*"]}),
+    )
+    .await;
     let ip = "198.51.100.7";
     let a = call_from(&h, ip, "GET", "/v1/secret/data/myapp/prod", &token, None).await;
     assert_eq!(a.status, StatusCode::OK);
@@ -65,20 +106,41 @@ async fn service_accounts_read_and_list_only_inside_their_scopes() {
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
     for (method, path, body) in [
         ("GET", "/v1/secret/data/other/prod", None),
-        ("POST", "/v1/secret/data/myapp/prod", Some(json!({"data": {"KEY": "x"}}))),
-        ("PATCH", "/v1/secret/data/myapp/prod", Some(json!({"data": {"KEY": "x"}}))),
+        (
+            "POST",
+            "/v1/secret/data/myapp/prod",
+            Some(json!({"data": {"KEY": "x"}})),
+        ),
+        (
+            "PATCH",
+            "/v1/secret/data/myapp/prod",
+            Some(json!({"data": {"KEY": "x"}})),
+        ),
         ("DELETE", "/v1/secret/data/myapp/prod", None),
         ("DELETE", "/v1/secret/metadata/myapp/prod", None),
-        ("POST", "/v1/secret/destroy/myapp/prod", Some(json!({"versions": [1]}))),
+        (
+            "POST",
+            "/v1/secret/destroy/myapp/prod",
+            Some(json!({"versions": [1]})),
+        ),
         // A write through a second API, even inside a scope glob.
-        ("POST", "/v1/transit/encrypt/k", Some(json!({"plaintext": "aGk="}))),
+        (
+            "POST",
+            "/v1/transit/encrypt/k",
+            Some(json!({"plaintext": "aGk="})),
+        ),
         ("GET", "/v1/sys/mounts", None),
         ("POST", "/v1/auth/token/create", Some(json!({}))),
         ("GET", "/v1/auth/token/lookup-self", None),
         ("POST", "/v1/sys/service-accounts/ci/token", None),
     ] {
         let a = call_from(&h, ip, method, path, &token, body).await;
-        assert_eq!(a.status, StatusCode::FORBIDDEN, "{method} {path}: {:?}", a.json);
+        assert_eq!(
+            a.status,
+            StatusCode::FORBIDDEN,
+            "{method} {path}: {:?}",
+            a.json
+        );
     }
 }
 
@@ -87,8 +149,22 @@ async fn service_accounts_read_and_list_only_inside_their_scopes() {
 #[tokio::test]
 async fn the_cidr_allowlist_uses_the_real_client_address() {
     let (h, root) = setup().await;
-    let token = create(&h, &root, "ci", json!({"scopes": ["project:myapp"], "allowed_cidrs": ["10.0.0.0/8"]})).await;
-    let ok = call_from(&h, "10.1.2.3", "GET", "/v1/secret/data/myapp/prod", &token, None).await;
+    let token = create(
+        &h,
+        &root,
+        "ci",
+        json!({"scopes": ["project:myapp"], "allowed_cidrs": ["10.0.0.0/8"]}),
+    )
+    .await;
+    let ok = call_from(
+        &h,
+        "10.1.2.3",
+        "GET",
+        "/v1/secret/data/myapp/prod",
+        &token,
+        None,
+    )
+    .await;
     assert_eq!(ok.status, StatusCode::OK);
     for ip in ["198.51.100.7", "10.1.2.3, 198.51.100.7"] {
         let a = call_from(&h, ip, "GET", "/v1/secret/data/myapp/prod", &token, None).await;
@@ -99,36 +175,110 @@ async fn the_cidr_allowlist_uses_the_real_client_address() {
 #[tokio::test]
 async fn expiry_revocation_and_last_use() {
     let (h, root) = setup().await;
-    let short = create(&h, &root, "short", json!({"scopes": ["project:myapp"], "ttl": "1s"})).await;
-    let token = create(&h, &root, "ci", json!({"scopes": ["project:myapp"], "description": "deploys"})).await;
+    let short = create(
+        &h,
+        &root,
+        "short",
+        json!({"scopes": ["project:myapp"], "ttl": "1s"}),
+    )
+    .await;
+    let token = create(
+        &h,
+        &root,
+        "ci",
+        json!({"scopes": ["project:myapp"], "description": "deploys"}),
+    )
+    .await;
     let ip = "198.51.100.7";
-    assert_eq!(call_from(&h, ip, "GET", "/v1/secret/data/myapp/dev", &short, None).await.status, StatusCode::OK);
-    assert_eq!(call_from(&h, ip, "GET", "/v1/secret/data/myapp/dev", &token, None).await.status, StatusCode::OK);
+    assert_eq!(
+        call_from(&h, ip, "GET", "/v1/secret/data/myapp/dev", &short, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call_from(&h, ip, "GET", "/v1/secret/data/myapp/dev", &token, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
 
     // Usage is recorded; the token itself never appears in a read.
-    let a = h.call("GET", "/v1/sys/service-accounts/ci", Some(&root), None).await;
+    let a = h
+        .call("GET", "/v1/sys/service-accounts/ci", Some(&root), None)
+        .await;
     assert_eq!(a.status, StatusCode::OK);
-    assert!(a.json["data"]["tokens"][0]["last_used_time"].is_string(), "{:?}", a.json);
+    assert!(
+        a.json["data"]["tokens"][0]["last_used_time"].is_string(),
+        "{:?}",
+        a.json
+    );
     assert!(!a.json.to_string().contains(&token));
-    let a = h.call("LIST", "/v1/sys/service-accounts", Some(&root), None).await;
+    let a = h
+        .call("LIST", "/v1/sys/service-accounts", Some(&root), None)
+        .await;
     assert_eq!(a.json["data"]["keys"], json!(["ci", "short"]));
 
     // A second token; revoking it by accessor leaves the first working.
-    let a = h.call("POST", "/v1/sys/service-accounts/ci/token", Some(&root), None).await;
+    let a = h
+        .call(
+            "POST",
+            "/v1/sys/service-accounts/ci/token",
+            Some(&root),
+            None,
+        )
+        .await;
     let second = a.json["data"]["token"].as_str().unwrap().to_string();
     let accessor = a.json["data"]["accessor"].as_str().unwrap().to_string();
-    assert_eq!(call_from(&h, ip, "GET", "/v1/secret/data/myapp/dev", &second, None).await.status, StatusCode::OK);
-    let a = h.call("DELETE", &format!("/v1/sys/service-accounts/ci/token/{accessor}"), Some(&root), None).await;
+    assert_eq!(
+        call_from(&h, ip, "GET", "/v1/secret/data/myapp/dev", &second, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let a = h
+        .call(
+            "DELETE",
+            &format!("/v1/sys/service-accounts/ci/token/{accessor}"),
+            Some(&root),
+            None,
+        )
+        .await;
     assert_eq!(a.status, StatusCode::NO_CONTENT);
-    assert_eq!(call_from(&h, ip, "GET", "/v1/secret/data/myapp/dev", &second, None).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(call_from(&h, ip, "GET", "/v1/secret/data/myapp/dev", &token, None).await.status, StatusCode::OK);
+    assert_eq!(
+        call_from(&h, ip, "GET", "/v1/secret/data/myapp/dev", &second, None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call_from(&h, ip, "GET", "/v1/secret/data/myapp/dev", &token, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
 
     // Deleting the account ends every token at once.
-    assert_eq!(h.call("DELETE", "/v1/sys/service-accounts/ci", Some(&root), None).await.status, StatusCode::NO_CONTENT);
-    assert_eq!(call_from(&h, ip, "GET", "/v1/secret/data/myapp/dev", &token, None).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        h.call("DELETE", "/v1/sys/service-accounts/ci", Some(&root), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        call_from(&h, ip, "GET", "/v1/secret/data/myapp/dev", &token, None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
 
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    assert_eq!(call_from(&h, ip, "GET", "/v1/secret/data/myapp/dev", &short, None).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        call_from(&h, ip, "GET", "/v1/secret/data/myapp/dev", &short, None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
 }
 
 #[tokio::test]
@@ -140,20 +290,51 @@ async fn bad_definitions_are_refused_and_only_sudo_manages_accounts() {
         ("x", json!({"scopes": []})),
         ("x", json!({"scopes": ["tag:prod"]})),
         ("x", json!({"scopes": ["sys/*"]})),
-        ("x", json!({"scopes": ["project:myapp"], "allowed_cidrs": ["not-a-cidr"]})),
+        (
+            "x",
+            json!({"scopes": ["project:myapp"], "allowed_cidrs": ["not-a-cidr"]}),
+        ),
         ("x", json!({"scopes": ["project:myapp"], "ttl": "soon"})),
     ] {
-        let a = h.call("POST", &format!("/v1/sys/service-accounts/{name}"), Some(&root), Some(body.clone())).await;
+        let a = h
+            .call(
+                "POST",
+                &format!("/v1/sys/service-accounts/{name}"),
+                Some(&root),
+                Some(body.clone()),
+            )
+            .await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{name} {body}");
     }
     create(&h, &root, "dup", json!({"scopes": ["project:myapp"]})).await;
-    let a = h.call("POST", "/v1/sys/service-accounts/dup", Some(&root), Some(json!({"scopes": ["project:myapp"]}))).await;
+    let a = h
+        .call(
+            "POST",
+            "/v1/sys/service-accounts/dup",
+            Some(&root),
+            Some(json!({"scopes": ["project:myapp"]})),
+        )
+        .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
 
     // A non-sudo token cannot create accounts.
     h.call("PUT", "/v1/sys/policy/sa-admin", Some(&root), Some(json!({"policy": "path \"sys/service-accounts/*\" { capabilities = [\"create\", \"update\", \"read\"] }"}))).await;
-    let a = h.call("POST", "/v1/auth/token/create", Some(&root), Some(json!({"policies": ["sa-admin"]}))).await;
+    let a = h
+        .call(
+            "POST",
+            "/v1/auth/token/create",
+            Some(&root),
+            Some(json!({"policies": ["sa-admin"]})),
+        )
+        .await;
     let admin = a.json["auth"]["client_token"].as_str().unwrap().to_string();
-    let a = h.call("POST", "/v1/sys/service-accounts/nope", Some(&admin), Some(json!({"scopes": ["project:myapp"]}))).await;
+    let a = h
+        .call(
+            "POST",
+            "/v1/sys/service-accounts/nope",
+            Some(&admin),
+            Some(json!({"scopes": ["project:myapp"]})),
+        )
+        .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
 }

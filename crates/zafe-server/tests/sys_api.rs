@@ -20,18 +20,39 @@ async fn init_unseal_seal_cycle_with_five_shares_threshold_three() {
     // Sealed after init, as in Vault; two shares are not enough.
     assert_eq!(h.unseal(&keys[0]).await.json["progress"], 1);
     let a = h.unseal(&keys[3]).await;
-    assert_eq!((a.json["sealed"].as_bool(), a.json["progress"].as_u64()), (Some(true), Some(2)));
+    assert_eq!(
+        (a.json["sealed"].as_bool(), a.json["progress"].as_u64()),
+        (Some(true), Some(2))
+    );
     let a = h.unseal(&keys[4]).await;
     assert_eq!(a.json["sealed"], false);
     assert_eq!(a.json["progress"], 0);
 
     // Seal needs the root token; then the same shares unseal again.
-    assert_eq!(h.call("PUT", "/v1/sys/seal", None, None).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(h.call("PUT", "/v1/sys/seal", Some("zafe_s_wrong"), None).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(h.call("PUT", "/v1/sys/seal", Some(&root), None).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        h.call("PUT", "/v1/sys/seal", None, None).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        h.call("PUT", "/v1/sys/seal", Some("zafe_s_wrong"), None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        h.call("PUT", "/v1/sys/seal", Some(&root), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
     assert!(h.core.is_sealed());
     // While sealed, the root token is worthless: the 503 says sealed.
-    assert_eq!(h.call("PUT", "/v1/sys/seal", Some(&root), None).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        h.call("PUT", "/v1/sys/seal", Some(&root), None)
+            .await
+            .status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     for k in &keys[1..4] {
         h.unseal(k).await;
     }
@@ -47,7 +68,13 @@ async fn bad_shares_never_wedge_unsealing() {
     h.unseal(&keys[0]).await;
     let mut wrong = hex::decode(&keys[1]).unwrap();
     wrong[9] ^= 0xff;
-    for bad in [hex::encode(&wrong), "zz".into(), "".into(), "00".repeat(33), "ab".repeat(2000)] {
+    for bad in [
+        hex::encode(&wrong),
+        "zz".into(),
+        "".into(),
+        "00".repeat(33),
+        "ab".repeat(2000),
+    ] {
         let a = h.unseal(&bad).await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}");
         assert!(a.json["errors"][0].as_str().unwrap().contains("key"));
@@ -57,7 +84,9 @@ async fn bad_shares_never_wedge_unsealing() {
     let a = h.call("GET", "/v1/sys/seal-status", None, None).await;
     assert_eq!(a.json["progress"], 1);
     // Reset, then three good shares still unseal.
-    let a = h.call("PUT", "/v1/sys/unseal", None, Some(json!({"reset": true}))).await;
+    let a = h
+        .call("PUT", "/v1/sys/unseal", None, Some(json!({"reset": true})))
+        .await;
     assert_eq!(a.json["progress"], 0);
     for k in &keys[2..5] {
         h.unseal(k).await;
@@ -69,7 +98,12 @@ async fn bad_shares_never_wedge_unsealing() {
 async fn shares_in_base64_work_too() {
     let h = harness().await;
     let a = h
-        .call("PUT", "/v1/sys/init", None, Some(json!({"secret_shares": 3, "secret_threshold": 2})))
+        .call(
+            "PUT",
+            "/v1/sys/init",
+            None,
+            Some(json!({"secret_shares": 3, "secret_threshold": 2})),
+        )
         .await;
     let b64 = a.json["keys_base64"].as_array().unwrap();
     h.unseal(b64[0].as_str().unwrap()).await;
@@ -89,12 +123,24 @@ async fn init_is_validated_and_happens_once() {
         json!({}),
         json!({"secret_shares": 1, "secret_threshold": 1, "pgp_keys": ["x"]}),
     ] {
-        let a = h.call("PUT", "/v1/sys/init", None, Some(body.clone())).await;
+        let a = h
+            .call("PUT", "/v1/sys/init", None, Some(body.clone()))
+            .await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}");
     }
-    assert_eq!(h.call("GET", "/v1/sys/init", None, None).await.json["initialized"], false);
+    assert_eq!(
+        h.call("GET", "/v1/sys/init", None, None).await.json["initialized"],
+        false
+    );
     h.init(1, 1).await;
-    let a = h.call("PUT", "/v1/sys/init", None, Some(json!({"secret_shares": 1, "secret_threshold": 1}))).await;
+    let a = h
+        .call(
+            "PUT",
+            "/v1/sys/init",
+            None,
+            Some(json!({"secret_shares": 1, "secret_threshold": 1})),
+        )
+        .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert_eq!(a.json["errors"][0], "Zafe is already initialized");
 }
@@ -124,8 +170,18 @@ async fn health_has_every_field_and_vault_status_codes() {
     let (keys, _) = h.init(1, 1).await;
     let a = h.call("GET", "/v1/sys/health", None, None).await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(h.call("GET", "/v1/sys/health?sealedcode=200", None, None).await.status, StatusCode::OK);
-    assert_eq!(h.call("GET", "/v1/sys/health?sealedcode=abc", None, None).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        h.call("GET", "/v1/sys/health?sealedcode=200", None, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        h.call("GET", "/v1/sys/health?sealedcode=abc", None, None)
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
     h.unseal(&keys[0]).await;
     let a = h.call("GET", "/v1/sys/health", None, None).await;
     assert_eq!(a.status, StatusCode::OK);
@@ -146,20 +202,48 @@ async fn only_the_public_allowlist_answers_without_a_token() {
     let h = harness().await;
     let (keys, _root) = h.init(1, 1).await;
     h.unseal(&keys[0]).await;
-    let public: Vec<&str> = ROUTES.iter().filter(|r| r.access == Access::Public).map(|r| r.path).collect();
-    assert_eq!(public, ["sys/init", "sys/unseal", "sys/seal-status", "sys/health", "sys/identity"]);
+    let public: Vec<&str> = ROUTES
+        .iter()
+        .filter(|r| r.access == Access::Public)
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        public,
+        [
+            "sys/init",
+            "sys/unseal",
+            "sys/seal-status",
+            "sys/health",
+            "sys/identity"
+        ]
+    );
     for route in ROUTES.iter().filter(|r| r.access != Access::Public) {
         for op in ["GET", "PUT", "POST", "DELETE", "LIST", "PATCH"] {
             for token in [None, Some("zafe_s_not-a-token"), Some("")] {
-                let a = h.call(op, &format!("/v1/{}", route.path), token, None).await;
-                assert_eq!(a.status, StatusCode::FORBIDDEN, "{op} {} with {token:?}", route.path);
+                let a = h
+                    .call(op, &format!("/v1/{}", route.path), token, None)
+                    .await;
+                assert_eq!(
+                    a.status,
+                    StatusCode::FORBIDDEN,
+                    "{op} {} with {token:?}",
+                    route.path
+                );
                 assert_eq!(a.json, json!({"errors": ["permission denied"]}));
             }
         }
     }
     // Unknown paths look the same as private ones to strangers.
-    for path in ["/v1/secret/data/x", "/v1/sys/nope", "/v1/auth/token/lookup-self"] {
-        assert_eq!(h.call("GET", path, None, None).await.status, StatusCode::FORBIDDEN, "{path}");
+    for path in [
+        "/v1/secret/data/x",
+        "/v1/sys/nope",
+        "/v1/auth/token/lookup-self",
+    ] {
+        assert_eq!(
+            h.call("GET", path, None, None).await.status,
+            StatusCode::FORBIDDEN,
+            "{path}"
+        );
     }
 }
 
@@ -172,7 +256,10 @@ async fn unknown_paths_are_404_for_a_valid_token() {
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     let a = h.call("GET", "/v1/sys/seal", Some(&root), None).await;
     assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(h.call("GET", "/nothing", None, None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        h.call("GET", "/nothing", None, None).await.status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 // R-OPS-1: oversized bodies get 413 and change nothing.
@@ -187,7 +274,10 @@ async fn oversized_bodies_are_refused_before_anything_happens() {
     let a = h.call("PUT", "/v1/sys/init", None, Some(body)).await;
     assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(a.json["errors"][0].as_str().unwrap().contains("1024"));
-    assert_eq!(h.call("GET", "/v1/sys/init", None, None).await.json["initialized"], false);
+    assert_eq!(
+        h.call("GET", "/v1/sys/init", None, None).await.json["initialized"],
+        false
+    );
 
     // Without a Content-Length (a streamed body), the limit still holds.
     let stream = futures_stream(vec![vec![b' '; 800], vec![b' '; 800]]);
@@ -199,7 +289,9 @@ async fn oversized_bodies_are_refused_before_anything_happens() {
     assert_eq!(h.send(req).await.status, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
-fn futures_stream(chunks: Vec<Vec<u8>>) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+fn futures_stream(
+    chunks: Vec<Vec<u8>>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     futures_util::stream::iter(chunks.into_iter().map(Ok))
 }
 
@@ -222,19 +314,42 @@ async fn malformed_json_is_a_clear_400() {
 #[tokio::test]
 async fn every_response_has_a_request_id_and_security_headers() {
     let h = harness().await;
-    for (method, path) in [("GET", "/v1/sys/health"), ("GET", "/v1/sys/nope"), ("GET", "/x"), ("PUT", "/v1/sys/seal")] {
+    for (method, path) in [
+        ("GET", "/v1/sys/health"),
+        ("GET", "/v1/sys/nope"),
+        ("GET", "/x"),
+        ("PUT", "/v1/sys/seal"),
+    ] {
         let a = h.call(method, path, None, None).await;
-        let id = a.headers.get("x-request-id").expect("request id").to_str().unwrap();
+        let id = a
+            .headers
+            .get("x-request-id")
+            .expect("request id")
+            .to_str()
+            .unwrap();
         assert_eq!(id.len(), 36, "{path}");
         assert_eq!(a.headers["cache-control"], "no-store");
         assert_eq!(a.headers["x-content-type-options"], "nosniff");
         assert_eq!(a.headers["x-frame-options"], "DENY");
-        assert!(a.headers["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+        assert!(
+            a.headers["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'")
+        );
     }
     // A caller's plain request id is kept; an unsafe one is replaced.
-    let req = http::Request::builder().uri("/v1/sys/health").header("x-request-id", "trace-42").body(axum::body::Body::empty()).unwrap();
+    let req = http::Request::builder()
+        .uri("/v1/sys/health")
+        .header("x-request-id", "trace-42")
+        .body(axum::body::Body::empty())
+        .unwrap();
     assert_eq!(h.send(req).await.headers["x-request-id"], "trace-42");
-    let req = http::Request::builder().uri("/v1/sys/health").header("x-request-id", "a\"b<c>").body(axum::body::Body::empty()).unwrap();
+    let req = http::Request::builder()
+        .uri("/v1/sys/health")
+        .header("x-request-id", "a\"b<c>")
+        .body(axum::body::Body::empty())
+        .unwrap();
     assert_ne!(h.send(req).await.headers["x-request-id"], "a\"b<c>");
 }
 
@@ -250,21 +365,34 @@ async fn cors_is_off_by_default_and_exact_when_configured() {
         .header("access-control-request-method", "GET")
         .body(axum::body::Body::empty())
         .unwrap();
-    assert!(h.send(req).await.headers.get("access-control-allow-origin").is_none());
+    assert!(
+        h.send(req)
+            .await
+            .headers
+            .get("access-control-allow-origin")
+            .is_none()
+    );
 
     let config = zafe_server::Config {
         cors_origins: vec!["https://app.example".into()],
         ..Default::default()
     };
     let h = harness_with(config, None).await;
-    for (origin, allowed) in [("https://app.example", true), ("https://evil.example", false)] {
+    for (origin, allowed) in [
+        ("https://app.example", true),
+        ("https://evil.example", false),
+    ] {
         let req = http::Request::builder()
             .uri("/v1/sys/health")
             .header("origin", origin)
             .body(axum::body::Body::empty())
             .unwrap();
         let a = h.send(req).await;
-        assert_eq!(a.headers.get("access-control-allow-origin").is_some(), allowed, "{origin}");
+        assert_eq!(
+            a.headers.get("access-control-allow-origin").is_some(),
+            allowed,
+            "{origin}"
+        );
     }
 }
 
@@ -274,14 +402,29 @@ async fn cors_is_off_by_default_and_exact_when_configured() {
 async fn identity_proofs_sign_the_callers_nonce() {
     let h = harness().await;
     let nonce = [7u8; 32];
-    let a = h.call("GET", &format!("/v1/sys/identity?nonce={}", hex::encode(nonce)), None, None).await;
+    let a = h
+        .call(
+            "GET",
+            &format!("/v1/sys/identity?nonce={}", hex::encode(nonce)),
+            None,
+            None,
+        )
+        .await;
     assert_eq!(a.status, StatusCode::OK);
     let proof: zafe_core::identity::IdentityProof = serde_json::from_value(a.json).unwrap();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let v = zafe_core::identity::verify_proof(&proof, &nonce, now, 120, None, false).unwrap();
     assert_eq!(v.server_id, h.core.identity.server_id());
-    for bad in ["", "?nonce=", "?nonce=abcd", "?nonce=zz", &format!("?nonce={}", "00".repeat(65))] {
-        let a = h.call("GET", &format!("/v1/sys/identity{bad}"), None, None).await;
+    for bad in [
+        "",
+        "?nonce=",
+        "?nonce=abcd",
+        "?nonce=zz",
+        &format!("?nonce={}", "00".repeat(65)),
+    ] {
+        let a = h
+            .call("GET", &format!("/v1/sys/identity{bad}"), None, None)
+            .await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}");
     }
 }
@@ -290,7 +433,11 @@ async fn identity_proofs_sign_the_callers_nonce() {
 // core unseals itself.
 #[tokio::test]
 async fn master_key_mode_stays_unsealed_after_init() {
-    let h = harness_with(Default::default(), Some(zafe_core::secret::SecretKey::generate())).await;
+    let h = harness_with(
+        Default::default(),
+        Some(zafe_core::secret::SecretKey::generate()),
+    )
+    .await;
     let (_, root) = h.init(1, 1).await;
     assert!(!h.core.is_sealed());
     let a = h.call("PUT", "/v1/sys/seal", Some(&root), None).await;

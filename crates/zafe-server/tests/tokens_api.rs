@@ -185,7 +185,9 @@ async fn create_and_lookup_have_vaults_shapes() {
         json!(["Endpoint ignored these unrecognized parameters: [zzz]"])
     );
     // R-AUTH-10: the root token can be revoked.
-    let a = h.call("POST", "/v1/auth/token/revoke-self", Some(&root), None).await;
+    let a = h
+        .call("POST", "/v1/auth/token/revoke-self", Some(&root), None)
+        .await;
     assert_eq!(a.status, StatusCode::NO_CONTENT);
     assert_eq!(lookup_self(&h, &root).await.status, StatusCode::FORBIDDEN);
 }

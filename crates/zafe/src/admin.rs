@@ -15,7 +15,10 @@ use crate::output::Out;
 // ---- Policies ------------------------------------------------------------
 
 pub async fn policy_list(client: &Client, out: Out) -> anyhow::Result<()> {
-    let body = client.request_json(Method::GET, "/v1/sys/policy", None).await?.unwrap_or_default();
+    let body = client
+        .request_json(Method::GET, "/v1/sys/policy", None)
+        .await?
+        .unwrap_or_default();
     let names = body["policies"].as_array().cloned().unwrap_or_default();
     if out.json() {
         return out.print_json(&names);
@@ -28,7 +31,10 @@ pub async fn policy_list(client: &Client, out: Out) -> anyhow::Result<()> {
 
 pub async fn policy_read(client: &Client, out: Out, name: &str) -> anyhow::Result<()> {
     let path = format!("/v1/sys/policy/{}", encode(name));
-    let body = client.request_json(Method::GET, &path, None).await?.unwrap_or_default();
+    let body = client
+        .request_json(Method::GET, &path, None)
+        .await?
+        .unwrap_or_default();
     if out.json() {
         return out.print_json(&body["data"]);
     }
@@ -46,13 +52,21 @@ pub async fn policy_write(client: &Client, name: &str, file: &str) -> anyhow::Re
         std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
     };
     let path = format!("/v1/sys/policy/{}", encode(name));
-    client.request_json(Method::PUT, &path, Some(&json!({ "policy": text }))).await?;
+    client
+        .request_json(Method::PUT, &path, Some(&json!({ "policy": text })))
+        .await?;
     eprintln!("Success! Uploaded policy: {name}");
     Ok(())
 }
 
 pub async fn policy_delete(client: &Client, name: &str) -> anyhow::Result<()> {
-    client.request_json(Method::DELETE, &format!("/v1/sys/policy/{}", encode(name)), None).await?;
+    client
+        .request_json(
+            Method::DELETE,
+            &format!("/v1/sys/policy/{}", encode(name)),
+            None,
+        )
+        .await?;
     eprintln!("Success! Deleted policy: {name}");
     Ok(())
 }
@@ -60,14 +74,23 @@ pub async fn policy_delete(client: &Client, name: &str) -> anyhow::Result<()> {
 // ---- Secrets engines -----------------------------------------------------
 
 pub async fn secrets_list(client: &Client, out: Out) -> anyhow::Result<()> {
-    let body = client.request_json(Method::GET, "/v1/sys/mounts", None).await?.unwrap_or_default();
+    let body = client
+        .request_json(Method::GET, "/v1/sys/mounts", None)
+        .await?
+        .unwrap_or_default();
     let data = body["data"].as_object().cloned().unwrap_or_default();
     if out.json() {
         return out.print_json(&data);
     }
     let width = data.keys().map(String::len).max().unwrap_or(4).max(4);
-    println!("{:width$}    {:10}    {:24}    Description", "Path", "Type", "Accessor");
-    println!("{:width$}    {:10}    {:24}    -----------", "----", "----", "--------");
+    println!(
+        "{:width$}    {:10}    {:24}    Description",
+        "Path", "Type", "Accessor"
+    );
+    println!(
+        "{:width$}    {:10}    {:24}    -----------",
+        "----", "----", "--------"
+    );
     for (path, mount) in data {
         println!(
             "{path:width$}    {:10}    {:24}    {}",
@@ -79,20 +102,37 @@ pub async fn secrets_list(client: &Client, out: Out) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn secrets_enable(client: &Client, kind: &str, path: Option<&str>, description: Option<&str>) -> anyhow::Result<()> {
+pub async fn secrets_enable(
+    client: &Client,
+    kind: &str,
+    path: Option<&str>,
+    description: Option<&str>,
+) -> anyhow::Result<()> {
     let path = path.unwrap_or(kind).trim_matches('/');
     let mut body = json!({ "type": kind, "description": description.unwrap_or_default() });
     if kind == "kv" || kind == "kv-v2" {
         body["options"] = json!({ "version": "2" });
     }
-    client.request_json(Method::POST, &format!("/v1/sys/mounts/{}", encode_path(path)), Some(&body)).await?;
+    client
+        .request_json(
+            Method::POST,
+            &format!("/v1/sys/mounts/{}", encode_path(path)),
+            Some(&body),
+        )
+        .await?;
     eprintln!("Success! Enabled the {kind} secrets engine at: {path}/");
     Ok(())
 }
 
 pub async fn secrets_disable(client: &Client, path: &str) -> anyhow::Result<()> {
     let path = path.trim_matches('/');
-    client.request_json(Method::DELETE, &format!("/v1/sys/mounts/{}", encode_path(path)), None).await?;
+    client
+        .request_json(
+            Method::DELETE,
+            &format!("/v1/sys/mounts/{}", encode_path(path)),
+            None,
+        )
+        .await?;
     eprintln!("Success! Disabled the secrets engine (if it existed) at: {path}/");
     Ok(())
 }
@@ -100,7 +140,10 @@ pub async fn secrets_disable(client: &Client, path: &str) -> anyhow::Result<()> 
 // ---- Keys ----------------------------------------------------------------
 
 pub async fn key_status(client: &Client, out: Out) -> anyhow::Result<()> {
-    let body = client.request_json(Method::GET, "/v1/sys/key-status", None).await?.unwrap_or_default();
+    let body = client
+        .request_json(Method::GET, "/v1/sys/key-status", None)
+        .await?
+        .unwrap_or_default();
     if out.json() {
         return out.print_json(&body["data"]);
     }
@@ -112,7 +155,11 @@ pub async fn key_status(client: &Client, out: Out) -> anyhow::Result<()> {
 pub fn key_rows(data: &Value) -> Vec<(&'static str, String)> {
     let mut rows = vec![("Key Term", data["term"].to_string())];
     if let Some(rewrap) = data["rewrap"].as_object() {
-        let state = if rewrap.get("done") == Some(&Value::Bool(true)) { "done" } else { "running" };
+        let state = if rewrap.get("done") == Some(&Value::Bool(true)) {
+            "done"
+        } else {
+            "running"
+        };
         rows.push((
             "Re-wrap",
             format!(
@@ -128,26 +175,45 @@ pub fn key_rows(data: &Value) -> Vec<(&'static str, String)> {
 /// Rotates the key-encryption key and follows the re-wrap until it ends,
 /// with a progress bar on a terminal.
 pub async fn rotate(client: &Client, out: Out, wait: bool) -> anyhow::Result<()> {
-    client.request_json(Method::PUT, "/v1/sys/rotate", None).await?;
-    let status = client.request_json(Method::GET, "/v1/sys/key-status", None).await?.unwrap_or_default();
-    eprintln!("Success! Rotated the key-encryption key; new writes use key term {}.", status["data"]["term"]);
+    client
+        .request_json(Method::PUT, "/v1/sys/rotate", None)
+        .await?;
+    let status = client
+        .request_json(Method::GET, "/v1/sys/key-status", None)
+        .await?
+        .unwrap_or_default();
+    eprintln!(
+        "Success! Rotated the key-encryption key; new writes use key term {}.",
+        status["data"]["term"]
+    );
     if !wait {
-        eprintln!("Older records are re-encrypted in the background; `zafe operator key-status` shows the progress.");
+        eprintln!(
+            "Older records are re-encrypted in the background; `zafe operator key-status` shows the progress."
+        );
         return Ok(());
     }
     let bar = if std::io::stderr().is_terminal() && !out.json() {
         let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_style(indicatif::ProgressStyle::with_template("{spinner} re-encrypting older records: {msg}").expect("valid template"));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} re-encrypting older records: {msg}")
+                .expect("valid template"),
+        );
         bar.enable_steady_tick(Duration::from_millis(120));
         Some(bar)
     } else {
         None
     };
     loop {
-        let status = client.request_json(Method::GET, "/v1/sys/key-status", None).await?.unwrap_or_default();
+        let status = client
+            .request_json(Method::GET, "/v1/sys/key-status", None)
+            .await?
+            .unwrap_or_default();
         let rewrap = &status["data"]["rewrap"];
         if let Some(bar) = &bar {
-            bar.set_message(format!("{} re-encrypted, {} scanned", rewrap["rewrapped"], rewrap["scanned"]));
+            bar.set_message(format!(
+                "{} re-encrypted, {} scanned",
+                rewrap["rewrapped"], rewrap["scanned"]
+            ));
         }
         if rewrap["done"] == true || rewrap.is_null() {
             if let Some(bar) = bar {
@@ -156,7 +222,10 @@ pub async fn rotate(client: &Client, out: Out, wait: bool) -> anyhow::Result<()>
             if out.json() {
                 out.print_json(&status["data"])?;
             } else {
-                eprintln!("Re-wrap finished: {} records re-encrypted.", rewrap["rewrapped"]);
+                eprintln!(
+                    "Re-wrap finished: {} records re-encrypted.",
+                    rewrap["rewrapped"]
+                );
             }
             return Ok(());
         }
@@ -182,12 +251,18 @@ pub async fn rekey(client: &Client, out: Out, shares: u8, threshold: u8) -> anyh
     let mut stdin = std::io::stdin().lock();
     loop {
         let key = if interactive {
-            Zeroizing::new(rpassword::prompt_password("Current unseal key (will be hidden): ")?)
+            Zeroizing::new(rpassword::prompt_password(
+                "Current unseal key (will be hidden): ",
+            )?)
         } else {
             let mut line = Zeroizing::new(String::new());
             if stdin.read_line(&mut line)? == 0 {
-                client.request_json(Method::DELETE, "/v1/sys/rekey/init", None).await?;
-                bail!("standard input ended before enough current unseal keys were given; the rekey was cancelled");
+                client
+                    .request_json(Method::DELETE, "/v1/sys/rekey/init", None)
+                    .await?;
+                bail!(
+                    "standard input ended before enough current unseal keys were given; the rekey was cancelled"
+                );
             }
             line
         };
@@ -196,15 +271,29 @@ pub async fn rekey(client: &Client, out: Out, shares: u8, threshold: u8) -> anyh
             continue;
         }
         let progress = client
-            .request_json(Method::PUT, "/v1/sys/rekey/update", Some(&json!({ "nonce": nonce, "key": key })))
+            .request_json(
+                Method::PUT,
+                "/v1/sys/rekey/update",
+                Some(&json!({ "nonce": nonce, "key": key })),
+            )
             .await?
             .unwrap_or_default();
         if progress["complete"] == true {
             if out.json() {
                 return out.print_json(&progress);
             }
-            for (i, key) in progress["keys_base64"].as_array().cloned().unwrap_or_default().iter().enumerate() {
-                println!("New Unseal Key {}: {}", i + 1, key.as_str().unwrap_or_default());
+            for (i, key) in progress["keys_base64"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+            {
+                println!(
+                    "New Unseal Key {}: {}",
+                    i + 1,
+                    key.as_str().unwrap_or_default()
+                );
             }
             println!();
             println!(
@@ -213,7 +302,9 @@ pub async fn rekey(client: &Client, out: Out, shares: u8, threshold: u8) -> anyh
             );
             return Ok(());
         }
-        eprintln!("Key accepted ({}/{}).", progress["progress"], progress["required"]);
+        eprintln!(
+            "Key accepted ({}/{}).",
+            progress["progress"], progress["required"]
+        );
     }
 }
-

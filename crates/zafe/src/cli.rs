@@ -94,17 +94,23 @@ Examples:
     Operator(Operator),
 
     /// Manage ACL policies
-    #[command(subcommand, after_help = "\
+    #[command(
+        subcommand,
+        after_help = "\
 Examples:
   zafe policy list
   zafe policy read app-reader
   zafe policy write app-reader app-reader.hcl
   echo 'path \"secret/data/app/*\" { capabilities = [\"read\"] }' | zafe policy write app-reader -
-  zafe policy delete app-reader")]
+  zafe policy delete app-reader"
+    )]
     Policy(PolicyCmd),
 
     /// Manage service accounts: read-only, scoped machine tokens for CI
-    #[command(subcommand, name = "service-account", after_help = "\
+    #[command(
+        subcommand,
+        name = "service-account",
+        after_help = "\
 Examples:
   zafe service-account create ci --scope project:myapp --cidr 10.0.0.0/8 --ttl 90d
   zafe service-account list
@@ -112,16 +118,20 @@ Examples:
   zafe service-account token ci          Another token for the same account
   zafe service-account revoke ci         Delete the account and all its tokens
 
-A service account can only read and list, and only inside its scopes.")]
+A service account can only read and list, and only inside its scopes."
+    )]
     ServiceAccount(ServiceAccountCmd),
 
     /// Enable, disable and list secrets engines
-    #[command(subcommand, after_help = "\
+    #[command(
+        subcommand,
+        after_help = "\
 Examples:
   zafe secrets list
   zafe secrets enable transit
   zafe secrets enable --path team-kv kv
-  zafe secrets disable team-kv")]
+  zafe secrets disable team-kv"
+    )]
     Secrets(SecretsCmd),
 
     /// Encrypt, decrypt, sign and verify with named keys kept by the server (transit engine)
@@ -195,11 +205,14 @@ Logging: ZAFE_LOG sets the level or filter (default info), ZAFE_LOG_FORMAT=json 
     Server(ServerArgs),
 
     /// Verify, export and follow the tamper-evident audit log
-    #[command(subcommand, after_help = "\
+    #[command(
+        subcommand,
+        after_help = "\
 Examples:
   zafe audit verify
   zafe audit export --format csv --since 2024-01-01T00:00:00Z -o audit.csv
-  zafe audit tail --follow")]
+  zafe audit tail --follow"
+    )]
     Audit(crate::audit::AuditCmd),
 }
 
@@ -255,10 +268,13 @@ background. Needs a token with sudo on sys/rotate.")]
     },
 
     /// Show the active key term and the progress of the last re-encryption
-    #[command(name = "key-status", after_help = "\
+    #[command(
+        name = "key-status",
+        after_help = "\
 Examples:
   zafe operator key-status
-  zafe operator key-status --format json")]
+  zafe operator key-status --format json"
+    )]
     KeyStatus,
 
     /// Issue new unseal keys (the data is not re-encrypted; the old keys stop working)
@@ -383,13 +399,17 @@ pub enum PolicyCmd {
     #[command(after_help = "Examples:\n  zafe policy list\n  zafe policy list --format json")]
     List,
     /// Show a policy's text
-    #[command(after_help = "Examples:\n  zafe policy read default\n  zafe policy read app-reader --format json")]
+    #[command(
+        after_help = "Examples:\n  zafe policy read default\n  zafe policy read app-reader --format json"
+    )]
     Read {
         #[arg(value_name = "NAME")]
         name: String,
     },
     /// Create or replace a policy from a file (`-` for standard input)
-    #[command(after_help = "Examples:\n  zafe policy write app-reader app-reader.hcl\n  zafe policy write app-reader - < app-reader.hcl\n\nThe policy is parsed before it is stored: a policy with an error is never saved.")]
+    #[command(
+        after_help = "Examples:\n  zafe policy write app-reader app-reader.hcl\n  zafe policy write app-reader - < app-reader.hcl\n\nThe policy is parsed before it is stored: a policy with an error is never saved."
+    )]
     Write {
         #[arg(value_name = "NAME")]
         name: String,
@@ -397,7 +417,9 @@ pub enum PolicyCmd {
         file: String,
     },
     /// Delete a policy
-    #[command(after_help = "Examples:\n  zafe policy delete app-reader\n\nThe root and default policies cannot be deleted.")]
+    #[command(
+        after_help = "Examples:\n  zafe policy delete app-reader\n\nThe root and default policies cannot be deleted."
+    )]
     Delete {
         #[arg(value_name = "NAME")]
         name: String,
@@ -410,7 +432,9 @@ pub enum SecretsCmd {
     #[command(after_help = "Examples:\n  zafe secrets list\n  zafe secrets list --format json")]
     List,
     /// Enable a secrets engine: kv (version 2) or transit
-    #[command(after_help = "Examples:\n  zafe secrets enable transit\n  zafe secrets enable --path team-kv --description 'team secrets' kv")]
+    #[command(
+        after_help = "Examples:\n  zafe secrets enable transit\n  zafe secrets enable --path team-kv --description 'team secrets' kv"
+    )]
     Enable {
         /// Engine type: kv, kv-v2 or transit
         #[arg(value_name = "TYPE")]
@@ -422,7 +446,9 @@ pub enum SecretsCmd {
         description: Option<String>,
     },
     /// Disable a secrets engine and delete all of its data
-    #[command(after_help = "Examples:\n  zafe secrets disable team-kv\n\nEvery secret stored in the engine is deleted.")]
+    #[command(
+        after_help = "Examples:\n  zafe secrets disable team-kv\n\nEvery secret stored in the engine is deleted."
+    )]
     Disable {
         #[arg(value_name = "PATH")]
         path: String,
@@ -432,7 +458,9 @@ pub enum SecretsCmd {
 #[derive(Debug, Subcommand)]
 pub enum ServiceAccountCmd {
     /// Create a service account and print its first token (once)
-    #[command(after_help = "Examples:\n  zafe service-account create ci --scope project:myapp\n  zafe service-account create deploy --scope 'secret/data/shared/*' --cidr 203.0.113.0/24 --ttl 30d\n\nScopes: project:<slug>, or a path glob in policy syntax (read and list only).")]
+    #[command(
+        after_help = "Examples:\n  zafe service-account create ci --scope project:myapp\n  zafe service-account create deploy --scope 'secret/data/shared/*' --cidr 203.0.113.0/24 --ttl 30d\n\nScopes: project:<slug>, or a path glob in policy syntax (read and list only)."
+    )]
     Create {
         #[arg(value_name = "NAME")]
         name: String,
@@ -467,7 +495,9 @@ pub enum ServiceAccountCmd {
         ttl: Option<String>,
     },
     /// Revoke one token (by accessor) or, without one, delete the account and all its tokens
-    #[command(after_help = "Examples:\n  zafe service-account revoke ci\n  zafe service-account revoke ci --accessor 3f2a...")]
+    #[command(
+        after_help = "Examples:\n  zafe service-account revoke ci\n  zafe service-account revoke ci --accessor 3f2a..."
+    )]
     Revoke {
         #[arg(value_name = "NAME")]
         name: String,

@@ -62,10 +62,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Operator(Operator::Rotate { no_wait }) => {
             admin::rotate(&client(&cli.global, None)?, out, !no_wait).await?
         }
-        Command::Operator(Operator::KeyStatus) => admin::key_status(&client(&cli.global, None)?, out).await?,
-        Command::Operator(Operator::Rekey { key_shares, key_threshold }) => {
-            admin::rekey(&client(&cli.global, None)?, out, key_shares, key_threshold).await?
+        Command::Operator(Operator::KeyStatus) => {
+            admin::key_status(&client(&cli.global, None)?, out).await?
         }
+        Command::Operator(Operator::Rekey {
+            key_shares,
+            key_threshold,
+        }) => admin::rekey(&client(&cli.global, None)?, out, key_shares, key_threshold).await?,
         Command::Policy(cmd) => {
             let c = client(&cli.global, None)?;
             match cmd {
@@ -75,27 +78,53 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 PolicyCmd::Delete { name } => admin::policy_delete(&c, &name).await?,
             }
         }
-        Command::Transit(args) => return transit::run(&client(&cli.global, None)?, out, args).await,
+        Command::Transit(args) => {
+            return transit::run(&client(&cli.global, None)?, out, args).await;
+        }
         Command::Kv(args) => return kv::run(&client(&cli.global, None)?, out, args).await,
         Command::ServiceAccount(cmd) => {
             use crate::cli::ServiceAccountCmd as Sa;
             let c = client(&cli.global, None)?;
             match cmd {
-                Sa::Create { name, scopes, cidrs, ttl, description } => {
-                    service_account::create(&c, out, &name, &scopes, &cidrs, ttl.as_deref(), description.as_deref()).await?
+                Sa::Create {
+                    name,
+                    scopes,
+                    cidrs,
+                    ttl,
+                    description,
+                } => {
+                    service_account::create(
+                        &c,
+                        out,
+                        &name,
+                        &scopes,
+                        &cidrs,
+                        ttl.as_deref(),
+                        description.as_deref(),
+                    )
+                    .await?
                 }
                 Sa::List => service_account::list(&c, out).await?,
                 Sa::Read { name } => service_account::read(&c, out, &name).await?,
-                Sa::Token { name, ttl } => service_account::token(&c, out, &name, ttl.as_deref()).await?,
-                Sa::Revoke { name, accessor } => service_account::revoke(&c, &name, accessor.as_deref()).await?,
+                Sa::Token { name, ttl } => {
+                    service_account::token(&c, out, &name, ttl.as_deref()).await?
+                }
+                Sa::Revoke { name, accessor } => {
+                    service_account::revoke(&c, &name, accessor.as_deref()).await?
+                }
             }
         }
         Command::Secrets(cmd) => {
             let c = client(&cli.global, None)?;
             match cmd {
                 SecretsCmd::List => admin::secrets_list(&c, out).await?,
-                SecretsCmd::Enable { kind, path, description } => {
-                    admin::secrets_enable(&c, &kind, path.as_deref(), description.as_deref()).await?
+                SecretsCmd::Enable {
+                    kind,
+                    path,
+                    description,
+                } => {
+                    admin::secrets_enable(&c, &kind, path.as_deref(), description.as_deref())
+                        .await?
                 }
                 SecretsCmd::Disable { path } => admin::secrets_disable(&c, &path).await?,
             }

@@ -20,15 +20,25 @@ pub async fn create(
         body["ttl"] = json!(ttl);
     }
     let path = format!("/v1/sys/service-accounts/{}", encode_segment(name));
-    let reply = client.request_json(Method::POST, &path, Some(&body)).await?.unwrap_or_default();
+    let reply = client
+        .request_json(Method::POST, &path, Some(&body))
+        .await?
+        .unwrap_or_default();
     print_token(out, &reply["data"], &format!("service account {name}"))
 }
 
 pub async fn token(client: &Client, out: Out, name: &str, ttl: Option<&str>) -> anyhow::Result<()> {
     let body = ttl.map(|t| json!({ "token_ttl": t }));
     let path = format!("/v1/sys/service-accounts/{}/token", encode_segment(name));
-    let reply = client.request_json(Method::POST, &path, body.as_ref()).await?.unwrap_or_default();
-    print_token(out, &reply["data"], &format!("a new token of service account {name}"))
+    let reply = client
+        .request_json(Method::POST, &path, body.as_ref())
+        .await?
+        .unwrap_or_default();
+    print_token(
+        out,
+        &reply["data"],
+        &format!("a new token of service account {name}"),
+    )
 }
 
 /// The token is printed once, alone on stdout, so it can be piped into a
@@ -48,8 +58,14 @@ fn print_token(out: Out, data: &Value, what: &str) -> anyhow::Result<()> {
 }
 
 pub async fn list(client: &Client, out: Out) -> anyhow::Result<()> {
-    let reply = client.request_json(Method::GET, "/v1/sys/service-accounts?list=true", None).await?.unwrap_or_default();
-    let keys = reply["data"]["keys"].as_array().cloned().unwrap_or_default();
+    let reply = client
+        .request_json(Method::GET, "/v1/sys/service-accounts?list=true", None)
+        .await?
+        .unwrap_or_default();
+    let keys = reply["data"]["keys"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     if out.json() {
         return out.print_json(&keys);
     }
@@ -61,18 +77,39 @@ pub async fn list(client: &Client, out: Out) -> anyhow::Result<()> {
 
 pub async fn read(client: &Client, out: Out, name: &str) -> anyhow::Result<()> {
     let path = format!("/v1/sys/service-accounts/{}", encode_segment(name));
-    let reply = client.request_json(Method::GET, &path, None).await?.unwrap_or_default();
+    let reply = client
+        .request_json(Method::GET, &path, None)
+        .await?
+        .unwrap_or_default();
     let data = &reply["data"];
     if out.json() {
         return out.print_json(data);
     }
-    let list = |v: &Value| v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+    let list = |v: &Value| {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
     let mut rows = vec![
-        ("Name", data["name"].as_str().unwrap_or_default().to_string()),
-        ("Description", data["description"].as_str().unwrap_or_default().to_string()),
+        (
+            "Name",
+            data["name"].as_str().unwrap_or_default().to_string(),
+        ),
+        (
+            "Description",
+            data["description"].as_str().unwrap_or_default().to_string(),
+        ),
         ("Scopes", list(&data["scopes"])),
         ("Allowed CIDRs", list(&data["allowed_cidrs"])),
-        ("Expires", data["expire_time"].as_str().unwrap_or("never").to_string()),
+        (
+            "Expires",
+            data["expire_time"].as_str().unwrap_or("never").to_string(),
+        ),
     ];
     for t in data["tokens"].as_array().cloned().unwrap_or_default() {
         rows.push((
@@ -91,7 +128,11 @@ pub async fn read(client: &Client, out: Out, name: &str) -> anyhow::Result<()> {
 /// Without an accessor: deletes the account and every token it has.
 pub async fn revoke(client: &Client, name: &str, accessor: Option<&str>) -> anyhow::Result<()> {
     let path = match accessor {
-        Some(a) => format!("/v1/sys/service-accounts/{}/token/{}", encode_segment(name), encode_segment(a)),
+        Some(a) => format!(
+            "/v1/sys/service-accounts/{}/token/{}",
+            encode_segment(name),
+            encode_segment(a)
+        ),
         None => format!("/v1/sys/service-accounts/{}", encode_segment(name)),
     };
     client.request_json(Method::DELETE, &path, None).await?;

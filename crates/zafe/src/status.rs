@@ -44,7 +44,9 @@ pub async fn run(client: &Client, out: Out) -> anyhow::Result<ExitCode> {
         // Key rotation progress, for callers whose token may read it.
         if !seal.sealed
             && client.config().token.is_some()
-            && let Ok(Some(keys)) = client.request_json(zafe_client::Method::GET, "/v1/sys/key-status", None).await
+            && let Ok(Some(keys)) = client
+                .request_json(zafe_client::Method::GET, "/v1/sys/key-status", None)
+                .await
         {
             rows.extend(crate::admin::key_rows(&keys["data"]));
         }

@@ -27,7 +27,12 @@ impl Cli {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.unwrap_or("").as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         (
             out.status.code().unwrap_or(-1),
@@ -42,7 +47,12 @@ async fn policies_engines_rotation_and_rekey_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let cfg = config_file(dir.path(), addr, "", "");
-    let server = Server::start(&["server", "--config", cfg.to_str().unwrap()], &[], addr, dir.path().join("s.log"));
+    let server = Server::start(
+        &["server", "--config", cfg.to_str().unwrap()],
+        &[],
+        addr,
+        dir.path().join("s.log"),
+    );
     let (keys, root) = init(&server, 3, 2).await;
     unseal(&server, &keys[0]).await;
     unseal(&server, &keys[1]).await;
@@ -53,7 +63,10 @@ async fn policies_engines_rotation_and_rekey_from_the_command_line() {
     };
 
     // Policies: write from stdin, read back, list, delete; a bad one is refused.
-    let (code, _, err) = cli.run(&["policy", "write", "app-reader", "-"], Some("path \"secret/data/app/*\" { capabilities = [\"read\"] }\n"));
+    let (code, _, err) = cli.run(
+        &["policy", "write", "app-reader", "-"],
+        Some("path \"secret/data/app/*\" { capabilities = [\"read\"] }\n"),
+    );
     assert_eq!(code, 0, "{err}");
     let (code, out, _) = cli.run(&["policy", "read", "app-reader"], None);
     assert_eq!(code, 0);
@@ -61,7 +74,10 @@ async fn policies_engines_rotation_and_rekey_from_the_command_line() {
     let (_, out, _) = cli.run(&["policy", "list", "--format", "json"], None);
     let names: Vec<String> = serde_json::from_str(&out).unwrap();
     assert!(names.contains(&"app-reader".to_string()) && names.contains(&"default".to_string()));
-    let (code, _, err) = cli.run(&["policy", "write", "broken", "-"], Some("path \"x\" { capabilities = [\"fly\"] }"));
+    let (code, _, err) = cli.run(
+        &["policy", "write", "broken", "-"],
+        Some("path \"x\" { capabilities = [\"fly\"] }"),
+    );
     assert_eq!(code, 1, "{err}");
     let (code, _, _) = cli.run(&["policy", "delete", "app-reader"], None);
     assert_eq!(code, 0);
@@ -92,13 +108,34 @@ async fn policies_engines_rotation_and_rekey_from_the_command_line() {
 
     // Rekey from standard input, then unseal with the new keys only.
     let stdin = format!("{}\n{}\n", keys[0], keys[2]);
-    let (code, out, err) = cli.run(&["operator", "rekey", "--key-shares", "3", "--key-threshold", "2", "--format", "json"], Some(&stdin));
+    let (code, out, err) = cli.run(
+        &[
+            "operator",
+            "rekey",
+            "--key-shares",
+            "3",
+            "--key-threshold",
+            "2",
+            "--format",
+            "json",
+        ],
+        Some(&stdin),
+    );
     assert_eq!(code, 0, "{err}");
     let rekeyed: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let new_keys: Vec<String> = rekeyed["keys"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().into()).collect();
+    let new_keys: Vec<String> = rekeyed["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().into())
+        .collect();
     let (code, _, _) = cli.run(&["operator", "seal"], None);
     assert_eq!(code, 0);
-    assert_eq!(unseal(&server, &keys[0]).await.status, 400, "old keys are dead");
+    assert_eq!(
+        unseal(&server, &keys[0]).await.status,
+        400,
+        "old keys are dead"
+    );
     unseal(&server, &new_keys[0]).await;
     unseal(&server, &new_keys[2]).await;
     assert!(!sealed(&server).await);
@@ -111,28 +148,89 @@ async fn service_accounts_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let a = addr.to_string();
-    let server = Server::start(&["server", "--dev", "--dev-root-token", "root-for-sa-test", "--listen", &a], &[], addr, dir.path().join("s.log"));
+    let server = Server::start(
+        &[
+            "server",
+            "--dev",
+            "--dev-root-token",
+            "root-for-sa-test",
+            "--listen",
+            &a,
+        ],
+        &[],
+        addr,
+        dir.path().join("s.log"),
+    );
     let cli = Cli {
         dir: dir.path().join("client"),
         addr: format!("http://{addr}"),
         token: "root-for-sa-test".into(),
     };
-    let r = call("POST", &server.url("/v1/secret/data/myapp/prod"), Some("root-for-sa-test"), Some(serde_json::json!({"data": {"DB": "pw"}}))).await;
+    let r = call(
+        "POST",
+        &server.url("/v1/secret/data/myapp/prod"),
+        Some("root-for-sa-test"),
+        Some(serde_json::json!({"data": {"DB": "pw"}})),
+    )
+    .await;
     assert_eq!(r.status, 200);
-    let (code, out, err) = cli.run(&["service-account", "create", "ci", "--scope", "project:myapp", "--ttl", "1h"], None);
+    let (code, out, err) = cli.run(
+        &[
+            "service-account",
+            "create",
+            "ci",
+            "--scope",
+            "project:myapp",
+            "--ttl",
+            "1h",
+        ],
+        None,
+    );
     assert_eq!(code, 0, "{err}");
     let token = out.trim().to_string();
     assert!(token.starts_with("zafe_sa_"), "{out}");
     assert!(err.contains("shown only this once"));
-    assert_eq!(call("GET", &server.url("/v1/secret/data/myapp/prod"), Some(&token), None).await.status, 200);
-    let w = call("POST", &server.url("/v1/secret/data/myapp/prod"), Some(&token), Some(serde_json::json!({"data": {"DB": "x"}}))).await;
+    assert_eq!(
+        call(
+            "GET",
+            &server.url("/v1/secret/data/myapp/prod"),
+            Some(&token),
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    let w = call(
+        "POST",
+        &server.url("/v1/secret/data/myapp/prod"),
+        Some(&token),
+        Some(serde_json::json!({"data": {"DB": "x"}})),
+    )
+    .await;
     assert_eq!(w.status, 403);
     let (code, out, _) = cli.run(&["service-account", "read", "ci"], None);
     assert_eq!(code, 0);
-    assert!(out.contains("project:myapp") && !out.contains(&token), "{out}");
+    assert!(
+        out.contains("project:myapp") && !out.contains(&token),
+        "{out}"
+    );
     let (_, out, _) = cli.run(&["service-account", "list", "--format", "json"], None);
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap(), serde_json::json!(["ci"]));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+        serde_json::json!(["ci"])
+    );
     let (code, _, _) = cli.run(&["service-account", "revoke", "ci"], None);
     assert_eq!(code, 0);
-    assert_eq!(call("GET", &server.url("/v1/secret/data/myapp/prod"), Some(&token), None).await.status, 403);
+    assert_eq!(
+        call(
+            "GET",
+            &server.url("/v1/secret/data/myapp/prod"),
+            Some(&token),
+            None
+        )
+        .await
+        .status,
+        403
+    );
 }

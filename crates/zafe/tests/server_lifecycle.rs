@@ -461,10 +461,18 @@ async fn the_server_disables_core_dumps() {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let a = addr.to_string();
-    let server = Server::start(&["server", "--dev", "--listen", &a], &[], addr, dir.path().join("dev.log"));
+    let server = Server::start(
+        &["server", "--dev", "--listen", &a],
+        &[],
+        addr,
+        dir.path().join("dev.log"),
+    );
     let pid = server.child.as_ref().unwrap().id();
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
     let fields: Vec<&str> = core.split_whitespace().collect();
     assert_eq!(&fields[4..6], ["0", "0"], "{core}");
 }

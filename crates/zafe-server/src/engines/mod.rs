@@ -18,7 +18,10 @@ pub fn build(entry: &MountEntry) -> Result<Arc<dyn Engine>> {
         "transit" => Ok(Arc::new(transit::Transit::new())),
         "token" => Ok(Arc::new(token::TokenEngine)),
         "approle" => Ok(Arc::new(approle::AppRoleEngine)),
-        other => Err(Error::Internal(format!("no engine of kind {other:?} (mount {})", entry.path))),
+        other => Err(Error::Internal(format!(
+            "no engine of kind {other:?} (mount {})",
+            entry.path
+        ))),
     }
 }
 
@@ -28,7 +31,15 @@ pub struct Unavailable;
 
 #[async_trait::async_trait]
 impl Engine for Unavailable {
-    async fn handle(&self, ctx: &crate::engine::Ctx<'_>, _req: &crate::core::Request, _rel: &str) -> Result<crate::core::Reply> {
-        Err(Error::StorageUnavailable(format!("the {} engine at {} is unavailable", ctx.mount.kind, ctx.mount.path)))
+    async fn handle(
+        &self,
+        ctx: &crate::engine::Ctx<'_>,
+        _req: &crate::core::Request,
+        _rel: &str,
+    ) -> Result<crate::core::Reply> {
+        Err(Error::StorageUnavailable(format!(
+            "the {} engine at {} is unavailable",
+            ctx.mount.kind, ctx.mount.path
+        )))
     }
 }
