@@ -21,6 +21,7 @@ pub mod hardening;
 pub mod http;
 pub mod identity;
 pub mod mounts;
+pub mod people;
 pub mod policies;
 pub mod seal;
 pub mod service_accounts;

@@ -108,6 +108,10 @@ pub struct TokenEntry {
     /// against a policy generated from the account's scopes.
     #[serde(skip)]
     pub service_account: Option<crate::service_accounts::ServiceAccount>,
+    /// Set (never stored) when the caller is a person's session: their
+    /// access is built from project roles (docs/design/people-and-workflow.md).
+    #[serde(skip)]
+    pub user: Option<crate::people::UserCaller>,
 }
 
 impl TokenEntry {
@@ -366,6 +370,7 @@ async fn issue_with(
             bound_cidrs: new.bound_cidrs.clone(),
             uses_exhausted: false,
             service_account: None,
+            user: None,
         };
         let mut writes = vec![
             Write::Put {
