@@ -8,10 +8,12 @@
 //! - [`config`]: address, token and directories from flags and environment.
 //! - [`pins`]: the pin store, `<config_dir>/servers.toml`.
 //! - [`Client`]: identity verification and the API calls.
+//! - [`mask`]: the output scrubber of `zafe run` and `zafe mcp`.
 
 mod client;
 pub mod config;
 mod error;
+pub mod mask;
 pub mod path;
 pub mod pins;
 mod tls;
