@@ -1,0 +1,396 @@
+//! `zafe run -- CMD` (R-DEV-3): resolve every `zafe://` reference the
+//! command would see, in one request, and run it with the real values.
+//!
+//! Where references come from, later sources overriding earlier ones:
+//! 1. Zafe's own environment: any variable whose value is a reference;
+//! 2. `--project P --env E`: every key of that environment, as `KEY`;
+//! 3. each `--env-file F`, in order: plain values are passed as they are,
+//!    references are resolved.
+//!
+//! All references are resolved in one `POST sys/resolve`; if any is
+//! missing or forbidden nothing runs (exit 121) and the error names the
+//! references, never a value. The child never receives Zafe's own
+//! credentials (`ZAFE_TOKEN`, `ZAFE_ADDR`, `VAULT_TOKEN`, `VAULT_ADDR`)
+//! unless `--pass-zafe-env` is given.
+//!
+//! Output is masked (see `zafe_client::mask` and `child`); `--no-mask`
+//! replaces Zafe with the command (execvp). `--files` puts each secret in a
+//! file on a private tmpfs directory and passes its path instead.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{IsTerminal as _, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+
+use clap::Args;
+use rand_core::RngCore as _;
+use zafe_client::Client;
+use zafe_client::mask::{MIN_MASKED_LEN, MaskOptions, MaskSet};
+use zafe_core::dotenv;
+use zafe_core::reference::{DEFAULT_PROJECT_MOUNT, Reference};
+use zeroize::Zeroizing;
+
+use crate::child;
+
+/// A reference could not be resolved (missing, forbidden or malformed);
+/// the command did not run.
+pub const EXIT_UNRESOLVED: u8 = 121;
+/// Zafe failed before the command could start (an env file, the server,
+/// the files directory).
+pub const EXIT_ZAFE_FAILED: u8 = 125;
+
+/// Zafe's own credentials: never passed to the child unless asked.
+pub const ZAFE_CREDENTIALS: [&str; 4] = ["ZAFE_TOKEN", "ZAFE_ADDR", "VAULT_TOKEN", "VAULT_ADDR"];
+
+pub const EXAMPLES: &str = "\
+Examples:
+  zafe run -- npm start                       References in the environment are resolved
+  zafe run --env-file .env.zafe -- ./server   References from an env file
+  zafe run --project myapp --env dev -- env   Every key of myapp/dev
+  zafe run --files --env-file .env.zafe -- ./app
+                                              Each secret is a file; the variable holds its path
+  zafe run --no-mask -- psql                  Run the command in Zafe's place, output unmasked
+
+Output is masked by default: every secret value, and its base64, hex, URL-encoded and reversed
+forms, becomes *** (values shorter than 4 bytes are not masked). When stdout is a terminal the
+command gets a pseudo-terminal, so colours and prompts work.
+
+Exit codes: the command's own exit code (128+N when killed by signal N);
+  121  a reference could not be resolved (missing or forbidden); the command did not run
+  125  zafe failed before the command started (env file, server, files directory)
+  126  the command could not be executed
+  127  the command was not found";
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A dotenv file whose values (plain or `zafe://` references) the command gets; repeatable,
+    /// later files win
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
+
+    /// Give the command every key of this project's environment (needs --env)
+    #[arg(long, value_name = "SLUG", requires = "environment")]
+    pub project: Option<String>,
+
+    /// The project's environment (with --project)
+    #[arg(long = "env", value_name = "ENV", requires = "project")]
+    pub environment: Option<String>,
+
+    /// Do not mask the command's output: Zafe replaces itself with the command
+    #[arg(long, env = "ZAFE_RUN_NO_MASK", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_mask: bool,
+
+    /// Pass each secret as a file on a private tmpfs directory (0700, files 0400); the variable
+    /// holds the file's path. The directory is removed when the command exits.
+    #[arg(long)]
+    pub files: bool,
+
+    /// Also pass Zafe's own ZAFE_TOKEN/ZAFE_ADDR/VAULT_TOKEN/VAULT_ADDR to the command
+    #[arg(long)]
+    pub pass_zafe_env: bool,
+
+    /// The command and its arguments
+    #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// One variable for the child: a plain value, or a reference to resolve.
+enum Source {
+    Plain(OsString),
+    Reference(String),
+}
+
+/// What went wrong before the command started, with the exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn zafe(message: impl Into<String>) -> Self {
+        Self {
+            code: EXIT_ZAFE_FAILED,
+            message: message.into(),
+        }
+    }
+}
+
+pub async fn run(args: RunArgs, client: impl FnOnce() -> anyhow::Result<Client>) -> ExitCode {
+    match prepare_and_run(args, client).await {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            eprintln!("zafe run: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+async fn prepare_and_run(
+    args: RunArgs,
+    client: impl FnOnce() -> anyhow::Result<Client>,
+) -> Result<u8, Failure> {
+    let mut vars: BTreeMap<OsString, Source> = BTreeMap::new();
+    for (name, value) in std::env::vars_os() {
+        if let Some(text) = value.to_str()
+            && Reference::looks_like(text)
+        {
+            vars.insert(name, Source::Reference(text.to_string()));
+        }
+    }
+
+    let mut client_cell = Some(client);
+    let mut connected: Option<Client> = None;
+    let mut connect = || -> Result<&Client, Failure> {
+        if connected.is_none() {
+            let make = client_cell.take().expect("connected at most once");
+            connected = Some(make().map_err(|e| Failure::zafe(format!("{e:#}")))?);
+        }
+        Ok(connected.as_ref().expect("just set"))
+    };
+
+    if let (Some(project), Some(environment)) = (&args.project, &args.environment) {
+        let client = connect()?;
+        for key in list_keys(client, project, environment).await? {
+            let reference = Reference::project(project, environment, &key, None)
+                .map_err(|e| Failure::zafe(format!("key {key:?}: {e}")))?;
+            vars.insert(key.into(), Source::Reference(reference.to_string()));
+        }
+    }
+
+    for file in &args.env_files {
+        for (name, source) in read_env_file(file)? {
+            vars.insert(name.into(), source);
+        }
+    }
+
+    // Every reference once, resolved in one request.
+    let mut references: Vec<String> = vars
+        .values()
+        .filter_map(|s| match s {
+            Source::Reference(r) => Some(r.clone()),
+            Source::Plain(_) => None,
+        })
+        .collect();
+    references.sort();
+    references.dedup();
+    for reference in &references {
+        if let Err(e) = Reference::parse(reference) {
+            let names: Vec<String> = vars
+                .iter()
+                .filter(|(_, s)| matches!(s, Source::Reference(r) if r == reference))
+                .map(|(n, _)| n.to_string_lossy().into_owned())
+                .collect();
+            return Err(Failure {
+                code: EXIT_UNRESOLVED,
+                message: format!("{} holds an invalid reference: {e}", names.join(", ")),
+            });
+        }
+    }
+    let values = if references.is_empty() {
+        BTreeMap::new()
+    } else {
+        let client = connect()?;
+        resolve(client, &references).await?
+    };
+
+    let mask_set = Arc::new(MaskSet::new(
+        values.values().map(|v| v.as_bytes()),
+        MaskOptions::default(),
+    ));
+
+    // The secrets directory lives until this function returns, after the
+    // child exited (also when it was killed by a forwarded signal).
+    let secret_dir = if args.files && !values.is_empty() {
+        Some(SecretDir::create().map_err(Failure::zafe)?)
+    } else {
+        None
+    };
+
+    let (program, rest) = args.command.split_first().expect("clap requires a command");
+    let mut cmd = Command::new(program);
+    cmd.args(rest);
+    if !args.pass_zafe_env {
+        for name in ZAFE_CREDENTIALS {
+            cmd.env_remove(name);
+        }
+    }
+    for (name, source) in &vars {
+        match source {
+            Source::Plain(value) => {
+                cmd.env(name, value);
+            }
+            Source::Reference(reference) => {
+                let value = &values[reference];
+                match &secret_dir {
+                    Some(dir) => {
+                        let path = dir.write(name, value).map_err(Failure::zafe)?;
+                        cmd.env(name, path);
+                    }
+                    None => {
+                        cmd.env(name, value.as_str());
+                    }
+                }
+            }
+        }
+    }
+
+    if args.no_mask {
+        if secret_dir.is_none() {
+            let (code, message) = child::exec(cmd);
+            return Err(Failure { code, message });
+        }
+        return child::run_inherited(cmd)
+            .await
+            .map_err(|(code, message)| Failure { code, message });
+    }
+
+    if mask_set.skipped_short() > 0 {
+        let short: Vec<String> = vars
+            .iter()
+            .filter(|(_, s)| {
+                matches!(s, Source::Reference(r) if !values[r].is_empty() && values[r].len() < MIN_MASKED_LEN)
+            })
+            .map(|(n, _)| n.to_string_lossy().into_owned())
+            .collect();
+        eprintln!(
+            "zafe run: not masking values shorter than {MIN_MASKED_LEN} bytes: {}",
+            short.join(", ")
+        );
+    }
+    let _ = std::io::stderr().flush();
+    let pty = std::io::stdout().is_terminal();
+    let result = child::run_masked(cmd, mask_set, pty).await;
+    drop(secret_dir);
+    result.map_err(|(code, message)| Failure { code, message })
+}
+
+/// Reads one env file: plain values pass through, references are resolved.
+fn read_env_file(path: &Path) -> Result<Vec<(String, Source)>, Failure> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| Failure::zafe(format!("cannot read {}: {e}", path.display())))?,
+    );
+    let document = dotenv::parse(&text)
+        .map_err(|e| Failure::zafe(format!("{}: {e}", path.display())))?;
+    Ok(document
+        .assignments()
+        .map(|a| {
+            let value = a.value().expose();
+            let source = if Reference::looks_like(value) {
+                Source::Reference(value.to_string())
+            } else {
+                Source::Plain(value.into())
+            };
+            (a.key().to_string(), source)
+        })
+        .collect())
+}
+
+/// The keys of a project environment (`LIST <mount>/metadata/<p>/<e>/`).
+async fn list_keys(client: &Client, project: &str, environment: &str) -> Result<Vec<String>, Failure> {
+    let path = format!(
+        "/v1/{DEFAULT_PROJECT_MOUNT}/metadata/{}/{}/?list=true",
+        zafe_client::path::encode_segment(project),
+        zafe_client::path::encode_segment(environment)
+    );
+    let listed = client
+        .request_json(zafe_client::Method::GET, &path, None)
+        .await
+        .map_err(|e| match e {
+            zafe_client::Error::ServerError { status: 404, .. } => Failure {
+                code: EXIT_UNRESOLVED,
+                message: format!("no keys found in {project}/{environment}"),
+            },
+            e => Failure::zafe(e.to_string()),
+        })?;
+    let keys = listed
+        .as_ref()
+        .and_then(|v| v["data"]["keys"].as_array())
+        .map(|keys| {
+            keys.iter()
+                .filter_map(|k| k.as_str())
+                .filter(|k| !k.ends_with('/'))
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(keys)
+}
+
+/// Resolves every reference in one request. A missing or forbidden
+/// reference fails the whole batch, naming references only.
+async fn resolve(
+    client: &Client,
+    references: &[String],
+) -> Result<BTreeMap<String, Zeroizing<String>>, Failure> {
+    client.resolve(references).await.map_err(|e| match e {
+        zafe_client::Error::ServerError {
+            status: 400 | 403 | 404,
+            ..
+        } => Failure {
+            code: EXIT_UNRESOLVED,
+            message: format!("cannot resolve the command's secrets: {e}"),
+        },
+        e => Failure::zafe(e.to_string()),
+    })
+}
+
+/// A private directory on tmpfs holding one file per secret; removed on drop.
+struct SecretDir {
+    path: PathBuf,
+}
+
+impl SecretDir {
+    /// `$XDG_RUNTIME_DIR` (per-user, tmpfs on systemd systems), else
+    /// `/dev/shm`; either must be tmpfs, so secrets never reach a disk.
+    fn create() -> Result<Self, String> {
+        let candidates = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .into_iter()
+            .chain([PathBuf::from("/dev/shm")]);
+        for base in candidates {
+            let on_tmpfs = nix::sys::statfs::statfs(&base)
+                .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+            if !on_tmpfs {
+                continue;
+            }
+            let mut random = [0u8; 12];
+            rand_core::OsRng.fill_bytes(&mut random);
+            let path = base.join(format!("zafe-run-{}", hex::encode(random)));
+            // mkdir fails if anything (a planted symlink too) is already there.
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            return Ok(Self { path });
+        }
+        Err("--files needs a tmpfs for the secrets: neither $XDG_RUNTIME_DIR nor /dev/shm is one".into())
+    }
+
+    /// Writes one secret (mode 0400) and returns its path.
+    fn write(&self, name: &std::ffi::OsStr, value: &str) -> Result<PathBuf, String> {
+        let file_name = name.to_string_lossy();
+        if file_name.is_empty() || file_name.contains('/') || file_name.starts_with('.') {
+            return Err(format!("{file_name:?} cannot be a file name"));
+        }
+        let path = self.path.join(file_name.as_ref());
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o400)
+            .open(&path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        file.write_all(value.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(path)
+    }
+}
+
+impl Drop for SecretDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
