@@ -9,17 +9,22 @@
 //! - [`shamir`]: splitting the root key into unseal shares.
 //! - [`identity`]: the server's Ed25519 identity and its signed proofs.
 //! - [`token`]: the format of every bearer token Zafe issues.
+//! - [`reference`]: `zafe://` references, the one parser (R-DEV-1).
+//! - [`dotenv`]: the `.env` parser and writer with a lossless document model (R-DEV-2).
 //! - [`encoding`]: the one length-prefixed encoding used under every MAC and
 //!   signature, so that no two field lists can ever encode to the same bytes.
 
 pub mod crypto;
+pub mod dotenv;
 pub mod encoding;
 pub mod identity;
 pub mod keyring;
 pub mod policy;
+pub mod reference;
 pub mod secret;
 pub mod shamir;
 pub mod token;
 
 pub use crypto::CryptoError;
-pub use secret::SecretKey;
+pub use reference::Reference;
+pub use secret::{SecretKey, SecretString};

@@ -75,6 +75,47 @@ impl std::fmt::Debug for SecretKey {
     }
 }
 
+/// A secret value as text (a resolved `zafe://` reference, a value read from
+/// a `.env` file): zeroized when dropped, `Debug` shows a placeholder, and the
+/// text is reached only through [`SecretString::expose`], so every use of the
+/// plaintext is visible in review. Not mlock'ed: values can be large and many.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretString {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl From<&str> for SecretString {
+    fn from(value: &str) -> Self {
+        Self(value.to_string())
+    }
+}
+
+impl Drop for SecretString {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretString(<redacted>)")
+    }
+}
+
 /// Best effort: `mlock` fails without CAP_IPC_LOCK once RLIMIT_MEMLOCK is used
 /// up, and then the key is still zeroized on drop, just swappable.
 #[cfg(unix)]
@@ -98,6 +139,13 @@ mod tests {
         let key = SecretKey::from_bytes(&[0xAB; KEY_LEN]);
         let shown = format!("{key:?}");
         assert!(!shown.contains("171") && !shown.to_lowercase().contains("ab"));
+    }
+
+    #[test]
+    fn secret_string_debug_is_redacted() {
+        let value = SecretString::from("hunter2");
+        assert!(!format!("{value:?}").contains("hunter2"));
+        assert_eq!(value.expose(), "hunter2");
     }
 
     #[test]
