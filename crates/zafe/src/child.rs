@@ -127,7 +127,7 @@ pub async fn run_masked(
             done.clone(),
         );
         if let Some(stdin) = child.stdin.take() {
-            forward_stdin(stdin.into(), false);
+            forward_stdin(stdin.into());
         }
         let status = supervise(child, None).await;
         done.store(true, Ordering::SeqCst);
@@ -146,18 +146,23 @@ async fn run_pty(mut cmd: Command, set: Arc<MaskSet>) -> io::Result<u8> {
         None
     };
     let pty = nix::pty::openpty(winsize.as_ref(), saved.as_ref()).map_err(io::Error::from)?;
-    cmd.stdin(Stdio::from(pty.slave.try_clone()?))
-        .stdout(Stdio::from(pty.slave.try_clone()?))
+    // A terminal stdin is forwarded keystroke by keystroke through the pty;
+    // any other stdin (a file, a pipe) the child reads directly, with its
+    // real end.
+    if stdin_tty {
+        cmd.stdin(Stdio::from(pty.slave.try_clone()?));
+    }
+    cmd.stdout(Stdio::from(pty.slave.try_clone()?))
         .stderr(Stdio::from(pty.slave));
     // SAFETY: only async-signal-safe calls (setsid, ioctl) between fork and
     // exec. The child leads a new session whose controlling terminal is the
-    // pty slave, already its fd 0.
+    // pty slave, already its fd 1.
     unsafe {
         cmd.pre_exec(|| {
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
-            if libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
+            if libc::ioctl(1, libc::TIOCSCTTY as _, 0) < 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
@@ -182,7 +187,9 @@ async fn run_pty(mut cmd: Command, set: Arc<MaskSet>) -> io::Result<u8> {
         set,
         done.clone(),
     );
-    forward_stdin(master.try_clone()?, true);
+    if stdin_tty {
+        forward_stdin(master.try_clone()?);
+    }
     let status = supervise(child, Some(master)).await;
     done.store(true, Ordering::SeqCst);
     join(out).await;
@@ -303,9 +310,8 @@ async fn join(handle: std::thread::JoinHandle<()>) {
 }
 
 /// Copies Zafe's stdin to `dst` on a thread of its own (it may block
-/// forever on a terminal; the process exits without waiting for it). At the
-/// end of a non-terminal stdin, a pty gets its end-of-file character.
-fn forward_stdin(dst: OwnedFd, pty: bool) {
+/// forever on a terminal; the process exits without waiting for it).
+fn forward_stdin(dst: OwnedFd) {
     std::thread::spawn(move || {
         let mut dst = std::fs::File::from(dst);
         let mut stdin = io::stdin().lock();
@@ -321,10 +327,6 @@ fn forward_stdin(dst: OwnedFd, pty: bool) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             }
-        }
-        if pty {
-            // VEOF (Ctrl-D) at the start of a line ends the child's input.
-            let _ = dst.write_all(b"\n\x04");
         }
     });
 }

@@ -134,6 +134,10 @@ Examples:
     )]
     Secrets(SecretsCmd),
 
+    /// Run a command with the secrets its environment and env files refer to (output masked)
+    #[command(after_help = crate::run::EXAMPLES)]
+    Run(crate::run::RunArgs),
+
     /// Encrypt, decrypt, sign and verify with named keys kept by the server (transit engine)
     #[command(after_help = crate::transit::EXAMPLES)]
     Transit(crate::transit::TransitArgs),

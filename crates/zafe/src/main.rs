@@ -8,11 +8,13 @@
 mod admin;
 mod approle;
 mod audit;
+mod child;
 mod cli;
 mod kv;
 mod login;
 mod operator;
 mod output;
+mod run;
 mod server_id;
 mod service_account;
 mod status;
@@ -44,6 +46,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let out = Out::new(cli.global.format, cli.global.no_color);
     match cli.command {
         Command::Server(args) => return server(args).await,
+        Command::Run(args) => {
+            let global = &cli.global;
+            return Ok(run::run(args, || client(global, None)).await);
+        }
         Command::Audit(cmd) => {
             let global = &cli.global;
             return audit::run(cmd, || client(global, None), global.server_id.clone(), out).await;

@@ -141,18 +141,14 @@ async fn prepare_and_run(
         }
     }
 
-    let mut client_cell = Some(client);
-    let mut connected: Option<Client> = None;
-    let mut connect = || -> Result<&Client, Failure> {
-        if connected.is_none() {
-            let make = client_cell.take().expect("connected at most once");
-            connected = Some(make().map_err(|e| Failure::zafe(format!("{e:#}")))?);
-        }
-        Ok(connected.as_ref().expect("just set"))
+    // The server is contacted only when there is something to resolve.
+    let mut server = LazyClient {
+        make: Some(client),
+        client: None,
     };
 
     if let (Some(project), Some(environment)) = (&args.project, &args.environment) {
-        let client = connect()?;
+        let client = server.get()?;
         for key in list_keys(client, project, environment).await? {
             let reference = Reference::project(project, environment, &key, None)
                 .map_err(|e| Failure::zafe(format!("key {key:?}: {e}")))?;
@@ -192,7 +188,7 @@ async fn prepare_and_run(
     let values = if references.is_empty() {
         BTreeMap::new()
     } else {
-        let client = connect()?;
+        let client = server.get()?;
         resolve(client, &references).await?
     };
 
@@ -267,14 +263,30 @@ async fn prepare_and_run(
     result.map_err(|(code, message)| Failure { code, message })
 }
 
+struct LazyClient<F> {
+    make: Option<F>,
+    client: Option<Client>,
+}
+
+impl<F: FnOnce() -> anyhow::Result<Client>> LazyClient<F> {
+    fn get(&mut self) -> Result<&Client, Failure> {
+        if let Some(make) = self.make.take() {
+            self.client = Some(make().map_err(|e| Failure::zafe(format!("{e:#}")))?);
+        }
+        self.client
+            .as_ref()
+            .ok_or_else(|| Failure::zafe("no client"))
+    }
+}
+
 /// Reads one env file: plain values pass through, references are resolved.
 fn read_env_file(path: &Path) -> Result<Vec<(String, Source)>, Failure> {
     let text = Zeroizing::new(
         std::fs::read_to_string(path)
             .map_err(|e| Failure::zafe(format!("cannot read {}: {e}", path.display())))?,
     );
-    let document = dotenv::parse(&text)
-        .map_err(|e| Failure::zafe(format!("{}: {e}", path.display())))?;
+    let document =
+        dotenv::parse(&text).map_err(|e| Failure::zafe(format!("{}: {e}", path.display())))?;
     Ok(document
         .assignments()
         .map(|a| {
@@ -290,7 +302,11 @@ fn read_env_file(path: &Path) -> Result<Vec<(String, Source)>, Failure> {
 }
 
 /// The keys of a project environment (`LIST <mount>/metadata/<p>/<e>/`).
-async fn list_keys(client: &Client, project: &str, environment: &str) -> Result<Vec<String>, Failure> {
+async fn list_keys(
+    client: &Client,
+    project: &str,
+    environment: &str,
+) -> Result<Vec<String>, Failure> {
     let path = format!(
         "/v1/{DEFAULT_PROJECT_MOUNT}/metadata/{}/{}/?list=true",
         zafe_client::path::encode_segment(project),
@@ -326,16 +342,43 @@ async fn resolve(
     client: &Client,
     references: &[String],
 ) -> Result<BTreeMap<String, Zeroizing<String>>, Failure> {
-    client.resolve(references).await.map_err(|e| match e {
-        zafe_client::Error::ServerError {
-            status: 400 | 403 | 404,
-            ..
-        } => Failure {
+    let body = serde_json::json!({ "references": references });
+    let answer = client
+        .request_json(zafe_client::Method::POST, "/v1/sys/resolve", Some(&body))
+        .await
+        .map_err(|e| match e {
+            zafe_client::Error::ServerError {
+                status: 400 | 403 | 404,
+                ..
+            } => Failure {
+                code: EXIT_UNRESOLVED,
+                message: format!("cannot resolve the command's secrets: {e}"),
+            },
+            e => Failure::zafe(e.to_string()),
+        })?;
+    let mut values = BTreeMap::new();
+    if let Some(map) = answer
+        .as_ref()
+        .and_then(|a| a["data"]["values"].as_object())
+    {
+        for (reference, value) in map {
+            if let Some(value) = value.as_str() {
+                values.insert(reference.clone(), Zeroizing::new(value.to_string()));
+            }
+        }
+    }
+    let missing: Vec<&str> = references
+        .iter()
+        .filter(|r| !values.contains_key(*r))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(Failure {
             code: EXIT_UNRESOLVED,
-            message: format!("cannot resolve the command's secrets: {e}"),
-        },
-        e => Failure::zafe(e.to_string()),
-    })
+            message: format!("the server returned no value for {}", missing.join(", ")),
+        });
+    }
+    Ok(values)
 }
 
 /// A private directory on tmpfs holding one file per secret; removed on drop.
@@ -367,7 +410,10 @@ impl SecretDir {
                 .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
             return Ok(Self { path });
         }
-        Err("--files needs a tmpfs for the secrets: neither $XDG_RUNTIME_DIR nor /dev/shm is one".into())
+        Err(
+            "--files needs a tmpfs for the secrets: neither $XDG_RUNTIME_DIR nor /dev/shm is one"
+                .into(),
+        )
     }
 
     /// Writes one secret (mode 0400) and returns its path.
