@@ -98,24 +98,188 @@ pub struct RunArgs {
 }
 
 /// One variable for the child: a plain value, or a reference to resolve.
-enum Source {
+#[derive(Clone)]
+pub enum Source {
     Plain(OsString),
     Reference(String),
 }
 
 /// What went wrong before the command started, with the exit code.
-struct Failure {
-    code: u8,
-    message: String,
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
 }
 
 impl Failure {
-    fn zafe(message: impl Into<String>) -> Self {
+    pub fn zafe(message: impl Into<String>) -> Self {
         Self {
             code: EXIT_ZAFE_FAILED,
             message: message.into(),
         }
     }
+
+    fn unresolved(message: impl Into<String>) -> Self {
+        Self {
+            code: EXIT_UNRESOLVED,
+            message: message.into(),
+        }
+    }
+}
+
+/// Variables collected without the server: references in Zafe's own
+/// environment, and every assignment of the env files.
+pub struct Local {
+    inherited: BTreeMap<OsString, Source>,
+    files: BTreeMap<OsString, Source>,
+}
+
+impl Local {
+    pub fn collect(env_files: &[PathBuf]) -> Result<Self, Failure> {
+        let mut inherited = BTreeMap::new();
+        for (name, value) in std::env::vars_os() {
+            if let Some(text) = value.to_str()
+                && Reference::looks_like(text)
+            {
+                inherited.insert(name, Source::Reference(text.to_string()));
+            }
+        }
+        let mut files = BTreeMap::new();
+        for file in env_files {
+            for (name, source) in read_env_file(file)? {
+                files.insert(name.into(), source);
+            }
+        }
+        Ok(Self { inherited, files })
+    }
+
+    pub fn has_references(&self) -> bool {
+        self.inherited
+            .values()
+            .chain(self.files.values())
+            .any(|s| matches!(s, Source::Reference(_)))
+    }
+}
+
+/// Every variable the child gets, with every reference resolved.
+pub struct Prepared {
+    vars: BTreeMap<OsString, Source>,
+    values: BTreeMap<String, Zeroizing<String>>,
+}
+
+impl Prepared {
+    /// Adds a project environment's keys (below the env files) and resolves
+    /// every reference in one request. `client` may be `None` only when
+    /// there is nothing to ask the server.
+    pub async fn resolve(
+        local: Local,
+        project: Option<(&str, &str)>,
+        client: Option<&Client>,
+    ) -> Result<Self, Failure> {
+        let mut vars = local.inherited;
+        if let Some((project, environment)) = project {
+            let client = client.ok_or_else(|| Failure::zafe("no client"))?;
+            for key in list_keys(client, project, environment).await? {
+                let reference = Reference::project(project, environment, &key, None)
+                    .map_err(|e| Failure::zafe(format!("key {key:?}: {e}")))?;
+                vars.insert(key.into(), Source::Reference(reference.to_string()));
+            }
+        }
+        vars.extend(local.files);
+
+        let mut references: Vec<String> = vars
+            .values()
+            .filter_map(|s| match s {
+                Source::Reference(r) => Some(r.clone()),
+                Source::Plain(_) => None,
+            })
+            .collect();
+        references.sort();
+        references.dedup();
+        for reference in &references {
+            if let Err(e) = Reference::parse(reference) {
+                let names = names_holding(&vars, reference);
+                return Err(Failure::unresolved(format!(
+                    "{names} holds an invalid reference: {e}"
+                )));
+            }
+        }
+        let values = if references.is_empty() {
+            BTreeMap::new()
+        } else {
+            let client = client.ok_or_else(|| Failure::zafe("no client"))?;
+            resolve(client, &references).await?
+        };
+        Ok(Self { vars, values })
+    }
+
+    /// The resolved secret values.
+    pub fn values(&self) -> impl Iterator<Item = &str> {
+        self.values.values().map(|v| v.as_str())
+    }
+
+    pub fn mask_set(&self, options: MaskOptions) -> MaskSet {
+        MaskSet::new(self.values().map(str::as_bytes), options)
+    }
+
+    /// Names of variables whose values are too short to mask.
+    pub fn unmasked_short(&self) -> Vec<String> {
+        self.vars
+            .iter()
+            .filter(|(_, s)| {
+                matches!(s, Source::Reference(r)
+                    if !self.values[r].is_empty() && self.values[r].len() < MIN_MASKED_LEN)
+            })
+            .map(|(n, _)| n.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// The command with its environment: Zafe's own minus its credentials
+    /// (unless `pass_zafe_env`), plus every variable, secrets as values or,
+    /// with `secret_dir`, as paths of files holding them.
+    pub fn command(
+        &self,
+        argv: &[OsString],
+        pass_zafe_env: bool,
+        secret_dir: Option<&SecretDir>,
+    ) -> Result<Command, Failure> {
+        let (program, rest) = argv
+            .split_first()
+            .ok_or_else(|| Failure::zafe("no command given"))?;
+        let mut cmd = Command::new(program);
+        cmd.args(rest);
+        if !pass_zafe_env {
+            for name in ZAFE_CREDENTIALS {
+                cmd.env_remove(name);
+            }
+        }
+        for (name, source) in &self.vars {
+            match source {
+                Source::Plain(value) => {
+                    cmd.env(name, value);
+                }
+                Source::Reference(reference) => {
+                    let value = &self.values[reference];
+                    match secret_dir {
+                        Some(dir) => {
+                            cmd.env(name, dir.write(name, value).map_err(Failure::zafe)?);
+                        }
+                        None => {
+                            cmd.env(name, value.as_str());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(cmd)
+    }
+}
+
+fn names_holding(vars: &BTreeMap<OsString, Source>, reference: &str) -> String {
+    vars.iter()
+        .filter(|(_, s)| matches!(s, Source::Reference(r) if r == reference))
+        .map(|(n, _)| n.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub async fn run(args: RunArgs, client: impl FnOnce() -> anyhow::Result<Client>) -> ExitCode {
@@ -132,106 +296,24 @@ async fn prepare_and_run(
     args: RunArgs,
     client: impl FnOnce() -> anyhow::Result<Client>,
 ) -> Result<u8, Failure> {
-    let mut vars: BTreeMap<OsString, Source> = BTreeMap::new();
-    for (name, value) in std::env::vars_os() {
-        if let Some(text) = value.to_str()
-            && Reference::looks_like(text)
-        {
-            vars.insert(name, Source::Reference(text.to_string()));
-        }
-    }
-
-    // The server is contacted only when there is something to resolve.
-    let mut server = LazyClient {
-        make: Some(client),
-        client: None,
-    };
-
-    if let (Some(project), Some(environment)) = (&args.project, &args.environment) {
-        let client = server.get()?;
-        for key in list_keys(client, project, environment).await? {
-            let reference = Reference::project(project, environment, &key, None)
-                .map_err(|e| Failure::zafe(format!("key {key:?}: {e}")))?;
-            vars.insert(key.into(), Source::Reference(reference.to_string()));
-        }
-    }
-
-    for file in &args.env_files {
-        for (name, source) in read_env_file(file)? {
-            vars.insert(name.into(), source);
-        }
-    }
-
-    // Every reference once, resolved in one request.
-    let mut references: Vec<String> = vars
-        .values()
-        .filter_map(|s| match s {
-            Source::Reference(r) => Some(r.clone()),
-            Source::Plain(_) => None,
-        })
-        .collect();
-    references.sort();
-    references.dedup();
-    for reference in &references {
-        if let Err(e) = Reference::parse(reference) {
-            let names: Vec<String> = vars
-                .iter()
-                .filter(|(_, s)| matches!(s, Source::Reference(r) if r == reference))
-                .map(|(n, _)| n.to_string_lossy().into_owned())
-                .collect();
-            return Err(Failure {
-                code: EXIT_UNRESOLVED,
-                message: format!("{} holds an invalid reference: {e}", names.join(", ")),
-            });
-        }
-    }
-    let values = if references.is_empty() {
-        BTreeMap::new()
+    let local = Local::collect(&args.env_files)?;
+    let project = args.project.as_deref().zip(args.environment.as_deref());
+    // The server is contacted only when there is something to ask it.
+    let client = if project.is_some() || local.has_references() {
+        Some(client().map_err(|e| Failure::zafe(format!("{e:#}")))?)
     } else {
-        let client = server.get()?;
-        resolve(client, &references).await?
+        None
     };
-
-    let mask_set = Arc::new(MaskSet::new(
-        values.values().map(|v| v.as_bytes()),
-        MaskOptions::default(),
-    ));
+    let prepared = Prepared::resolve(local, project, client.as_ref()).await?;
 
     // The secrets directory lives until this function returns, after the
     // child exited (also when it was killed by a forwarded signal).
-    let secret_dir = if args.files && !values.is_empty() {
+    let secret_dir = if args.files && !prepared.values.is_empty() {
         Some(SecretDir::create().map_err(Failure::zafe)?)
     } else {
         None
     };
-
-    let (program, rest) = args.command.split_first().expect("clap requires a command");
-    let mut cmd = Command::new(program);
-    cmd.args(rest);
-    if !args.pass_zafe_env {
-        for name in ZAFE_CREDENTIALS {
-            cmd.env_remove(name);
-        }
-    }
-    for (name, source) in &vars {
-        match source {
-            Source::Plain(value) => {
-                cmd.env(name, value);
-            }
-            Source::Reference(reference) => {
-                let value = &values[reference];
-                match &secret_dir {
-                    Some(dir) => {
-                        let path = dir.write(name, value).map_err(Failure::zafe)?;
-                        cmd.env(name, path);
-                    }
-                    None => {
-                        cmd.env(name, value.as_str());
-                    }
-                }
-            }
-        }
-    }
+    let cmd = prepared.command(&args.command, args.pass_zafe_env, secret_dir.as_ref())?;
 
     if args.no_mask {
         if secret_dir.is_none() {
@@ -243,40 +325,19 @@ async fn prepare_and_run(
             .map_err(|(code, message)| Failure { code, message });
     }
 
-    if mask_set.skipped_short() > 0 {
-        let short: Vec<String> = vars
-            .iter()
-            .filter(|(_, s)| {
-                matches!(s, Source::Reference(r) if !values[r].is_empty() && values[r].len() < MIN_MASKED_LEN)
-            })
-            .map(|(n, _)| n.to_string_lossy().into_owned())
-            .collect();
+    let short = prepared.unmasked_short();
+    if !short.is_empty() {
         eprintln!(
             "zafe run: not masking values shorter than {MIN_MASKED_LEN} bytes: {}",
             short.join(", ")
         );
     }
-    let _ = std::io::stderr().flush();
+    let mask_set = Arc::new(prepared.mask_set(MaskOptions::default()));
+    drop(prepared);
     let pty = std::io::stdout().is_terminal();
     let result = child::run_masked(cmd, mask_set, pty).await;
     drop(secret_dir);
     result.map_err(|(code, message)| Failure { code, message })
-}
-
-struct LazyClient<F> {
-    make: Option<F>,
-    client: Option<Client>,
-}
-
-impl<F: FnOnce() -> anyhow::Result<Client>> LazyClient<F> {
-    fn get(&mut self) -> Result<&Client, Failure> {
-        if let Some(make) = self.make.take() {
-            self.client = Some(make().map_err(|e| Failure::zafe(format!("{e:#}")))?);
-        }
-        self.client
-            .as_ref()
-            .ok_or_else(|| Failure::zafe("no client"))
-    }
 }
 
 /// Reads one env file: plain values pass through, references are resolved.
@@ -316,10 +377,9 @@ async fn list_keys(
         .request_json(zafe_client::Method::GET, &path, None)
         .await
         .map_err(|e| match e {
-            zafe_client::Error::ServerError { status: 404, .. } => Failure {
-                code: EXIT_UNRESOLVED,
-                message: format!("no keys found in {project}/{environment}"),
-            },
+            zafe_client::Error::ServerError { status: 404, .. } => {
+                Failure::unresolved(format!("no keys found in {project}/{environment}"))
+            }
             e => Failure::zafe(e.to_string()),
         })?;
     let keys = listed
@@ -382,14 +442,14 @@ async fn resolve(
 }
 
 /// A private directory on tmpfs holding one file per secret; removed on drop.
-struct SecretDir {
+pub struct SecretDir {
     path: PathBuf,
 }
 
 impl SecretDir {
     /// `$XDG_RUNTIME_DIR` (per-user, tmpfs on systemd systems), else
     /// `/dev/shm`; either must be tmpfs, so secrets never reach a disk.
-    fn create() -> Result<Self, String> {
+    pub fn create() -> Result<Self, String> {
         let candidates = std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
             .into_iter()
