@@ -138,6 +138,14 @@ Examples:
     #[command(after_help = crate::run::EXAMPLES)]
     Run(crate::run::RunArgs),
 
+    /// Serve the Model Context Protocol on stdio for AI coding assistants (no tool returns a value)
+    #[command(after_help = crate::mcp::EXAMPLES)]
+    Mcp(crate::mcp::McpArgs),
+
+    /// Configure other tools to use Zafe
+    #[command(subcommand)]
+    Setup(SetupCmd),
+
     /// Encrypt, decrypt, sign and verify with named keys kept by the server (transit engine)
     #[command(after_help = crate::transit::EXAMPLES)]
     Transit(crate::transit::TransitArgs),
@@ -508,4 +516,11 @@ pub enum ServiceAccountCmd {
         #[arg(long)]
         accessor: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SetupCmd {
+    /// Print or write the configuration that registers `zafe mcp` with an AI editor
+    #[command(after_help = crate::setup::EXAMPLES)]
+    Mcp(crate::setup::SetupMcpArgs),
 }

@@ -12,11 +12,13 @@ mod child;
 mod cli;
 mod kv;
 mod login;
+mod mcp;
 mod operator;
 mod output;
 mod run;
 mod server_id;
 mod service_account;
+mod setup;
 mod status;
 mod token;
 mod transit;
@@ -46,6 +48,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let out = Out::new(cli.global.format, cli.global.no_color);
     match cli.command {
         Command::Server(args) => return server(args).await,
+        Command::Mcp(args) => {
+            mcp::serve(args, client(&cli.global, None)?).await?;
+        }
+        Command::Setup(crate::cli::SetupCmd::Mcp(args)) => {
+            let addr = cli.global.addr.clone().or_else(|| {
+                ["ZAFE_ADDR", "VAULT_ADDR"]
+                    .iter()
+                    .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+            });
+            setup::run(args, addr)?;
+        }
         Command::Run(args) => {
             let global = &cli.global;
             return Ok(run::run(args, || client(global, None)).await);
