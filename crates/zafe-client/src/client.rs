@@ -8,6 +8,7 @@
 //! pooled connection of the public client was never checked against the pin
 //! and must not carry a token.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -20,6 +21,8 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 use zafe_core::identity::IdentityProof;
+use zafe_core::reference::Reference;
+use zafe_core::secret::SecretString;
 
 use crate::config::{ClientConfig, Token, normalize_addr};
 use crate::error::{Error, Result, chain};
@@ -75,6 +78,9 @@ impl std::fmt::Debug for Client {
             .finish_non_exhaustive()
     }
 }
+
+/// References per `sys/resolve` request: the server's limit.
+pub const RESOLVE_BATCH: usize = 1000;
 
 impl Client {
     pub fn new(config: ClientConfig) -> Result<Self> {
@@ -315,6 +321,50 @@ impl Client {
         } else {
             Err(server_error(status, &body))
         }
+    }
+
+    /// Resolves `zafe://` references to their values with `POST
+    /// sys/resolve`: one request for up to [`RESOLVE_BATCH`] references (more
+    /// are sent in batches of that size). All or nothing: if any reference
+    /// is missing or forbidden the server names them and no value is
+    /// returned. Values are held as [`SecretString`]s (zeroized on drop,
+    /// redacted in `Debug`).
+    pub async fn resolve(
+        &self,
+        references: &[Reference],
+    ) -> Result<BTreeMap<Reference, SecretString>> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            data: Values,
+        }
+        #[derive(serde::Deserialize)]
+        struct Values {
+            values: BTreeMap<String, SecretString>,
+        }
+        self.require_token()?;
+        let unique: BTreeSet<&Reference> = references.iter().collect();
+        let unique: Vec<&Reference> = unique.into_iter().collect();
+        let mut resolved = BTreeMap::new();
+        for batch in unique.chunks(RESOLVE_BATCH) {
+            let texts: Vec<String> = batch.iter().map(|r| r.to_string()).collect();
+            let body = json!({ "references": texts });
+            let resp = self
+                .send(
+                    Method::POST,
+                    "/v1/sys/resolve",
+                    Some(&body),
+                    Channel::WithToken,
+                )
+                .await?;
+            let mut answer: Answer = self.read_json(resp).await?;
+            for (reference, text) in batch.iter().zip(&texts) {
+                let value = answer.data.values.remove(text).ok_or_else(|| {
+                    self.unexpected(StatusCode::OK, "an answer without a requested reference")
+                })?;
+                resolved.insert((*reference).clone(), value);
+            }
+        }
+        Ok(resolved)
     }
 
     /// Any request, over the verified channel, with the token if there is

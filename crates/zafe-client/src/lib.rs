@@ -19,10 +19,12 @@ pub mod pins;
 mod tls;
 mod types;
 
-pub use client::{Client, FetchedProof};
+pub use client::{Client, FetchedProof, RESOLVE_BATCH};
 pub use config::{ClientConfig, Flags, Token};
 pub use error::{Error, Result};
 pub use pins::{Checked, Pin, PinEvent, PinStore};
 pub use reqwest::Method;
 pub use types::{Health, InitResponse, SealStatus};
 pub use zafe_core::identity::{IdentityProof, VerifiedIdentity};
+pub use zafe_core::reference::Reference;
+pub use zafe_core::secret::SecretString;

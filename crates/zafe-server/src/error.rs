@@ -20,6 +20,10 @@ pub enum Error {
     /// Vault, so that probing reveals nothing.
     #[error("permission denied")]
     PermissionDenied,
+    /// A 403 that names what was denied, for callers who may know it: the
+    /// references of a `sys/resolve` request the caller sent itself.
+    #[error("{0}")]
+    Denied(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -58,7 +62,7 @@ impl Error {
             Error::BadRequest(_) | Error::AlreadyInitialized | Error::NotInitialized => {
                 StatusCode::BAD_REQUEST
             }
-            Error::PermissionDenied => StatusCode::FORBIDDEN,
+            Error::PermissionDenied | Error::Denied(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

@@ -58,6 +58,7 @@ pub enum RouteId {
     ServiceAccount,
     Leader,
     UiMounts,
+    Resolve,
 }
 
 /// A route: an exact path, or with `/*` a prefix whose rest is passed to
@@ -216,6 +217,14 @@ pub const ROUTES: &[Route] = &[
         operations: &[Read, Write, Delete],
         id: RouteId::ServiceAccount,
     },
+    // Authenticated only: every reference is authorised on its own KV path
+    // by the handler (crate::resolve).
+    Route {
+        path: "sys/resolve",
+        access: Access::Authenticated,
+        operations: &[Write],
+        id: RouteId::Resolve,
+    },
     Route {
         path: "sys/audit-log/export",
         access: Access::Sudo,
@@ -357,6 +366,10 @@ pub async fn dispatch(
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             Ok(ok(core.rekey_update(nonce, key).await?))
+        }
+        (RouteId::Resolve, _) => {
+            let caller = caller.as_ref().ok_or(Error::PermissionDenied)?;
+            crate::resolve::resolve(core, &req, caller).await
         }
         (RouteId::AuditExport, _) => crate::audit::api::export(core, &req).await,
         (RouteId::AuditVerify, _) => crate::audit::api::verify(core, &req).await,

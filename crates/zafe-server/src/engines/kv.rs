@@ -410,43 +410,70 @@ async fn data_read(view: &View, req: &Request, rest: &str) -> Result<Reply> {
             .parse::<i64>()
             .map_err(|_| Error::bad_request("version must be an integer"))?,
     };
+    let version = u64::try_from(requested).ok().filter(|&v| v > 0);
+    match read_secret_version(view, path, version).await? {
+        VersionRead::Missing => Ok(not_found()),
+        // Vault answers 404 with the version's metadata, so clients can
+        // tell "deleted" and "destroyed" from "never existed".
+        VersionRead::Gone { metadata } => Ok(Reply::Json(
+            StatusCode::NOT_FOUND,
+            envelope(
+                &req.request_id,
+                Some(json!({ "data": null, "metadata": metadata })),
+                None,
+                None,
+            ),
+        )),
+        VersionRead::Live { data, metadata } => Ok(data_reply(
+            req,
+            json!({ "data": data, "metadata": metadata }),
+            None,
+        )),
+    }
+}
+
+/// One version of a secret, as [`read_secret_version`] found it.
+pub enum VersionRead {
+    /// No such secret or version, or not a valid secret path.
+    Missing,
+    /// The version exists but is deleted or destroyed; its metadata.
+    Gone { metadata: Value },
+    /// The version's data and metadata.
+    Live {
+        data: Map<String, Value>,
+        metadata: Value,
+    },
+}
+
+/// Reads one version (`None`: the current one) of the secret at `path`
+/// through the mount's view. `GET data/<path>` and `sys/resolve` both read
+/// through here, so there is one way to read a KV v2 secret. The caller has
+/// authorised the read.
+pub async fn read_secret_version(
+    view: &View,
+    path: &str,
+    version: Option<u64>,
+) -> Result<VersionRead> {
+    let Ok(path) = validate_path(path) else {
+        return Ok(VersionRead::Missing);
+    };
     // Twice at most: if the version record vanished between reading the
     // metadata and the record, a concurrent destroy or prune explains it.
     for attempt in 0..2 {
         let (Some(meta), _) = load_meta(view, path).await? else {
-            return Ok(not_found());
+            return Ok(VersionRead::Missing);
         };
-        let version = if requested <= 0 {
-            meta.current_version
-        } else {
-            requested as u64
-        };
+        let version = version.unwrap_or(meta.current_version);
         let Some(vm) = meta.versions.get(&version) else {
-            return Ok(not_found());
+            return Ok(VersionRead::Missing);
         };
         let now = now_nanos();
         let metadata = meta.version_json(version, vm);
         if !vm.is_live(now) {
-            // Vault answers 404 with the version's metadata, so clients can
-            // tell "deleted" and "destroyed" from "never existed".
-            return Ok(Reply::Json(
-                StatusCode::NOT_FOUND,
-                envelope(
-                    &req.request_id,
-                    Some(json!({ "data": null, "metadata": metadata })),
-                    None,
-                    None,
-                ),
-            ));
+            return Ok(VersionRead::Gone { metadata });
         }
         match read_version(view, path, &meta, version).await? {
-            Some(data) => {
-                return Ok(data_reply(
-                    req,
-                    json!({ "data": data, "metadata": metadata }),
-                    None,
-                ));
-            }
+            Some(data) => return Ok(VersionRead::Live { data, metadata }),
             None if attempt == 0 => continue,
             None => break,
         }

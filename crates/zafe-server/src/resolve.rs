@@ -1,0 +1,162 @@
+//! `POST sys/resolve`: many `zafe://` references in one request (R-DEV-3).
+//!
+//! ```text
+//! POST /v1/sys/resolve  {"references": ["zafe://app/dev/DB_URL", ...]}
+//! 200 {"data": {"values": {"zafe://app/dev/DB_URL": "..."}}}
+//! ```
+//!
+//! Each reference is parsed by the one parser (`zafe_core::reference`),
+//! authorised on its own KV data path (`<mount>/data/<path>`, capability
+//! `read`) through [`Core::authorize`], so service accounts may resolve what
+//! they may read, and read through the KV engine's
+//! [`read_secret_version`] on the mount's view: there is no second way to
+//! read a secret. All or nothing: if any reference is forbidden (403) or
+//! missing (404), the answer names those references and carries no value at
+//! all. Authorisation is decided for every reference before anything is
+//! read, so a forbidden reference never tells whether it exists.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use zafe_core::reference::{DEFAULT_PROJECT_MOUNT, KvLocation, Reference};
+
+use crate::core::{Core, Reply, Request};
+use crate::engine::data_reply;
+use crate::engines::kv::{VersionRead, read_secret_version};
+use crate::error::{Error, Result};
+use crate::policies::Capability;
+use crate::tokens::TokenEntry;
+
+/// The most references one request may resolve.
+pub const MAX_REFERENCES: usize = 1000;
+
+/// How many references an error message names before "and N more".
+const NAMED_IN_ERRORS: usize = 20;
+
+pub async fn resolve(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Result<Reply> {
+    let texts = reference_texts(req)?;
+    if texts.len() > MAX_REFERENCES {
+        return Err(Error::bad_request(format!(
+            "at most {MAX_REFERENCES} references can be resolved in one request"
+        )));
+    }
+    // Parse everything first: a malformed reference fails the request
+    // before any read. Identical references (in any spelling) are read once.
+    let mut unique: BTreeMap<Reference, Vec<&str>> = BTreeMap::new();
+    for (index, text) in texts.iter().enumerate() {
+        let reference = Reference::parse(text).map_err(|error| {
+            Error::bad_request(format!(
+                "references[{index}] is not a valid reference: {error}"
+            ))
+        })?;
+        unique.entry(reference).or_default().push(text);
+    }
+
+    let mut located = Vec::with_capacity(unique.len());
+    let mut forbidden = BTreeSet::new();
+    for reference in unique.keys() {
+        let location = reference.kv_location(&project_mount(reference));
+        let acl_path = format!("{}/data/{}", location.mount, location.path);
+        match core
+            .authorize(caller, &acl_path, Capability::Read, false)
+            .await
+        {
+            Ok(()) => located.push((reference, location)),
+            Err(Error::PermissionDenied) => {
+                forbidden.insert(reference.to_string());
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    if !forbidden.is_empty() {
+        return Err(Error::Denied(format!(
+            "permission denied for {}",
+            name_references(&forbidden)
+        )));
+    }
+
+    let router = core.router().await?;
+    let mut values = Map::new();
+    let mut missing = BTreeSet::new();
+    for (reference, location) in located {
+        match read_field(core, &router, &location).await? {
+            Some(value) => {
+                for text in &unique[reference] {
+                    values.insert((*text).to_string(), Value::String(value.clone()));
+                }
+            }
+            None => {
+                missing.insert(reference.to_string());
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::NotFound(format!(
+            "no value for {}",
+            name_references(&missing)
+        )));
+    }
+    Ok(data_reply(req, json!({ "values": values })))
+}
+
+/// `{"references": [strings]}`, nothing else.
+fn reference_texts(req: &Request) -> Result<Vec<&str>> {
+    let invalid = || Error::bad_request("the body must be {\"references\": [\"zafe://...\", ...]}");
+    let list = req
+        .field("references")
+        .and_then(Value::as_array)
+        .ok_or_else(invalid)?;
+    list.iter()
+        .map(|item| item.as_str().ok_or_else(invalid))
+        .collect()
+}
+
+/// The mount a project reference's project lives on.
+// The project registry (sys/projects/project/<slug>) records a mount per
+// project; until it is merged here every project uses the default mount.
+fn project_mount(_reference: &Reference) -> String {
+    DEFAULT_PROJECT_MOUNT.to_string()
+}
+
+/// The text of one field of one version, if the mount is a KV mount, the
+/// version is live and the field exists. Strings are returned as they are,
+/// other JSON values as compact JSON text.
+async fn read_field(
+    core: &Arc<Core>,
+    router: &crate::mounts::Router,
+    location: &KvLocation,
+) -> Result<Option<String>> {
+    let mount_path = format!("{}/", location.mount);
+    let Some((mounted, rest)) = router.resolve(&mount_path) else {
+        return Ok(None);
+    };
+    if mounted.entry.kind != "kv" || !rest.is_empty() {
+        return Ok(None);
+    }
+    let view = crate::mounts::view_for(core, &mounted.entry);
+    let VersionRead::Live { data, .. } =
+        read_secret_version(&view, &location.path, location.version).await?
+    else {
+        return Ok(None);
+    };
+    Ok(data.get(&location.field).map(|value| match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }))
+}
+
+fn name_references(references: &BTreeSet<String>) -> String {
+    let mut named: Vec<&str> = references
+        .iter()
+        .take(NAMED_IN_ERRORS)
+        .map(String::as_str)
+        .collect();
+    let more = references.len().saturating_sub(NAMED_IN_ERRORS);
+    let more_text;
+    if more > 0 {
+        more_text = format!("and {more} more");
+        named.push(&more_text);
+    }
+    named.join(", ")
+}
