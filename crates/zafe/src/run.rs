@@ -31,6 +31,7 @@ use zafe_client::Client;
 use zafe_client::mask::{MIN_MASKED_LEN, MaskOptions, MaskSet};
 use zafe_core::dotenv;
 use zafe_core::reference::{DEFAULT_PROJECT_MOUNT, Reference};
+use zafe_core::secret::SecretString;
 use zeroize::Zeroizing;
 
 use crate::child;
@@ -163,7 +164,7 @@ impl Local {
 /// Every variable the child gets, with every reference resolved.
 pub struct Prepared {
     vars: BTreeMap<OsString, Source>,
-    values: BTreeMap<String, Zeroizing<String>>,
+    values: BTreeMap<String, SecretString>,
 }
 
 impl Prepared {
@@ -214,7 +215,7 @@ impl Prepared {
 
     /// The resolved secret values.
     pub fn values(&self) -> impl Iterator<Item = &str> {
-        self.values.values().map(|v| v.as_str())
+        self.values.values().map(|v| v.expose())
     }
 
     pub fn mask_set(&self, options: MaskOptions) -> MaskSet {
@@ -227,7 +228,7 @@ impl Prepared {
             .iter()
             .filter(|(_, s)| {
                 matches!(s, Source::Reference(r)
-                    if !self.values[r].is_empty() && self.values[r].len() < MIN_MASKED_LEN)
+                    if !self.values[r].expose().is_empty() && self.values[r].expose().len() < MIN_MASKED_LEN)
             })
             .map(|(n, _)| n.to_string_lossy().into_owned())
             .collect()
@@ -261,10 +262,10 @@ impl Prepared {
                     let value = &self.values[reference];
                     match secret_dir {
                         Some(dir) => {
-                            cmd.env(name, dir.write(name, value).map_err(Failure::zafe)?);
+                            cmd.env(name, dir.write(name, value.expose()).map_err(Failure::zafe)?);
                         }
                         None => {
-                            cmd.env(name, value.as_str());
+                            cmd.env(name, value.expose());
                         }
                     }
                 }
@@ -396,48 +397,33 @@ async fn list_keys(
     Ok(keys)
 }
 
-/// Resolves every reference in one request. A missing or forbidden
-/// reference fails the whole batch, naming references only.
+/// Resolves every reference in one request (the client batches beyond its
+/// limit). A missing or forbidden reference fails the whole batch, naming
+/// references only. The answer is keyed by the references as written.
 async fn resolve(
     client: &Client,
     references: &[String],
-) -> Result<BTreeMap<String, Zeroizing<String>>, Failure> {
-    let body = serde_json::json!({ "references": references });
-    let answer = client
-        .request_json(zafe_client::Method::POST, "/v1/sys/resolve", Some(&body))
-        .await
-        .map_err(|e| match e {
-            zafe_client::Error::ServerError {
-                status: 400 | 403 | 404,
-                ..
-            } => Failure {
-                code: EXIT_UNRESOLVED,
-                message: format!("cannot resolve the command's secrets: {e}"),
-            },
-            e => Failure::zafe(e.to_string()),
-        })?;
-    let mut values = BTreeMap::new();
-    if let Some(map) = answer
-        .as_ref()
-        .and_then(|a| a["data"]["values"].as_object())
-    {
-        for (reference, value) in map {
-            if let Some(value) = value.as_str() {
-                values.insert(reference.clone(), Zeroizing::new(value.to_string()));
-            }
-        }
-    }
-    let missing: Vec<&str> = references
+) -> Result<BTreeMap<String, SecretString>, Failure> {
+    let parsed: Vec<Reference> = references
         .iter()
-        .filter(|r| !values.contains_key(*r))
-        .map(String::as_str)
-        .collect();
-    if !missing.is_empty() {
-        return Err(Failure {
-            code: EXIT_UNRESOLVED,
-            message: format!("the server returned no value for {}", missing.join(", ")),
-        });
+        .map(|r| Reference::parse(r).map_err(|e| Failure::unresolved(e.to_string())))
+        .collect::<Result<_, _>>()?;
+    let mut resolved = client.resolve(&parsed).await.map_err(|e| match e {
+        zafe_client::Error::ServerError {
+            status: 400 | 403 | 404,
+            ..
+        } => Failure::unresolved(format!("cannot resolve the command's secrets: {e}")),
+        e => Failure::zafe(e.to_string()),
+    })?;
+    let mut values = BTreeMap::new();
+    for (text, reference) in references.iter().zip(&parsed) {
+        let value = resolved
+            .get(reference)
+            .map(|v| SecretString::new(v.expose().to_string()))
+            .ok_or_else(|| Failure::unresolved(format!("the server returned no value for {text}")))?;
+        values.insert(text.clone(), value);
     }
+    resolved.clear();
     Ok(values)
 }
 
