@@ -87,10 +87,11 @@ pub fn exec(mut cmd: Command) -> (u8, String) {
 /// Runs the command with Zafe's stdio inherited (`--no-mask --files`, where
 /// Zafe must stay to remove the files), forwarding signals.
 pub async fn run_inherited(mut cmd: Command) -> Result<u8, (u8, String)> {
+    let signals = Signals::install();
     let child = cmd
         .spawn()
         .map_err(|e| spawn_failure(cmd.get_program(), &e))?;
-    let status = supervise(child, None).await;
+    let status = supervise(child, signals, None).await;
     Ok(exit_code(status))
 }
 
@@ -103,8 +104,11 @@ pub async fn run_masked(
 ) -> Result<u8, (u8, String)> {
     let program = cmd.get_program().to_os_string();
     let fail = |e: io::Error| spawn_failure(&program, &e);
+    // Handlers first: a signal that arrives while the child starts is
+    // forwarded once it runs, instead of killing Zafe.
+    let signals = Signals::install();
     if pty {
-        run_pty(cmd, set).await.map_err(fail)
+        run_pty(cmd, set, signals).await.map_err(fail)
     } else {
         let stdin_tty = io::stdin().is_terminal();
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -129,7 +133,7 @@ pub async fn run_masked(
         if let Some(stdin) = child.stdin.take() {
             forward_stdin(stdin.into());
         }
-        let status = supervise(child, None).await;
+        let status = supervise(child, signals, None).await;
         done.store(true, Ordering::SeqCst);
         join(out).await;
         join(err).await;
@@ -137,7 +141,7 @@ pub async fn run_masked(
     }
 }
 
-async fn run_pty(mut cmd: Command, set: Arc<MaskSet>) -> io::Result<u8> {
+async fn run_pty(mut cmd: Command, set: Arc<MaskSet>, signals: Signals) -> io::Result<u8> {
     let stdin_tty = io::stdin().is_terminal();
     let winsize = window_size(&io::stdout());
     let saved = if stdin_tty {
@@ -190,22 +194,47 @@ async fn run_pty(mut cmd: Command, set: Arc<MaskSet>) -> io::Result<u8> {
     if stdin_tty {
         forward_stdin(master.try_clone()?);
     }
-    let status = supervise(child, Some(master)).await;
+    let status = supervise(child, signals, Some(master)).await;
     done.store(true, Ordering::SeqCst);
     join(out).await;
     Ok(exit_code(status))
 }
 
+/// Zafe's handlers for the signals it forwards (and SIGWINCH). Installed
+/// before the child is spawned; tokio keeps a signal that arrives before
+/// anyone waits for it.
+struct Signals {
+    forwarded: Vec<(Signal, tokio::signal::unix::Signal)>,
+    winch: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        Self {
+            forwarded: FORWARDED
+                .iter()
+                .filter_map(|&sig| {
+                    signal(SignalKind::from_raw(sig as i32))
+                        .ok()
+                        .map(|s| (sig, s))
+                })
+                .collect(),
+            winch: signal(SignalKind::window_change()).ok(),
+        }
+    }
+}
+
 /// Waits for the child, forwarding signals to it meanwhile; with a pty
 /// master, SIGWINCH copies Zafe's window size to the child's terminal.
-async fn supervise(child: std::process::Child, master: Option<OwnedFd>) -> ExitStatus {
+async fn supervise(
+    child: std::process::Child,
+    signals: Signals,
+    master: Option<OwnedFd>,
+) -> ExitStatus {
     let pid = Pid::from_raw(child.id() as i32);
     let exited = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    for sig in FORWARDED {
-        let Ok(mut stream) = signal(SignalKind::from_raw(sig as i32)) else {
-            continue;
-        };
+    for (sig, mut stream) in signals.forwarded {
         let exited = exited.clone();
         tasks.push(tokio::spawn(async move {
             while stream.recv().await.is_some() {
@@ -215,9 +244,7 @@ async fn supervise(child: std::process::Child, master: Option<OwnedFd>) -> ExitS
             }
         }));
     }
-    if let Some(master) = master
-        && let Ok(mut stream) = signal(SignalKind::window_change())
-    {
+    if let (Some(master), Some(mut stream)) = (master, signals.winch) {
         tasks.push(tokio::spawn(async move {
             while stream.recv().await.is_some() {
                 if let Some(size) = window_size(&io::stdout()) {

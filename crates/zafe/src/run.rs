@@ -262,7 +262,10 @@ impl Prepared {
                     let value = &self.values[reference];
                     match secret_dir {
                         Some(dir) => {
-                            cmd.env(name, dir.write(name, value.expose()).map_err(Failure::zafe)?);
+                            cmd.env(
+                                name,
+                                dir.write(name, value.expose()).map_err(Failure::zafe)?,
+                            );
                         }
                         None => {
                             cmd.env(name, value.expose());
@@ -420,7 +423,9 @@ async fn resolve(
         let value = resolved
             .get(reference)
             .map(|v| SecretString::new(v.expose().to_string()))
-            .ok_or_else(|| Failure::unresolved(format!("the server returned no value for {text}")))?;
+            .ok_or_else(|| {
+                Failure::unresolved(format!("the server returned no value for {text}"))
+            })?;
         values.insert(text.clone(), value);
     }
     resolved.clear();

@@ -1,0 +1,584 @@
+//! End to end: `zafe run` (R-DEV-3) against the real `zafe server --dev` on
+//! loopback: exit codes passed through exactly, signals forwarded, Zafe's
+//! credentials kept from the child, output masked (plain, base64, hex via
+//! od and xxd, reversed, split writes, through a pty), `--no-mask`,
+//! `--files` (modes, tmpfs, cleanup, also after a signal), a missing
+//! reference stopping everything before the command starts, and the
+//! issue's end-to-end case: a 20-key `.env` whose app gets every real value
+//! and prints none of them.
+
+mod support;
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::json;
+use support::*;
+
+const ROOT: &str = "run-cli-root";
+
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+struct Env {
+    _server: Server,
+    addr: String,
+    config_dir: PathBuf,
+    dir: PathBuf,
+}
+
+impl Env {
+    fn new(dir: &Path) -> Env {
+        let addr = free_addr();
+        let a = addr.to_string();
+        let server = Server::start(
+            &["server", "--dev", "--dev-root-token", ROOT, "--listen", &a],
+            &[],
+            addr,
+            dir.join("server.log"),
+        );
+        let config_dir = dir.join("client");
+        std::fs::create_dir_all(&config_dir).unwrap();
+        Env {
+            _server: server,
+            addr: format!("http://{addr}"),
+            config_dir,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// `zafe <args>` with a clean environment plus `envs`.
+    fn command(&self, args: &[&str], envs: &[(&str, &str)]) -> Command {
+        let mut cmd = self.program(BIN);
+        cmd.args(args);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// `program` with the client's clean environment, in the test directory.
+    fn program(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &self.config_dir)
+            .env("ZAFE_CONFIG_DIR", &self.config_dir)
+            .env("ZAFE_ADDR", &self.addr)
+            .env("ZAFE_TOKEN", ROOT)
+            .env("NO_COLOR", "1")
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        self.run_env(args, &[])
+    }
+
+    fn run_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Out {
+        finish(self.command(args, envs).spawn().unwrap(), args)
+    }
+
+    async fn put(&self, project: &str, env: &str, key: &str, value: &str) {
+        let r = call(
+            "POST",
+            &format!("{}/v1/secret/data/{project}/{env}/{key}", self.addr),
+            Some(ROOT),
+            Some(json!({"data": {"value": value}})),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{:?}", r.json);
+    }
+
+    fn env_file(&self, name: &str, lines: &[String]) -> String {
+        let path = self.dir.join(name);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path.to_string_lossy().into_owned()
+    }
+}
+
+/// Waits (at most 60 s) for a child and collects its output.
+fn finish(mut child: Child, what: &[&str]) -> Out {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_thread = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stdout.read_to_end(&mut s);
+        s
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stderr.read_to_end(&mut s);
+        s
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("zafe {what:?} did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Out {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&out_thread.join().unwrap()).into_owned(),
+        stderr: String::from_utf8_lossy(&err_thread.join().unwrap()).into_owned(),
+    }
+}
+
+/// Every form of `value` a leak check looks for.
+fn leaked_forms(value: &str) -> Vec<(&'static str, String)> {
+    let b = value.as_bytes();
+    vec![
+        ("plain", value.to_string()),
+        ("reversed", value.chars().rev().collect()),
+        ("hex", hex::encode(b)),
+        ("HEX", hex::encode_upper(b)),
+        (
+            "base64",
+            base64::engine::general_purpose::STANDARD.encode(b),
+        ),
+        (
+            "base64url",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b),
+        ),
+    ]
+}
+
+fn assert_no_leak(text: &str, values: &[&str]) {
+    for value in values {
+        for (form, encoded) in leaked_forms(value) {
+            assert!(
+                !text.contains(&encoded),
+                "the {form} form of a secret leaked into:\n{text}"
+            );
+        }
+    }
+}
+
+// Exit codes pass through exactly, including death by a signal (128+N) and
+// the shell's codes for a command that is missing or not executable. No
+// server is needed when nothing refers to a secret.
+#[tokio::test]
+async fn exit_codes_pass_through_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::new(dir.path());
+    for code in [0, 1, 2, 3, 42, 126, 127, 128, 255] {
+        let r = env.run(&["run", "--", "sh", "-c", &format!("exit {code}")]);
+        assert_eq!(r.code, Some(code), "exit {code}: {}", r.stderr);
+    }
+    let r = env.run(&["run", "--", "sh", "-c", "kill -KILL $$"]);
+    assert_eq!(r.code, Some(128 + 9));
+    let r = env.run(&["run", "--", "sh", "-c", "kill -TERM $$"]);
+    assert_eq!(r.code, Some(128 + 15));
+    let r = env.run(&["run", "--", "no-such-command-zafe-test"]);
+    assert_eq!(r.code, Some(127), "{}", r.stderr);
+    assert!(r.stderr.contains("command not found"), "{}", r.stderr);
+    let not_executable = dir.path().join("data.txt");
+    std::fs::write(&not_executable, "x").unwrap();
+    let r = env.run(&["run", "--", not_executable.to_str().unwrap()]);
+    assert_eq!(r.code, Some(126), "{}", r.stderr);
+    // The same through exec (--no-mask).
+    let r = env.run(&["run", "--no-mask", "--", "sh", "-c", "exit 42"]);
+    assert_eq!(r.code, Some(42));
+    let r = env.run(&["run", "--no-mask", "--", "no-such-command-zafe-test"]);
+    assert_eq!(r.code, Some(127));
+}
+
+// SIGTERM (and the other forwarded signals) sent to zafe reach the child,
+// whose own exit code then comes back.
+#[tokio::test]
+async fn signals_sent_to_zafe_reach_the_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::new(dir.path());
+    for (signal, name) in [
+        (libc::SIGTERM, "TERM"),
+        (libc::SIGINT, "INT"),
+        (libc::SIGHUP, "HUP"),
+        (libc::SIGUSR1, "USR1"),
+    ] {
+        let script = format!(
+            "trap 'echo got {name}; exit 7' {name}; echo ready; while :; do sleep 0.05; done"
+        );
+        let mut child = env
+            .command(&["run", "--", "sh", "-c", &script], &[])
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut seen = Vec::new();
+        let mut byte = [0u8; 1];
+        while !String::from_utf8_lossy(&seen).contains("ready") {
+            assert_eq!(stdout.read(&mut byte).unwrap(), 1, "no ready line");
+            seen.push(byte[0]);
+        }
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(child.id() as i32, signal);
+        }
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(7), "SIG{name}: {rest}");
+        assert!(rest.contains(&format!("got {name}")), "SIG{name}: {rest}");
+    }
+}
+
+// The child never sees Zafe's own credentials unless asked.
+#[tokio::test]
+async fn zafe_credentials_are_not_passed_to_the_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::new(dir.path());
+    env.put("app", "dev", "K", "credential-test-value").await;
+    let file = env.env_file(".env.zafe", &["K=zafe://app/dev/K".into()]);
+    let show =
+        "env | grep -E '^(ZAFE|VAULT)_(TOKEN|ADDR)=' | cut -d= -f1 | sort | tr '\\n' ' '; echo";
+    let envs = [("VAULT_TOKEN", ROOT), ("VAULT_ADDR", "http://127.0.0.1:1")];
+    for mask in [true, false] {
+        let mut args = vec!["run", "--env-file", &file];
+        if !mask {
+            args.push("--no-mask");
+        }
+        args.extend(["--", "sh", "-c", show]);
+        let r = env.run_env(&args, &envs);
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        assert_eq!(r.stdout.trim(), "", "credentials reached the child");
+    }
+    let r = env.run_env(&["run", "--pass-zafe-env", "--", "sh", "-c", show], &envs);
+    assert_eq!(
+        r.stdout.trim(),
+        "VAULT_ADDR VAULT_TOKEN ZAFE_ADDR ZAFE_TOKEN"
+    );
+}
+
+// Values and their encodings are masked; the child still gets the real
+// values (its own checks pass); --no-mask shows them.
+#[tokio::test]
+async fn output_is_masked_in_every_encoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::new(dir.path());
+    let api_key = "sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+    let password = "p@ss w0rd!/+=";
+    let short_pin = "123";
+    env.put("app", "dev", "API_KEY", api_key).await;
+    env.put("app", "dev", "DB_PASSWORD", password).await;
+    env.put("app", "dev", "PIN", short_pin).await;
+    let file = env.env_file(
+        ".env.zafe",
+        &[
+            "API_KEY=zafe://app/dev/API_KEY".into(),
+            "DB_PASSWORD=zafe://app/dev/DB_PASSWORD".into(),
+            "PIN=zafe://app/dev/PIN".into(),
+            "GREETING=hello".into(),
+        ],
+    );
+    let script = r#"
+        test "$API_KEY" = 'sk_live_4eC39HqLyjWDarjtT1zdp7dc' || { echo WRONG-VALUE; exit 9; }
+        env
+        printf %s "$API_KEY" | base64
+        echo "$DB_PASSWORD" | base64
+        printf %s "$API_KEY" | base64 | tr '+/' '-_'
+        printf %s "$API_KEY" | od -An -tx1
+        printf %s "$DB_PASSWORD" | xxd -p
+        printf %s "$API_KEY" | xxd -p | tr a-f A-F
+        printf %s "$API_KEY" | rev; echo
+        printf %s "$API_KEY" >&2
+        # one value split over two writes, with a pause between them
+        printf %s "$API_KEY" | cut -c1-10 | tr -d '\n'; sleep 0.3; printf %s "$API_KEY" | cut -c11-
+        echo "greeting=$GREETING"
+    "#;
+    let r = env.run(&["run", "--env-file", &file, "--", "sh", "-c", script]);
+    assert_eq!(
+        r.code,
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        r.stdout,
+        r.stderr
+    );
+    assert!(r.stdout.contains("***"), "{}", r.stdout);
+    assert!(r.stdout.contains("greeting=hello"), "{}", r.stdout);
+    assert_no_leak(&r.stdout, &[api_key, password]);
+    assert_no_leak(&r.stderr, &[api_key, password]);
+    // Not even the first part of the split value.
+    assert!(!r.stdout.contains(&api_key[..10]), "{}", r.stdout);
+    // The short value is not masked, and zafe says so, by name.
+    assert!(r.stdout.contains("PIN=123"), "{}", r.stdout);
+    assert!(r.stderr.contains("PIN"), "{}", r.stderr);
+
+    let r = env.run(&[
+        "run",
+        "--no-mask",
+        "--env-file",
+        &file,
+        "--",
+        "sh",
+        "-c",
+        "echo \"$API_KEY\"",
+    ]);
+    assert_eq!(r.code, Some(0));
+    assert_eq!(r.stdout.trim(), api_key);
+    let r = env.run_env(
+        &[
+            "run",
+            "--env-file",
+            &file,
+            "--",
+            "sh",
+            "-c",
+            "echo \"$API_KEY\"",
+        ],
+        &[("ZAFE_RUN_NO_MASK", "1")],
+    );
+    assert_eq!(r.stdout.trim(), api_key);
+
+    // References in Zafe's own environment are resolved too.
+    let r = env.run_env(
+        &[
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "test \"$K\" = 'sk_live_4eC39HqLyjWDarjtT1zdp7dc' && echo \"$K\"",
+        ],
+        &[("K", "zafe://app/dev/API_KEY")],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.stdout.trim(), "***");
+}
+
+// Under a terminal the child gets a pseudo-terminal: it sees a tty, and its
+// output is still masked. `script` gives zafe a terminal.
+#[tokio::test]
+async fn a_terminal_gets_a_pty_and_masked_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::new(dir.path());
+    let value = "tty-secret-Zq9wX2vB7nM4";
+    env.put("app", "dev", "TOKEN", value).await;
+    let file = env.env_file(".env.zafe", &["TOKEN=zafe://app/dev/TOKEN".into()]);
+    let inner = format!(
+        "{BIN} run --env-file {file} -- sh -c 'test -t 1 && echo child-has-a-tty; \
+         stty size; echo \"$TOKEN\"; printf %s \"$TOKEN\" | base64; exit 5'"
+    );
+    // `script -qec CMD /dev/null` runs CMD on a new pseudo-terminal.
+    let mut script = env.program("script");
+    script
+        .args(["-qec", &inner, "/dev/null"])
+        .env("TERM", "xterm");
+    let r = finish(script.spawn().unwrap(), &["script"]);
+    assert!(r.stdout.contains("child-has-a-tty"), "{}", r.stdout);
+    assert!(r.stdout.contains("***"), "{}", r.stdout);
+    assert_no_leak(&r.stdout, &[value]);
+    assert_eq!(r.code, Some(5), "{}", r.stdout);
+
+    // Without a terminal there is no pty.
+    let r = env.run(&["run", "--", "sh", "-c", "test -t 1 || echo no-tty"]);
+    assert_eq!(r.stdout.trim(), "no-tty");
+}
+
+// --files: each secret is a 0400 file in a 0700 directory on tmpfs, the
+// variable holds its path, and the directory is gone when the command
+// exits, also when zafe was told to stop by a signal.
+#[tokio::test]
+async fn files_mode_uses_a_private_tmpfs_directory_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::new(dir.path());
+    let value = "file-secret-value-8f2k";
+    env.put("app", "dev", "CERT", value).await;
+    let file = env.env_file(".env.zafe", &["CERT=zafe://app/dev/CERT".into()]);
+    let script = r#"
+        stat -c '%a' "$CERT"
+        stat -c '%a' "$(dirname "$CERT")"
+        stat -f -c '%T' "$CERT"
+        echo "$CERT"
+        test "$(cat "$CERT")" = 'file-secret-value-8f2k' && echo content-ok
+    "#;
+    for extra in [None, Some("--no-mask")] {
+        let mut args = vec!["run", "--files", "--env-file", &file];
+        args.extend(extra);
+        args.extend(["--", "sh", "-c", script]);
+        let r = env.run(&args);
+        assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+        let lines: Vec<&str> = r.stdout.lines().collect();
+        assert_eq!(lines[0], "400");
+        assert_eq!(lines[1], "700");
+        assert_eq!(lines[2], "tmpfs");
+        assert_eq!(lines[4], "content-ok");
+        let path = Path::new(lines[3]);
+        assert!(!path.exists(), "{} was left behind", path.display());
+        assert!(!path.parent().unwrap().exists());
+    }
+
+    // SIGTERM to zafe: forwarded, the child exits, the directory goes.
+    let mut child = env
+        .command(
+            &[
+                "run",
+                "--files",
+                "--env-file",
+                &file,
+                "--",
+                "sh",
+                "-c",
+                "echo \"$CERT\"; while :; do sleep 0.05; done",
+            ],
+            &[],
+        )
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\n") {
+        assert_eq!(stdout.read(&mut byte).unwrap(), 1);
+        line.push(byte[0]);
+    }
+    let path = PathBuf::from(String::from_utf8(line).unwrap().trim());
+    assert!(path.exists());
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + 15));
+    assert!(!path.exists(), "{} survived SIGTERM", path.display());
+}
+
+// A missing reference fails before the command starts: nothing runs, the
+// exit code says why, and the message names the reference, never a value.
+#[tokio::test]
+async fn a_missing_reference_fails_before_the_command_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::new(dir.path());
+    env.put("app", "dev", "PRESENT", "present-value-xyz1").await;
+    let file = env.env_file(
+        ".env.zafe",
+        &[
+            "PRESENT=zafe://app/dev/PRESENT".into(),
+            "ABSENT=zafe://app/dev/ABSENT".into(),
+        ],
+    );
+    let marker = dir.path().join("ran");
+    let r = env.run(&[
+        "run",
+        "--env-file",
+        &file,
+        "--",
+        "touch",
+        marker.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, Some(121), "{}", r.stderr);
+    assert!(!marker.exists(), "the command ran");
+    assert!(r.stderr.contains("zafe://app/dev/ABSENT"), "{}", r.stderr);
+    assert!(!r.stderr.contains("present-value-xyz1"), "{}", r.stderr);
+
+    // An invalid reference and an unreadable env file: also before anything runs.
+    let bad = env.env_file("bad.env", &["X=zafe://app/dev".into()]);
+    let r = env.run(&[
+        "run",
+        "--env-file",
+        &bad,
+        "--",
+        "touch",
+        marker.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, Some(121), "{}", r.stderr);
+    let r = env.run(&["run", "--env-file", "/nonexistent.env", "--", "true"]);
+    assert_eq!(r.code, Some(125), "{}", r.stderr);
+    assert!(!marker.exists());
+}
+
+// The issue's end-to-end case: a sample app's .env with 20 keys is
+// imported; `zafe run -- app` gives the app every real value (it checks a
+// checksum of them and prints "ok"), and its output holds none of them
+// unless --no-mask.
+#[tokio::test]
+async fn twenty_key_app_gets_every_value_and_prints_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::new(dir.path());
+    let values: Vec<String> = (1..=20)
+        .map(|i| format!("v{i:02}-{}", hex::encode([i as u8 * 7; 6])))
+        .collect();
+    for (i, v) in values.iter().enumerate() {
+        env.put("shop", "dev", &format!("KEY_{}", i + 1), v).await;
+    }
+    let references: Vec<String> = (1..=20)
+        .map(|i| format!("KEY_{i}=zafe://shop/dev/KEY_{i}"))
+        .collect();
+    let file = env.env_file(".env.zafe", &references);
+    let concatenated: String = values.concat();
+    let expected = sha256_hex(concatenated.as_bytes());
+    let app = dir.path().join("app.sh");
+    std::fs::write(
+        &app,
+        format!(
+            "#!/bin/sh\n\
+             all=''\n\
+             for i in $(seq 1 20); do eval \"v=\\$KEY_$i\"; echo \"KEY_$i=$v\"; all=\"$all$v\"; done\n\
+             sum=$(printf %s \"$all\" | sha256sum | cut -d' ' -f1)\n\
+             if [ \"$sum\" = {expected} ]; then echo ok; else echo checksum-mismatch; exit 1; fi\n"
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x", app.to_str().unwrap()])
+        .status()
+        .unwrap();
+    let r = env.run(&["run", "--env-file", &file, "--", app.to_str().unwrap()]);
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.lines().any(|l| l == "ok"), "{}", r.stdout);
+    let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+    assert_no_leak(&r.stdout, &refs);
+    assert_no_leak(&r.stderr, &refs);
+
+    let r = env.run(&[
+        "run",
+        "--no-mask",
+        "--env-file",
+        &file,
+        "--",
+        app.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, Some(0));
+    for v in &values {
+        assert!(r.stdout.contains(v.as_str()));
+    }
+
+    // --project/--env gives the app the same keys without an env file.
+    let r = env.run(&[
+        "run",
+        "--project",
+        "shop",
+        "--env",
+        "dev",
+        "--",
+        app.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.lines().any(|l| l == "ok"), "{}", r.stdout);
+    assert_no_leak(&r.stdout, &refs);
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write as _;
+            c.stdin.take().unwrap().write_all(data)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()[..64].to_string()
+}
