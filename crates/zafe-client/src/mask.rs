@@ -29,10 +29,11 @@
 //!   discipline turns it.
 //!
 //! With [`MaskOptions::fragments`] (what `zafe mcp` uses), every run of
-//! [`FRAGMENT_BYTES`] consecutive bytes of the value, and the hex and base64
-//! of every such run, is masked too: a value printed in pieces, cut, or
-//! wrapped by a dump tool (`od`, `xxd`) is caught except for pieces shorter
-//! than that. This masks more innocent text (a URL's `https://localhost`
+//! [`FRAGMENT_BYTES`] consecutive bytes of the value, and the hex (also as
+//! `xxd` and `od -tx1` group it), `od -c` and base64 of every such run, is
+//! masked too: a value printed in pieces, cut, or wrapped by a dump tool is
+//! caught except for pieces shorter than that (up to 7 bytes at each cut
+//! or line break can remain). This masks more innocent text (a URL's `https://localhost`
 //! would be masked wherever it appears), which is the right trade for an AI
 //! assistant's context window but not for a developer's terminal.
 //!
@@ -442,8 +443,9 @@ pub fn forms_of(value: &[u8]) -> Vec<Vec<u8>> {
     forms
 }
 
-/// Fragment mode: every [`FRAGMENT_BYTES`]-byte run of the value, plain and
-/// as hex, and base64 pieces of runs of 9 bytes (whole groups).
+/// Fragment mode: every [`FRAGMENT_BYTES`]-byte run of the value, plain, as
+/// hex (plain, per byte, in xxd's groups at both alignments), as `od -c`
+/// prints it, and base64 pieces of runs of 9 bytes (whole groups).
 fn fragment_forms(value: &[u8]) -> Vec<Vec<u8>> {
     let mut forms = Vec::new();
     if value.len() <= FRAGMENT_BYTES {
@@ -454,6 +456,17 @@ fn fragment_forms(value: &[u8]) -> Vec<Vec<u8>> {
         forms.push(hex::encode(run).into_bytes());
         let pairs: Vec<String> = run.iter().map(|b| hex::encode([*b])).collect();
         forms.push(pairs.join(" ").into_bytes());
+        // xxd's two-byte groups, starting on a group boundary or inside one.
+        let grouped: Vec<String> = run.chunks(2).map(hex::encode).collect();
+        forms.push(grouped.join(" ").into_bytes());
+        let mut shifted = vec![hex::encode(&run[..1])];
+        shifted.extend(run[1..].chunks(2).map(hex::encode));
+        forms.push(shifted.join(" ").into_bytes());
+        // `od -c`: each character right-aligned in four columns.
+        if run.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+            let chars: Vec<String> = run.iter().map(|&b| format!("{:>3}", b as char)).collect();
+            forms.push(chars.join(" ").trim_start().as_bytes().to_vec());
+        }
     }
     // 9 bytes are three whole base64 groups: at any alignment of the value
     // in the encoded stream, some run of 9 of its bytes starts on a group

@@ -350,7 +350,8 @@ impl ZafeMcp {
                     }
                 }
             } else {
-                // A plain value: never echoed. Say whether the server has the key.
+                // A plain value: never echoed. Say whether the server has the
+                // key (it is not "missing": the file provides it).
                 let on_server = match &scope {
                     Some((project, environment)) => {
                         match self.metadata(project, environment, &key).await {
@@ -360,9 +361,6 @@ impl ZafeMcp {
                     }
                     None => None,
                 };
-                if on_server == Some(false) {
-                    missing.push(key.clone());
-                }
                 json!({
                     "key": key,
                     "status": "plain_value",

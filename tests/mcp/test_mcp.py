@@ -1,0 +1,293 @@
+"""`zafe mcp` (R-DEV-5) through the official MCP Python SDK: every tool is
+called, successfully and with failing arguments; every response (and the
+tool list) is scanned for every stored value in plain, reversed, hex,
+base64, URL-encoded and JSON-escaped form; run_command is asked to print
+the values in those encodings (and others) and must not leak them."""
+
+import asyncio
+import json
+import os
+from contextlib import asynccontextmanager
+
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+from conftest import NEW_SECRET, PLAIN_FILE_SECRET, SECRETS, ZAFE_BIN, assert_no_leak
+
+CALL_TIMEOUT = 60
+
+
+@asynccontextmanager
+async def session(zafe, args=("mcp", "--project", "app", "--env", "dev")):
+    params = StdioServerParameters(
+        command=str(ZAFE_BIN), args=list(args), env=zafe["env"], cwd=str(zafe["project"])
+    )
+    with open(zafe["work"] / "mcp-stderr.log", "a") as errlog:
+        async with stdio_client(params, errlog=errlog) as (read, write):
+            async with ClientSession(read, write) as s:
+                await asyncio.wait_for(s.initialize(), CALL_TIMEOUT)
+                yield s
+
+
+class Recorder:
+    """Calls tools and keeps every response text for the leak scan."""
+
+    def __init__(self, s):
+        self.s = s
+        self.texts = []
+
+    async def call(self, name, arguments=None):
+        result = await asyncio.wait_for(self.s.call_tool(name, arguments or {}), CALL_TIMEOUT)
+        text = "\n".join(getattr(c, "text", "") for c in result.content)
+        self.texts.append(text)
+        self.texts.append(json.dumps(result.model_dump(mode="json")))
+        return result, text
+
+    async def ok(self, name, arguments=None):
+        result, text = await self.call(name, arguments)
+        assert not result.is_error, f"{name} failed: {text}"
+        return json.loads(text)
+
+    async def fails(self, name, arguments=None):
+        result, text = await self.call(name, arguments)
+        assert result.is_error, f"{name} should have failed: {text}"
+        return text
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 300))
+
+
+def test_tools_are_listed_with_safety_notes(zafe):
+    async def scenario():
+        async with session(zafe) as s:
+            tools = (await s.list_tools()).tools
+            names = {t.name for t in tools}
+            assert names == {
+                "list_projects", "list_secrets", "get_reference",
+                "check_env_file", "set_secret", "run_command",
+            }
+            for t in tools:
+                if t.name != "run_command" and t.name != "set_secret":
+                    assert "never" in t.description and "value" in t.description, t.description
+            assert "masked" in next(t for t in tools if t.name == "run_command").description
+            assert_no_leak([json.dumps([t.model_dump(mode="json") for t in tools])])
+    run(scenario())
+
+
+def test_listing_and_references_never_show_values(zafe):
+    async def scenario():
+        async with session(zafe) as s:
+            r = Recorder(s)
+            projects = await r.ok("list_projects")
+            app = next(p for p in projects["projects"] if p["project"] == "app")
+            assert sorted(app["environments"]) == ["dev", "prod"]
+
+            listed = await r.ok("list_secrets", {"project": "app", "environment": "dev"})
+            keys = {e["key"]: e for e in listed["secrets"]}
+            assert set(keys) == set(SECRETS)
+            assert keys["API_KEY"]["reference"] == "zafe://app/dev/API_KEY"
+            assert keys["API_KEY"]["version"] == 1
+            assert keys["API_KEY"]["updated_time"]
+            # Defaults from `zafe mcp --project app --env dev`.
+            assert (await r.ok("list_secrets"))["secrets"] == listed["secrets"]
+            prod = await r.ok("list_secrets", {"environment": "prod"})
+            assert [e["key"] for e in prod["secrets"]] == ["API_KEY"]
+
+            ref = await r.ok("get_reference", {"key": "DB_PASSWORD"})
+            assert ref == {"reference": "zafe://app/dev/DB_PASSWORD", "exists": True, "current_version": 1}
+            pinned = await r.ok("get_reference", {"key": "API_KEY", "environment": "prod", "version": 1})
+            assert pinned["reference"] == "zafe://app/prod/API_KEY?version=1"
+
+            # Failing calls.
+            text = await r.fails("get_reference", {"key": "NOT_THERE"})
+            assert "NOT_THERE" in text
+            await r.fails("get_reference", {"key": "../../sys/x"})
+            empty = await r.ok("list_secrets", {"project": "nope", "environment": "dev"})
+            assert empty["secrets"] == []
+            async with session(zafe, args=("mcp",)) as bare:
+                r2 = Recorder(bare)
+                await r2.fails("list_secrets")
+                r.texts += r2.texts
+            assert_no_leak(r.texts)
+    run(scenario())
+
+
+def test_check_env_file_reports_names_only(zafe):
+    async def scenario():
+        async with session(zafe) as s:
+            r = Recorder(s)
+            report = await r.ok("check_env_file", {"path": ".env.partial"})
+            status = {k["key"]: k["status"] for k in report["keys"]}
+            assert status == {
+                "API_KEY": "present", "MISSING_ONE": "missing",
+                "PLAIN": "plain_value", "BROKEN": "invalid_reference",
+            }
+            assert report["missing"] == ["MISSING_ONE"]
+            plain = next(k for k in report["keys"] if k["key"] == "PLAIN")
+            assert plain["on_server"] is False
+            full = await r.ok("check_env_file", {"path": ".env.zafe"})
+            assert full["missing"] == []
+            # Outside the project directory, missing, not a dotenv file.
+            await r.fails("check_env_file", {"path": "../server.log"})
+            await r.fails("check_env_file", {"path": "/etc/passwd"})
+            await r.fails("check_env_file", {"path": "no-such.env"})
+            assert PLAIN_FILE_SECRET not in "".join(r.texts)
+            assert_no_leak(r.texts)
+    run(scenario())
+
+
+def test_set_secret_confirms_without_echoing(zafe):
+    async def scenario():
+        async with session(zafe) as s:
+            r = Recorder(s)
+            stored = await r.ok("set_secret", {"key": "NEW_KEY", "value": NEW_SECRET})
+            assert stored["stored"] == "NEW_KEY"
+            assert stored["version"] == 1
+            assert stored["reference"] == "zafe://app/dev/NEW_KEY"
+            await r.fails("set_secret", {"key": "bad key!", "value": NEW_SECRET})
+            await r.fails("set_secret", {"key": "X", "value": NEW_SECRET, "project": "a/b"})
+            # The stored value is usable and masked like the others.
+            out = await r.ok("run_command", {
+                "command": ["sh", "-c", 'printf "%s\\n" "$NEW_KEY"; printf %s "$NEW_KEY" | base64'],
+                "project": "app", "environment": "dev",
+            })
+            assert out["exit_code"] == 0
+            assert "***" in out["stdout"]
+            assert_no_leak(r.texts)
+    run(scenario())
+
+
+# Every way of printing a value the masker is meant to catch.
+PRINT_ALL = r"""
+for k in API_KEY DB_PASSWORD JWT_SECRET PRIVATE_KEY UNICODE; do
+  eval "v=\$$k"
+  echo "plain $k=$v"
+  printf %s "$v" | base64
+  printf %s "$v" | base64 -w0; echo
+  printf %s "$v" | base64 | tr '+/' '-_' | tr -d '='
+  echo "$v" | base64
+  printf %s "$v" | xxd -p
+  printf %s "$v" | od -An -tx1
+  printf %s "$v" | xxd
+  printf %s "$v" | od -c
+  printf %s "$v" | rev; echo
+  printf %s "$v" | tr a-z A-Z; echo
+  printf %s "$v" | sed 's/./& /g'; echo
+  printf %s "$v" | fold -w1
+  python3 -c 'import sys,urllib.parse; print(urllib.parse.quote(sys.argv[1], safe="")); print(urllib.parse.quote_plus(sys.argv[1]))' "$v"
+  python3 -c 'import sys,json; print(json.dumps(sys.argv[1]))' "$v"
+  printf %s "$v" | cut -c1-12; printf %s "$v" | cut -c5-
+  printf %s "$v" >&2
+done
+env
+"""
+
+
+def test_run_command_masks_every_encoding(zafe):
+    async def scenario():
+        async with session(zafe) as s:
+            r = Recorder(s)
+            out = await r.ok("run_command", {"command": ["sh", "-c", PRINT_ALL], "env_file": ".env.zafe"})
+            assert out["exit_code"] == 0, out
+            assert out["timed_out"] is False
+            assert "GREETING=hello" in out["stdout"]
+            assert out["stdout"].count("***") > 50
+            # The child got the real values (it can check them; we only see the verdict).
+            check = await r.ok("run_command", {
+                "command": ["sh", "-c", f'test "$API_KEY" = "{SECRETS["API_KEY"]}" && echo values-ok'],
+                "env_file": ".env.zafe",
+            })
+            assert check["stdout"].strip() == "values-ok"
+            # Secrets of a whole environment, without an env file.
+            env = await r.ok("run_command", {"command": ["env"], "project": "app", "environment": "dev"})
+            assert "API_KEY=***" in env["stdout"]
+            # Zafe's own credentials never reach the command.
+            assert "ZAFE_TOKEN" not in env["stdout"]
+            assert_no_leak(r.texts)
+            assert_no_run_on_a_line(out["stdout"] + "\n" + out["stderr"])
+    run(scenario())
+
+
+def assert_no_run_on_a_line(output):
+    """Stricter than whole values: within any one line of output, no 8-byte
+    run of a value appears as plain text, or as hex once spaces are removed
+    (xxd, od); dump tools split values only at line ends."""
+    for line in output.splitlines():
+        squeezed = "".join(line.split()).lower()
+        for value in SECRETS.values():
+            b = value.encode()
+            for i in range(len(b) - 7):
+                run = b[i:i + 8]
+                assert run.decode(errors="ignore") not in line or len(run.decode(errors="ignore")) < 8, line
+                assert run.hex() not in squeezed, f"hex of a value's bytes {i}..{i + 8}: {line}"
+
+
+def test_run_command_bounds_and_failures(zafe):
+    async def scenario():
+        async with session(zafe) as s:
+            r = Recorder(s)
+            slow = await r.ok("run_command", {"command": ["sh", "-c", "echo started; sleep 30"], "timeout_seconds": 1})
+            assert slow["timed_out"] is True
+            assert "started" in slow["stdout"]
+            big = await r.ok("run_command", {
+                "command": ["sh", "-c", 'yes "$API_KEY" | head -c 3000000'],
+                "env_file": ".env.zafe", "max_output_bytes": 4096,
+            })
+            assert big["stdout_truncated"] is True
+            assert len(big["stdout"].encode()) <= 4096
+            code = await r.ok("run_command", {"command": ["sh", "-c", "exit 42"]})
+            assert code["exit_code"] == 42
+            text = await r.fails("run_command", {"command": ["no-such-command-zafe"]})
+            assert "not found" in text
+            text = await r.fails("run_command", {"command": ["true"], "env_file": ".env.missing"})
+            assert "zafe://app/dev/NOPE" in text
+            await r.fails("run_command", {"command": []})
+            await r.fails("run_command", {"command": ["true"], "env_file": "../server.log"})
+            # Unknown tool and bad arguments are protocol errors or error results, never values.
+            try:
+                await r.call("no_such_tool", {})
+            except Exception as e:  # an MCP error response
+                r.texts.append(str(e))
+            try:
+                await r.call("run_command", {"command": "not-a-list"})
+            except Exception as e:
+                r.texts.append(str(e))
+            assert_no_leak(r.texts)
+    run(scenario())
+
+
+def test_setup_mcp_never_writes_a_token(zafe, tmp_path):
+    import subprocess
+    env = dict(zafe["env"])
+    for editor, path, key in [
+        ("claude", ".mcp.json", "mcpServers"),
+        ("cursor", ".cursor/mcp.json", "mcpServers"),
+        ("vscode", ".vscode/mcp.json", "servers"),
+    ]:
+        printed = subprocess.run(
+            [str(ZAFE_BIN), "setup", "mcp", "--editor", editor, "--project", "app", "--env", "dev"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True,
+        )
+        snippet = json.loads(printed.stdout)
+        assert snippet[key]["zafe"]["args"] == ["mcp", "--project", "app", "--env", "dev"]
+        assert env["ZAFE_TOKEN"] not in printed.stdout + printed.stderr
+        target = tmp_path / path
+        target.parent.mkdir(exist_ok=True)
+        target.write_text(json.dumps({key: {"other": {"command": "x"}}}))
+        subprocess.run(
+            [str(ZAFE_BIN), "setup", "mcp", "--editor", editor, "--write", "--yes"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True,
+        )
+        written = target.read_text()
+        assert env["ZAFE_TOKEN"] not in written
+        assert "TOKEN" not in written
+        config = json.loads(written)
+        assert set(config[key]) == {"other", "zafe"}, "other servers are kept"
+        assert config[key]["zafe"]["env"] == {"ZAFE_ADDR": zafe["addr"]}
+    # --write without --yes and without a terminal refuses.
+    refused = subprocess.run(
+        [str(ZAFE_BIN), "setup", "mcp", "--write"], env=env, cwd=tmp_path,
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert refused.returncode != 0
