@@ -6,6 +6,8 @@
 #     so the storage suite runs against both backends;
 #   - Python (hvac, pytest) and npm (node-vault) packages for the Vault-client
 #     compatibility suite in tests/compat;
+#   - the official MCP Python SDK (mcp, pinned) for the `zafe mcp` suite in
+#     tests/mcp, and the tools its commands use (xxd, script);
 # and then runs the whole Cargo workspace's tests, then that suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +20,16 @@ export ZAFE_REQUIRE_POSTGRES=1
 
 # Tests send traffic only to 127.0.0.1; keep proxies out of the way.
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy
+
+# `zafe run`/`zafe mcp` tests print values through xxd and od and run zafe
+# under `script` (a pseudo-terminal): make sure they are there.
+if ! command -v xxd >/dev/null || ! command -v script >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xxd bsdutils >/dev/null
+  fi
+fi
+command -v xxd >/dev/null || { echo "xxd is required (apt-get install xxd)" >&2; exit 1; }
+command -v script >/dev/null || { echo "script is required (apt-get install bsdutils)" >&2; exit 1; }
 
 cargo test --workspace --locked "$@"
 
@@ -34,5 +46,13 @@ PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
   "$venv/bin/python3" -m pip install -q hvac==2.4.0 pytest==9.2.0 cryptography==48.0.0
 compat=0
 "$venv/bin/python3" -m pytest -q -p no:cacheprovider tests/compat || compat=$?
+
+# `zafe mcp` (R-DEV-5) driven by the official MCP Python SDK, in its own venv
+# with a pinned version; a missing package fails here (pip), never skips.
+mcp_venv="$target_dir/mcp-venv"
+[ -x "$mcp_venv/bin/python3" ] || python3 -m venv "$mcp_venv"
+PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+  "$mcp_venv/bin/python3" -m pip install -q mcp==2.3.0 pytest==9.2.0
+"$mcp_venv/bin/python3" -m pytest -q -p no:cacheprovider tests/mcp || compat=$?
 (cd tests/compat/node && npm ci --no-audit --no-fund --loglevel=error && npm test) || compat=$?
 exit "$compat"
