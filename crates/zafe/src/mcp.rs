@@ -107,7 +107,28 @@ struct Inner {
     environment: Option<String>,
     /// Every value this server has handled (resolved for a command, or
     /// stored): every response is scrubbed against them.
-    seen: Mutex<Vec<Zeroizing<String>>>,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    values: Vec<Zeroizing<String>>,
+    /// The compiled set for `values`, rebuilt when a value is added.
+    set: Option<Arc<MaskSet>>,
+}
+
+impl Seen {
+    fn set(&mut self) -> Arc<MaskSet> {
+        let values = &self.values;
+        self.set
+            .get_or_insert_with(|| {
+                Arc::new(MaskSet::new(
+                    values.iter().map(|v| v.as_bytes()),
+                    MaskOptions { fragments: true },
+                ))
+            })
+            .clone()
+    }
 }
 
 // ---- Tool parameters ------------------------------------------------------
@@ -187,7 +208,7 @@ impl ZafeMcp {
                 root,
                 project,
                 environment,
-                seen: Mutex::new(Vec::new()),
+                seen: Mutex::new(Seen::default()),
             }),
             tool_router: Self::tool_router(),
         }
@@ -258,7 +279,13 @@ impl ZafeMcp {
                     entry["version"] = m["current_version"].clone();
                     entry["created_time"] = m["created_time"].clone();
                     entry["updated_time"] = m["updated_time"].clone();
-                    entry["updated_by"] = m["custom_metadata"]["updated_by"].clone();
+                    let current = m["current_version"].to_string();
+                    let by = &m["versions"][&current]["created_by"];
+                    entry["updated_by"] = if by.is_null() {
+                        m["custom_metadata"]["updated_by"].clone()
+                    } else {
+                        by.clone()
+                    };
                 }
                 Ok(None) => entry["deleted"] = json!(true),
                 Err(e) => entry["error"] = json!(e),
@@ -477,8 +504,9 @@ impl ZafeMcp {
     fn remember(&self, value: &str) {
         if !value.is_empty() {
             let mut seen = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
-            if !seen.iter().any(|v| v.as_str() == value) {
-                seen.push(Zeroizing::new(value.to_string()));
+            if !seen.values.iter().any(|v| v.as_str() == value) {
+                seen.values.push(Zeroizing::new(value.to_string()));
+                seen.set = None;
             }
         }
     }
@@ -486,15 +514,13 @@ impl ZafeMcp {
     /// The last line of defence: whatever a tool produced is masked against
     /// every value this server has handled.
     fn scrub(&self, text: String) -> String {
-        let seen = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.is_empty() {
-            return text;
-        }
-        let set = Arc::new(MaskSet::new(
-            seen.iter().map(|v| v.as_bytes()),
-            MaskOptions { fragments: true },
-        ));
-        drop(seen);
+        let set = {
+            let mut seen = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.values.is_empty() {
+                return text;
+            }
+            seen.set()
+        };
         String::from_utf8_lossy(&set.mask_all(text.as_bytes())).into_owned()
     }
 
@@ -595,7 +621,7 @@ impl ZafeMcp {
         if let Some(version) = reference.version() {
             let v = &meta["versions"][version.to_string()];
             return Ok(v.is_object()
-                && !v["deletion_time"].as_str().is_some_and(|t| !t.is_empty())
+                && v["deletion_time"].as_str().is_none_or(|t| t.is_empty())
                 && v["destroyed"].as_bool() != Some(true));
         }
         // A path reference names a field too; whether the field exists only
@@ -632,13 +658,12 @@ impl ZafeMcp {
         for value in prepared.values() {
             self.remember(value);
         }
-        let set = {
-            let seen = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
-            Arc::new(MaskSet::new(
-                seen.iter().map(|v| v.as_bytes()),
-                MaskOptions { fragments: true },
-            ))
-        };
+        let set = self
+            .inner
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set();
         let argv: Vec<OsString> = p.command.iter().map(OsString::from).collect();
         let mut std_cmd = prepared
             .command(&argv, false, None)
