@@ -9,6 +9,9 @@ mod admin;
 mod approle;
 mod audit;
 mod cli;
+mod files;
+mod import;
+mod inject;
 mod kv;
 mod login;
 mod operator;
@@ -82,6 +85,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return transit::run(&client(&cli.global, None)?, out, args).await;
         }
         Command::Kv(args) => return kv::run(&client(&cli.global, None)?, out, args).await,
+        Command::Import(args) => return import::run(&client(&cli.global, None)?, out, args).await,
+        Command::Inject(args) => return inject::inject(&client(&cli.global, None)?, args).await,
+        Command::Export(args) => {
+            let format = cli.global.format;
+            return inject::export(&client(&cli.global, None)?, format, args).await;
+        }
         Command::ServiceAccount(cmd) => {
             use crate::cli::ServiceAccountCmd as Sa;
             let c = client(&cli.global, None)?;
