@@ -234,6 +234,16 @@ pub async fn run(client: &Client, out: Out, args: ImportArgs) -> anyhow::Result<
             change: Change::Added,
         });
     }
+    if planned.iter().all(|p| p.change == Change::Reference) {
+        // An empty file, or a references file (.env.zafe) given by mistake:
+        // there is nothing to store, and nothing on disk should move.
+        println!(
+            "Nothing to import: {} holds no values, only {} reference(s). Nothing was changed.",
+            file.display(),
+            planned.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     check_existing_output(&output, &document, args.force)?;
 
     // 2. What is stored already.

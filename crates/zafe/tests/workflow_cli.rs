@@ -259,6 +259,18 @@ async fn import_inject_and_export_end_to_end() {
         assert_no_value(&content, &values, file);
     }
 
+    // Importing the references file by mistake stores and moves nothing.
+    let r = cli.ok_in(
+        &project,
+        &["import", ".env.zafe", "--project", "myapp", "--env", "dev"],
+    );
+    assert!(r.stdout.contains("Nothing to import"), "{}", r.stdout);
+    assert_eq!(
+        std::fs::read_to_string(project.join(".env.zafe")).unwrap(),
+        zafe_text
+    );
+    assert!(!project.join(".env.zafe.zafe").exists());
+
     // Re-import (the file kept this time): idempotent, nothing written.
     let r = cli.ok_in(&project, &[&import[..], &["--keep-original"]].concat());
     assert!(
