@@ -8,6 +8,7 @@
 #     compatibility suite in tests/compat;
 #   - the official MCP Python SDK (mcp, pinned) for the `zafe mcp` suite in
 #     tests/mcp, and the tools its commands use (xxd, script);
+#   - git, for the import tests;
 # and then runs the whole Cargo workspace's tests, then that suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,16 @@ cd "$(dirname "$0")/.."
 eval "$(scripts/start-postgres.sh)"
 trap 'scripts/start-postgres.sh stop >/dev/null 2>&1 || true' EXIT
 export ZAFE_REQUIRE_POSTGRES=1
+
+# git: the import tests stage files in a real repository (crates/zafe/tests/workflow_cli.rs).
+if ! command -v git >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends git >&2
+  else
+    echo "test.sh: git is required (apt-get install git)" >&2
+    exit 1
+  fi
+fi
 
 # Tests send traffic only to 127.0.0.1; keep proxies out of the way.
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy

@@ -244,7 +244,14 @@ impl Document {
                 Entry::Assignment(assignment) => {
                     out.push_str(&assignment.prefix);
                     match replace(assignment) {
-                        Some(value) => out.push_str(&quote_value(&value)?),
+                        Some(value) => {
+                            out.push_str(&quote_value(&value)?);
+                            // `A="x"#note` is a comment after a quote; after an
+                            // unquoted value it would be part of the value.
+                            if assignment.suffix.starts_with('#') {
+                                out.push(' ');
+                            }
+                        }
                         None => out.push_str(assignment.raw_value.expose()),
                     }
                     out.push_str(&assignment.suffix);
@@ -658,6 +665,12 @@ dotted.key-name=x
             rendered,
             "# top\nexport A=zafe://app/dev/A # keep me\n\n  B=zafe://app/dev/B\nC='c'\n"
         );
+        // A comment right after a closing quote stays a comment.
+        let document = parse("A=\"x\"#note\nB='y'#n2\n").unwrap();
+        let rendered = document.render_with(|_| Some("plain".into())).unwrap();
+        assert_eq!(rendered, "A=plain #note\nB=plain #n2\n");
+        let reread = parse(&rendered).unwrap();
+        assert_eq!(reread.get("A").unwrap().value().expose(), "plain");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`token`]: the format of every bearer token Zafe issues.
 //! - [`reference`]: `zafe://` references, the one parser (R-DEV-1).
 //! - [`dotenv`]: the `.env` parser and writer with a lossless document model (R-DEV-2).
+//! - [`template`]: `{{ zafe://... }}` placeholders for `zafe inject` (R-DEV-4).
 //! - [`encoding`]: the one length-prefixed encoding used under every MAC and
 //!   signature, so that no two field lists can ever encode to the same bytes.
 
@@ -23,6 +24,7 @@ pub mod policy;
 pub mod reference;
 pub mod secret;
 pub mod shamir;
+pub mod template;
 pub mod token;
 
 pub use crypto::CryptoError;

@@ -68,6 +68,10 @@ pub enum Format {
     Jsonl,
     /// CSV (`audit export`)
     Csv,
+    /// KEY=value lines (`export`)
+    Dotenv,
+    /// export KEY='value' lines (`export`)
+    Shell,
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,6 +157,18 @@ Examples:
     /// Read, write, list and version key/value secrets (KV v2, like `vault kv`)
     #[command(after_help = crate::kv::EXAMPLES)]
     Kv(crate::kv::KvArgs),
+
+    /// Store a .env file's values in Zafe and write .env.zafe with zafe:// references instead
+    #[command(after_help = crate::import::EXAMPLES)]
+    Import(crate::import::ImportArgs),
+
+    /// Render a template, replacing {{ zafe://... }} with secret values
+    #[command(after_help = crate::inject::INJECT_EXAMPLES)]
+    Inject(crate::inject::InjectArgs),
+
+    /// Write a project environment's secrets as dotenv, JSON or shell exports
+    #[command(after_help = crate::inject::EXPORT_EXAMPLES)]
+    Export(crate::inject::ExportArgs),
 
     /// Show, forget or move the server identities this client has pinned
     #[command(

@@ -10,6 +10,9 @@ mod approle;
 mod audit;
 mod child;
 mod cli;
+mod files;
+mod import;
+mod inject;
 mod kv;
 mod login;
 mod mcp;
@@ -101,6 +104,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return transit::run(&client(&cli.global, None)?, out, args).await;
         }
         Command::Kv(args) => return kv::run(&client(&cli.global, None)?, out, args).await,
+        Command::Import(args) => return import::run(&client(&cli.global, None)?, out, args).await,
+        Command::Inject(args) => return inject::inject(&client(&cli.global, None)?, args).await,
+        Command::Export(args) => {
+            let format = cli.global.format;
+            return inject::export(&client(&cli.global, None)?, format, args).await;
+        }
         Command::ServiceAccount(cmd) => {
             use crate::cli::ServiceAccountCmd as Sa;
             let c = client(&cli.global, None)?;
