@@ -73,11 +73,21 @@ pub struct RunArgs {
     pub env_files: Vec<PathBuf>,
 
     /// Give the command every key of this project's environment (needs --env)
-    #[arg(long, value_name = "SLUG", requires = "environment")]
+    #[arg(
+        long,
+        value_name = "SLUG",
+        env = "ZAFE_PROJECT",
+        requires = "environment"
+    )]
     pub project: Option<String>,
 
     /// The project's environment (with --project)
-    #[arg(long = "env", value_name = "ENV", requires = "project")]
+    #[arg(
+        long = "env",
+        value_name = "ENV",
+        env = "ZAFE_ENV",
+        requires = "project"
+    )]
     pub environment: Option<String>,
 
     /// Do not mask the command's output: Zafe replaces itself with the command

@@ -499,7 +499,7 @@ async fn a_missing_reference_fails_before_the_command_runs() {
 }
 
 // The end-to-end case: a sample app's .env with 20 keys is
-// imported; `zafe run -- app` gives the app every real value (it checks a
+// imported (`zafe import`); `zafe run -- app` gives the app every real value (it checks a
 // checksum of them and prints "ok"), and its output holds none of them
 // unless --no-mask.
 #[tokio::test]
@@ -509,13 +509,27 @@ async fn twenty_key_app_gets_every_value_and_prints_none() {
     let values: Vec<String> = (1..=20)
         .map(|i| format!("v{i:02}-{}", hex::encode([i as u8 * 7; 6])))
         .collect();
-    for (i, v) in values.iter().enumerate() {
-        env.put("shop", "dev", &format!("KEY_{}", i + 1), v).await;
-    }
-    let references: Vec<String> = (1..=20)
-        .map(|i| format!("KEY_{i}=zafe://shop/dev/KEY_{i}"))
+    // The app's plain .env, imported: values go to the server, .env.zafe
+    // holds references only.
+    let dotenv: Vec<String> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("KEY_{}={v}", i + 1))
         .collect();
-    let file = env.env_file(".env.zafe", &references);
+    env.env_file(".env", &dotenv);
+    let r = env.run(&["import", "--project", "shop", "--env", "dev", ".env"]);
+    assert_eq!(r.code, Some(0), "import: {}\n{}", r.stdout, r.stderr);
+    let file = dir.path().join(".env.zafe").to_string_lossy().into_owned();
+    let imported = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        imported.matches("zafe://shop/dev/KEY_").count(),
+        20,
+        "{imported}"
+    );
+    assert_no_leak(
+        &imported,
+        &values.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     let concatenated: String = values.concat();
     let expected = sha256_hex(concatenated.as_bytes());
     let app = dir.path().join("app.sh");
