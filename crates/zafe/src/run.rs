@@ -14,7 +14,8 @@
 //! unless `--pass-zafe-env` is given.
 //!
 //! Output is masked (see `zafe_client::mask` and `child`); `--no-mask`
-//! replaces Zafe with the command (execvp). `--files` puts each secret in a
+//! replaces Zafe with the command (execvp), and so does a run that resolved
+//! no secret (there is nothing to mask). `--files` puts each secret in a
 //! file on a private tmpfs directory and passes its path instead.
 
 use std::collections::BTreeMap;
@@ -329,7 +330,8 @@ async fn prepare_and_run(
     };
     let cmd = prepared.command(&args.command, args.pass_zafe_env, secret_dir.as_ref())?;
 
-    if args.no_mask {
+    // With no secret there is nothing to mask: Zafe steps aside entirely.
+    if args.no_mask || prepared.values.is_empty() {
         if secret_dir.is_none() {
             let (code, message) = child::exec(cmd);
             return Err(Failure { code, message });

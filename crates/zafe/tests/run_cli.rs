@@ -22,6 +22,7 @@ const ROOT: &str = "run-cli-root";
 
 struct Out {
     code: Option<i32>,
+    signal: Option<i32>,
     stdout: String,
     stderr: String,
 }
@@ -133,6 +134,7 @@ fn finish(mut child: Child, what: &[&str]) -> Out {
     };
     Out {
         code: status.code(),
+        signal: std::os::unix::process::ExitStatusExt::signal(&status),
         stdout: String::from_utf8_lossy(&out_thread.join().unwrap()).into_owned(),
         stderr: String::from_utf8_lossy(&err_thread.join().unwrap()).into_owned(),
     }
@@ -169,32 +171,51 @@ fn assert_no_leak(text: &str, values: &[&str]) {
 }
 
 // Exit codes pass through exactly, including death by a signal (128+N) and
-// the shell's codes for a command that is missing or not executable. No
-// server is needed when nothing refers to a secret.
+// the shell's codes for a command that is missing or not executable.
 #[tokio::test]
 async fn exit_codes_pass_through_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let env = Env::new(dir.path());
-    for code in [0, 1, 2, 3, 42, 126, 127, 128, 255] {
-        let r = env.run(&["run", "--", "sh", "-c", &format!("exit {code}")]);
-        assert_eq!(r.code, Some(code), "exit {code}: {}", r.stderr);
-    }
-    let r = env.run(&["run", "--", "sh", "-c", "kill -KILL $$"]);
-    assert_eq!(r.code, Some(128 + 9));
-    let r = env.run(&["run", "--", "sh", "-c", "kill -TERM $$"]);
-    assert_eq!(r.code, Some(128 + 15));
-    let r = env.run(&["run", "--", "no-such-command-zafe-test"]);
-    assert_eq!(r.code, Some(127), "{}", r.stderr);
-    assert!(r.stderr.contains("command not found"), "{}", r.stderr);
+    env.put("app", "dev", "K", "exit-code-test-value").await;
+    let file = env.env_file(".env.zafe", &["K=zafe://app/dev/K".into()]);
     let not_executable = dir.path().join("data.txt");
     std::fs::write(&not_executable, "x").unwrap();
-    let r = env.run(&["run", "--", not_executable.to_str().unwrap()]);
-    assert_eq!(r.code, Some(126), "{}", r.stderr);
-    // The same through exec (--no-mask).
-    let r = env.run(&["run", "--no-mask", "--", "sh", "-c", "exit 42"]);
-    assert_eq!(r.code, Some(42));
-    let r = env.run(&["run", "--no-mask", "--", "no-such-command-zafe-test"]);
-    assert_eq!(r.code, Some(127));
+    // Masked (Zafe supervises the child), exec (--no-mask), and with no
+    // secret at all (Zafe also execs).
+    for mode in [
+        &["--env-file", file.as_str()][..],
+        &["--no-mask", "--env-file", &file],
+        &[],
+    ] {
+        let run = |command: &[&str]| {
+            let mut args = vec!["run"];
+            args.extend(mode);
+            args.push("--");
+            args.extend(command);
+            env.run(&args)
+        };
+        for code in [0, 1, 2, 3, 42, 126, 127, 128, 255] {
+            let r = run(&["sh", "-c", &format!("exit {code}")]);
+            assert_eq!(r.code, Some(code), "{mode:?} exit {code}: {}", r.stderr);
+        }
+        // Supervised, a child killed by signal N makes Zafe exit 128+N;
+        // exec'd, the command is Zafe's own process and dies of N itself,
+        // which the caller's shell reports as 128+N just the same.
+        let supervised = mode.len() == 2;
+        for (signal, name) in [(9, "KILL"), (15, "TERM")] {
+            let r = run(&["sh", "-c", &format!("kill -{name} $$")]);
+            if supervised {
+                assert_eq!(r.code, Some(128 + signal), "{mode:?}");
+            } else {
+                assert_eq!(r.signal, Some(signal), "{mode:?}");
+            }
+        }
+        let r = run(&["no-such-command-zafe-test"]);
+        assert_eq!(r.code, Some(127), "{mode:?}: {}", r.stderr);
+        assert!(r.stderr.contains("command not found"), "{}", r.stderr);
+        let r = run(&[not_executable.to_str().unwrap()]);
+        assert_eq!(r.code, Some(126), "{mode:?}: {}", r.stderr);
+    }
 }
 
 // SIGTERM (and the other forwarded signals) sent to zafe reach the child,
@@ -203,6 +224,8 @@ async fn exit_codes_pass_through_exactly() {
 async fn signals_sent_to_zafe_reach_the_child() {
     let dir = tempfile::tempdir().unwrap();
     let env = Env::new(dir.path());
+    env.put("app", "dev", "K", "signal-test-value").await;
+    let file = env.env_file(".env.zafe", &["K=zafe://app/dev/K".into()]);
     for (signal, name) in [
         (libc::SIGTERM, "TERM"),
         (libc::SIGINT, "INT"),
@@ -213,7 +236,10 @@ async fn signals_sent_to_zafe_reach_the_child() {
             "trap 'echo got {name}; exit 7' {name}; echo ready; while :; do sleep 0.05; done"
         );
         let mut child = env
-            .command(&["run", "--", "sh", "-c", &script], &[])
+            .command(
+                &["run", "--env-file", &file, "--", "sh", "-c", &script],
+                &[],
+            )
             .spawn()
             .unwrap();
         let mut stdout = child.stdout.take().unwrap();
@@ -382,7 +408,15 @@ async fn a_terminal_gets_a_pty_and_masked_output() {
     assert_eq!(r.code, Some(5), "{}", r.stdout);
 
     // Without a terminal there is no pty.
-    let r = env.run(&["run", "--", "sh", "-c", "test -t 1 || echo no-tty"]);
+    let r = env.run(&[
+        "run",
+        "--env-file",
+        &file,
+        "--",
+        "sh",
+        "-c",
+        "test -t 1 || echo no-tty",
+    ]);
     assert_eq!(r.stdout.trim(), "no-tty");
 }
 
