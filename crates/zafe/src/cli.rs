@@ -147,7 +147,7 @@ Examples:
     Mcp(crate::mcp::McpArgs),
 
     /// Configure other tools to use Zafe
-    #[command(subcommand)]
+    #[command(subcommand, after_help = crate::setup::EXAMPLES)]
     Setup(SetupCmd),
 
     /// Encrypt, decrypt, sign and verify with named keys kept by the server (transit engine)
