@@ -26,8 +26,8 @@ use std::io::{self, IsTerminal as _, Read as _, Write as _};
 use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -95,13 +95,15 @@ pub async fn run_inherited(mut cmd: Command) -> Result<u8, (u8, String)> {
     Ok(exit_code(status))
 }
 
+/// The masker's forms, compiled on first use: the output threads build
+/// them while the child is already starting (compiling the forms of 50
+/// values takes milliseconds; the exec need not wait for it, the output
+/// does).
+pub type LazyMaskSet = Arc<LazyLock<Arc<MaskSet>, Box<dyn FnOnce() -> Arc<MaskSet> + Send>>>;
+
 /// Runs the command with its output masked: through a pseudo-terminal when
 /// `pty` is set, else through pipes. Returns Zafe's exit code.
-pub async fn run_masked(
-    mut cmd: Command,
-    set: Arc<MaskSet>,
-    pty: bool,
-) -> Result<u8, (u8, String)> {
+pub async fn run_masked(mut cmd: Command, set: LazyMaskSet, pty: bool) -> Result<u8, (u8, String)> {
     let program = cmd.get_program().to_os_string();
     let fail = |e: io::Error| spawn_failure(&program, &e);
     // Handlers first: a signal that arrives while the child starts is
@@ -141,7 +143,7 @@ pub async fn run_masked(
     }
 }
 
-async fn run_pty(mut cmd: Command, set: Arc<MaskSet>, signals: Signals) -> io::Result<u8> {
+async fn run_pty(mut cmd: Command, set: LazyMaskSet, signals: Signals) -> io::Result<u8> {
     let stdin_tty = io::stdin().is_terminal();
     let winsize = window_size(&io::stdout());
     let saved = if stdin_tty {
@@ -271,11 +273,11 @@ async fn supervise(
 fn pump_thread(
     src: OwnedFd,
     mut dst: Box<dyn io::Write + Send>,
-    set: Arc<MaskSet>,
+    set: LazyMaskSet,
     done: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
-        let mut masker = Masker::new(set);
+        let mut masker = Masker::new(LazyLock::force(&set).clone());
         let mut file = std::fs::File::from(src);
         let mut buf = vec![0u8; 16 * 1024];
         let mut out = Vec::with_capacity(buf.len());

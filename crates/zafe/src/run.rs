@@ -24,7 +24,7 @@ use std::io::{IsTerminal as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use clap::Args;
 use rand_core::RngCore as _;
@@ -348,8 +348,9 @@ async fn prepare_and_run(
             short.join(", ")
         );
     }
-    let mask_set = Arc::new(prepared.mask_set(MaskOptions::default()));
-    drop(prepared);
+    let mask_set: child::LazyMaskSet = Arc::new(LazyLock::new(Box::new(move || {
+        Arc::new(prepared.mask_set(MaskOptions::default()))
+    })));
     let pty = std::io::stdout().is_terminal();
     let result = child::run_masked(cmd, mask_set, pty).await;
     drop(secret_dir);
