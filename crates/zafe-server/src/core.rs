@@ -407,11 +407,39 @@ impl Core {
                 Err(Error::PermissionDenied)
             };
         }
-        let acl = self.policies.acl_for(self, &caller.policies).await?;
+        let acl = self.acl_of(caller).await?;
         if acl.allows(path, needed) && (!sudo || acl.allows(path, Capability::Sudo)) {
-            Ok(())
-        } else {
-            Err(Error::PermissionDenied)
+            return Ok(());
+        }
+        // A person who is not a member of the project a path is about gets
+        // the same 404 whether the project exists or not (R-ACL-2).
+        if let Some(user) = &caller.user {
+            let router = self.router.read().expect("router lock").clone();
+            if let Some(slug) = crate::projects::slug_in_path(path, router.as_deref()) {
+                let grants = crate::projects::grants_for(self, &user.user_id).await?;
+                if !grants.iter().any(|g| g.slug == slug) {
+                    return Err(crate::projects::hidden());
+                }
+            }
+        }
+        Err(Error::PermissionDenied)
+    }
+
+    /// The compiled ACL of a caller that is not root: a token's policies,
+    /// or for a person's session the role policies of their project
+    /// memberships (read from storage on every call, so a removed member
+    /// loses access at once) plus the extra policies they were given.
+    pub async fn acl_of(&self, caller: &TokenEntry) -> Result<Arc<zafe_core::policy::Acl>> {
+        match &caller.user {
+            Some(user) => {
+                let grants = crate::projects::grants_for(self, &user.user_id).await?;
+                let generated: Vec<(String, String)> =
+                    grants.iter().map(crate::projects::Grant::policy).collect();
+                self.policies
+                    .acl_for_generated(self, &generated, &caller.policies)
+                    .await
+            }
+            None => self.policies.acl_for(self, &caller.policies).await,
         }
     }
 

@@ -58,6 +58,8 @@ pub enum RouteId {
     ServiceAccount,
     Leader,
     UiMounts,
+    Projects,
+    Project,
 }
 
 /// A route: an exact path, or with `/*` a prefix whose rest is passed to
@@ -234,6 +236,22 @@ pub const ROUTES: &[Route] = &[
         operations: &[Read, Write],
         id: RouteId::AuditCheckpoints,
     },
+    // Projects (R-ACL-2, R-KV-2): listing shows each caller what they may
+    // see and creation checks `create` on `sys/projects` in the handler;
+    // everything under a project is authorised against the project's path
+    // (a person's role policies; non-members get a 404).
+    Route {
+        path: "sys/projects",
+        access: Access::Authenticated,
+        operations: &[Read, List, Write],
+        id: RouteId::Projects,
+    },
+    Route {
+        path: "sys/projects/*",
+        access: Access::Token,
+        operations: &[Read, List, Write, Delete],
+        id: RouteId::Project,
+    },
 ];
 
 /// The route serving `path`, and the rest of the path after a `/*` route.
@@ -357,6 +375,14 @@ pub async fn dispatch(
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             Ok(ok(core.rekey_update(nonce, key).await?))
+        }
+        (RouteId::Projects, _) => {
+            let caller = caller.ok_or(Error::PermissionDenied)?;
+            crate::projects::handle_root(core, &req, &caller).await
+        }
+        (RouteId::Project, _) => {
+            let caller = caller.ok_or(Error::PermissionDenied)?;
+            crate::projects::handle(core, &req, rest, &caller).await
         }
         (RouteId::AuditExport, _) => crate::audit::api::export(core, &req).await,
         (RouteId::AuditVerify, _) => crate::audit::api::verify(core, &req).await,
