@@ -395,11 +395,7 @@ fn page(req: &Request) -> Result<(usize, String)> {
 /// `sys/projects`: the projects the caller can see (members their own,
 /// server administrators and holders of `list` on `sys/projects` all), and
 /// creation.
-pub async fn handle_root(
-    core: &Arc<Core>,
-    req: &Request,
-    caller: &TokenEntry,
-) -> Result<Reply> {
+pub async fn handle_root(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Result<Reply> {
     match req.operation {
         Operation::Write => create(core, req, caller).await,
         _ => list_visible(core, req, caller).await,
@@ -419,9 +415,7 @@ async fn list_visible(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> R
         }
     }
     let mut slugs: Vec<String> = if sees_all {
-        core.barrier
-            .list(PROJECT_PREFIX, &after, limit + 1)
-            .await?
+        core.barrier.list(PROJECT_PREFIX, &after, limit + 1).await?
     } else if caller.user.is_some() {
         roles
             .keys()
@@ -520,14 +514,12 @@ async fn create(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Result<
         .ok_or_else(|| Error::bad_request("slug is required"))?
         .to_string();
     validate_name(&slug, "project slug")?;
-    let environments = string_list(req, "environments", MAX_ENVIRONMENTS)?.unwrap_or_else(|| {
-        DEFAULT_ENVIRONMENTS
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
-    });
+    let environments = string_list(req, "environments", MAX_ENVIRONMENTS)?
+        .unwrap_or_else(|| DEFAULT_ENVIRONMENTS.iter().map(|s| s.to_string()).collect());
     if environments.is_empty() {
-        return Err(Error::bad_request("a project needs at least one environment"));
+        return Err(Error::bad_request(
+            "a project needs at least one environment",
+        ));
     }
     for env in &environments {
         validate_name(env, "environment name")?;
@@ -725,7 +717,15 @@ pub async fn handle(
             let member = find_member(core, slug, who).await?.ok_or_else(|| {
                 Error::NotFound(format!("{who} is not a member of project {slug}"))
             })?;
-            set_member(core, slug, &member.user_id, &member.email, None, &actor(caller)).await?;
+            set_member(
+                core,
+                slug,
+                &member.user_id,
+                &member.email,
+                None,
+                &actor(caller),
+            )
+            .await?;
             Ok(Reply::NoContent)
         }
         _ => Err(Error::NotFound("unsupported path".into())),
@@ -1071,7 +1071,10 @@ impl<'a> KvAccess<'a> {
             operation,
             path: format!("{}{rel}", self.mounted.entry.path),
             body: None,
-            query: query.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            query: query
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
             token: None,
             client_ip: self.req.client_ip,
             request_id: self.req.request_id.clone(),
@@ -1141,7 +1144,17 @@ mod tests {
         for good in ["a", "0", "my-app", "my_app", "a1", &"a".repeat(63)] {
             assert!(is_valid_name(good), "{good}");
         }
-        for bad in ["", "-a", "_a", "A", "a b", "a/b", "ä", "a.b", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "-a",
+            "_a",
+            "A",
+            "a b",
+            "a/b",
+            "ä",
+            "a.b",
+            &"a".repeat(64),
+        ] {
             assert!(!is_valid_name(bad), "{bad}");
         }
     }
@@ -1176,7 +1189,11 @@ mod tests {
         for role in Role::ALL {
             let acl = acl(role);
             for (path, cap, least) in cases {
-                assert_eq!(acl.allows(path, *cap), role >= *least, "{role:?} {cap:?} {path}");
+                assert_eq!(
+                    acl.allows(path, *cap),
+                    role >= *least,
+                    "{role:?} {cap:?} {path}"
+                );
             }
             // Nothing outside the project, ever.
             assert!(!acl.allows("secret/data/other/dev/KEY", Read));
