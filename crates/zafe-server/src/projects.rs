@@ -747,25 +747,16 @@ async fn find_member(core: &Core, slug: &str, who: &str) -> Result<Option<Member
     }
 }
 
-/// (user id, email) of an existing person, by user id.
-// TODO(merge auth): by email too, through the people module's email index.
+/// (user id, email) of an existing, enabled person, by user id or email.
 async fn find_user(core: &Core, who: &str) -> Result<Option<(String, String)>> {
-    #[derive(Deserialize)]
-    struct User {
-        id: String,
-        email: String,
-    }
-    if who.is_empty() || who.contains(['/', '\0', '@']) {
+    if who.contains('@') && crate::people::users::normalize_email(who).is_err() {
         return Ok(None);
     }
-    let key = format!("sys/people/user/{who}");
-    Ok(match core.barrier.get(&key).await? {
-        Some(record) => {
-            let user: User = parse(&key, &record.value)?;
-            Some((user.id, user.email))
-        }
-        None => None,
-    })
+    let key = core.token_key()?;
+    Ok(crate::people::users::find(&core.barrier, &key, who)
+        .await?
+        .filter(|(user, _)| !user.disabled)
+        .map(|(user, _)| (user.id, user.email)))
 }
 
 /// Adds a member, changes their role, or (`role: None`) removes them, in one
@@ -1078,6 +1069,7 @@ impl<'a> KvAccess<'a> {
             token: None,
             client_ip: self.req.client_ip,
             request_id: self.req.request_id.clone(),
+            user_agent: None,
         };
         let ctx = Ctx {
             core: self.core,
