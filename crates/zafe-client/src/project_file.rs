@@ -69,8 +69,8 @@ pub fn parse(path: &Path, text: &str) -> Result<ProjectFile, ProjectFileError> {
         path: path.to_path_buf(),
         message,
     };
-    let file: ProjectFile =
-        toml::from_str(text).map_err(|e: toml::de::Error| invalid(e.to_string().trim().to_string()))?;
+    let file: ProjectFile = toml::from_str(text)
+        .map_err(|e: toml::de::Error| invalid(e.to_string().trim().to_string()))?;
     if !is_valid_name(&file.project) {
         return Err(invalid(format!(
             "project {:?} is not a project slug (lowercase letters, digits, '-' and '_')",
@@ -170,7 +170,10 @@ mod tests {
             ("environment = \"dev\"", "project"),
             ("project = \"myapp\"\nenviroment = \"dev\"", "enviroment"),
             ("project = \"My App\"", "not a project slug"),
-            ("project = \"a\"\nenvironment = \"Prod\"", "not an environment name"),
+            (
+                "project = \"a\"\nenvironment = \"Prod\"",
+                "not an environment name",
+            ),
             ("project = \"a\"\nserver = \"zafe.example.com\"", "http"),
             ("project = 3", "invalid type"),
         ] {
