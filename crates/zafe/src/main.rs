@@ -13,6 +13,7 @@ mod kv;
 mod login;
 mod operator;
 mod output;
+mod project;
 mod server_id;
 mod service_account;
 mod status;
@@ -82,6 +83,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return transit::run(&client(&cli.global, None)?, out, args).await;
         }
         Command::Kv(args) => return kv::run(&client(&cli.global, None)?, out, args).await,
+        Command::Project(cmd) => {
+            return project::project(&project_client(&cli.global)?, out, cmd).await;
+        }
+        Command::Env(cmd) => return project::env(&project_client(&cli.global)?, out, cmd).await,
+        Command::Member(cmd) => {
+            return project::member(&project_client(&cli.global)?, out, cmd).await;
+        }
+        Command::Secret(args) => {
+            return project::secret(&project_client(&cli.global)?, out, args).await;
+        }
         Command::ServiceAccount(cmd) => {
             use crate::cli::ServiceAccountCmd as Sa;
             let c = client(&cli.global, None)?;
@@ -155,6 +166,22 @@ fn client(global: &Global, addr: Option<String>) -> anyhow::Result<Client> {
         server_id: global.server_id.clone(),
     };
     Ok(Client::new(ClientConfig::from_env_and_flags(&flags)?)?)
+}
+
+/// A client for project commands: inside a repository whose `.zafe.toml`
+/// names a `server`, that address is used unless `--addr`, `ZAFE_ADDR` or
+/// `VAULT_ADDR` says otherwise.
+fn project_client(global: &Global) -> anyhow::Result<Client> {
+    let from_env = ["ZAFE_ADDR", "VAULT_ADDR"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|a| !a.is_empty()));
+    if global.addr.is_none()
+        && !from_env
+        && let Some(server) = project::project_file()?.and_then(|f| f.file.server)
+    {
+        return client(global, Some(server));
+    }
+    client(global, None)
 }
 
 /// The pin store alone: listing and forgetting pins needs neither a server
