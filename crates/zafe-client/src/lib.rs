@@ -8,12 +8,14 @@
 //! - [`config`]: address, token and directories from flags and environment.
 //! - [`pins`]: the pin store, `<config_dir>/servers.toml`.
 //! - [`Client`]: identity verification and the API calls.
+//! - [`project_file`]: `.zafe.toml`, the project and environment of a repository.
 
 mod client;
 pub mod config;
 mod error;
 pub mod path;
 pub mod pins;
+pub mod project_file;
 mod tls;
 mod types;
 

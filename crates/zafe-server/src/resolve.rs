@@ -55,8 +55,20 @@ pub async fn resolve(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Re
 
     let mut located = Vec::with_capacity(unique.len());
     let mut forbidden = BTreeSet::new();
+    let mut mounts: BTreeMap<String, String> = BTreeMap::new();
     for reference in unique.keys() {
-        let location = reference.kv_location(&project_mount(reference));
+        let mount = match reference.project_slug() {
+            Some(slug) => match mounts.get(slug) {
+                Some(mount) => mount.clone(),
+                None => {
+                    let mount = project_mount(core, slug).await?;
+                    mounts.insert(slug.to_string(), mount.clone());
+                    mount
+                }
+            },
+            None => String::new(),
+        };
+        let location = reference.kv_location(&mount);
         let acl_path = format!("{}/data/{}", location.mount, location.path);
         match core
             .authorize(caller, &acl_path, Capability::Read, false)
@@ -112,11 +124,14 @@ fn reference_texts(req: &Request) -> Result<Vec<&str>> {
         .collect()
 }
 
-/// The mount a project reference's project lives on.
-// The project registry (sys/projects/project/<slug>) records a mount per
-// project; until it is merged here every project uses the default mount.
-fn project_mount(_reference: &Reference) -> String {
-    DEFAULT_PROJECT_MOUNT.to_string()
+/// The mount a project lives on, from the project registry; projects that
+/// are not registered (secrets written at the project layout by hand or by
+/// Vault clients) are on the default mount.
+async fn project_mount(core: &Core, slug: &str) -> Result<String> {
+    Ok(match crate::projects::read(core, slug).await? {
+        Some((project, _)) => project.mount.trim_matches('/').to_string(),
+        None => DEFAULT_PROJECT_MOUNT.to_string(),
+    })
 }
 
 /// The text of one field of one version, if the mount is a KV mount, the

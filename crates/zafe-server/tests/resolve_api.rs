@@ -318,3 +318,59 @@ async fn bad_requests_are_refused_before_anything_is_read() {
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.json["data"]["values"], json!({}));
 }
+
+// A registered project's references read from the project's own mount.
+#[tokio::test]
+async fn project_references_read_from_the_projects_mount() {
+    let (h, root) = setup().await;
+    let a = h
+        .call(
+            "POST",
+            "/v1/sys/mounts/team/kv",
+            Some(&root),
+            Some(json!({"type": "kv", "options": {"version": "2"}})),
+        )
+        .await;
+    assert!(a.status.is_success(), "{:?}", a.json);
+    let a = h
+        .call(
+            "POST",
+            "/v1/sys/projects",
+            Some(&root),
+            Some(json!({"slug": "payments", "mount": "team/kv", "environments": ["dev"]})),
+        )
+        .await;
+    assert!(a.status.is_success(), "{:?}", a.json);
+    let a = h
+        .call(
+            "POST",
+            "/v1/team/kv/data/payments/dev/KEY",
+            Some(&root),
+            Some(json!({"data": {"value": "team-value-Jk2"}})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
+    write(
+        &h,
+        &root,
+        "payments/dev/KEY",
+        json!({"value": "default-mount-Jk3"}),
+    )
+    .await;
+
+    let a = resolve(
+        &h,
+        &root,
+        &["zafe://payments/dev/KEY", "zafe://myapp/dev/KEY_4"],
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
+    assert_eq!(
+        a.json["data"]["values"]["zafe://payments/dev/KEY"],
+        "team-value-Jk2"
+    );
+    assert_eq!(
+        a.json["data"]["values"]["zafe://myapp/dev/KEY_4"],
+        value_of(4)
+    );
+}
