@@ -13,7 +13,10 @@
 //! read a secret. All or nothing: if any reference is forbidden (403) or
 //! missing (404), the answer names those references and carries no value at
 //! all. Authorisation is decided for every reference before anything is
-//! read, so a forbidden reference never tells whether it exists.
+//! read, so a forbidden reference never tells whether it exists. A person
+//! asking for a project they are not a member of gets the project paths'
+//! 404 (the design note: a project's existence is not revealed): the
+//! reference is named among the missing ones, and never read.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -55,6 +58,7 @@ pub async fn resolve(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Re
 
     let mut located = Vec::with_capacity(unique.len());
     let mut forbidden = BTreeSet::new();
+    let mut hidden = BTreeSet::new();
     let mut mounts: BTreeMap<String, String> = BTreeMap::new();
     for reference in unique.keys() {
         let mount = match reference.project_slug() {
@@ -78,6 +82,12 @@ pub async fn resolve(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Re
             Err(Error::PermissionDenied) => {
                 forbidden.insert(reference.to_string());
             }
+            // A person who is not a member of the reference's project: the
+            // project's existence is hidden (R-ACL-2), so the reference is
+            // reported like a missing one, and never read.
+            Err(Error::NotFound(_)) => {
+                hidden.insert(reference.to_string());
+            }
             Err(other) => return Err(other),
         }
     }
@@ -90,7 +100,7 @@ pub async fn resolve(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Re
 
     let router = core.router().await?;
     let mut values = Map::new();
-    let mut missing = BTreeSet::new();
+    let mut missing = hidden;
     for (reference, location) in located {
         match read_field(core, &router, &location).await? {
             Some(value) => {
