@@ -255,6 +255,17 @@ pub async fn run(client: &Client, out: Out, args: ImportArgs) -> anyhow::Result<
             file.with_file_name(name)
         }
     };
+    let output_dir = match output.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if !output_dir.is_dir() {
+        bail!(
+            "cannot write {}: {} is not a directory",
+            output.display(),
+            output_dir.display()
+        );
+    }
     if same_file(&output, file) {
         bail!("the references file would replace the file being imported; choose another --output");
     }
