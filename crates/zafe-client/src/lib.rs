@@ -9,6 +9,7 @@
 //! - [`pins`]: the pin store, `<config_dir>/servers.toml`.
 //! - [`Client`]: identity verification and the API calls.
 //! - [`mask`]: the output scrubber of `zafe run` and `zafe mcp`.
+//! - [`project_file`]: `.zafe.toml`, the project and environment of a repository.
 
 mod client;
 pub mod config;
@@ -16,6 +17,7 @@ mod error;
 pub mod mask;
 pub mod path;
 pub mod pins;
+pub mod project_file;
 mod tls;
 mod types;
 

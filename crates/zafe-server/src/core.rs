@@ -66,6 +66,8 @@ pub struct Request {
     pub token: Option<String>,
     pub client_ip: IpAddr,
     pub request_id: String,
+    /// The `User-Agent` header, kept with a person's session.
+    pub user_agent: Option<String>,
 }
 
 impl Request {
@@ -103,6 +105,8 @@ pub struct ClusterInfo {
 /// Keys the core derives at unseal. Dropping this zeroizes them.
 struct UnsealedKeys {
     token_key: SecretKey,
+    /// Argon2's secret input for passwords (people/password.rs).
+    password_pepper: SecretKey,
 }
 
 pub struct Core {
@@ -126,6 +130,8 @@ pub struct Core {
     pub audit: crate::audit::AuditLog,
     /// Unix second of the last reload of the mount table on a routing miss.
     last_mount_reload: std::sync::atomic::AtomicI64,
+    /// People: password hashing, login limits (people/).
+    pub people: crate::people::People,
 }
 
 /// An `operator rekey` in progress: the new configuration and the current
@@ -156,6 +162,7 @@ impl Core {
             &parts.identity,
         )
         .map_err(Error::AuditUnavailable)?;
+        let people = crate::people::People::new(&parts.config.auth)?;
         let core = Arc::new(Self {
             config: parts.config,
             barrier: Barrier::new(parts.backend.clone()),
@@ -171,6 +178,7 @@ impl Core {
             rewrap: RwLock::new(None),
             rekey: std::sync::Mutex::new(None),
             last_mount_reload: std::sync::atomic::AtomicI64::new(0),
+            people,
             audit,
         });
         core.load_cluster_info().await?;
@@ -229,10 +237,14 @@ impl Core {
             Some(pepper) => zafe_core::crypto::derive_key(pepper.expose(), purpose::TOKEN_HMAC),
             None => unsealed.keyring.derive(purpose::TOKEN_HMAC),
         };
+        let password_pepper = self.people.pepper_from(&unsealed.keyring);
         // The audit keys first: no request may run unsealed without them.
         self.audit.unsealed(&unsealed.keyring);
         self.barrier.unseal(unsealed.root_key, unsealed.keyring);
-        *self.unsealed.write().expect("unsealed lock") = Some(Arc::new(UnsealedKeys { token_key }));
+        *self.unsealed.write().expect("unsealed lock") = Some(Arc::new(UnsealedKeys {
+            token_key,
+            password_pepper,
+        }));
     }
 
     /// Seals: forgets every key (they are zeroized when the last in-flight
@@ -259,6 +271,16 @@ impl Core {
             .expect("unsealed lock")
             .as_ref()
             .map(|u| u.token_key.duplicate())
+            .ok_or(Error::Sealed)
+    }
+
+    /// The password pepper (Argon2's secret), while unsealed.
+    pub fn password_pepper(&self) -> Result<SecretKey> {
+        self.unsealed
+            .read()
+            .expect("unsealed lock")
+            .as_ref()
+            .map(|u| u.password_pepper.duplicate())
             .ok_or(Error::Sealed)
     }
 
@@ -298,6 +320,13 @@ impl Core {
             .expect("unsealed lock")
             .clone()
             .ok_or(Error::Sealed)?;
+        if token.starts_with("zafe_at_") {
+            // A person's session (people/sessions.rs).
+            return crate::people::sessions::authenticate(&self.barrier, &keys.token_key, token)
+                .await?
+                .ok_or(Error::PermissionDenied)
+                .inspect(crate::audit::note_caller);
+        }
         tokens::authenticate(&self.barrier, &keys.token_key, token, req.client_ip)
             .await?
             .ok_or(Error::PermissionDenied)
@@ -407,11 +436,39 @@ impl Core {
                 Err(Error::PermissionDenied)
             };
         }
-        let acl = self.policies.acl_for(self, &caller.policies).await?;
+        let acl = self.acl_of(caller).await?;
         if acl.allows(path, needed) && (!sudo || acl.allows(path, Capability::Sudo)) {
-            Ok(())
-        } else {
-            Err(Error::PermissionDenied)
+            return Ok(());
+        }
+        // A person who is not a member of the project a path is about gets
+        // the same 404 whether the project exists or not (R-ACL-2).
+        if let Some(user) = &caller.user {
+            let router = self.router.read().expect("router lock").clone();
+            if let Some(slug) = crate::projects::slug_in_path(path, router.as_deref()) {
+                let grants = crate::projects::grants_for(self, &user.user_id).await?;
+                if !grants.iter().any(|g| g.slug == slug) {
+                    return Err(crate::projects::hidden());
+                }
+            }
+        }
+        Err(Error::PermissionDenied)
+    }
+
+    /// The compiled ACL of a caller that is not root: a token's policies,
+    /// or for a person's session the role policies of their project
+    /// memberships (read from storage on every call, so a removed member
+    /// loses access at once) plus the extra policies they were given.
+    pub async fn acl_of(&self, caller: &TokenEntry) -> Result<Arc<zafe_core::policy::Acl>> {
+        match &caller.user {
+            Some(user) => {
+                let grants = crate::projects::grants_for(self, &user.user_id).await?;
+                let generated: Vec<(String, String)> =
+                    grants.iter().map(crate::projects::Grant::policy).collect();
+                self.policies
+                    .acl_for_generated(self, &generated, &caller.policies)
+                    .await
+            }
+            None => self.policies.acl_for(self, &caller.policies).await,
         }
     }
 

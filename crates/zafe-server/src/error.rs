@@ -52,6 +52,10 @@ pub enum Error {
     Conflict { key: String },
     #[error("internal error")]
     Internal(String),
+    /// The request conflicts with the current state (a name that is taken,
+    /// the last admin of a project): 409 with a message saying why.
+    #[error("{0}")]
+    StateConflict(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -66,7 +70,7 @@ impl Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::Conflict { .. } | Error::StateConflict(_) => StatusCode::CONFLICT,
             Error::Sealed | Error::StorageUnavailable(_) | Error::AuditUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -23,6 +23,7 @@ pub mod identity;
 pub mod mounts;
 pub mod people;
 pub mod policies;
+pub mod projects;
 pub mod resolve;
 pub mod seal;
 pub mod service_accounts;

@@ -31,11 +31,62 @@ struct Stored {
 #[derive(Default)]
 pub struct PolicyStore {
     acls: RwLock<HashMap<Vec<String>, Arc<Acl>>>,
+    /// ACLs of generated policies (project roles) plus stored ones, keyed by
+    /// the generated texts themselves and the stored names: a key can never
+    /// stand for another set of grants, so nothing here goes stale when a
+    /// membership changes.
+    generated: RwLock<HashMap<GeneratedKey, Arc<Acl>>>,
 }
+
+/// (sorted generated (name, HCL) pairs, sorted stored policy names).
+type GeneratedKey = (Vec<(String, String)>, Vec<String>);
+
+/// Distinct generated ACLs kept before the cache starts over.
+const MAX_GENERATED: usize = 4096;
 
 impl PolicyStore {
     pub fn clear(&self) {
         self.acls.write().expect("acl cache lock").clear();
+        self.generated.write().expect("acl cache lock").clear();
+    }
+
+    /// The ACL of generated policies (name, HCL) together with stored
+    /// policies by name, compiled by the one policy engine and cached.
+    pub async fn acl_for_generated(
+        &self,
+        core: &Core,
+        generated: &[(String, String)],
+        names: &[String],
+    ) -> Result<Arc<Acl>> {
+        let mut texts = generated.to_vec();
+        texts.sort();
+        texts.dedup();
+        let mut names = names.to_vec();
+        names.sort();
+        names.dedup();
+        let key = (texts, names);
+        if let Some(acl) = self.generated.read().expect("acl cache lock").get(&key) {
+            return Ok(acl.clone());
+        }
+        let mut policies = Vec::new();
+        for (name, text) in &key.0 {
+            policies.push(
+                Policy::parse(name, text)
+                    .map_err(|e| Error::Internal(format!("generated policy {name}: {e}")))?,
+            );
+        }
+        for name in &key.1 {
+            if let Some(policy) = load(core, name).await? {
+                policies.push(policy);
+            }
+        }
+        let acl = Arc::new(Acl::new(policies.iter()));
+        let mut cache = self.generated.write().expect("acl cache lock");
+        if cache.len() >= MAX_GENERATED {
+            cache.clear();
+        }
+        cache.insert(key, acl.clone());
+        Ok(acl)
     }
 
     pub async fn acl_for(&self, core: &Core, names: &[String]) -> Result<Arc<Acl>> {
@@ -205,7 +256,7 @@ pub async fn capabilities(
         let caps: Vec<String> = if subject.is_root() {
             vec!["root".to_string()]
         } else {
-            let acl = core.policies.acl_for(core, &subject.policies).await?;
+            let acl = core.acl_of(&subject).await?;
             let names = acl.capabilities(path.trim_start_matches('/')).names();
             if names.is_empty() {
                 vec!["deny".to_string()]

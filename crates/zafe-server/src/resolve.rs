@@ -13,7 +13,10 @@
 //! read a secret. All or nothing: if any reference is forbidden (403) or
 //! missing (404), the answer names those references and carries no value at
 //! all. Authorisation is decided for every reference before anything is
-//! read, so a forbidden reference never tells whether it exists.
+//! read, so a forbidden reference never tells whether it exists. A person
+//! asking for a project they are not a member of gets the project paths'
+//! 404 (the design note: a project's existence is not revealed): the
+//! reference is named among the missing ones, and never read.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -55,8 +58,21 @@ pub async fn resolve(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Re
 
     let mut located = Vec::with_capacity(unique.len());
     let mut forbidden = BTreeSet::new();
+    let mut hidden = BTreeSet::new();
+    let mut mounts: BTreeMap<String, String> = BTreeMap::new();
     for reference in unique.keys() {
-        let location = reference.kv_location(&project_mount(reference));
+        let mount = match reference.project_slug() {
+            Some(slug) => match mounts.get(slug) {
+                Some(mount) => mount.clone(),
+                None => {
+                    let mount = project_mount(core, slug).await?;
+                    mounts.insert(slug.to_string(), mount.clone());
+                    mount
+                }
+            },
+            None => String::new(),
+        };
+        let location = reference.kv_location(&mount);
         let acl_path = format!("{}/data/{}", location.mount, location.path);
         match core
             .authorize(caller, &acl_path, Capability::Read, false)
@@ -65,6 +81,12 @@ pub async fn resolve(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Re
             Ok(()) => located.push((reference, location)),
             Err(Error::PermissionDenied) => {
                 forbidden.insert(reference.to_string());
+            }
+            // A person who is not a member of the reference's project: the
+            // project's existence is hidden (R-ACL-2), so the reference is
+            // reported like a missing one, and never read.
+            Err(Error::NotFound(_)) => {
+                hidden.insert(reference.to_string());
             }
             Err(other) => return Err(other),
         }
@@ -78,7 +100,7 @@ pub async fn resolve(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Re
 
     let router = core.router().await?;
     let mut values = Map::new();
-    let mut missing = BTreeSet::new();
+    let mut missing = hidden;
     for (reference, location) in located {
         match read_field(core, &router, &location).await? {
             Some(value) => {
@@ -112,11 +134,14 @@ fn reference_texts(req: &Request) -> Result<Vec<&str>> {
         .collect()
 }
 
-/// The mount a project reference's project lives on.
-// The project registry (sys/projects/project/<slug>) records a mount per
-// project; until it is merged here every project uses the default mount.
-fn project_mount(_reference: &Reference) -> String {
-    DEFAULT_PROJECT_MOUNT.to_string()
+/// The mount a project lives on, from the project registry; projects that
+/// are not registered (secrets written at the project layout by hand or by
+/// Vault clients) are on the default mount.
+async fn project_mount(core: &Core, slug: &str) -> Result<String> {
+    Ok(match crate::projects::read(core, slug).await? {
+        Some((project, _)) => project.mount.trim_matches('/').to_string(),
+        None => DEFAULT_PROJECT_MOUNT.to_string(),
+    })
 }
 
 /// The text of one field of one version, if the mount is a KV mount, the

@@ -10,7 +10,8 @@
 //!
 //! Scopes:
 //! - `project:<slug>`: a project's secrets, `secret/data/<slug>/*` (read) and
-//!   `secret/metadata/<slug>/*` (list and read);
+//!   `secret/metadata/<slug>/*` (list and read), and the project's record
+//!   and environments in the registry (`sys/projects/<slug>`, read);
 //! - a path glob in Vault's policy syntax, `secret/data/ci/*` or
 //!   `secret/+/team/*` (read and list).
 //!
@@ -120,7 +121,10 @@ pub fn policy_for(scopes: &[String]) -> Result<String> {
             hcl.push_str(&format!(
                 "path \"secret/data/{slug}/*\" {{ capabilities = [\"read\"] }}\n\
                  path \"secret/metadata/{slug}/*\" {{ capabilities = [\"read\", \"list\"] }}\n\
-                 path \"secret/metadata/{slug}/\" {{ capabilities = [\"list\"] }}\n"
+                 path \"secret/metadata/{slug}/\" {{ capabilities = [\"list\"] }}\n\
+                 path \"sys/projects/{slug}\" {{ capabilities = [\"read\"] }}\n\
+                 path \"sys/projects/{slug}/environments\" {{ capabilities = [\"read\", \"list\"] }}\n\
+                 path \"sys/projects/{slug}/environments/*\" {{ capabilities = [\"read\", \"list\"] }}\n"
             ));
         } else if scope.contains(':') {
             return Err(Error::bad_request(format!(

@@ -59,6 +59,10 @@ pub enum RouteId {
     Leader,
     UiMounts,
     Resolve,
+    Projects,
+    Project,
+    /// People: setup, login, sessions, accounts (people/api.rs).
+    People(crate::people::api::Endpoint),
 }
 
 /// A route: an exact path, or with `/*` a prefix whose rest is passed to
@@ -70,6 +74,7 @@ pub struct Route {
     pub id: RouteId,
 }
 
+use crate::people::api::Endpoint as P;
 use Operation::*;
 
 pub const ROUTES: &[Route] = &[
@@ -225,6 +230,68 @@ pub const ROUTES: &[Route] = &[
         operations: &[Write],
         id: RouteId::Resolve,
     },
+    // People (docs/design/people-and-workflow.md). Only setup, login,
+    // refresh and registration are public.
+    Route {
+        path: "sys/setup",
+        access: Access::Public,
+        operations: &[Read, Write],
+        id: RouteId::People(P::Setup),
+    },
+    Route {
+        path: "auth/user/login",
+        access: Access::Public,
+        operations: &[Write],
+        id: RouteId::People(P::Login),
+    },
+    Route {
+        path: "auth/user/refresh",
+        access: Access::Public,
+        operations: &[Write],
+        id: RouteId::People(P::Refresh),
+    },
+    Route {
+        path: "auth/user/register",
+        access: Access::Public,
+        operations: &[Write],
+        id: RouteId::People(P::Register),
+    },
+    Route {
+        path: "auth/user/logout",
+        access: Access::Authenticated,
+        operations: &[Write],
+        id: RouteId::People(P::Logout),
+    },
+    Route {
+        path: "auth/user/self",
+        access: Access::Authenticated,
+        operations: &[Read],
+        id: RouteId::People(P::SelfInfo),
+    },
+    Route {
+        path: "auth/user/password",
+        access: Access::Authenticated,
+        operations: &[Write],
+        id: RouteId::People(P::Password),
+    },
+    Route {
+        path: "auth/user/sessions",
+        access: Access::Authenticated,
+        operations: &[Read, List],
+        id: RouteId::People(P::Sessions),
+    },
+    Route {
+        path: "sys/users",
+        access: Access::Sudo,
+        operations: &[Read, List, Write],
+        id: RouteId::People(P::Users),
+    },
+    Route {
+        path: "sys/users/*",
+        access: Access::Sudo,
+        operations: &[Read, Write, Delete],
+        id: RouteId::People(P::User),
+    },
     Route {
         path: "sys/audit-log/export",
         access: Access::Sudo,
@@ -242,6 +309,22 @@ pub const ROUTES: &[Route] = &[
         access: Access::Sudo,
         operations: &[Read, Write],
         id: RouteId::AuditCheckpoints,
+    },
+    // Projects (R-ACL-2, R-KV-2): listing shows each caller what they may
+    // see and creation checks `create` on `sys/projects` in the handler;
+    // everything under a project is authorised against the project's path
+    // (a person's role policies; non-members get a 404).
+    Route {
+        path: "sys/projects",
+        access: Access::Authenticated,
+        operations: &[Read, List, Write],
+        id: RouteId::Projects,
+    },
+    Route {
+        path: "sys/projects/*",
+        access: Access::Token,
+        operations: &[Read, List, Write, Delete],
+        id: RouteId::Project,
     },
 ];
 
@@ -371,9 +454,20 @@ pub async fn dispatch(
             let caller = caller.as_ref().ok_or(Error::PermissionDenied)?;
             crate::resolve::resolve(core, &req, caller).await
         }
+        (RouteId::Projects, _) => {
+            let caller = caller.ok_or(Error::PermissionDenied)?;
+            crate::projects::handle_root(core, &req, &caller).await
+        }
+        (RouteId::Project, _) => {
+            let caller = caller.ok_or(Error::PermissionDenied)?;
+            crate::projects::handle(core, &req, rest, &caller).await
+        }
         (RouteId::AuditExport, _) => crate::audit::api::export(core, &req).await,
         (RouteId::AuditVerify, _) => crate::audit::api::verify(core, &req).await,
         (RouteId::AuditCheckpoints, _) => crate::audit::api::checkpoints(core, &req).await,
+        (RouteId::People(endpoint), _) => {
+            crate::people::api::handle(core, endpoint, rest, req, caller).await
+        }
     }
 }
 
@@ -443,6 +537,7 @@ async fn unseal(core: &Arc<Core>, req: &Request) -> Result<Reply> {
             Ok(UnsealProgress::Done(unsealed)) => {
                 core.open(unsealed);
                 tracing::info!(request_id = %req.request_id, "unsealed");
+                crate::people::setup::announce_if_needed(core).await;
             }
             Ok(UnsealProgress::Collecting) => {}
             Err(e) => {

@@ -318,3 +318,174 @@ async fn bad_requests_are_refused_before_anything_is_read() {
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.json["data"]["values"], json!({}));
 }
+
+// A registered project's references read from the project's own mount.
+#[tokio::test]
+async fn project_references_read_from_the_projects_mount() {
+    let (h, root) = setup().await;
+    let a = h
+        .call(
+            "POST",
+            "/v1/sys/mounts/team/kv",
+            Some(&root),
+            Some(json!({"type": "kv", "options": {"version": "2"}})),
+        )
+        .await;
+    assert!(a.status.is_success(), "{:?}", a.json);
+    let a = h
+        .call(
+            "POST",
+            "/v1/sys/projects",
+            Some(&root),
+            Some(json!({"slug": "payments", "mount": "team/kv", "environments": ["dev"]})),
+        )
+        .await;
+    assert!(a.status.is_success(), "{:?}", a.json);
+    let a = h
+        .call(
+            "POST",
+            "/v1/team/kv/data/payments/dev/KEY",
+            Some(&root),
+            Some(json!({"data": {"value": "team-value-Jk2"}})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
+    write(
+        &h,
+        &root,
+        "payments/dev/KEY",
+        json!({"value": "default-mount-Jk3"}),
+    )
+    .await;
+
+    let a = resolve(
+        &h,
+        &root,
+        &["zafe://payments/dev/KEY", "zafe://myapp/dev/KEY_4"],
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
+    assert_eq!(
+        a.json["data"]["values"]["zafe://payments/dev/KEY"],
+        "team-value-Jk2"
+    );
+    assert_eq!(
+        a.json["data"]["values"]["zafe://myapp/dev/KEY_4"],
+        value_of(4)
+    );
+}
+
+// People resolve through their project roles: a readonly member reads the
+// project's references; a non-member and another project's references are
+// refused (R-ACL-2 through the one policy engine).
+#[tokio::test]
+async fn people_resolve_through_their_project_roles() {
+    const PASSWORD: &str = "a-long-enough-passphrase-for-tests";
+    let mut config = zafe_server::Config::default();
+    config.auth.password.m_cost = 1024;
+    config.auth.password.t_cost = 1;
+    let h = harness_with(config, Some(zafe_core::secret::SecretKey::generate())).await;
+    let (_, root) = h.init(1, 1).await;
+    let setup = zafe_server::people::setup::new_setup_token(&h.core)
+        .await
+        .unwrap()
+        .unwrap()
+        .to_string();
+    let a = h
+        .call(
+            "POST",
+            "/v1/sys/setup",
+            None,
+            Some(json!({"token": setup, "email": "boss@example.com", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    let boss = a.json["auth"]["client_token"].as_str().unwrap().to_string();
+    let mut sessions = Vec::new();
+    for email in ["reader@example.com", "outsider@example.com"] {
+        let a = h
+            .call(
+                "POST",
+                "/v1/sys/users",
+                Some(&boss),
+                Some(json!({"email": email, "password": PASSWORD})),
+            )
+            .await;
+        assert!(a.status.is_success(), "{}", a.json);
+        let a = h
+            .call(
+                "POST",
+                "/v1/auth/user/login",
+                None,
+                Some(json!({"email": email, "password": PASSWORD})),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+        sessions.push(a.json["auth"]["client_token"].as_str().unwrap().to_string());
+    }
+    for slug in ["myapp", "other"] {
+        let a = h
+            .call(
+                "POST",
+                "/v1/sys/projects",
+                Some(&boss),
+                Some(json!({"slug": slug, "environments": ["dev"]})),
+            )
+            .await;
+        assert!(a.status.is_success(), "{}", a.json);
+    }
+    let a = h
+        .call(
+            "POST",
+            "/v1/sys/projects/myapp/members/reader@example.com",
+            Some(&boss),
+            Some(json!({"role": "readonly"})),
+        )
+        .await;
+    assert!(a.status.is_success(), "{}", a.json);
+    write(
+        &h,
+        &root,
+        "myapp/dev/KEY",
+        json!({"value": "member-visible-Tt1"}),
+    )
+    .await;
+    write(
+        &h,
+        &root,
+        "other/dev/KEY",
+        json!({"value": "not-yours-Tt2"}),
+    )
+    .await;
+
+    let (reader, outsider) = (&sessions[0], &sessions[1]);
+    let a = resolve(&h, reader, &["zafe://myapp/dev/KEY"]).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    assert_eq!(
+        a.json["data"]["values"]["zafe://myapp/dev/KEY"],
+        "member-visible-Tt1"
+    );
+    // A project one is not a member of answers like one that does not
+    // exist: 404 naming the reference, whether the project exists or not.
+    for (token, reference) in [
+        (reader, "zafe://other/dev/KEY"),
+        (outsider, "zafe://myapp/dev/KEY"),
+        (outsider, "zafe://no-such-project/dev/KEY"),
+    ] {
+        let a = resolve(&h, token, &["zafe://myapp/dev/KEY", reference]).await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.json);
+        assert!(
+            a.json["errors"].to_string().contains(reference),
+            "{}",
+            a.json
+        );
+        assert!(!a.json.to_string().contains("Tt"), "{}", a.json);
+    }
+    // On a KV mount every path's first segment may be a project, so a path
+    // reference outside the reader's projects is hidden the same way.
+    let a = resolve(&h, reader, &["zafe:///secret/infra/db#password"]).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.json);
+    // Through a path reference, the reader's own project is readable too.
+    let a = resolve(&h, reader, &["zafe:///secret/myapp/dev/KEY#value"]).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+}

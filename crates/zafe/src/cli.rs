@@ -154,6 +154,22 @@ Examples:
     #[command(after_help = crate::transit::EXAMPLES)]
     Transit(crate::transit::TransitArgs),
 
+    /// Create, list, show and delete projects
+    #[command(subcommand, after_help = crate::project::PROJECT_EXAMPLES)]
+    Project(crate::project::ProjectCmd),
+
+    /// A project's environments: list, create, delete, diff and copy
+    #[command(subcommand, after_help = crate::project::ENV_EXAMPLES)]
+    Env(crate::project::EnvCmd),
+
+    /// A project's members and their roles
+    #[command(subcommand, after_help = crate::project::MEMBER_EXAMPLES)]
+    Member(crate::project::MemberCmd),
+
+    /// A project's secrets, one per key (project and environment from .zafe.toml or flags)
+    #[command(after_help = crate::project::SECRET_EXAMPLES)]
+    Secret(crate::project::SecretArgs),
+
     /// Read, write, list and version key/value secrets (KV v2, like `vault kv`)
     #[command(after_help = crate::kv::EXAMPLES)]
     Kv(crate::kv::KvArgs),

@@ -45,12 +45,14 @@ pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 pub const EXAMPLES: &str = "\
 Examples:
   zafe import --project myapp --env dev                 Import ./.env
+  zafe import                                           Project and environment from .zafe.toml
   zafe import config/.env.local --project myapp --env dev
   zafe import --project myapp --env dev --force         Overwrite keys whose stored value differs
   zafe import --project myapp --env dev --keep-original Leave the plaintext .env in place
 
 What happens:
-  every value is stored at secret/data/<project>/<env>/<KEY> as {\"value\": ...};
+  every value is stored at <mount>/data/<project>/<env>/<KEY> as {\"value\": ...} (the
+  project's mount, secret unless the project was created with another);
   .env.zafe is written beside the file: same keys, order and comments, zafe:// references
   instead of values (safe to commit; `zafe run` reads it);
   the original is backed up (mode 0600) under <config dir>/backups/<project>/<env>/, outside
@@ -68,7 +70,7 @@ pub struct ImportArgs {
     pub file: PathBuf,
 
     #[command(flatten)]
-    pub target: ProjectEnv,
+    pub target: ProjectEnvArgs,
 
     /// Overwrite stored values that differ from the file's (older values stay in each key's history)
     #[arg(long)]
@@ -83,24 +85,80 @@ pub struct ImportArgs {
     pub output: Option<PathBuf>,
 }
 
-/// The project and environment a command works on.
+/// `--project` / `--env`: flags, else `ZAFE_PROJECT` / `ZAFE_ENV`, else the
+/// `.zafe.toml` found from the working directory upward.
 #[derive(Debug, Clone, Args)]
-pub struct ProjectEnv {
-    /// Project (slug)
-    #[arg(long, env = "ZAFE_PROJECT", value_name = "PROJECT")]
-    pub project: String,
+pub struct ProjectEnvArgs {
+    /// Project (slug) [default: `project` in .zafe.toml]
+    #[arg(long, short = 'p', env = "ZAFE_PROJECT", value_name = "PROJECT")]
+    pub project: Option<String>,
 
-    /// Environment (dev, staging, prod, ...)
-    #[arg(long = "env", env = "ZAFE_ENV", value_name = "ENV")]
+    /// Environment (dev, staging, prod, ...) [default: `environment` in .zafe.toml]
+    #[arg(long = "env", short = 'e', env = "ZAFE_ENV", value_name = "ENV")]
+    pub environment: Option<String>,
+}
+
+impl ProjectEnvArgs {
+    /// The project and environment, and the project's mount from the
+    /// project registry (the default mount for a project that is not
+    /// registered, or that this token may not look up).
+    pub async fn resolve(&self, client: &Client) -> anyhow::Result<ProjectEnv> {
+        let found = match (&self.project, &self.environment) {
+            (Some(_), Some(_)) => None,
+            _ => zafe_client::project_file::find()?,
+        };
+        let pick = |given: &Option<String>, from_file: Option<&String>, what: &str| {
+            given.clone().or_else(|| from_file.cloned()).ok_or_else(|| {
+                anyhow!(
+                    "no {what}: give --{} or write it in a .zafe.toml at the repository's root",
+                    if what == "project" { "project" } else { "env" }
+                )
+            })
+        };
+        let project = pick(
+            &self.project,
+            found.as_ref().map(|f| &f.file.project),
+            "project",
+        )?;
+        let environment = pick(
+            &self.environment,
+            found.as_ref().and_then(|f| f.file.environment.as_ref()),
+            "environment",
+        )?;
+        let path = format!("/v1/sys/projects/{}", encode_segment(&project));
+        let mount = match client.request_json(Method::GET, &path, None).await {
+            Ok(Some(reply)) => reply["data"]["mount"]
+                .as_str()
+                .unwrap_or(DEFAULT_PROJECT_MOUNT)
+                .trim_matches('/')
+                .to_string(),
+            Ok(None)
+            | Err(zafe_client::Error::ServerError {
+                status: 403 | 404, ..
+            }) => DEFAULT_PROJECT_MOUNT.to_string(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(ProjectEnv {
+            project,
+            environment,
+            mount,
+        })
+    }
+}
+
+/// The project and environment a command works on, and the KV mount the
+/// project's secrets live on.
+#[derive(Debug, Clone)]
+pub struct ProjectEnv {
+    pub project: String,
     pub environment: String,
+    pub mount: String,
 }
 
 impl ProjectEnv {
     /// The mount the project's secrets live on.
-    // The project registry records a mount per project; until the client
-    // reads it, projects use the default mount, as `sys/resolve` does.
     pub fn mount(&self) -> &str {
-        DEFAULT_PROJECT_MOUNT
+        &self.mount
     }
 
     /// The reference of one key, checked by the one parser's rules.
@@ -188,7 +246,7 @@ pub async fn run(client: &Client, out: Out, args: ImportArgs) -> anyhow::Result<
     let file = &args.file;
     let bytes = read_env_file(file)?;
     let document = dotenv::parse_bytes(&bytes).map_err(|e| anyhow!("{}: {e}", file.display()))?;
-    let target = &args.target;
+    let target = &args.target.resolve(client).await?;
     let output = match &args.output {
         Some(path) => path.clone(),
         None => {
@@ -197,6 +255,17 @@ pub async fn run(client: &Client, out: Out, args: ImportArgs) -> anyhow::Result<
             file.with_file_name(name)
         }
     };
+    let output_dir = match output.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    if !output_dir.is_dir() {
+        bail!(
+            "cannot write {}: {} is not a directory",
+            output.display(),
+            output_dir.display()
+        );
+    }
     if same_file(&output, file) {
         bail!("the references file would replace the file being imported; choose another --output");
     }

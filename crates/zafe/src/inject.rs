@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 
 use crate::cli::Format;
 use crate::files;
-use crate::import::ProjectEnv;
+use crate::import::ProjectEnvArgs;
 
 pub const INJECT_EXAMPLES: &str = "\
 Examples:
@@ -62,7 +62,7 @@ pub struct InjectArgs {
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     #[command(flatten)]
-    pub target: ProjectEnv,
+    pub target: ProjectEnvArgs,
 
     /// Where to write the result (created 0600) [default: standard output]
     #[arg(long, short = 'o', value_name = "FILE")]
@@ -105,7 +105,7 @@ pub async fn export(client: &Client, format: Format, args: ExportArgs) -> anyhow
             return Ok(ExitCode::from(2));
         }
     };
-    let target = &args.target;
+    let target = &args.target.resolve(client).await?;
     let keys = target.stored_keys(client).await?;
     if keys.is_empty() {
         eprintln!("No keys found in {}", target.display());

@@ -18,6 +18,7 @@ mod login;
 mod mcp;
 mod operator;
 mod output;
+mod project;
 mod run;
 mod server_id;
 mod service_account;
@@ -104,11 +105,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return transit::run(&client(&cli.global, None)?, out, args).await;
         }
         Command::Kv(args) => return kv::run(&client(&cli.global, None)?, out, args).await,
-        Command::Import(args) => return import::run(&client(&cli.global, None)?, out, args).await,
-        Command::Inject(args) => return inject::inject(&client(&cli.global, None)?, args).await,
+        Command::Import(args) => {
+            return import::run(&project_client(&cli.global)?, out, args).await;
+        }
+        Command::Inject(args) => return inject::inject(&project_client(&cli.global)?, args).await,
         Command::Export(args) => {
             let format = cli.global.format;
-            return inject::export(&client(&cli.global, None)?, format, args).await;
+            return inject::export(&project_client(&cli.global)?, format, args).await;
+        }
+        Command::Project(cmd) => {
+            return project::project(&project_client(&cli.global)?, out, cmd).await;
+        }
+        Command::Env(cmd) => return project::env(&project_client(&cli.global)?, out, cmd).await,
+        Command::Member(cmd) => {
+            return project::member(&project_client(&cli.global)?, out, cmd).await;
+        }
+        Command::Secret(args) => {
+            return project::secret(&project_client(&cli.global)?, out, args).await;
         }
         Command::ServiceAccount(cmd) => {
             use crate::cli::ServiceAccountCmd as Sa;
@@ -183,6 +196,22 @@ fn client(global: &Global, addr: Option<String>) -> anyhow::Result<Client> {
         server_id: global.server_id.clone(),
     };
     Ok(Client::new(ClientConfig::from_env_and_flags(&flags)?)?)
+}
+
+/// A client for project commands: inside a repository whose `.zafe.toml`
+/// names a `server`, that address is used unless `--addr`, `ZAFE_ADDR` or
+/// `VAULT_ADDR` says otherwise.
+fn project_client(global: &Global) -> anyhow::Result<Client> {
+    let from_env = ["ZAFE_ADDR", "VAULT_ADDR"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|a| !a.is_empty()));
+    if global.addr.is_none()
+        && !from_env
+        && let Some(server) = project::project_file()?.and_then(|f| f.file.server)
+    {
+        return client(global, Some(server));
+    }
+    client(global, None)
 }
 
 /// The pin store alone: listing and forgetting pins needs neither a server

@@ -384,6 +384,16 @@ async fn import_inject_and_export_end_to_end() {
     assert_eq!(&read[..expected.len()], &expected[..]);
     assert!(!Path::new("/tmp/zafe-owned-Vq14").exists());
 
+    // Without flags, project and environment come from .zafe.toml.
+    std::fs::write(
+        project.join(".zafe.toml"),
+        "project = \"myapp\"\nenvironment = \"dev\"\n",
+    )
+    .unwrap();
+    let r = cli.ok_in(&project, &["export", "--format", "json"]);
+    let exported: BTreeMap<String, String> = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(exported, values);
+
     // Inject: one batched request for 50 references; 0600 output.
     let mut many = String::new();
     for i in 0..50 {

@@ -134,6 +134,13 @@ struct VersionMeta {
     /// When the version is (or will be, with `delete_version_after`) deleted.
     deletion: Option<i64>,
     destroyed: bool,
+    /// Who wrote the version (R-KV-2): a person's email, or a token's
+    /// display name and accessor (never a token). Shown as `created_by` in
+    /// the metadata's `versions` (an extra field Vault clients ignore; the
+    /// data endpoints keep Vault's exact shape). Empty for versions written
+    /// before it was recorded.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    created_by: String,
 }
 
 /// One version's data, stored at `ver/<path>/<n>`.
@@ -171,6 +178,7 @@ impl Meta {
                 (
                     n.to_string(),
                     json!({
+                        "created_by": v.created_by,
                         "created_time": rfc3339(v.created),
                         "deletion_time": v.deletion.map(rfc3339).unwrap_or_default(),
                         "destroyed": v.destroyed,
@@ -562,7 +570,7 @@ fn check_cas(cas: Option<i64>, required: bool, current: u64) -> Result<()> {
 
 /// Appends a version to `meta`, pruning the oldest beyond the effective
 /// maximum; returns the new version number and the versions pruned.
-fn add_version(meta: &mut Meta, config: &KvConfig, now: i64) -> (u64, Vec<u64>) {
+fn add_version(meta: &mut Meta, config: &KvConfig, now: i64, by: &str) -> (u64, Vec<u64>) {
     let version = meta.current_version + 1;
     meta.current_version = version;
     meta.updated = now;
@@ -574,6 +582,7 @@ fn add_version(meta: &mut Meta, config: &KvConfig, now: i64) -> (u64, Vec<u64>) 
             deletion: after
                 .map(|secs| now.saturating_add((secs as i64).saturating_mul(1_000_000_000))),
             destroyed: false,
+            created_by: by.to_string(),
         },
     );
     // As OpenBao does: the larger of the two settings, 10 when neither is set.
@@ -610,6 +619,11 @@ fn effective_delete_after(mount: u64, secret: u64) -> Option<u64> {
     }
 }
 
+/// Who is writing, for [`VersionMeta::created_by`].
+fn author(ctx: &Ctx<'_>) -> String {
+    ctx.caller.map(crate::projects::actor).unwrap_or_default()
+}
+
 fn version_record(meta: &Meta, version: u64, data: Map<String, Value>) -> Vec<u8> {
     let record = VersionRecord {
         incarnation: meta.incarnation.clone(),
@@ -633,7 +647,7 @@ impl Kv {
                     config.cas_required || meta.cas_required,
                     meta.current_version,
                 )?;
-                let (version, pruned) = add_version(&mut meta, &config, now);
+                let (version, pruned) = add_version(&mut meta, &config, now, &author(ctx));
                 let reply = meta.version_json(version, &meta.versions[&version]);
                 let record = version_record(&meta, version, write.data.clone());
                 Ok(Outcome::Write(Change {
@@ -684,7 +698,7 @@ impl Kv {
             };
             merge_patch_map(&mut data, &patch.data);
             check_size(&data, max_bytes)?;
-            let (version, pruned) = add_version(&mut meta, &config, now);
+            let (version, pruned) = add_version(&mut meta, &config, now, &author(ctx));
             let reply = meta.version_json(version, &meta.versions[&version]);
             let record = version_record(&meta, version, data);
             let change = Change {
@@ -1417,7 +1431,7 @@ mod tests {
         let config = KvConfig::default();
         let mut meta = Meta::new(1);
         for i in 0..12 {
-            add_version(&mut meta, &config, 10 + i);
+            add_version(&mut meta, &config, 10 + i, "");
         }
         assert_eq!(
             meta.versions.keys().copied().collect::<Vec<_>>(),
@@ -1429,7 +1443,7 @@ mod tests {
             max_versions: 5,
             ..Default::default()
         };
-        let (v, pruned) = add_version(&mut meta, &config, 100);
+        let (v, pruned) = add_version(&mut meta, &config, 100, "t");
         assert_eq!(v, 13);
         assert_eq!(pruned, vec![3, 4, 5, 6, 7, 8]);
         assert_eq!(meta.oldest_version, 9);
