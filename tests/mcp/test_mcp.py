@@ -18,9 +18,9 @@ CALL_TIMEOUT = 60
 
 
 @asynccontextmanager
-async def session(zafe, args=("mcp", "--project", "app", "--env", "dev")):
+async def session(zafe, args=("mcp", "--project", "app", "--env", "dev"), cwd=None):
     params = StdioServerParameters(
-        command=str(ZAFE_BIN), args=list(args), env=zafe["env"], cwd=str(zafe["project"])
+        command=str(ZAFE_BIN), args=list(args), env=zafe["env"], cwd=str(cwd or zafe["project"])
     )
     with open(zafe["work"] / "mcp-stderr.log", "a") as errlog:
         async with stdio_client(params, errlog=errlog) as (read, write):
@@ -109,6 +109,45 @@ def test_listing_and_references_never_show_values(zafe):
                 r2 = Recorder(bare)
                 await r2.fails("list_secrets")
                 r.texts += r2.texts
+            assert_no_leak(r.texts)
+    run(scenario())
+
+
+def test_defaults_come_from_zafe_toml(zafe):
+    repo = zafe["work"] / "repo"
+    (repo / "sub").mkdir(parents=True, exist_ok=True)
+    (repo / ".zafe.toml").write_text('project = "app"\nenvironment = "prod"\n')
+
+    async def scenario():
+        async with session(zafe, args=("mcp",), cwd=repo / "sub") as s:
+            r = Recorder(s)
+            listed = await r.ok("list_secrets")
+            assert (listed["project"], listed["environment"]) == ("app", "prod")
+            assert [e["key"] for e in listed["secrets"]] == ["API_KEY"]
+            assert_no_leak(r.texts)
+    run(scenario())
+
+
+def test_registered_projects_use_their_own_mount(zafe):
+    from conftest import http
+    addr = zafe["addr"]
+    http("POST", f"{addr}/v1/sys/mounts/teamkv", {"type": "kv", "options": {"version": "2"}})
+    http("POST", f"{addr}/v1/sys/projects", {"slug": "team", "mount": "teamkv", "environments": ["dev"]})
+    http("POST", f"{addr}/v1/teamkv/data/team/dev/TEAM_KEY", {"data": {"value": SECRETS["JWT_SECRET"]}})
+
+    async def scenario():
+        async with session(zafe) as s:
+            r = Recorder(s)
+            projects = {p["project"]: p for p in (await r.ok("list_projects"))["projects"]}
+            assert projects["team"]["mount"] == "teamkv" and projects["team"]["registered"] is True
+            assert projects["app"]["registered"] is False
+            listed = await r.ok("list_secrets", {"project": "team", "environment": "dev"})
+            assert [e["key"] for e in listed["secrets"]] == ["TEAM_KEY"]
+            stored = await r.ok("set_secret", {"project": "team", "environment": "dev", "key": "OTHER", "value": NEW_SECRET})
+            assert stored["version"] == 1
+            assert http("GET", f"{addr}/v1/teamkv/metadata/team/dev/OTHER")["data"]["current_version"] == 1
+            out = await r.ok("run_command", {"command": ["sh", "-c", 'echo "$TEAM_KEY $OTHER"'], "project": "team", "environment": "dev"})
+            assert out["stdout"].strip() == "*** ***", out
             assert_no_leak(r.texts)
     run(scenario())
 

@@ -66,12 +66,12 @@ gives you a secret value, store it with set_secret and use its reference from th
 
 #[derive(Debug, Args)]
 pub struct McpArgs {
-    /// The project tools use when a call names none
-    #[arg(long, value_name = "SLUG")]
+    /// The project tools use when a call names none [default: `project` in .zafe.toml]
+    #[arg(long, value_name = "SLUG", env = "ZAFE_PROJECT")]
     pub project: Option<String>,
 
-    /// The environment tools use when a call names none
-    #[arg(long = "env", value_name = "ENV")]
+    /// The environment tools use when a call names none [default: `environment` in .zafe.toml]
+    #[arg(long = "env", value_name = "ENV", env = "ZAFE_ENV")]
     pub environment: Option<String>,
 }
 
@@ -87,7 +87,18 @@ run_command. No tool ever returns a secret value.";
 
 pub async fn serve(args: McpArgs, client: Client) -> anyhow::Result<()> {
     let root = std::env::current_dir()?.canonicalize()?;
-    let server = ZafeMcp::new(client, root, args.project, args.environment);
+    // Defaults: the flags, else the repository's .zafe.toml.
+    let found = match (&args.project, &args.environment) {
+        (Some(_), Some(_)) => None,
+        _ => zafe_client::project_file::find()?,
+    };
+    let project = args
+        .project
+        .or_else(|| found.as_ref().map(|f| f.file.project.clone()));
+    let environment = args
+        .environment
+        .or_else(|| found.as_ref().and_then(|f| f.file.environment.clone()));
+    let server = ZafeMcp::new(client, root, project, environment);
     let service = server.serve(rmcp::transport::stdio()).await?;
     service.waiting().await?;
     Ok(())
@@ -108,6 +119,8 @@ struct Inner {
     /// Every value this server has handled (resolved for a command, or
     /// stored): every response is scrubbed against them.
     seen: Mutex<Seen>,
+    /// Project → KV mount, from the project registry.
+    mounts: Mutex<std::collections::HashMap<String, String>>,
 }
 
 #[derive(Default)]
@@ -209,6 +222,7 @@ impl ZafeMcp {
                 project,
                 environment,
                 seen: Mutex::new(Seen::default()),
+                mounts: Mutex::default(),
             }),
             tool_router: Self::tool_router(),
         }
@@ -219,6 +233,27 @@ impl ZafeMcp {
         annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn list_projects(&self) -> Result<CallToolResult, ErrorData> {
+        // The project registry (projects with their mounts and your role),
+        // then folders of the default mount's KV layout that are not
+        // registered projects.
+        let mut out: Vec<Value> = Vec::new();
+        if let Ok(Some(reply)) = self
+            .inner
+            .client
+            .request_json(Method::GET, "/v1/sys/projects?list=true", None)
+            .await
+            && let Some(registered) = reply["data"]["projects"].as_object()
+        {
+            for (slug, p) in registered.iter().take(MAX_PROJECTS) {
+                out.push(json!({
+                    "project": slug,
+                    "environments": p["environments"],
+                    "mount": p["mount"],
+                    "role": p["role"],
+                    "registered": true,
+                }));
+            }
+        }
         let projects = match self
             .list_folder(&format!("{DEFAULT_PROJECT_MOUNT}/metadata/"))
             .await
@@ -226,13 +261,15 @@ impl ZafeMcp {
             Ok(p) => p,
             Err(e) => return Ok(self.error(e)),
         };
-        let mut out = Vec::new();
         for project in projects
             .into_iter()
             .filter(|p| p.ends_with('/'))
             .take(MAX_PROJECTS)
         {
             let slug = project.trim_end_matches('/').to_string();
+            if out.iter().any(|p| p["project"] == slug.as_str()) {
+                continue;
+            }
             let path = format!(
                 "{DEFAULT_PROJECT_MOUNT}/metadata/{}/",
                 zafe_client::path::encode_segment(&slug)
@@ -245,7 +282,12 @@ impl ZafeMcp {
                     .collect(),
                 Err(_) => Vec::new(),
             };
-            out.push(json!({ "project": slug, "environments": environments }));
+            out.push(json!({
+                "project": slug,
+                "environments": environments,
+                "mount": DEFAULT_PROJECT_MOUNT,
+                "registered": false,
+            }));
         }
         Ok(self.success(json!({ "projects": out })))
     }
@@ -262,7 +304,8 @@ impl ZafeMcp {
             Ok(s) => s,
             Err(e) => return Ok(self.error(e)),
         };
-        let folder = env_metadata_path(&project, &environment);
+        let mount = self.mount_of(&project).await;
+        let folder = env_metadata_path(&mount, &project, &environment);
         let keys = match self.list_folder(&folder).await {
             Ok(k) => k,
             Err(e) => return Ok(self.error(e)),
@@ -427,8 +470,10 @@ impl ZafeMcp {
             Ok(r) => r.to_string(),
             Err(e) => return Ok(self.error(format!("invalid name: {e}"))),
         };
+        let mount = self.mount_of(&project).await;
         let path = format!(
-            "/v1/{DEFAULT_PROJECT_MOUNT}/data/{}",
+            "/v1/{}/data/{}",
+            zafe_client::path::encode_path(&mount),
             secret_path(&project, &environment, &p.key)
         );
         let body = json!({ "data": { "value": value.as_str() } });
@@ -582,11 +627,51 @@ impl ZafeMcp {
         environment: &str,
         key: &str,
     ) -> Result<Option<Value>, String> {
+        let mount = self.mount_of(project).await;
         let url = format!(
-            "/v1/{DEFAULT_PROJECT_MOUNT}/metadata/{}",
+            "/v1/{}/metadata/{}",
+            zafe_client::path::encode_path(&mount),
             secret_path(project, environment, key)
         );
         self.metadata_at(&url).await
+    }
+
+    /// The KV mount of a project, from the project registry; the default
+    /// mount for a project that is not registered or that this token may
+    /// not look up. Remembered for the session.
+    async fn mount_of(&self, project: &str) -> String {
+        if let Some(m) = self
+            .inner
+            .mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(project)
+        {
+            return m.clone();
+        }
+        let path = format!(
+            "/v1/sys/projects/{}",
+            zafe_client::path::encode_segment(project)
+        );
+        let mount = match self
+            .inner
+            .client
+            .request_json(Method::GET, &path, None)
+            .await
+        {
+            Ok(Some(reply)) => reply["data"]["mount"]
+                .as_str()
+                .unwrap_or(DEFAULT_PROJECT_MOUNT)
+                .trim_matches('/')
+                .to_string(),
+            _ => DEFAULT_PROJECT_MOUNT.to_string(),
+        };
+        self.inner
+            .mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(project.to_string(), mount.clone());
+        mount
     }
 
     async fn metadata_at(&self, url: &str) -> Result<Option<Value>, String> {
@@ -609,7 +694,11 @@ impl ZafeMcp {
 
     /// Whether a reference's secret exists (its metadata; never its value).
     async fn reference_exists(&self, reference: &Reference) -> Result<bool, String> {
-        let location = reference.kv_location(DEFAULT_PROJECT_MOUNT);
+        let mount = match reference.project_slug() {
+            Some(project) => self.mount_of(project).await,
+            None => DEFAULT_PROJECT_MOUNT.to_string(),
+        };
+        let location = reference.kv_location(&mount);
         let url = format!(
             "/v1/{}/metadata/{}",
             zafe_client::path::encode_path(&location.mount),
@@ -763,9 +852,10 @@ fn secret_path(project: &str, environment: &str, key: &str) -> String {
         .join("/")
 }
 
-fn env_metadata_path(project: &str, environment: &str) -> String {
+fn env_metadata_path(mount: &str, project: &str, environment: &str) -> String {
     format!(
-        "{DEFAULT_PROJECT_MOUNT}/metadata/{}/{}/",
+        "{}/metadata/{}/{}/",
+        zafe_client::path::encode_path(mount),
         zafe_client::path::encode_segment(project),
         zafe_client::path::encode_segment(environment)
     )

@@ -385,8 +385,26 @@ async fn list_keys(
     project: &str,
     environment: &str,
 ) -> Result<Vec<String>, Failure> {
+    // The project's mount from the registry; the default mount for a
+    // project that is not registered or that this token may not look up.
+    let registry = format!(
+        "/v1/sys/projects/{}",
+        zafe_client::path::encode_segment(project)
+    );
+    let mount = match client
+        .request_json(zafe_client::Method::GET, &registry, None)
+        .await
+    {
+        Ok(Some(reply)) => reply["data"]["mount"]
+            .as_str()
+            .unwrap_or(DEFAULT_PROJECT_MOUNT)
+            .trim_matches('/')
+            .to_string(),
+        _ => DEFAULT_PROJECT_MOUNT.to_string(),
+    };
     let path = format!(
-        "/v1/{DEFAULT_PROJECT_MOUNT}/metadata/{}/{}/?list=true",
+        "/v1/{}/metadata/{}/{}/?list=true",
+        zafe_client::path::encode_path(&mount),
         zafe_client::path::encode_segment(project),
         zafe_client::path::encode_segment(environment)
     );
