@@ -7,7 +7,9 @@
 //!
 //! - [`config`]: address, token and directories from flags and environment.
 //! - [`pins`]: the pin store, `<config_dir>/servers.toml`.
-//! - [`Client`]: identity verification and the API calls.
+//! - [`session`]: a person's access and refresh tokens (credential store or files).
+//! - [`Client`]: identity verification and the API calls; it refreshes an
+//!   expired session once, transparently.
 //! - [`project_file`]: `.zafe.toml`, the project and environment of a repository.
 
 mod client;
@@ -16,6 +18,7 @@ mod error;
 pub mod path;
 pub mod pins;
 pub mod project_file;
+pub mod session;
 mod tls;
 mod types;
 
