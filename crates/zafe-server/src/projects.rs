@@ -348,6 +348,59 @@ pub fn slug_in_path<'p>(path: &'p str, router: Option<&crate::mounts::Router>) -
     segments.next().filter(|s| !s.is_empty())
 }
 
+/// A service account's ACL (read and list only): its project scopes
+/// resolved against the registry now, so that a scope follows the
+/// project's mount, id and tags as they are at this request.
+pub async fn service_account_acl(
+    core: &Core,
+    account: &crate::service_accounts::ServiceAccount,
+) -> Result<zafe_core::policy::Acl> {
+    use crate::service_accounts::{self as sa, Scope};
+    let scopes = account
+        .scopes
+        .iter()
+        .map(|s| Scope::parse(s))
+        .collect::<Result<Vec<_>>>()?;
+    let mut projects: Vec<(String, String)> = Vec::new();
+    for scope in &scopes {
+        let slugs: Vec<String> = match scope {
+            Scope::Project(slug) => {
+                let mount = read(core, slug)
+                    .await?
+                    .map_or_else(|| DEFAULT_MOUNT.to_string(), |(p, _)| p.mount);
+                projects.push((slug.clone(), mount));
+                continue;
+            }
+            Scope::ProjectId(id) => {
+                let key = format!("{ID_PREFIX}{id}");
+                match core.barrier.get(&key).await? {
+                    Some(record) => {
+                        let index: Value = parse(&key, &record.value)?;
+                        index["slug"]
+                            .as_str()
+                            .map(str::to_string)
+                            .into_iter()
+                            .collect()
+                    }
+                    None => Vec::new(),
+                }
+            }
+            Scope::Tag(tag) => {
+                core.barrier
+                    .list(&format!("{TAG_PREFIX}{tag}/"), "", MAX_LIST)
+                    .await?
+            }
+            Scope::Path(_) => continue,
+        };
+        for slug in slugs {
+            if let Some((p, _)) = read(core, &slug).await? {
+                projects.push((p.slug, p.mount));
+            }
+        }
+    }
+    sa::compile(account, &sa::policy_for(&projects, &scopes))
+}
+
 // ---- HTTP ---------------------------------------------------------------------
 
 fn reply(req: &Request, data: Value) -> Reply {
