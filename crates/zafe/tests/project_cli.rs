@@ -32,6 +32,7 @@ impl Run {
 struct Cli {
     config_dir: PathBuf,
     addr: String,
+    token: String,
 }
 
 impl Cli {
@@ -45,7 +46,7 @@ impl Cli {
             .env("HOME", &self.config_dir)
             .env("ZAFE_CONFIG_DIR", &self.config_dir)
             .env("ZAFE_ADDR", &self.addr)
-            .env("ZAFE_TOKEN", ROOT)
+            .env("ZAFE_TOKEN", &self.token)
             .env("NO_COLOR", "1")
             .stdin(if stdin.is_some() {
                 Stdio::piped()
@@ -121,6 +122,7 @@ fn dev_server(dir: &Path) -> (Server, Cli) {
     let cli = Cli {
         config_dir,
         addr: format!("http://{addr}"),
+        token: ROOT.to_string(),
     };
     (server, cli)
 }
@@ -385,4 +387,70 @@ async fn members_and_roles() {
     std::fs::write(cli.config_dir.join(".zafe.toml"), "project = \"myapp\"\n").unwrap();
     let r = cli.ok(&["member", "list", "--format", "json"]);
     assert_eq!(r.json()[0]["email"], "bob@example.com");
+}
+
+/// A person's real session (password login) through the CLI: a readonly
+/// member reads but cannot write; a non-member cannot tell the project
+/// exists.
+#[tokio::test]
+async fn people_see_what_their_role_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, cli) = dev_server(dir.path());
+    let mut sessions = Vec::new();
+    for email in ["reader@example.com", "stranger@example.com"] {
+        let r = call(
+            "POST",
+            &server.url("/v1/sys/users"),
+            Some(ROOT),
+            Some(json!({"email": email, "password": "a-long-enough-passphrase"})),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.json);
+        let r = call(
+            "POST",
+            &server.url("/v1/auth/user/login"),
+            None,
+            Some(json!({"email": email, "password": "a-long-enough-passphrase"})),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.json);
+        sessions.push(Cli {
+            config_dir: cli.config_dir.clone(),
+            addr: cli.addr.clone(),
+            token: r.json["auth"]["client_token"].as_str().unwrap().to_string(),
+        });
+    }
+    let (reader, stranger) = (&sessions[0], &sessions[1]);
+    cli.ok(&["project", "create", "myapp"]);
+    cli.set("dev", "DB_URL", "postgres://dev-secret");
+    cli.ok(&[
+        "member",
+        "add",
+        "myapp",
+        "reader@example.com",
+        "--role",
+        "readonly",
+    ]);
+
+    let r = reader.ok(&["secret", "get", "DB_URL", "-p", "myapp", "-e", "dev"]);
+    assert_eq!(r.stdout, "postgres://dev-secret");
+    let r = reader.ok(&["project", "list", "--format", "json"]);
+    assert_eq!(r.json()["myapp"]["role"], "readonly");
+    let r = reader.run_in(
+        &reader.config_dir,
+        &["secret", "set", "DB_URL", "-p", "myapp", "-e", "dev"],
+        Some("overwritten"),
+    );
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("permission denied"), "{}", r.stderr);
+
+    let existing = stranger.run(&["project", "show", "myapp"]);
+    let missing = stranger.run(&["project", "show", "ghost"]);
+    assert_eq!(existing.code, 1);
+    assert_eq!(
+        existing.stderr.replace("myapp", "X"),
+        missing.stderr.replace("ghost", "X")
+    );
+    let r = stranger.ok(&["project", "list", "--format", "json"]);
+    assert_eq!(r.json(), json!({}));
 }
