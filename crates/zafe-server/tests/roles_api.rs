@@ -210,6 +210,13 @@ const fn row_with(
 /// not exist.
 const TABLE: &[Row] = &[
     // -- the registry --
+    row("LIST", "sys/projects", [A, A, A, A, A, F]),
+    row_with(
+        "POST",
+        "sys/projects",
+        |role| json!({"slug": format!("new-{role}")}),
+        [F, F, F, F, F, F],
+    ),
     row("GET", "sys/projects/myapp", [A, A, A, A, N, A]),
     row("GET", "sys/projects/ghost", [N, N, N, N, N, F]),
     row(
