@@ -904,6 +904,51 @@ pub async fn set_member(
     })
 }
 
+/// Removes every membership of a person whose account was deleted. No
+/// last-admin rule here: a deleted account administers nothing, and server
+/// administrators can still manage the project.
+pub async fn forget_person(core: &Core, user_id: &str) -> Result<()> {
+    for grant in grants_for(core, user_id).await? {
+        let mut done = false;
+        for _ in 0..MAX_ATTEMPTS {
+            let (mut mine, user_expect) = read_user(core, user_id).await?;
+            mine.projects.remove(&grant.slug);
+            let mut writes = vec![
+                Write::Delete {
+                    key: member_key(&grant.slug, user_id),
+                    expect: None,
+                },
+                Write::Put {
+                    key: user_key(user_id),
+                    value: to_bytes(&mine),
+                    expect: user_expect,
+                },
+            ];
+            if let Some((project, generation)) = read(core, &grant.slug).await? {
+                writes.push(Write::Put {
+                    key: project_key(&grant.slug),
+                    value: to_bytes(&project),
+                    expect: Expect::Generation(generation),
+                });
+            }
+            match core.barrier.commit(writes).await {
+                Ok(()) => {
+                    done = true;
+                    break;
+                }
+                Err(BarrierError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !done {
+            return Err(Error::Conflict {
+                key: project_key(&grant.slug),
+            });
+        }
+    }
+    Ok(core.barrier.delete(&user_key(user_id)).await?)
+}
+
 /// Rewrites the project record with `change`, compare-and-swap, retried.
 async fn update_project<F>(core: &Core, slug: &str, mut change: F) -> Result<Project>
 where

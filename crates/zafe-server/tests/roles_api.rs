@@ -959,3 +959,31 @@ async fn service_account_scopes_by_id_tag_and_mount() {
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
 }
+
+/// A deleted account leaves every project it was a member of.
+#[tokio::test]
+async fn a_deleted_account_leaves_its_projects() {
+    let w = world().await;
+    w.project("myapp", &["dev"]).await;
+    w.project("other", &["dev"]).await;
+    w.ok("DELETE", "sys/users/member@example.com", &w.boss, None)
+        .await;
+    for slug in ["myapp", "other"] {
+        let a = w
+            .ok(
+                "LIST",
+                &format!("sys/projects/{slug}/members"),
+                &w.root,
+                None,
+            )
+            .await;
+        let keys = a.json["data"]["keys"].as_array().unwrap();
+        assert!(!keys.contains(&json!("member@example.com")), "{keys:?}");
+        assert_eq!(keys.len(), 4);
+    }
+    // The address can be given to a new account without inheriting anything.
+    w.create_user("member@example.com").await;
+    let token = w.login("member@example.com").await;
+    let a = w.call("GET", "sys/projects/myapp", &token, None).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+}

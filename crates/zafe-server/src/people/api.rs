@@ -565,6 +565,7 @@ async fn user(core: &Arc<Core>, req: &Request, which: &str, op: Operation) -> Re
             core.barrier
                 .commit(users::delete_writes(&key, &found))
                 .await?;
+            crate::projects::forget_person(core, &found.id).await?;
             tracing::info!(request_id = %req.request_id, user_id = %found.id, "account deleted");
             Ok(Reply::NoContent)
         }
