@@ -351,12 +351,35 @@ async fn refresh_rotates_both_tokens_and_logout_ends_the_session() {
     assert_eq!(status_with(&h, &access1).await, StatusCode::FORBIDDEN);
     assert_eq!(status_with(&h, &access2).await, StatusCode::OK);
 
+    // No policy, not even `default`, for someone without roles or grants.
+    assert_eq!(
+        h.call("GET", "/v1/auth/token/lookup-self", Some(&access2), None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
     let a = h
         .call("POST", "/v1/auth/user/logout", Some(&access2), None)
         .await;
     assert_eq!(a.status, StatusCode::NO_CONTENT);
     assert_eq!(status_with(&h, &access2).await, StatusCode::FORBIDDEN);
     assert_eq!(refresh(&h, &refresh2).await.status, StatusCode::BAD_REQUEST);
+    // Vault clients see a sensible lookup-self, and `vault token revoke
+    // -self` with a session ends the session (an administrator's here).
+    let (access3, refresh3) = login(&h, ADMIN, ADMIN_PASSWORD).await;
+    let a = h
+        .call("GET", "/v1/auth/token/lookup-self", Some(&access3), None)
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    assert_eq!(a.json["data"]["display_name"], format!("user-{ADMIN}"));
+    assert!(a.json["data"]["ttl"].as_i64().unwrap() > 800);
+    let a = h
+        .call("POST", "/v1/auth/token/revoke-self", Some(&access3), None)
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    assert_eq!(status_with(&h, &access3).await, StatusCode::FORBIDDEN);
+    assert_eq!(refresh(&h, &refresh3).await.status, StatusCode::BAD_REQUEST);
     // A Vault-style token cannot log out a session it does not have.
     assert_eq!(
         h.call("POST", "/v1/auth/user/logout", Some(&_root), None)
