@@ -7,8 +7,10 @@
 //!
 //! - [`config`]: address, token and directories from flags and environment.
 //! - [`pins`]: the pin store, `<config_dir>/servers.toml`.
-//! - [`Client`]: identity verification and the API calls.
 //! - [`mask`]: the output scrubber of `zafe run` and `zafe mcp`.
+//! - [`session`]: a person's access and refresh tokens (credential store or files).
+//! - [`Client`]: identity verification and the API calls; it refreshes an
+//!   expired session once, transparently.
 //! - [`project_file`]: `.zafe.toml`, the project and environment of a repository.
 
 mod client;
@@ -18,6 +20,7 @@ pub mod mask;
 pub mod path;
 pub mod pins;
 pub mod project_file;
+pub mod session;
 mod tls;
 mod types;
 

@@ -429,7 +429,9 @@ impl Core {
             // through a second API).
             let permitted = matches!(needed, Capability::Read | Capability::List)
                 && !sudo
-                && crate::service_accounts::acl_for(account)?.allows(path, needed);
+                && crate::projects::service_account_acl(self, account)
+                    .await?
+                    .allows(path, needed);
             return if permitted {
                 Ok(())
             } else {

@@ -348,6 +348,59 @@ pub fn slug_in_path<'p>(path: &'p str, router: Option<&crate::mounts::Router>) -
     segments.next().filter(|s| !s.is_empty())
 }
 
+/// A service account's ACL (read and list only): its project scopes
+/// resolved against the registry now, so that a scope follows the
+/// project's mount, id and tags as they are at this request.
+pub async fn service_account_acl(
+    core: &Core,
+    account: &crate::service_accounts::ServiceAccount,
+) -> Result<zafe_core::policy::Acl> {
+    use crate::service_accounts::{self as sa, Scope};
+    let scopes = account
+        .scopes
+        .iter()
+        .map(|s| Scope::parse(s))
+        .collect::<Result<Vec<_>>>()?;
+    let mut projects: Vec<(String, String)> = Vec::new();
+    for scope in &scopes {
+        let slugs: Vec<String> = match scope {
+            Scope::Project(slug) => {
+                let mount = read(core, slug)
+                    .await?
+                    .map_or_else(|| DEFAULT_MOUNT.to_string(), |(p, _)| p.mount);
+                projects.push((slug.clone(), mount));
+                continue;
+            }
+            Scope::ProjectId(id) => {
+                let key = format!("{ID_PREFIX}{id}");
+                match core.barrier.get(&key).await? {
+                    Some(record) => {
+                        let index: Value = parse(&key, &record.value)?;
+                        index["slug"]
+                            .as_str()
+                            .map(str::to_string)
+                            .into_iter()
+                            .collect()
+                    }
+                    None => Vec::new(),
+                }
+            }
+            Scope::Tag(tag) => {
+                core.barrier
+                    .list(&format!("{TAG_PREFIX}{tag}/"), "", MAX_LIST)
+                    .await?
+            }
+            Scope::Path(_) => continue,
+        };
+        for slug in slugs {
+            if let Some((p, _)) = read(core, &slug).await? {
+                projects.push((p.slug, p.mount));
+            }
+        }
+    }
+    sa::compile(account, &sa::policy_for(&projects, &scopes))
+}
+
 // ---- HTTP ---------------------------------------------------------------------
 
 fn reply(req: &Request, data: Value) -> Reply {
@@ -849,6 +902,51 @@ pub async fn set_member(
     Err(Error::Conflict {
         key: project_key(slug),
     })
+}
+
+/// Removes every membership of a person whose account was deleted. No
+/// last-admin rule here: a deleted account administers nothing, and server
+/// administrators can still manage the project.
+pub async fn forget_person(core: &Core, user_id: &str) -> Result<()> {
+    for grant in grants_for(core, user_id).await? {
+        let mut done = false;
+        for _ in 0..MAX_ATTEMPTS {
+            let (mut mine, user_expect) = read_user(core, user_id).await?;
+            mine.projects.remove(&grant.slug);
+            let mut writes = vec![
+                Write::Delete {
+                    key: member_key(&grant.slug, user_id),
+                    expect: None,
+                },
+                Write::Put {
+                    key: user_key(user_id),
+                    value: to_bytes(&mine),
+                    expect: user_expect,
+                },
+            ];
+            if let Some((project, generation)) = read(core, &grant.slug).await? {
+                writes.push(Write::Put {
+                    key: project_key(&grant.slug),
+                    value: to_bytes(&project),
+                    expect: Expect::Generation(generation),
+                });
+            }
+            match core.barrier.commit(writes).await {
+                Ok(()) => {
+                    done = true;
+                    break;
+                }
+                Err(BarrierError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !done {
+            return Err(Error::Conflict {
+                key: project_key(&grant.slug),
+            });
+        }
+    }
+    Ok(core.barrier.delete(&user_key(user_id)).await?)
 }
 
 /// Rewrites the project record with `change`, compare-and-swap, retried.

@@ -8,10 +8,15 @@
 //! capability for it on top (lessons.md: "read-only" service accounts that
 //! could write through a second API).
 //!
-//! Scopes:
-//! - `project:<slug>`: a project's secrets, `secret/data/<slug>/*` (read) and
-//!   `secret/metadata/<slug>/*` (list and read), and the project's record
-//!   and environments in the registry (`sys/projects/<slug>`, read);
+//! Scopes (resolved against the project registry at every request, by
+//! `projects::service_account_acl`):
+//! - `project:<slug>`: a project's secrets, `<mount>/data/<slug>/*` (read)
+//!   and `<mount>/metadata/<slug>/*` (list and read) on the project's mount
+//!   (`secret` while no such project is registered), and the project's
+//!   record and environments (`sys/projects/<slug>`, read);
+//! - `project-id:<uuid>`: the same for the project with that id, whatever
+//!   its slug (nothing while there is none);
+//! - `tag:<tag>`: the same for every project that has the tag now;
 //! - a path glob in Vault's policy syntax, `secret/data/ci/*` or
 //!   `secret/+/team/*` (read and list).
 //!
@@ -103,57 +108,109 @@ fn validate_name(name: &str) -> Result<()> {
     }
 }
 
-/// The HCL policy a set of scopes stands for: read and list only.
-pub fn policy_for(scopes: &[String]) -> Result<String> {
-    let mut hcl = String::new();
-    for scope in scopes {
+/// One scope of a service account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// `project:<slug>`
+    Project(String),
+    /// `project-id:<uuid>`: the project with that id, whatever its slug.
+    ProjectId(String),
+    /// `tag:<tag>`: every project with that tag, at the time of each request.
+    Tag(String),
+    /// A path glob in Vault's policy syntax.
+    Path(String),
+}
+
+impl Scope {
+    pub fn parse(scope: &str) -> Result<Scope> {
         let scope = scope.trim();
+        let name = |kind: &str, value: &str| {
+            if crate::projects::is_valid_name(value) {
+                Ok(value.to_string())
+            } else {
+                Err(Error::bad_request(format!(
+                    "invalid {kind} in scope {scope:?}"
+                )))
+            }
+        };
         if let Some(slug) = scope.strip_prefix("project:") {
-            if slug.is_empty()
-                || !slug
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                return Err(Error::bad_request(format!(
-                    "invalid project slug in scope {scope:?}"
-                )));
-            }
-            hcl.push_str(&format!(
-                "path \"secret/data/{slug}/*\" {{ capabilities = [\"read\"] }}\n\
-                 path \"secret/metadata/{slug}/*\" {{ capabilities = [\"read\", \"list\"] }}\n\
-                 path \"secret/metadata/{slug}/\" {{ capabilities = [\"list\"] }}\n\
-                 path \"sys/projects/{slug}\" {{ capabilities = [\"read\"] }}\n\
-                 path \"sys/projects/{slug}/environments\" {{ capabilities = [\"read\", \"list\"] }}\n\
-                 path \"sys/projects/{slug}/environments/*\" {{ capabilities = [\"read\", \"list\"] }}\n"
-            ));
-        } else if scope.contains(':') {
+            return name("project slug", slug).map(Scope::Project);
+        }
+        if let Some(id) = scope.strip_prefix("project-id:") {
+            return uuid::Uuid::parse_str(id)
+                .map(|u| Scope::ProjectId(u.to_string()))
+                .map_err(|_| Error::bad_request(format!("invalid project id in scope {scope:?}")));
+        }
+        if let Some(tag) = scope.strip_prefix("tag:") {
+            return name("tag", tag).map(Scope::Tag);
+        }
+        if scope.contains(':') {
             return Err(Error::bad_request(format!(
-                "unknown scope {scope:?}: use project:<slug> or a path glob such as secret/data/ci/*"
+                "unknown scope {scope:?}: use project:<slug>, project-id:<uuid>, tag:<tag> or a path glob such as secret/data/ci/*"
             )));
-        } else {
-            if scope.is_empty()
-                || scope.contains('"')
-                || scope.contains('\n')
-                || scope.starts_with("sys/")
-                || scope.starts_with("auth/")
-            {
-                return Err(Error::bad_request(format!("invalid path scope {scope:?}")));
-            }
+        }
+        if scope.is_empty()
+            || scope.contains('"')
+            || scope.contains('\n')
+            || scope.starts_with("sys/")
+            || scope.starts_with("auth/")
+        {
+            return Err(Error::bad_request(format!("invalid path scope {scope:?}")));
+        }
+        Ok(Scope::Path(scope.to_string()))
+    }
+}
+
+/// The read/list policy of one project: its secrets on `mount`, and its
+/// registry entry and environments.
+pub fn project_policy(slug: &str, mount: &str) -> String {
+    let m = mount.trim_end_matches('/');
+    format!(
+        "path \"{m}/data/{slug}/*\" {{ capabilities = [\"read\"] }}\n\
+         path \"{m}/metadata/{slug}/*\" {{ capabilities = [\"read\", \"list\"] }}\n\
+         path \"{m}/metadata/{slug}/\" {{ capabilities = [\"list\"] }}\n\
+         path \"sys/projects/{slug}\" {{ capabilities = [\"read\"] }}\n\
+         path \"sys/projects/{slug}/environments\" {{ capabilities = [\"read\", \"list\"] }}\n\
+         path \"sys/projects/{slug}/environments/*\" {{ capabilities = [\"read\", \"list\"] }}\n"
+    )
+}
+
+/// The HCL policy of scopes once project ids and tags are resolved to
+/// `(slug, mount)` pairs: read and list only.
+pub fn policy_for(projects: &[(String, String)], scopes: &[Scope]) -> String {
+    let mut hcl = String::new();
+    for (slug, mount) in projects {
+        hcl.push_str(&project_policy(slug, mount));
+    }
+    for scope in scopes {
+        if let Scope::Path(glob) = scope {
             hcl.push_str(&format!(
-                "path \"{scope}\" {{ capabilities = [\"read\", \"list\"] }}\n"
+                "path \"{glob}\" {{ capabilities = [\"read\", \"list\"] }}\n"
             ));
         }
     }
-    Ok(hcl)
+    hcl
 }
 
-/// The compiled ACL for an account (cheap enough to build per request; the
-/// core may cache it).
-pub fn acl_for(account: &ServiceAccount) -> Result<Acl> {
-    let text = policy_for(&account.scopes)?;
-    let policy = Policy::parse(&format!("service-account/{}", account.name), &text)
+/// Compiles a generated policy with the one policy engine.
+/// Empty text (every scope resolved to nothing) grants nothing.
+pub fn compile(account: &ServiceAccount, text: &str) -> Result<Acl> {
+    if text.trim().is_empty() {
+        return Ok(Acl::new(std::iter::empty::<&Policy>()));
+    }
+    let policy = Policy::parse(&format!("service-account/{}", account.name), text)
         .map_err(|e| Error::Internal(format!("generated policy does not parse: {e}")))?;
     Ok(Acl::new([&policy]))
+}
+
+fn compile_check(scope: &Scope) -> Result<()> {
+    if !matches!(scope, Scope::Path(_)) {
+        return Ok(());
+    }
+    let text = policy_for(&[], std::slice::from_ref(scope));
+    Policy::parse("scope-check", &text)
+        .map(|_| ())
+        .map_err(|e| Error::bad_request(format!("invalid path scope: {e}")))
 }
 
 fn parse_request(name: &str, body: Option<&Value>) -> Result<ServiceAccount> {
@@ -184,7 +241,11 @@ fn parse_request(name: &str, body: Option<&Value>) -> Result<ServiceAccount> {
             "between 1 and {MAX_SCOPES} scopes are required"
         )));
     }
-    policy_for(&scopes)?;
+    for scope in &scopes {
+        let parsed = Scope::parse(scope)?;
+        // The glob must also compile on its own.
+        compile_check(&parsed)?;
+    }
     let allowed_cidrs = match body.get("allowed_cidrs") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(a)) => a
@@ -536,16 +597,19 @@ mod tests {
         let account = ServiceAccount {
             name: "ci".into(),
             description: String::new(),
-            scopes: vec!["project:myapp".into(), "secret/data/shared/*".into()],
+            scopes: vec![],
             allowed_cidrs: vec![],
             expires_at: None,
             created_at: 0,
             tokens: vec![],
         };
-        let acl = acl_for(&account).unwrap();
+        let scopes = [Scope::parse("secret/data/shared/*").unwrap()];
+        let text = policy_for(&[("myapp".into(), "secret".into())], &scopes);
+        let acl = compile(&account, &text).unwrap();
         assert!(acl.allows("secret/data/myapp/prod", Capability::Read));
         assert!(acl.allows("secret/metadata/myapp/", Capability::List));
         assert!(acl.allows("secret/data/shared/x", Capability::Read));
+        assert!(acl.allows("sys/projects/myapp", Capability::Read));
         for cap in [
             Capability::Create,
             Capability::Update,
@@ -554,22 +618,34 @@ mod tests {
             Capability::Sudo,
         ] {
             assert!(!acl.allows("secret/data/myapp/prod", cap), "{cap:?}");
+            assert!(!acl.allows("sys/projects/myapp", cap), "{cap:?}");
         }
         assert!(!acl.allows("secret/data/other/prod", Capability::Read));
     }
 
     #[test]
-    fn bad_scopes_are_refused() {
+    fn scopes_parse_and_bad_ones_are_refused() {
+        assert_eq!(
+            Scope::parse("tag:payments").unwrap(),
+            Scope::Tag("payments".into())
+        );
+        assert_eq!(
+            Scope::parse("project-id:6F9619FF-8B86-D011-B42D-00CF4FC964FF").unwrap(),
+            Scope::ProjectId("6f9619ff-8b86-d011-b42d-00cf4fc964ff".into())
+        );
         for bad in [
-            "tag:x",
+            "tag:",
+            "tag:Bad",
+            "project-id:nope",
             "project:",
             "project:a b",
+            "team:x",
             "sys/policy/*",
             "auth/token/*",
             "a\"b",
             "",
         ] {
-            assert!(policy_for(&[bad.to_string()]).is_err(), "{bad}");
+            assert!(Scope::parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -210,6 +210,13 @@ const fn row_with(
 /// not exist.
 const TABLE: &[Row] = &[
     // -- the registry --
+    row("LIST", "sys/projects", [A, A, A, A, A, F]),
+    row_with(
+        "POST",
+        "sys/projects",
+        |role| json!({"slug": format!("new-{role}")}),
+        [F, F, F, F, F, F],
+    ),
     row("GET", "sys/projects/myapp", [A, A, A, A, N, A]),
     row("GET", "sys/projects/ghost", [N, N, N, N, N, F]),
     row(
@@ -853,4 +860,130 @@ async fn service_accounts_stay_read_only_on_projects() {
         .call("POST", "sys/projects", sa, Some(json!({"slug": "mine"})))
         .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
+}
+
+/// R-AUTH-12: service accounts scoped by project slug, project id or tag,
+/// resolved at each request (a project tagged later is in scope at once),
+/// on the project's own mount.
+#[tokio::test]
+async fn service_account_scopes_by_id_tag_and_mount() {
+    let w = world().await;
+    w.ok(
+        "POST",
+        "sys/mounts/team-kv",
+        &w.root,
+        Some(json!({"type": "kv", "options": {"version": "2"}})),
+    )
+    .await;
+    let a = w
+        .ok(
+            "POST",
+            "sys/projects",
+            &w.root,
+            Some(json!({"slug": "pay", "mount": "team-kv", "tags": ["payments"]})),
+        )
+        .await;
+    let pay_id = a.json["data"]["id"].as_str().unwrap().to_string();
+    w.ok(
+        "POST",
+        "sys/projects",
+        &w.root,
+        Some(json!({"slug": "web"})),
+    )
+    .await;
+    w.ok(
+        "POST",
+        "team-kv/data/pay/prod/KEY",
+        &w.root,
+        Some(json!({"data": {"value": "p"}})),
+    )
+    .await;
+    w.put_secret("web/prod/KEY").await;
+    let mut tokens = Vec::new();
+    for (name, scope) in [
+        ("by-slug", "project:pay".to_string()),
+        ("by-id", format!("project-id:{pay_id}")),
+        ("by-tag", "tag:payments".to_string()),
+    ] {
+        let a = w
+            .ok(
+                "POST",
+                &format!("sys/service-accounts/{name}"),
+                &w.root,
+                Some(json!({"scopes": [scope]})),
+            )
+            .await;
+        tokens.push(a.json["data"]["token"].as_str().unwrap().to_string());
+    }
+    for token in &tokens {
+        w.ok("GET", "team-kv/data/pay/prod/KEY", token, None).await;
+        w.ok("GET", "sys/projects/pay", token, None).await;
+        let a = w.call("GET", "secret/data/web/prod/KEY", token, None).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN);
+        let a = w
+            .call(
+                "POST",
+                "team-kv/data/pay/prod/KEY",
+                token,
+                Some(json!({"data": {"value": "x"}})),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN);
+    }
+    // A project created later with the tag is in the tag's scope at once;
+    // a deleted project leaves every scope.
+    w.ok(
+        "POST",
+        "sys/projects",
+        &w.root,
+        Some(json!({"slug": "pay2", "tags": ["payments"]})),
+    )
+    .await;
+    w.put_secret("pay2/dev/KEY").await;
+    w.ok("GET", "secret/data/pay2/dev/KEY", &tokens[2], None)
+        .await;
+    w.ok("DELETE", "team-kv/metadata/pay/prod/KEY", &w.root, None)
+        .await;
+    w.ok("DELETE", "sys/projects/pay", &w.root, None).await;
+    for token in &tokens[1..] {
+        let a = w.call("GET", "sys/projects/pay", token, None).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN);
+    }
+    let a = w
+        .call(
+            "POST",
+            "sys/service-accounts/bad",
+            &w.root,
+            Some(json!({"scopes": ["tag:Not Valid"]})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+}
+
+/// A deleted account leaves every project it was a member of.
+#[tokio::test]
+async fn a_deleted_account_leaves_its_projects() {
+    let w = world().await;
+    w.project("myapp", &["dev"]).await;
+    w.project("other", &["dev"]).await;
+    w.ok("DELETE", "sys/users/member@example.com", &w.boss, None)
+        .await;
+    for slug in ["myapp", "other"] {
+        let a = w
+            .ok(
+                "LIST",
+                &format!("sys/projects/{slug}/members"),
+                &w.root,
+                None,
+            )
+            .await;
+        let keys = a.json["data"]["keys"].as_array().unwrap();
+        assert!(!keys.contains(&json!("member@example.com")), "{keys:?}");
+        assert_eq!(keys.len(), 4);
+    }
+    // The address can be given to a new account without inheriting anything.
+    w.create_user("member@example.com").await;
+    let token = w.login("member@example.com").await;
+    let a = w.call("GET", "sys/projects/myapp", &token, None).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
 }

@@ -288,7 +288,8 @@ async fn bad_definitions_are_refused_and_only_sudo_manages_accounts() {
         ("Bad%20Name", json!({"scopes": ["project:myapp"]})),
         ("x", json!({})),
         ("x", json!({"scopes": []})),
-        ("x", json!({"scopes": ["tag:prod"]})),
+        ("x", json!({"scopes": ["tag:Prod"]})),
+        ("x", json!({"scopes": ["team:prod"]})),
         ("x", json!({"scopes": ["sys/*"]})),
         (
             "x",

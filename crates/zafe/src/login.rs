@@ -26,7 +26,13 @@ pub enum LoginMethod {
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
-    /// How to log in
+    /// Log in as this person, with a password (prompted for without echo)
+    #[arg(long, value_name = "EMAIL", conflicts_with_all = ["role_id", "no_store"])]
+    pub email: Option<String>,
+    /// With --email: read the password from one line of standard input
+    #[arg(long, requires = "email")]
+    pub password_stdin: bool,
+    /// How to log in (without --email)
     #[arg(long, value_enum, default_value_t = LoginMethod::Token)]
     pub method: LoginMethod,
     /// The AppRole role id (not a secret; the secret id is read from ZAFE_SECRET_ID or standard input)
@@ -41,6 +47,9 @@ pub struct LoginArgs {
 }
 
 pub async fn run(client: &Client, out: Out, args: LoginArgs) -> anyhow::Result<()> {
+    if let Some(email) = &args.email {
+        return crate::user::login(client, out, email, args.password_stdin).await;
+    }
     let (token, info) = match args.method {
         LoginMethod::Token => {
             let token =
@@ -100,6 +109,8 @@ pub async fn run(client: &Client, out: Out, args: LoginArgs) -> anyhow::Result<(
         return print(out, &shown);
     }
     let config_dir = &client.config().config_dir;
+    // A token login replaces a person's session for this server.
+    zafe_client::session::clear(config_dir, client.addr());
     zafe_client::config::save_token(config_dir, &Token::new(token.as_str()))?;
     if std::env::var_os("ZAFE_TOKEN").is_some_and(|v| !v.is_empty())
         || std::env::var_os("VAULT_TOKEN").is_some_and(|v| !v.is_empty())

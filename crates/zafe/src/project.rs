@@ -353,6 +353,19 @@ impl ProjectInfo {
     }
 }
 
+/// A progress bar on a terminal (never in JSON output or pipes).
+fn progress(out: Out, len: usize, what: &str) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() || out.json() || len < 20 {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!("{what} {{bar:30}} {{pos}}/{{len}}"))
+            .expect("valid template"),
+    );
+    Some(bar)
+}
+
 /// Every key of an environment (sub-folders included, as `folder/KEY`).
 async fn env_keys(ctx: &Ctx<'_>, project: &ProjectInfo, env: &str) -> anyhow::Result<Vec<String>> {
     let mut keys = Vec::new();
@@ -617,7 +630,11 @@ async fn diff(
     let from_keys = env_keys(ctx, &project, from).await?;
     let to_keys = env_keys(ctx, &project, to).await?;
     let mut result = Diff::default();
+    let bar = progress(ctx.out, from_keys.len(), "comparing");
     for key in &from_keys {
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
         if to_keys.binary_search(key).is_err() {
             result.only_in_from.push(key.clone());
             continue;
@@ -630,6 +647,9 @@ async fn diff(
         } else {
             result.different.push(key.clone());
         }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
     for key in &to_keys {
         if from_keys.binary_search(key).is_err() {
@@ -719,7 +739,11 @@ async fn copy(
     };
     let target_keys = env_keys(ctx, &project, to).await?;
     let mut report: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let bar = progress(ctx.out, keys.len(), "copying");
     for key in &keys {
+        if let Some(bar) = &bar {
+            bar.inc(1);
+        }
         let exists = target_keys.binary_search(key).is_ok();
         if exists && !overwrite {
             report.entry("skipped").or_default().push(key.clone());
@@ -760,6 +784,9 @@ async fn copy(
                 )));
             }
         }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
     let out = ctx.out;
     if out.json() {

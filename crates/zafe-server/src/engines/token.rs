@@ -87,6 +87,12 @@ impl Engine for TokenEngine {
             ("renew-accessor", Write) => renew(ctx, req, Target::Accessor).await,
             ("revoke", Write) => revoke(ctx, req).await,
             ("revoke-self", Write) => {
+                // A person's session: end the whole session, as logout does.
+                if let Some(user) = &caller.user {
+                    crate::people::sessions::revoke_family(&ctx.core.barrier, &user.session_id)
+                        .await?;
+                    return Ok(Reply::NoContent);
+                }
                 tokens::revoke_hash(&ctx.core.barrier, &ctx.core.token_key()?, &caller.id_hash)
                     .await?;
                 Ok(Reply::NoContent)
@@ -223,6 +229,11 @@ async fn create(
     let sudo = is_root || has_sudo(ctx, caller, &req.path).await?;
 
     let orphan = if role.as_ref().is_some_and(|r| r.orphan) || orphan_endpoint {
+        true
+    } else if caller.user.is_some() {
+        // A person's session is not a token of this store, so it cannot be
+        // a parent: tokens made from a session are orphans (their own TTLs
+        // apply; ending the session does not revoke them).
         true
     } else if no_parent {
         if !sudo {
