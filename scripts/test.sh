@@ -6,6 +6,8 @@
 #     so the storage suite runs against both backends;
 #   - Python (hvac, pytest) and npm (node-vault) packages for the Vault-client
 #     compatibility suite in tests/compat;
+#   - the OpenID provider (npm `oidc-provider`, tests/oidc) that the OIDC
+#     login tests log in through;
 # and then runs the whole Cargo workspace's tests, then that suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +20,11 @@ export ZAFE_REQUIRE_POSTGRES=1
 
 # Tests send traffic only to 127.0.0.1; keep proxies out of the way.
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy
+
+# OIDC: a real OpenID provider under node for the login tests
+# (ZAFE_REQUIRE_OIDC makes a missing install a failure, not a skip).
+(cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
+export ZAFE_REQUIRE_OIDC=1
 
 cargo test --workspace --locked "$@"
 

@@ -58,6 +58,8 @@ pub enum RouteId {
     ServiceAccount,
     Leader,
     UiMounts,
+    OidcAuthUrl,
+    OidcCallback,
 }
 
 /// A route: an exact path, or with `/*` a prefix whose rest is passed to
@@ -229,6 +231,18 @@ pub const ROUTES: &[Route] = &[
         id: RouteId::AuditVerify,
     },
     Route {
+        path: "auth/oidc/auth_url",
+        access: Access::Public,
+        operations: &[Write],
+        id: RouteId::OidcAuthUrl,
+    },
+    Route {
+        path: "auth/oidc/callback",
+        access: Access::Public,
+        operations: &[Write],
+        id: RouteId::OidcCallback,
+    },
+    Route {
         path: "sys/audit-log/checkpoints",
         access: Access::Sudo,
         operations: &[Read, Write],
@@ -361,6 +375,8 @@ pub async fn dispatch(
         (RouteId::AuditExport, _) => crate::audit::api::export(core, &req).await,
         (RouteId::AuditVerify, _) => crate::audit::api::verify(core, &req).await,
         (RouteId::AuditCheckpoints, _) => crate::audit::api::checkpoints(core, &req).await,
+        (RouteId::OidcAuthUrl, _) => crate::people::oidc::auth_url_route(core, &req).await,
+        (RouteId::OidcCallback, _) => crate::people::oidc::callback_route(core, &req).await,
     }
 }
 

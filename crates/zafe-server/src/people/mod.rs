@@ -1,6 +1,8 @@
 //! People: user accounts, their sessions, and how they log in
 //! (docs/design/people-and-workflow.md).
 
+pub mod oidc;
+
 /// Who a session belongs to, as the core sees it for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserCaller {
