@@ -35,6 +35,9 @@ pub mod purpose {
     pub const TOKEN_HMAC: &str = "zafe/v1/token-hmac";
     pub const AUDIT_CHAIN: &str = "zafe/v1/audit-chain";
     pub const AUDIT_FIELD_HMAC: &str = "zafe/v1/audit-field-hmac";
+    /// The Argon2 secret (pepper) for passwords, when no password pepper
+    /// is configured.
+    pub const PASSWORD_PEPPER: &str = "zafe/v1/password-pepper";
 }
 
 impl Keyring {

@@ -41,10 +41,12 @@ pub enum TokenKind {
     Setup,
     /// AppRole secret ids.
     SecretId,
+    /// Invitations to create an account.
+    Invite,
 }
 
 impl TokenKind {
-    pub const ALL: [TokenKind; 7] = [
+    pub const ALL: [TokenKind; 8] = [
         TokenKind::Service,
         TokenKind::ServiceAccount,
         TokenKind::Access,
@@ -52,6 +54,7 @@ impl TokenKind {
         TokenKind::Agent,
         TokenKind::Setup,
         TokenKind::SecretId,
+        TokenKind::Invite,
     ];
 
     pub fn tag(self) -> &'static str {
@@ -63,6 +66,7 @@ impl TokenKind {
             TokenKind::Agent => "ag",
             TokenKind::Setup => "su",
             TokenKind::SecretId => "sid",
+            TokenKind::Invite => "iv",
         }
     }
 

@@ -125,6 +125,15 @@ pub struct IdentityConfig {
 pub struct AuthConfig {
     pub token_pepper_file: Option<PathBuf>,
     pub password_pepper_file: Option<PathBuf>,
+    /// `[auth.password]`: Argon2id cost and login rate limits.
+    #[serde(default)]
+    pub password: crate::people::config::PasswordConfig,
+    /// `[auth.sessions]`: access, refresh and setup token lifetimes.
+    #[serde(default)]
+    pub sessions: crate::people::config::SessionConfig,
+    /// `[auth.registration]`: off, invite or domains.
+    #[serde(default)]
+    pub registration: crate::people::config::RegistrationConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -286,6 +295,18 @@ impl Config {
         if let Some(oidc) = &self.oidc {
             oidc.validate()?;
         }
+        self.auth
+            .password
+            .validate()
+            .map_err(|m| invalid("auth.password", m))?;
+        self.auth
+            .sessions
+            .validate()
+            .map_err(|m| invalid("auth.sessions", m))?;
+        self.auth
+            .registration
+            .validate()
+            .map_err(|m| invalid("auth.registration", m))?;
         Ok(())
     }
 

@@ -66,6 +66,8 @@ pub struct Request {
     pub token: Option<String>,
     pub client_ip: IpAddr,
     pub request_id: String,
+    /// The `User-Agent` header, kept with a person's session.
+    pub user_agent: Option<String>,
 }
 
 impl Request {
@@ -103,6 +105,8 @@ pub struct ClusterInfo {
 /// Keys the core derives at unseal. Dropping this zeroizes them.
 struct UnsealedKeys {
     token_key: SecretKey,
+    /// Argon2's secret input for passwords (people/password.rs).
+    password_pepper: SecretKey,
 }
 
 pub struct Core {
@@ -128,6 +132,8 @@ pub struct Core {
     last_mount_reload: std::sync::atomic::AtomicI64,
     /// OIDC login, when `[oidc]` is configured (set once at start).
     oidc: std::sync::OnceLock<crate::people::oidc::Oidc>,
+    /// People: password hashing, login limits (people/).
+    pub people: crate::people::People,
 }
 
 /// An `operator rekey` in progress: the new configuration and the current
@@ -158,6 +164,7 @@ impl Core {
             &parts.identity,
         )
         .map_err(Error::AuditUnavailable)?;
+        let people = crate::people::People::new(&parts.config.auth)?;
         let core = Arc::new(Self {
             config: parts.config,
             barrier: Barrier::new(parts.backend.clone()),
@@ -174,6 +181,7 @@ impl Core {
             rekey: std::sync::Mutex::new(None),
             last_mount_reload: std::sync::atomic::AtomicI64::new(0),
             oidc: std::sync::OnceLock::new(),
+            people,
             audit,
         });
         core.load_cluster_info().await?;
@@ -243,10 +251,14 @@ impl Core {
             Some(pepper) => zafe_core::crypto::derive_key(pepper.expose(), purpose::TOKEN_HMAC),
             None => unsealed.keyring.derive(purpose::TOKEN_HMAC),
         };
+        let password_pepper = self.people.pepper_from(&unsealed.keyring);
         // The audit keys first: no request may run unsealed without them.
         self.audit.unsealed(&unsealed.keyring);
         self.barrier.unseal(unsealed.root_key, unsealed.keyring);
-        *self.unsealed.write().expect("unsealed lock") = Some(Arc::new(UnsealedKeys { token_key }));
+        *self.unsealed.write().expect("unsealed lock") = Some(Arc::new(UnsealedKeys {
+            token_key,
+            password_pepper,
+        }));
     }
 
     /// Seals: forgets every key (they are zeroized when the last in-flight
@@ -273,6 +285,16 @@ impl Core {
             .expect("unsealed lock")
             .as_ref()
             .map(|u| u.token_key.duplicate())
+            .ok_or(Error::Sealed)
+    }
+
+    /// The password pepper (Argon2's secret), while unsealed.
+    pub fn password_pepper(&self) -> Result<SecretKey> {
+        self.unsealed
+            .read()
+            .expect("unsealed lock")
+            .as_ref()
+            .map(|u| u.password_pepper.duplicate())
             .ok_or(Error::Sealed)
     }
 
@@ -312,6 +334,13 @@ impl Core {
             .expect("unsealed lock")
             .clone()
             .ok_or(Error::Sealed)?;
+        if token.starts_with("zafe_at_") {
+            // A person's session (people/sessions.rs).
+            return crate::people::sessions::authenticate(&self.barrier, &keys.token_key, token)
+                .await?
+                .ok_or(Error::PermissionDenied)
+                .inspect(crate::audit::note_caller);
+        }
         tokens::authenticate(&self.barrier, &keys.token_key, token, req.client_ip)
             .await?
             .ok_or(Error::PermissionDenied)

@@ -318,6 +318,10 @@ async fn build_request(
         token,
         client_ip: ctx.client_ip,
         request_id: ctx.request_id,
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
     })
 }
 

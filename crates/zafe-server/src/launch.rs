@@ -222,6 +222,9 @@ async fn start_configured(config: Config) -> Result<Arc<Core>, LaunchError> {
     if let Some(oidc) = oidc {
         core.set_oidc(oidc);
     }
+    if let Some(pepper) = secrets.password_pepper {
+        core.people.set_configured_pepper(pepper);
+    }
     if has_master_key && core.is_initialized().await? {
         // A wrong key stops the start-up here, with a clear message.
         core.unseal_with_master_key()
@@ -259,6 +262,8 @@ async fn serve(core: Arc<Core>, banner: Option<String>) -> Result<(), LaunchErro
     if let Some(banner) = banner {
         eprintln!("{banner}");
     }
+    // First run: the one-time link to create the first administrator.
+    crate::people::setup::announce_if_needed(&core).await;
     let result = match &core.config.tls {
         Some(tls) => {
             let rustls =

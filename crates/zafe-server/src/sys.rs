@@ -60,6 +60,8 @@ pub enum RouteId {
     UiMounts,
     OidcAuthUrl,
     OidcCallback,
+    /// People: setup, login, sessions, accounts (people/api.rs).
+    People(crate::people::api::Endpoint),
 }
 
 /// A route: an exact path, or with `/*` a prefix whose rest is passed to
@@ -71,6 +73,7 @@ pub struct Route {
     pub id: RouteId,
 }
 
+use crate::people::api::Endpoint as P;
 use Operation::*;
 
 pub const ROUTES: &[Route] = &[
@@ -217,6 +220,68 @@ pub const ROUTES: &[Route] = &[
         access: Access::Sudo,
         operations: &[Read, Write, Delete],
         id: RouteId::ServiceAccount,
+    },
+    // People (docs/design/people-and-workflow.md). Only setup, login,
+    // refresh and registration are public.
+    Route {
+        path: "sys/setup",
+        access: Access::Public,
+        operations: &[Read, Write],
+        id: RouteId::People(P::Setup),
+    },
+    Route {
+        path: "auth/user/login",
+        access: Access::Public,
+        operations: &[Write],
+        id: RouteId::People(P::Login),
+    },
+    Route {
+        path: "auth/user/refresh",
+        access: Access::Public,
+        operations: &[Write],
+        id: RouteId::People(P::Refresh),
+    },
+    Route {
+        path: "auth/user/register",
+        access: Access::Public,
+        operations: &[Write],
+        id: RouteId::People(P::Register),
+    },
+    Route {
+        path: "auth/user/logout",
+        access: Access::Authenticated,
+        operations: &[Write],
+        id: RouteId::People(P::Logout),
+    },
+    Route {
+        path: "auth/user/self",
+        access: Access::Authenticated,
+        operations: &[Read],
+        id: RouteId::People(P::SelfInfo),
+    },
+    Route {
+        path: "auth/user/password",
+        access: Access::Authenticated,
+        operations: &[Write],
+        id: RouteId::People(P::Password),
+    },
+    Route {
+        path: "auth/user/sessions",
+        access: Access::Authenticated,
+        operations: &[Read, List],
+        id: RouteId::People(P::Sessions),
+    },
+    Route {
+        path: "sys/users",
+        access: Access::Sudo,
+        operations: &[Read, List, Write],
+        id: RouteId::People(P::Users),
+    },
+    Route {
+        path: "sys/users/*",
+        access: Access::Sudo,
+        operations: &[Read, Write, Delete],
+        id: RouteId::People(P::User),
     },
     Route {
         path: "sys/audit-log/export",
@@ -377,6 +442,9 @@ pub async fn dispatch(
         (RouteId::AuditCheckpoints, _) => crate::audit::api::checkpoints(core, &req).await,
         (RouteId::OidcAuthUrl, _) => crate::people::oidc::auth_url_route(core, &req).await,
         (RouteId::OidcCallback, _) => crate::people::oidc::callback_route(core, &req).await,
+        (RouteId::People(endpoint), _) => {
+            crate::people::api::handle(core, endpoint, rest, req, caller).await
+        }
     }
 }
 
@@ -446,6 +514,7 @@ async fn unseal(core: &Arc<Core>, req: &Request) -> Result<Reply> {
             Ok(UnsealProgress::Done(unsealed)) => {
                 core.open(unsealed);
                 tracing::info!(request_id = %req.request_id, "unsealed");
+                crate::people::setup::announce_if_needed(core).await;
             }
             Ok(UnsealProgress::Collecting) => {}
             Err(e) => {

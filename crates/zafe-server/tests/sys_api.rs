@@ -214,12 +214,24 @@ async fn only_the_public_allowlist_answers_without_a_token() {
             "sys/unseal",
             "sys/seal-status",
             "sys/health",
-            "sys/identity"
+            "sys/identity",
+            "sys/setup",
+            "auth/user/login",
+            "auth/user/refresh",
+            "auth/user/register",
         ]
     );
+    // A well-formed session token that was never issued is no better.
+    let forged_session = zafe_core::token::generate(zafe_core::token::TokenKind::Access);
     for route in ROUTES.iter().filter(|r| r.access != Access::Public) {
         for op in ["GET", "PUT", "POST", "DELETE", "LIST", "PATCH"] {
-            for token in [None, Some("zafe_s_not-a-token"), Some("")] {
+            for token in [
+                None,
+                Some("zafe_s_not-a-token"),
+                Some(""),
+                Some("zafe_at_not-a-token"),
+                Some(forged_session.as_str()),
+            ] {
                 let a = h
                     .call(op, &format!("/v1/{}", route.path), token, None)
                     .await;

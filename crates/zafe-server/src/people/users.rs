@@ -1,0 +1,334 @@
+//! The user store: records behind the barrier, and the email index.
+//!
+//! ```text
+//! sys/people/user/<user_id>            the user (User)
+//! sys/people/email/<HMAC(email)>       email → user id, created Absent-only
+//! ```
+//!
+//! The index is keyed by a keyed hash of the lower-cased email, so storage
+//! never holds an address in the clear in a key, and created with
+//! `Expect::Absent` in the same commit as the user: two registrations of
+//! one address cannot both succeed.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use zafe_core::secret::SecretKey;
+
+use crate::barrier::{Barrier, BarrierError, Expect, Write};
+use crate::error::{Error, Result};
+
+pub const USER_PREFIX: &str = "sys/people/user/";
+const EMAIL_PREFIX: &str = "sys/people/email/";
+pub const MAX_EMAIL_LEN: usize = 254;
+const MAX_DISPLAY_NAME: usize = 128;
+/// How often a compare-and-swap update retries.
+const MAX_RETRIES: usize = 32;
+
+/// A person's account. `Debug` leaves out the password hash.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct User {
+    /// A UUID; never reused.
+    pub id: String,
+    /// Lower-cased; unique (the email index).
+    pub email: String,
+    #[serde(default)]
+    pub display_name: String,
+    /// Argon2id PHC string; `None` for accounts that log in only with OIDC.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    /// A server administrator: their sessions carry the `root` policy.
+    #[serde(default)]
+    pub admin: bool,
+    /// A disabled account cannot log in and its sessions stop working.
+    #[serde(default)]
+    pub disabled: bool,
+    /// Extra ACL policies an administrator gave this person.
+    #[serde(default)]
+    pub policies: Vec<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    #[serde(default)]
+    pub password_changed_at: Option<i64>,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("admin", &self.admin)
+            .field("disabled", &self.disabled)
+            .field("has_password", &self.password_hash.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl User {
+    /// A new account (not yet stored).
+    pub fn new(email: &str, display_name: Option<&str>, password_hash: Option<String>) -> Self {
+        let now = crate::seal::now();
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            email: email.to_string(),
+            display_name: display_name.unwrap_or_default().to_string(),
+            password_hash,
+            admin: false,
+            disabled: false,
+            policies: Vec::new(),
+            created_at: now,
+            updated_at: now,
+            password_changed_at: None,
+        }
+    }
+
+    /// The JSON an API answer shows: never the password hash.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "email": self.email,
+            "display_name": self.display_name,
+            "admin": self.admin,
+            "disabled": self.disabled,
+            "policies": self.policies,
+            "has_password": self.password_hash.is_some(),
+            "creation_time": crate::tokens::rfc3339(self.created_at),
+            "update_time": crate::tokens::rfc3339(self.updated_at),
+        })
+    }
+}
+
+/// Lower-cases and checks an email address: one `@`, something on both
+/// sides, no spaces or control characters, at most 254 bytes.
+pub fn normalize_email(raw: &str) -> Result<String> {
+    let email = raw.trim().to_lowercase();
+    let valid = email.len() <= MAX_EMAIL_LEN
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && !domain.is_empty() && !domain.contains('@')
+        });
+    if valid {
+        Ok(email)
+    } else {
+        Err(Error::bad_request("a valid email address is required"))
+    }
+}
+
+/// Checks a display name: at most 128 characters, no control characters.
+pub fn check_display_name(name: &str) -> Result<()> {
+    if name.chars().count() > MAX_DISPLAY_NAME || name.chars().any(char::is_control) {
+        return Err(Error::bad_request(
+            "display_name must be at most 128 characters without control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn user_key(id: &str) -> String {
+    format!("{USER_PREFIX}{id}")
+}
+
+/// The email index key: a keyed hash, like the token store's accessors.
+fn email_key(key: &SecretKey, email: &str) -> String {
+    format!(
+        "{EMAIL_PREFIX}{}",
+        hex::encode(zafe_core::token::lookup_hash(
+            key,
+            &format!("email:{email}")
+        ))
+    )
+}
+
+#[derive(Serialize, Deserialize)]
+struct EmailIndex {
+    user_id: String,
+    email: String,
+}
+
+fn decode(key: &str, bytes: &[u8]) -> Result<User> {
+    serde_json::from_slice(bytes).map_err(|_| Error::Integrity { key: key.into() })
+}
+
+/// Whether any account exists (first-run setup is offered until one does).
+pub async fn any_exist(barrier: &Barrier) -> Result<bool> {
+    Ok(!barrier.list(USER_PREFIX, "", 1).await?.is_empty())
+}
+
+/// A user by id, with the generation it was read at.
+pub async fn read(barrier: &Barrier, id: &str) -> Result<Option<(User, i64)>> {
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Ok(None);
+    }
+    let key = user_key(id);
+    match barrier.get(&key).await? {
+        Some(record) => Ok(Some((decode(&key, &record.value)?, record.generation))),
+        None => Ok(None),
+    }
+}
+
+/// A user by (normalised) email.
+pub async fn find_by_email(
+    barrier: &Barrier,
+    key: &SecretKey,
+    email: &str,
+) -> Result<Option<(User, i64)>> {
+    let index_key = email_key(key, email);
+    let Some(record) = barrier.get(&index_key).await? else {
+        return Ok(None);
+    };
+    let index: EmailIndex =
+        serde_json::from_slice(&record.value).map_err(|_| Error::Integrity {
+            key: index_key.clone(),
+        })?;
+    // The record repeats the address: a row copied to another address's
+    // slot is refused (the barrier's location binding also catches it).
+    if index.email != email {
+        return Err(Error::Integrity { key: index_key });
+    }
+    read(barrier, &index.user_id).await
+}
+
+/// The user an id or an email names (admin routes accept either).
+pub async fn find(
+    barrier: &Barrier,
+    key: &SecretKey,
+    id_or_email: &str,
+) -> Result<Option<(User, i64)>> {
+    if id_or_email.contains('@') {
+        find_by_email(barrier, key, &normalize_email(id_or_email)?).await
+    } else {
+        read(barrier, id_or_email).await
+    }
+}
+
+/// The writes that create `user` with its email index; a taken email fails
+/// the whole commit with a conflict. Callers may add writes (the setup
+/// record, an invitation) to make one atomic step.
+pub fn create_writes(key: &SecretKey, user: &User) -> Vec<Write> {
+    vec![
+        Write::Put {
+            key: user_key(&user.id),
+            value: serde_json::to_vec(user).expect("serialisable"),
+            expect: Expect::Absent,
+        },
+        Write::Put {
+            key: email_key(key, &user.email),
+            value: serde_json::to_vec(&EmailIndex {
+                user_id: user.id.clone(),
+                email: user.email.clone(),
+            })
+            .expect("serialisable"),
+            expect: Expect::Absent,
+        },
+    ]
+}
+
+/// Stores a new user; an email that is taken is a 400.
+pub async fn create(barrier: &Barrier, key: &SecretKey, user: &User) -> Result<()> {
+    commit_create(barrier, create_writes(key, user)).await
+}
+
+/// Commits writes that include [`create_writes`], turning a conflict into
+/// the message a person understands.
+pub async fn commit_create(barrier: &Barrier, writes: Vec<Write>) -> Result<()> {
+    match barrier.commit(writes).await {
+        Ok(()) => Ok(()),
+        Err(BarrierError::Conflict { key }) if key.starts_with(EMAIL_PREFIX) => Err(
+            Error::bad_request("an account with this email address already exists"),
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Read-modify-write of one user with compare-and-swap; `change` may refuse
+/// with an error. Returns the user as stored.
+pub async fn update<F>(barrier: &Barrier, id: &str, mut change: F) -> Result<User>
+where
+    F: FnMut(&mut User) -> Result<()>,
+{
+    for _ in 0..MAX_RETRIES {
+        let (mut user, generation) = read(barrier, id)
+            .await?
+            .ok_or_else(|| Error::NotFound("no such user".into()))?;
+        change(&mut user)?;
+        user.updated_at = crate::seal::now();
+        match barrier
+            .put(
+                &user_key(id),
+                &serde_json::to_vec(&user).expect("serialisable"),
+                Expect::Generation(generation),
+            )
+            .await
+        {
+            Ok(_) => return Ok(user),
+            Err(BarrierError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Conflict { key: user_key(id) })
+}
+
+/// The writes that delete a user and its email index.
+pub fn delete_writes(key: &SecretKey, user: &User) -> Vec<Write> {
+    vec![
+        Write::Delete {
+            key: user_key(&user.id),
+            expect: None,
+        },
+        Write::Delete {
+            key: email_key(key, &user.email),
+            expect: None,
+        },
+    ]
+}
+
+/// Every user, in id order (bounded by `limit`).
+pub async fn list(barrier: &Barrier, limit: usize) -> Result<Vec<User>> {
+    let mut out = Vec::new();
+    let mut after = String::new();
+    while out.len() < limit {
+        let ids = barrier.list(USER_PREFIX, &after, 500).await?;
+        let Some(last) = ids.last().cloned() else {
+            break;
+        };
+        for id in &ids {
+            if let Some((user, _)) = read(barrier, id).await? {
+                out.push(user);
+            }
+        }
+        after = last;
+    }
+    out.truncate(limit);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(
+            normalize_email("  Alice@Example.COM ").unwrap(),
+            "alice@example.com"
+        );
+        for bad in [
+            "",
+            "alice",
+            "@example.com",
+            "alice@",
+            "a b@example.com",
+            "a@b@c",
+            "a\n@b",
+        ] {
+            assert!(normalize_email(bad).is_err(), "{bad:?}");
+        }
+        assert!(normalize_email(&format!("{}@example.com", "a".repeat(250))).is_err());
+    }
+
+    #[test]
+    fn debug_never_shows_the_hash() {
+        let u = User::new("a@example.com", None, Some("$argon2id$secret-hash".into()));
+        assert!(!format!("{u:?}").contains("secret-hash"));
+        assert!(!u.to_json().to_string().contains("secret-hash"));
+    }
+}

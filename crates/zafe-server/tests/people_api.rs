@@ -1,0 +1,472 @@
+//! People over the real HTTP router and a real core (R-AUTH-2..6, R-AUTH-8,
+//! R-AUTH-13): first-run setup, password accounts, sessions, rate limits.
+
+mod common;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use common::*;
+use http::StatusCode;
+use serde_json::{Value, json};
+use zafe_core::secret::SecretKey;
+use zafe_server::Config;
+
+const ADMIN: &str = "admin@example.com";
+const ADMIN_PASSWORD: &str = "admin-passphrase-for-tests";
+const ALICE: &str = "alice@example.com";
+const ALICE_PASSWORD: &str = "alice-has-a-long-passphrase";
+
+/// Cheap Argon2 so the suite stays fast; limits loose unless a test sets them.
+fn config() -> Config {
+    let mut c = Config::default();
+    c.auth.password.m_cost = 1024;
+    c.auth.password.t_cost = 1;
+    c.auth.password.per_ip_per_minute = 100_000;
+    c.auth.password.per_account_per_minute = 100_000;
+    c.auth.password.backoff_after_failures = 1_000_000;
+    // Client addresses come from X-Forwarded-For in these tests.
+    c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    c
+}
+
+/// An initialised, unsealed server (master key mode) and its root token.
+async fn server(config: Config) -> (Harness, String) {
+    let h = harness_with(config, Some(SecretKey::generate())).await;
+    let (_, root) = h.init(1, 1).await;
+    assert!(!h.core.is_sealed());
+    (h, root)
+}
+
+async fn setup_token(h: &Harness) -> String {
+    zafe_server::people::setup::new_setup_token(&h.core)
+        .await
+        .unwrap()
+        .expect("no account yet")
+        .to_string()
+}
+
+/// A server whose first administrator exists; returns their access token.
+async fn with_admin(config: Config) -> (Harness, String, String) {
+    let (h, root) = server(config).await;
+    let token = setup_token(&h).await;
+    let a = h
+        .call(
+            "POST",
+            "/v1/sys/setup",
+            None,
+            Some(json!({"token": token, "email": ADMIN, "password": ADMIN_PASSWORD})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    let admin = a.json["auth"]["client_token"].as_str().unwrap().to_string();
+    (h, root, admin)
+}
+
+async fn call_from(
+    h: &Harness,
+    ip: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Answer {
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("x-forwarded-for", ip)
+        .header("user-agent", "people-api-test");
+    if let Some(t) = token {
+        req = req.header("x-vault-token", t);
+    }
+    let body = match body {
+        Some(b) => {
+            req = req.header("content-type", "application/json");
+            Body::from(serde_json::to_vec(&b).unwrap())
+        }
+        None => Body::empty(),
+    };
+    h.send(req.body(body).unwrap()).await
+}
+
+async fn login_from(h: &Harness, ip: &str, email: &str, password: &str) -> Answer {
+    call_from(
+        h,
+        ip,
+        "POST",
+        "/v1/auth/user/login",
+        None,
+        Some(json!({"email": email, "password": password})),
+    )
+    .await
+}
+
+async fn login(h: &Harness, email: &str, password: &str) -> (String, String) {
+    let a = login_from(h, "192.0.2.10", email, password).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    (
+        a.json["auth"]["client_token"].as_str().unwrap().to_string(),
+        a.json["auth"]["refresh_token"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    )
+}
+
+async fn create_alice(h: &Harness, admin: &str) -> String {
+    let a = h
+        .call(
+            "POST",
+            "/v1/sys/users",
+            Some(admin),
+            Some(json!({"email": ALICE, "password": ALICE_PASSWORD, "display_name": "Alice"})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    a.json["data"]["id"].as_str().unwrap().to_string()
+}
+
+async fn status_with(h: &Harness, token: &str) -> StatusCode {
+    h.call("GET", "/v1/auth/user/self", Some(token), None)
+        .await
+        .status
+}
+
+async fn refresh(h: &Harness, refresh_token: &str) -> Answer {
+    h.call(
+        "POST",
+        "/v1/auth/user/refresh",
+        None,
+        Some(json!({ "refresh_token": refresh_token })),
+    )
+    .await
+}
+
+fn refused() -> Value {
+    json!({"errors": ["invalid email or password"]})
+}
+
+// R-AUTH-13: the link creates exactly one administrator, once; the
+// administrator's session carries root; no default credentials exist.
+#[tokio::test]
+async fn the_setup_link_creates_the_first_admin_once() {
+    let (h, _root) = server(config()).await;
+    let a = h.call("GET", "/v1/sys/setup", None, None).await;
+    assert_eq!(a.json, json!({"setup_required": true}));
+    // Nothing logs in before setup: there are no default credentials.
+    for (email, password) in [("admin", "admin"), ("admin@localhost", "admin-admin-admin")] {
+        let a = login_from(&h, "192.0.2.1", email, password).await;
+        assert_eq!((a.status, a.json), (StatusCode::BAD_REQUEST, refused()));
+    }
+    let token = setup_token(&h).await;
+    assert!(token.starts_with("zafe_su_"));
+    let body = |token: &str| json!({"token": token, "email": ADMIN, "password": ADMIN_PASSWORD});
+    let forged = zafe_core::token::generate(zafe_core::token::TokenKind::Setup);
+    for bad in [forged.as_str(), "zafe_su_nope", ""] {
+        let a = h.call("POST", "/v1/sys/setup", None, Some(body(bad))).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            a.json["errors"][0],
+            "the setup token is invalid, expired or already used"
+        );
+    }
+    // A weak password is refused and does not use the link up.
+    let a = h
+        .call(
+            "POST",
+            "/v1/sys/setup",
+            None,
+            Some(json!({"token": token, "email": ADMIN, "password": "password1234"})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.json);
+    let a = h
+        .call("POST", "/v1/sys/setup", None, Some(body(&token)))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    let auth = &a.json["auth"];
+    let access = auth["client_token"].as_str().unwrap();
+    assert!(access.starts_with("zafe_at_"));
+    assert!(
+        auth["refresh_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("zafe_rt_")
+    );
+    assert_eq!(auth["policies"], json!(["root"]));
+    assert_eq!(auth["lease_duration"], 900);
+    // The administrator may do what root may.
+    let a = h
+        .call(
+            "POST",
+            "/v1/secret/data/app",
+            Some(access),
+            Some(json!({"data": {"k": "v"}})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    assert_eq!(
+        h.call("GET", "/v1/sys/users", Some(access), None)
+            .await
+            .json["data"]["keys"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // Single use, and no new link once an account exists.
+    let a = h
+        .call("POST", "/v1/sys/setup", None, Some(body(&token)))
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        h.call("GET", "/v1/sys/setup", None, None).await.json,
+        json!({"setup_required": false})
+    );
+    assert!(
+        zafe_server::people::setup::new_setup_token(&h.core)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn the_setup_link_expires() {
+    let mut c = config();
+    c.auth.sessions.setup_token_ttl_secs = 1;
+    let (h, _) = server(c).await;
+    let token = setup_token(&h).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let a = h
+        .call(
+            "POST",
+            "/v1/sys/setup",
+            None,
+            Some(json!({"token": token, "email": ADMIN, "password": ADMIN_PASSWORD})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        h.call("GET", "/v1/sys/setup", None, None).await.json,
+        json!({"setup_required": true})
+    );
+    // A new link (a restart makes one) replaces it and works.
+    let fresh = setup_token(&h).await;
+    let a = h
+        .call(
+            "POST",
+            "/v1/sys/setup",
+            None,
+            Some(json!({"token": fresh, "email": ADMIN, "password": ADMIN_PASSWORD})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+}
+
+// Two setups racing with the same link: exactly one administrator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_setups_create_exactly_one_admin() {
+    for _round in 0..3 {
+        let (h, root) = server(config()).await;
+        let token = setup_token(&h).await;
+        let h = std::sync::Arc::new(h);
+        let mut tasks = Vec::new();
+        for i in 0..6 {
+            let h = h.clone();
+            let token = token.clone();
+            tasks.push(tokio::spawn(async move {
+                h.call(
+                    "POST",
+                    "/v1/sys/setup",
+                    None,
+                    Some(json!({"token": token, "email": format!("admin{i}@example.com"), "password": ADMIN_PASSWORD})),
+                )
+                .await
+                .status
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            let status = t.await.unwrap();
+            assert!(
+                status == StatusCode::OK || status == StatusCode::BAD_REQUEST,
+                "{status}"
+            );
+            ok += usize::from(status == StatusCode::OK);
+        }
+        assert_eq!(ok, 1);
+        let a = h.call("GET", "/v1/sys/users", Some(&root), None).await;
+        assert_eq!(a.json["data"]["keys"].as_array().unwrap().len(), 1);
+    }
+}
+
+// R-AUTH-4, R-AUTH-6: refresh rotates both tokens; the old ones die; logout
+// ends the session.
+#[tokio::test]
+async fn refresh_rotates_both_tokens_and_logout_ends_the_session() {
+    let (h, _root, admin) = with_admin(config()).await;
+    create_alice(&h, &admin).await;
+    let (access1, refresh1) = login(&h, ALICE, ALICE_PASSWORD).await;
+    let a = h
+        .call("GET", "/v1/auth/user/self", Some(&access1), None)
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    assert_eq!(a.json["data"]["email"], ALICE);
+    assert!(a.json["data"].get("password_hash").is_none());
+    // Not an administrator: no policies, so no secrets and no sudo routes.
+    assert_eq!(
+        h.call("GET", "/v1/secret/data/app", Some(&access1), None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        h.call("GET", "/v1/sys/users", Some(&access1), None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
+    let a = refresh(&h, &refresh1).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    let access2 = a.json["auth"]["client_token"].as_str().unwrap().to_string();
+    let refresh2 = a.json["auth"]["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(access1, access2);
+    assert_ne!(refresh1, refresh2);
+    assert_eq!(status_with(&h, &access1).await, StatusCode::FORBIDDEN);
+    assert_eq!(status_with(&h, &access2).await, StatusCode::OK);
+
+    let a = h
+        .call("POST", "/v1/auth/user/logout", Some(&access2), None)
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    assert_eq!(status_with(&h, &access2).await, StatusCode::FORBIDDEN);
+    assert_eq!(refresh(&h, &refresh2).await.status, StatusCode::BAD_REQUEST);
+    // A Vault-style token cannot log out a session it does not have.
+    assert_eq!(
+        h.call("POST", "/v1/auth/user/logout", Some(&_root), None)
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn access_tokens_expire() {
+    let mut c = config();
+    c.auth.sessions.access_ttl_secs = 1;
+    let (h, _root, admin) = with_admin(c).await;
+    create_alice(&h, &admin).await;
+    let (access, refresh_token) = login(&h, ALICE, ALICE_PASSWORD).await;
+    assert_eq!(status_with(&h, &access).await, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(status_with(&h, &access).await, StatusCode::FORBIDDEN);
+    let a = refresh(&h, &refresh_token).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let fresh = a.json["auth"]["client_token"].as_str().unwrap();
+    assert_eq!(status_with(&h, fresh).await, StatusCode::OK);
+}
+
+// R-AUTH-4 (+): a rotated refresh token used again revokes the whole family,
+// including the access token the legitimate refresh produced, and the
+// audit log says so without holding any token in the clear.
+#[tokio::test]
+async fn reusing_a_rotated_refresh_token_revokes_the_family() {
+    let (h, root, admin) = with_admin(config()).await;
+    create_alice(&h, &admin).await;
+    let (access1, refresh1) = login(&h, ALICE, ALICE_PASSWORD).await;
+    let (other_access, _) = login(&h, ALICE, ALICE_PASSWORD).await;
+    let a = refresh(&h, &refresh1).await;
+    let access2 = a.json["auth"]["client_token"].as_str().unwrap().to_string();
+    let refresh2 = a.json["auth"]["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The thief replays the old refresh token.
+    let a = refresh(&h, &refresh1).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(
+        a.json["errors"][0].as_str().unwrap().contains("re-use"),
+        "{}",
+        a.json
+    );
+    assert_eq!(status_with(&h, &access2).await, StatusCode::FORBIDDEN);
+    assert_eq!(refresh(&h, &refresh2).await.status, StatusCode::BAD_REQUEST);
+    // Another session of the same person is not touched.
+    assert_eq!(status_with(&h, &other_access).await, StatusCode::OK);
+
+    let a = h
+        .call("GET", "/v1/sys/audit-log/export", Some(&root), None)
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let text = match &a.json {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    assert!(
+        text.lines()
+            .any(|l| l.contains("auth/user/refresh") && l.contains("re-use detected")),
+        "the re-use is audited"
+    );
+    for secret in [
+        &access1,
+        &refresh1,
+        &access2,
+        &refresh2,
+        &admin,
+        &other_access,
+    ] {
+        assert!(!text.contains(secret.as_str()), "a token in the audit log");
+    }
+    assert!(!text.contains(ALICE_PASSWORD) && !text.contains(ADMIN_PASSWORD));
+}
+
+// R-AUTH-6 (CP): changing a password ends every other session.
+#[tokio::test]
+async fn a_password_change_ends_every_other_session() {
+    let (h, _root, admin) = with_admin(config()).await;
+    create_alice(&h, &admin).await;
+    let (laptop, _) = login(&h, ALICE, ALICE_PASSWORD).await;
+    let (phone, phone_refresh) = login(&h, ALICE, ALICE_PASSWORD).await;
+    let a = h
+        .call("GET", "/v1/auth/user/sessions", Some(&laptop), None)
+        .await;
+    assert_eq!(a.json["data"]["sessions"].as_array().unwrap().len(), 2);
+
+    let new_password = "a-new-and-longer-passphrase";
+    let a = h
+        .call(
+            "POST",
+            "/v1/auth/user/password",
+            Some(&laptop),
+            Some(json!({"current_password": "wrong-password-here", "new_password": new_password})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(status_with(&h, &phone).await, StatusCode::OK);
+    let a = h
+        .call(
+            "POST",
+            "/v1/auth/user/password",
+            Some(&laptop),
+            Some(json!({"current_password": ALICE_PASSWORD, "new_password": new_password})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    assert_eq!(a.json["data"]["sessions_ended"], 1);
+    assert_eq!(status_with(&h, &laptop).await, StatusCode::OK);
+    assert_eq!(status_with(&h, &phone).await, StatusCode::FORBIDDEN);
+    assert_eq!(
+        refresh(&h, &phone_refresh).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let a = login_from(&h, "192.0.2.10", ALICE, ALICE_PASSWORD).await;
+    assert_eq!((a.status, a.json), (StatusCode::BAD_REQUEST, refused()));
+    login(&h, ALICE, new_password).await;
+}
