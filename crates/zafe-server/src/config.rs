@@ -310,10 +310,11 @@ impl Config {
         Ok(())
     }
 
-    /// Whether people may log in with an internal password: `[oidc]
-    /// password_login = false` turns it off for OIDC-only deployments.
+    /// Whether people may log in with an internal password: off with
+    /// `[auth.password] enabled = false`, or `[oidc] password_login = false`
+    /// for OIDC-only deployments.
     pub fn password_login_enabled(&self) -> bool {
-        self.oidc.as_ref().is_none_or(|o| o.password_login)
+        self.auth.password.enabled && self.oidc.as_ref().is_none_or(|o| o.password_login)
     }
 
     pub fn listen(&self) -> SocketAddr {

@@ -441,7 +441,7 @@ pub async fn dispatch(
         (RouteId::AuditVerify, _) => crate::audit::api::verify(core, &req).await,
         (RouteId::AuditCheckpoints, _) => crate::audit::api::checkpoints(core, &req).await,
         (RouteId::OidcAuthUrl, _) => crate::people::oidc::auth_url_route(core, &req).await,
-        (RouteId::OidcCallback, _) => crate::people::oidc::callback_route(core, &req).await,
+        (RouteId::OidcCallback, _) => crate::people::oidc_accounts::callback_route(core, &req).await,
         (RouteId::People(endpoint), _) => {
             crate::people::api::handle(core, endpoint, rest, req, caller).await
         }

@@ -37,14 +37,13 @@ async fn unsealed_with_oidc(
     config: OidcConfig,
     secret: Option<&str>,
 ) -> (Harness, String) {
-    let h = harness_with(
-        Config {
-            oidc: Some(config.clone()),
-            ..Config::default()
-        },
-        None,
-    )
-    .await;
+    let mut server_config = Config {
+        oidc: Some(config.clone()),
+        ..Config::default()
+    };
+    // People with a verified address at example.com may get an account.
+    server_config.auth.registration = toml::from_str("mode = \"domains\"\ndomains = [\"example.com\"]").unwrap();
+    let h = harness_with(server_config, None).await;
     let (keys, root) = h.init(1, 1).await;
     h.unseal(&keys[0]).await;
     h.core.set_oidc(
@@ -537,4 +536,61 @@ async fn oidc_off_and_bad_configurations() {
     assert!(secrets.oidc_client_secret.is_some());
     let oidc = Oidc::new(config.oidc.clone().unwrap(), secrets.oidc_client_secret).unwrap();
     assert!(!format!("{oidc:?} {config:?}").contains(oidc_provider::CLIENT_SECRET));
+}
+
+// R-AUTH-8: `[oidc] password_login = false` turns internal passwords off;
+// an identity whose address may not register gets no account.
+#[tokio::test]
+async fn oidc_only_deployments_refuse_passwords() {
+    let keys = keys();
+    let idp = fake_idp().await;
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, json!({"keys": [keys.ed_jwk]}).to_string()).unwrap();
+    let config: OidcConfig = toml::from_str(&format!(
+        r#"
+        issuer = "{iss}"
+        client_id = "zafe"
+        jwks_file = "{jwks}"
+        authorization_endpoint = "{iss}/authorize"
+        token_endpoint = "{iss}/token"
+        password_login = false
+        "#,
+        iss = idp.issuer,
+        jwks = jwks.display()
+    ))
+    .unwrap();
+    let (h, root) = unsealed_with_oidc(config, None).await;
+    let created = h
+        .call(
+            "POST",
+            "/v1/sys/users",
+            Some(&root),
+            Some(json!({"email": "pat@example.com", "password": "correct horse battery staple 42"})),
+        )
+        .await;
+    assert!(created.status.is_success(), "{:?}", created.json);
+    let login = h
+        .call(
+            "POST",
+            "/v1/auth/user/login",
+            None,
+            Some(json!({"email": "pat@example.com", "password": "correct horse battery staple 42"})),
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::BAD_REQUEST, "{:?}", login.json);
+    assert!(login.json["auth"].is_null());
+    assert!(login.json["errors"][0].as_str().unwrap().contains("disabled"));
+
+    // Not linked (linking by email is off by default), not created.
+    let a = login_with(&h, &idp, |n| sign_ed(&keys, &claims(&idp, n, "pat"))).await;
+    assert_refused(&a, "not linked");
+    let mut other = claims(&idp, "", "quinn");
+    other["email"] = json!("quinn@elsewhere.example.org");
+    let a = login_with(&h, &idp, |n| {
+        other["nonce"] = json!(n);
+        sign_ed(&keys, &other)
+    })
+    .await;
+    assert_refused(&a, "registration does not allow");
 }

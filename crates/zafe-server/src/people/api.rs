@@ -171,7 +171,7 @@ pub async fn verify_password_login(
     client_ip: std::net::IpAddr,
 ) -> Result<User> {
     let refused = || Error::bad_request(LOGIN_REFUSED);
-    if !core.config.auth.password.enabled {
+    if !core.config.password_login_enabled() {
         return Err(Error::bad_request(
             "password login is disabled on this server",
         ));
@@ -328,6 +328,11 @@ async fn complete_setup(core: &Arc<Core>, req: &Request) -> Result<Reply> {
 }
 
 async fn register(core: &Arc<Core>, req: &Request) -> Result<Reply> {
+    if !core.config.password_login_enabled() {
+        return Err(Error::bad_request(
+            "password accounts are disabled on this server: log in with OIDC (zafe login --oidc)",
+        ));
+    }
     let registration = &core.config.auth.registration;
     if registration.mode == RegistrationMode::Off {
         return Err(Error::bad_request(

@@ -27,6 +27,7 @@ use zafe_core::secret::SecretKey;
 use crate::error::Result;
 
 pub mod oidc;
+pub mod oidc_accounts;
 
 /// Who a session belongs to, as the core sees it for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
