@@ -60,6 +60,7 @@ pub enum RouteId {
     UiMounts,
     OidcAuthUrl,
     OidcCallback,
+    Totp,
     /// People: setup, login, sessions, accounts (people/api.rs).
     People(crate::people::api::Endpoint),
 }
@@ -302,6 +303,12 @@ pub const ROUTES: &[Route] = &[
         id: RouteId::OidcAuthUrl,
     },
     Route {
+        path: "auth/user/totp/*",
+        access: Access::Authenticated,
+        operations: &[Write],
+        id: RouteId::Totp,
+    },
+    Route {
         path: "auth/oidc/callback",
         access: Access::Public,
         operations: &[Write],
@@ -440,6 +447,7 @@ pub async fn dispatch(
         (RouteId::AuditExport, _) => crate::audit::api::export(core, &req).await,
         (RouteId::AuditVerify, _) => crate::audit::api::verify(core, &req).await,
         (RouteId::AuditCheckpoints, _) => crate::audit::api::checkpoints(core, &req).await,
+        (RouteId::Totp, _) => crate::people::totp::handle(core, rest, &req, caller.as_ref()).await,
         (RouteId::OidcAuthUrl, _) => crate::people::oidc::auth_url_route(core, &req).await,
         (RouteId::OidcCallback, _) => crate::people::oidc_accounts::callback_route(core, &req).await,
         (RouteId::People(endpoint), _) => {

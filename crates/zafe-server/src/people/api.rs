@@ -233,6 +233,10 @@ async fn login(core: &Arc<Core>, req: &Request) -> Result<Reply> {
     let email = string_field(req, "email")?;
     let password = Password::new(string_field(req, "password")?);
     let user = verify_password_login(core, email, &password, req.client_ip).await?;
+    // R-AUTH-9: with TOTP on, a code (or a recovery code) too.
+    if let Some(mfa_required) = super::totp::second_factor(core, req, &user).await? {
+        return Ok(mfa_required);
+    }
     sessions::sweep_expired(&core.barrier, &user.id).await?;
     let issued = sessions::issue(
         &core.barrier,

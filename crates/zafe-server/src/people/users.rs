@@ -56,6 +56,9 @@ pub struct User {
     /// OIDC login (`[oidc.group_roles]`).
     #[serde(default)]
     pub oidc_roles: Vec<String>,
+    /// The TOTP second factor (people/totp.rs); its secret never leaves.
+    #[serde(default)]
+    pub totp: Option<super::totp::TotpState>,
 }
 
 impl std::fmt::Debug for User {
@@ -87,6 +90,7 @@ impl User {
             password_changed_at: None,
             oidc_links: Vec::new(),
             oidc_roles: Vec::new(),
+            totp: None,
         }
     }
 
@@ -102,6 +106,8 @@ impl User {
             "has_password": self.password_hash.is_some(),
             "oidc_links": self.oidc_links.iter().map(|l| json!({"issuer": l.issuer, "subject": l.subject})).collect::<Vec<_>>(),
             "oidc_roles": self.oidc_roles,
+            "totp_enabled": super::totp::required(self),
+            "recovery_codes_left": self.totp.as_ref().filter(|t| t.confirmed).map(|t| t.recovery_codes_left()),
             "creation_time": crate::tokens::rfc3339(self.created_at),
             "update_time": crate::tokens::rfc3339(self.updated_at),
         })
