@@ -158,17 +158,23 @@ connections must prove the same identity, or the client refuses to send credenti
     )]
     ServerId(ServerId),
 
-    /// Log in with a token or AppRole and keep the token in the token file (mode 0600)
+    /// Log in with a token, AppRole or your identity provider (OIDC) and keep the token (mode 0600)
     #[command(after_help = "\
 Examples:
   zafe login                                        Paste a token at a hidden prompt
   echo \"$TOKEN\" | zafe login                        Or pipe it in
   ZAFE_SECRET_ID=... zafe login --method approle --role-id 4b1c...
   zafe login --method approle --role-id 4b1c... --no-store --format json < secret-id.txt
+  zafe login --oidc                                 Log in through your identity provider (browser)
+  zafe login --oidc --no-browser                    Print the URL to open elsewhere on this machine
 
 The token is checked with the server before it is stored. Tokens and secret ids are never
 command-line arguments: they would end up in shell history and in `ps`.")]
     Login(crate::login::LoginArgs),
+
+    /// Turn the TOTP second factor of your password account on or off
+    #[command(subcommand, after_help = crate::totp::EXAMPLES)]
+    Totp(crate::totp::TotpCmd),
 
     /// Create, look up, renew and revoke tokens
     #[command(

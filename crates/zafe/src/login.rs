@@ -38,10 +38,44 @@ pub struct LoginArgs {
     /// Print the new token instead of storing it in the token file
     #[arg(long)]
     pub no_store: bool,
+    /// Log in as a person through the server's OpenID Connect identity provider (opens a browser)
+    #[arg(long, conflicts_with = "role_id")]
+    pub oidc: bool,
+    /// With --oidc: print the login URL instead of opening a browser (BROWSER is respected otherwise)
+    #[arg(long, requires = "oidc")]
+    pub no_browser: bool,
+    /// With --oidc: how long to wait for the browser to come back, in seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub oidc_timeout: u64,
 }
 
 pub async fn run(client: &Client, out: Out, args: LoginArgs) -> anyhow::Result<()> {
     let (token, info) = match args.method {
+        _ if args.oidc => {
+            // No token goes to a login endpoint.
+            let auth = crate::oidc_login::login(
+                &with_token(client, None)?,
+                args.no_browser,
+                std::time::Duration::from_secs(args.oidc_timeout.max(1)),
+            )
+            .await?;
+            let token = Zeroizing::new(
+                auth["client_token"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+            if token.is_empty() {
+                bail!("the server's answer holds no token");
+            }
+            let info = json!({
+                "email": auth["metadata"]["email"],
+                "user_id": auth["metadata"]["user_id"],
+                "token_duration": auth["lease_duration"],
+                "token_policies": auth["policies"],
+            });
+            (token, info)
+        }
         LoginMethod::Token => {
             let token =
                 read_secret("Token (will be hidden): ", None).context("reading the token")?;

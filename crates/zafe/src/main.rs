@@ -11,6 +11,8 @@ mod audit;
 mod cli;
 mod kv;
 mod login;
+mod oidc_login;
+mod totp;
 mod operator;
 mod output;
 mod server_id;
@@ -140,6 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             server_id::migrate(&client(&cli.global, Some(new))?, out, &old).await?
         }
         Command::Login(args) => login::run(&client(&cli.global, None)?, out, args).await?,
+        Command::Totp(cmd) => totp::run(&client(&cli.global, None)?, out, cmd).await?,
         Command::Token(cmd) => token::run(&client(&cli.global, None)?, out, cmd).await?,
         Command::Approle(args) => approle::run(&client(&cli.global, None)?, out, args).await?,
     }
