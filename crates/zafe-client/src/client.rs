@@ -66,6 +66,9 @@ pub struct Client {
     pins: PinStore,
     public: reqwest::Client,
     verified: OnceCell<Verified>,
+    /// A person's session, when the token is its access token: replaced
+    /// (and stored again) when the client refreshes it.
+    session: std::sync::Mutex<Option<crate::session::Session>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -82,7 +85,15 @@ impl Client {
             "https" => Some(tls::root_store(config.ca_cert.as_deref())?),
             _ => None,
         };
+        let session = match (&config.token, &config.refresh_token) {
+            (Some(access), Some(refresh)) => Some(crate::session::Session {
+                access: access.clone(),
+                refresh: refresh.clone(),
+            }),
+            _ => None,
+        };
         Ok(Self {
+            session: std::sync::Mutex::new(session),
             public: http_client(&config, roots.as_ref(), None, Arc::default())?,
             addr: normalize_addr(&config.addr),
             pins: PinStore::new(&config.config_dir),
@@ -327,7 +338,13 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Option<Value>> {
-        let resp = self.send(method, path, body, Channel::WithToken).await?;
+        let mut resp = self
+            .send(method.clone(), path, body, Channel::WithToken)
+            .await?;
+        // An expired session: refresh once, then try again once.
+        if resp.status() == StatusCode::FORBIDDEN && self.refresh_session().await? {
+            resp = self.send(method, path, body, Channel::WithToken).await?;
+        }
         let status = resp.status();
         let bytes = self.read_bytes(resp).await?;
         if !status.is_success() {
@@ -362,6 +379,57 @@ impl Client {
             .map_err(|e| self.transport(e))
     }
 
+    /// The token requests carry now (a session's current access token).
+    pub fn current_token(&self) -> Option<Token> {
+        match self.session.lock().expect("session lock").as_ref() {
+            Some(session) => Some(session.access.clone()),
+            None => self.config.token.clone(),
+        }
+    }
+
+    /// Trades the session's refresh token for a new pair and stores it.
+    /// `false` when there is no session or the server refused (expired,
+    /// revoked): the caller then sees the original refusal.
+    pub async fn refresh_session(&self) -> Result<bool> {
+        let Some(refresh) = self
+            .session
+            .lock()
+            .expect("session lock")
+            .as_ref()
+            .map(|s| s.refresh.clone())
+        else {
+            return Ok(false);
+        };
+        let v = self.verified().await?;
+        let body = serde_json::json!({ "refresh_token": refresh.expose() });
+        let resp = self
+            .send_on(
+                &v.http,
+                None,
+                Method::POST,
+                "/v1/auth/user/refresh",
+                Some(&body),
+            )
+            .await?;
+        if !resp.status().is_success() {
+            return Ok(false);
+        }
+        let answer: Value = self.read_json(resp).await?;
+        let (Some(access), Some(refresh)) = (
+            answer["auth"]["client_token"].as_str(),
+            answer["auth"]["refresh_token"].as_str(),
+        ) else {
+            return Ok(false);
+        };
+        let session = crate::session::Session {
+            access: Token::new(access),
+            refresh: Token::new(refresh),
+        };
+        crate::session::save(&self.config.config_dir, &self.addr, &session)?;
+        *self.session.lock().expect("session lock") = Some(session);
+        Ok(true)
+    }
+
     // ---- Plumbing -------------------------------------------------------
 
     fn require_token(&self) -> Result<()> {
@@ -385,10 +453,10 @@ impl Client {
             Channel::Verified | Channel::WithToken => {
                 let v = self.verified().await?;
                 let token = match channel {
-                    Channel::WithToken => self.config.token.as_ref(),
+                    Channel::WithToken => self.current_token(),
                     _ => None,
                 };
-                self.send_on(&v.http, token, method, path, body)
+                self.send_on(&v.http, token.as_ref(), method, path, body)
                     .await
                     .map_err(|e| match e {
                         // The verifier refused a connection for its TLS key:

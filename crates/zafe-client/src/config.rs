@@ -39,6 +39,10 @@ pub struct ClientConfig {
     /// The server's address: `http` or `https`, host, optional port and path.
     pub addr: Url,
     pub token: Option<Token>,
+    /// The refresh token of a person's session (`zafe login --email`), when
+    /// `token` is that session's access token: the client uses it to get a
+    /// new pair once when the access token has expired.
+    pub refresh_token: Option<Token>,
     /// A PEM file of CA certificates. When set, only these are trusted for
     /// TLS (as with `VAULT_CACERT`); otherwise the Mozilla root set is.
     pub ca_cert: Option<PathBuf>,
@@ -62,6 +66,7 @@ impl ClientConfig {
         Self {
             addr,
             token: None,
+            refresh_token: None,
             ca_cert: None,
             server_id: None,
             config_dir,
@@ -89,13 +94,20 @@ impl ClientConfig {
             .or_else(|| first(&["ZAFE_ADDR", "VAULT_ADDR"]))
             .unwrap_or_else(|| DEFAULT_ADDR.to_string());
         let config_dir = config_dir_from_lookup(&env)?;
-        let token = match first(&["ZAFE_TOKEN", "VAULT_TOKEN"]) {
-            Some(t) => Some(Token::new(t.trim())),
-            None => read_token_file(&token_file(&config_dir))?,
+        let addr = parse_addr(&addr)?;
+        // A token from the environment wins; then a person's session for
+        // this address (credential store or files); then the token file.
+        let (token, refresh_token) = match first(&["ZAFE_TOKEN", "VAULT_TOKEN"]) {
+            Some(t) => (Some(Token::new(t.trim())), None),
+            None => match crate::session::load(&config_dir, &normalize_addr(&addr))? {
+                Some(session) => (Some(session.access), Some(session.refresh)),
+                None => (read_token_file(&token_file(&config_dir))?, None),
+            },
         };
         Ok(Self {
-            addr: parse_addr(&addr)?,
+            addr,
             token,
+            refresh_token,
             ca_cert: flags
                 .ca_cert
                 .clone()
@@ -211,7 +223,7 @@ pub fn save_token(config_dir: &Path, token: &Token) -> Result<()> {
 
 /// Replaces `path` atomically with `contents`, readable by the owner only,
 /// creating its directory with mode 0700 if needed.
-pub(crate) fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

@@ -7,13 +7,16 @@
 //!
 //! - [`config`]: address, token and directories from flags and environment.
 //! - [`pins`]: the pin store, `<config_dir>/servers.toml`.
-//! - [`Client`]: identity verification and the API calls.
+//! - [`session`]: a person's access and refresh tokens (credential store or files).
+//! - [`Client`]: identity verification and the API calls; it refreshes an
+//!   expired session once, transparently.
 
 mod client;
 pub mod config;
 mod error;
 pub mod path;
 pub mod pins;
+pub mod session;
 mod tls;
 mod types;
 

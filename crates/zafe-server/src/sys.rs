@@ -491,6 +491,8 @@ async fn init(core: &Arc<Core>, req: &Request) -> Result<Reply> {
     };
     let (shares, root_token) = core.initialize(shares, threshold, None).await?;
     tracing::info!(request_id = %req.request_id, shares = shares.len(), "initialized");
+    // With a master key the server is unsealed now: offer the setup link.
+    crate::people::setup::announce_if_needed(core).await;
     let keys: Vec<String> = shares.iter().map(|s| hex::encode(s.as_bytes())).collect();
     let keys_base64: Vec<String> = shares
         .iter()

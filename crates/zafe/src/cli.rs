@@ -158,9 +158,11 @@ connections must prove the same identity, or the client refuses to send credenti
     )]
     ServerId(ServerId),
 
-    /// Log in with a token, AppRole or your identity provider (OIDC) and keep the token (mode 0600)
+    /// Log in with your email and password, your identity provider (OIDC), a token, or AppRole
     #[command(after_help = "\
 Examples:
+  zafe login --email you@example.com                Password at a hidden prompt
+  zafe login --email ci@example.com --password-stdin < pw.txt
   zafe login                                        Paste a token at a hidden prompt
   echo \"$TOKEN\" | zafe login                        Or pipe it in
   ZAFE_SECRET_ID=... zafe login --method approle --role-id 4b1c...
@@ -168,13 +170,25 @@ Examples:
   zafe login --oidc                                 Log in through your identity provider (browser)
   zafe login --oidc --no-browser                    Print the URL to open elsewhere on this machine
 
-The token is checked with the server before it is stored. Tokens and secret ids are never
-command-line arguments: they would end up in shell history and in `ps`.")]
+A password login keeps its session (access and refresh token) in the OS credential store,
+or in files readable only by you (<config dir>/token and refresh-token) where there is none,
+and refreshes it automatically. A token is checked with the server before it is stored.
+Passwords, tokens and secret ids are never command-line arguments: they would end up in shell
+history and in `ps`.")]
     Login(crate::login::LoginArgs),
 
     /// Turn the TOTP second factor of your password account on or off
     #[command(subcommand, after_help = crate::totp::EXAMPLES)]
     Totp(crate::totp::TotpCmd),
+    /// End your session (from `zafe login --email`) on the server and forget it here
+    #[command(after_help = "\
+Examples:
+  zafe logout")]
+    Logout,
+
+    /// Manage people's accounts: create, invite, list, disable, delete, change passwords
+    #[command(subcommand, after_help = crate::user::USER_EXAMPLES)]
+    User(crate::user::UserCmd),
 
     /// Create, look up, renew and revoke tokens
     #[command(
@@ -297,6 +311,28 @@ Needs a token with sudo and a threshold of the current unseal keys.")]
         /// Number of new keys needed to unseal
         #[arg(long, visible_alias = "threshold", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..))]
         key_threshold: u8,
+    },
+
+    /// Create the first administrator with the setup token a new server prints (headless first run)
+    #[command(
+        name = "bootstrap-admin",
+        after_help = "\
+Examples:
+  ZAFE_SETUP_TOKEN=zafe_su_... zafe operator bootstrap-admin --email you@example.com
+  ZAFE_SETUP_TOKEN=zafe_su_... zafe operator bootstrap-admin --email ops@example.com --password-stdin < pw.txt
+
+While no account exists, the server prints a one-time setup link at start-up (valid 15 minutes);
+its token goes in ZAFE_SETUP_TOKEN (or is asked for at a hidden prompt). You are logged in after."
+    )]
+    BootstrapAdmin {
+        /// The administrator's email address
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Read the password from one line of standard input
+        #[arg(long)]
+        password_stdin: bool,
     },
 
     /// Seal the server: wipe its keys from memory until it is unsealed again (needs a root token)

@@ -26,7 +26,13 @@ pub enum LoginMethod {
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
-    /// How to log in
+    /// Log in as this person, with a password (prompted for without echo)
+    #[arg(long, value_name = "EMAIL", conflicts_with_all = ["role_id", "no_store"])]
+    pub email: Option<String>,
+    /// With --email: read the password from one line of standard input
+    #[arg(long, requires = "email")]
+    pub password_stdin: bool,
+    /// How to log in (without --email)
     #[arg(long, value_enum, default_value_t = LoginMethod::Token)]
     pub method: LoginMethod,
     /// The AppRole role id (not a secret; the secret id is read from ZAFE_SECRET_ID or standard input)
@@ -39,7 +45,7 @@ pub struct LoginArgs {
     #[arg(long)]
     pub no_store: bool,
     /// Log in as a person through the server's OpenID Connect identity provider (opens a browser)
-    #[arg(long, conflicts_with = "role_id")]
+    #[arg(long, conflicts_with_all = ["role_id", "email", "no_store"])]
     pub oidc: bool,
     /// With --oidc: print the login URL instead of opening a browser (BROWSER is respected otherwise)
     #[arg(long, requires = "oidc")]
@@ -50,32 +56,20 @@ pub struct LoginArgs {
 }
 
 pub async fn run(client: &Client, out: Out, args: LoginArgs) -> anyhow::Result<()> {
+    if args.oidc {
+        // No token goes to a login endpoint.
+        let answer = crate::oidc_login::login(
+            &with_token(client, None)?,
+            args.no_browser,
+            std::time::Duration::from_secs(args.oidc_timeout.max(1)),
+        )
+        .await?;
+        return crate::user::store_session(client, out, &answer, "Logged in with OIDC");
+    }
+    if let Some(email) = &args.email {
+        return crate::user::login(client, out, email, args.password_stdin).await;
+    }
     let (token, info) = match args.method {
-        _ if args.oidc => {
-            // No token goes to a login endpoint.
-            let auth = crate::oidc_login::login(
-                &with_token(client, None)?,
-                args.no_browser,
-                std::time::Duration::from_secs(args.oidc_timeout.max(1)),
-            )
-            .await?;
-            let token = Zeroizing::new(
-                auth["client_token"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            );
-            if token.is_empty() {
-                bail!("the server's answer holds no token");
-            }
-            let info = json!({
-                "email": auth["metadata"]["email"],
-                "user_id": auth["metadata"]["user_id"],
-                "token_duration": auth["lease_duration"],
-                "token_policies": auth["policies"],
-            });
-            (token, info)
-        }
         LoginMethod::Token => {
             let token =
                 read_secret("Token (will be hidden): ", None).context("reading the token")?;
@@ -134,6 +128,8 @@ pub async fn run(client: &Client, out: Out, args: LoginArgs) -> anyhow::Result<(
         return print(out, &shown);
     }
     let config_dir = &client.config().config_dir;
+    // A token login replaces a person's session for this server.
+    zafe_client::session::clear(config_dir, client.addr());
     zafe_client::config::save_token(config_dir, &Token::new(token.as_str()))?;
     if std::env::var_os("ZAFE_TOKEN").is_some_and(|v| !v.is_empty())
         || std::env::var_os("VAULT_TOKEN").is_some_and(|v| !v.is_empty())

@@ -20,6 +20,7 @@ mod service_account;
 mod status;
 mod token;
 mod transit;
+mod user;
 
 use std::process::ExitCode;
 
@@ -57,6 +58,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => operator::init(&client(&cli.global, None)?, out, key_shares, key_threshold).await?,
         Command::Operator(Operator::Unseal { key, reset }) => {
             operator::unseal(&client(&cli.global, None)?, out, key, reset).await?
+        }
+        Command::Operator(Operator::BootstrapAdmin {
+            email,
+            display_name,
+            password_stdin,
+        }) => {
+            user::bootstrap_admin(
+                &client(&cli.global, None)?,
+                out,
+                &email,
+                display_name.as_deref(),
+                password_stdin,
+            )
+            .await?
         }
         Command::Operator(Operator::Seal) => {
             operator::seal(&client(&cli.global, None)?, out).await?
@@ -143,6 +158,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Login(args) => login::run(&client(&cli.global, None)?, out, args).await?,
         Command::Totp(cmd) => totp::run(&client(&cli.global, None)?, out, cmd).await?,
+        Command::Logout => user::logout(&client(&cli.global, None)?, out).await?,
+        Command::User(cmd) => user::run(&client(&cli.global, None)?, out, cmd).await?,
         Command::Token(cmd) => token::run(&client(&cli.global, None)?, out, cmd).await?,
         Command::Approle(args) => approle::run(&client(&cli.global, None)?, out, args).await?,
     }

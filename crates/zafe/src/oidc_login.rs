@@ -33,7 +33,8 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 /// Logs in through the server's identity provider; returns the server's
-/// `auth` answer (the session's tokens).
+/// answer (the session's tokens under `auth`), to store like a password
+/// login's.
 pub async fn login(client: &Client, no_browser: bool, timeout: Duration) -> anyhow::Result<Value> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -113,7 +114,7 @@ pub async fn login(client: &Client, no_browser: bool, timeout: Duration) -> anyh
         .await
         .context("OIDC login failed")?
         .unwrap_or_default();
-    Ok(answer["auth"].clone())
+    Ok(answer)
 }
 
 /// Answers the browser and hands the code (or the IdP's error) over. A

@@ -22,6 +22,8 @@ fn cli(dir: &Path, addr: &str, envs: &[(&str, &str)]) -> Command {
     cmd.env("ZAFE_ADDR", addr)
         .env("ZAFE_CONFIG_DIR", dir)
         .env("NO_COLOR", "1")
+        // The session goes to files (token, refresh-token) this test reads.
+        .env("ZAFE_KEYRING", "off")
         .env_remove("ZAFE_TOKEN")
         .env_remove("VAULT_TOKEN")
         .env_remove("VAULT_ADDR")
@@ -145,6 +147,8 @@ async fn zafe_login_oidc_through_a_real_provider() {
     assert_eq!(info["email"], "alice@example.com");
     let token = stored_token(&client_dir);
     assert!(token.starts_with("zafe_at_"));
+    let refresh = std::fs::read_to_string(client_dir.join("refresh-token")).unwrap();
+    assert!(refresh.trim().starts_with("zafe_rt_"), "stored like a password login's session");
     let me = call("GET", &format!("{addr}/v1/auth/user/self"), Some(&token), None).await;
     assert_eq!(me.status, 200, "{:?}", me.json);
     assert_eq!(me.json["data"]["email"], "alice@example.com");
@@ -261,8 +265,24 @@ async fn zafe_totp_enroll_and_disable() {
 
     let a = login(None).await;
     assert_eq!(a.json["mfa_required"], true, "{:?}", a.json);
-    let a = login(Some(app.generate(now() + 30))).await;
-    assert_eq!(a.status, 200, "{:?}", a.json);
+    // `zafe login --email` asks for the code after the password.
+    let mut child = cli(&client_dir, &addr, &[])
+        .args(["login", "--email", "tom@example.com", "--password-stdin"])
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{PASSWORD}\n{}", app.generate(now() + 30)).unwrap();
+    let (code, out, err) = finish(child, String::new());
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(stored_token(&client_dir).starts_with("zafe_at_"));
+    // Without a code it fails, and says why.
+    let mut child = cli(&client_dir, &addr, &[])
+        .args(["login", "--email", "tom@example.com", "--password-stdin"])
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    let (code, _, err) = finish(child, String::new());
+    assert_eq!(code, 1);
+    assert!(err.contains("TOTP code"), "{err}");
 
     let mut child = cli(&client_dir, &addr, &[("ZAFE_TOKEN", &session)])
         .args(["totp", "disable"])

@@ -1,0 +1,518 @@
+//! People on the command line: `zafe login --email` (password login),
+//! `zafe logout`, `zafe operator bootstrap-admin` (first administrator,
+//! headless) and `zafe user create|list|read|enable|disable|delete|passwd|invite`.
+//!
+//! Passwords are never arguments: a hidden prompt on a terminal (asked
+//! twice when it is a new one), or one line of standard input with
+//! `--password-stdin`.
+
+use std::io::{BufRead as _, IsTerminal as _};
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+use serde_json::{Value, json};
+use zafe_client::path::encode_segment;
+use zafe_client::session::{self, Session, Stored};
+use zafe_client::{Client, Method, Token};
+use zeroize::Zeroizing;
+
+use crate::login::with_token;
+use crate::output::Out;
+
+pub const USER_EXAMPLES: &str = "\
+Examples:
+  zafe user create bob@example.com                 Prompts for an initial password
+  zafe user create ops@example.com --admin --password-stdin < pw.txt
+  zafe user invite carol@example.com --ttl 72h     Prints a single-use invitation
+  zafe user list
+  zafe user read bob@example.com --format json
+  zafe user disable bob@example.com                Ends all of bob's sessions at once
+  zafe user passwd                                 Change your own password
+  zafe user passwd bob@example.com                 Set someone else's (administrators)
+  zafe user delete bob@example.com
+
+Managing other people needs a server administrator's session (or a root token).";
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Create an account with a password (administrators)
+    #[command(
+        after_help = "Examples:\n  zafe user create bob@example.com --display-name Bob\n  zafe user create ops@example.com --admin --password-stdin < pw.txt\n  zafe user create sso-only@example.com --no-password"
+    )]
+    Create {
+        #[arg(value_name = "EMAIL")]
+        email: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Make them a server administrator (root on this server)
+        #[arg(long)]
+        admin: bool,
+        /// An extra ACL policy (repeatable)
+        #[arg(long = "policy")]
+        policies: Vec<String>,
+        /// Read the password from one line of standard input
+        #[arg(long, conflicts_with = "no_password")]
+        password_stdin: bool,
+        /// No password: the account can log in only with single sign-on
+        #[arg(long)]
+        no_password: bool,
+    },
+    /// Invite someone to register with their email address (administrators)
+    #[command(
+        after_help = "Examples:\n  zafe user invite carol@example.com\n  zafe user invite carol@example.com --ttl 72h --format json\n\nThe invitation works once, for that address only, and needs registration mode invite or domains."
+    )]
+    Invite {
+        #[arg(value_name = "EMAIL")]
+        email: String,
+        /// How long the invitation is valid, e.g. 72h (default: the server's, 7 days)
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// List accounts (administrators)
+    #[command(after_help = "Examples:\n  zafe user list\n  zafe user list --format json")]
+    List,
+    /// Show an account and its sessions (administrators)
+    #[command(
+        after_help = "Examples:\n  zafe user read bob@example.com\n  zafe user read 0b6f...-... --format json"
+    )]
+    Read {
+        #[arg(value_name = "ID_OR_EMAIL")]
+        user: String,
+    },
+    /// Disable an account: it cannot log in, and its sessions end at once
+    #[command(after_help = "Examples:\n  zafe user disable bob@example.com")]
+    Disable {
+        #[arg(value_name = "ID_OR_EMAIL")]
+        user: String,
+    },
+    /// Enable a disabled account again
+    #[command(after_help = "Examples:\n  zafe user enable bob@example.com")]
+    Enable {
+        #[arg(value_name = "ID_OR_EMAIL")]
+        user: String,
+    },
+    /// Delete an account and end its sessions
+    #[command(after_help = "Examples:\n  zafe user delete bob@example.com")]
+    Delete {
+        #[arg(value_name = "ID_OR_EMAIL")]
+        user: String,
+    },
+    /// Change your own password, or (administrators) set someone else's
+    #[command(
+        after_help = "Examples:\n  zafe user passwd                       Your own: asks for the current one first\n  zafe user passwd bob@example.com       Someone else's: ends all their sessions\n\nChanging your own password ends every other session of yours."
+    )]
+    Passwd {
+        #[arg(value_name = "ID_OR_EMAIL")]
+        user: Option<String>,
+        /// Read the password(s) from standard input: the current one, then the new one, one per line
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+/// Reads a password: a hidden prompt (twice for a new one) on a terminal,
+/// else one line of standard input when `from_stdin`.
+fn read_password(
+    prompt: &str,
+    confirm: bool,
+    from_stdin: bool,
+    lines: &mut dyn FnMut() -> anyhow::Result<Zeroizing<String>>,
+) -> anyhow::Result<Zeroizing<String>> {
+    let password = if from_stdin {
+        lines()?
+    } else if std::io::stdin().is_terminal() {
+        let first = Zeroizing::new(rpassword::prompt_password(prompt)?);
+        if confirm {
+            let again = Zeroizing::new(rpassword::prompt_password("Again, to confirm: ")?);
+            if *again != *first {
+                bail!("the two passwords differ");
+            }
+        }
+        first
+    } else {
+        bail!("no terminal to ask for the password on: pass --password-stdin and pipe it in");
+    };
+    if password.is_empty() {
+        bail!("the password is empty");
+    }
+    Ok(password)
+}
+
+/// The TOTP code (or a recovery code): a visible prompt on a terminal, else
+/// the next line of standard input (after the password with --password-stdin).
+fn read_code(
+    from_stdin: bool,
+    line: &mut dyn FnMut() -> anyhow::Result<Zeroizing<String>>,
+) -> anyhow::Result<Zeroizing<String>> {
+    use std::io::IsTerminal as _;
+    if !from_stdin && std::io::stdin().is_terminal() {
+        eprint!("TOTP code (or a recovery code): ");
+        std::io::Write::flush(&mut std::io::stderr())?;
+    }
+    let code = Zeroizing::new(line()?.trim().to_string());
+    if code.is_empty() {
+        bail!("a TOTP code is required for this account");
+    }
+    Ok(code)
+}
+
+/// One line of standard input, without its line break.
+fn stdin_line() -> anyhow::Result<Zeroizing<String>> {
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(Zeroizing::new(
+        line.trim_end_matches(['\r', '\n']).to_string(),
+    ))
+}
+
+/// `zafe login --email`: a password login; the session is stored.
+pub async fn login(
+    client: &Client,
+    out: Out,
+    email: &str,
+    password_stdin: bool,
+) -> anyhow::Result<()> {
+    let password = read_password(
+        "Password (will be hidden): ",
+        false,
+        password_stdin,
+        &mut stdin_line,
+    )?;
+    let mut body = json!({ "email": email, "password": password.as_str() });
+    // No token goes to a login endpoint.
+    let anonymous = with_token(client, None)?;
+    let answer = match anonymous
+        .request_json(Method::POST, "/v1/auth/user/login", Some(&body))
+        .await
+    {
+        // R-AUTH-9: the password was right and TOTP is on: ask for a code
+        // (or a recovery code), then log in again with both.
+        Err(zafe_client::Error::ServerError { status: 400, errors })
+            if errors.iter().any(|e| e == "a TOTP code is required") =>
+        {
+            let code = read_code(password_stdin, &mut stdin_line)?;
+            body["totp_code"] = json!(code.as_str());
+            anonymous
+                .request_json(Method::POST, "/v1/auth/user/login", Some(&body))
+                .await
+        }
+        other => other,
+    }
+    .context("login failed")?
+    .unwrap_or_default();
+    store_session(client, out, &answer, "Logged in")
+}
+
+/// `zafe operator bootstrap-admin`: the first administrator, with the setup
+/// token the server printed at its first start (ZAFE_SETUP_TOKEN or prompt).
+pub async fn bootstrap_admin(
+    client: &Client,
+    out: Out,
+    email: &str,
+    display_name: Option<&str>,
+    password_stdin: bool,
+) -> anyhow::Result<()> {
+    let token = match std::env::var("ZAFE_SETUP_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => Zeroizing::new(t.trim().to_string()),
+        _ if std::io::stdin().is_terminal() => Zeroizing::new(
+            rpassword::prompt_password(
+                "Setup token from the server's first-run message (hidden): ",
+            )?
+            .trim()
+            .to_string(),
+        ),
+        _ => bail!(
+            "set ZAFE_SETUP_TOKEN to the zafe_su_... token the server printed at its first start"
+        ),
+    };
+    let password = read_password(
+        "New administrator password (hidden): ",
+        true,
+        password_stdin,
+        &mut stdin_line,
+    )?;
+    let body = json!({
+        "token": token.as_str(),
+        "email": email,
+        "password": password.as_str(),
+        "display_name": display_name,
+    });
+    let answer = with_token(client, None)?
+        .request_json(Method::POST, "/v1/sys/setup", Some(&body))
+        .await
+        .context("creating the first administrator failed")?
+        .unwrap_or_default();
+    store_session(
+        client,
+        out,
+        &answer,
+        "Created the first administrator and logged in",
+    )
+}
+
+pub(crate) fn store_session(
+    client: &Client,
+    out: Out,
+    answer: &Value,
+    done: &str,
+) -> anyhow::Result<()> {
+    let auth = &answer["auth"];
+    let (Some(access), Some(refresh)) = (
+        auth["client_token"].as_str(),
+        auth["refresh_token"].as_str(),
+    ) else {
+        bail!("the server's answer holds no session");
+    };
+    let session = Session {
+        access: Token::new(access),
+        refresh: Token::new(refresh),
+    };
+    let stored = session::save(&client.config().config_dir, client.addr(), &session)?;
+    if std::env::var_os("ZAFE_TOKEN").is_some_and(|v| !v.is_empty())
+        || std::env::var_os("VAULT_TOKEN").is_some_and(|v| !v.is_empty())
+    {
+        eprintln!(
+            "{}",
+            out.yellow("Warning: ZAFE_TOKEN or VAULT_TOKEN is set and takes precedence over this session; unset it to use it.")
+        );
+    }
+    let info = json!({
+        "email": auth["metadata"]["email"],
+        "user_id": auth["metadata"]["user_id"],
+        "session_id": auth["session_id"],
+        "policies": auth["policies"],
+        "token_duration": auth["lease_duration"],
+        "refresh_expires_in": auth["refresh_expires_in"],
+        "stored_in": match &stored {
+            Stored::Keyring => "the OS credential store".to_string(),
+            Stored::Files(path) => path.display().to_string(),
+        },
+    });
+    if out.json() {
+        return out.print_json(&info);
+    }
+    println!(
+        "{done}. The session is kept in {} and refreshed automatically.\n",
+        info["stored_in"].as_str().unwrap_or_default()
+    );
+    print_object(out, &info);
+    Ok(())
+}
+
+/// `zafe logout`: ends the session on the server and forgets it here.
+pub async fn logout(client: &Client, out: Out) -> anyhow::Result<()> {
+    let config = client.config();
+    if config.refresh_token.is_none() {
+        bail!(
+            "not logged in with a session here (`zafe login --email`); a token from ZAFE_TOKEN or `zafe login` is revoked with `zafe token revoke`"
+        );
+    }
+    // An expired access token is refreshed first, so the server ends it.
+    let ended = client
+        .request_json(Method::POST, "/v1/auth/user/logout", None)
+        .await;
+    session::clear(&config.config_dir, client.addr());
+    match ended {
+        Ok(_) => {
+            if !out.json() {
+                println!("Logged out: the session has ended and is forgotten here.");
+            } else {
+                out.print_json(&json!({ "logged_out": true }))?;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!(
+                "{}",
+                out.yellow(&format!(
+                    "The session is forgotten here, but the server did not confirm its end: {e}"
+                ))
+            );
+            Ok(())
+        }
+    }
+}
+
+pub async fn run(client: &Client, out: Out, cmd: UserCmd) -> anyhow::Result<()> {
+    match cmd {
+        UserCmd::Create {
+            email,
+            display_name,
+            admin,
+            policies,
+            password_stdin,
+            no_password,
+        } => {
+            let mut body = json!({ "email": email, "display_name": display_name, "admin": admin, "policies": policies });
+            if !no_password {
+                let pw = read_password(
+                    &format!("Initial password for {email} (hidden): "),
+                    true,
+                    password_stdin,
+                    &mut stdin_line,
+                )?;
+                body["password"] = json!(pw.as_str());
+            }
+            let reply = client
+                .request_json(Method::POST, "/v1/sys/users", Some(&body))
+                .await?
+                .unwrap_or_default();
+            print_user(out, &reply["data"])
+        }
+        UserCmd::Invite { email, ttl } => {
+            let body = json!({ "email": email, "invite": true, "ttl": ttl });
+            let reply = client
+                .request_json(Method::POST, "/v1/sys/users", Some(&body))
+                .await?
+                .unwrap_or_default();
+            let data = &reply["data"];
+            if out.json() {
+                return out.print_json(data);
+            }
+            // The invitation alone on stdout, so it can be piped on.
+            println!("{}", data["url"].as_str().unwrap_or_default());
+            eprintln!(
+                "{}",
+                out.yellow(&format!(
+                    "Invitation for {email}, valid until {}. It works once; send it to them privately. \
+                     They register with POST /v1/auth/user/register {{email, password, invite_token}}.",
+                    data["expire_time"].as_str().unwrap_or_default()
+                ))
+            );
+            Ok(())
+        }
+        UserCmd::List => {
+            let reply = client
+                .request_json(Method::GET, "/v1/sys/users?list=true", None)
+                .await?
+                .unwrap_or_default();
+            let data = &reply["data"];
+            if out.json() {
+                return out.print_json(data);
+            }
+            let info = &data["key_info"];
+            println!(
+                "{:36}  {:32}  {:5}  {:8}",
+                "ID", "Email", "Admin", "Disabled"
+            );
+            for id in data["keys"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                let u = &info[id];
+                println!(
+                    "{id:36}  {:32}  {:5}  {:8}",
+                    u["email"].as_str().unwrap_or_default(),
+                    u["admin"].as_bool().unwrap_or_default(),
+                    u["disabled"].as_bool().unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        UserCmd::Read { user } => {
+            let reply = client
+                .request_json(Method::GET, &user_path(&user), None)
+                .await?
+                .unwrap_or_default();
+            print_user(out, &reply["data"])
+        }
+        UserCmd::Disable { user } => update(client, out, &user, json!({ "disabled": true })).await,
+        UserCmd::Enable { user } => update(client, out, &user, json!({ "disabled": false })).await,
+        UserCmd::Delete { user } => {
+            client
+                .request_json(Method::DELETE, &user_path(&user), None)
+                .await?;
+            if !out.json() {
+                println!("Deleted {user}; their sessions have ended.");
+            }
+            Ok(())
+        }
+        UserCmd::Passwd {
+            user,
+            password_stdin,
+        } => passwd(client, out, user.as_deref(), password_stdin).await,
+    }
+}
+
+fn user_path(user: &str) -> String {
+    format!("/v1/sys/users/{}", encode_segment(user))
+}
+
+async fn update(client: &Client, out: Out, user: &str, body: Value) -> anyhow::Result<()> {
+    let reply = client
+        .request_json(Method::POST, &user_path(user), Some(&body))
+        .await?
+        .unwrap_or_default();
+    print_user(out, &reply["data"])
+}
+
+async fn passwd(
+    client: &Client,
+    out: Out,
+    user: Option<&str>,
+    password_stdin: bool,
+) -> anyhow::Result<()> {
+    match user {
+        Some(user) => {
+            let new = read_password(
+                &format!("New password for {user} (hidden): "),
+                true,
+                password_stdin,
+                &mut stdin_line,
+            )?;
+            update(client, out, user, json!({ "password": new.as_str() })).await
+        }
+        None => {
+            let current = read_password(
+                "Current password (hidden): ",
+                false,
+                password_stdin,
+                &mut stdin_line,
+            )?;
+            let new = read_password(
+                "New password (hidden): ",
+                true,
+                password_stdin,
+                &mut stdin_line,
+            )?;
+            let body =
+                json!({ "current_password": current.as_str(), "new_password": new.as_str() });
+            let reply = client
+                .request_json(Method::POST, "/v1/auth/user/password", Some(&body))
+                .await?
+                .unwrap_or_default();
+            if out.json() {
+                return out.print_json(&reply["data"]);
+            }
+            println!(
+                "Password changed. {} other session(s) ended; this one goes on.",
+                reply["data"]["sessions_ended"].as_u64().unwrap_or(0)
+            );
+            Ok(())
+        }
+    }
+}
+
+fn print_user(out: Out, data: &Value) -> anyhow::Result<()> {
+    if out.json() {
+        return out.print_json(data);
+    }
+    let mut shown = data.clone();
+    if let Some(sessions) = data.get("sessions").and_then(Value::as_array) {
+        shown["sessions"] = json!(sessions.len());
+    }
+    print_object(out, &shown);
+    Ok(())
+}
+
+fn print_object(out: Out, info: &Value) {
+    let rows: Vec<(&str, String)> = info
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), crate::token::display(v)))
+        .collect();
+    out.print_table(&rows);
+}
