@@ -191,7 +191,9 @@ impl Core {
     /// Turns OIDC login on; once, at start.
     pub fn set_oidc(&self, oidc: crate::people::oidc::Oidc) {
         if self.oidc.set(oidc).is_err() {
-            tracing::warn!("OIDC login was already configured; the second configuration is ignored");
+            tracing::warn!(
+                "OIDC login was already configured; the second configuration is ignored"
+            );
         }
     }
 

@@ -449,7 +449,9 @@ pub async fn dispatch(
         (RouteId::AuditCheckpoints, _) => crate::audit::api::checkpoints(core, &req).await,
         (RouteId::Totp, _) => crate::people::totp::handle(core, rest, &req, caller.as_ref()).await,
         (RouteId::OidcAuthUrl, _) => crate::people::oidc::auth_url_route(core, &req).await,
-        (RouteId::OidcCallback, _) => crate::people::oidc_accounts::callback_route(core, &req).await,
+        (RouteId::OidcCallback, _) => {
+            crate::people::oidc_accounts::callback_route(core, &req).await
+        }
         (RouteId::People(endpoint), _) => {
             crate::people::api::handle(core, endpoint, rest, req, caller).await
         }

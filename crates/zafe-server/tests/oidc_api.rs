@@ -33,21 +33,23 @@ fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-async fn unsealed_with_oidc(
-    config: OidcConfig,
-    secret: Option<&str>,
-) -> (Harness, String) {
+async fn unsealed_with_oidc(config: OidcConfig, secret: Option<&str>) -> (Harness, String) {
     let mut server_config = Config {
         oidc: Some(config.clone()),
         ..Config::default()
     };
     // People with a verified address at example.com may get an account.
-    server_config.auth.registration = toml::from_str("mode = \"domains\"\ndomains = [\"example.com\"]").unwrap();
+    server_config.auth.registration =
+        toml::from_str("mode = \"domains\"\ndomains = [\"example.com\"]").unwrap();
     let h = harness_with(server_config, None).await;
     let (keys, root) = h.init(1, 1).await;
     h.unseal(&keys[0]).await;
     h.core.set_oidc(
-        Oidc::new(config, secret.map(|s| zeroize::Zeroizing::new(s.to_string()))).unwrap(),
+        Oidc::new(
+            config,
+            secret.map(|s| zeroize::Zeroizing::new(s.to_string())),
+        )
+        .unwrap(),
     );
     (h, root)
 }
@@ -124,7 +126,9 @@ async fn assert_session_for(h: &Harness, a: &Answer, email: &str) -> String {
             .unwrap()
             .starts_with("zafe_rt_")
     );
-    let me = h.call("GET", "/v1/auth/user/self", Some(&token), None).await;
+    let me = h
+        .call("GET", "/v1/auth/user/self", Some(&token), None)
+        .await;
     assert_eq!(me.status, StatusCode::OK, "{:?}", me.json);
     assert_eq!(me.json["data"]["email"], email);
     me.json["data"]["id"].as_str().unwrap().to_string()
@@ -179,12 +183,20 @@ async fn a_person_logs_in_through_a_real_provider() {
     let code = oidc_provider::param(&back, "code").unwrap();
     let a = finish_login(&h, &s, &code, REDIRECT).await;
     let first = assert_session_for(&h, &a, "alice@example.com").await;
-    assert_eq!(a.json["auth"]["metadata"]["oidc_roles"], json!(["myapp:member"]));
+    assert_eq!(
+        a.json["auth"]["metadata"]["oidc_roles"],
+        json!(["myapp:member"])
+    );
 
     // The state is used up: the same callback again is refused.
     let again = finish_login(&h, &s, &code, REDIRECT).await;
     assert_eq!(again.status, StatusCode::BAD_REQUEST, "{:?}", again.json);
-    assert!(again.json["errors"][0].as_str().unwrap().contains("already used"));
+    assert!(
+        again.json["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("already used")
+    );
 
     let s = start_login(&h, REDIRECT).await;
     let back = oidc_provider::follow_login(s.auth_url.as_str(), REDIRECT).await;
@@ -208,7 +220,9 @@ async fn unverified_email_does_not_link_to_an_existing_account() {
             "POST",
             "/v1/sys/users",
             Some(&root),
-            Some(json!({"email": "bob@example.com", "password": "correct horse battery staple 42"})),
+            Some(
+                json!({"email": "bob@example.com", "password": "correct horse battery staple 42"}),
+            ),
         )
         .await;
     assert!(created.status.is_success(), "{:?}", created.json);
@@ -223,7 +237,10 @@ async fn unverified_email_does_not_link_to_an_existing_account() {
     let a = finish_login(&h, &login_hint, &code, REDIRECT).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{:?}", a.json);
     assert!(
-        a.json["errors"][0].as_str().unwrap().contains("not verified"),
+        a.json["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("not verified"),
         "{:?}",
         a.json
     );
@@ -242,11 +259,17 @@ struct Keys {
 
 fn keys() -> Keys {
     let rng = ring::rand::SystemRandom::new();
-    let ed_pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref().to_vec();
+    let ed_pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
+        .unwrap()
+        .as_ref()
+        .to_vec();
     let ed = Ed25519KeyPair::from_pkcs8(&ed_pkcs8).unwrap();
     let ed_jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": b64(ed.public_key().as_ref()), "kid": "ed", "alg": "EdDSA", "use": "sig"});
     let alg = &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING;
-    let ec_pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap().as_ref().to_vec();
+    let ec_pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng)
+        .unwrap()
+        .as_ref()
+        .to_vec();
     let ec = EcdsaKeyPair::from_pkcs8(alg, &ec_pkcs8, &rng).unwrap();
     let point = ec.public_key().as_ref();
     let ec_jwk = json!({"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..65]), "kid": "ec"});
@@ -291,7 +314,7 @@ async fn fake_idp() -> FakeIdp {
     }
 }
 
-async fn crafted_setup(keys: &Keys) -> (Harness, FakeIdp, tempfile::TempDir) {
+async fn crafted_setup(keys: &Keys) -> (Harness, FakeIdp, tempfile::TempDir, String) {
     let idp = fake_idp().await;
     let dir = tempfile::tempdir().unwrap();
     let jwks = dir.path().join("jwks.json");
@@ -313,8 +336,8 @@ async fn crafted_setup(keys: &Keys) -> (Harness, FakeIdp, tempfile::TempDir) {
         jwks = jwks.display()
     ))
     .unwrap();
-    let (h, _) = unsealed_with_oidc(config, Some("s3cret-for-the-token-endpoint")).await;
-    (h, idp, dir)
+    let (h, root) = unsealed_with_oidc(config, Some("s3cret-for-the-token-endpoint")).await;
+    (h, idp, dir, root)
 }
 
 fn claims(idp: &FakeIdp, nonce: &str, sub: &str) -> Value {
@@ -333,11 +356,7 @@ fn sign_ed(keys: &Keys, claims: &Value) -> String {
 }
 
 /// Runs a login whose ID token is `make(nonce)`; returns the answer.
-async fn login_with(
-    h: &Harness,
-    idp: &FakeIdp,
-    make: impl FnOnce(&str) -> String,
-) -> Answer {
+async fn login_with(h: &Harness, idp: &FakeIdp, make: impl FnOnce(&str) -> String) -> Answer {
     let s = start_login(h, REDIRECT).await;
     *idp.id_token.lock().unwrap() = make(&s.nonce);
     finish_login(h, &s, "any-code", REDIRECT).await
@@ -358,7 +377,7 @@ fn assert_refused(a: &Answer, why: &str) {
 #[tokio::test]
 async fn well_formed_tokens_are_accepted() {
     let keys = keys();
-    let (h, idp, _dir) = crafted_setup(&keys).await;
+    let (h, idp, _dir, _root) = crafted_setup(&keys).await;
     let a = login_with(&h, &idp, |n| sign_ed(&keys, &claims(&idp, n, "erin"))).await;
     assert_session_for(&h, &a, "erin@example.com").await;
     let a = login_with(&h, &idp, |n| {
@@ -383,10 +402,12 @@ async fn well_formed_tokens_are_accepted() {
 #[tokio::test]
 async fn wrong_id_tokens_are_refused() {
     let keys = keys();
-    let (h, idp, _dir) = crafted_setup(&keys).await;
+    let (h, idp, _dir, _root) = crafted_setup(&keys).await;
     type Edit = fn(&mut Value);
     let claim_edits: Vec<(&str, Edit)> = vec![
-        ("another issuer", |c| c["iss"] = json!("https://evil.example.com")),
+        ("another issuer", |c| {
+            c["iss"] = json!("https://evil.example.com")
+        }),
         ("another audience", |c| c["aud"] = json!("someone-else")),
         ("expired", |c| c["exp"] = json!(now() - 3600)),
         ("not valid yet", |c| c["nbf"] = json!(now() + 3600)),
@@ -410,12 +431,44 @@ async fn wrong_id_tokens_are_refused() {
         .await;
         assert_refused(&a, why);
     }
-    let cases: Vec<(&str, Box<dyn FnOnce(&str) -> String + '_>)> = vec![
-    ];
-    for (why, make) in cases {
-        let a = login_with(&h, &idp, make).await;
-        assert_refused(&a, why);
-    }
+    // alg: none, no signature.
+    let a = login_with(&h, &idp, |n| {
+        let header = b64(br#"{"alg":"none","kid":"ed"}"#);
+        let body = b64(claims(&idp, n, "mallory").to_string().as_bytes());
+        format!("{header}.{body}.")
+    })
+    .await;
+    assert_refused(&a, "malformed or uses an unsupported algorithm");
+    // The right kid, another key.
+    let a = login_with(&h, &idp, |n| {
+        let rng = ring::rand::SystemRandom::new();
+        let other = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some("ed".into());
+        let key = EncodingKey::from_ed_der(other.as_ref());
+        jsonwebtoken::encode(&header, &claims(&idp, n, "mallory"), &key).unwrap()
+    })
+    .await;
+    assert_refused(&a, "signature is not valid");
+    // HS256 keyed with the public key (algorithm confusion).
+    let a = login_with(&h, &idp, |n| {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("ed".into());
+        let public = keys.ed_jwk["x"].as_str().unwrap().as_bytes();
+        let key = EncodingKey::from_secret(public);
+        jsonwebtoken::encode(&header, &claims(&idp, n, "mallory"), &key).unwrap()
+    })
+    .await;
+    assert_refused(&a, "algorithm");
+    // A key id the IdP does not have.
+    let a = login_with(&h, &idp, |n| {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some("unknown-kid".into());
+        let key = EncodingKey::from_ed_der(&keys.ed_pkcs8);
+        jsonwebtoken::encode(&header, &claims(&idp, n, "mallory"), &key).unwrap()
+    })
+    .await;
+    assert_refused(&a, "no key");
     // None of them made an account.
     let any = login_with(&h, &idp, |n| sign_ed(&keys, &claims(&idp, n, "mallory"))).await;
     assert_session_for(&h, &any, "mallory@example.com").await;
@@ -426,7 +479,7 @@ async fn wrong_id_tokens_are_refused() {
 #[tokio::test]
 async fn state_is_single_use_and_bound_to_the_client() {
     let keys = keys();
-    let (h, idp, _dir) = crafted_setup(&keys).await;
+    let (h, idp, _dir, _root) = crafted_setup(&keys).await;
 
     let s = start_login(&h, REDIRECT).await;
     *idp.id_token.lock().unwrap() = sign_ed(&keys, &claims(&idp, &s.nonce, "grace"));
@@ -434,18 +487,28 @@ async fn state_is_single_use_and_bound_to_the_client() {
     assert_session_for(&h, &a, "grace@example.com").await;
     let replay = finish_login(&h, &s, "code", REDIRECT).await;
     assert_refused(&replay, "already used");
-    assert_eq!(*idp.calls.lock().unwrap(), 1, "a replayed state never reaches the IdP");
+    assert_eq!(
+        *idp.calls.lock().unwrap(),
+        1,
+        "a replayed state never reaches the IdP"
+    );
 
     let mut s = start_login(&h, REDIRECT).await;
     s.verifier = b64(&rand_bytes::<48>());
-    assert_refused(&finish_login(&h, &s, "code", REDIRECT).await, "code_verifier");
+    assert_refused(
+        &finish_login(&h, &s, "code", REDIRECT).await,
+        "code_verifier",
+    );
     // ... and the state is gone even after a failed try.
     let a = finish_login(&h, &s, "code", REDIRECT).await;
     assert_refused(&a, "already used");
 
     let mut s = start_login(&h, REDIRECT).await;
     s.client_nonce = b64(&rand_bytes::<24>());
-    assert_refused(&finish_login(&h, &s, "code", REDIRECT).await, "client_nonce");
+    assert_refused(
+        &finish_login(&h, &s, "code", REDIRECT).await,
+        "client_nonce",
+    );
 
     let s = start_login(&h, REDIRECT).await;
     let other = "http://127.0.0.1:1/callback";
@@ -456,7 +519,10 @@ async fn state_is_single_use_and_bound_to_the_client() {
         state: b64(&rand_bytes::<32>()),
         ..start_login(&h, REDIRECT).await
     };
-    assert_refused(&finish_login(&h, &unknown, "code", REDIRECT).await, "already used");
+    assert_refused(
+        &finish_login(&h, &unknown, "code", REDIRECT).await,
+        "already used",
+    );
 }
 
 // R-OPS-5: the server never fetches a URL a client names; redirect URIs
@@ -464,7 +530,7 @@ async fn state_is_single_use_and_bound_to_the_client() {
 #[tokio::test]
 async fn redirect_uris_outside_the_allowlist_are_refused() {
     let keys = keys();
-    let (h, idp, _dir) = crafted_setup(&keys).await;
+    let (h, idp, _dir, _root) = crafted_setup(&keys).await;
     for bad in [
         "http://127.0.0.1:53682/other",
         "http://169.254.169.254:80/callback",
@@ -515,7 +581,12 @@ async fn oidc_off_and_bad_configurations() {
         .call("POST", "/v1/auth/oidc/auth_url", None, Some(json!({})))
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(a.json["errors"][0].as_str().unwrap().contains("not configured"));
+    assert!(
+        a.json["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("not configured")
+    );
 
     let bad: Config = toml::from_str("[oidc]\nissuer = \"\"\nclient_id = \"zafe\"").unwrap();
     assert!(bad.validate().is_err());
@@ -566,7 +637,9 @@ async fn oidc_only_deployments_refuse_passwords() {
             "POST",
             "/v1/sys/users",
             Some(&root),
-            Some(json!({"email": "pat@example.com", "password": "correct horse battery staple 42"})),
+            Some(
+                json!({"email": "pat@example.com", "password": "correct horse battery staple 42"}),
+            ),
         )
         .await;
     assert!(created.status.is_success(), "{:?}", created.json);
@@ -575,12 +648,19 @@ async fn oidc_only_deployments_refuse_passwords() {
             "POST",
             "/v1/auth/user/login",
             None,
-            Some(json!({"email": "pat@example.com", "password": "correct horse battery staple 42"})),
+            Some(
+                json!({"email": "pat@example.com", "password": "correct horse battery staple 42"}),
+            ),
         )
         .await;
     assert_eq!(login.status, StatusCode::BAD_REQUEST, "{:?}", login.json);
     assert!(login.json["auth"].is_null());
-    assert!(login.json["errors"][0].as_str().unwrap().contains("disabled"));
+    assert!(
+        login.json["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("disabled")
+    );
 
     // Not linked (linking by email is off by default), not created.
     let a = login_with(&h, &idp, |n| sign_ed(&keys, &claims(&idp, n, "pat"))).await;
@@ -593,4 +673,43 @@ async fn oidc_only_deployments_refuse_passwords() {
     })
     .await;
     assert_refused(&a, "registration does not allow");
+}
+
+// R-AUTH-8: with linking on, a verified email links the first login to the
+// existing account (the same id); later logins go by (issuer, subject), even
+// when the IdP's email changes.
+#[tokio::test]
+async fn a_verified_email_links_to_the_existing_account() {
+    let keys = keys();
+    let (h, idp, _dir, root) = crafted_setup(&keys).await;
+    let created = h
+        .call(
+            "POST",
+            "/v1/sys/users",
+            Some(&root),
+            Some(
+                json!({"email": "vic@example.com", "password": "correct horse battery staple 42"}),
+            ),
+        )
+        .await;
+    assert!(created.status.is_success(), "{:?}", created.json);
+    let a = login_with(&h, &idp, |n| sign_ed(&keys, &claims(&idp, n, "vic"))).await;
+    let linked = assert_session_for(&h, &a, "vic@example.com").await;
+    let existing = h
+        .call("GET", "/v1/sys/users/vic@example.com", Some(&root), None)
+        .await;
+    assert_eq!(
+        existing.json["data"]["id"],
+        linked.as_str(),
+        "{:?}",
+        existing.json
+    );
+    assert_eq!(existing.json["data"]["oidc_links"][0]["subject"], "vic");
+    let a = login_with(&h, &idp, |n| {
+        let mut c = claims(&idp, n, "vic");
+        c["email"] = json!("victoria@example.com");
+        sign_ed(&keys, &c)
+    })
+    .await;
+    assert_eq!(assert_session_for(&h, &a, "vic@example.com").await, linked);
 }

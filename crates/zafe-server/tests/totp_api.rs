@@ -33,7 +33,10 @@ async fn person(email: &str) -> (Harness, String, String, String) {
     let a = login(&h, email, PASSWORD, None).await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
     let token = a.json["auth"]["client_token"].as_str().unwrap().to_string();
-    let id = a.json["auth"]["metadata"]["user_id"].as_str().unwrap().to_string();
+    let id = a.json["auth"]["metadata"]["user_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     (h, root, token, id)
 }
 
@@ -42,7 +45,8 @@ async fn login(h: &Harness, email: &str, password: &str, code: Option<&str>) -> 
     if let Some(code) = code {
         body["totp_code"] = json!(code);
     }
-    h.call("POST", "/v1/auth/user/login", None, Some(body)).await
+    h.call("POST", "/v1/auth/user/login", None, Some(body))
+        .await
 }
 
 async fn totp_call(h: &Harness, token: &str, what: &str, body: Value) -> Answer {
@@ -94,11 +98,20 @@ async fn login_requires_a_code_once_totp_is_on() {
     // Enrolment needs the password, and is not in force until confirmed.
     let a = totp_call(&h, &token, "enroll", json!({})).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    let a = totp_call(&h, &token, "enroll", json!({"password": "wrong password here"})).await;
+    let a = totp_call(
+        &h,
+        &token,
+        "enroll",
+        json!({"password": "wrong password here"}),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     let a = totp_call(&h, &token, "enroll", json!({"password": PASSWORD})).await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
-    assert_eq!(login(&h, "tia@example.com", PASSWORD, None).await.status, StatusCode::OK);
+    assert_eq!(
+        login(&h, "tia@example.com", PASSWORD, None).await.status,
+        StatusCode::OK
+    );
     let a = totp_call(&h, &token, "confirm", json!({"code": "000000"})).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{:?}", a.json);
 
@@ -111,7 +124,13 @@ async fn login_requires_a_code_once_totp_is_on() {
     let a = login(&h, "tia@example.com", "not the password at all", None).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert!(a.json.get("mfa_required").is_none(), "{:?}", a.json);
-    let a = login(&h, "tia@example.com", "not the password at all", Some(&app.generate(now() + 30))).await;
+    let a = login(
+        &h,
+        "tia@example.com",
+        "not the password at all",
+        Some(&app.generate(now() + 30)),
+    )
+    .await;
     assert!(a.json["auth"].is_null());
 
     let a = login(&h, "tia@example.com", PASSWORD, Some("123456")).await;
@@ -121,11 +140,21 @@ async fn login_requires_a_code_once_totp_is_on() {
     let code = app.generate(now() + 30);
     let a = login(&h, "tia@example.com", PASSWORD, Some(&code)).await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
-    assert!(a.json["auth"]["client_token"].as_str().unwrap().starts_with("zafe_at_"));
+    assert!(
+        a.json["auth"]["client_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("zafe_at_")
+    );
     // ... once: not again, and no older code either.
     let a = login(&h, "tia@example.com", PASSWORD, Some(&code)).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{:?}", a.json);
-    assert!(a.json["errors"][0].as_str().unwrap().contains("already used"));
+    assert!(
+        a.json["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("already used")
+    );
     let a = login(&h, "tia@example.com", PASSWORD, Some(&app.generate(now()))).await;
     assert!(a.json["auth"].is_null(), "{:?}", a.json);
     // Two steps away is outside the window.
@@ -148,7 +177,9 @@ async fn recovery_codes_work_once() {
     let other = codes[4].to_uppercase().replace('-', "");
     let a = login(&h, "rae@example.com", PASSWORD, Some(&other)).await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
-    let me = h.call("GET", "/v1/auth/user/self", Some(&token), None).await;
+    let me = h
+        .call("GET", "/v1/auth/user/self", Some(&token), None)
+        .await;
     assert_eq!(me.json["data"]["recovery_codes_left"], 8);
 }
 
@@ -158,7 +189,9 @@ async fn recovery_codes_work_once() {
 async fn the_secret_is_never_shown_again() {
     let (h, root, token, id) = person("sol@example.com").await;
     let (_app, codes, secret) = enable(&h, &token).await;
-    let me = h.call("GET", "/v1/auth/user/self", Some(&token), None).await;
+    let me = h
+        .call("GET", "/v1/auth/user/self", Some(&token), None)
+        .await;
     assert_eq!(me.json["data"]["totp_enabled"], true);
     let admin = h
         .call("GET", &format!("/v1/sys/users/{id}"), Some(&root), None)
@@ -171,7 +204,12 @@ async fn the_secret_is_never_shown_again() {
     let a = totp_call(&h, &token, "enroll", json!({"password": PASSWORD})).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{:?}", a.json);
     // Stored encrypted: the raw storage has no trace of it.
-    let rows = h.core.backend().keys("sys/people/", "", 10_000).await.unwrap();
+    let rows = h
+        .core
+        .backend()
+        .keys("sys/people/", "", 10_000)
+        .await
+        .unwrap();
     for key in rows {
         let entry = h.core.backend().get(&key).await.unwrap().unwrap();
         let raw = String::from_utf8_lossy(&entry.value);
@@ -188,12 +226,30 @@ async fn disabling_needs_proof() {
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     let a = totp_call(&h, &token, "disable", json!({"code": "000000"})).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    let a = totp_call(&h, &token, "disable", json!({"password": "wrong password here"})).await;
+    let a = totp_call(
+        &h,
+        &token,
+        "disable",
+        json!({"password": "wrong password here"}),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert_eq!(login(&h, "dee@example.com", PASSWORD, None).await.json["mfa_required"], true);
-    let a = totp_call(&h, &token, "disable", json!({"code": app.generate(now() + 30)})).await;
+    assert_eq!(
+        login(&h, "dee@example.com", PASSWORD, None).await.json["mfa_required"],
+        true
+    );
+    let a = totp_call(
+        &h,
+        &token,
+        "disable",
+        json!({"code": app.generate(now() + 30)}),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
-    assert_eq!(login(&h, "dee@example.com", PASSWORD, None).await.status, StatusCode::OK);
+    assert_eq!(
+        login(&h, "dee@example.com", PASSWORD, None).await.status,
+        StatusCode::OK
+    );
     // Password works too.
     let (_app, _, _) = enable(&h, &token).await;
     let a = totp_call(&h, &token, "disable", json!({"password": PASSWORD})).await;
@@ -207,7 +263,13 @@ async fn code_guessing_is_rate_limited() {
     let (app, _codes, _) = enable(&h, &token).await;
     let mut limited = false;
     for guess in 0..8 {
-        let a = login(&h, "gus@example.com", PASSWORD, Some(&format!("{guess:06}"))).await;
+        let a = login(
+            &h,
+            "gus@example.com",
+            PASSWORD,
+            Some(&format!("{guess:06}")),
+        )
+        .await;
         assert!(a.json["auth"].is_null());
         if a.status == StatusCode::TOO_MANY_REQUESTS {
             limited = true;
@@ -216,7 +278,13 @@ async fn code_guessing_is_rate_limited() {
     }
     assert!(limited, "eight wrong codes in a row were all checked");
     // While limited, even the right code is not checked.
-    let a = login(&h, "gus@example.com", PASSWORD, Some(&app.generate(now() + 30))).await;
+    let a = login(
+        &h,
+        "gus@example.com",
+        PASSWORD,
+        Some(&app.generate(now() + 30)),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{:?}", a.json);
 }
 

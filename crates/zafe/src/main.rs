@@ -12,13 +12,13 @@ mod cli;
 mod kv;
 mod login;
 mod oidc_login;
-mod totp;
 mod operator;
 mod output;
 mod server_id;
 mod service_account;
 mod status;
 mod token;
+mod totp;
 mod transit;
 mod user;
 

@@ -84,7 +84,9 @@ pub async fn login(client: &Client, no_browser: bool, timeout: Duration) -> anyh
     );
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    eprintln!("Complete the login in your browser. If it does not open, visit this URL:\n\n    {auth_url}\n");
+    eprintln!(
+        "Complete the login in your browser. If it does not open, visit this URL:\n\n    {auth_url}\n"
+    );
     if !no_browser && !open_browser(&auth_url) {
         eprintln!("(could not start a browser; open the URL above yourself)");
     }
@@ -149,7 +151,9 @@ async fn callback_page(
     if ok {
         (
             http::StatusCode::OK,
-            Html("<h1>Zafe: login complete</h1><p>You can close this window and return to the terminal.</p>"),
+            Html(
+                "<h1>Zafe: login complete</h1><p>You can close this window and return to the terminal.</p>",
+            ),
         )
     } else {
         (

@@ -43,7 +43,11 @@ pub async fn run(client: &Client, out: Out, cmd: TotpCmd) -> anyhow::Result<()> 
 
 async fn post(client: &Client, what: &str, body: Value) -> anyhow::Result<Value> {
     Ok(client
-        .request_json(Method::POST, &format!("/v1/auth/user/totp/{what}"), Some(&body))
+        .request_json(
+            Method::POST,
+            &format!("/v1/auth/user/totp/{what}"),
+            Some(&body),
+        )
         .await?
         .unwrap_or_default()["data"]
         .clone())
@@ -65,7 +69,8 @@ fn read_line(prompt: &str) -> anyhow::Result<Zeroizing<String>> {
 }
 
 async fn enroll(client: &Client, out: Out) -> anyhow::Result<()> {
-    let password = read_secret("Password (will be hidden): ", None).context("reading the password")?;
+    let password =
+        read_secret("Password (will be hidden): ", None).context("reading the password")?;
     let enrolled = post(client, "enroll", json!({ "password": password.as_str() }))
         .await
         .context("TOTP enrolment failed")?;

@@ -187,9 +187,10 @@ pub async fn login(
     {
         // R-AUTH-9: the password was right and TOTP is on: ask for a code
         // (or a recovery code), then log in again with both.
-        Err(zafe_client::Error::ServerError { status: 400, errors })
-            if errors.iter().any(|e| e == "a TOTP code is required") =>
-        {
+        Err(zafe_client::Error::ServerError {
+            status: 400,
+            errors,
+        }) if errors.iter().any(|e| e == "a TOTP code is required") => {
             let code = read_code(password_stdin, &mut stdin_line)?;
             body["totp_code"] = json!(code.as_str());
             anonymous

@@ -3,9 +3,9 @@
 //! set to a script and with --no-browser; and `zafe totp enroll|disable`
 //! (R-AUTH-8, R-AUTH-9).
 
-mod support;
 #[path = "../../zafe-server/tests/support/oidc_provider.rs"]
 mod oidc_provider;
+mod support;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::Path;
@@ -112,7 +112,10 @@ async fn browse(auth_url: &str) {
 }
 
 fn stored_token(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("token")).unwrap().trim().to_string()
+    std::fs::read_to_string(dir.join("token"))
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +130,14 @@ async fn zafe_login_oidc_through_a_real_provider() {
     // 1. BROWSER is a script that records the URL it was asked to open.
     let opened = dir.path().join("opened-url");
     let script = dir.path().join("browser.sh");
-    std::fs::write(&script, format!("#!/bin/sh\necho \"$1\" > {}.tmp && mv {0}.tmp {0}\n", opened.display())).unwrap();
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$1\" > {}.tmp && mv {0}.tmp {0}\n",
+            opened.display()
+        ),
+    )
+    .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     let child = cli(&client_dir, &addr, &[("BROWSER", script.to_str().unwrap())])
         .args(["login", "--oidc", "--format", "json"])
@@ -148,8 +158,17 @@ async fn zafe_login_oidc_through_a_real_provider() {
     let token = stored_token(&client_dir);
     assert!(token.starts_with("zafe_at_"));
     let refresh = std::fs::read_to_string(client_dir.join("refresh-token")).unwrap();
-    assert!(refresh.trim().starts_with("zafe_rt_"), "stored like a password login's session");
-    let me = call("GET", &format!("{addr}/v1/auth/user/self"), Some(&token), None).await;
+    assert!(
+        refresh.trim().starts_with("zafe_rt_"),
+        "stored like a password login's session"
+    );
+    let me = call(
+        "GET",
+        &format!("{addr}/v1/auth/user/self"),
+        Some(&token),
+        None,
+    )
+    .await;
     assert_eq!(me.status, 200, "{:?}", me.json);
     assert_eq!(me.json["data"]["email"], "alice@example.com");
 
@@ -177,7 +196,10 @@ async fn zafe_login_oidc_through_a_real_provider() {
     browse(&auth_url).await;
     let (code, out, err) = finish(child, seen);
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(!err.contains("zafe_at_") && !out.contains("zafe_rt_"), "tokens are not printed");
+    assert!(
+        !err.contains("zafe_at_") && !out.contains("zafe_rt_"),
+        "tokens are not printed"
+    );
     assert_ne!(stored_token(&client_dir), token, "a new session");
 
     // 3. Nobody comes back: the CLI gives up after its timeout.
@@ -219,7 +241,13 @@ async fn zafe_totp_enroll_and_disable() {
             if let Some(c) = code {
                 body["totp_code"] = json!(c);
             }
-            call("POST", &format!("{addr}/v1/auth/user/login"), None, Some(body)).await
+            call(
+                "POST",
+                &format!("{addr}/v1/auth/user/login"),
+                None,
+                Some(body),
+            )
+            .await
         }
     };
     let session = login(None).await.json["auth"]["client_token"]
@@ -270,7 +298,12 @@ async fn zafe_totp_enroll_and_disable() {
         .args(["login", "--email", "tom@example.com", "--password-stdin"])
         .spawn()
         .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{PASSWORD}\n{}", app.generate(now() + 30)).unwrap();
+    writeln!(
+        child.stdin.take().unwrap(),
+        "{PASSWORD}\n{}",
+        app.generate(now() + 30)
+    )
+    .unwrap();
     let (code, out, err) = finish(child, String::new());
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(stored_token(&client_dir).starts_with("zafe_at_"));

@@ -223,9 +223,8 @@ impl OidcConfig {
         }
         for (group, grants) in &self.group_roles {
             for grant in grants {
-                parse_role_grant(grant).map_err(|m| {
-                    invalid("oidc.group_roles", format!("group {group:?}: {m}"))
-                })?;
+                parse_role_grant(grant)
+                    .map_err(|m| invalid("oidc.group_roles", format!("group {group:?}: {m}")))?;
             }
         }
         Ok(())
@@ -295,7 +294,8 @@ impl RedirectPattern {
             && candidate.username().is_empty()
             && candidate.password().is_none()
             && candidate.fragment().is_none()
-            && (self.any_port || candidate.port_or_known_default() == self.url.port_or_known_default())
+            && (self.any_port
+                || candidate.port_or_known_default() == self.url.port_or_known_default())
     }
 }
 
@@ -443,9 +443,11 @@ impl Oidc {
             (_, Some(f)) => Some(JwksSource::File(f.clone())),
             _ => None,
         };
-        if let (Some(a), Some(t), Some(j)) =
-            (&c.authorization_endpoint, &c.token_endpoint, &configured_jwks)
-        {
+        if let (Some(a), Some(t), Some(j)) = (
+            &c.authorization_endpoint,
+            &c.token_endpoint,
+            &configured_jwks,
+        ) {
             return Ok(Endpoints {
                 authorization: idp_url(a).map_err(Error::Internal)?,
                 token: idp_url(t).map_err(Error::Internal)?,
@@ -498,7 +500,12 @@ impl Oidc {
     }
 
     async fn get_json(&self, url: &str, what: &str) -> Result<Value> {
-        let response = self.http.get(url).send().await.map_err(|e| idp_error(what, &e))?;
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| idp_error(what, &e))?;
         read_json(response, what).await
     }
 
@@ -619,7 +626,9 @@ impl Oidc {
         match (&self.client_secret, self.config.token_auth_method) {
             (Some(secret), TokenAuthMethod::ClientSecretBasic) => {
                 // RFC 6749, section 2.3.1: both parts form-encoded first.
-                let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                let enc = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
                 request = request.basic_auth(enc(&self.config.client_id), Some(enc(secret)));
             }
             (Some(secret), TokenAuthMethod::ClientSecretPost) => {
@@ -708,7 +717,10 @@ impl Oidc {
         skew: u64,
     ) -> Result<VerifiedIdentity> {
         let now = crate::seal::now();
-        let iat = claims.get("iat").and_then(Value::as_i64).unwrap_or(i64::MAX);
+        let iat = claims
+            .get("iat")
+            .and_then(Value::as_i64)
+            .unwrap_or(i64::MAX);
         if iat > now + skew as i64 {
             return Err(refused("the ID token was issued in the future"));
         }
@@ -745,11 +757,14 @@ impl Oidc {
             .map(|e| e.trim().to_lowercase())
             .filter(|e| !e.is_empty() && e.len() <= 320 && e.contains('@'));
         // Some IdPs send the string "true".
-        let email_verified = matches!(
-            claims.get("email_verified"),
-            Some(Value::Bool(true))
-        ) || claims.get("email_verified").and_then(Value::as_str) == Some("true");
-        let groups = match self.config.groups_claim.as_deref().and_then(|c| claims.get(c)) {
+        let email_verified = matches!(claims.get("email_verified"), Some(Value::Bool(true)))
+            || claims.get("email_verified").and_then(Value::as_str) == Some("true");
+        let groups = match self
+            .config
+            .groups_claim
+            .as_deref()
+            .and_then(|c| claims.get(c))
+        {
             Some(Value::Array(items)) => items
                 .iter()
                 .filter_map(Value::as_str)
@@ -809,10 +824,7 @@ impl Oidc {
 
     async fn fetch_jwks(&self, source: &JwksSource) -> Result<Vec<Jwk>> {
         let text = match source {
-            JwksSource::Url(url) => self
-                .get_json(url.as_str(), "the JWKS")
-                .await?
-                .to_string(),
+            JwksSource::Url(url) => self.get_json(url.as_str(), "the JWKS").await?.to_string(),
             JwksSource::File(path) => tokio::fs::read_to_string(path)
                 .await
                 .map_err(|e| Error::Internal(format!("cannot read the OIDC JWKS file: {e}")))?,
@@ -849,8 +861,7 @@ async fn sweep_expired(barrier: &Barrier, now: i64) -> Result<()> {
     for name in names {
         let key = format!("{STATE_PREFIX}{name}");
         if let Some(record) = barrier.get(&key).await?
-            && serde_json::from_slice::<Pending>(&record.value)
-                .map_or(true, |p| p.expires_at < now)
+            && serde_json::from_slice::<Pending>(&record.value).map_or(true, |p| p.expires_at < now)
         {
             let _ = barrier
                 .commit(vec![Write::Delete {
@@ -884,7 +895,10 @@ async fn take_pending(barrier: &Barrier, state: &str) -> Result<Pending> {
 }
 
 fn state_key(state: &str) -> String {
-    format!("{STATE_PREFIX}{}", hex::encode(Sha256::digest(state.as_bytes())))
+    format!(
+        "{STATE_PREFIX}{}",
+        hex::encode(Sha256::digest(state.as_bytes()))
+    )
 }
 
 /// 256 random bits, base64url.
@@ -926,7 +940,9 @@ fn token_error(e: &jsonwebtoken::errors::Error) -> Error {
         K::ImmatureSignature => "the ID token is not valid yet",
         K::InvalidSignature => "the ID token's signature is not valid",
         K::InvalidAlgorithm | K::InvalidAlgorithmName => "the ID token's algorithm is not allowed",
-        K::MissingRequiredClaim(_) => "the ID token lacks a required claim (exp, iat, iss, aud, sub)",
+        K::MissingRequiredClaim(_) => {
+            "the ID token lacks a required claim (exp, iat, iss, aud, sub)"
+        }
         _ => "the ID token is malformed",
     })
 }
@@ -1013,11 +1029,7 @@ async fn read_json_any_status(mut response: reqwest::Response, what: &str) -> Re
         return Err(too_big());
     }
     let mut body = Zeroizing::new(Vec::new());
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| idp_error(what, &e))?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(|e| idp_error(what, &e))? {
         if body.len() + chunk.len() > MAX_IDP_RESPONSE_BYTES {
             return Err(too_big());
         }
@@ -1056,7 +1068,8 @@ mod tests {
         assert!(toml::from_str::<OidcConfig>("client_id = \"zafe\"").is_err());
         let c = config("issuer = \"\"\nclient_id = \"zafe\"");
         assert!(c.validate().is_err());
-        let c = config("issuer = \"https://idp.example.com\"\nclient_id = \"zafe\"\naudience = \" \"");
+        let c =
+            config("issuer = \"https://idp.example.com\"\nclient_id = \"zafe\"\naudience = \" \"");
         assert!(c.validate().is_err());
         let c = config("issuer = \"https://idp.example.com\"\nclient_id = \"zafe\"");
         c.validate().unwrap();
@@ -1066,10 +1079,24 @@ mod tests {
     #[test]
     fn skew_and_timeouts_are_bounded() {
         let base = "issuer = \"https://idp.example.com\"\nclient_id = \"zafe\"\n";
-        assert!(config(&format!("{base}clock_skew_secs = 301")).validate().is_err());
-        config(&format!("{base}clock_skew_secs = 300")).validate().unwrap();
-        assert!(config(&format!("{base}timeout_secs = 0")).validate().is_err());
-        assert!(config(&format!("{base}timeout_secs = 31")).validate().is_err());
+        assert!(
+            config(&format!("{base}clock_skew_secs = 301"))
+                .validate()
+                .is_err()
+        );
+        config(&format!("{base}clock_skew_secs = 300"))
+            .validate()
+            .unwrap();
+        assert!(
+            config(&format!("{base}timeout_secs = 0"))
+                .validate()
+                .is_err()
+        );
+        assert!(
+            config(&format!("{base}timeout_secs = 31"))
+                .validate()
+                .is_err()
+        );
         assert_eq!(config(base).clock_skew(), 60);
         assert_eq!(config(base).timeout(), Duration::from_secs(5));
     }
@@ -1087,7 +1114,9 @@ mod tests {
             let c = config(&format!("{base}issuer = \"{bad}\""));
             assert!(c.validate().is_err(), "{bad}");
         }
-        config(&format!("{base}issuer = \"http://127.0.0.1:9000\"")).validate().unwrap();
+        config(&format!("{base}issuer = \"http://127.0.0.1:9000\""))
+            .validate()
+            .unwrap();
         let c = config(&format!(
             "{base}issuer = \"https://idp.example.com\"\ntoken_endpoint = \"http://10.0.0.1/token\""
         ));
@@ -1107,8 +1136,12 @@ mod tests {
         assert!(!ok("http://u@127.0.0.1:1/callback"));
         assert!(!ok("http://127.0.0.1:1/callback?x=1"));
         let fixed = RedirectPattern::parse("https://zafe.example.com/oidc/callback").unwrap();
-        assert!(fixed.matches(&url::Url::parse("https://zafe.example.com:443/oidc/callback").unwrap()));
-        assert!(!fixed.matches(&url::Url::parse("https://zafe.example.com:444/oidc/callback").unwrap()));
+        assert!(
+            fixed.matches(&url::Url::parse("https://zafe.example.com:443/oidc/callback").unwrap())
+        );
+        assert!(
+            !fixed.matches(&url::Url::parse("https://zafe.example.com:444/oidc/callback").unwrap())
+        );
         assert!(RedirectPattern::parse("http://example.com:*/callback").is_err());
     }
 
@@ -1122,7 +1155,10 @@ mod tests {
 
     #[test]
     fn role_grants_are_checked() {
-        assert_eq!(parse_role_grant("myapp:member").unwrap(), ("myapp", "member"));
+        assert_eq!(
+            parse_role_grant("myapp:member").unwrap(),
+            ("myapp", "member")
+        );
         assert!(parse_role_grant("myapp:owner").is_err());
         assert!(parse_role_grant("member").is_err());
         assert!(parse_role_grant(":member").is_err());

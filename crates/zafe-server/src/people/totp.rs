@@ -76,9 +76,8 @@ pub struct TotpLimits {
 
 impl Default for TotpLimits {
     fn default() -> Self {
-        let quota = governor::Quota::per_minute(
-            NonZeroU32::new(ATTEMPTS_PER_MINUTE).expect("non-zero"),
-        );
+        let quota =
+            governor::Quota::per_minute(NonZeroU32::new(ATTEMPTS_PER_MINUTE).expect("non-zero"));
         Self {
             limiter: governor::RateLimiter::keyed(quota),
         }
@@ -91,13 +90,11 @@ impl TotpLimits {
         if self.limiter.len() > 100_000 {
             self.limiter.retain_recent();
         }
-        self.limiter
-            .check_key(&user_id.to_string())
-            .map_err(|_| {
-                Error::TooManyRequests(
-                    "too many second-factor attempts; wait a minute and try again".into(),
-                )
-            })
+        self.limiter.check_key(&user_id.to_string()).map_err(|_| {
+            Error::TooManyRequests(
+                "too many second-factor attempts; wait a minute and try again".into(),
+            )
+        })
     }
 }
 
@@ -260,8 +257,8 @@ fn field<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
 }
 
 async fn check_password(core: &Core, req: &Request, email: &str) -> Result<()> {
-    let password = field(req, "password")
-        .ok_or_else(|| Error::bad_request("password is required"))?;
+    let password =
+        field(req, "password").ok_or_else(|| Error::bad_request("password is required"))?;
     let password = super::password::Password::new(password);
     super::api::verify_password_login(core, email, &password, req.client_ip)
         .await
@@ -326,11 +323,10 @@ async fn confirm(core: &Core, req: &Request, user_id: &str) -> Result<Value> {
     let now = now_secs();
     users::update(&core.barrier, user_id, |u| {
         let email = u.email.clone();
-        let state = u
-            .totp
-            .as_mut()
-            .filter(|t| !t.confirmed)
-            .ok_or_else(|| Error::bad_request("no TOTP enrolment is waiting: run enroll first"))?;
+        let state =
+            u.totp.as_mut().filter(|t| !t.confirmed).ok_or_else(|| {
+                Error::bad_request("no TOTP enrolment is waiting: run enroll first")
+            })?;
         let step = matching_step(&totp_for(&state.secret, &email)?, code.trim(), now)
             .ok_or_else(|| Error::bad_request("invalid TOTP code"))?;
         state.confirmed = true;
@@ -387,7 +383,10 @@ mod tests {
             recovery_hash("u1", &codes[0]),
             recovery_hash("u1", &codes[0].to_uppercase().replace('-', " "))
         );
-        assert_ne!(recovery_hash("u1", &codes[0]), recovery_hash("u2", &codes[0]));
+        assert_ne!(
+            recovery_hash("u1", &codes[0]),
+            recovery_hash("u2", &codes[0])
+        );
     }
 
     #[test]
