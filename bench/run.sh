@@ -7,6 +7,9 @@
 #   bench/run.sh openbao         start OpenBao (raft storage, file audit device) and measure it
 #   bench/run.sh both            zafe then openbao, one after the other, with the same load
 #   bench/run.sh external ADDR TOKEN   measure any Vault-compatible server already running
+#   bench/run.sh login-flood     KV read latency alone, then during a flood of wrong-password
+#                                logins (bench/login.lua), with the default login limits and
+#                                with limits lifted (so every attempt costs a full Argon2id)
 #
 # Load tool: wrk (Debian package), installed if missing. Settings (env):
 #   BENCH_KEYS=1000 secrets, BENCH_DURATION=10s per phase, BENCH_CONNECTIONS=64,
@@ -148,6 +151,86 @@ HCL
     measure openbao "$addr" "$token" "$pid"
 }
 
+# A release Zafe from a configuration file with the given [auth.password]
+# settings; prints "<addr> <root token>" once the first administrator exists.
+start_zafe_people() { # name port auth-password-settings
+    local name=$1 port=$2 settings=$3
+    local dir=$work/$name
+    mkdir -p "$dir" && chmod 700 "$dir"
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$dir/master.key"
+    chmod 600 "$dir/master.key"
+    cat > "$dir/zafe.toml" <<TOML
+listen = "127.0.0.1:$port"
+data_dir = "$dir/data"
+[storage]
+kind = "sqlite"
+path = "$dir/data/zafe.db"
+[seal]
+master_key_file = "$dir/master.key"
+[auth.password]
+$settings
+TOML
+    chmod 600 "$dir/zafe.toml"
+    ZAFE_LOG=warn ZAFE_AUDIT_FILE="$dir/audit.jsonl" ./target/release/zafe server --config "$dir/zafe.toml" > "$dir/server.log" 2>&1 &
+    pids+=($!)
+    echo $! > "$dir/pid"
+    local addr="http://127.0.0.1:$port"
+    wait_http "$addr/v1/sys/health"
+    local token
+    token=$(curl -s -X PUT "$addr/v1/sys/init" -d '{"secret_shares":1,"secret_threshold":1}' \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["root_token"])')
+    local setup=""
+    for _ in $(seq 1 50); do
+        setup=$(grep -o 'zafe_su_[A-Za-z0-9]*' "$dir/server.log" | head -1 || true)
+        [ -n "$setup" ] && break
+        sleep 0.1
+    done
+    curl -sf -X POST "$addr/v1/sys/setup" -o /dev/null \
+        -d "{\"token\":\"$setup\",\"email\":\"admin@example.com\",\"password\":\"bench-admin-passphrase\"}"
+    curl -sf -X POST -H "X-Vault-Token: $token" "$addr/v1/sys/users" -o /dev/null \
+        -d '{"email":"victim@example.com","password":"victim-real-passphrase"}'
+    echo "$addr $token"
+}
+
+p99_of() { awk '$1=="99%" {print $2}' "$1"; }
+rps_of() { awk '/Requests\/sec/ {print $2}' "$1"; }
+
+# R-AUTH-3 / R-PERF: what a login flood does to everyone else's reads.
+run_login_flood() {
+    log "building zafe (release)"
+    cargo build --release -q -p zafe
+    local flood_conns="${BENCH_FLOOD_CONNECTIONS:-16}"
+    local port=$PORT_ZAFE
+    for variant in limits-default limits-off; do
+        local settings=""
+        [ "$variant" = limits-off ] && settings=$'per_ip_per_minute = 100000000\nper_account_per_minute = 100000000\nbackoff_after_failures = 100000000'
+        local started; started=$(start_zafe_people "flood-$variant" "$port" "$settings")
+        local addr=${started% *} token=${started#* }
+        export BENCH_TOKEN=$token BENCH_KEYS=$KEYS
+        seed "$addr" "$token"
+        log "$variant: reads alone for $DURATION"
+        wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s $here/read.lua "$addr" > "$work/$variant-alone.txt"
+        log "$variant: reads during a login flood ($flood_conns connections) for $DURATION"
+        wrk -t1 -c"$flood_conns" -d"$DURATION" --latency -s $here/login.lua "$addr" > "$work/$variant-flood.txt" &
+        local flood=$!
+        wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s $here/read.lua "$addr" > "$work/$variant-during.txt"
+        wait "$flood"
+        # The owner can still log in from their own address afterwards?
+        local owner; owner=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$addr/v1/auth/user/login" \
+            -d '{"email":"victim@example.com","password":"victim-real-passphrase"}')
+        {
+            echo "== login-flood $variant $(date -u +%FT%TZ) keys=$KEYS duration=$DURATION read connections=$CONNS flood connections=$flood_conns"
+            echo "$variant reads alone:        $(rps_of "$work/$variant-alone.txt") req/s, p99 $(p99_of "$work/$variant-alone.txt")"
+            echo "$variant reads during flood: $(rps_of "$work/$variant-during.txt") req/s, p99 $(p99_of "$work/$variant-during.txt")"
+            echo "$variant flood: $(rps_of "$work/$variant-flood.txt") logins/s answered, p99 $(p99_of "$work/$variant-flood.txt"); a correct login from the flooding address right after: HTTP $owner"
+        } | tee -a $here/results.log
+        local pid; pid=$(cat "$work/flood-$variant/pid")
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        port=$((port + 2))
+    done
+}
+
 need_wrk
 case "${1:-zafe}" in
     zafe) run_zafe ;;
@@ -155,5 +238,6 @@ case "${1:-zafe}" in
     openbao) run_openbao ;;
     both) run_zafe; run_openbao ;;
     external) measure external "${2:?address}" "${3:?token}" ;;
-    *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+    login-flood) run_login_flood ;;
+    *) sed -n '2,17p' "$0" >&2; exit 2 ;;
 esac

@@ -205,6 +205,17 @@ async fn the_setup_link_creates_the_first_admin_once() {
         )
         .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    // Tokens made from a session are orphans (a session is not a parent).
+    let a = h
+        .call(
+            "POST",
+            "/v1/auth/token/create",
+            Some(access),
+            Some(json!({"policies": ["default"], "ttl": "1h"})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    assert_eq!(a.json["auth"]["orphan"], true);
     assert_eq!(
         h.call("GET", "/v1/sys/users", Some(access), None)
             .await
@@ -706,11 +717,21 @@ async fn registration_obeys_its_mode() {
             .contains("registration is off")
     );
 
+    // With registration off, an invitation could never be used: refused.
+    let a = h
+        .call(
+            "POST",
+            "/v1/sys/users",
+            Some(&admin),
+            Some(json!({"email": "bob@example.com", "invite": true})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.json);
+
     let mut c = config();
     c.auth.registration.mode = zafe_server::people::config::RegistrationMode::Domains;
     c.auth.registration.domains = vec!["corp.example".into()];
     let (h, _root, admin2) = with_admin(c).await;
-    let _ = admin;
     let a = h
         .call(
             "POST",

@@ -224,6 +224,11 @@ async fn create(
 
     let orphan = if role.as_ref().is_some_and(|r| r.orphan) || orphan_endpoint {
         true
+    } else if caller.user.is_some() {
+        // A person's session is not a token of this store, so it cannot be
+        // a parent: tokens made from a session are orphans (their own TTLs
+        // apply; ending the session does not revoke them).
+        true
     } else if no_parent {
         if !sudo {
             return Err(Error::bad_request(

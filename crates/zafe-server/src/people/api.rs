@@ -480,6 +480,12 @@ async fn create_user(
     let email = users::normalize_email(string_field(req, "email")?)?;
     let key = core.token_key()?;
     if optional_bool(req, "invite")? == Some(true) {
+        if core.config.auth.registration.mode == RegistrationMode::Off {
+            return Err(Error::bad_request(
+                "registration is off, so an invitation could not be used: create the account \
+                 (zafe user create), or set [auth.registration] mode = \"invite\"",
+            ));
+        }
         let ttl = match req.field("ttl") {
             None | Some(Value::Null) => core.config.auth.sessions.invite_ttl_secs,
             Some(v) => crate::mounts::parse_ttl(v)? as i64,

@@ -25,7 +25,9 @@
 //! password, after about as long as a real verification takes.
 //!
 //! State is in memory, per server process, bounded: entries expire and the
-//! maps are pruned when they grow past `MAX_TRACKED`.
+//! maps are pruned when they grow past `MAX_TRACKED`. Accounts are keyed by
+//! a SHA-256 of the address typed, so a flood of huge made-up addresses
+//! costs 32 bytes per entry, and no address is kept in memory in clear.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -35,6 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use sha2::{Digest, Sha256};
 
 use super::config::PasswordConfig;
 
@@ -60,12 +63,18 @@ struct Failures {
 
 pub struct LoginLimits {
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
-    per_account: DefaultKeyedRateLimiter<String>,
-    failures: Mutex<HashMap<(String, IpAddr), Failures>>,
-    known: Mutex<HashMap<String, Vec<IpAddr>>>,
+    per_account: DefaultKeyedRateLimiter<AccountKey>,
+    failures: Mutex<HashMap<(AccountKey, IpAddr), Failures>>,
+    known: Mutex<HashMap<AccountKey, Vec<IpAddr>>>,
     backoff_after: u32,
     max_backoff: Duration,
     checks: AtomicU64,
+}
+
+type AccountKey = [u8; 32];
+
+fn account_key(account: &str) -> AccountKey {
+    Sha256::digest(account.as_bytes()).into()
 }
 
 fn per_minute(n: u32) -> Quota {
@@ -88,6 +97,7 @@ impl LoginLimits {
 
     /// Whether an attempt on `account` from `ip` may go ahead now.
     pub fn check(&self, account: &str, ip: IpAddr) -> Result<(), Limited> {
+        let account = account_key(account);
         if self.checks.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
             self.prune();
         }
@@ -96,7 +106,7 @@ impl LoginLimits {
             .failures
             .lock()
             .expect("failures lock")
-            .get(&(account.to_string(), ip))
+            .get(&(account, ip))
             .is_some_and(|f| now < f.until)
         {
             return Err(Limited::BackOff);
@@ -104,9 +114,9 @@ impl LoginLimits {
         self.per_ip
             .check_key(&ip)
             .map_err(|_| Limited::PerAddress)?;
-        if !self.is_known(account, ip) {
+        if !self.is_known(&account, ip) {
             self.per_account
-                .check_key(&account.to_string())
+                .check_key(&account)
                 .map_err(|_| Limited::PerAccount)?;
         }
         Ok(())
@@ -114,15 +124,14 @@ impl LoginLimits {
 
     /// A failed attempt: counts towards the back-off of this address.
     pub fn failed(&self, account: &str, ip: IpAddr) {
+        let account = account_key(account);
         let now = Instant::now();
         let mut failures = self.failures.lock().expect("failures lock");
-        let entry = failures
-            .entry((account.to_string(), ip))
-            .or_insert(Failures {
-                count: 0,
-                until: now,
-                last: now,
-            });
+        let entry = failures.entry((account, ip)).or_insert(Failures {
+            count: 0,
+            until: now,
+            last: now,
+        });
         entry.count = entry.count.saturating_add(1);
         entry.last = now;
         if entry.count >= self.backoff_after {
@@ -134,16 +143,17 @@ impl LoginLimits {
 
     /// A successful login: clears the back-off and remembers the address.
     pub fn succeeded(&self, account: &str, ip: IpAddr) {
+        let account = account_key(account);
         self.failures
             .lock()
             .expect("failures lock")
-            .remove(&(account.to_string(), ip));
+            .remove(&(account, ip));
         let mut known = self.known.lock().expect("known lock");
-        if known.len() >= MAX_TRACKED && !known.contains_key(account) {
+        if known.len() >= MAX_TRACKED && !known.contains_key(&account) {
             // Forgetting is safe: a forgotten address is merely not exempt.
             known.clear();
         }
-        let addresses = known.entry(account.to_string()).or_default();
+        let addresses = known.entry(account).or_default();
         addresses.retain(|a| *a != ip);
         addresses.push(ip);
         if addresses.len() > KNOWN_PER_ACCOUNT {
@@ -151,7 +161,7 @@ impl LoginLimits {
         }
     }
 
-    fn is_known(&self, account: &str, ip: IpAddr) -> bool {
+    fn is_known(&self, account: &AccountKey, ip: IpAddr) -> bool {
         self.known
             .lock()
             .expect("known lock")
@@ -204,7 +214,7 @@ mod tests {
         for _ in 0..20 {
             l.failed("a@x", ip);
         }
-        let until = l.failures.lock().unwrap()[&("a@x".to_string(), ip)].until;
+        let until = l.failures.lock().unwrap()[&(account_key("a@x"), ip)].until;
         assert!(until <= Instant::now() + Duration::from_secs(4), "capped");
         l.succeeded("a@x", ip);
         assert!(l.check("a@x", ip).is_ok());
