@@ -713,3 +713,35 @@ async fn a_verified_email_links_to_the_existing_account() {
     .await;
     assert_eq!(assert_session_for(&h, &a, "vic@example.com").await, linked);
 }
+
+// Starting logins is rate-limited per client address (each one stores a
+// pending state).
+#[tokio::test]
+async fn starting_logins_is_rate_limited() {
+    let keys = keys();
+    let (h, _idp, _dir, _root) = crafted_setup(&keys).await;
+    let mut limited = false;
+    for _ in 0..40 {
+        let a = h
+            .call(
+                "POST",
+                "/v1/auth/oidc/auth_url",
+                None,
+                Some(json!({
+                    "redirect_uri": REDIRECT,
+                    "client_nonce": "0123456789abcdef0123",
+                    "code_challenge": pkce_challenge(&"v".repeat(43)),
+                })),
+            )
+            .await;
+        if a.status == StatusCode::TOO_MANY_REQUESTS {
+            limited = true;
+            break;
+        }
+        assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
+    }
+    assert!(
+        limited,
+        "40 logins started from one address within a second"
+    );
+}

@@ -299,3 +299,48 @@ async fn only_sessions_manage_totp() {
         .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN, "{:?}", a.json);
 }
+
+// An administrator can turn a lost second factor off (never on).
+#[tokio::test]
+async fn administrators_can_reset_a_lost_second_factor() {
+    let (h, root, token, id) = person("lou@example.com").await;
+    enable(&h, &token).await;
+    let path = format!("/v1/sys/users/{id}");
+    let a = h
+        .call(
+            "POST",
+            &path,
+            Some(&root),
+            Some(json!({"totp_enabled": true})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{:?}", a.json);
+    // Not for people themselves: sys/users is for administrators.
+    let a = h
+        .call(
+            "POST",
+            &path,
+            Some(&token),
+            Some(json!({"totp_enabled": false})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{:?}", a.json);
+    assert_eq!(
+        login(&h, "lou@example.com", PASSWORD, None).await.json["mfa_required"],
+        true
+    );
+    let a = h
+        .call(
+            "POST",
+            &path,
+            Some(&root),
+            Some(json!({"totp_enabled": false})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
+    assert_eq!(a.json["data"]["totp_enabled"], false);
+    assert_eq!(
+        login(&h, "lou@example.com", PASSWORD, None).await.status,
+        StatusCode::OK
+    );
+}

@@ -584,6 +584,17 @@ async fn user(core: &Arc<Core>, req: &Request, which: &str, op: Operation) -> Re
             }
             let admin = optional_bool(req, "admin")?;
             let disabled = optional_bool(req, "disabled")?;
+            // R-AUTH-9: an administrator can only turn a lost second factor
+            // off (the person then enrols again), never on or read it.
+            let totp_off = match optional_bool(req, "totp_enabled")? {
+                Some(true) => {
+                    return Err(Error::bad_request(
+                        "totp_enabled can only be set to false: people enrol themselves",
+                    ));
+                }
+                Some(false) => true,
+                None => false,
+            };
             let policies = policies_field(req)?;
             let password = optional_string(req, "password")?.map(Password::new);
             if let Some(p) = &password {
@@ -607,6 +618,9 @@ async fn user(core: &Arc<Core>, req: &Request, which: &str, op: Operation) -> Re
                 }
                 if let Some(p) = &policies {
                     u.policies = p.clone();
+                }
+                if totp_off {
+                    u.totp = None;
                 }
                 Ok(())
             })
