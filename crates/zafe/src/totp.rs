@@ -16,8 +16,12 @@ use crate::output::Out;
 pub enum TotpCmd {
     /// Turn TOTP on: asks for the password, shows a QR code for an authenticator app,
     /// checks one code, and prints ten single-use recovery codes (once)
+    #[command(
+        after_help = "Examples:\n  zafe totp enroll\n  zafe totp enroll --format json     Recovery codes as JSON"
+    )]
     Enroll,
     /// Turn TOTP off: asks for a current code or a recovery code (or, with --password, the password)
+    #[command(after_help = "Examples:\n  zafe totp disable\n  zafe totp disable --password")]
     Disable {
         /// Prove it with the password instead of a code
         #[arg(long)]
