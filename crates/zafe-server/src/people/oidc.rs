@@ -389,11 +389,10 @@ impl Oidc {
             })?;
         let mut jwks = JwksCache::default();
         if let Some(path) = &config.jwks_file {
-            let text = crate::config::read_secret_file(path).or_else(|_| {
-                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })
+            // Public keys: no permission check, unlike secret files.
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
             })?;
             jwks.keys = parse_jwks(&text).map_err(|m| ConfigError::Invalid {
                 name: "oidc.jwks_file",
