@@ -39,6 +39,9 @@ pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    for pid in "${pids[@]}"; do
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -171,8 +174,9 @@ master_key_file = "$dir/master.key"
 $settings
 TOML
     chmod 600 "$dir/zafe.toml"
+    # Called in a command substitution (a subshell): the parent learns the
+    # pid from the file, to stop the server and to clean up.
     ZAFE_LOG=warn ZAFE_AUDIT_FILE="$dir/audit.jsonl" ./target/release/zafe server --config "$dir/zafe.toml" > "$dir/server.log" 2>&1 &
-    pids+=($!)
     echo $! > "$dir/pid"
     local addr="http://127.0.0.1:$port"
     wait_http "$addr/v1/sys/health"
@@ -192,6 +196,17 @@ TOML
     echo "$addr $token"
 }
 
+# Stops a server that is not our child (started in a subshell): SIGTERM, then
+# wait until it is gone, so the next phase does not share the CPU with it.
+stop_pid() {
+    kill "$1" 2>/dev/null || return 0
+    for _ in $(seq 1 200); do
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -9 "$1" 2>/dev/null || true
+}
+
 p99_of() { awk '$1=="99%" {print $2}' "$1"; }
 rps_of() { awk '/Requests\/sec/ {print $2}' "$1"; }
 
@@ -206,6 +221,8 @@ run_login_flood() {
         [ "$variant" = limits-off ] && settings=$'per_ip_per_minute = 100000000\nper_account_per_minute = 100000000\nbackoff_after_failures = 100000000'
         local started; started=$(start_zafe_people "flood-$variant" "$port" "$settings")
         local addr=${started% *} token=${started#* }
+        local pid; pid=$(cat "$work/flood-$variant/pid")
+        pids+=("$pid")
         export BENCH_TOKEN=$token BENCH_KEYS=$KEYS
         seed "$addr" "$token"
         log "$variant: reads alone for $DURATION"
@@ -224,9 +241,7 @@ run_login_flood() {
             echo "$variant reads during flood: $(rps_of "$work/$variant-during.txt") req/s, p99 $(p99_of "$work/$variant-during.txt")"
             echo "$variant flood: $(rps_of "$work/$variant-flood.txt") logins/s answered, p99 $(p99_of "$work/$variant-flood.txt"); a correct login from the flooding address right after: HTTP $owner"
         } | tee -a $here/results.log
-        local pid; pid=$(cat "$work/flood-$variant/pid")
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
+        stop_pid "$pid"
         port=$((port + 2))
     done
 }

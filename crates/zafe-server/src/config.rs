@@ -570,6 +570,49 @@ mod tests {
     }
 
     #[test]
+    fn people_settings_parse_and_are_validated() {
+        let c: Config = toml::from_str(
+            r#"
+            [auth.password]
+            m_cost = 65536
+            per_ip_per_minute = 10
+            [auth.sessions]
+            access_ttl_secs = 300
+            [auth.registration]
+            mode = "domains"
+            domains = ["example.com"]
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.auth.password.m_cost, 65536);
+        assert_eq!(c.auth.password.t_cost, 2, "defaults fill the rest");
+        assert_eq!(c.auth.sessions.access_ttl_secs, 300);
+        assert_eq!(c.auth.sessions.refresh_ttl_secs, 24 * 3600);
+        assert!(c.auth.registration.allows_domain_of("a@EXAMPLE.com"));
+        assert!(!c.auth.registration.allows_domain_of("a@example.com.evil"));
+        let defaults = Config::default();
+        assert_eq!(
+            defaults.auth.registration.mode,
+            crate::people::config::RegistrationMode::Off
+        );
+        for bad in [
+            "[auth.password]\nm_cost = 1",
+            "[auth.password]\nper_ip_per_minute = 0",
+            "[auth.sessions]\naccess_ttl_secs = 0",
+            "[auth.registration]\nmode = \"domains\"",
+            "[auth.registration]\nmode = \"open\"",
+            "[auth.password]\nmcost = 1",
+        ] {
+            let parsed = toml::from_str::<Config>(bad);
+            assert!(
+                parsed.is_err() || parsed.unwrap().validate().is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn typos_are_errors() {
         assert!(toml::from_str::<Config>("lisen = \"127.0.0.1:1\"").is_err());
         assert!(toml::from_str::<Config>("[storage]\nkind = \"mysql\"").is_err());

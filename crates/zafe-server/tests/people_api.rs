@@ -351,12 +351,35 @@ async fn refresh_rotates_both_tokens_and_logout_ends_the_session() {
     assert_eq!(status_with(&h, &access1).await, StatusCode::FORBIDDEN);
     assert_eq!(status_with(&h, &access2).await, StatusCode::OK);
 
+    // No policy, not even `default`, for someone without roles or grants.
+    assert_eq!(
+        h.call("GET", "/v1/auth/token/lookup-self", Some(&access2), None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
     let a = h
         .call("POST", "/v1/auth/user/logout", Some(&access2), None)
         .await;
     assert_eq!(a.status, StatusCode::NO_CONTENT);
     assert_eq!(status_with(&h, &access2).await, StatusCode::FORBIDDEN);
     assert_eq!(refresh(&h, &refresh2).await.status, StatusCode::BAD_REQUEST);
+    // Vault clients see a sensible lookup-self, and `vault token revoke
+    // -self` with a session ends the session (an administrator's here).
+    let (access3, refresh3) = login(&h, ADMIN, ADMIN_PASSWORD).await;
+    let a = h
+        .call("GET", "/v1/auth/token/lookup-self", Some(&access3), None)
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    assert_eq!(a.json["data"]["display_name"], format!("user-{ADMIN}"));
+    assert!(a.json["data"]["ttl"].as_i64().unwrap() > 800);
+    let a = h
+        .call("POST", "/v1/auth/token/revoke-self", Some(&access3), None)
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    assert_eq!(status_with(&h, &access3).await, StatusCode::FORBIDDEN);
+    assert_eq!(refresh(&h, &refresh3).await.status, StatusCode::BAD_REQUEST);
     // A Vault-style token cannot log out a session it does not have.
     assert_eq!(
         h.call("POST", "/v1/auth/user/logout", Some(&_root), None)
@@ -904,4 +927,84 @@ async fn session_tokens_are_stored_only_as_hashes() {
     assert_eq!(status_with(&h, &altered).await, StatusCode::FORBIDDEN);
     assert_eq!(status_with(&h, &refresh_token).await, StatusCode::FORBIDDEN);
     assert_eq!(refresh(&h, &access).await.status, StatusCode::BAD_REQUEST);
+}
+
+// Racing registrations of one address: exactly one account (the email index
+// is created Absent-only in the same commit as the account).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_registrations_of_one_address_create_one_account() {
+    let mut c = config();
+    c.auth.registration.mode = zafe_server::people::config::RegistrationMode::Domains;
+    c.auth.registration.domains = vec!["corp.example".into()];
+    let (h, root, _admin) = with_admin(c).await;
+    let h = std::sync::Arc::new(h);
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let h = h.clone();
+            tokio::spawn(async move {
+                h.call(
+                    "POST",
+                    "/v1/auth/user/register",
+                    None,
+                    Some(json!({"email": if i % 2 == 0 { "Same@corp.example" } else { "same@CORP.example" }, "password": "a-registration-passphrase"})),
+                )
+                .await
+                .status
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        ok += usize::from(t.await.unwrap() == StatusCode::OK);
+    }
+    assert_eq!(ok, 1);
+    let a = h.call("GET", "/v1/sys/users", Some(&root), None).await;
+    assert_eq!(a.json["data"]["keys"].as_array().unwrap().len(), 2);
+}
+
+// Malformed and oversized input gets a clear 400 and changes nothing; an
+// oversized password is refused without being hashed.
+#[tokio::test]
+async fn malformed_login_input_is_refused_clearly() {
+    let (h, _root, _admin) = with_admin(config()).await;
+    for (body, message) in [
+        (json!({"password": "x"}), "email is required"),
+        (json!({"email": ADMIN}), "password is required"),
+        (
+            json!({"email": ADMIN, "password": 12}),
+            "password must be a string",
+        ),
+        (
+            json!({"email": ["a"], "password": "x"}),
+            "email must be a string",
+        ),
+    ] {
+        let a = h
+            .call("POST", "/v1/auth/user/login", None, Some(body))
+            .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST);
+        assert_eq!(a.json["errors"][0], message);
+    }
+    let huge = "p".repeat(100_000);
+    let a = login_from(&h, "192.0.2.3", ADMIN, &huge).await;
+    assert_eq!((a.status, a.json), (StatusCode::BAD_REQUEST, refused()));
+    let a = login_from(
+        &h,
+        "192.0.2.3",
+        &format!("{}@example.com", "a".repeat(5000)),
+        "whatever-password",
+    )
+    .await;
+    assert_eq!((a.status, a.json), (StatusCode::BAD_REQUEST, refused()));
+    let a = h
+        .call(
+            "POST",
+            "/v1/auth/user/refresh",
+            None,
+            Some(json!({"refresh_token": "zafe_rt_garbage"})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    // The real password still works.
+    login(&h, ADMIN, ADMIN_PASSWORD).await;
 }

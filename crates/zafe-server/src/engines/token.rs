@@ -87,6 +87,12 @@ impl Engine for TokenEngine {
             ("renew-accessor", Write) => renew(ctx, req, Target::Accessor).await,
             ("revoke", Write) => revoke(ctx, req).await,
             ("revoke-self", Write) => {
+                // A person's session: end the whole session, as logout does.
+                if let Some(user) = &caller.user {
+                    crate::people::sessions::revoke_family(&ctx.core.barrier, &user.session_id)
+                        .await?;
+                    return Ok(Reply::NoContent);
+                }
                 tokens::revoke_hash(&ctx.core.barrier, &ctx.core.token_key()?, &caller.id_hash)
                     .await?;
                 Ok(Reply::NoContent)

@@ -45,6 +45,8 @@ pub enum Endpoint {
     User,
 }
 
+/// Serves one people route; `sys::dispatch` calls it after the core has
+/// checked the route's access level (`caller` is `None` on public routes).
 pub async fn handle(
     core: &Arc<Core>,
     endpoint: Endpoint,

@@ -63,6 +63,9 @@ pub struct SessionToken {
     pub session_id: String,
     pub user_id: String,
     pub expires_at: i64,
+    /// Unix seconds.
+    #[serde(default)]
+    pub created_at: i64,
     /// A refresh token that was already traded for a new pair.
     #[serde(default)]
     pub rotated: bool,
@@ -180,6 +183,7 @@ fn new_token_record(
         session_id: session_id.to_string(),
         user_id: user_id.to_string(),
         expires_at,
+        created_at: crate::seal::now(),
         rotated: false,
     };
     (token, record)
@@ -344,7 +348,7 @@ fn caller_entry(user: &User, entry: &SessionToken) -> TokenEntry {
         accessor: entry.session_id.clone(),
         policies,
         display_name: format!("user-{}", user.email),
-        created_at: 0,
+        created_at: entry.created_at,
         expires_at: Some(entry.expires_at),
         path: "auth/user/login".into(),
         meta: [
