@@ -9,6 +9,8 @@
 #   - the official MCP Python SDK (mcp, pinned) for the `zafe mcp` suite in
 #     tests/mcp, and the tools its commands use (xxd, script);
 #   - git, for the import tests;
+#   - the OpenID provider (npm `oidc-provider`, tests/oidc) that the OIDC
+#     login tests log in through;
 # and then runs the whole Cargo workspace's tests, then that suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +43,10 @@ if ! command -v xxd >/dev/null || ! command -v script >/dev/null; then
 fi
 command -v xxd >/dev/null || { echo "xxd is required (apt-get install xxd)" >&2; exit 1; }
 command -v script >/dev/null || { echo "script is required (apt-get install bsdutils)" >&2; exit 1; }
+# OIDC: a real OpenID provider under node for the login tests
+# (ZAFE_REQUIRE_OIDC makes a missing install a failure, not a skip).
+(cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
+export ZAFE_REQUIRE_OIDC=1
 
 cargo test --workspace --locked "$@"
 

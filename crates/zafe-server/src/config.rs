@@ -45,6 +45,8 @@ pub struct Config {
     /// `[audit]`: file sink, checkpoints, retention (R-AUD-1..6).
     #[serde(default)]
     pub audit: crate::audit::AuditConfig,
+    /// `[oidc]`: OIDC login for people (R-AUTH-8); off when absent.
+    pub oidc: Option<crate::people::oidc::OidcConfig>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -156,6 +158,7 @@ pub struct Secrets {
     pub token_pepper: Option<SecretKey>,
     pub password_pepper: Option<SecretKey>,
     pub postgres_url: Option<String>,
+    pub oidc_client_secret: Option<zeroize::Zeroizing<String>>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -165,6 +168,7 @@ impl std::fmt::Debug for Secrets {
             .field("token_pepper", &self.token_pepper.is_some())
             .field("password_pepper", &self.password_pepper.is_some())
             .field("postgres_url", &self.postgres_url.is_some())
+            .field("oidc_client_secret", &self.oidc_client_secret.is_some())
             .finish()
     }
 }
@@ -288,6 +292,9 @@ impl Config {
             validate_public_url(origin).map_err(|m| invalid("cors_origins", m))?;
         }
         self.audit.validate()?;
+        if let Some(oidc) = &self.oidc {
+            oidc.validate()?;
+        }
         self.auth
             .password
             .validate()
@@ -301,6 +308,13 @@ impl Config {
             .validate()
             .map_err(|m| invalid("auth.registration", m))?;
         Ok(())
+    }
+
+    /// Whether people may log in with an internal password: off with
+    /// `[auth.password] enabled = false`, or `[oidc] password_login = false`
+    /// for OIDC-only deployments.
+    pub fn password_login_enabled(&self) -> bool {
+        self.auth.password.enabled && self.oidc.as_ref().is_none_or(|o| o.password_login)
     }
 
     pub fn listen(&self) -> SocketAddr {
@@ -360,11 +374,20 @@ impl Config {
             Some(path) => Some(read_secret_file(path)?),
             None => env("ZAFE_STORAGE_URL").or_else(|| self.storage.url.clone()),
         };
+        let oidc_client_secret = secret_setting(
+            env,
+            "ZAFE_OIDC_CLIENT_SECRET",
+            self.oidc
+                .as_ref()
+                .and_then(|o| o.client_secret_file.as_deref()),
+        )?
+        .map(zeroize::Zeroizing::new);
         Ok(Secrets {
             master_key,
             token_pepper,
             password_pepper,
             postgres_url,
+            oidc_client_secret,
         })
     }
 }

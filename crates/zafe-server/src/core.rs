@@ -130,6 +130,8 @@ pub struct Core {
     pub audit: crate::audit::AuditLog,
     /// Unix second of the last reload of the mount table on a routing miss.
     last_mount_reload: std::sync::atomic::AtomicI64,
+    /// OIDC login, when `[oidc]` is configured (set once at start).
+    oidc: std::sync::OnceLock<crate::people::oidc::Oidc>,
     /// People: password hashing, login limits (people/).
     pub people: crate::people::People,
 }
@@ -178,11 +180,25 @@ impl Core {
             rewrap: RwLock::new(None),
             rekey: std::sync::Mutex::new(None),
             last_mount_reload: std::sync::atomic::AtomicI64::new(0),
+            oidc: std::sync::OnceLock::new(),
             people,
             audit,
         });
         core.load_cluster_info().await?;
         Ok(core)
+    }
+
+    /// Turns OIDC login on; once, at start.
+    pub fn set_oidc(&self, oidc: crate::people::oidc::Oidc) {
+        if self.oidc.set(oidc).is_err() {
+            tracing::warn!(
+                "OIDC login was already configured; the second configuration is ignored"
+            );
+        }
+    }
+
+    pub fn oidc(&self) -> Option<&crate::people::oidc::Oidc> {
+        self.oidc.get()
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {

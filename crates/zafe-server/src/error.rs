@@ -56,6 +56,12 @@ pub enum Error {
     /// the last admin of a project): 409 with a message saying why.
     #[error("{0}")]
     StateConflict(String),
+    /// An identity provider failed or answered nonsense; the message names
+    /// which call, never what it carried.
+    #[error("{0}")]
+    Upstream(String),
+    #[error("{0}")]
+    TooManyRequests(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -75,6 +81,8 @@ impl Error {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Error::Integrity { .. } | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Error::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 

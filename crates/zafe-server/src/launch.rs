@@ -201,6 +201,14 @@ async fn start_configured(config: Config) -> Result<Arc<Core>, LaunchError> {
         None => None,
     };
     let has_master_key = secrets.master_key.is_some();
+    // OIDC: checked (and a JWKS file loaded) before the server listens.
+    let oidc = match &config.oidc {
+        Some(oidc) => Some(crate::people::oidc::Oidc::new(
+            oidc.clone(),
+            secrets.oidc_client_secret,
+        )?),
+        None => None,
+    };
     let core = Core::new(CoreParts {
         config,
         backend,
@@ -211,6 +219,9 @@ async fn start_configured(config: Config) -> Result<Arc<Core>, LaunchError> {
         proxy_spki,
     })
     .await?;
+    if let Some(oidc) = oidc {
+        core.set_oidc(oidc);
+    }
     if let Some(pepper) = secrets.password_pepper {
         core.people.set_configured_pepper(pepper);
     }

@@ -61,6 +61,9 @@ pub enum RouteId {
     Resolve,
     Projects,
     Project,
+    OidcAuthUrl,
+    OidcCallback,
+    Totp,
     /// People: setup, login, sessions, accounts (people/api.rs).
     People(crate::people::api::Endpoint),
 }
@@ -305,6 +308,24 @@ pub const ROUTES: &[Route] = &[
         id: RouteId::AuditVerify,
     },
     Route {
+        path: "auth/oidc/auth_url",
+        access: Access::Public,
+        operations: &[Write],
+        id: RouteId::OidcAuthUrl,
+    },
+    Route {
+        path: "auth/user/totp/*",
+        access: Access::Authenticated,
+        operations: &[Write],
+        id: RouteId::Totp,
+    },
+    Route {
+        path: "auth/oidc/callback",
+        access: Access::Public,
+        operations: &[Write],
+        id: RouteId::OidcCallback,
+    },
+    Route {
         path: "sys/audit-log/checkpoints",
         access: Access::Sudo,
         operations: &[Read, Write],
@@ -465,6 +486,11 @@ pub async fn dispatch(
         (RouteId::AuditExport, _) => crate::audit::api::export(core, &req).await,
         (RouteId::AuditVerify, _) => crate::audit::api::verify(core, &req).await,
         (RouteId::AuditCheckpoints, _) => crate::audit::api::checkpoints(core, &req).await,
+        (RouteId::Totp, _) => crate::people::totp::handle(core, rest, &req, caller.as_ref()).await,
+        (RouteId::OidcAuthUrl, _) => crate::people::oidc::auth_url_route(core, &req).await,
+        (RouteId::OidcCallback, _) => {
+            crate::people::oidc_accounts::callback_route(core, &req).await
+        }
         (RouteId::People(endpoint), _) => {
             crate::people::api::handle(core, endpoint, rest, req, caller).await
         }

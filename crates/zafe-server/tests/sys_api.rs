@@ -219,6 +219,8 @@ async fn only_the_public_allowlist_answers_without_a_token() {
             "auth/user/login",
             "auth/user/refresh",
             "auth/user/register",
+            "auth/oidc/auth_url",
+            "auth/oidc/callback",
         ]
     );
     // A well-formed session token that was never issued is no better.

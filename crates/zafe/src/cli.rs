@@ -202,7 +202,7 @@ connections must prove the same identity, or the client refuses to send credenti
     )]
     ServerId(ServerId),
 
-    /// Log in with your email and password, a token, or AppRole
+    /// Log in with your email and password, your identity provider (OIDC), a token, or AppRole
     #[command(after_help = "\
 Examples:
   zafe login --email you@example.com                Password at a hidden prompt
@@ -211,6 +211,8 @@ Examples:
   echo \"$TOKEN\" | zafe login                        Or pipe it in
   ZAFE_SECRET_ID=... zafe login --method approle --role-id 4b1c...
   zafe login --method approle --role-id 4b1c... --no-store --format json < secret-id.txt
+  zafe login --oidc                                 Log in through your identity provider (browser)
+  zafe login --oidc --no-browser                    Print the URL to open elsewhere on this machine
 
 A password login keeps its session (access and refresh token) in the OS credential store,
 or in files readable only by you (<config dir>/token and refresh-token) where there is none,
@@ -219,6 +221,9 @@ Passwords, tokens and secret ids are never command-line arguments: they would en
 history and in `ps`.")]
     Login(crate::login::LoginArgs),
 
+    /// Turn the TOTP second factor of your password account on or off
+    #[command(subcommand, after_help = crate::totp::EXAMPLES)]
+    Totp(crate::totp::TotpCmd),
     /// End your session (from `zafe login --email`) on the server and forget it here
     #[command(after_help = "\
 Examples:

@@ -44,9 +44,28 @@ pub struct LoginArgs {
     /// Print the new token instead of storing it in the token file
     #[arg(long)]
     pub no_store: bool,
+    /// Log in as a person through the server's OpenID Connect identity provider (opens a browser)
+    #[arg(long, conflicts_with_all = ["role_id", "email", "no_store"])]
+    pub oidc: bool,
+    /// With --oidc: print the login URL instead of opening a browser (BROWSER is respected otherwise)
+    #[arg(long, requires = "oidc")]
+    pub no_browser: bool,
+    /// With --oidc: how long to wait for the browser to come back, in seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub oidc_timeout: u64,
 }
 
 pub async fn run(client: &Client, out: Out, args: LoginArgs) -> anyhow::Result<()> {
+    if args.oidc {
+        // No token goes to a login endpoint.
+        let answer = crate::oidc_login::login(
+            &with_token(client, None)?,
+            args.no_browser,
+            std::time::Duration::from_secs(args.oidc_timeout.max(1)),
+        )
+        .await?;
+        return crate::user::store_session(client, out, &answer, "Logged in with OIDC");
+    }
     if let Some(email) = &args.email {
         return crate::user::login(client, out, email, args.password_stdin).await;
     }

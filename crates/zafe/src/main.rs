@@ -16,6 +16,7 @@ mod inject;
 mod kv;
 mod login;
 mod mcp;
+mod oidc_login;
 mod operator;
 mod output;
 mod project;
@@ -25,6 +26,7 @@ mod service_account;
 mod setup;
 mod status;
 mod token;
+mod totp;
 mod transit;
 mod user;
 
@@ -196,6 +198,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             server_id::migrate(&client(&cli.global, Some(new))?, out, &old).await?
         }
         Command::Login(args) => login::run(&client(&cli.global, None)?, out, args).await?,
+        Command::Totp(cmd) => totp::run(&client(&cli.global, None)?, out, cmd).await?,
         Command::Logout => user::logout(&client(&cli.global, None)?, out).await?,
         Command::User(cmd) => user::run(&client(&cli.global, None)?, out, cmd).await?,
         Command::Token(cmd) => token::run(&client(&cli.global, None)?, out, cmd).await?,

@@ -138,6 +138,24 @@ fn read_password(
     Ok(password)
 }
 
+/// The TOTP code (or a recovery code): a visible prompt on a terminal, else
+/// the next line of standard input (after the password with --password-stdin).
+fn read_code(
+    from_stdin: bool,
+    line: &mut dyn FnMut() -> anyhow::Result<Zeroizing<String>>,
+) -> anyhow::Result<Zeroizing<String>> {
+    use std::io::IsTerminal as _;
+    if !from_stdin && std::io::stdin().is_terminal() {
+        eprint!("TOTP code (or a recovery code): ");
+        std::io::Write::flush(&mut std::io::stderr())?;
+    }
+    let code = Zeroizing::new(line()?.trim().to_string());
+    if code.is_empty() {
+        bail!("a TOTP code is required for this account");
+    }
+    Ok(code)
+}
+
 /// One line of standard input, without its line break.
 fn stdin_line() -> anyhow::Result<Zeroizing<String>> {
     let mut line = Zeroizing::new(String::new());
@@ -160,13 +178,29 @@ pub async fn login(
         password_stdin,
         &mut stdin_line,
     )?;
-    let body = json!({ "email": email, "password": password.as_str() });
+    let mut body = json!({ "email": email, "password": password.as_str() });
     // No token goes to a login endpoint.
-    let answer = with_token(client, None)?
+    let anonymous = with_token(client, None)?;
+    let answer = match anonymous
         .request_json(Method::POST, "/v1/auth/user/login", Some(&body))
         .await
-        .context("login failed")?
-        .unwrap_or_default();
+    {
+        // R-AUTH-9: the password was right and TOTP is on: ask for a code
+        // (or a recovery code), then log in again with both.
+        Err(zafe_client::Error::ServerError {
+            status: 400,
+            errors,
+        }) if errors.iter().any(|e| e == "a TOTP code is required") => {
+            let code = read_code(password_stdin, &mut stdin_line)?;
+            body["totp_code"] = json!(code.as_str());
+            anonymous
+                .request_json(Method::POST, "/v1/auth/user/login", Some(&body))
+                .await
+        }
+        other => other,
+    }
+    .context("login failed")?
+    .unwrap_or_default();
     store_session(client, out, &answer, "Logged in")
 }
 
@@ -217,7 +251,12 @@ pub async fn bootstrap_admin(
     )
 }
 
-fn store_session(client: &Client, out: Out, answer: &Value, done: &str) -> anyhow::Result<()> {
+pub(crate) fn store_session(
+    client: &Client,
+    out: Out,
+    answer: &Value,
+    done: &str,
+) -> anyhow::Result<()> {
     let auth = &answer["auth"];
     let (Some(access), Some(refresh)) = (
         auth["client_token"].as_str(),

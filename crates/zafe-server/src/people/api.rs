@@ -176,7 +176,7 @@ pub async fn verify_password_login(
     client_ip: std::net::IpAddr,
 ) -> Result<User> {
     let refused = || Error::bad_request(LOGIN_REFUSED);
-    if !core.config.auth.password.enabled {
+    if !core.config.password_login_enabled() {
         return Err(Error::bad_request(
             "password login is disabled on this server",
         ));
@@ -247,6 +247,10 @@ async fn login(core: &Arc<Core>, req: &Request) -> Result<Reply> {
     let email = string_field(req, "email")?;
     let password = Password::new(string_field(req, "password")?);
     let user = verify_password_login(core, email, &password, req.client_ip).await?;
+    // R-AUTH-9: with TOTP on, a code (or a recovery code) too.
+    if let Some(mfa_required) = super::totp::second_factor(core, req, &user).await? {
+        return Ok(mfa_required);
+    }
     sessions::sweep_expired(&core.barrier, &user.id).await?;
     let issued = sessions::issue(
         &core.barrier,
@@ -342,6 +346,11 @@ async fn complete_setup(core: &Arc<Core>, req: &Request) -> Result<Reply> {
 }
 
 async fn register(core: &Arc<Core>, req: &Request) -> Result<Reply> {
+    if !core.config.password_login_enabled() {
+        return Err(Error::bad_request(
+            "password accounts are disabled on this server: log in with OIDC (zafe login --oidc)",
+        ));
+    }
     let registration = &core.config.auth.registration;
     if registration.mode == RegistrationMode::Off {
         return Err(Error::bad_request(
@@ -578,6 +587,17 @@ async fn user(core: &Arc<Core>, req: &Request, which: &str, op: Operation) -> Re
             }
             let admin = optional_bool(req, "admin")?;
             let disabled = optional_bool(req, "disabled")?;
+            // R-AUTH-9: an administrator can only turn a lost second factor
+            // off (the person then enrols again), never on or read it.
+            let totp_off = match optional_bool(req, "totp_enabled")? {
+                Some(true) => {
+                    return Err(Error::bad_request(
+                        "totp_enabled can only be set to false: people enrol themselves",
+                    ));
+                }
+                Some(false) => true,
+                None => false,
+            };
             let policies = policies_field(req)?;
             let password = optional_string(req, "password")?.map(Password::new);
             if let Some(p) = &password {
@@ -601,6 +621,9 @@ async fn user(core: &Arc<Core>, req: &Request, which: &str, op: Operation) -> Re
                 }
                 if let Some(p) = &policies {
                     u.policies = p.clone();
+                }
+                if totp_off {
+                    u.totp = None;
                 }
                 Ok(())
             })

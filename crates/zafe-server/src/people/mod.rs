@@ -26,6 +26,10 @@ use zafe_core::secret::SecretKey;
 
 use crate::error::Result;
 
+pub mod oidc;
+pub mod oidc_accounts;
+pub mod totp;
+
 /// Who a session belongs to, as the core sees it for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserCaller {
@@ -42,6 +46,8 @@ pub struct UserCaller {
 pub struct People {
     pub hasher: password::Hasher,
     pub limits: limits::LoginLimits,
+    /// Per-account limit on TOTP and recovery code checks.
+    pub totp_limits: totp::TotpLimits,
     /// The configured password pepper (`ZAFE_PASSWORD_PEPPER`), if any;
     /// otherwise the core derives one from the keyring at unseal.
     configured_pepper: OnceLock<SecretKey>,
@@ -54,6 +60,7 @@ impl People {
         Ok(Self {
             hasher: password::Hasher::new(&config.password)?,
             limits: limits::LoginLimits::new(&config.password),
+            totp_limits: totp::TotpLimits::default(),
             configured_pepper: OnceLock::new(),
             setup_announced: AtomicBool::new(false),
         })

@@ -49,6 +49,16 @@ pub struct User {
     pub updated_at: i64,
     #[serde(default)]
     pub password_changed_at: Option<i64>,
+    /// IdP identities that log in as this person (people/oidc_accounts.rs).
+    #[serde(default)]
+    pub oidc_links: Vec<super::oidc_accounts::OidcLink>,
+    /// Project roles (`<project>:<role>`) the IdP's groups gave at the last
+    /// OIDC login (`[oidc.group_roles]`).
+    #[serde(default)]
+    pub oidc_roles: Vec<String>,
+    /// The TOTP second factor (people/totp.rs); its secret never leaves.
+    #[serde(default)]
+    pub totp: Option<super::totp::TotpState>,
 }
 
 impl std::fmt::Debug for User {
@@ -78,6 +88,9 @@ impl User {
             created_at: now,
             updated_at: now,
             password_changed_at: None,
+            oidc_links: Vec::new(),
+            oidc_roles: Vec::new(),
+            totp: None,
         }
     }
 
@@ -91,6 +104,10 @@ impl User {
             "disabled": self.disabled,
             "policies": self.policies,
             "has_password": self.password_hash.is_some(),
+            "oidc_links": self.oidc_links.iter().map(|l| json!({"issuer": l.issuer, "subject": l.subject})).collect::<Vec<_>>(),
+            "oidc_roles": self.oidc_roles,
+            "totp_enabled": super::totp::required(self),
+            "recovery_codes_left": self.totp.as_ref().filter(|t| t.confirmed).map(|t| t.recovery_codes_left()),
             "creation_time": crate::tokens::rfc3339(self.created_at),
             "update_time": crate::tokens::rfc3339(self.updated_at),
         })
@@ -123,7 +140,7 @@ pub fn check_display_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn user_key(id: &str) -> String {
+pub(crate) fn user_key(id: &str) -> String {
     format!("{USER_PREFIX}{id}")
 }
 
