@@ -84,6 +84,11 @@ pub struct Scope {
 #[derive(Debug, Subcommand)]
 pub enum ProjectCmd {
     /// Create a project (you become its admin)
+    #[command(after_help = "\
+Examples:
+  zafe project create myapp
+  zafe project create payments --env dev --env prod --tag pci
+  zafe project create myapp --mount team-kv --format json")]
     Create {
         slug: String,
         /// An environment (repeat; default: dev, staging, prod)
@@ -97,13 +102,25 @@ pub enum ProjectCmd {
         tags: Vec<String>,
     },
     /// List the projects you can see, with your role
+    #[command(after_help = "\
+Examples:
+  zafe project list
+  zafe project list --format json")]
     List,
     /// Show a project: id, mount, environments, your role
+    #[command(after_help = "\
+Examples:
+  zafe project show myapp
+  zafe project show            # the project in .zafe.toml")]
     Show {
         /// Default: the project in .zafe.toml
         project: Option<String>,
     },
     /// Delete a project and its memberships (refused while it holds secrets, unless --purge)
+    #[command(after_help = "\
+Examples:
+  zafe project delete myapp
+  zafe project delete myapp --purge   # its secrets too, for good")]
     Delete {
         project: String,
         /// Delete its secrets too, for good
@@ -115,16 +132,28 @@ pub enum ProjectCmd {
 #[derive(Debug, Subcommand)]
 pub enum EnvCmd {
     /// List a project's environments
+    #[command(after_help = "\
+Examples:
+  zafe env list myapp
+  zafe env list                # the project in .zafe.toml")]
     List {
         /// Default: the project in .zafe.toml
         project: Option<String>,
     },
     /// Create an environment: [PROJECT] ENV
+    #[command(after_help = "\
+Examples:
+  zafe env create myapp qa
+  zafe env create qa           # the project in .zafe.toml")]
     Create {
         #[arg(num_args = 1..=2, value_name = "[PROJECT] ENV")]
         args: Vec<String>,
     },
     /// Delete an environment (refused while it holds secrets, unless --purge): [PROJECT] ENV
+    #[command(after_help = "\
+Examples:
+  zafe env delete myapp qa
+  zafe env delete myapp qa --purge")]
     Delete {
         #[arg(num_args = 1..=2, value_name = "[PROJECT] ENV")]
         args: Vec<String>,
@@ -134,6 +163,10 @@ pub enum EnvCmd {
     },
     /// Compare two environments by name and value, printing names only: [PROJECT] FROM TO
     #[command(after_help = "\
+Examples:
+  zafe env diff myapp dev prod
+  zafe env diff staging prod --exit-code     # project from .zafe.toml
+
 Prints the keys only in FROM, only in TO, present in both with different values, and the
 same in both. Values are compared in memory and never printed.
 With --exit-code, exits 1 when the environments differ (like `git diff --exit-code`).")]
@@ -146,6 +179,10 @@ With --exit-code, exits 1 when the environments differ (like `git diff --exit-co
     },
     /// Copy secrets from one environment to another: [PROJECT] FROM TO
     #[command(after_help = "\
+Examples:
+  zafe env copy myapp dev staging
+  zafe env copy myapp staging prod --keys API_URL,FEATURE_FLAGS --dry-run
+
 Keys that already exist in TO are skipped unless --overwrite is given; a copy without
 --overwrite uses check-and-set, so it never replaces a value written meanwhile.")]
     Copy {
@@ -166,11 +203,19 @@ Keys that already exist in TO are skipped unless --overwrite is given; a copy wi
 #[derive(Debug, Subcommand)]
 pub enum MemberCmd {
     /// List a project's members and their roles
+    #[command(after_help = "\
+Examples:
+  zafe member list myapp
+  zafe member list --format json")]
     List {
         /// Default: the project in .zafe.toml
         project: Option<String>,
     },
     /// Add a person to a project: [PROJECT] EMAIL --role ROLE
+    #[command(after_help = "\
+Examples:
+  zafe member add myapp dana@example.com --role operator
+  zafe member add dana@example.com            # role member, project from .zafe.toml")]
     Add {
         #[arg(num_args = 1..=2, value_name = "[PROJECT] EMAIL")]
         args: Vec<String>,
@@ -179,11 +224,17 @@ pub enum MemberCmd {
         role: String,
     },
     /// Change a member's role: [PROJECT] EMAIL ROLE
+    #[command(after_help = "\
+Examples:
+  zafe member role myapp dana@example.com readonly")]
     Role {
         #[arg(num_args = 2..=3, value_name = "[PROJECT] EMAIL ROLE")]
         args: Vec<String>,
     },
     /// Remove a member: [PROJECT] EMAIL
+    #[command(after_help = "\
+Examples:
+  zafe member remove myapp dana@example.com")]
     Remove {
         #[arg(num_args = 1..=2, value_name = "[PROJECT] EMAIL")]
         args: Vec<String>,
@@ -201,6 +252,11 @@ pub struct SecretArgs {
 #[derive(Debug, Subcommand)]
 pub enum SecretCmd {
     /// Set a secret's value (a new version); the value is prompted for or read from stdin
+    #[command(after_help = "\
+Examples:
+  zafe secret set DATABASE_URL -p myapp -e dev
+  printf %s \"$VALUE\" | zafe secret set API_KEY
+  zafe secret set TLS_KEY --from-file key.pem")]
     Set {
         key: String,
         /// Read the value from this file
@@ -208,6 +264,10 @@ pub enum SecretCmd {
         from_file: Option<std::path::PathBuf>,
     },
     /// Print a secret's value
+    #[command(after_help = "\
+Examples:
+  zafe secret get DATABASE_URL -p myapp -e prod
+  zafe secret get API_KEY --version 3")]
     Get {
         key: String,
         /// A version (default: the latest)
@@ -215,10 +275,20 @@ pub enum SecretCmd {
         version: Option<u64>,
     },
     /// List an environment's keys
+    #[command(after_help = "\
+Examples:
+  zafe secret list -p myapp -e prod
+  zafe secret list --format json")]
     List,
     /// Show who changed a secret and when (no values)
+    #[command(after_help = "\
+Examples:
+  zafe secret history DATABASE_URL -p myapp -e prod")]
     History { key: String },
     /// Delete a secret: every version, for good
+    #[command(after_help = "\
+Examples:
+  zafe secret delete OLD_TOKEN -p myapp -e dev")]
     Delete { key: String },
 }
 
