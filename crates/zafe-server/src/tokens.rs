@@ -693,6 +693,9 @@ async fn orphan_children(barrier: &Barrier, id_hash: &str) -> Result<usize> {
 pub struct Renewed {
     pub entry: TokenEntry,
     pub warnings: Vec<String>,
+    /// The second the new lifetime was granted at: the reply's
+    /// `lease_duration` counts from here, not from whenever it is written.
+    pub renewed_at: i64,
 }
 
 /// Renews a token: a periodic one by its period, others by `increment` (or
@@ -746,7 +749,11 @@ pub async fn renew(barrier: &Barrier, id_hash: &str, increment: Option<i64>) -> 
                 if old.is_some_and(|o| expires < o) {
                     cap_subtree(barrier, id_hash, expires).await?;
                 }
-                return Ok(Renewed { entry, warnings });
+                return Ok(Renewed {
+                    entry,
+                    warnings,
+                    renewed_at: now,
+                });
             }
             Err(BarrierError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),

@@ -13,12 +13,28 @@ use serde_json::{Value, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_zafe");
 
-/// A free port on 127.0.0.1 (the kernel picks it; we release it at once).
+/// A free port on 127.0.0.1 for a server the test starts.
+///
+/// Not one the kernel picks with port 0: those come from the ephemeral
+/// range, where any outgoing connection of any test running in parallel can
+/// take the port between our check and the server's bind (seen as a test
+/// talking to another test's server, or to nothing). Ports below that range
+/// are never handed out to clients; among them we pick at random and keep
+/// one nobody is bound to.
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let (low, high) = (20_000u64, 32_000u64);
+    for _ in 0..1000 {
+        let draw = RandomState::new()
+            .hash_one((std::process::id(), DRAWS.fetch_add(1, Ordering::Relaxed)));
+        let port = (low + draw % (high - low)) as u16;
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().unwrap();
+        }
+    }
+    panic!("no free port on 127.0.0.1 between {low} and {high}")
 }
 
 pub fn write_private(path: &Path, text: &str) {

@@ -1055,7 +1055,13 @@ async fn login(ctx: &Ctx<'_>, req: &Request) -> Result<Reply> {
     };
     let (token, entry) = tokens::issue(&ctx.core.barrier, &ctx.core.token_key()?, new).await?;
     tracing::info!(request_id = %req.request_id, role = %role.name, accessor = %entry.accessor, "AppRole login");
-    Ok(auth_reply(req, &entry, Some(&token), warnings))
+    Ok(auth_reply(
+        req,
+        &entry,
+        Some(&token),
+        warnings,
+        entry.created_at,
+    ))
 }
 
 fn cidr_refused(ip: IpAddr) -> Error {

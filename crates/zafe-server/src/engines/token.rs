@@ -303,7 +303,13 @@ async fn create(
     };
     let (token, entry) = tokens::issue(&ctx.core.barrier, &ctx.core.token_key()?, new).await?;
     warnings.extend(params::unknown_fields(req, CREATE_FIELDS));
-    Ok(auth_reply(req, &entry, Some(&token), warnings))
+    Ok(auth_reply(
+        req,
+        &entry,
+        Some(&token),
+        warnings,
+        entry.created_at,
+    ))
 }
 
 /// The policies of a child token, by Vault's rules, with the subset rule
@@ -401,15 +407,17 @@ fn vault_display_name(name: Option<&str>) -> String {
     }
 }
 
-/// Vault's `auth` block for a token that was just issued or renewed.
-pub fn auth_block(entry: &TokenEntry, token: Option<&str>) -> Value {
+/// Vault's `auth` block for a token that was just issued or renewed at
+/// `granted_at`: `lease_duration` is the lifetime granted then, exactly (a
+/// reply written a second later must not say 3599 for a one-hour token).
+pub fn auth_block(entry: &TokenEntry, token: Option<&str>, granted_at: i64) -> Value {
     json!({
         "client_token": token.unwrap_or_default(),
         "accessor": entry.accessor,
         "policies": entry.policies,
         "token_policies": entry.policies,
         "metadata": if entry.meta.is_empty() { Value::Null } else { json!(entry.meta) },
-        "lease_duration": entry.ttl(now()),
+        "lease_duration": entry.ttl(granted_at),
         "renewable": entry.renewable,
         "entity_id": "",
         "token_type": "service",
@@ -424,6 +432,7 @@ pub fn auth_reply(
     entry: &TokenEntry,
     token: Option<&str>,
     warnings: Vec<String>,
+    granted_at: i64,
 ) -> Reply {
     let warnings = (!warnings.is_empty()).then_some(warnings);
     Reply::Json(
@@ -431,7 +440,7 @@ pub fn auth_reply(
         envelope(
             &req.request_id,
             None,
-            Some(auth_block(entry, token)),
+            Some(auth_block(entry, token, granted_at)),
             warnings,
         ),
     )
@@ -536,6 +545,7 @@ async fn renew(ctx: &Ctx<'_>, req: &Request, target: Target<'_>) -> Result<Reply
         &renewed.entry,
         token.as_deref(),
         renewed.warnings,
+        renewed.renewed_at,
     ))
 }
 
