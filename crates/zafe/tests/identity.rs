@@ -87,7 +87,12 @@ async fn tls_server(dir: &Path, pki: &Pki, cert: &str) -> (Server, String) {
         .json(&serde_json::json!({"secret_shares": 1, "secret_threshold": 1}))
         .send()
         .await
-        .unwrap();
+        .unwrap_or_else(|e| {
+            panic!(
+                "init over TLS failed: {e}\nserver log:\n{}",
+                server.log_text()
+            )
+        });
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
     (server, body["root_token"].as_str().unwrap().to_string())
