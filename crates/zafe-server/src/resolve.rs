@@ -55,6 +55,9 @@ pub async fn resolve(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Re
         })?;
         unique.entry(reference).or_default().push(text);
     }
+    // The audit entry names every secret this request asks for (references
+    // are names, never values), whether it is then allowed, denied or missing.
+    crate::audit::note_resources(unique.keys().map(Reference::to_string));
 
     let mut located = Vec::with_capacity(unique.len());
     let mut forbidden = BTreeSet::new();

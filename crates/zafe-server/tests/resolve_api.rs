@@ -141,6 +141,24 @@ async fn fifty_references_in_one_audited_request_with_no_value_in_the_log() {
         1,
         "one request, one audit entry"
     );
+    // The entry names every secret the request reached (by reference, in
+    // canonical spelling), so the log says who read what.
+    let entry: Value = bodies
+        .iter()
+        .map(|b| serde_json::from_str::<Value>(b).unwrap())
+        .rfind(|e| e["path"] == "sys/resolve")
+        .unwrap();
+    let named: Vec<&str> = entry["resources"]
+        .as_array()
+        .expect("resources in the sys/resolve entry")
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(named.len(), PROJECT_KEYS + 3, "{named:?}");
+    for text in &texts {
+        assert!(named.contains(&text.as_str()), "{text} not in {named:?}");
+    }
+    assert!(named.contains(&"zafe:///secret/infra/db%20primary?version=1#password"));
     let log = bodies.join("\n");
     for i in 0..PROJECT_KEYS {
         assert!(

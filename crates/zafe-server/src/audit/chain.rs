@@ -33,7 +33,8 @@ use zafe_core::secret::SecretKey;
 use zafe_storage::audit::{AuditCheckpoint, AuditRow, GENESIS_HASH};
 
 /// The version of [`Event`]'s canonical encoding.
-pub const EVENT_VERSION: u32 = 1;
+/// 2 added `resources`; entries of version 1 keep their encoding.
+pub const EVENT_VERSION: u32 = 2;
 const EVENT_DOMAIN: &[u8] = b"zafe/v1/audit-event";
 const ENTRY_DOMAIN: &[u8] = b"zafe/v1/audit-entry";
 /// Domain of checkpoint signatures (distinct from identity proofs).
@@ -72,6 +73,10 @@ pub struct Event {
     pub buffered: bool,
     /// How many sealed-time entries were dropped (buffer full) before this one.
     pub dropped: u64,
+    /// Version 2: the secrets a request reached besides its own path (the
+    /// references `sys/resolve` read), by name; empty for most requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,7 +98,7 @@ pub struct Actor {
 pub fn canonical(seq: i64, e: &Event) -> Vec<u8> {
     let policies: Vec<&[u8]> = e.actor.policies.iter().map(String::as_bytes).collect();
     let policies = fields(&policies);
-    fields(&[
+    let mut canonical = fields(&[
         EVENT_DOMAIN,
         &e.v.to_be_bytes(),
         &seq.to_be_bytes(),
@@ -113,7 +118,13 @@ pub fn canonical(seq: i64, e: &Event) -> Vec<u8> {
         e.error.as_bytes(),
         &[u8::from(e.buffered)],
         &e.dropped.to_be_bytes(),
-    ])
+    ]);
+    // Version 1 entries have none; resources added to one change its hash.
+    if e.v >= 2 || !e.resources.is_empty() {
+        let resources: Vec<&[u8]> = e.resources.iter().map(String::as_bytes).collect();
+        canonical = fields(&[&canonical, &fields(&resources)]);
+    }
+    canonical
 }
 
 /// `SHA-256(fields([domain, canonical, prev_hash]))`.
@@ -238,6 +249,8 @@ pub struct EntryLine {
     pub error: String,
     pub buffered: bool,
     pub dropped: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
     pub v: u32,
     pub prev_hash: String,
     pub hash: String,
@@ -261,6 +274,7 @@ impl EntryLine {
             error: e.error,
             buffered: e.buffered,
             dropped: e.dropped,
+            resources: e.resources,
             v: e.v,
             prev_hash: hex::encode(prev_hash),
             hash: hex::encode(hash),
@@ -295,6 +309,7 @@ impl EntryLine {
             error: self.error.clone(),
             buffered: self.buffered,
             dropped: self.dropped,
+            resources: self.resources.clone(),
         }
     }
 }
@@ -808,6 +823,39 @@ mod tests {
             status: 200,
             ..Event::default()
         }
+    }
+
+    // Version 2 added `resources` to the hashed encoding; entries written
+    // as version 1 must keep verifying with the encoding they were hashed in.
+    #[test]
+    fn resources_are_hashed_from_version_2_and_version_1_keeps_its_encoding() {
+        let mut v2 = event(1);
+        let plain = canonical(1, &v2);
+        v2.resources = vec!["zafe://app/prod/KEY".into()];
+        assert_ne!(
+            canonical(1, &v2),
+            plain,
+            "resources must be covered by the hash"
+        );
+        let mut other = v2.clone();
+        other.resources = vec!["zafe://app/prod/OTHER".into()];
+        assert_ne!(canonical(1, &v2), canonical(1, &other));
+
+        let mut v1 = event(1);
+        v1.v = 1;
+        let v1_plain = canonical(1, &v1);
+        // A version-1 entry keeps the old encoding (no resources list), and
+        // resources smuggled into one later break its hash.
+        let mut forged = event(1);
+        forged.v = 1;
+        forged.resources = vec!["zafe://app/prod/KEY".into()];
+        assert_ne!(canonical(1, &forged), v1_plain);
+        let mut as_v2 = v1.clone();
+        as_v2.v = 2;
+        assert_ne!(canonical(1, &as_v2), v1_plain);
+        // And serialising an entry without resources writes no new field,
+        // so version-1 lines round-trip byte for byte.
+        assert!(!serde_json::to_string(&v1).unwrap().contains("resources"));
     }
 
     fn chain(key: &SecretKey, n: i64) -> Vec<EntryLine> {

@@ -32,19 +32,40 @@ struct Caller {
     policies: Vec<String>,
 }
 
+/// What the core notes about a request while it runs.
+#[derive(Debug, Default)]
+struct Noted {
+    caller: Option<Caller>,
+    /// Secrets one request reaches besides its own path (`sys/resolve`).
+    resources: Vec<String>,
+}
+
 tokio::task_local! {
-    static CALLER: Arc<Mutex<Option<Caller>>>;
+    static NOTED: Arc<Mutex<Noted>>;
 }
 
 /// Called by the core when a request authenticates: the audit entry names
 /// this caller. Outside a request (tests, background jobs) it does nothing.
 pub fn note_caller(entry: &TokenEntry) {
-    let _ = CALLER.try_with(|slot| {
-        *slot.lock().expect("caller lock") = Some(Caller {
+    let _ = NOTED.try_with(|slot| {
+        slot.lock().expect("audit note lock").caller = Some(Caller {
             accessor: entry.accessor.clone(),
             display_name: entry.display_name.clone(),
             policies: entry.policies.clone(),
         });
+    });
+}
+
+/// Called by a handler that reaches secrets other than the request's own
+/// path (`sys/resolve` reads many): the entry lists them, so the log says
+/// which secrets a request touched. Names only (KV paths, references),
+/// never values. Outside a request it does nothing.
+pub fn note_resources(resources: impl IntoIterator<Item = String>) {
+    let _ = NOTED.try_with(|slot| {
+        slot.lock()
+            .expect("audit note lock")
+            .resources
+            .extend(resources);
     });
 }
 
@@ -60,7 +81,7 @@ pub struct Pending {
     /// Only to make sure it appears in no error message; zeroized on drop.
     token: Option<zeroize::Zeroizing<String>>,
     keys: Option<Arc<AuditKeys>>,
-    caller: Arc<Mutex<Option<Caller>>>,
+    noted: Arc<Mutex<Noted>>,
 }
 
 /// Longest path and error message kept, in characters.
@@ -106,13 +127,13 @@ impl Pending {
             token_hmac,
             token,
             keys,
-            caller: Arc::default(),
+            noted: Arc::default(),
         }
     }
 
     /// Runs the request so that the core can name its caller.
     pub async fn run<F: Future>(&self, request: F) -> F::Output {
-        CALLER.scope(self.caller.clone(), request).await
+        NOTED.scope(self.noted.clone(), request).await
     }
 
     /// Writes the entry; returns the response only if that succeeded, and a
@@ -131,7 +152,8 @@ impl Pending {
         {
             error = error.replace(token.as_str(), "[token]");
         }
-        let caller = self.caller.lock().expect("caller lock").take();
+        let Noted { caller, resources } =
+            std::mem::take(&mut *self.noted.lock().expect("audit note lock"));
         let actor = match (caller, &self.keys) {
             (Some(c), keys) => Actor {
                 kind: "token".into(),
@@ -168,6 +190,7 @@ impl Pending {
             error,
             buffered: false,
             dropped: 0,
+            resources,
         };
         match core.audit.record(event, self.keys).await {
             Ok(()) => response,

@@ -44,7 +44,7 @@ use zafe_storage::Backend;
 use zafe_storage::audit::{AuditCheckpoint, AuditDraft, AuditLink, AuditRow, TimeBound};
 
 pub use chain::{Actor, Event, Report};
-pub use hook::note_caller;
+pub use hook::{note_caller, note_resources};
 
 use crate::config::ConfigError;
 use chain::{CheckpointLine, Verifier, entry_hash, entry_mac, sign_checkpoint};
