@@ -754,8 +754,10 @@ impl ZafeMcp {
             .unwrap_or_else(|e| e.into_inner())
             .set();
         let argv: Vec<OsString> = p.command.iter().map(OsString::from).collect();
+        // Lives until the child has been waited for (end of this function).
+        let isolated = crate::run::IsolatedConfigDir::create()?;
         let mut std_cmd = prepared
-            .command(&argv, false, None)
+            .command(&argv, Some(&isolated), None)
             .map_err(|f| f.message)?;
         drop(prepared);
         std_cmd

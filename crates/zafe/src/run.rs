@@ -10,8 +10,9 @@
 //! All references are resolved in one `POST sys/resolve`; if any is
 //! missing or forbidden nothing runs (exit 121) and the error names the
 //! references, never a value. The child never receives Zafe's own
-//! credentials (`ZAFE_TOKEN`, `ZAFE_ADDR`, `VAULT_TOKEN`, `VAULT_ADDR`)
-//! unless `--pass-zafe-env` is given.
+//! credentials (`ZAFE_TOKEN`, `ZAFE_ADDR`, `VAULT_TOKEN`, `VAULT_ADDR`, ...)
+//! nor its configuration directory (it gets an empty one) unless
+//! `--pass-zafe-env` is given.
 //!
 //! Output is masked (see `zafe_client::mask` and `child`); `--no-mask`
 //! replaces Zafe with the command (execvp), and so does a run that resolved
@@ -45,7 +46,14 @@ pub const EXIT_UNRESOLVED: u8 = 121;
 pub const EXIT_ZAFE_FAILED: u8 = 125;
 
 /// Zafe's own credentials: never passed to the child unless asked.
-pub const ZAFE_CREDENTIALS: [&str; 4] = ["ZAFE_TOKEN", "ZAFE_ADDR", "VAULT_TOKEN", "VAULT_ADDR"];
+pub const ZAFE_CREDENTIALS: [&str; 6] = [
+    "ZAFE_TOKEN",
+    "ZAFE_ADDR",
+    "VAULT_TOKEN",
+    "VAULT_ADDR",
+    "ZAFE_SECRET_ID",
+    "ZAFE_SETUP_TOKEN",
+];
 
 pub const EXAMPLES: &str = "\
 Examples:
@@ -224,9 +232,23 @@ impl Prepared {
         Ok(Self { vars, values })
     }
 
-    /// The resolved secret values.
+    /// Every value the output is masked against: the resolved secrets and
+    /// the plain values of the env files. A value in a `.env` is there
+    /// because it is configuration the project keeps out of its code, most
+    /// often a secret (`STRIPE_KEY=sk_live_...`); Zafe cannot tell which, so
+    /// it masks them all (values shorter than the masker's minimum, like
+    /// `PORT=80`, are left alone by the masker). `--no-mask` turns it off.
     pub fn values(&self) -> impl Iterator<Item = &str> {
-        self.values.values().map(|v| v.expose())
+        let plain = self.vars.values().filter_map(|s| match s {
+            Source::Plain(value) => value.to_str().filter(|v| !v.is_empty()),
+            Source::Reference(_) => None,
+        });
+        self.values.values().map(|v| v.expose()).chain(plain)
+    }
+
+    /// Whether the output has anything to be masked against.
+    pub fn has_values(&self) -> bool {
+        self.values().next().is_some()
     }
 
     pub fn mask_set(&self, options: MaskOptions) -> MaskSet {
@@ -245,13 +267,17 @@ impl Prepared {
             .collect()
     }
 
-    /// The command with its environment: Zafe's own minus its credentials
-    /// (unless `pass_zafe_env`), plus every variable, secrets as values or,
-    /// with `secret_dir`, as paths of files holding them.
+    /// The command with its environment: Zafe's own plus every variable,
+    /// secrets as values or, with `secret_dir`, as paths of files holding
+    /// them. With `isolated` (always, unless `--pass-zafe-env`) the child
+    /// gets none of Zafe's credentials: they are removed from the
+    /// environment and its configuration directory is an empty one, so a
+    /// `zafe kv get` in the child cannot use this user's session and print
+    /// values the masker never saw.
     pub fn command(
         &self,
         argv: &[OsString],
-        pass_zafe_env: bool,
+        isolated: Option<&IsolatedConfigDir>,
         secret_dir: Option<&SecretDir>,
     ) -> Result<Command, Failure> {
         let (program, rest) = argv
@@ -259,10 +285,11 @@ impl Prepared {
             .ok_or_else(|| Failure::zafe("no command given"))?;
         let mut cmd = Command::new(program);
         cmd.args(rest);
-        if !pass_zafe_env {
+        if let Some(dir) = isolated {
             for name in ZAFE_CREDENTIALS {
                 cmd.env_remove(name);
             }
+            cmd.env("ZAFE_CONFIG_DIR", &dir.path);
         }
         for (name, source) in &self.vars {
             match source {
@@ -328,11 +355,20 @@ async fn prepare_and_run(
     } else {
         None
     };
-    let cmd = prepared.command(&args.command, args.pass_zafe_env, secret_dir.as_ref())?;
+    let isolated = if args.pass_zafe_env {
+        None
+    } else {
+        Some(IsolatedConfigDir::create().map_err(Failure::zafe)?)
+    };
+    let cmd = prepared.command(&args.command, isolated.as_ref(), secret_dir.as_ref())?;
 
-    // With no secret there is nothing to mask: Zafe steps aside entirely.
-    if args.no_mask || prepared.values.is_empty() {
+    // With nothing to mask Zafe steps aside entirely.
+    if args.no_mask || !prepared.has_values() {
         if secret_dir.is_none() {
+            // Zafe is replaced and cannot remove the directory afterwards:
+            // remove it now. Its random name then names nothing, which reads
+            // as an empty configuration just the same.
+            drop(isolated);
             let (code, message) = child::exec(cmd);
             return Err(Failure { code, message });
         }
@@ -354,6 +390,7 @@ async fn prepare_and_run(
     let pty = std::io::stdout().is_terminal();
     let result = child::run_masked(cmd, mask_set, pty).await;
     drop(secret_dir);
+    drop(isolated);
     result.map_err(|(code, message)| Failure { code, message })
 }
 
@@ -461,6 +498,34 @@ async fn resolve(
     }
     resolved.clear();
     Ok(values)
+}
+
+/// An empty directory (0700, random name, under the temporary directory)
+/// the child gets as `ZAFE_CONFIG_DIR`: no token file, no session, no
+/// credential store entry (those are keyed by the directory). Removed with
+/// whatever the child put in it when dropped.
+pub struct IsolatedConfigDir {
+    path: PathBuf,
+}
+
+impl IsolatedConfigDir {
+    pub fn create() -> Result<Self, String> {
+        let mut random = [0u8; 12];
+        rand_core::OsRng.fill_bytes(&mut random);
+        let path = std::env::temp_dir().join(format!("zafe-child-config-{}", hex::encode(random)));
+        // mkdir fails if anything (a planted symlink too) is already there.
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for IsolatedConfigDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }
 
 /// A private directory on tmpfs holding one file per secret; removed on drop.
