@@ -741,6 +741,9 @@ impl ZafeMcp {
             local,
             project.as_ref().map(|(p, e)| (p.as_str(), e.as_str())),
             Some(&self.inner.client),
+            // No exceptions for an assistant: a key like LD_PRELOAD or
+            // PATH in the project refuses the run.
+            &[],
         )
         .await
         .map_err(|f| f.message)?;

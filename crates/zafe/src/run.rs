@@ -70,7 +70,8 @@ command gets a pseudo-terminal, so colours and prompts work.
 
 Exit codes: the command's own exit code (128+N when killed by signal N);
   121  a reference could not be resolved (missing or forbidden); the command did not run
-  125  zafe failed before the command started (env file, server, files directory)
+  125  zafe failed before the command started (env file, server, files directory, a project
+       key such as LD_PRELOAD or PATH that can make programs run other code: see --allow-env)
   126  the command could not be executed
   127  the command was not found";
 
@@ -111,6 +112,11 @@ pub struct RunArgs {
     /// Also pass Zafe's own ZAFE_TOKEN/ZAFE_ADDR/VAULT_TOKEN/VAULT_ADDR to the command
     #[arg(long)]
     pub pass_zafe_env: bool,
+
+    /// Let --project/--env set this variable although it can make programs run other code
+    /// (LD_PRELOAD, PATH, BASH_ENV, NODE_OPTIONS, ...); repeatable
+    #[arg(long = "allow-env", value_name = "NAME")]
+    pub allow_env: Vec<String>,
 
     /// The command and its arguments
     #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
@@ -189,16 +195,29 @@ pub struct Prepared {
 impl Prepared {
     /// Adds a project environment's keys (below the env files) and resolves
     /// every reference in one request. `client` may be `None` only when
-    /// there is nothing to ask the server.
+    /// there is nothing to ask the server. A key named like a variable that
+    /// makes programs run other code is refused unless it is in `allowed`
+    /// or an env file sets that variable itself (see [`runs_code`]).
     pub async fn resolve(
         local: Local,
         project: Option<(&str, &str)>,
         client: Option<&Client>,
+        allowed: &[String],
     ) -> Result<Self, Failure> {
         let mut vars = local.inherited;
         if let Some((project, environment)) = project {
             let client = client.ok_or_else(|| Failure::zafe("no client"))?;
             for key in list_keys(client, project, environment).await? {
+                if runs_code(&key)
+                    && !allowed.contains(&key)
+                    && !local.files.contains_key(OsString::from(&key).as_os_str())
+                {
+                    return Err(Failure::zafe(format!(
+                        "{project}/{environment} sets {key}, which can make programs run other code; \
+                         refusing to start the command (pass --allow-env {key} if you trust everyone who \
+                         can write to {project}/{environment})"
+                    )));
+                }
                 let reference = Reference::project(project, environment, &key, None)
                     .map_err(|e| Failure::zafe(format!("key {key:?}: {e}")))?;
                 vars.insert(key.into(), Source::Reference(reference.to_string()));
@@ -316,6 +335,59 @@ impl Prepared {
     }
 }
 
+/// Whether a variable can make the programs that see it load or run code
+/// other than their own (the dynamic loader, shells, language runtimes,
+/// git, iconv, the allocator). Anyone who may write to a project
+/// environment (a `member`) could otherwise run code on every teammate's
+/// machine that does `zafe run --project`, so such keys are refused there
+/// unless allowed by name. The same names written by the user in their own
+/// env file are the user's choice and are not checked.
+pub fn runs_code(name: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "PATH",
+        "HOME",
+        "SHELL",
+        "ENV",
+        "BASH_ENV",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "PS4",
+        "PROMPT_COMMAND",
+        "IFS",
+        "CDPATH",
+        "EDITOR",
+        "VISUAL",
+        "PAGER",
+        "LESSOPEN",
+        "LESSCLOSE",
+        "BROWSER",
+        "NODE_OPTIONS",
+        "NODE_PATH",
+        "PYTHONPATH",
+        "PYTHONSTARTUP",
+        "PYTHONHOME",
+        "PYTHONUSERBASE",
+        "PERL5LIB",
+        "PERL5OPT",
+        "PERLLIB",
+        "RUBYOPT",
+        "RUBYLIB",
+        "JAVA_TOOL_OPTIONS",
+        "_JAVA_OPTIONS",
+        "JDK_JAVA_OPTIONS",
+        "CLASSPATH",
+        "GCONV_PATH",
+        "LOCPATH",
+        "NLSPATH",
+        "HOSTALIASES",
+        "SSH_ASKPASS",
+        "SUDO_ASKPASS",
+        "ZAFE_CONFIG_DIR",
+    ];
+    const PREFIXES: &[&str] = &["LD_", "DYLD_", "MALLOC_", "GLIBC_", "BASH_FUNC_", "GIT_"];
+    NAMES.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
 fn names_holding(vars: &BTreeMap<OsString, Source>, reference: &str) -> String {
     vars.iter()
         .filter(|(_, s)| matches!(s, Source::Reference(r) if r == reference))
@@ -346,7 +418,7 @@ async fn prepare_and_run(
     } else {
         None
     };
-    let prepared = Prepared::resolve(local, project, client.as_ref()).await?;
+    let prepared = Prepared::resolve(local, project, client.as_ref(), &args.allow_env).await?;
 
     // The secrets directory lives until this function returns, after the
     // child exited (also when it was killed by a forwarded signal).

@@ -683,3 +683,70 @@ fn sha256_hex(data: &[u8]) -> String {
         .unwrap();
     String::from_utf8(out.stdout).unwrap()[..64].to_string()
 }
+
+// A project member cannot run code on a teammate's machine through
+// `zafe run --project`: a key such as BASH_ENV (or LD_PRELOAD, PATH,
+// NODE_OPTIONS...) stops the run before the command starts, naming it,
+// unless the teammate allows it by name. The user's own env file may set
+// such a variable (their choice).
+#[tokio::test]
+async fn project_keys_that_run_code_are_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::new(dir.path());
+    let payload = dir.path().join("payload.sh");
+    std::fs::write(&payload, "echo PAYLOAD-RAN\n").unwrap();
+    let payload = payload.to_str().unwrap();
+    env.put("evil", "dev", "API_URL", "https://api.example.com")
+        .await;
+    env.put("evil", "dev", "BASH_ENV", payload).await;
+    let marker = dir.path().join("ran");
+    let script = format!("touch {}; echo started", marker.display());
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "--project", "evil", "--env", "dev"];
+        args.extend(extra);
+        args.extend(["--", "bash", "-c", &script]);
+        env.run(&args)
+    };
+
+    let r = run(&[]);
+    assert_eq!(r.code, Some(125), "{} {}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("evil/dev sets BASH_ENV"), "{}", r.stderr);
+    assert!(r.stderr.contains("--allow-env BASH_ENV"), "{}", r.stderr);
+    assert!(!r.stderr.contains(payload), "{}", r.stderr);
+    assert!(!marker.exists(), "the command started");
+    assert!(!r.stdout.contains("PAYLOAD-RAN"), "{}", r.stdout);
+    // Allowing another name does not help.
+    let r = run(&["--allow-env", "NODE_OPTIONS"]);
+    assert_eq!(r.code, Some(125), "{}", r.stderr);
+    assert!(!marker.exists(), "the command started");
+
+    // Allowed by name: the run goes ahead with it.
+    let r = run(&["--allow-env", "BASH_ENV"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stdout.contains("PAYLOAD-RAN"), "{}", r.stdout);
+    assert!(marker.exists());
+    std::fs::remove_file(&marker).unwrap();
+
+    // The user's own env file setting the variable wins over the project's
+    // key, and its references are the user's choice.
+    let file = env.env_file(".env.mine", &["BASH_ENV=zafe://evil/dev/BASH_ENV".into()]);
+    let r = env.run(&["run", "--env-file", &file, "--", "bash", "-c", &script]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(marker.exists());
+    std::fs::remove_file(&marker).unwrap();
+    let r = env.run(&[
+        "run",
+        "--project",
+        "evil",
+        "--env",
+        "dev",
+        "--env-file",
+        &file,
+        "--",
+        "bash",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(marker.exists());
+}
