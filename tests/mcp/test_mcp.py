@@ -204,6 +204,9 @@ for k in API_KEY DB_PASSWORD JWT_SECRET PRIVATE_KEY UNICODE; do
   echo "plain $k=$v"
   printf %s "$v" | base64
   printf %s "$v" | base64 -w0; echo
+  printf %s "$v" | base32
+  printf %s "$v" | base32 -w0 | tr -d '='; echo
+  echo "$v" | base32 | tr A-Z a-z
   printf %s "$v" | base64 | tr '+/' '-_' | tr -d '='
   echo "$v" | base64
   printf %s "$v" | xxd -p
@@ -258,7 +261,8 @@ def test_run_command_masks_plain_env_file_values(zafe):
             assert out["exit_code"] == 0, out
             assert out["stdout"].strip() == "***", out
             out = await r.ok("run_command", {
-                "command": ["sh", "-c", "printenv STRIPE_KEY | base64; printenv STRIPE_KEY | rev"],
+                "command": ["sh", "-c", "printenv STRIPE_KEY | base64; printenv STRIPE_KEY | base32;"
+                            " printenv STRIPE_KEY | rev"],
                 "env_file": ".env.plain",
             })
             assert out["exit_code"] == 0, out

@@ -501,7 +501,7 @@ impl ZafeMcp {
     }
 
     #[tool(
-        description = "Run a command with the project's secrets injected (from an env file's zafe:// references and/or every key of a project environment), with a time limit and bounded output. Its stdout and stderr come back with every secret value masked as ***, including base64, hex, URL-encoded, reversed and spaced forms and 8-byte pieces. Masking is a safety net, not a sandbox: do not try to reveal values.",
+        description = "Run a command with the project's secrets injected (from an env file's zafe:// references and/or every key of a project environment), with a time limit and bounded output. Its stdout and stderr come back with every secret value (and every plain value of the env file) masked as ***, including base64, base32, hex, URL-encoded, reversed and spaced forms and 8-byte pieces. Masking is a safety net, not a sandbox: do not try to reveal values.",
         annotations(
             read_only_hint = false,
             destructive_hint = true,

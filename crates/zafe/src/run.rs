@@ -64,8 +64,8 @@ Examples:
                                               Each secret is a file; the variable holds its path
   zafe run --no-mask -- psql                  Run the command in Zafe's place, output unmasked
 
-Output is masked by default: every secret value, and its base64, hex, URL-encoded and reversed
-forms, becomes *** (values shorter than 4 bytes are not masked). When stdout is a terminal the
+Output is masked by default: every secret value (and plain env-file value), and its base64,
+base32, hex, URL-encoded and reversed forms, becomes *** (values shorter than 4 bytes are not masked). When stdout is a terminal the
 command gets a pseudo-terminal, so colours and prompts work.
 
 Exit codes: the command's own exit code (128+N when killed by signal N);
