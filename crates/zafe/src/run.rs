@@ -60,6 +60,9 @@ Examples:
   zafe run -- npm start                       References in the environment are resolved
   zafe run --env-file .env.zafe -- ./server   References from an env file
   zafe run --project myapp --env dev -- env   Every key of myapp/dev
+  zafe run --project myapp --env dev --allow-env NODE_OPTIONS -- npm start
+                                              Let the project set NODE_OPTIONS (keys that can run
+                                              code, like LD_PRELOAD or PATH, are refused by default)
   zafe run --files --env-file .env.zafe -- ./app
                                               Each secret is a file; the variable holds its path
   zafe run --no-mask -- psql                  Run the command in Zafe's place, output unmasked
