@@ -52,6 +52,11 @@ def forms(value: str):
         "base64-nopad": base64.b64encode(b).decode().rstrip("="),
         "base64url": base64.urlsafe_b64encode(b).decode(),
         "base64url-nopad": base64.urlsafe_b64encode(b).decode().rstrip("="),
+        "base32": base64.b32encode(b).decode(),
+        "base32-nopad": base64.b32encode(b).decode().rstrip("="),
+        "base32-lower": base64.b32encode(b).decode().lower(),
+        # What `echo "$v" | base32` shows of the value: the characters holding only its bits.
+        "base32-core": base64.b32encode(b).decode()[: len(b) * 8 // 5],
         "urlencoded": urllib.parse.quote(value, safe=""),
         "urlencoded-plus": urllib.parse.quote_plus(value),
         "json": json.dumps(value)[1:-1],

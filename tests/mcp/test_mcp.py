@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from conftest import NEW_SECRET, PLAIN_FILE_SECRET, SECRETS, ZAFE_BIN, assert_no_leak
+from conftest import NEW_SECRET, PLAIN_FILE_SECRET, ROOT_TOKEN, SECRETS, ZAFE_BIN, assert_no_leak
 
 CALL_TIMEOUT = 60
 
@@ -204,6 +204,9 @@ for k in API_KEY DB_PASSWORD JWT_SECRET PRIVATE_KEY UNICODE; do
   echo "plain $k=$v"
   printf %s "$v" | base64
   printf %s "$v" | base64 -w0; echo
+  printf %s "$v" | base32
+  printf %s "$v" | base32 -w0 | tr -d '='; echo
+  echo "$v" | base32 | tr A-Z a-z
   printf %s "$v" | base64 | tr '+/' '-_' | tr -d '='
   echo "$v" | base64
   printf %s "$v" | xxd -p
@@ -230,7 +233,8 @@ def test_run_command_masks_every_encoding(zafe):
             out = await r.ok("run_command", {"command": ["sh", "-c", PRINT_ALL], "env_file": ".env.zafe"})
             assert out["exit_code"] == 0, out
             assert out["timed_out"] is False
-            assert "GREETING=hello" in out["stdout"]
+            # Plain values of the env file are masked too: a .env value is most often a secret.
+            assert "GREETING=***" in out["stdout"]
             assert out["stdout"].count("***") > 50
             # The child got the real values (it can check them; we only see the verdict).
             check = await r.ok("run_command", {
@@ -246,6 +250,48 @@ def test_run_command_masks_every_encoding(zafe):
             assert_no_leak(r.texts)
             assert_no_run_on_a_line(out["stdout"] + "\n" + out["stderr"])
     run(scenario())
+
+
+def test_run_command_masks_plain_env_file_values(zafe):
+    async def scenario():
+        (zafe["project"] / ".env.plain").write_text(f"STRIPE_KEY={PLAIN_FILE_SECRET}\n")
+        async with session(zafe) as s:
+            r = Recorder(s)
+            out = await r.ok("run_command", {"command": ["printenv", "STRIPE_KEY"], "env_file": ".env.plain"})
+            assert out["exit_code"] == 0, out
+            assert out["stdout"].strip() == "***", out
+            out = await r.ok("run_command", {
+                "command": ["sh", "-c", "printenv STRIPE_KEY | base64; printenv STRIPE_KEY | base32;"
+                            " printenv STRIPE_KEY | rev"],
+                "env_file": ".env.plain",
+            })
+            assert out["exit_code"] == 0, out
+            assert_no_leak(r.texts)
+    run(scenario())
+
+
+def test_run_command_cannot_use_the_users_zafe_session(zafe):
+    """The child gets an empty Zafe configuration directory and no token, so
+    `zafe kv get` inside it (whose output the masker never saw) fails."""
+    config_dir = zafe["env"]["ZAFE_CONFIG_DIR"]
+    with open(os.path.join(config_dir, "token"), "w") as f:
+        f.write(ROOT_TOKEN)
+    try:
+        async def scenario():
+            async with session(zafe) as s:
+                r = Recorder(s)
+                out = await r.ok("run_command", {"command": [
+                    "sh", "-c",
+                    f'ZAFE_ADDR={zafe["addr"]} "{ZAFE_BIN}" kv get --field value secret/app/dev/API_KEY;'
+                    ' echo "exit=$?"; echo "dir=$ZAFE_CONFIG_DIR"',
+                ]})
+                assert "exit=0" not in out["stdout"], out
+                assert f"dir={config_dir}\n" not in out["stdout"], out
+                assert SECRETS["API_KEY"] not in out["stdout"] + out["stderr"]
+                assert_no_leak(r.texts)
+        run(scenario())
+    finally:
+        os.remove(os.path.join(config_dir, "token"))
 
 
 def assert_no_run_on_a_line(output):

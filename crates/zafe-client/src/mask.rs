@@ -20,6 +20,11 @@
 //!   `echo "$X" | base64`, or `v` in the middle of a base64'd JSON document,
 //!   is caught); base64 line-wrapped at 76 (GNU `base64`) and 64 (`openssl`,
 //!   PEM) characters; the reversed forms of hex and base64;
+//! - base32 (RFC 4648, `base32`), padded and unpadded, of `v` alone, line
+//!   wrapped at 76 as GNU `base32` prints it, and the characters fully
+//!   determined by `v` at each of the five byte alignments in a longer
+//!   stream (`printenv X | base32` appends a newline); lower case is
+//!   caught because the automaton ignores ASCII case;
 //! - URL-encoded (everything but unreserved characters, upper and lower
 //!   case escapes, `+` for space) and JSON-string-escaped;
 //! - the characters separated by a space or a newline (`sed 's/./& /g'`,
@@ -403,6 +408,21 @@ pub fn forms_of(value: &[u8]) -> Vec<Vec<u8>> {
         }
     }
 
+    // Base32: alone (padded or not, wrapped as GNU base32 prints it) and
+    // inside a longer stream at each alignment.
+    let base32 = data_encoding::BASE32.encode(value);
+    if base32.len() > 76 {
+        let lines: Vec<&str> = base32
+            .as_bytes()
+            .chunks(76)
+            .map(|c| std::str::from_utf8(c).expect("base32 is ASCII"))
+            .collect();
+        forms.push(lines.join("\n").into_bytes());
+    }
+    forms.push(base32.into_bytes());
+    forms.push(data_encoding::BASE32_NOPAD.encode(value).into_bytes());
+    forms.extend(base32_cores(value));
+
     // URL encoding: everything but unreserved characters, with upper and
     // lower case escapes, and with `+` for a space (forms).
     let url = percent_encoding::percent_encode(value, URL_ESCAPED).to_string();
@@ -477,6 +497,13 @@ fn fragment_forms(value: &[u8]) -> Vec<Vec<u8>> {
             forms.push(URL_SAFE_NO_PAD.encode(run).into_bytes());
         }
     }
+    // The same for base32, whose groups are 5 bytes: every 16-character
+    // stretch of its encoding is caught.
+    if value.len() > 10 {
+        for run in value.windows(10) {
+            forms.push(data_encoding::BASE32_NOPAD.encode(run).into_bytes());
+        }
+    }
     forms
 }
 
@@ -536,6 +563,25 @@ fn base64_cores(engine: &impl base64::Engine, value: &[u8]) -> Vec<Vec<u8>> {
     cores
 }
 
+/// The base32 characters fully determined by `value` when it sits at byte
+/// offset `k` (mod 5) inside a longer stream, for k = 0..5: each character
+/// carries 5 bits, so the leading ones that hold filler bits and the
+/// trailing one that holds bits of whatever follows are left out.
+fn base32_cores(value: &[u8]) -> Vec<Vec<u8>> {
+    let mut cores = Vec::new();
+    for k in 0..5usize {
+        let mut stream = vec![0u8; k];
+        stream.extend_from_slice(value);
+        let encoded = data_encoding::BASE32_NOPAD.encode(&stream);
+        let keep_end = stream.len() * 8 / 5;
+        let skip_start = (k * 8).div_ceil(5);
+        if keep_end > skip_start && keep_end - skip_start >= MIN_BASE64_CORE {
+            cores.push(encoded.as_bytes()[skip_start..keep_end].to_vec());
+        }
+    }
+    cores
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -582,6 +628,44 @@ mod tests {
                     // Whatever is left cannot decode back to the value.
                     assert!(!String::from_utf8_lossy(&out).contains("Y29ycmVjdCBob3Jz"));
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn base32_alone_and_inside_a_longer_stream_at_every_alignment() {
+        let v = b"sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+        let s = set(&["sk_live_4eC39HqLyjWDarjtT1zdp7dc"]);
+        // `printenv X | base32` and `| base32 | tr A-Z a-z`.
+        let mut line = v.to_vec();
+        line.push(b'\n');
+        for encoded in [
+            data_encoding::BASE32.encode(v),
+            data_encoding::BASE32_NOPAD.encode(v),
+            data_encoding::BASE32.encode(&line),
+            data_encoding::BASE32.encode(&line).to_lowercase(),
+        ] {
+            let out = String::from_utf8(s.mask_all(encoded.as_bytes())).unwrap();
+            assert!(out.len() < 12 && out.contains("***"), "{encoded} -> {out}");
+        }
+        for prefix in 0..10 {
+            for suffix in 0..6 {
+                let mut stream = vec![b'x'; prefix];
+                stream.extend_from_slice(v);
+                stream.extend(std::iter::repeat_n(b'y', suffix));
+                let encoded = data_encoding::BASE32.encode(&stream);
+                let out = String::from_utf8(s.mask_all(encoded.as_bytes())).unwrap();
+                // Left: the filler's characters, at most one character
+                // mixing filler and value bits on each side, and padding.
+                let filler = (prefix * 8).div_ceil(5) + (suffix * 8).div_ceil(5);
+                assert!(
+                    out.contains("***"),
+                    "prefix {prefix} suffix {suffix}: {out}"
+                );
+                assert!(
+                    out.len() <= filler + 2 + 6 + 3,
+                    "prefix {prefix} suffix {suffix}: {out}"
+                );
             }
         }
     }
@@ -679,6 +763,13 @@ mod tests {
                 STANDARD_NO_PAD.encode(v).into_bytes(),
                 URL_SAFE.encode(v).into_bytes(),
                 URL_SAFE_NO_PAD.encode(v).into_bytes(),
+                data_encoding::BASE32.encode(v).into_bytes(),
+                data_encoding::BASE32_NOPAD.encode(v).into_bytes(),
+                data_encoding::BASE32.encode(v).to_lowercase().into_bytes(),
+                data_encoding::BASE32_NOPAD
+                    .encode(v)
+                    .to_lowercase()
+                    .into_bytes(),
                 percent_encoding::percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
                     .to_string()
                     .into_bytes(),
@@ -705,7 +796,7 @@ mod tests {
                 values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 4..40), 1..4),
                 filler in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..20), 1..6),
                 cuts in proptest::collection::vec(0usize..10_000, 0..12),
-                which in proptest::collection::vec(0usize..9, 1..8),
+                which in proptest::collection::vec(0usize..13, 1..8),
                 fragments in any::<bool>(),
             ) {
                 let s = Arc::new(MaskSet::new(&values, MaskOptions { fragments }));
@@ -733,6 +824,39 @@ mod tests {
                         prop_assert!(!contains(&out, &e), "an encoding survived");
                     }
                 }
+            }
+
+            // A value base32-encoded inside a longer stream (any filler
+            // before and after, any case) never keeps the characters that
+            // are determined by the value alone.
+            #[test]
+            fn base32_in_a_stream_never_survives(
+                // From 8 bytes every alignment leaves a core long enough
+                // to mask (shorter cores are the documented limit).
+                value in proptest::collection::vec(any::<u8>(), 8..40),
+                before in proptest::collection::vec(any::<u8>(), 0..12),
+                after in proptest::collection::vec(any::<u8>(), 0..12),
+                padded in any::<bool>(),
+                lower in any::<bool>(),
+            ) {
+                let s = Arc::new(MaskSet::new([&value], MaskOptions::default()));
+                let mut stream = before.clone();
+                stream.extend_from_slice(&value);
+                stream.extend_from_slice(&after);
+                let engine = if padded { &data_encoding::BASE32 } else { &data_encoding::BASE32_NOPAD };
+                let mut encoded = engine.encode(&stream);
+                if lower {
+                    encoded = encoded.to_lowercase();
+                }
+                let out = s.mask_all(encoded.as_bytes());
+                // The characters holding only the value's bits.
+                let start = (before.len() * 8).div_ceil(5);
+                let end = (before.len() + value.len()) * 8 / 5;
+                let core = &encoded.as_bytes()[start..end];
+                // Filler that happens to spell the same characters elsewhere
+                // is not the value.
+                prop_assume!(encoded.as_bytes().windows(core.len()).filter(|w| w == &core).count() == 1);
+                prop_assert!(!contains(&out, core), "a base32 core survived");
             }
 
             // Streaming gives the same result as masking at once.

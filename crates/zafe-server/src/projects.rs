@@ -555,6 +555,56 @@ async fn check_mount(core: &Arc<Core>, raw: &str) -> Result<String> {
     Ok(mount.to_string())
 }
 
+/// A new project's creator becomes the admin of `<mount>/<slug>/`, with
+/// read, write and purge over everything in it. When that folder already
+/// holds secrets (written by KV clients, AppRole applications, another
+/// team), creating the project must not hand them over (R-ACL-2, R-ACL-4):
+/// only a caller who can already list the folder and read every secret in
+/// it under their current ACL (root, a server administrator, its owners)
+/// may wrap it in a project. Everyone else gets a 409 saying why, without
+/// learning what the folder holds.
+async fn refuse_foreign_secrets(
+    core: &Arc<Core>,
+    req: &Request,
+    caller: &TokenEntry,
+    mount: &str,
+    slug: &str,
+) -> Result<()> {
+    if caller.is_root() {
+        return Ok(());
+    }
+    let kv = KvAccess::new(core, req, caller, mount).await?;
+    let taken = || {
+        Error::StateConflict(format!(
+            "{mount}/{slug}/ already holds secrets that you cannot read and list: ask a server administrator to create project {slug}, or choose another slug"
+        ))
+    };
+    // A folder too big to walk is not an empty one.
+    let secrets = kv.walk(slug).await.map_err(|_| taken())?;
+    if secrets.is_empty() {
+        return Ok(());
+    }
+    core.authorize(
+        caller,
+        &format!("{mount}/metadata/{slug}/"),
+        Capability::List,
+        false,
+    )
+    .await
+    .map_err(|_| taken())?;
+    for path in &secrets {
+        core.authorize(
+            caller,
+            &format!("{mount}/data/{path}"),
+            Capability::Read,
+            false,
+        )
+        .await
+        .map_err(|_| taken())?;
+    }
+    Ok(())
+}
+
 /// `POST sys/projects {slug, environments?, mount?, tags?}`: server
 /// administrators and holders of `create` on `sys/projects`. A person who
 /// creates a project becomes its admin in the same commit.
@@ -587,6 +637,7 @@ async fn create(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Result<
         Some(_) => return Err(Error::bad_request("mount must be a string")),
     };
     let mount = check_mount(core, &mount).await?;
+    refuse_foreign_secrets(core, req, caller, &mount, &slug).await?;
     let project = Project {
         id: uuid::Uuid::new_v4().to_string(),
         slug: slug.clone(),

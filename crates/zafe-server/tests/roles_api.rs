@@ -987,3 +987,87 @@ async fn a_deleted_account_leaves_its_projects() {
     let a = w.call("GET", "sys/projects/myapp", &token, None).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
 }
+
+/// R-ACL-2/R-ACL-4: creating a project over a KV folder that already holds
+/// secrets (written by KV clients or AppRole applications) does not hand
+/// them to the creator. Only a caller who can already list the folder and
+/// read its secrets may wrap it; everyone else gets a 409 and no access.
+#[tokio::test]
+async fn creating_a_project_does_not_take_over_existing_secrets() {
+    let w = world().await;
+    w.put_secret("payments/prod/stripe").await;
+    w.put_secret("owned/db").await;
+    w.ok(
+        "POST",
+        "sys/policies/acl/project-creator",
+        &w.root,
+        Some(
+            json!({"policy": "path \"sys/projects\" { capabilities = [\"create\"] }\n\
+             path \"secret/metadata/owned/*\" { capabilities = [\"list\"] }\n\
+             path \"secret/data/owned/*\" { capabilities = [\"read\"] }"}),
+        ),
+    )
+    .await;
+    let uid = w.create_user("creator@example.com").await;
+    w.ok(
+        "POST",
+        &format!("sys/users/{uid}"),
+        &w.boss,
+        Some(json!({"policies": ["project-creator"]})),
+    )
+    .await;
+    let creator = w.login("creator@example.com").await;
+
+    // Someone else's secrets: refused, and the creator still cannot read them.
+    let a = w
+        .call(
+            "POST",
+            "sys/projects",
+            &creator,
+            Some(json!({"slug": "payments"})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "{}", a.json);
+    let message = a.json["errors"][0].as_str().unwrap();
+    assert!(
+        message.contains("secret/payments/ already holds secrets"),
+        "{message}"
+    );
+    assert!(!message.contains("stripe"), "{message}");
+    let a = w
+        .call("GET", "secret/data/payments/prod/stripe", &creator, None)
+        .await;
+    assert!(
+        a.status == StatusCode::FORBIDDEN || a.status == StatusCode::NOT_FOUND,
+        "{} {}",
+        a.status,
+        a.json
+    );
+    let a = w.call("GET", "sys/projects/payments", &w.boss, None).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "no project was registered");
+
+    // Secrets the creator can already read and list: allowed.
+    w.ok(
+        "POST",
+        "sys/projects",
+        &creator,
+        Some(json!({"slug": "owned"})),
+    )
+    .await;
+    // An empty folder: allowed.
+    w.ok(
+        "POST",
+        "sys/projects",
+        &creator,
+        Some(json!({"slug": "fresh"})),
+    )
+    .await;
+    // The server administrator may wrap anything.
+    w.ok(
+        "POST",
+        "sys/projects",
+        &w.boss,
+        Some(json!({"slug": "payments"})),
+    )
+    .await;
+}

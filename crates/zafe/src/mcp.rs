@@ -501,7 +501,7 @@ impl ZafeMcp {
     }
 
     #[tool(
-        description = "Run a command with the project's secrets injected (from an env file's zafe:// references and/or every key of a project environment), with a time limit and bounded output. Its stdout and stderr come back with every secret value masked as ***, including base64, hex, URL-encoded, reversed and spaced forms and 8-byte pieces. Masking is a safety net, not a sandbox: do not try to reveal values.",
+        description = "Run a command with the project's secrets injected (from an env file's zafe:// references and/or every key of a project environment), with a time limit and bounded output. Its stdout and stderr come back with every secret value (and every plain value of the env file) masked as ***, including base64, base32, hex, URL-encoded, reversed and spaced forms and 8-byte pieces. Masking is a safety net, not a sandbox: do not try to reveal values.",
         annotations(
             read_only_hint = false,
             destructive_hint = true,
@@ -741,6 +741,9 @@ impl ZafeMcp {
             local,
             project.as_ref().map(|(p, e)| (p.as_str(), e.as_str())),
             Some(&self.inner.client),
+            // No exceptions for an assistant: a key like LD_PRELOAD or
+            // PATH in the project refuses the run.
+            &[],
         )
         .await
         .map_err(|f| f.message)?;
@@ -754,8 +757,10 @@ impl ZafeMcp {
             .unwrap_or_else(|e| e.into_inner())
             .set();
         let argv: Vec<OsString> = p.command.iter().map(OsString::from).collect();
+        // Lives until the child has been waited for (end of this function).
+        let isolated = crate::run::IsolatedConfigDir::create()?;
         let mut std_cmd = prepared
-            .command(&argv, false, None)
+            .command(&argv, Some(&isolated), None)
             .map_err(|f| f.message)?;
         drop(prepared);
         std_cmd

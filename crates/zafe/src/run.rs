@@ -10,8 +10,9 @@
 //! All references are resolved in one `POST sys/resolve`; if any is
 //! missing or forbidden nothing runs (exit 121) and the error names the
 //! references, never a value. The child never receives Zafe's own
-//! credentials (`ZAFE_TOKEN`, `ZAFE_ADDR`, `VAULT_TOKEN`, `VAULT_ADDR`)
-//! unless `--pass-zafe-env` is given.
+//! credentials (`ZAFE_TOKEN`, `ZAFE_ADDR`, `VAULT_TOKEN`, `VAULT_ADDR`, ...)
+//! nor its configuration directory (it gets an empty one) unless
+//! `--pass-zafe-env` is given.
 //!
 //! Output is masked (see `zafe_client::mask` and `child`); `--no-mask`
 //! replaces Zafe with the command (execvp), and so does a run that resolved
@@ -45,24 +46,35 @@ pub const EXIT_UNRESOLVED: u8 = 121;
 pub const EXIT_ZAFE_FAILED: u8 = 125;
 
 /// Zafe's own credentials: never passed to the child unless asked.
-pub const ZAFE_CREDENTIALS: [&str; 4] = ["ZAFE_TOKEN", "ZAFE_ADDR", "VAULT_TOKEN", "VAULT_ADDR"];
+pub const ZAFE_CREDENTIALS: [&str; 6] = [
+    "ZAFE_TOKEN",
+    "ZAFE_ADDR",
+    "VAULT_TOKEN",
+    "VAULT_ADDR",
+    "ZAFE_SECRET_ID",
+    "ZAFE_SETUP_TOKEN",
+];
 
 pub const EXAMPLES: &str = "\
 Examples:
   zafe run -- npm start                       References in the environment are resolved
   zafe run --env-file .env.zafe -- ./server   References from an env file
   zafe run --project myapp --env dev -- env   Every key of myapp/dev
+  zafe run --project myapp --env dev --allow-env NODE_OPTIONS -- npm start
+                                              Let the project set NODE_OPTIONS (keys that can run
+                                              code, like LD_PRELOAD or PATH, are refused by default)
   zafe run --files --env-file .env.zafe -- ./app
                                               Each secret is a file; the variable holds its path
   zafe run --no-mask -- psql                  Run the command in Zafe's place, output unmasked
 
-Output is masked by default: every secret value, and its base64, hex, URL-encoded and reversed
-forms, becomes *** (values shorter than 4 bytes are not masked). When stdout is a terminal the
+Output is masked by default: every secret value (and plain env-file value), and its base64,
+base32, hex, URL-encoded and reversed forms, becomes *** (values shorter than 4 bytes are not masked). When stdout is a terminal the
 command gets a pseudo-terminal, so colours and prompts work.
 
 Exit codes: the command's own exit code (128+N when killed by signal N);
   121  a reference could not be resolved (missing or forbidden); the command did not run
-  125  zafe failed before the command started (env file, server, files directory)
+  125  zafe failed before the command started (env file, server, files directory, a project
+       key such as LD_PRELOAD or PATH that can make programs run other code: see --allow-env)
   126  the command could not be executed
   127  the command was not found";
 
@@ -103,6 +115,11 @@ pub struct RunArgs {
     /// Also pass Zafe's own ZAFE_TOKEN/ZAFE_ADDR/VAULT_TOKEN/VAULT_ADDR to the command
     #[arg(long)]
     pub pass_zafe_env: bool,
+
+    /// Let --project/--env set this variable although it can make programs run other code
+    /// (LD_PRELOAD, PATH, BASH_ENV, NODE_OPTIONS, ...); repeatable
+    #[arg(long = "allow-env", value_name = "NAME")]
+    pub allow_env: Vec<String>,
 
     /// The command and its arguments
     #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
@@ -181,16 +198,29 @@ pub struct Prepared {
 impl Prepared {
     /// Adds a project environment's keys (below the env files) and resolves
     /// every reference in one request. `client` may be `None` only when
-    /// there is nothing to ask the server.
+    /// there is nothing to ask the server. A key named like a variable that
+    /// makes programs run other code is refused unless it is in `allowed`
+    /// or an env file sets that variable itself (see [`runs_code`]).
     pub async fn resolve(
         local: Local,
         project: Option<(&str, &str)>,
         client: Option<&Client>,
+        allowed: &[String],
     ) -> Result<Self, Failure> {
         let mut vars = local.inherited;
         if let Some((project, environment)) = project {
             let client = client.ok_or_else(|| Failure::zafe("no client"))?;
             for key in list_keys(client, project, environment).await? {
+                if runs_code(&key)
+                    && !allowed.contains(&key)
+                    && !local.files.contains_key(OsString::from(&key).as_os_str())
+                {
+                    return Err(Failure::zafe(format!(
+                        "{project}/{environment} sets {key}, which can make programs run other code; \
+                         refusing to start the command (pass --allow-env {key} if you trust everyone who \
+                         can write to {project}/{environment})"
+                    )));
+                }
                 let reference = Reference::project(project, environment, &key, None)
                     .map_err(|e| Failure::zafe(format!("key {key:?}: {e}")))?;
                 vars.insert(key.into(), Source::Reference(reference.to_string()));
@@ -224,9 +254,23 @@ impl Prepared {
         Ok(Self { vars, values })
     }
 
-    /// The resolved secret values.
+    /// Every value the output is masked against: the resolved secrets and
+    /// the plain values of the env files. A value in a `.env` is there
+    /// because it is configuration the project keeps out of its code, most
+    /// often a secret (`STRIPE_KEY=sk_live_...`); Zafe cannot tell which, so
+    /// it masks them all (values shorter than the masker's minimum, like
+    /// `PORT=80`, are left alone by the masker). `--no-mask` turns it off.
     pub fn values(&self) -> impl Iterator<Item = &str> {
-        self.values.values().map(|v| v.expose())
+        let plain = self.vars.values().filter_map(|s| match s {
+            Source::Plain(value) => value.to_str().filter(|v| !v.is_empty()),
+            Source::Reference(_) => None,
+        });
+        self.values.values().map(|v| v.expose()).chain(plain)
+    }
+
+    /// Whether the output has anything to be masked against.
+    pub fn has_values(&self) -> bool {
+        self.values().next().is_some()
     }
 
     pub fn mask_set(&self, options: MaskOptions) -> MaskSet {
@@ -245,13 +289,17 @@ impl Prepared {
             .collect()
     }
 
-    /// The command with its environment: Zafe's own minus its credentials
-    /// (unless `pass_zafe_env`), plus every variable, secrets as values or,
-    /// with `secret_dir`, as paths of files holding them.
+    /// The command with its environment: Zafe's own plus every variable,
+    /// secrets as values or, with `secret_dir`, as paths of files holding
+    /// them. With `isolated` (always, unless `--pass-zafe-env`) the child
+    /// gets none of Zafe's credentials: they are removed from the
+    /// environment and its configuration directory is an empty one, so a
+    /// `zafe kv get` in the child cannot use this user's session and print
+    /// values the masker never saw.
     pub fn command(
         &self,
         argv: &[OsString],
-        pass_zafe_env: bool,
+        isolated: Option<&IsolatedConfigDir>,
         secret_dir: Option<&SecretDir>,
     ) -> Result<Command, Failure> {
         let (program, rest) = argv
@@ -259,10 +307,11 @@ impl Prepared {
             .ok_or_else(|| Failure::zafe("no command given"))?;
         let mut cmd = Command::new(program);
         cmd.args(rest);
-        if !pass_zafe_env {
+        if let Some(dir) = isolated {
             for name in ZAFE_CREDENTIALS {
                 cmd.env_remove(name);
             }
+            cmd.env("ZAFE_CONFIG_DIR", &dir.path);
         }
         for (name, source) in &self.vars {
             match source {
@@ -287,6 +336,59 @@ impl Prepared {
         }
         Ok(cmd)
     }
+}
+
+/// Whether a variable can make the programs that see it load or run code
+/// other than their own (the dynamic loader, shells, language runtimes,
+/// git, iconv, the allocator). Anyone who may write to a project
+/// environment (a `member`) could otherwise run code on every teammate's
+/// machine that does `zafe run --project`, so such keys are refused there
+/// unless allowed by name. The same names written by the user in their own
+/// env file are the user's choice and are not checked.
+pub fn runs_code(name: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "PATH",
+        "HOME",
+        "SHELL",
+        "ENV",
+        "BASH_ENV",
+        "SHELLOPTS",
+        "BASHOPTS",
+        "PS4",
+        "PROMPT_COMMAND",
+        "IFS",
+        "CDPATH",
+        "EDITOR",
+        "VISUAL",
+        "PAGER",
+        "LESSOPEN",
+        "LESSCLOSE",
+        "BROWSER",
+        "NODE_OPTIONS",
+        "NODE_PATH",
+        "PYTHONPATH",
+        "PYTHONSTARTUP",
+        "PYTHONHOME",
+        "PYTHONUSERBASE",
+        "PERL5LIB",
+        "PERL5OPT",
+        "PERLLIB",
+        "RUBYOPT",
+        "RUBYLIB",
+        "JAVA_TOOL_OPTIONS",
+        "_JAVA_OPTIONS",
+        "JDK_JAVA_OPTIONS",
+        "CLASSPATH",
+        "GCONV_PATH",
+        "LOCPATH",
+        "NLSPATH",
+        "HOSTALIASES",
+        "SSH_ASKPASS",
+        "SUDO_ASKPASS",
+        "ZAFE_CONFIG_DIR",
+    ];
+    const PREFIXES: &[&str] = &["LD_", "DYLD_", "MALLOC_", "GLIBC_", "BASH_FUNC_", "GIT_"];
+    NAMES.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 fn names_holding(vars: &BTreeMap<OsString, Source>, reference: &str) -> String {
@@ -319,7 +421,7 @@ async fn prepare_and_run(
     } else {
         None
     };
-    let prepared = Prepared::resolve(local, project, client.as_ref()).await?;
+    let prepared = Prepared::resolve(local, project, client.as_ref(), &args.allow_env).await?;
 
     // The secrets directory lives until this function returns, after the
     // child exited (also when it was killed by a forwarded signal).
@@ -328,11 +430,20 @@ async fn prepare_and_run(
     } else {
         None
     };
-    let cmd = prepared.command(&args.command, args.pass_zafe_env, secret_dir.as_ref())?;
+    let isolated = if args.pass_zafe_env {
+        None
+    } else {
+        Some(IsolatedConfigDir::create().map_err(Failure::zafe)?)
+    };
+    let cmd = prepared.command(&args.command, isolated.as_ref(), secret_dir.as_ref())?;
 
-    // With no secret there is nothing to mask: Zafe steps aside entirely.
-    if args.no_mask || prepared.values.is_empty() {
+    // With nothing to mask Zafe steps aside entirely.
+    if args.no_mask || !prepared.has_values() {
         if secret_dir.is_none() {
+            // Zafe is replaced and cannot remove the directory afterwards:
+            // remove it now. Its random name then names nothing, which reads
+            // as an empty configuration just the same.
+            drop(isolated);
             let (code, message) = child::exec(cmd);
             return Err(Failure { code, message });
         }
@@ -354,6 +465,7 @@ async fn prepare_and_run(
     let pty = std::io::stdout().is_terminal();
     let result = child::run_masked(cmd, mask_set, pty).await;
     drop(secret_dir);
+    drop(isolated);
     result.map_err(|(code, message)| Failure { code, message })
 }
 
@@ -461,6 +573,34 @@ async fn resolve(
     }
     resolved.clear();
     Ok(values)
+}
+
+/// An empty directory (0700, random name, under the temporary directory)
+/// the child gets as `ZAFE_CONFIG_DIR`: no token file, no session, no
+/// credential store entry (those are keyed by the directory). Removed with
+/// whatever the child put in it when dropped.
+pub struct IsolatedConfigDir {
+    path: PathBuf,
+}
+
+impl IsolatedConfigDir {
+    pub fn create() -> Result<Self, String> {
+        let mut random = [0u8; 12];
+        rand_core::OsRng.fill_bytes(&mut random);
+        let path = std::env::temp_dir().join(format!("zafe-child-config-{}", hex::encode(random)));
+        // mkdir fails if anything (a planted symlink too) is already there.
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for IsolatedConfigDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
 }
 
 /// A private directory on tmpfs holding one file per secret; removed on drop.

@@ -288,6 +288,56 @@ async fn zafe_credentials_are_not_passed_to_the_child() {
     );
 }
 
+// The child cannot use the user's saved session either: its configuration
+// directory is an empty one, so `zafe kv get` in the child (which would
+// print a value the masker never saw) fails. --pass-zafe-env keeps it.
+#[tokio::test]
+async fn the_child_cannot_use_the_users_zafe_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::new(dir.path());
+    env.put("app", "dev", "K", "session-test-value").await;
+    // `zafe login` saved the root token in the user's configuration directory.
+    std::fs::write(env.config_dir.join("token"), ROOT).unwrap();
+    let get = "ZAFE_ADDR=$TEST_ADDR \"$TEST_ZAFE\" kv get --field value secret/app/dev/K; \
+               echo \"exit=$?\"; echo \"dir=$ZAFE_CONFIG_DIR\"";
+    let file = env.env_file(".env.plain", &["PLAIN=x".into()]);
+    let envs = [("TEST_ADDR", env.addr.as_str()), ("TEST_ZAFE", BIN)];
+    for extra in [&[][..], &["--no-mask"], &["--env-file", &file]] {
+        let mut args = vec!["run"];
+        args.extend(extra);
+        args.extend(["--", "sh", "-c", get]);
+        let r = env.run_env(&args, &envs);
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        assert!(
+            !r.stdout.contains("session-test-value"),
+            "{extra:?}: {}",
+            r.stdout
+        );
+        assert!(!r.stdout.contains("exit=0"), "{extra:?}: {}", r.stdout);
+        let child_dir = r
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("dir="))
+            .unwrap();
+        assert_ne!(Path::new(child_dir), env.config_dir.as_path());
+        // Removed when a masked run ends (a run that replaces Zafe with the
+        // command removes it before, and what the child writes is its own).
+        if extra.len() == 2 {
+            assert!(!Path::new(child_dir).exists(), "{child_dir}");
+        } else {
+            let _ = std::fs::remove_dir_all(child_dir);
+        }
+    }
+    let args = ["run", "--pass-zafe-env", "--", "sh", "-c", get];
+    let r = env.run_env(&args, &envs);
+    assert!(
+        r.stdout.contains("session-test-value"),
+        "{} {}",
+        r.stdout,
+        r.stderr
+    );
+}
+
 // Values and their encodings are masked; the child still gets the real
 // values (its own checks pass); --no-mask shows them.
 #[tokio::test]
@@ -333,7 +383,10 @@ async fn output_is_masked_in_every_encoding() {
         r.stderr
     );
     assert!(r.stdout.contains("***"), "{}", r.stdout);
-    assert!(r.stdout.contains("greeting=hello"), "{}", r.stdout);
+    // A plain value of the env file is masked too (R-DEV-3: a `.env` value
+    // is most often a secret, and Zafe cannot tell which are not).
+    assert!(r.stdout.contains("greeting=***"), "{}", r.stdout);
+    assert!(!r.stdout.contains("hello"), "{}", r.stdout);
     assert_no_leak(&r.stdout, &[api_key, password]);
     assert_no_leak(&r.stderr, &[api_key, password]);
     // Not even the first part of the split value.
@@ -629,4 +682,71 @@ fn sha256_hex(data: &[u8]) -> String {
         })
         .unwrap();
     String::from_utf8(out.stdout).unwrap()[..64].to_string()
+}
+
+// A project member cannot run code on a teammate's machine through
+// `zafe run --project`: a key such as BASH_ENV (or LD_PRELOAD, PATH,
+// NODE_OPTIONS...) stops the run before the command starts, naming it,
+// unless the teammate allows it by name. The user's own env file may set
+// such a variable (their choice).
+#[tokio::test]
+async fn project_keys_that_run_code_are_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::new(dir.path());
+    let payload = dir.path().join("payload.sh");
+    std::fs::write(&payload, "echo PAYLOAD-RAN\n").unwrap();
+    let payload = payload.to_str().unwrap();
+    env.put("evil", "dev", "API_URL", "https://api.example.com")
+        .await;
+    env.put("evil", "dev", "BASH_ENV", payload).await;
+    let marker = dir.path().join("ran");
+    let script = format!("touch {}; echo started", marker.display());
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "--project", "evil", "--env", "dev"];
+        args.extend(extra);
+        args.extend(["--", "bash", "-c", &script]);
+        env.run(&args)
+    };
+
+    let r = run(&[]);
+    assert_eq!(r.code, Some(125), "{} {}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("evil/dev sets BASH_ENV"), "{}", r.stderr);
+    assert!(r.stderr.contains("--allow-env BASH_ENV"), "{}", r.stderr);
+    assert!(!r.stderr.contains(payload), "{}", r.stderr);
+    assert!(!marker.exists(), "the command started");
+    assert!(!r.stdout.contains("PAYLOAD-RAN"), "{}", r.stdout);
+    // Allowing another name does not help.
+    let r = run(&["--allow-env", "NODE_OPTIONS"]);
+    assert_eq!(r.code, Some(125), "{}", r.stderr);
+    assert!(!marker.exists(), "the command started");
+
+    // Allowed by name: the run goes ahead with it.
+    let r = run(&["--allow-env", "BASH_ENV"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stdout.contains("PAYLOAD-RAN"), "{}", r.stdout);
+    assert!(marker.exists());
+    std::fs::remove_file(&marker).unwrap();
+
+    // The user's own env file setting the variable wins over the project's
+    // key, and its references are the user's choice.
+    let file = env.env_file(".env.mine", &["BASH_ENV=zafe://evil/dev/BASH_ENV".into()]);
+    let r = env.run(&["run", "--env-file", &file, "--", "bash", "-c", &script]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(marker.exists());
+    std::fs::remove_file(&marker).unwrap();
+    let r = env.run(&[
+        "run",
+        "--project",
+        "evil",
+        "--env",
+        "dev",
+        "--env-file",
+        &file,
+        "--",
+        "bash",
+        "-c",
+        &script,
+    ]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(marker.exists());
 }
