@@ -747,7 +747,7 @@ impl ZafeMcp {
         )
         .await
         .map_err(|f| f.message)?;
-        for value in prepared.values() {
+        for value in prepared.values().chain(prepared.plain_values()) {
             self.remember(value);
         }
         let set = self

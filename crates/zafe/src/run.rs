@@ -254,18 +254,23 @@ impl Prepared {
         Ok(Self { vars, values })
     }
 
-    /// Every value the output is masked against: the resolved secrets and
-    /// the plain values of the env files. A value in a `.env` is there
-    /// because it is configuration the project keeps out of its code, most
-    /// often a secret (`STRIPE_KEY=sk_live_...`); Zafe cannot tell which, so
-    /// it masks them all (values shorter than the masker's minimum, like
-    /// `PORT=80`, are left alone by the masker). `--no-mask` turns it off.
+    /// The values `zafe run` masks: the resolved secrets. Plain values of an
+    /// env file pass through unmasked: after `zafe import` every value there
+    /// is a reference, so what stays plain was left plain on purpose
+    /// (`LOG_LEVEL=debug`), and masking it would blank those words in all
+    /// of the program's output.
     pub fn values(&self) -> impl Iterator<Item = &str> {
-        let plain = self.vars.values().filter_map(|s| match s {
+        self.values.values().map(|v| v.expose())
+    }
+
+    /// The plain (non-reference) values of the env files. `zafe mcp` masks
+    /// these too: an assistant must not be able to read a plain `.env`
+    /// through the run tool.
+    pub fn plain_values(&self) -> impl Iterator<Item = &str> {
+        self.vars.values().filter_map(|s| match s {
             Source::Plain(value) => value.to_str().filter(|v| !v.is_empty()),
             Source::Reference(_) => None,
-        });
-        self.values.values().map(|v| v.expose()).chain(plain)
+        })
     }
 
     /// Whether the output has anything to be masked against.
