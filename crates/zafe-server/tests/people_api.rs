@@ -205,17 +205,32 @@ async fn the_setup_link_creates_the_first_admin_once() {
         )
         .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.json);
-    // Tokens made from a session are orphans (a session is not a parent).
-    let a = h
-        .call(
-            "POST",
-            "/v1/auth/token/create",
-            Some(access),
-            Some(json!({"policies": ["default"], "ttl": "1h"})),
-        )
-        .await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
-    assert_eq!(a.json["auth"]["orphan"], true);
+    // A session cannot mint tokens (R-AUTH-4/6): they would outlive logout,
+    // password change and disabling, and an administrator's session would
+    // mint non-expiring root tokens. Every creation endpoint refuses.
+    for path in [
+        "/v1/auth/token/create",
+        "/v1/auth/token/create-orphan",
+        "/v1/auth/token/create/some-role",
+    ] {
+        let a = h
+            .call(
+                "POST",
+                path,
+                Some(access),
+                Some(json!({"policies": ["default"], "ttl": "1h"})),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{path}: {}", a.json);
+        assert!(
+            a.json["errors"][0]
+                .as_str()
+                .unwrap()
+                .contains("session cannot create tokens"),
+            "{}",
+            a.json
+        );
+    }
     assert_eq!(
         h.call("GET", "/v1/sys/users", Some(access), None)
             .await
