@@ -714,6 +714,72 @@ async fn a_verified_email_links_to_the_existing_account() {
     assert_eq!(assert_session_for(&h, &a, "vic@example.com").await, linked);
 }
 
+// R-AUTH-8: a self-registered account never proved its address, so the real
+// owner's OIDC login must not link to it (account takeover): the login is
+// refused with a clear error, no link is written and no second account is
+// made. An invited account (the invitation proves the address) does link.
+#[tokio::test]
+async fn a_self_registered_account_is_not_linked_by_email() {
+    let keys = keys();
+    let (h, idp, _dir, root) = crafted_setup(&keys).await;
+    let admin = h
+        .call(
+            "POST",
+            "/v1/sys/users",
+            Some(&root),
+            Some(json!({"email": "admin@example.com", "password": "the administrator's passphrase 1", "admin": true})),
+        )
+        .await;
+    assert!(admin.status.is_success(), "{:?}", admin.json);
+    let registered = h
+        .call(
+            "POST",
+            "/v1/auth/user/register",
+            None,
+            Some(json!({"email": "mallory@example.com", "password": "an attacker's own passphrase 7"})),
+        )
+        .await;
+    assert!(registered.status.is_success(), "{:?}", registered.json);
+    let a = login_with(&h, &idp, |n| sign_ed(&keys, &claims(&idp, n, "mallory"))).await;
+    assert_refused(&a, "never verified");
+    let account = h
+        .call("GET", "/v1/sys/users/mallory@example.com", Some(&root), None)
+        .await;
+    assert_eq!(account.json["data"]["email_verified"], false);
+    assert_eq!(account.json["data"]["oidc_links"], json!([]));
+    let users = h.call("LIST", "/v1/sys/users", Some(&root), None).await;
+    // The administrator and the registered account only.
+    assert_eq!(
+        users.json["data"]["keys"].as_array().map(Vec::len),
+        Some(2),
+        "{:?}",
+        users.json
+    );
+
+    // An invited account proved its address: it links.
+    let invite = h
+        .call(
+            "POST",
+            "/v1/sys/users",
+            Some(&root),
+            Some(json!({"email": "ivy@example.com", "invite": true})),
+        )
+        .await;
+    assert!(invite.status.is_success(), "{:?}", invite.json);
+    let token = invite.json["data"]["invite_token"].as_str().unwrap();
+    let registered = h
+        .call(
+            "POST",
+            "/v1/auth/user/register",
+            None,
+            Some(json!({"email": "ivy@example.com", "password": "an invited passphrase 42", "invite_token": token})),
+        )
+        .await;
+    assert!(registered.status.is_success(), "{:?}", registered.json);
+    let a = login_with(&h, &idp, |n| sign_ed(&keys, &claims(&idp, n, "ivy"))).await;
+    assert_session_for(&h, &a, "ivy@example.com").await;
+}
+
 // Starting logins is rate-limited per client address (each one stores a
 // pending state).
 #[tokio::test]

@@ -328,6 +328,8 @@ async fn complete_setup(core: &Arc<Core>, req: &Request) -> Result<Reply> {
         .await?;
     let mut user = User::new(&email, display_name, Some(phc));
     user.admin = true;
+    // The operator holding the setup link chose this address.
+    user.email_verified = true;
     // Read again after hashing: the commit is conditional on exactly this
     // generation of the setup record, so of two racing setups one fails.
     let mut writes = setup::consume_writes(core, &key, token).await?;
@@ -364,6 +366,7 @@ async fn register(core: &Arc<Core>, req: &Request) -> Result<Reply> {
         users::check_display_name(name)?;
     }
     let key = core.token_key()?;
+    let invited = optional_string(req, "invite_token")?.is_some();
     let consume = match optional_string(req, "invite_token")? {
         Some(invite) => setup::consume_invite_writes(core, &key, invite, &email).await?,
         None if registration.allows_domain_of(&email) => Vec::new(),
@@ -382,7 +385,10 @@ async fn register(core: &Arc<Core>, req: &Request) -> Result<Reply> {
         .hasher
         .hash(&core.password_pepper()?, &password)
         .await?;
-    let user = User::new(&email, display_name, Some(phc));
+    let mut user = User::new(&email, display_name, Some(phc));
+    // An invitation was sent to this address (and is bound to it), so its
+    // use proves the address; a self-registration proves nothing.
+    user.email_verified = invited;
     let mut writes = consume;
     writes.extend(users::create_writes(&key, &user));
     setup::commit_consuming(core, writes, setup::INVITE_REFUSED).await?;
@@ -534,6 +540,8 @@ async fn create_user(
         None => None,
     };
     let mut user = User::new(&email, display_name, phc);
+    // An administrator chose this address for this person.
+    user.email_verified = true;
     user.admin = optional_bool(req, "admin")?.unwrap_or(false);
     user.policies = policies_field(req)?.unwrap_or_default();
     users::create(&core.barrier, &key, &user).await?;

@@ -6,7 +6,10 @@
 //! 2. else an existing account with the same email, **only** when
 //!    `[oidc] link_by_verified_email` is on and the IdP says
 //!    `email_verified` (lessons.md: linking on an unverified email lets
-//!    anyone who can set that address at some IdP take the account);
+//!    anyone who can set that address at some IdP take the account) and
+//!    the local account's own address is verified (`User::email_verified`:
+//!    a self-registered account proves nothing, and linking it would give
+//!    the real owner's logins to whoever registered it);
 //! 3. else a new account, when `[oidc] create_users` is on, the email is
 //!    verified and the registration settings let that address register.
 //!
@@ -114,6 +117,15 @@ async fn link_by_email(core: &Core, id: &VerifiedIdentity, email: &str) -> Resul
             "the identity provider has not verified this email address, so it cannot be linked to an existing account",
         ));
     }
+    if !user.email_verified {
+        // The local account was self-registered: whoever made it never
+        // proved they own the address, so linking would hand the real
+        // owner's OIDC logins to it (account takeover). Refuse; no second
+        // account can be made either (the email index is unique).
+        return Err(refused(
+            "an account with this email address was self-registered and its address was never verified, so it cannot be linked automatically; ask an administrator",
+        ));
+    }
     user.oidc_links.push(OidcLink {
         issuer: id.issuer.clone(),
         subject: id.subject.clone(),
@@ -148,6 +160,8 @@ async fn create(core: &Core, id: &VerifiedIdentity, email: &str) -> Result<User>
         ));
     }
     let mut user = User::new(email, id.name.as_deref(), None);
+    // Checked above: the IdP verified the address.
+    user.email_verified = true;
     user.oidc_links.push(OidcLink {
         issuer: id.issuer.clone(),
         subject: id.subject.clone(),

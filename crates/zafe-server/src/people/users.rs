@@ -59,6 +59,13 @@ pub struct User {
     /// The TOTP second factor (people/totp.rs); its secret never leaves.
     #[serde(default)]
     pub totp: Option<super::totp::TotpState>,
+    /// Whether the owner of `email` is known to control it: true for
+    /// accounts made by the setup link, an administrator, an invitation or a
+    /// verified OIDC identity; false for self-registration, which proves
+    /// nothing about the address. OIDC links by email only to verified
+    /// accounts (R-AUTH-8). Records written before this field read false.
+    #[serde(default)]
+    pub email_verified: bool,
 }
 
 impl std::fmt::Debug for User {
@@ -91,6 +98,7 @@ impl User {
             oidc_links: Vec::new(),
             oidc_roles: Vec::new(),
             totp: None,
+            email_verified: false,
         }
     }
 
@@ -107,6 +115,7 @@ impl User {
             "oidc_links": self.oidc_links.iter().map(|l| json!({"issuer": l.issuer, "subject": l.subject})).collect::<Vec<_>>(),
             "oidc_roles": self.oidc_roles,
             "totp_enabled": super::totp::required(self),
+            "email_verified": self.email_verified,
             "recovery_codes_left": self.totp.as_ref().filter(|t| t.confirmed).map(|t| t.recovery_codes_left()),
             "creation_time": crate::tokens::rfc3339(self.created_at),
             "update_time": crate::tokens::rfc3339(self.updated_at),
