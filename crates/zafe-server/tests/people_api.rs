@@ -481,6 +481,66 @@ async fn reusing_a_rotated_refresh_token_revokes_the_family() {
     assert!(!text.contains(ALICE_PASSWORD) && !text.contains(ADMIN_PASSWORD));
 }
 
+// R-AUTH-4: an access token counts only while its family exists and names
+// it as the current access token. A revocation racing a refresh could leave
+// the refreshed access token's record behind without a family; that record
+// must not authenticate. Simulated deterministically by removing the family
+// (as a revocation that missed the record would) and by pointing the family
+// at another access token; a revocation after a refresh kills the new token.
+#[tokio::test]
+async fn an_access_token_without_its_family_does_not_authenticate() {
+    let (h, _root, admin) = with_admin(config()).await;
+    create_alice(&h, &admin).await;
+    let barrier = &h.core.barrier;
+    let before = barrier.list("sys/people/family/", "", 100).await.unwrap();
+    let (access, _) = login(&h, ALICE, ALICE_PASSWORD).await;
+    let session_id = barrier
+        .list("sys/people/family/", "", 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|id| !before.contains(id))
+        .expect("the new session's family");
+    assert_eq!(status_with(&h, &access).await, StatusCode::OK);
+    let family_key = format!("sys/people/family/{session_id}");
+    let record = barrier.get(&family_key).await.unwrap().unwrap();
+
+    // The family names another access token: this one is dead.
+    let mut family: Value = serde_json::from_slice(&record.value).unwrap();
+    family["access_hash"] = json!("0".repeat(64));
+    barrier
+        .put(
+            &family_key,
+            &serde_json::to_vec(&family).unwrap(),
+            zafe_server::barrier::Expect::Generation(record.generation),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status_with(&h, &access).await, StatusCode::FORBIDDEN);
+
+    // No family at all (the access record is still there): dead too.
+    barrier.delete(&family_key).await.unwrap();
+    assert_eq!(status_with(&h, &access).await, StatusCode::FORBIDDEN);
+
+    // Refresh, then log out with the refreshed token: it dies, as does the
+    // refresh token.
+    let (_, refresh1) = login(&h, ALICE, ALICE_PASSWORD).await;
+    let a = refresh(&h, &refresh1).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    let access2 = a.json["auth"]["client_token"].as_str().unwrap().to_string();
+    let refresh2 = a.json["auth"]["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(status_with(&h, &access2).await, StatusCode::OK);
+    let a = h
+        .call("POST", "/v1/auth/user/logout", Some(&access2), None)
+        .await;
+    assert!(a.status.is_success(), "{}", a.json);
+    assert_eq!(status_with(&h, &access2).await, StatusCode::FORBIDDEN);
+    assert_eq!(refresh(&h, &refresh2).await.status, StatusCode::BAD_REQUEST);
+}
+
 // R-AUTH-6 (CP): changing a password ends every other session.
 #[tokio::test]
 async fn a_password_change_ends_every_other_session() {
