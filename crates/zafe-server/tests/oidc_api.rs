@@ -743,7 +743,12 @@ async fn a_self_registered_account_is_not_linked_by_email() {
     let a = login_with(&h, &idp, |n| sign_ed(&keys, &claims(&idp, n, "mallory"))).await;
     assert_refused(&a, "never verified");
     let account = h
-        .call("GET", "/v1/sys/users/mallory@example.com", Some(&root), None)
+        .call(
+            "GET",
+            "/v1/sys/users/mallory@example.com",
+            Some(&root),
+            None,
+        )
         .await;
     assert_eq!(account.json["data"]["email_verified"], false);
     assert_eq!(account.json["data"]["oidc_links"], json!([]));
