@@ -34,6 +34,16 @@ fn now() -> i64 {
 }
 
 async fn unsealed_with_oidc(config: OidcConfig, secret: Option<&str>) -> (Harness, String) {
+    unsealed_with_oidc_and(config, secret, true).await
+}
+
+/// As [`unsealed_with_oidc`]; `with_admin: false` leaves the server without
+/// any account (the setup link still pending).
+async fn unsealed_with_oidc_and(
+    config: OidcConfig,
+    secret: Option<&str>,
+    with_admin: bool,
+) -> (Harness, String) {
     let mut server_config = Config {
         oidc: Some(config.clone()),
         ..Config::default()
@@ -51,6 +61,20 @@ async fn unsealed_with_oidc(config: OidcConfig, secret: Option<&str>) -> (Harnes
         )
         .unwrap(),
     );
+    if !with_admin {
+        return (h, root);
+    }
+    // Accounts are made by OIDC logins only once an administrator exists
+    // (the first account comes from the setup link).
+    let admin = h
+        .call(
+            "POST",
+            "/v1/sys/users",
+            Some(&root),
+            Some(json!({"email": "admin@example.com", "password": "the administrator's passphrase 1", "admin": true})),
+        )
+        .await;
+    assert!(admin.status.is_success(), "{:?}", admin.json);
     (h, root)
 }
 
@@ -315,6 +339,13 @@ async fn fake_idp() -> FakeIdp {
 }
 
 async fn crafted_setup(keys: &Keys) -> (Harness, FakeIdp, tempfile::TempDir, String) {
+    crafted_setup_with(keys, true).await
+}
+
+async fn crafted_setup_with(
+    keys: &Keys,
+    with_admin: bool,
+) -> (Harness, FakeIdp, tempfile::TempDir, String) {
     let idp = fake_idp().await;
     let dir = tempfile::tempdir().unwrap();
     let jwks = dir.path().join("jwks.json");
@@ -336,7 +367,8 @@ async fn crafted_setup(keys: &Keys) -> (Harness, FakeIdp, tempfile::TempDir, Str
         jwks = jwks.display()
     ))
     .unwrap();
-    let (h, root) = unsealed_with_oidc(config, Some("s3cret-for-the-token-endpoint")).await;
+    let (h, root) =
+        unsealed_with_oidc_and(config, Some("s3cret-for-the-token-endpoint"), with_admin).await;
     (h, idp, dir, root)
 }
 
@@ -722,15 +754,6 @@ async fn a_verified_email_links_to_the_existing_account() {
 async fn a_self_registered_account_is_not_linked_by_email() {
     let keys = keys();
     let (h, idp, _dir, root) = crafted_setup(&keys).await;
-    let admin = h
-        .call(
-            "POST",
-            "/v1/sys/users",
-            Some(&root),
-            Some(json!({"email": "admin@example.com", "password": "the administrator's passphrase 1", "admin": true})),
-        )
-        .await;
-    assert!(admin.status.is_success(), "{:?}", admin.json);
     let registered = h
         .call(
             "POST",
@@ -783,6 +806,29 @@ async fn a_self_registered_account_is_not_linked_by_email() {
     assert!(registered.status.is_success(), "{:?}", registered.json);
     let a = login_with(&h, &idp, |n| sign_ed(&keys, &claims(&idp, n, "ivy"))).await;
     assert_session_for(&h, &a, "ivy@example.com").await;
+}
+
+// R-AUTH-13: while no account exists, an OIDC login creates none: the first
+// account is the administrator made with the setup link, which would
+// otherwise stop working.
+#[tokio::test]
+async fn oidc_creates_no_account_before_the_first_administrator() {
+    let keys = keys();
+    let (h, idp, _dir, root) = crafted_setup_with(&keys, false).await;
+    let a = login_with(&h, &idp, |n| sign_ed(&keys, &claims(&idp, n, "erin"))).await;
+    assert_refused(&a, "no administrator exists yet");
+    let users = h.call("LIST", "/v1/sys/users", Some(&root), None).await;
+    assert!(
+        users.json["data"]["keys"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "{:?}",
+        users.json
+    );
+    assert_eq!(
+        h.call("GET", "/v1/sys/setup", None, None).await.json,
+        json!({"setup_required": true})
+    );
 }
 
 // Starting logins is rate-limited per client address (each one stores a

@@ -854,17 +854,47 @@ async fn registration_obeys_its_mode() {
         )
         .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.json);
-    assert_eq!(a.json["data"]["admin"], false);
+    let first_answer = a.json.clone();
     login(&h, "dana@corp.example", "a-registration-passphrase").await;
+    // One account per address, and the answer does not say whether the
+    // address had one (R-AUTH-3): the same status and body; the existing
+    // account is unchanged (its password still works, the new one does not).
     let a = h
         .call(
             "POST",
             "/v1/auth/user/register",
             None,
-            Some(register("dana@corp.example", None)),
+            Some(json!({"email": "dana@corp.example", "password": "another-registration-passphrase"})),
         )
         .await;
-    assert_eq!(a.status, StatusCode::BAD_REQUEST, "one account per address");
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    assert_eq!(
+        (
+            a.json["data"].clone(),
+            a.json
+                .as_object()
+                .map(|o| o.keys().cloned().collect::<Vec<_>>())
+        ),
+        (
+            first_answer["data"].clone(),
+            first_answer
+                .as_object()
+                .map(|o| o.keys().cloned().collect::<Vec<_>>())
+        ),
+    );
+    assert!(a.json["data"].get("id").is_none() && a.json["data"].get("admin").is_none());
+    login(&h, "dana@corp.example", "a-registration-passphrase").await;
+    assert_eq!(
+        login_from(
+            &h,
+            "192.0.2.10",
+            "dana@corp.example",
+            "another-registration-passphrase"
+        )
+        .await
+        .status,
+        StatusCode::BAD_REQUEST
+    );
 
     // An invitation: for its address only, once.
     let a = h
@@ -1010,6 +1040,90 @@ async fn session_tokens_are_stored_only_as_hashes() {
     assert_eq!(refresh(&h, &access).await.status, StatusCode::BAD_REQUEST);
 }
 
+// R-AUTH-3: registration is rate-limited per client address before any
+// password is hashed (it is public: an unauthenticated Argon2 flood).
+#[tokio::test]
+async fn registration_is_rate_limited_before_hashing() {
+    let mut c = config();
+    c.auth.registration.mode = zafe_server::people::config::RegistrationMode::Domains;
+    c.auth.registration.domains = vec!["corp.example".into()];
+    c.auth.password.per_ip_per_minute = 3;
+    let (h, root, _admin) = with_admin(c).await;
+    let register = |i: usize| json!({"email": format!("user{i}@corp.example"), "password": "a-registration-passphrase"});
+    for i in 0..3 {
+        let a = call_from(
+            &h,
+            "198.51.100.7",
+            "POST",
+            "/v1/auth/user/register",
+            None,
+            Some(register(i)),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    }
+    let a = call_from(
+        &h,
+        "198.51.100.7",
+        "POST",
+        "/v1/auth/user/register",
+        None,
+        Some(register(3)),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.json);
+    assert!(
+        a.json["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("too many attempts")
+    );
+    // Nothing was made for the refused attempt; another address goes on.
+    let a = h
+        .call("GET", "/v1/sys/users/user3@corp.example", Some(&root), None)
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.json);
+    let a = call_from(
+        &h,
+        "198.51.100.8",
+        "POST",
+        "/v1/auth/user/register",
+        None,
+        Some(register(3)),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+}
+
+// R-AUTH-13: while no account exists, self-registration is refused: the first
+// account is the administrator made with the setup link, which must not die
+// because a stranger registered first.
+#[tokio::test]
+async fn self_registration_waits_for_the_first_administrator() {
+    let mut c = config();
+    c.auth.registration.mode = zafe_server::people::config::RegistrationMode::Domains;
+    c.auth.registration.domains = vec!["corp.example".into()];
+    let (h, _root) = server(c).await;
+    let a = h
+        .call(
+            "POST",
+            "/v1/auth/user/register",
+            None,
+            Some(json!({"email": "first@corp.example", "password": "a-registration-passphrase"})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.json);
+    assert!(
+        a.json["errors"][0].as_str().unwrap().contains("setup link"),
+        "{}",
+        a.json
+    );
+    assert_eq!(
+        h.call("GET", "/v1/sys/setup", None, None).await.json,
+        json!({"setup_required": true})
+    );
+}
+
 // Racing registrations of one address: exactly one account (the email index
 // is created Absent-only in the same commit as the account).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1034,11 +1148,11 @@ async fn racing_registrations_of_one_address_create_one_account() {
             })
         })
         .collect();
-    let mut ok = 0;
+    // Every attempt gets the same answer (existence is not revealed)...
     for t in tasks {
-        ok += usize::from(t.await.unwrap() == StatusCode::OK);
+        assert_eq!(t.await.unwrap(), StatusCode::OK);
     }
-    assert_eq!(ok, 1);
+    // ...and exactly one account exists besides the administrator.
     let a = h.call("GET", "/v1/sys/users", Some(&root), None).await;
     assert_eq!(a.json["data"]["keys"].as_array().unwrap().len(), 2);
 }

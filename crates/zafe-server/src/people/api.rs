@@ -20,6 +20,7 @@ use super::password::{self, Password};
 use super::sessions::{self, Issued, Origin, Refreshed};
 use super::users::{self, User};
 use super::{config::RegistrationMode, setup};
+use crate::barrier::BarrierError;
 use crate::core::{Core, Operation, Reply, Request};
 use crate::error::{Error, Result};
 use crate::tokens::TokenEntry;
@@ -365,8 +366,24 @@ async fn register(core: &Arc<Core>, req: &Request) -> Result<Reply> {
     if let Some(name) = display_name {
         users::check_display_name(name)?;
     }
+    // Registration is public and hashes a password: without the login
+    // limits (per client address, per address typed) anyone could keep the
+    // server's CPUs busy with Argon2 (R-AUTH-3).
+    if let Err(reason) = core.people.limits.check(&email, req.client_ip) {
+        tracing::warn!(client_ip = %req.client_ip, ?reason, "registration refused by the rate limit");
+        return Err(Error::TooManyRequests(
+            "too many attempts from this address; try again later".into(),
+        ));
+    }
     let key = core.token_key()?;
     let invited = optional_string(req, "invite_token")?.is_some();
+    if !invited && setup::required(core).await? {
+        // The first account must be the administrator made with the setup
+        // link; a stranger registering first would also end the link (R-AUTH-13).
+        return Err(Error::bad_request(
+            "no administrator exists yet: the first account is created with the setup link",
+        ));
+    }
     let consume = match optional_string(req, "invite_token")? {
         Some(invite) => setup::consume_invite_writes(core, &key, invite, &email).await?,
         None if registration.allows_domain_of(&email) => Vec::new(),
@@ -391,9 +408,33 @@ async fn register(core: &Arc<Core>, req: &Request) -> Result<Reply> {
     user.email_verified = invited;
     let mut writes = consume;
     writes.extend(users::create_writes(&key, &user));
-    setup::commit_consuming(core, writes, setup::INVITE_REFUSED).await?;
-    tracing::info!(request_id = %req.request_id, user_id = %user.id, "account registered");
-    Ok(data_reply(req, user.to_json()))
+    if invited {
+        // An invitation names its address and proves intent: its holder
+        // may be told plainly what went wrong.
+        setup::commit_consuming(core, writes, setup::INVITE_REFUSED).await?;
+        tracing::info!(request_id = %req.request_id, user_id = %user.id, "account registered with an invitation");
+    } else {
+        // Self-registration answers the same whether or not the address
+        // already had an account (after the same Argon2 work), so it cannot
+        // be used to find out who has one (R-AUTH-3). An existing account is
+        // left exactly as it was.
+        match core.barrier.commit(writes).await {
+            Ok(()) => {
+                tracing::info!(request_id = %req.request_id, user_id = %user.id, "account registered")
+            }
+            Err(BarrierError::Conflict { .. }) => {
+                tracing::info!(request_id = %req.request_id, "registration of an address that already has an account; nothing changed")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(data_reply(
+        req,
+        json!({
+            "email": email,
+            "message": "registration received: log in with this address and password. An address that already had an account is not changed.",
+        }),
+    ))
 }
 
 async fn change_own_password(

@@ -159,6 +159,13 @@ async fn create(core: &Core, id: &VerifiedIdentity, email: &str) -> Result<User>
             "the identity provider has not verified this email address; an account cannot be created for it",
         ));
     }
+    if super::setup::required(core).await? {
+        // The first account must be the administrator made with the setup
+        // link: an OIDC login made first would end the link (R-AUTH-13).
+        return Err(refused(
+            "no administrator exists yet: the first account is created with the setup link",
+        ));
+    }
     let mut user = User::new(email, id.name.as_deref(), None);
     // Checked above: the IdP verified the address.
     user.email_verified = true;
