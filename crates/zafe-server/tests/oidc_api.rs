@@ -831,6 +831,98 @@ async fn oidc_creates_no_account_before_the_first_administrator() {
     );
 }
 
+// R-AUTH-9: an account with TOTP on cannot skip it by logging in with OIDC:
+// without a code the callback answers `mfa_required` (and no session); a
+// wrong code is refused; with a valid code (here a recovery code) it works.
+#[tokio::test]
+async fn oidc_logins_into_a_totp_account_need_the_code() {
+    let keys = keys();
+    let (h, idp, _dir, root) = crafted_setup(&keys).await;
+    let password = "correct horse battery staple 42";
+    let created = h
+        .call(
+            "POST",
+            "/v1/sys/users",
+            Some(&root),
+            Some(json!({"email": "tess@example.com", "password": password})),
+        )
+        .await;
+    assert!(created.status.is_success(), "{:?}", created.json);
+    let a = h
+        .call(
+            "POST",
+            "/v1/auth/user/login",
+            None,
+            Some(json!({"email": "tess@example.com", "password": password})),
+        )
+        .await;
+    let session = a.json["auth"]["client_token"].as_str().unwrap().to_string();
+    let a = h
+        .call(
+            "POST",
+            "/v1/auth/user/totp/enroll",
+            Some(&session),
+            Some(json!({"password": password})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
+    let secret = a.json["data"]["secret"].as_str().unwrap();
+    let app = totp_rs::TOTP::new(
+        totp_rs::Algorithm::SHA1,
+        6,
+        1,
+        30,
+        totp_rs::Secret::Encoded(secret.into()).to_bytes().unwrap(),
+        None,
+        "tess".into(),
+    )
+    .unwrap();
+    let a = h
+        .call(
+            "POST",
+            "/v1/auth/user/totp/confirm",
+            Some(&session),
+            Some(json!({"code": app.generate(now() as u64)})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
+    let recovery = a.json["data"]["recovery_codes"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let oidc_login = |code: Option<&str>| {
+        let code = code.map(str::to_string);
+        let (h, idp, keys) = (&h, &idp, &keys);
+        async move {
+            let s = start_login(h, REDIRECT).await;
+            *idp.id_token.lock().unwrap() = sign_ed(keys, &claims(idp, &s.nonce, "tess"));
+            let mut body = json!({
+                "state": s.state,
+                "code": "any-code",
+                "code_verifier": s.verifier,
+                "redirect_uri": REDIRECT,
+                "client_nonce": s.client_nonce,
+            });
+            if let Some(code) = code {
+                body["totp_code"] = json!(code);
+            }
+            h.call("POST", "/v1/auth/oidc/callback", None, Some(body))
+                .await
+        }
+    };
+    let a = oidc_login(None).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{:?}", a.json);
+    assert_eq!(a.json["mfa_required"], true, "{:?}", a.json);
+    assert!(a.json["auth"].is_null());
+    let a = oidc_login(Some("not-a-code")).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{:?}", a.json);
+    assert!(a.json["auth"].is_null());
+    let a = oidc_login(Some(&recovery)).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
+    assert!(a.json["auth"]["client_token"].as_str().is_some());
+}
+
 // Starting logins is rate-limited per client address (each one stores a
 // pending state).
 #[tokio::test]

@@ -213,6 +213,14 @@ pub async fn callback_route(core: &Arc<Core>, req: &Request) -> Result<Reply> {
     if user.disabled {
         return Err(refused("this account is disabled"));
     }
+    // R-AUTH-9: an account with TOTP on (a password account linked to an
+    // IdP) gives its code here too; otherwise OIDC would be a way around
+    // the second factor. Without a code the answer is `mfa_required`, as
+    // for a password login; the state is used up, so the client starts the
+    // login again with `totp_code` in the callback body.
+    if let Some(mfa_required) = super::totp::second_factor(core, req, &user).await? {
+        return Ok(mfa_required);
+    }
     let roles = oidc.roles_for(&identity.groups);
     if user.oidc_roles != roles {
         user = users::update(&core.barrier, &user.id, |u| {
