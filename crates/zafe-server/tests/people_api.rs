@@ -1040,6 +1040,111 @@ async fn session_tokens_are_stored_only_as_hashes() {
     assert_eq!(refresh(&h, &access).await.status, StatusCode::BAD_REQUEST);
 }
 
+// Two administrators demoted (or deleted) at the same moment, each request
+// seeing the other still an administrator: the check and the change are one
+// conditional commit, so one of them fails and the server keeps an
+// administrator. Many rounds, on two threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_administrators_cannot_demote_each_other_at_once() {
+    let (h, root, admin) = with_admin(config()).await;
+    let second = h
+        .call(
+            "POST",
+            "/v1/sys/users",
+            Some(&admin),
+            Some(json!({"email": ALICE, "password": ALICE_PASSWORD, "admin": true})),
+        )
+        .await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.json);
+    let h = std::sync::Arc::new(h);
+    let active_admins = |h: std::sync::Arc<Harness>, root: String| async move {
+        let mut n = 0;
+        for email in [ADMIN, ALICE] {
+            let a = h
+                .call("GET", &format!("/v1/sys/users/{email}"), Some(&root), None)
+                .await;
+            if a.json["data"]["admin"] == true && a.json["data"]["disabled"] == false {
+                n += 1;
+            }
+        }
+        n
+    };
+    for round in 0..12 {
+        // Demote in even rounds, disable in odd ones.
+        let change = if round % 2 == 0 {
+            json!({"admin": false})
+        } else {
+            json!({"disabled": true})
+        };
+        let tasks: Vec<_> = [ADMIN, ALICE]
+            .into_iter()
+            .map(|email| {
+                let (h, root, change) = (h.clone(), root.clone(), change.clone());
+                tokio::spawn(async move {
+                    h.call(
+                        "POST",
+                        &format!("/v1/sys/users/{email}"),
+                        Some(&root),
+                        Some(change),
+                    )
+                    .await
+                    .status
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            ok += usize::from(t.await.unwrap() == StatusCode::OK);
+        }
+        assert_eq!(ok, 1, "round {round}: exactly one change may win");
+        assert_eq!(
+            active_admins(h.clone(), root.clone()).await,
+            1,
+            "round {round}"
+        );
+        for email in [ADMIN, ALICE] {
+            let a = h
+                .call(
+                    "POST",
+                    &format!("/v1/sys/users/{email}"),
+                    Some(&root),
+                    Some(json!({"admin": true, "disabled": false})),
+                )
+                .await;
+            assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+        }
+    }
+    // Deleting each other at once: one account stays, an administrator.
+    let tasks: Vec<_> = [ADMIN, ALICE]
+        .into_iter()
+        .map(|email| {
+            let (h, root) = (h.clone(), root.clone());
+            tokio::spawn(async move {
+                h.call(
+                    "DELETE",
+                    &format!("/v1/sys/users/{email}"),
+                    Some(&root),
+                    None,
+                )
+                .await
+                .status
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        ok += usize::from(t.await.unwrap().is_success());
+    }
+    assert_eq!(ok, 1);
+    let a = h.call("LIST", "/v1/sys/users", Some(&root), None).await;
+    assert_eq!(
+        a.json["data"]["keys"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        a.json
+    );
+}
+
 // R-AUTH-3: registration is rate-limited per client address before any
 // password is hashed (it is public: an unauthenticated Argon2 flood).
 #[tokio::test]

@@ -590,14 +590,6 @@ async fn create_user(
     Ok(data_reply(req, user.to_json()))
 }
 
-/// Whether another enabled administrator than `user_id` exists.
-async fn another_admin_exists(core: &Core, user_id: &str) -> Result<bool> {
-    Ok(users::list(&core.barrier, usize::MAX)
-        .await?
-        .iter()
-        .any(|u| u.admin && !u.disabled && u.id != user_id))
-}
-
 async fn user(core: &Arc<Core>, req: &Request, which: &str, op: Operation) -> Result<Reply> {
     let key = core.token_key()?;
     let (found, _) = users::find(&core.barrier, &key, which)
@@ -616,15 +608,33 @@ async fn user(core: &Arc<Core>, req: &Request, which: &str, op: Operation) -> Re
             Ok(data_reply(req, data))
         }
         Operation::Delete => {
-            if found.admin && !another_admin_exists(core, &found.id).await? {
-                return Err(Error::bad_request(
-                    "this is the last administrator; make another one first",
-                ));
+            // The deletion commits only if the other administrator it relies
+            // on is unchanged (two administrators deleting each other at once:
+            // one fails, retries and is refused).
+            let mut deleted = false;
+            for _ in 0..8 {
+                let mut writes = users::delete_writes(&key, &found);
+                if found.admin && !found.disabled {
+                    let (witness, generation) = users::another_admin(&core.barrier, &found.id)
+                        .await?
+                        .ok_or_else(users::last_admin)?;
+                    writes.push(users::witness_write(&witness, generation));
+                }
+                match core.barrier.commit(writes).await {
+                    Ok(()) => {
+                        deleted = true;
+                        break;
+                    }
+                    Err(BarrierError::Conflict { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !deleted {
+                return Err(Error::Conflict {
+                    key: users::user_key(&found.id),
+                });
             }
             sessions::revoke_all_for_user(&core.barrier, &found.id, None).await?;
-            core.barrier
-                .commit(users::delete_writes(&key, &found))
-                .await?;
             crate::projects::forget_person(core, &found.id).await?;
             tracing::info!(request_id = %req.request_id, user_id = %found.id, "account deleted");
             Ok(Reply::NoContent)
@@ -652,13 +662,8 @@ async fn user(core: &Arc<Core>, req: &Request, which: &str, op: Operation) -> Re
             if let Some(p) = &password {
                 password::check_policy(p.expose(), &found.email)?;
             }
-            let loses_admin = found.admin && (admin == Some(false) || disabled == Some(true));
-            if loses_admin && !another_admin_exists(core, &found.id).await? {
-                return Err(Error::bad_request(
-                    "this is the last administrator; make another one first",
-                ));
-            }
-            let updated = users::update(&core.barrier, &found.id, |u| {
+            // The last-admin check and the change are one conditional commit.
+            let updated = users::update_keeping_an_admin(&core.barrier, &found.id, |u| {
                 if let Some(name) = display_name {
                     u.display_name = name.to_string();
                 }
