@@ -34,6 +34,16 @@ fn now() -> i64 {
 }
 
 async fn unsealed_with_oidc(config: OidcConfig, secret: Option<&str>) -> (Harness, String) {
+    unsealed_with_oidc_and(config, secret, true).await
+}
+
+/// As [`unsealed_with_oidc`]; `with_admin: false` leaves the server without
+/// any account (the setup link still pending).
+async fn unsealed_with_oidc_and(
+    config: OidcConfig,
+    secret: Option<&str>,
+    with_admin: bool,
+) -> (Harness, String) {
     let mut server_config = Config {
         oidc: Some(config.clone()),
         ..Config::default()
@@ -51,6 +61,20 @@ async fn unsealed_with_oidc(config: OidcConfig, secret: Option<&str>) -> (Harnes
         )
         .unwrap(),
     );
+    if !with_admin {
+        return (h, root);
+    }
+    // Accounts are made by OIDC logins only once an administrator exists
+    // (the first account comes from the setup link).
+    let admin = h
+        .call(
+            "POST",
+            "/v1/sys/users",
+            Some(&root),
+            Some(json!({"email": "admin@example.com", "password": "the administrator's passphrase 1", "admin": true})),
+        )
+        .await;
+    assert!(admin.status.is_success(), "{:?}", admin.json);
     (h, root)
 }
 
@@ -315,6 +339,13 @@ async fn fake_idp() -> FakeIdp {
 }
 
 async fn crafted_setup(keys: &Keys) -> (Harness, FakeIdp, tempfile::TempDir, String) {
+    crafted_setup_with(keys, true).await
+}
+
+async fn crafted_setup_with(
+    keys: &Keys,
+    with_admin: bool,
+) -> (Harness, FakeIdp, tempfile::TempDir, String) {
     let idp = fake_idp().await;
     let dir = tempfile::tempdir().unwrap();
     let jwks = dir.path().join("jwks.json");
@@ -336,7 +367,8 @@ async fn crafted_setup(keys: &Keys) -> (Harness, FakeIdp, tempfile::TempDir, Str
         jwks = jwks.display()
     ))
     .unwrap();
-    let (h, root) = unsealed_with_oidc(config, Some("s3cret-for-the-token-endpoint")).await;
+    let (h, root) =
+        unsealed_with_oidc_and(config, Some("s3cret-for-the-token-endpoint"), with_admin).await;
     (h, idp, dir, root)
 }
 
@@ -712,6 +744,183 @@ async fn a_verified_email_links_to_the_existing_account() {
     })
     .await;
     assert_eq!(assert_session_for(&h, &a, "vic@example.com").await, linked);
+}
+
+// R-AUTH-8: a self-registered account never proved its address, so the real
+// owner's OIDC login must not link to it (account takeover): the login is
+// refused with a clear error, no link is written and no second account is
+// made. An invited account (the invitation proves the address) does link.
+#[tokio::test]
+async fn a_self_registered_account_is_not_linked_by_email() {
+    let keys = keys();
+    let (h, idp, _dir, root) = crafted_setup(&keys).await;
+    let registered = h
+        .call(
+            "POST",
+            "/v1/auth/user/register",
+            None,
+            Some(json!({"email": "mallory@example.com", "password": "an attacker's own passphrase 7"})),
+        )
+        .await;
+    assert!(registered.status.is_success(), "{:?}", registered.json);
+    let a = login_with(&h, &idp, |n| sign_ed(&keys, &claims(&idp, n, "mallory"))).await;
+    assert_refused(&a, "never verified");
+    let account = h
+        .call(
+            "GET",
+            "/v1/sys/users/mallory@example.com",
+            Some(&root),
+            None,
+        )
+        .await;
+    assert_eq!(account.json["data"]["email_verified"], false);
+    assert_eq!(account.json["data"]["oidc_links"], json!([]));
+    let users = h.call("LIST", "/v1/sys/users", Some(&root), None).await;
+    // The administrator and the registered account only.
+    assert_eq!(
+        users.json["data"]["keys"].as_array().map(Vec::len),
+        Some(2),
+        "{:?}",
+        users.json
+    );
+
+    // An invited account proved its address: it links.
+    let invite = h
+        .call(
+            "POST",
+            "/v1/sys/users",
+            Some(&root),
+            Some(json!({"email": "ivy@example.com", "invite": true})),
+        )
+        .await;
+    assert!(invite.status.is_success(), "{:?}", invite.json);
+    let token = invite.json["data"]["invite_token"].as_str().unwrap();
+    let registered = h
+        .call(
+            "POST",
+            "/v1/auth/user/register",
+            None,
+            Some(json!({"email": "ivy@example.com", "password": "an invited passphrase 42", "invite_token": token})),
+        )
+        .await;
+    assert!(registered.status.is_success(), "{:?}", registered.json);
+    let a = login_with(&h, &idp, |n| sign_ed(&keys, &claims(&idp, n, "ivy"))).await;
+    assert_session_for(&h, &a, "ivy@example.com").await;
+}
+
+// R-AUTH-13: while no account exists, an OIDC login creates none: the first
+// account is the administrator made with the setup link, which would
+// otherwise stop working.
+#[tokio::test]
+async fn oidc_creates_no_account_before_the_first_administrator() {
+    let keys = keys();
+    let (h, idp, _dir, root) = crafted_setup_with(&keys, false).await;
+    let a = login_with(&h, &idp, |n| sign_ed(&keys, &claims(&idp, n, "erin"))).await;
+    assert_refused(&a, "no administrator exists yet");
+    let users = h.call("LIST", "/v1/sys/users", Some(&root), None).await;
+    assert!(
+        users.json["data"]["keys"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "{:?}",
+        users.json
+    );
+    assert_eq!(
+        h.call("GET", "/v1/sys/setup", None, None).await.json,
+        json!({"setup_required": true})
+    );
+}
+
+// R-AUTH-9: an account with TOTP on cannot skip it by logging in with OIDC:
+// without a code the callback answers `mfa_required` (and no session); a
+// wrong code is refused; with a valid code (here a recovery code) it works.
+#[tokio::test]
+async fn oidc_logins_into_a_totp_account_need_the_code() {
+    let keys = keys();
+    let (h, idp, _dir, root) = crafted_setup(&keys).await;
+    let password = "correct horse battery staple 42";
+    let created = h
+        .call(
+            "POST",
+            "/v1/sys/users",
+            Some(&root),
+            Some(json!({"email": "tess@example.com", "password": password})),
+        )
+        .await;
+    assert!(created.status.is_success(), "{:?}", created.json);
+    let a = h
+        .call(
+            "POST",
+            "/v1/auth/user/login",
+            None,
+            Some(json!({"email": "tess@example.com", "password": password})),
+        )
+        .await;
+    let session = a.json["auth"]["client_token"].as_str().unwrap().to_string();
+    let a = h
+        .call(
+            "POST",
+            "/v1/auth/user/totp/enroll",
+            Some(&session),
+            Some(json!({"password": password})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
+    let secret = a.json["data"]["secret"].as_str().unwrap();
+    let app = totp_rs::TOTP::new(
+        totp_rs::Algorithm::SHA1,
+        6,
+        1,
+        30,
+        totp_rs::Secret::Encoded(secret.into()).to_bytes().unwrap(),
+        None,
+        "tess".into(),
+    )
+    .unwrap();
+    let a = h
+        .call(
+            "POST",
+            "/v1/auth/user/totp/confirm",
+            Some(&session),
+            Some(json!({"code": app.generate(now() as u64)})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
+    let recovery = a.json["data"]["recovery_codes"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let oidc_login = |code: Option<&str>| {
+        let code = code.map(str::to_string);
+        let (h, idp, keys) = (&h, &idp, &keys);
+        async move {
+            let s = start_login(h, REDIRECT).await;
+            *idp.id_token.lock().unwrap() = sign_ed(keys, &claims(idp, &s.nonce, "tess"));
+            let mut body = json!({
+                "state": s.state,
+                "code": "any-code",
+                "code_verifier": s.verifier,
+                "redirect_uri": REDIRECT,
+                "client_nonce": s.client_nonce,
+            });
+            if let Some(code) = code {
+                body["totp_code"] = json!(code);
+            }
+            h.call("POST", "/v1/auth/oidc/callback", None, Some(body))
+                .await
+        }
+    };
+    let a = oidc_login(None).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{:?}", a.json);
+    assert_eq!(a.json["mfa_required"], true, "{:?}", a.json);
+    assert!(a.json["auth"].is_null());
+    let a = oidc_login(Some("not-a-code")).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{:?}", a.json);
+    assert!(a.json["auth"].is_null());
+    let a = oidc_login(Some(&recovery)).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
+    assert!(a.json["auth"]["client_token"].as_str().is_some());
 }
 
 // Starting logins is rate-limited per client address (each one stores a

@@ -205,17 +205,32 @@ async fn the_setup_link_creates_the_first_admin_once() {
         )
         .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.json);
-    // Tokens made from a session are orphans (a session is not a parent).
-    let a = h
-        .call(
-            "POST",
-            "/v1/auth/token/create",
-            Some(access),
-            Some(json!({"policies": ["default"], "ttl": "1h"})),
-        )
-        .await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
-    assert_eq!(a.json["auth"]["orphan"], true);
+    // A session cannot mint tokens (R-AUTH-4/6): they would outlive logout,
+    // password change and disabling, and an administrator's session would
+    // mint non-expiring root tokens. Every creation endpoint refuses.
+    for path in [
+        "/v1/auth/token/create",
+        "/v1/auth/token/create-orphan",
+        "/v1/auth/token/create/some-role",
+    ] {
+        let a = h
+            .call(
+                "POST",
+                path,
+                Some(access),
+                Some(json!({"policies": ["default"], "ttl": "1h"})),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{path}: {}", a.json);
+        assert!(
+            a.json["errors"][0]
+                .as_str()
+                .unwrap()
+                .contains("session cannot create tokens"),
+            "{}",
+            a.json
+        );
+    }
     assert_eq!(
         h.call("GET", "/v1/sys/users", Some(access), None)
             .await
@@ -464,6 +479,66 @@ async fn reusing_a_rotated_refresh_token_revokes_the_family() {
         assert!(!text.contains(secret.as_str()), "a token in the audit log");
     }
     assert!(!text.contains(ALICE_PASSWORD) && !text.contains(ADMIN_PASSWORD));
+}
+
+// R-AUTH-4: an access token counts only while its family exists and names
+// it as the current access token. A revocation racing a refresh could leave
+// the refreshed access token's record behind without a family; that record
+// must not authenticate. Simulated deterministically by removing the family
+// (as a revocation that missed the record would) and by pointing the family
+// at another access token; a revocation after a refresh kills the new token.
+#[tokio::test]
+async fn an_access_token_without_its_family_does_not_authenticate() {
+    let (h, _root, admin) = with_admin(config()).await;
+    create_alice(&h, &admin).await;
+    let barrier = &h.core.barrier;
+    let before = barrier.list("sys/people/family/", "", 100).await.unwrap();
+    let (access, _) = login(&h, ALICE, ALICE_PASSWORD).await;
+    let session_id = barrier
+        .list("sys/people/family/", "", 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|id| !before.contains(id))
+        .expect("the new session's family");
+    assert_eq!(status_with(&h, &access).await, StatusCode::OK);
+    let family_key = format!("sys/people/family/{session_id}");
+    let record = barrier.get(&family_key).await.unwrap().unwrap();
+
+    // The family names another access token: this one is dead.
+    let mut family: Value = serde_json::from_slice(&record.value).unwrap();
+    family["access_hash"] = json!("0".repeat(64));
+    barrier
+        .put(
+            &family_key,
+            &serde_json::to_vec(&family).unwrap(),
+            zafe_server::barrier::Expect::Generation(record.generation),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status_with(&h, &access).await, StatusCode::FORBIDDEN);
+
+    // No family at all (the access record is still there): dead too.
+    barrier.delete(&family_key).await.unwrap();
+    assert_eq!(status_with(&h, &access).await, StatusCode::FORBIDDEN);
+
+    // Refresh, then log out with the refreshed token: it dies, as does the
+    // refresh token.
+    let (_, refresh1) = login(&h, ALICE, ALICE_PASSWORD).await;
+    let a = refresh(&h, &refresh1).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    let access2 = a.json["auth"]["client_token"].as_str().unwrap().to_string();
+    let refresh2 = a.json["auth"]["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(status_with(&h, &access2).await, StatusCode::OK);
+    let a = h
+        .call("POST", "/v1/auth/user/logout", Some(&access2), None)
+        .await;
+    assert!(a.status.is_success(), "{}", a.json);
+    assert_eq!(status_with(&h, &access2).await, StatusCode::FORBIDDEN);
+    assert_eq!(refresh(&h, &refresh2).await.status, StatusCode::BAD_REQUEST);
 }
 
 // R-AUTH-6 (CP): changing a password ends every other session.
@@ -779,17 +854,47 @@ async fn registration_obeys_its_mode() {
         )
         .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.json);
-    assert_eq!(a.json["data"]["admin"], false);
+    let first_answer = a.json.clone();
     login(&h, "dana@corp.example", "a-registration-passphrase").await;
+    // One account per address, and the answer does not say whether the
+    // address had one (R-AUTH-3): the same status and body; the existing
+    // account is unchanged (its password still works, the new one does not).
     let a = h
         .call(
             "POST",
             "/v1/auth/user/register",
             None,
-            Some(register("dana@corp.example", None)),
+            Some(json!({"email": "dana@corp.example", "password": "another-registration-passphrase"})),
         )
         .await;
-    assert_eq!(a.status, StatusCode::BAD_REQUEST, "one account per address");
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    assert_eq!(
+        (
+            a.json["data"].clone(),
+            a.json
+                .as_object()
+                .map(|o| o.keys().cloned().collect::<Vec<_>>())
+        ),
+        (
+            first_answer["data"].clone(),
+            first_answer
+                .as_object()
+                .map(|o| o.keys().cloned().collect::<Vec<_>>())
+        ),
+    );
+    assert!(a.json["data"].get("id").is_none() && a.json["data"].get("admin").is_none());
+    login(&h, "dana@corp.example", "a-registration-passphrase").await;
+    assert_eq!(
+        login_from(
+            &h,
+            "192.0.2.10",
+            "dana@corp.example",
+            "another-registration-passphrase"
+        )
+        .await
+        .status,
+        StatusCode::BAD_REQUEST
+    );
 
     // An invitation: for its address only, once.
     let a = h
@@ -935,6 +1040,195 @@ async fn session_tokens_are_stored_only_as_hashes() {
     assert_eq!(refresh(&h, &access).await.status, StatusCode::BAD_REQUEST);
 }
 
+// Two administrators demoted (or deleted) at the same moment, each request
+// seeing the other still an administrator: the check and the change are one
+// conditional commit, so one of them fails and the server keeps an
+// administrator. Many rounds, on two threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_administrators_cannot_demote_each_other_at_once() {
+    let (h, root, admin) = with_admin(config()).await;
+    let second = h
+        .call(
+            "POST",
+            "/v1/sys/users",
+            Some(&admin),
+            Some(json!({"email": ALICE, "password": ALICE_PASSWORD, "admin": true})),
+        )
+        .await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.json);
+    let h = std::sync::Arc::new(h);
+    let active_admins = |h: std::sync::Arc<Harness>, root: String| async move {
+        let mut n = 0;
+        for email in [ADMIN, ALICE] {
+            let a = h
+                .call("GET", &format!("/v1/sys/users/{email}"), Some(&root), None)
+                .await;
+            if a.json["data"]["admin"] == true && a.json["data"]["disabled"] == false {
+                n += 1;
+            }
+        }
+        n
+    };
+    for round in 0..12 {
+        // Demote in even rounds, disable in odd ones.
+        let change = if round % 2 == 0 {
+            json!({"admin": false})
+        } else {
+            json!({"disabled": true})
+        };
+        let tasks: Vec<_> = [ADMIN, ALICE]
+            .into_iter()
+            .map(|email| {
+                let (h, root, change) = (h.clone(), root.clone(), change.clone());
+                tokio::spawn(async move {
+                    h.call(
+                        "POST",
+                        &format!("/v1/sys/users/{email}"),
+                        Some(&root),
+                        Some(change),
+                    )
+                    .await
+                    .status
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            ok += usize::from(t.await.unwrap() == StatusCode::OK);
+        }
+        assert_eq!(ok, 1, "round {round}: exactly one change may win");
+        assert_eq!(
+            active_admins(h.clone(), root.clone()).await,
+            1,
+            "round {round}"
+        );
+        for email in [ADMIN, ALICE] {
+            let a = h
+                .call(
+                    "POST",
+                    &format!("/v1/sys/users/{email}"),
+                    Some(&root),
+                    Some(json!({"admin": true, "disabled": false})),
+                )
+                .await;
+            assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+        }
+    }
+    // Deleting each other at once: one account stays, an administrator.
+    let tasks: Vec<_> = [ADMIN, ALICE]
+        .into_iter()
+        .map(|email| {
+            let (h, root) = (h.clone(), root.clone());
+            tokio::spawn(async move {
+                h.call(
+                    "DELETE",
+                    &format!("/v1/sys/users/{email}"),
+                    Some(&root),
+                    None,
+                )
+                .await
+                .status
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        ok += usize::from(t.await.unwrap().is_success());
+    }
+    assert_eq!(ok, 1);
+    let a = h.call("LIST", "/v1/sys/users", Some(&root), None).await;
+    assert_eq!(
+        a.json["data"]["keys"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        a.json
+    );
+}
+
+// R-AUTH-3: registration is rate-limited per client address before any
+// password is hashed (it is public: an unauthenticated Argon2 flood).
+#[tokio::test]
+async fn registration_is_rate_limited_before_hashing() {
+    let mut c = config();
+    c.auth.registration.mode = zafe_server::people::config::RegistrationMode::Domains;
+    c.auth.registration.domains = vec!["corp.example".into()];
+    c.auth.password.per_ip_per_minute = 3;
+    let (h, root, _admin) = with_admin(c).await;
+    let register = |i: usize| json!({"email": format!("user{i}@corp.example"), "password": "a-registration-passphrase"});
+    for i in 0..3 {
+        let a = call_from(
+            &h,
+            "198.51.100.7",
+            "POST",
+            "/v1/auth/user/register",
+            None,
+            Some(register(i)),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    }
+    let a = call_from(
+        &h,
+        "198.51.100.7",
+        "POST",
+        "/v1/auth/user/register",
+        None,
+        Some(register(3)),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.json);
+    assert!(
+        a.json["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("too many attempts")
+    );
+    // Nothing was made for the refused attempt; another address goes on.
+    let a = h
+        .call("GET", "/v1/sys/users/user3@corp.example", Some(&root), None)
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.json);
+    let a = call_from(
+        &h,
+        "198.51.100.8",
+        "POST",
+        "/v1/auth/user/register",
+        None,
+        Some(register(3)),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+}
+
+// R-AUTH-13: while no account exists, self-registration is refused: the first
+// account is the administrator made with the setup link, which must not die
+// because a stranger registered first.
+#[tokio::test]
+async fn self_registration_waits_for_the_first_administrator() {
+    let mut c = config();
+    c.auth.registration.mode = zafe_server::people::config::RegistrationMode::Domains;
+    c.auth.registration.domains = vec!["corp.example".into()];
+    let (h, _root) = server(c).await;
+    let a = h
+        .call(
+            "POST",
+            "/v1/auth/user/register",
+            None,
+            Some(json!({"email": "first@corp.example", "password": "a-registration-passphrase"})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.json);
+    assert!(
+        a.json["errors"][0].as_str().unwrap().contains("setup link"),
+        "{}",
+        a.json
+    );
+    assert_eq!(
+        h.call("GET", "/v1/sys/setup", None, None).await.json,
+        json!({"setup_required": true})
+    );
+}
+
 // Racing registrations of one address: exactly one account (the email index
 // is created Absent-only in the same commit as the account).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -959,11 +1253,11 @@ async fn racing_registrations_of_one_address_create_one_account() {
             })
         })
         .collect();
-    let mut ok = 0;
+    // Every attempt gets the same answer (existence is not revealed)...
     for t in tasks {
-        ok += usize::from(t.await.unwrap() == StatusCode::OK);
+        assert_eq!(t.await.unwrap(), StatusCode::OK);
     }
-    assert_eq!(ok, 1);
+    // ...and exactly one account exists besides the administrator.
     let a = h.call("GET", "/v1/sys/users", Some(&root), None).await;
     assert_eq!(a.json["data"]["keys"].as_array().unwrap().len(), 2);
 }

@@ -58,12 +58,22 @@ pub struct LoginArgs {
 pub async fn run(client: &Client, out: Out, args: LoginArgs) -> anyhow::Result<()> {
     if args.oidc {
         // No token goes to a login endpoint.
-        let answer = crate::oidc_login::login(
-            &with_token(client, None)?,
-            args.no_browser,
-            std::time::Duration::from_secs(args.oidc_timeout.max(1)),
-        )
-        .await?;
+        let anonymous = with_token(client, None)?;
+        let timeout = std::time::Duration::from_secs(args.oidc_timeout.max(1));
+        let answer = match crate::oidc_login::login(&anonymous, args.no_browser, timeout, None)
+            .await
+        {
+            // R-AUTH-9: the account has TOTP on. The first login's state is
+            // used up, so ask for the code and go through the browser again
+            // (the identity provider usually remembers the person).
+            Err(e) if crate::user::is_totp_required(&e) => {
+                let code = crate::user::prompt_totp_code()?;
+                eprintln!("Completing the login in the browser once more, with the code.");
+                crate::oidc_login::login(&anonymous, args.no_browser, timeout, Some(code.as_str()))
+                    .await?
+            }
+            other => other?,
+        };
         return crate::user::store_session(client, out, &answer, "Logged in with OIDC");
     }
     if let Some(email) = &args.email {

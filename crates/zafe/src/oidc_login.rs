@@ -35,7 +35,14 @@ fn b64(bytes: &[u8]) -> String {
 /// Logs in through the server's identity provider; returns the server's
 /// answer (the session's tokens under `auth`), to store like a password
 /// login's.
-pub async fn login(client: &Client, no_browser: bool, timeout: Duration) -> anyhow::Result<Value> {
+/// `totp_code` goes with the callback for an account with TOTP on (the
+/// server answers `a TOTP code is required` without it).
+pub async fn login(
+    client: &Client,
+    no_browser: bool,
+    timeout: Duration,
+    totp_code: Option<&str>,
+) -> anyhow::Result<Value> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("cannot listen on 127.0.0.1 for the login callback")?;
@@ -101,18 +108,18 @@ pub async fn login(client: &Client, no_browser: bool, timeout: Duration) -> anyh
         Ok(Some(Callback::Error(e))) => bail!("the identity provider refused the login: {e}"),
         Ok(Some(Callback::Code(code))) => code,
     };
+    let mut body = json!({
+        "state": state,
+        "code": code.as_str(),
+        "code_verifier": verifier.as_str(),
+        "redirect_uri": redirect_uri,
+        "client_nonce": client_nonce.as_str(),
+    });
+    if let Some(totp_code) = totp_code {
+        body["totp_code"] = json!(totp_code);
+    }
     let answer = client
-        .request_json(
-            Method::POST,
-            "/v1/auth/oidc/callback",
-            Some(&json!({
-                "state": state,
-                "code": code.as_str(),
-                "code_verifier": verifier.as_str(),
-                "redirect_uri": redirect_uri,
-                "client_nonce": client_nonce.as_str(),
-            })),
-        )
+        .request_json(Method::POST, "/v1/auth/oidc/callback", Some(&body))
         .await
         .context("OIDC login failed")?
         .unwrap_or_default();

@@ -156,6 +156,20 @@ fn read_code(
     Ok(code)
 }
 
+/// Whether a login failed only because the account's TOTP code is missing.
+pub(crate) fn is_totp_required(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<zafe_client::Error>(),
+        Some(zafe_client::Error::ServerError { status: 400, errors })
+            if errors.iter().any(|e| e == "a TOTP code is required")
+    )
+}
+
+/// Asks for the TOTP code (or a recovery code) on the terminal or stdin.
+pub(crate) fn prompt_totp_code() -> anyhow::Result<Zeroizing<String>> {
+    read_code(false, &mut stdin_line)
+}
+
 /// One line of standard input, without its line break.
 fn stdin_line() -> anyhow::Result<Zeroizing<String>> {
     let mut line = Zeroizing::new(String::new());

@@ -182,6 +182,17 @@ async fn create(
     role: Option<&str>,
     orphan_endpoint: bool,
 ) -> Result<Reply> {
+    if caller.user.is_some() {
+        // A person's session is not a token of this store, so it cannot be a
+        // parent: a token minted from it would be an orphan that outlives
+        // logout, password change, disabling the person and refresh-reuse
+        // revocation (and an administrator's session would mint non-expiring
+        // root tokens). Sessions therefore cannot mint tokens (R-AUTH-4/6).
+        return Err(Error::Denied(
+            "a person's session cannot create tokens: they would outlive the session; use a Vault token or a service account"
+                .into(),
+        ));
+    }
     if caller.num_uses > 0 || caller.uses_exhausted {
         return Err(Error::bad_request(
             "restricted use token cannot generate child tokens",
@@ -229,11 +240,6 @@ async fn create(
     let sudo = is_root || has_sudo(ctx, caller, &req.path).await?;
 
     let orphan = if role.as_ref().is_some_and(|r| r.orphan) || orphan_endpoint {
-        true
-    } else if caller.user.is_some() {
-        // A person's session is not a token of this store, so it cannot be
-        // a parent: tokens made from a session are orphans (their own TTLs
-        // apply; ending the session does not revoke them).
         true
     } else if no_parent {
         if !sudo {

@@ -20,6 +20,7 @@ use super::password::{self, Password};
 use super::sessions::{self, Issued, Origin, Refreshed};
 use super::users::{self, User};
 use super::{config::RegistrationMode, setup};
+use crate::barrier::BarrierError;
 use crate::core::{Core, Operation, Reply, Request};
 use crate::error::{Error, Result};
 use crate::tokens::TokenEntry;
@@ -328,6 +329,8 @@ async fn complete_setup(core: &Arc<Core>, req: &Request) -> Result<Reply> {
         .await?;
     let mut user = User::new(&email, display_name, Some(phc));
     user.admin = true;
+    // The operator holding the setup link chose this address.
+    user.email_verified = true;
     // Read again after hashing: the commit is conditional on exactly this
     // generation of the setup record, so of two racing setups one fails.
     let mut writes = setup::consume_writes(core, &key, token).await?;
@@ -363,7 +366,24 @@ async fn register(core: &Arc<Core>, req: &Request) -> Result<Reply> {
     if let Some(name) = display_name {
         users::check_display_name(name)?;
     }
+    // Registration is public and hashes a password: without the login
+    // limits (per client address, per address typed) anyone could keep the
+    // server's CPUs busy with Argon2 (R-AUTH-3).
+    if let Err(reason) = core.people.limits.check(&email, req.client_ip) {
+        tracing::warn!(client_ip = %req.client_ip, ?reason, "registration refused by the rate limit");
+        return Err(Error::TooManyRequests(
+            "too many attempts from this address; try again later".into(),
+        ));
+    }
     let key = core.token_key()?;
+    let invited = optional_string(req, "invite_token")?.is_some();
+    if !invited && setup::required(core).await? {
+        // The first account must be the administrator made with the setup
+        // link; a stranger registering first would also end the link (R-AUTH-13).
+        return Err(Error::bad_request(
+            "no administrator exists yet: the first account is created with the setup link",
+        ));
+    }
     let consume = match optional_string(req, "invite_token")? {
         Some(invite) => setup::consume_invite_writes(core, &key, invite, &email).await?,
         None if registration.allows_domain_of(&email) => Vec::new(),
@@ -382,12 +402,39 @@ async fn register(core: &Arc<Core>, req: &Request) -> Result<Reply> {
         .hasher
         .hash(&core.password_pepper()?, &password)
         .await?;
-    let user = User::new(&email, display_name, Some(phc));
+    let mut user = User::new(&email, display_name, Some(phc));
+    // An invitation was sent to this address (and is bound to it), so its
+    // use proves the address; a self-registration proves nothing.
+    user.email_verified = invited;
     let mut writes = consume;
     writes.extend(users::create_writes(&key, &user));
-    setup::commit_consuming(core, writes, setup::INVITE_REFUSED).await?;
-    tracing::info!(request_id = %req.request_id, user_id = %user.id, "account registered");
-    Ok(data_reply(req, user.to_json()))
+    if invited {
+        // An invitation names its address and proves intent: its holder
+        // may be told plainly what went wrong.
+        setup::commit_consuming(core, writes, setup::INVITE_REFUSED).await?;
+        tracing::info!(request_id = %req.request_id, user_id = %user.id, "account registered with an invitation");
+    } else {
+        // Self-registration answers the same whether or not the address
+        // already had an account (after the same Argon2 work), so it cannot
+        // be used to find out who has one (R-AUTH-3). An existing account is
+        // left exactly as it was.
+        match core.barrier.commit(writes).await {
+            Ok(()) => {
+                tracing::info!(request_id = %req.request_id, user_id = %user.id, "account registered")
+            }
+            Err(BarrierError::Conflict { .. }) => {
+                tracing::info!(request_id = %req.request_id, "registration of an address that already has an account; nothing changed")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(data_reply(
+        req,
+        json!({
+            "email": email,
+            "message": "registration received: log in with this address and password. An address that already had an account is not changed.",
+        }),
+    ))
 }
 
 async fn change_own_password(
@@ -534,19 +581,13 @@ async fn create_user(
         None => None,
     };
     let mut user = User::new(&email, display_name, phc);
+    // An administrator chose this address for this person.
+    user.email_verified = true;
     user.admin = optional_bool(req, "admin")?.unwrap_or(false);
     user.policies = policies_field(req)?.unwrap_or_default();
     users::create(&core.barrier, &key, &user).await?;
     tracing::info!(request_id = %req.request_id, user_id = %user.id, admin = user.admin, "account created by an administrator");
     Ok(data_reply(req, user.to_json()))
-}
-
-/// Whether another enabled administrator than `user_id` exists.
-async fn another_admin_exists(core: &Core, user_id: &str) -> Result<bool> {
-    Ok(users::list(&core.barrier, usize::MAX)
-        .await?
-        .iter()
-        .any(|u| u.admin && !u.disabled && u.id != user_id))
 }
 
 async fn user(core: &Arc<Core>, req: &Request, which: &str, op: Operation) -> Result<Reply> {
@@ -567,15 +608,33 @@ async fn user(core: &Arc<Core>, req: &Request, which: &str, op: Operation) -> Re
             Ok(data_reply(req, data))
         }
         Operation::Delete => {
-            if found.admin && !another_admin_exists(core, &found.id).await? {
-                return Err(Error::bad_request(
-                    "this is the last administrator; make another one first",
-                ));
+            // The deletion commits only if the other administrator it relies
+            // on is unchanged (two administrators deleting each other at once:
+            // one fails, retries and is refused).
+            let mut deleted = false;
+            for _ in 0..8 {
+                let mut writes = users::delete_writes(&key, &found);
+                if found.admin && !found.disabled {
+                    let (witness, generation) = users::another_admin(&core.barrier, &found.id)
+                        .await?
+                        .ok_or_else(users::last_admin)?;
+                    writes.push(users::witness_write(&witness, generation));
+                }
+                match core.barrier.commit(writes).await {
+                    Ok(()) => {
+                        deleted = true;
+                        break;
+                    }
+                    Err(BarrierError::Conflict { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !deleted {
+                return Err(Error::Conflict {
+                    key: users::user_key(&found.id),
+                });
             }
             sessions::revoke_all_for_user(&core.barrier, &found.id, None).await?;
-            core.barrier
-                .commit(users::delete_writes(&key, &found))
-                .await?;
             crate::projects::forget_person(core, &found.id).await?;
             tracing::info!(request_id = %req.request_id, user_id = %found.id, "account deleted");
             Ok(Reply::NoContent)
@@ -603,13 +662,8 @@ async fn user(core: &Arc<Core>, req: &Request, which: &str, op: Operation) -> Re
             if let Some(p) = &password {
                 password::check_policy(p.expose(), &found.email)?;
             }
-            let loses_admin = found.admin && (admin == Some(false) || disabled == Some(true));
-            if loses_admin && !another_admin_exists(core, &found.id).await? {
-                return Err(Error::bad_request(
-                    "this is the last administrator; make another one first",
-                ));
-            }
-            let updated = users::update(&core.barrier, &found.id, |u| {
+            // The last-admin check and the change are one conditional commit.
+            let updated = users::update_keeping_an_admin(&core.barrier, &found.id, |u| {
                 if let Some(name) = display_name {
                     u.display_name = name.to_string();
                 }

@@ -6,7 +6,10 @@
 //! 2. else an existing account with the same email, **only** when
 //!    `[oidc] link_by_verified_email` is on and the IdP says
 //!    `email_verified` (lessons.md: linking on an unverified email lets
-//!    anyone who can set that address at some IdP take the account);
+//!    anyone who can set that address at some IdP take the account) and
+//!    the local account's own address is verified (`User::email_verified`:
+//!    a self-registered account proves nothing, and linking it would give
+//!    the real owner's logins to whoever registered it);
 //! 3. else a new account, when `[oidc] create_users` is on, the email is
 //!    verified and the registration settings let that address register.
 //!
@@ -114,6 +117,15 @@ async fn link_by_email(core: &Core, id: &VerifiedIdentity, email: &str) -> Resul
             "the identity provider has not verified this email address, so it cannot be linked to an existing account",
         ));
     }
+    if !user.email_verified {
+        // The local account was self-registered: whoever made it never
+        // proved they own the address, so linking would hand the real
+        // owner's OIDC logins to it (account takeover). Refuse; no second
+        // account can be made either (the email index is unique).
+        return Err(refused(
+            "an account with this email address was self-registered and its address was never verified, so it cannot be linked automatically; ask an administrator",
+        ));
+    }
     user.oidc_links.push(OidcLink {
         issuer: id.issuer.clone(),
         subject: id.subject.clone(),
@@ -147,7 +159,16 @@ async fn create(core: &Core, id: &VerifiedIdentity, email: &str) -> Result<User>
             "the identity provider has not verified this email address; an account cannot be created for it",
         ));
     }
+    if super::setup::required(core).await? {
+        // The first account must be the administrator made with the setup
+        // link: an OIDC login made first would end the link (R-AUTH-13).
+        return Err(refused(
+            "no administrator exists yet: the first account is created with the setup link",
+        ));
+    }
     let mut user = User::new(email, id.name.as_deref(), None);
+    // Checked above: the IdP verified the address.
+    user.email_verified = true;
     user.oidc_links.push(OidcLink {
         issuer: id.issuer.clone(),
         subject: id.subject.clone(),
@@ -191,6 +212,14 @@ pub async fn callback_route(core: &Arc<Core>, req: &Request) -> Result<Reply> {
     let mut user = account_for(core, &identity).await?;
     if user.disabled {
         return Err(refused("this account is disabled"));
+    }
+    // R-AUTH-9: an account with TOTP on (a password account linked to an
+    // IdP) gives its code here too; otherwise OIDC would be a way around
+    // the second factor. Without a code the answer is `mfa_required`, as
+    // for a password login; the state is used up, so the client starts the
+    // login again with `totp_code` in the callback body.
+    if let Some(mfa_required) = super::totp::second_factor(core, req, &user).await? {
+        return Ok(mfa_required);
     }
     let roles = oidc.roles_for(&identity.groups);
     if user.oidc_roles != roles {

@@ -312,7 +312,10 @@ async fn read_family(barrier: &Barrier, session_id: &str) -> Result<Option<(Fami
 /// expired, revoked, or the account is disabled or gone: one answer).
 ///
 /// Revocation deletes the access record in the same commit as the family,
-/// so one read of the record (and one of the user) decides.
+/// but the record alone does not decide: the family must still exist and
+/// name this token as its current access token. A revocation that read the
+/// family just before a refresh committed would otherwise leave the
+/// refreshed access token's record behind, alive without a family.
 pub async fn authenticate(
     barrier: &Barrier,
     key: &SecretKey,
@@ -322,6 +325,17 @@ pub async fn authenticate(
         return Ok(None);
     };
     if entry.kind != SessionTokenKind::Access || entry.expires_at <= crate::seal::now() {
+        return Ok(None);
+    }
+    let Some((family, _)) = read_family(barrier, &entry.session_id).await? else {
+        return Ok(None);
+    };
+    if family.user_id != entry.user_id
+        || !zafe_core::crypto::constant_time_eq(
+            family.access_hash.as_bytes(),
+            entry.id_hash.as_bytes(),
+        )
+    {
         return Ok(None);
     }
     let Some((user, _)) = users::read(barrier, &entry.user_id).await? else {
@@ -487,14 +501,34 @@ pub async fn refresh(
 
 /// Ends a session: the family, every token it ever had, and its index
 /// entry go in one commit, so its access token stops working at once.
+///
+/// The family is deleted at the generation that was read: a refresh that
+/// commits in between (new tokens this commit would not list) makes the
+/// delete conflict, and it is retried with the family as it is now.
 pub async fn revoke_family(barrier: &Barrier, session_id: &str) -> Result<()> {
-    let Some((family, _)) = read_family(barrier, session_id).await? else {
-        return Ok(());
-    };
+    for _ in 0..MAX_RETRIES {
+        let Some((family, generation)) = read_family(barrier, session_id).await? else {
+            return Ok(());
+        };
+        match barrier
+            .commit(revoke_writes(session_id, &family, generation))
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(BarrierError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Conflict {
+        key: family_key(session_id),
+    })
+}
+
+fn revoke_writes(session_id: &str, family: &Family, generation: i64) -> Vec<Write> {
     let mut writes = vec![
         Write::Delete {
             key: family_key(session_id),
-            expect: None,
+            expect: Some(Expect::Generation(generation)),
         },
         Write::Delete {
             key: index_key(&family.user_id, session_id),
@@ -515,8 +549,7 @@ pub async fn revoke_family(barrier: &Barrier, session_id: &str) -> Result<()> {
             expect: None,
         });
     }
-    barrier.commit(writes).await?;
-    Ok(())
+    writes
 }
 
 /// Session ids of a user (bounded).

@@ -59,6 +59,13 @@ pub struct User {
     /// The TOTP second factor (people/totp.rs); its secret never leaves.
     #[serde(default)]
     pub totp: Option<super::totp::TotpState>,
+    /// Whether the owner of `email` is known to control it: true for
+    /// accounts made by the setup link, an administrator, an invitation or a
+    /// verified OIDC identity; false for self-registration, which proves
+    /// nothing about the address. OIDC links by email only to verified
+    /// accounts (R-AUTH-8). Records written before this field read false.
+    #[serde(default)]
+    pub email_verified: bool,
 }
 
 impl std::fmt::Debug for User {
@@ -91,6 +98,7 @@ impl User {
             oidc_links: Vec::new(),
             oidc_roles: Vec::new(),
             totp: None,
+            email_verified: false,
         }
     }
 
@@ -107,6 +115,7 @@ impl User {
             "oidc_links": self.oidc_links.iter().map(|l| json!({"issuer": l.issuer, "subject": l.subject})).collect::<Vec<_>>(),
             "oidc_roles": self.oidc_roles,
             "totp_enabled": super::totp::required(self),
+            "email_verified": self.email_verified,
             "recovery_codes_left": self.totp.as_ref().filter(|t| t.confirmed).map(|t| t.recovery_codes_left()),
             "creation_time": crate::tokens::rfc3339(self.created_at),
             "update_time": crate::tokens::rfc3339(self.updated_at),
@@ -277,6 +286,77 @@ where
             .await
         {
             Ok(_) => return Ok(user),
+            Err(BarrierError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Conflict { key: user_key(id) })
+}
+
+/// A server administrator who can act: admin and not disabled.
+fn active_admin(user: &User) -> bool {
+    user.admin && !user.disabled
+}
+
+/// The refusal when a change would leave the server without an administrator.
+pub fn last_admin() -> Error {
+    Error::bad_request("this is the last administrator; make another one first")
+}
+
+/// Another active administrator than `id`, with the generation it was read at.
+pub async fn another_admin(barrier: &Barrier, id: &str) -> Result<Option<(User, i64)>> {
+    for user in list(barrier, usize::MAX).await? {
+        if user.id == id || !active_admin(&user) {
+            continue;
+        }
+        if let Some((user, generation)) = read(barrier, &user.id).await?
+            && active_admin(&user)
+        {
+            return Ok(Some((user, generation)));
+        }
+    }
+    Ok(None)
+}
+
+/// Re-writes `witness` unchanged at the generation read. A commit carrying
+/// this write fails if the witness changed in between, so a check "another
+/// administrator exists" stays true up to the commit that relies on it: two
+/// administrators demoting (or deleting) each other at once cannot both
+/// succeed.
+pub fn witness_write(witness: &User, generation: i64) -> Write {
+    Write::Put {
+        key: user_key(&witness.id),
+        value: serde_json::to_vec(witness).expect("serialisable"),
+        expect: Expect::Generation(generation),
+    }
+}
+
+/// As [`update`], but refused with [`last_admin`] when the change would
+/// take away the last active administrator; the check and the change are
+/// one conditional commit (see [`witness_write`]).
+pub async fn update_keeping_an_admin<F>(barrier: &Barrier, id: &str, mut change: F) -> Result<User>
+where
+    F: FnMut(&mut User) -> Result<()>,
+{
+    for _ in 0..MAX_RETRIES {
+        let (mut user, generation) = read(barrier, id)
+            .await?
+            .ok_or_else(|| Error::NotFound("no such user".into()))?;
+        let was_admin = active_admin(&user);
+        change(&mut user)?;
+        user.updated_at = crate::seal::now();
+        let mut writes = vec![Write::Put {
+            key: user_key(id),
+            value: serde_json::to_vec(&user).expect("serialisable"),
+            expect: Expect::Generation(generation),
+        }];
+        if was_admin && !active_admin(&user) {
+            let (witness, witness_generation) =
+                another_admin(barrier, id).await?.ok_or_else(last_admin)?;
+            writes.push(witness_write(&witness, witness_generation));
+        }
+        match barrier.commit(writes).await {
+            Ok(()) => return Ok(user),
             Err(BarrierError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
