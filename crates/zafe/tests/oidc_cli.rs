@@ -96,6 +96,16 @@ async fn start_server(dir: &Path, issuer: &str) -> (Server, String, String) {
     );
     let (keys, root) = init(&server, 1, 1).await;
     unseal(&server, &keys[0]).await;
+    // OIDC logins make accounts only once an administrator exists (the
+    // first account comes from the setup link, R-AUTH-13).
+    let admin = call(
+        "POST",
+        &server.url("/v1/sys/users"),
+        Some(&root),
+        Some(json!({"email": "admin@example.com", "password": "the administrator's passphrase 1", "admin": true})),
+    )
+    .await;
+    assert!((200..300).contains(&admin.status), "{:?}", admin.json);
     (server, root, format!("http://{addr}"))
 }
 
