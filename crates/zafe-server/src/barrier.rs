@@ -8,6 +8,12 @@
 //! ciphertext back over a newer one: the next read fails with
 //! [`BarrierError::Integrity`] instead of returning the wrong record.
 //!
+//! Generations are never reused for a key (R-KEY-9): every write, a create
+//! as much as an update, draws a fresh random 63-bit generation (see
+//! [`fresh_generation`]), so a record deleted and re-created does not start
+//! again at a number its older ciphertexts were bound to, and an old
+//! ciphertext copied back alone fails even then.
+//!
 //! While sealed the barrier holds no keyring and refuses every operation.
 
 use std::sync::{Arc, RwLock};
@@ -295,8 +301,8 @@ impl Barrier {
             value: value.to_vec(),
             expect,
         }];
-        self.commit(writes).await?;
-        Ok(next_generation(expect))
+        let generations = self.commit_generations(writes).await?;
+        Ok(generations[0])
     }
 
     /// Read-modify-write with automatic retry on concurrent change. `f` gets
@@ -336,14 +342,21 @@ impl Barrier {
 
     /// Applies all writes atomically, or none of them.
     pub async fn commit(&self, writes: Vec<Write>) -> Result<()> {
+        self.commit_generations(writes).await.map(drop)
+    }
+
+    /// [`Barrier::commit`], returning the generation of each put, in order.
+    async fn commit_generations(&self, writes: Vec<Write>) -> Result<Vec<i64>> {
         let keyring = self.keyring()?;
         let (kek_version, kek) = keyring.active();
         let mut ops = Vec::with_capacity(writes.len());
+        let mut generations = Vec::new();
         for write in writes {
             ops.push(match write {
                 Write::Put { key, value, expect } => {
                     check_key(&key)?;
-                    let generation = next_generation(expect);
+                    let generation = fresh_generation(expect);
+                    generations.push(generation);
                     let envelope =
                         crypto::seal(kek, kek_version, &location(&key, generation), &value);
                     Op::Put {
@@ -364,7 +377,8 @@ impl Barrier {
                 }
             });
         }
-        Ok(self.backend.commit(ops).await?)
+        self.backend.commit(ops).await?;
+        Ok(generations)
     }
 
     /// Immediate children of `prefix` (see `zafe_storage::list_children`).
@@ -410,10 +424,24 @@ pub async fn read_keyring(backend: &dyn Backend, root_key: &SecretKey) -> Result
     Ok((keyring, entry.generation))
 }
 
-fn next_generation(expect: Expect) -> i64 {
-    match expect {
-        Expect::Absent => 1,
-        Expect::Generation(g) => g + 1,
+/// The generation of a new write: random in `1..=i64::MAX`, never the one
+/// it replaces (R-KEY-9).
+///
+/// Random rather than counted, on purpose. A counter (per key or store-wide)
+/// lives in the database, so restoring an older copy of the database winds
+/// it back and makes it hand out again generations that ciphertexts of the
+/// discarded timeline were bound to; a counter per key also starts over when
+/// the record is deleted and re-created. Random draws need no storage, no
+/// coordination between nodes and no extra write, and two writes of one key
+/// share a generation with probability 2^-63 per pair, which nobody can
+/// influence. Nothing relies on generations growing: compare-and-swap only
+/// compares them for equality.
+pub fn fresh_generation(expect: Expect) -> i64 {
+    loop {
+        let draw = (u64::from_be_bytes(crypto::random_bytes::<8>()) >> 1) as i64;
+        if draw != 0 && expect != Expect::Generation(draw) {
+            return draw;
+        }
     }
 }
 
@@ -494,10 +522,10 @@ mod tests {
         ));
 
         // Roll back: write v2 over v1, then put v1's ciphertext back.
-        barrier.put("c", b"v1", Expect::Absent).await.unwrap();
+        let g1 = barrier.put("c", b"v1", Expect::Absent).await.unwrap();
         let old = backend.get("c").await.unwrap().unwrap();
-        barrier
-            .put("c", b"v2", Expect::Generation(1))
+        let g2 = barrier
+            .put("c", b"v2", Expect::Generation(g1))
             .await
             .unwrap();
         backend
@@ -505,7 +533,7 @@ mod tests {
                 entry: Entry {
                     key: "c".into(),
                     value: old.value,
-                    generation: 2,
+                    generation: g2,
                 },
                 condition: Condition::Any,
             }])
@@ -537,7 +565,8 @@ mod tests {
     #[tokio::test]
     async fn compare_and_swap_and_update() {
         let barrier = open_barrier().await;
-        assert_eq!(barrier.put("k", b"1", Expect::Absent).await.unwrap(), 1);
+        let first = barrier.put("k", b"1", Expect::Absent).await.unwrap();
+        assert_eq!(barrier.get("k").await.unwrap().unwrap().generation, first);
         assert!(matches!(
             barrier.put("k", b"x", Expect::Absent).await,
             Err(BarrierError::Conflict { .. })
@@ -550,7 +579,12 @@ mod tests {
             .update("k", |old| Some([old.unwrap(), b"2"].concat()))
             .await
             .unwrap();
-        assert_eq!(g, Some(2));
+        let g = g.unwrap();
+        assert_eq!(barrier.get("k").await.unwrap().unwrap().generation, g);
+        assert!(matches!(
+            barrier.put("k", b"x", Expect::Generation(first)).await,
+            Err(BarrierError::Conflict { .. })
+        ));
         assert_eq!(&barrier.get("k").await.unwrap().unwrap().value[..], b"12");
     }
 

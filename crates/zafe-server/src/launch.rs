@@ -22,6 +22,9 @@ pub struct Launch {
     pub dev: bool,
     pub dev_root_token: Option<String>,
     pub listen: Option<SocketAddr>,
+    /// Start even though the store is older than this node's rollback
+    /// anchor (`--accept-rollback`; also `ZAFE_ACCEPT_ROLLBACK=1`).
+    pub accept_rollback: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +33,8 @@ pub enum LaunchError {
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Identity(#[from] crate::identity::IdentityFileError),
+    #[error(transparent)]
+    Rollback(#[from] crate::anchor::AnchorError),
     #[error("storage: {0}")]
     Storage(#[from] zafe_storage::StorageError),
     #[error("{0}")]
@@ -63,7 +68,10 @@ pub async fn run(launch: Launch) -> Result<(), LaunchError> {
         if let Some(listen) = launch.listen {
             config.listen = Some(listen);
         }
-        (start_configured(config).await?, None)
+        (
+            start_configured(config, accept_rollback(&launch)).await?,
+            None,
+        )
     } else {
         start_quick(&launch).await?
     };
@@ -141,7 +149,7 @@ async fn start_quick(launch: &Launch) -> Result<(Arc<Core>, Option<String>), Lau
         }
         config.seal.master_key_file = Some(key_file);
     }
-    let core = start_configured(config).await?;
+    let core = start_configured(config, accept_rollback(launch)).await?;
     let mut banner = None;
     if !core.is_initialized().await? {
         let (shares, root_token) = core.initialize(1, 1, None).await?;
@@ -163,7 +171,7 @@ async fn start_quick(launch: &Launch) -> Result<(Arc<Core>, Option<String>), Lau
 /// Production start: storage, identity, secrets, and auto-unseal when a
 /// master key is configured. Without one the server waits, sealed, for
 /// `zafe operator init` / `unseal`.
-async fn start_configured(config: Config) -> Result<Arc<Core>, LaunchError> {
+async fn start_configured(config: Config, accept_rollback: bool) -> Result<Arc<Core>, LaunchError> {
     config.validate()?;
     let secrets = config.secrets(&config::process_env)?;
     let backend: Arc<dyn Backend> = match config.storage.kind {
@@ -192,6 +200,8 @@ async fn start_configured(config: Config) -> Result<Arc<Core>, LaunchError> {
         create_private_dir(dir)?;
     }
     let identity = crate::identity::load_or_create(&identity_file, &*backend).await?;
+    let anchor_file = crate::anchor::path_for(&identity_file);
+    let accepted = check_rollback(&*backend, &identity, &anchor_file, accept_rollback).await?;
     let tls_spki = match &config.tls {
         Some(tls) => Some(spki_hash_of_cert_file(&tls.cert_file)?),
         None => None,
@@ -219,6 +229,28 @@ async fn start_configured(config: Config) -> Result<Arc<Core>, LaunchError> {
         proxy_spki,
     })
     .await?;
+    if let Some(detected) = accepted {
+        // Buffered like every entry made while sealed; written at unseal.
+        let event = crate::audit::Event {
+            v: crate::audit::chain::EVENT_VERSION,
+            time_us: crate::audit::now_us(),
+            method: "START".into(),
+            path: "server/accept-rollback".into(),
+            actor: crate::audit::Actor {
+                kind: "operator".into(),
+                ..Default::default()
+            },
+            decision: "allowed".into(),
+            status: 200,
+            error: detected,
+            ..Default::default()
+        };
+        core.audit
+            .record(event, None)
+            .await
+            .map_err(LaunchError::Preflight)?;
+    }
+    core.audit.set_anchor(anchor_file);
     if let Some(oidc) = oidc {
         core.set_oidc(oidc);
     }
@@ -232,6 +264,50 @@ async fn start_configured(config: Config) -> Result<Arc<Core>, LaunchError> {
             .map_err(|e| LaunchError::Preflight(format!("auto-unseal failed: {e}")))?;
     }
     Ok(core)
+}
+
+/// `--accept-rollback`, or `ZAFE_ACCEPT_ROLLBACK` set to 1, true or yes.
+fn accept_rollback(launch: &Launch) -> bool {
+    launch.accept_rollback
+        || config::process_env(crate::anchor::OVERRIDE_ENV)
+            .is_some_and(|v| matches!(v.to_lowercase().as_str(), "1" | "true" | "yes"))
+}
+
+/// Refuses to start on a store older than this node's anchor (R-KEY-9),
+/// unless the operator accepted it: then the old anchor is moved aside and
+/// the detection is returned, for the audit log.
+async fn check_rollback(
+    backend: &dyn Backend,
+    identity: &IdentityKey,
+    anchor_file: &Path,
+    accept: bool,
+) -> Result<Option<String>, LaunchError> {
+    use crate::anchor::{AnchorError, check, read, supersede};
+    let result = match read(anchor_file, &identity.public_key()) {
+        Ok(None) => return Ok(None),
+        Ok(Some(anchor)) => check(backend, &anchor, anchor_file).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => Ok(None),
+        Err(e @ AnchorError::Storage(_)) => Err(e.into()),
+        Err(e) if accept => {
+            let detected = e.to_string();
+            let aside = supersede(anchor_file).map_err(|io| {
+                LaunchError::Preflight(format!("cannot move {} aside: {io}", anchor_file.display()))
+            })?;
+            tracing::warn!(
+                detected = %detected,
+                old_anchor = %aside.display(),
+                "ROLLBACK ACCEPTED by the operator: serving this database; the next audit checkpoint anchors it anew"
+            );
+            Ok(Some(detected))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "refusing to start");
+            Err(e.into())
+        }
+    }
 }
 
 async fn serve(core: Arc<Core>, banner: Option<String>) -> Result<(), LaunchError> {

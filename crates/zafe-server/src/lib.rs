@@ -10,6 +10,7 @@
 //! - [`http`]: axum on top: request ids, client addresses, limits, headers,
 //!   TLS, and the Vault-compatible JSON shapes.
 
+pub mod anchor;
 pub mod audit;
 pub mod barrier;
 pub mod config;

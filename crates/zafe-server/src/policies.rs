@@ -4,8 +4,29 @@
 //!
 //! The language and its evaluation are `zafe_core::policy`: this module only
 //! stores texts and hands them to that one engine.
+//!
+//! # Policies that a token names but that are not there (R-KEY-9)
+//!
+//! Beside the policies, one record, the index at [`INDEX_KEY`], names every
+//! policy ever stored and whether it still exists; it is written in the same
+//! atomic commit as every policy write and delete. So when a token names a
+//! policy:
+//!
+//! - stored and live in the index: the policy applies;
+//! - never stored (absent, and not in the index): ignored, as in Vault,
+//!   where a token may name a policy that is created later;
+//! - deleted through the API (`deleted` in the index): ignored, as in
+//!   Vault: the token keeps working without it;
+//! - live in the index but its row is gone (removed behind the server's
+//!   back), or a row the index says was deleted or never knew (a deleted row
+//!   put back): the request fails with an integrity error (500, logged),
+//!   never silently with more or less access.
+//!
+//! A store written before the index existed has none until the first policy
+//! change, which creates it from the policies stored then; until then a
+//! missing policy is ignored as before.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -13,12 +34,32 @@ use serde_json::{Value, json};
 pub use zafe_core::policy::Capability;
 use zafe_core::policy::{Acl, Policy};
 
+use crate::barrier::{BarrierError, Expect, Write};
 use crate::core::{Core, Operation, Reply, Request};
 use crate::engine::envelope;
 use crate::error::{Error, Result};
 use crate::tokens::TokenEntry;
 
 const PREFIX: &str = "core/policy/";
+/// The policy index (see the module documentation). Not under [`PREFIX`],
+/// so listings of policies never show it.
+pub const INDEX_KEY: &str = "core/policy-index";
+
+/// How often a policy change retries a lost compare-and-swap race.
+const MAX_RETRIES: usize = 64;
+
+/// Every policy name ever stored, and whether it still exists.
+#[derive(Default, Serialize, Deserialize)]
+struct Index {
+    names: BTreeMap<String, State>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum State {
+    Live,
+    Deleted,
+}
 
 #[derive(Serialize, Deserialize)]
 struct Stored {
@@ -75,8 +116,9 @@ impl PolicyStore {
                     .map_err(|e| Error::Internal(format!("generated policy {name}: {e}")))?,
             );
         }
+        let index = read_index(core).await?;
         for name in &key.1 {
-            if let Some(policy) = load(core, name).await? {
+            if let Some(policy) = load(core, index.as_ref(), name).await? {
                 policies.push(policy);
             }
         }
@@ -97,8 +139,9 @@ impl PolicyStore {
             return Ok(acl.clone());
         }
         let mut policies = Vec::new();
+        let index = read_index(core).await?;
         for name in &key {
-            if let Some(policy) = load(core, name).await? {
+            if let Some(policy) = load(core, index.as_ref(), name).await? {
                 policies.push(policy);
             }
         }
@@ -113,8 +156,8 @@ impl PolicyStore {
 
 /// A stored policy, or the built-in `default` while it has not been
 /// customised. `root` is never stored: root tokens bypass the ACL.
-async fn load(core: &Core, name: &str) -> Result<Option<Policy>> {
-    let text = match read_text(core, name).await? {
+async fn load(core: &Core, index: Option<&Index>, name: &str) -> Result<Option<Policy>> {
+    let text = match checked_text(core, index, name).await? {
         Some(text) => text,
         None if name == "default" => zafe_core::policy::DEFAULT_POLICY_HCL.to_string(),
         None => return Ok(None),
@@ -122,6 +165,113 @@ async fn load(core: &Core, name: &str) -> Result<Option<Policy>> {
     Policy::parse(name, &text)
         .map(Some)
         .map_err(|e| Error::Internal(format!("stored policy {name} no longer parses: {e}")))
+}
+
+/// The stored text of `name`, checked against the index (see the module
+/// documentation): `None` for a policy that was never stored or was deleted
+/// through the API; an integrity error for a row that the index says must
+/// be there and is not, or must not be there and is.
+async fn checked_text(core: &Core, index: Option<&Index>, name: &str) -> Result<Option<String>> {
+    let text = read_text(core, name).await?;
+    let Some(index) = index else {
+        // A store from before the index: nothing to check against yet.
+        return Ok(text);
+    };
+    let state = index.names.get(name).copied();
+    match (&text, state) {
+        (Some(_), Some(State::Live)) | (None, None | Some(State::Deleted)) => Ok(text),
+        (None, Some(State::Live)) | (Some(_), None | Some(State::Deleted)) => {
+            Err(Error::Integrity {
+                key: format!("{PREFIX}{name}"),
+            })
+        }
+    }
+}
+
+async fn read_index(core: &Core) -> Result<Option<Index>> {
+    Ok(read_index_record(core).await?.map(|(index, _)| index))
+}
+
+async fn read_index_record(core: &Core) -> Result<Option<(Index, i64)>> {
+    let Some(record) = core.barrier.get(INDEX_KEY).await? else {
+        return Ok(None);
+    };
+    let index = serde_json::from_slice(&record.value).map_err(|_| Error::Integrity {
+        key: INDEX_KEY.into(),
+    })?;
+    Ok(Some((index, record.generation)))
+}
+
+/// Stores (`Some`) or deletes (`None`) the policy `name` together with its
+/// entry in the index, in one atomic commit.
+async fn change(core: &Core, name: &str, stored: Option<Vec<u8>>) -> Result<()> {
+    let key = format!("{PREFIX}{name}");
+    for _ in 0..MAX_RETRIES {
+        let (mut index, index_expect) = match read_index_record(core).await? {
+            Some((index, generation)) => (index, Expect::Generation(generation)),
+            None => (index_of_stored_policies(core).await?, Expect::Absent),
+        };
+        // Only the generation, for compare-and-swap: the stored text is
+        // replaced or removed unread, so an administrator can also repair a
+        // policy whose row fails its integrity check.
+        let current = core
+            .barrier
+            .backend()
+            .get(&key)
+            .await
+            .map_err(BarrierError::from)?
+            .map(|entry| entry.generation);
+        let expect = current.map_or(Expect::Absent, Expect::Generation);
+        let mut writes = Vec::new();
+        match &stored {
+            Some(value) => {
+                writes.push(Write::Put {
+                    key: key.clone(),
+                    value: value.clone(),
+                    expect,
+                });
+                index.names.insert(name.to_string(), State::Live);
+            }
+            None => {
+                if current.is_none() && !index.names.contains_key(name) {
+                    return Ok(());
+                }
+                writes.push(Write::Delete {
+                    key: key.clone(),
+                    expect: Some(expect),
+                });
+                index.names.insert(name.to_string(), State::Deleted);
+            }
+        }
+        writes.push(Write::Put {
+            key: INDEX_KEY.into(),
+            value: serde_json::to_vec(&index).expect("serialisable"),
+            expect: index_expect,
+        });
+        match core.barrier.commit(writes).await {
+            Ok(()) => return Ok(()),
+            Err(BarrierError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Conflict { key })
+}
+
+/// The first index of a store written before there was one: every policy
+/// stored now is live.
+async fn index_of_stored_policies(core: &Core) -> Result<Index> {
+    let mut index = Index::default();
+    let mut after = String::new();
+    loop {
+        let page = core.barrier.list(PREFIX, &after, 1000).await?;
+        let Some(last) = page.last().cloned() else {
+            return Ok(index);
+        };
+        for name in page.into_iter().filter(|n| !n.ends_with('/')) {
+            index.names.insert(name, State::Live);
+        }
+        after = last;
+    }
 }
 
 async fn read_text(core: &Core, name: &str) -> Result<Option<String>> {
@@ -170,7 +320,8 @@ pub async fn handle(core: &Arc<Core>, req: &Request, name: &str, op: Operation) 
     let legacy = req.path.starts_with("sys/policy/");
     match op {
         Operation::Read => {
-            let text = match read_text(core, &name).await? {
+            let index = read_index(core).await?;
+            let text = match checked_text(core, index.as_ref(), &name).await? {
                 Some(text) => text,
                 None if name == "default" => zafe_core::policy::DEFAULT_POLICY_HCL.to_string(),
                 None if name == "root" => String::new(),
@@ -207,15 +358,14 @@ pub async fn handle(core: &Arc<Core>, req: &Request, name: &str, op: Operation) 
                 policy: text.to_string(),
             })
             .expect("serialisable");
-            let key = format!("{PREFIX}{name}");
-            core.barrier.update(&key, |_| Some(stored.clone())).await?;
+            change(core, &name, Some(stored)).await?;
             core.policies.clear();
             Ok(Reply::NoContent)
         }
         Operation::Delete => {
             zafe_core::policy::check_policy_deletable(&name)
                 .map_err(|e| Error::bad_request(e.to_string()))?;
-            core.barrier.delete(&format!("{PREFIX}{name}")).await?;
+            change(core, &name, None).await?;
             core.policies.clear();
             Ok(Reply::NoContent)
         }

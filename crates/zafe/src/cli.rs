@@ -444,6 +444,10 @@ pub struct ServerArgs {
     /// Address to listen on, e.g. 127.0.0.1:8200 (overrides the configuration file)
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// Start although the database is older than the last audit checkpoint this
+    /// server saw (a restored backup). Recorded in the audit log. Also ZAFE_ACCEPT_ROLLBACK=1
+    #[arg(long)]
+    pub accept_rollback: bool,
 }
 
 #[cfg(test)]

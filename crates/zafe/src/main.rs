@@ -247,6 +247,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
         dev: args.dev,
         dev_root_token: args.dev_root_token,
         listen: args.listen,
+        accept_rollback: args.accept_rollback,
     })
     .await?;
     Ok(ExitCode::SUCCESS)

@@ -454,6 +454,116 @@ async fn a_copied_root_token_record_does_not_make_a_chosen_token_root() {
     assert!(!sealed(&server).await);
 }
 
+async fn put_policy(server: &Server, root: &str, name: &str) {
+    let r = call(
+        "PUT",
+        &server.url(&format!("/v1/sys/policy/{name}")),
+        Some(root),
+        Some(json!({"policy": "path \"a/*\" { capabilities = [\"read\"] }"})),
+    )
+    .await;
+    assert_eq!(r.status, 204, "{:?}", r.json);
+}
+
+// R-KEY-9: a whole database put back from an earlier copy is refused at
+// start, with a message naming both positions and the override. With the
+// override the server serves the restored copy, records that in the audit
+// log, keeps the old anchor aside and anchors anew, so the next plain start
+// works. (Before the anchor, the restored copy was served without a word.)
+#[tokio::test]
+async fn a_database_restored_from_an_older_copy_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let master_key = "37".repeat(32);
+    let envs = [("ZAFE_MASTER_KEY", master_key.as_str())];
+    let cfg = config_file(dir.path(), addr, "", "");
+    let cfg = cfg.to_str().unwrap();
+    let data = dir.path().join("data");
+    let backup = dir.path().join("backup");
+    std::fs::create_dir(&backup).unwrap();
+    let db_files = ["zafe.db", "zafe.db-wal", "zafe.db-shm"];
+    let start = |log: &str, extra: &[&str]| {
+        let mut args = vec!["server", "--config", cfg];
+        args.extend_from_slice(extra);
+        Server::start(&args, &envs, addr, dir.path().join(log))
+    };
+
+    let mut server = start("1.log", &[]);
+    let (_, root) = init(&server, 1, 1).await;
+    put_policy(&server, &root, "before").await;
+    server.stop();
+    for f in db_files {
+        if data.join(f).exists() {
+            std::fs::copy(data.join(f), backup.join(f)).unwrap();
+        }
+    }
+    let mut server = start("2.log", &[]);
+    put_policy(&server, &root, "after").await;
+    server.stop();
+    let anchor = data.join("identity.key.anchor");
+    assert!(anchor.exists(), "the shutdown checkpoint is anchored");
+    assert_eq!(mode_of(&anchor), 0o600);
+
+    // Put the old copy back.
+    for f in db_files {
+        let _ = std::fs::remove_file(data.join(f));
+        if backup.join(f).exists() {
+            std::fs::copy(backup.join(f), data.join(f)).unwrap();
+        }
+    }
+    let mut refused = Server::spawn(
+        &["server", "--config", cfg],
+        &envs,
+        addr,
+        dir.path().join("3.log"),
+    );
+    assert!(!refused.wait_exit().success());
+    let log = refused.log_text();
+    assert!(log.contains("ROLLBACK DETECTED"), "{log}");
+    assert!(
+        log.contains("audit log ends at entry") && log.contains("already saw entry"),
+        "{log}"
+    );
+    assert!(
+        log.contains("--accept-rollback") && log.contains("ZAFE_ACCEPT_ROLLBACK=1"),
+        "{log}"
+    );
+
+    let mut server = start("4.log", &["--accept-rollback"]);
+    assert!(!sealed(&server).await);
+    assert!(
+        server.log_text().contains("ROLLBACK ACCEPTED"),
+        "{}",
+        server.log_text()
+    );
+    let read = |name: &'static str| {
+        let (url, root) = (server.url(&format!("/v1/sys/policy/{name}")), root.clone());
+        async move { call("GET", &url, Some(&root), None).await.status }
+    };
+    assert_eq!(read("before").await, 200);
+    assert_eq!(read("after").await, 404, "the restored copy is served");
+    server.stop();
+    assert!(data.join("identity.key.anchor.superseded").exists());
+
+    use sqlx::Connection;
+    let db = data.join("zafe.db");
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let (accepted,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM zafe_audit WHERE CAST(body AS TEXT) LIKE '%server/accept-rollback%'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(accepted, 1, "the accepted rollback is in the audit log");
+
+    // Anchored anew: the next start needs no override.
+    let server = start("5.log", &[]);
+    assert!(!sealed(&server).await);
+}
+
 // R-KEY-7: the running server cannot write a core dump.
 #[cfg(target_os = "linux")]
 #[tokio::test]

@@ -200,6 +200,9 @@ struct Shared {
     /// to still hold it, even if someone deleted it from the database along
     /// with the entries it covers.
     latest: std::sync::Mutex<Option<AuditCheckpoint>>,
+    /// Where each new checkpoint is also written, outside the store, for
+    /// rollback detection at the next start (see `crate::anchor`).
+    anchor: std::sync::Mutex<Option<PathBuf>>,
 }
 
 /// The server's audit log. See the module documentation.
@@ -234,6 +237,7 @@ impl AuditLog {
             identity: IdentityKey::from_seed(&identity.seed()),
             config: config.clone(),
             latest: std::sync::Mutex::new(None),
+            anchor: std::sync::Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel(65_536);
         let writer = Writer {
@@ -246,6 +250,12 @@ impl AuditLog {
         tokio::spawn(writer.run(rx));
         tokio::spawn(maintain(tx.downgrade(), Arc::downgrade(&shared)));
         Ok(Self { shared, tx })
+    }
+
+    /// From now on, every checkpoint is also written to the anchor file
+    /// at `path` (see `crate::anchor`).
+    pub fn set_anchor(&self, path: PathBuf) {
+        *self.shared.anchor.lock().expect("anchor lock") = Some(path);
     }
 
     pub fn config(&self) -> &AuditConfig {
@@ -672,6 +682,12 @@ impl Writer {
         }
         self.last_checkpoint = Some(seq);
         *self.shared.latest.lock().expect("latest checkpoint lock") = Some(cp.clone());
+        let anchor = self.shared.anchor.lock().expect("anchor lock").clone();
+        if let Some(path) = anchor
+            && let Err(e) = crate::anchor::write(&path, &cp)
+        {
+            tracing::error!(path = %path.display(), error = %e, "could not write the rollback anchor");
+        }
         Ok(Some(cp))
     }
 }

@@ -1,0 +1,193 @@
+//! The rollback anchor (R-KEY-9): detecting a whole store restored from an
+//! earlier copy.
+//!
+//! Every record is bound to its key and generation, but a database put back
+//! whole from an older copy is consistent with itself, so nothing inside it
+//! can tell. The anchor is kept outside the store, in a file beside the
+//! identity key (`<identity key file>.anchor`, mode 0600): the newest audit
+//! checkpoint this node signed (sequence number, entry hash, time, Ed25519
+//! signature by the identity key). It is rewritten at every checkpoint
+//! (periodic, and the last one at shutdown).
+//!
+//! At start-up, before anything is served, the store's audit chain must
+//! still reach the anchor: its head at or past the anchor's entry, and that
+//! entry present with the same hash (or removed by retention, when every
+//! remaining entry is newer). Otherwise the server refuses to start with an
+//! error naming both positions and the override. The override
+//! (`zafe server --accept-rollback` or `ZAFE_ACCEPT_ROLLBACK=1`) logs a
+//! warning, records an audit entry, and moves the old anchor aside to
+//! `<anchor>.superseded`; the next checkpoint writes a new one.
+//!
+//! What this cannot see (SECURITY.md): a rollback to a state newer than the
+//! anchor (anything within the last checkpoint interval, or after a crash
+//! that skipped the shutdown checkpoint), and a node started without its
+//! anchor file (a new node, or the file deleted with the database).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use zafe_storage::Backend;
+use zafe_storage::audit::AuditCheckpoint;
+
+use crate::audit::chain::{CheckpointLine, checkpoint_signed_by, render_time};
+use crate::config::check_private_file;
+
+/// The command-line flag and the environment variable that accept a
+/// detected rollback.
+pub const OVERRIDE_FLAG: &str = "--accept-rollback";
+pub const OVERRIDE_ENV: &str = "ZAFE_ACCEPT_ROLLBACK";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnchorError {
+    #[error("rollback anchor file {path}: {message}")]
+    File { path: String, message: String },
+    #[error(
+        "ROLLBACK DETECTED: the database's audit log ends at entry {store_seq}, but this server \
+         already saw entry {anchor_seq} (signed {anchor_time}; anchor file {path}). The database \
+         was restored from an older copy, or entries were removed. Refusing to start. If this \
+         restore was intended, start once with {OVERRIDE_FLAG} (or {OVERRIDE_ENV}=1); that is \
+         recorded in the audit log."
+    )]
+    Behind {
+        store_seq: i64,
+        anchor_seq: i64,
+        anchor_time: String,
+        path: String,
+    },
+    #[error(
+        "ROLLBACK DETECTED: audit entry {anchor_seq}, which this server saw (signed \
+         {anchor_time}; anchor file {path}), {what} in the database (its audit log ends at entry \
+         {store_seq}). The database was replaced by another copy or its audit log was rewritten. Refusing to \
+         start. If this database is the one to keep, start once with {OVERRIDE_FLAG} (or \
+         {OVERRIDE_ENV}=1); that is recorded in the audit log."
+    )]
+    Diverged {
+        store_seq: i64,
+        anchor_seq: i64,
+        anchor_time: String,
+        what: &'static str,
+        path: String,
+    },
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+/// Where the anchor of the identity key file `identity_file` lives.
+pub fn path_for(identity_file: &Path) -> PathBuf {
+    let mut name = identity_file
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "identity".into());
+    name.push(".anchor");
+    identity_file.with_file_name(name)
+}
+
+/// The anchor at `path`, if there is one; its signature must be by
+/// `public_key`.
+pub fn read(path: &Path, public_key: &[u8; 32]) -> Result<Option<AuditCheckpoint>, AnchorError> {
+    let shown = path.display().to_string();
+    let file_error = |message: String| AnchorError::File {
+        path: shown.clone(),
+        message,
+    };
+    if !path.exists() {
+        return Ok(None);
+    }
+    check_private_file(path).map_err(|e| file_error(e.to_string()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+    let checkpoint = serde_json::from_str::<CheckpointLine>(&text)
+        .ok()
+        .and_then(|line| line.checkpoint())
+        .ok_or_else(|| file_error("unreadable; expected a signed audit checkpoint".into()))?;
+    if !checkpoint_signed_by(&checkpoint, public_key) {
+        return Err(file_error(
+            "not signed by this server's identity key".into(),
+        ));
+    }
+    Ok(Some(checkpoint))
+}
+
+/// Replaces the anchor at `path` with `checkpoint`: written to a temporary
+/// file (0600), flushed, then renamed over the old one.
+pub fn write(path: &Path, checkpoint: &AuditCheckpoint) -> std::io::Result<()> {
+    let text =
+        serde_json::to_string(&CheckpointLine::new(checkpoint)).map_err(std::io::Error::other)?;
+    let mut tmp_name = path.as_os_str().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // The rename itself must survive a crash.
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Whether the store's audit chain still reaches `anchor`.
+pub async fn check(
+    backend: &dyn Backend,
+    anchor: &AuditCheckpoint,
+    path: &Path,
+) -> Result<(), AnchorError> {
+    let storage = |e: zafe_storage::StorageError| AnchorError::Storage(e.to_string());
+    let head = backend.audit_head().await.map_err(storage)?;
+    let (path, anchor_time) = (path.display().to_string(), render_time(anchor.time_us));
+    if head.seq < anchor.seq {
+        return Err(AnchorError::Behind {
+            store_seq: head.seq,
+            anchor_seq: anchor.seq,
+            anchor_time,
+            path,
+        });
+    }
+    let diverged = |what| AnchorError::Diverged {
+        store_seq: head.seq,
+        anchor_seq: anchor.seq,
+        anchor_time: anchor_time.clone(),
+        what,
+        path: path.clone(),
+    };
+    let at = backend.audit_read(anchor.seq, 1).await.map_err(storage)?;
+    match at.first() {
+        Some(row) if row.seq == anchor.seq => {
+            if zafe_core::crypto::constant_time_eq(&row.hash, &anchor.hash) {
+                Ok(())
+            } else {
+                Err(diverged("is different"))
+            }
+        }
+        _ => {
+            // Retention removes the oldest entries; the anchored one may be
+            // among them if every entry left is newer.
+            let oldest = backend.audit_read(i64::MIN, 1).await.map_err(storage)?;
+            if oldest.first().is_some_and(|r| r.seq > anchor.seq) {
+                tracing::info!(
+                    anchor_seq = anchor.seq,
+                    "the anchored audit entry was removed by retention; the log continues past it"
+                );
+                Ok(())
+            } else {
+                Err(diverged("is missing"))
+            }
+        }
+    }
+}
+
+/// Accepting a detected rollback: keeps the old anchor as
+/// `<anchor>.superseded` for the record; the next checkpoint anchors anew.
+pub fn supersede(path: &Path) -> std::io::Result<PathBuf> {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".superseded");
+    let aside = PathBuf::from(name);
+    std::fs::rename(path, &aside)?;
+    Ok(aside)
+}
