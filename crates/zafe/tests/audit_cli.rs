@@ -457,8 +457,14 @@ async fn zafe_audit_verify_names_rows_changed_in_the_database() {
             assert_eq!(bad, expected, "{out}");
         } else {
             // The restarted server appended new entries from `cut` on; the
-            // kept checkpoint's entry is missing or different.
-            assert!((expected..=cp).contains(&bad), "{out}");
+            // kept checkpoint's entry is missing or different. Once the new
+            // entries (here also the accepted rollback's) reach the kept
+            // checkpoint, with no verified checkpoint before it the
+            // verifier can only say that everything up to it was rewritten.
+            assert!(
+                (expected..=cp).contains(&bad) || (bad == 1 && out.contains("were rewritten")),
+                "{out}"
+            );
         }
         drop(server);
     }
