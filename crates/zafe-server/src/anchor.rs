@@ -7,7 +7,8 @@
 //! identity key (`<identity key file>.anchor`, mode 0600): the newest audit
 //! checkpoint this node signed (sequence number, entry hash, time, Ed25519
 //! signature by the identity key). It is rewritten at every checkpoint
-//! (periodic, and the last one at shutdown).
+//! (periodic, and the last one at shutdown), but never moved to a store that
+//! no longer reaches it (see [`advance`]).
 //!
 //! At start-up, before anything is served, the store's audit chain must
 //! still reach the anchor: its head at or past the anchor's entry, and that
@@ -179,6 +180,35 @@ pub async fn check(
                 Err(diverged("is missing"))
             }
         }
+    }
+}
+
+/// Moves the anchor at `path` on to `checkpoint` (called at every
+/// checkpoint), unless the store no longer reaches the anchor there: a
+/// database restored under a running server (PostgreSQL restored while the
+/// node runs) is then logged as an error and the anchor is kept, so the next
+/// start refuses. Never fails: a checkpoint is stored either way.
+pub async fn advance(
+    backend: &dyn Backend,
+    path: &Path,
+    public_key: &[u8; 32],
+    checkpoint: &AuditCheckpoint,
+) {
+    let previous = match read(path, public_key) {
+        Ok(previous) => previous,
+        Err(e) => {
+            tracing::error!(error = %e, "replacing an unreadable rollback anchor");
+            None
+        }
+    };
+    if let Some(previous) = previous
+        && let Err(e) = check(backend, &previous, path).await
+    {
+        tracing::error!(error = %e, "the database went back under the running server; keeping the rollback anchor");
+        return;
+    }
+    if let Err(e) = write(path, checkpoint) {
+        tracing::error!(path = %path.display(), error = %e, "could not write the rollback anchor");
     }
 }
 

@@ -437,19 +437,23 @@ async fn a_store_behind_or_beside_the_anchor_is_detected() {
     use zafe_server::anchor::{self, AnchorError};
     use zafe_server::audit::{AuditConfig, AuditLog, Event};
 
+    async fn log_entry(log: &AuditLog) {
+        let event = Event {
+            v: zafe_server::audit::chain::EVENT_VERSION,
+            time_us: zafe_server::audit::now_us(),
+            method: "GET".into(),
+            path: "sys/health".into(),
+            ..Event::default()
+        };
+        log.record(event, log.keys()).await.unwrap();
+    }
+
     async fn log_with(entries: usize, identity: &zafe_core::identity::IdentityKey) -> AuditLog {
         let backend: Arc<dyn Backend> = Arc::new(SqliteBackend::memory().await.unwrap());
         let log = AuditLog::start(backend, &AuditConfig::default(), identity).unwrap();
         log.unsealed(&Keyring::generate());
-        for i in 0..entries {
-            let event = Event {
-                v: zafe_server::audit::chain::EVENT_VERSION,
-                time_us: zafe_server::audit::now_us(),
-                method: "GET".into(),
-                path: format!("p/{i}"),
-                ..Event::default()
-            };
-            log.record(event, log.keys()).await.unwrap();
+        for _ in 0..entries {
+            log_entry(&log).await;
         }
         log
     }
@@ -507,6 +511,24 @@ async fn a_store_behind_or_beside_the_anchor_is_detected() {
         .await
         .unwrap_err();
     assert!(matches!(err, AnchorError::Diverged { .. }), "{err}");
+
+    // A running server whose database went back (or elsewhere) under it
+    // keeps the anchor where it was, so the next start still refuses.
+    for store in [&older, &other] {
+        store.set_anchor(anchor_file.clone());
+        assert!(store.checkpoint("periodic").await.unwrap().is_some());
+        let kept = anchor::read(&anchor_file, &identity.public_key())
+            .unwrap()
+            .unwrap();
+        assert_eq!((kept.seq, &kept.hash), (anchor.seq, &anchor.hash));
+    }
+    // The current store moves it on.
+    log_entry(&current).await;
+    let cp = current.checkpoint("periodic").await.unwrap().unwrap();
+    let moved = anchor::read(&anchor_file, &identity.public_key())
+        .unwrap()
+        .unwrap();
+    assert_eq!((moved.seq, &moved.hash), (6, &cp.hash));
 
     // An anchor signed by another identity is not this server's.
     assert!(matches!(

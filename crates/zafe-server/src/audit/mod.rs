@@ -683,10 +683,9 @@ impl Writer {
         self.last_checkpoint = Some(seq);
         *self.shared.latest.lock().expect("latest checkpoint lock") = Some(cp.clone());
         let anchor = self.shared.anchor.lock().expect("anchor lock").clone();
-        if let Some(path) = anchor
-            && let Err(e) = crate::anchor::write(&path, &cp)
-        {
-            tracing::error!(path = %path.display(), error = %e, "could not write the rollback anchor");
+        if let Some(path) = anchor {
+            let key = self.shared.identity.public_key();
+            crate::anchor::advance(&*backend, &path, &key, &cp).await;
         }
         Ok(Some(cp))
     }
