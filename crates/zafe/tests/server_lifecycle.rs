@@ -477,6 +477,52 @@ async fn the_server_disables_core_dumps() {
     assert_eq!(&fields[4..6], ["0", "0"], "{core}");
 }
 
+// R-AUTH-10, R-KEY-4: a first start on a port another program holds stops
+// before it creates anything (master key, identity, database), so the root
+// token and recovery key are not made and lost; the next start, on a free
+// port, initialises and shows them, and they work.
+#[tokio::test]
+async fn a_first_start_on_a_busy_port_creates_nothing_and_the_next_shows_the_root_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("zafe-data");
+    let addr = free_addr();
+    let envs = [
+        ("ZAFE_DATA_DIR", data.to_str().unwrap()),
+        ("ZAFE_LISTEN", &addr.to_string()),
+    ];
+    let holder = std::net::TcpListener::bind(addr).unwrap();
+    let mut busy = Server::spawn(&["server"], &envs, addr, dir.path().join("busy.log"));
+    assert!(!busy.wait_exit().success());
+    let log = busy.log_text();
+    assert!(log.contains(&format!("cannot listen on {addr}")), "{log}");
+    assert!(!log.contains("Root token:"), "{log}");
+    for made in ["master.key", "identity.key", "zafe.db"] {
+        assert!(!data.join(made).exists(), "{made} was created:\n{log}");
+    }
+    drop(holder);
+
+    let server = Server::start(&["server"], &envs, addr, dir.path().join("free.log"));
+    let r = call("GET", &server.url("/v1/sys/health"), None, None).await;
+    assert_eq!(r.status, 200, "{}", server.log_text());
+    let log = server.log_text();
+    let root = log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Root token:"))
+        .unwrap_or_else(|| panic!("no root token shown:\n{log}"))
+        .trim()
+        .to_string();
+    assert!(log.contains("Recovery key:"), "{log}");
+    let me = call(
+        "GET",
+        &server.url("/v1/auth/token/lookup-self"),
+        Some(&root),
+        None,
+    )
+    .await;
+    assert_eq!(me.status, 200, "{:?}", me.json);
+    assert_eq!(me.json["data"]["policies"], json!(["root"]));
+}
+
 /// Resident and peak memory of a process, in KiB (`VmRSS`, `VmHWM`).
 fn memory_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
