@@ -376,3 +376,29 @@ def test_setup_mcp_never_writes_a_token(zafe, tmp_path):
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
     )
     assert refused.returncode != 0
+
+
+def test_a_member_who_is_not_an_administrator_lists_their_projects(zafe):
+    """R-DEV-5: a person who is not an administrator may not list the top
+    of the default mount; list_projects still answers with the projects
+    they are a member of (it used to answer "permission denied")."""
+    from conftest import http
+    addr = zafe["addr"]
+    email, password = "member@example.com", "a-member-passphrase-42"
+    http("POST", f"{addr}/v1/sys/users", {"email": email, "password": password})
+    http("POST", f"{addr}/v1/sys/projects", {"slug": "mine", "environments": ["dev", "prod"]})
+    http("POST", f"{addr}/v1/sys/projects/mine/members/{email}", {"role": "member"})
+    login = http("POST", f"{addr}/v1/auth/user/login", {"email": email, "password": password})
+    access = login["auth"]["client_token"]
+    assert access.startswith("zafe_at_")
+    member = dict(zafe, env={**zafe["env"], "ZAFE_TOKEN": access})
+
+    async def scenario():
+        async with session(member, args=("mcp",)) as s:
+            r = Recorder(s)
+            projects = {p["project"]: p for p in (await r.ok("list_projects"))["projects"]}
+            assert set(projects) == {"mine"}, projects
+            assert projects["mine"]["role"] == "member"
+            assert sorted(projects["mine"]["environments"]) == ["dev", "prod"]
+            assert_no_leak(r.texts)
+    run(scenario())

@@ -60,33 +60,59 @@ pub async fn run(launch: Launch) -> Result<(), LaunchError> {
     install_panic_hook();
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let (core, banner) = if launch.dev {
-        start_dev(&launch).await?
+    enum Mode {
+        Dev,
+        Configured,
+        Quick,
+    }
+    let (mode, mut config) = if launch.dev {
+        let mut config = Config::default();
+        config.apply_env(&config::process_env)?;
+        config.storage.kind = StorageKind::Memory;
+        (Mode::Dev, config)
     } else if let Some(path) = &launch.config_path {
         let mut config = Config::from_file(path)?;
         config.apply_env(&config::process_env)?;
-        if let Some(listen) = launch.listen {
-            config.listen = Some(listen);
-        }
-        (
-            start_configured(config, accept_rollback(&launch)).await?,
-            None,
-        )
+        (Mode::Configured, config)
     } else {
-        start_quick(&launch).await?
+        let mut config = Config::default();
+        config.apply_env(&config::process_env)?;
+        (Mode::Quick, config)
     };
-    serve(core, banner).await
-}
-
-/// `zafe server --dev`: in memory, unsealed, root token printed.
-async fn start_dev(launch: &Launch) -> Result<(Arc<Core>, Option<String>), LaunchError> {
-    let mut config = Config::default();
-    config.apply_env(&config::process_env)?;
-    config.storage.kind = StorageKind::Memory;
     if let Some(listen) = launch.listen {
         config.listen = Some(listen);
     }
     config.validate()?;
+    // Listen before anything is created or initialised: a first start on a
+    // busy port once made the master key, identity and database, then
+    // failed, and the root token and recovery key were never shown.
+    let listener = bind(config.listen())?;
+    let (core, banner) = match mode {
+        Mode::Dev => start_dev(config, launch.dev_root_token.as_deref()).await?,
+        Mode::Configured => (
+            start_configured(config, accept_rollback(&launch)).await?,
+            None,
+        ),
+        Mode::Quick => start_quick(config, accept_rollback(&launch)).await?,
+    };
+    serve(core, banner, listener).await
+}
+
+/// The server's socket, bound and non-blocking, before any state exists.
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, LaunchError> {
+    let listener =
+        std::net::TcpListener::bind(addr).map_err(|source| LaunchError::Listen { addr, source })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| LaunchError::Listen { addr, source })?;
+    Ok(listener)
+}
+
+/// `zafe server --dev`: in memory, unsealed, root token printed.
+async fn start_dev(
+    config: Config,
+    dev_root_token: Option<&str>,
+) -> Result<(Arc<Core>, Option<String>), LaunchError> {
     let backend: Arc<dyn Backend> = Arc::new(SqliteBackend::memory().await?);
     let core = Core::new(CoreParts {
         config,
@@ -99,9 +125,7 @@ async fn start_dev(launch: &Launch) -> Result<(Arc<Core>, Option<String>), Launc
         proxy_spki: None,
     })
     .await?;
-    let (shares, root_token) = core
-        .initialize(1, 1, launch.dev_root_token.as_deref())
-        .await?;
+    let (shares, root_token) = core.initialize(1, 1, dev_root_token).await?;
     let addr = core.config.listen();
     let banner = format!(
         "\nZafe development server: IN MEMORY, UNSEALED, NOT FOR REAL SECRETS.\n\
@@ -118,12 +142,10 @@ async fn start_dev(launch: &Launch) -> Result<(Arc<Core>, Option<String>), Launc
 
 /// `zafe server` with no configuration: SQLite and a generated master key in
 /// the data directory, initialised on the first run.
-async fn start_quick(launch: &Launch) -> Result<(Arc<Core>, Option<String>), LaunchError> {
-    let mut config = Config::default();
-    config.apply_env(&config::process_env)?;
-    if let Some(listen) = launch.listen {
-        config.listen = Some(listen);
-    }
+async fn start_quick(
+    mut config: Config,
+    accept_rollback: bool,
+) -> Result<(Arc<Core>, Option<String>), LaunchError> {
     let data_dir = config.data_dir();
     create_private_dir(&data_dir)?;
     let key_file = data_dir.join("master.key");
@@ -149,7 +171,7 @@ async fn start_quick(launch: &Launch) -> Result<(Arc<Core>, Option<String>), Lau
         }
         config.seal.master_key_file = Some(key_file);
     }
-    let core = start_configured(config, accept_rollback(launch)).await?;
+    let core = start_configured(config, accept_rollback).await?;
     let mut banner = None;
     if !core.is_initialized().await? {
         let (shares, root_token) = core.initialize(1, 1, None).await?;
@@ -310,18 +332,15 @@ async fn check_rollback(
     }
 }
 
-async fn serve(core: Arc<Core>, banner: Option<String>) -> Result<(), LaunchError> {
+async fn serve(
+    core: Arc<Core>,
+    banner: Option<String>,
+    listener: std::net::TcpListener,
+) -> Result<(), LaunchError> {
     let addr = core.config.listen();
     let app = crate::http::router(core.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     tokio::spawn(shutdown_on_signal(handle.clone()));
-
-    // Bind first, so the banner is only printed for a server that listens.
-    let listener =
-        std::net::TcpListener::bind(addr).map_err(|source| LaunchError::Listen { addr, source })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| LaunchError::Listen { addr, source })?;
     let scheme = if core.config.tls.is_some() {
         "https"
     } else {

@@ -129,7 +129,7 @@ async fn write_and_read_versions_in_vaults_shapes() {
         json!({"user": "alice", "password": "s3cr3t"})
     );
     assert_eq!(a.json["data"]["metadata"]["version"], 1);
-    // version=0 (or negative) means the latest, as in Vault.
+    // version=0 means the latest, as in Vault.
     let a = h.root("GET", "secret/data/app/db?version=0", None).await;
     assert_eq!(a.json["data"]["metadata"]["version"], 2);
 
@@ -144,8 +144,34 @@ async fn write_and_read_versions_in_vaults_shapes() {
         assert_eq!(a.status, StatusCode::NOT_FOUND, "{path}");
         assert_eq!(a.json, json!({"errors": []}), "{path}");
     }
-    let a = h.root("GET", "secret/data/app/db?version=abc", None).await;
-    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    // R-KV-1: a version that is not a number, or is negative, is a 400,
+    // never the latest version in its place.
+    for bad in [
+        "abc",
+        "-1",
+        "-0",
+        "1.5",
+        "1e2",
+        "%202",
+        "99999999999999999999",
+    ] {
+        let a = h
+            .root("GET", &format!("secret/data/app/db?version={bad}"), None)
+            .await;
+        assert_eq!(
+            a.status,
+            StatusCode::BAD_REQUEST,
+            "version={bad}: {:?}",
+            a.json
+        );
+        assert!(
+            a.json["errors"][0]
+                .as_str()
+                .is_some_and(|e| e.contains("version must be a non-negative integer")),
+            "{:?}",
+            a.json
+        );
+    }
 
     let a = h.root("GET", "secret/metadata/app/db", None).await;
     let m = &a.json["data"];

@@ -1311,3 +1311,51 @@ async fn malformed_login_input_is_refused_clearly() {
     // The real password still works.
     login(&h, ADMIN, ADMIN_PASSWORD).await;
 }
+
+// R-AUTH-8 (issue item 9): an address that looks like an existing one is
+// not a second account. Addresses are NFKC-normalised (full-width letters
+// are the same address) and a local part or domain that mixes scripts
+// (`racе` with a Cyrillic е) or is written wholly in another script to look
+// like a Latin one (`расе`) is refused; ordinary accented addresses work.
+#[tokio::test]
+async fn look_alike_addresses_are_not_second_accounts() {
+    let (h, _root, admin) = with_admin(config()).await;
+    let create = |email: &str| {
+        let (h, admin) = (&h, admin.clone());
+        let body = json!({"email": email, "password": "a-long-enough-passphrase"});
+        async move {
+            h.call("POST", "/v1/sys/users", Some(&admin), Some(body))
+                .await
+        }
+    };
+    let a = create("race@example.com").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    for look_alike in [
+        "rac\u{0435}@example.com", // Cyrillic е in the local part
+        "race@ex\u{0430}mple.com", // Cyrillic а in the domain
+        "\u{0440}\u{0430}\u{0441}\u{0435}@example.com", // расе: all Cyrillic, reads "pace"
+        "\u{FF52}\u{FF41}\u{FF43}\u{FF45}@example.com", // full-width ｒａｃｅ: NFKC is race
+        "RACE@EXAMPLE.COM",
+    ] {
+        let a = create(look_alike).await;
+        assert_eq!(
+            a.status,
+            StatusCode::BAD_REQUEST,
+            "{look_alike}: {}",
+            a.json
+        );
+    }
+    let a = h.call("GET", "/v1/sys/users", Some(&admin), None).await;
+    assert_eq!(
+        a.json["data"]["keys"].as_array().map(Vec::len),
+        Some(2),
+        "only the administrator and race@: {}",
+        a.json
+    );
+    // Real addresses outside ASCII still work, normalised.
+    let a = create("jos\u{0065}\u{0301}@example.com").await; // e + combining acute
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    assert_eq!(a.json["data"]["email"], "jos\u{00E9}@example.com");
+    let a = create("\u{0438}\u{0432}\u{0430}\u{043D}@example.com").await; // иван
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+}

@@ -1288,3 +1288,130 @@ async fn tidy_finishes_interrupted_revocations() {
         "{rows:?}"
     );
 }
+
+// R-AUTH-10, R-ACL-1 (issue: a non-root parent got `admin` and 32 days from
+// a role). A token role is a grant, as in Vault: whoever may use
+// `auth/token/create/<role>` gets exactly the role's allowed policies (never
+// others, never root) for no longer than the role's caps; so writing or
+// deleting a role needs sudo, and update on `auth/token/roles/*` is not enough.
+#[tokio::test]
+async fn a_role_grants_exactly_what_it_allows_and_only_sudo_writes_roles() {
+    let (h, root) = unsealed().await;
+    write_policy(
+        &h,
+        &root,
+        "role-user",
+        r#"path "auth/token/create/esc" { capabilities = ["update"] }
+           path "auth/token/create/brief" { capabilities = ["update"] }
+           path "auth/token/roles/*" { capabilities = ["create", "read", "update", "delete"] }"#,
+    )
+    .await;
+    write_policy(
+        &h,
+        &root,
+        "role-admin",
+        r#"path "auth/token/roles/*" { capabilities = ["create", "read", "update", "delete", "sudo"] }"#,
+    )
+    .await;
+    let (user, _) = new_token(&h, &root, json!({"policies": ["role-user"], "ttl": "2h"})).await;
+    let (admin, _) = new_token(&h, &root, json!({"policies": ["role-admin"]})).await;
+    let role = |token: &str, name: &str, body: Value| {
+        let (h, token, path) = (
+            &h,
+            token.to_string(),
+            format!("/v1/auth/token/roles/{name}"),
+        );
+        async move { h.call("POST", &path, Some(&token), Some(body)).await }
+    };
+
+    // Only a sudo holder defines, changes or deletes roles.
+    let a = role(
+        &user,
+        "esc",
+        json!({"allowed_policies": ["admin"], "orphan": true}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{:?}", a.json);
+    let a = role(
+        &admin,
+        "esc",
+        json!({"allowed_policies": ["admin", "ops"], "orphan": true, "token_explicit_max_ttl": "1h"}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{:?}", a.json);
+    let a = role(
+        &admin,
+        "brief",
+        json!({"allowed_policies": ["ops"], "token_max_ttl": "10m"}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{:?}", a.json);
+    let a = role(
+        &user,
+        "esc",
+        json!({"allowed_policies": ["admin", "root-ish"]}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{:?}", a.json);
+    let a = h
+        .call("DELETE", "/v1/auth/token/roles/esc", Some(&user), None)
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{:?}", a.json);
+    let a = h
+        .call("GET", "/v1/auth/token/roles/esc", Some(&user), None)
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "reading a role needs no sudo");
+    assert_eq!(a.json["data"]["allowed_policies"], json!(["admin", "ops"]));
+
+    // Through the role: exactly its policies, orphan, at most its explicit max.
+    let via = |role: &str, body: Value| {
+        let (h, user, path) = (&h, user.clone(), format!("/v1/auth/token/create/{role}"));
+        async move { h.call("POST", &path, Some(&user), Some(body)).await }
+    };
+    let a = via("esc", json!({"ttl": "768h"})).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
+    assert_eq!(
+        a.json["auth"]["policies"],
+        json!(["admin", "default", "ops"])
+    );
+    assert_eq!(a.json["auth"]["orphan"], true);
+    assert_eq!(a.json["auth"]["lease_duration"], 3600);
+    let t = a.json["auth"]["client_token"].as_str().unwrap().to_string();
+    let a = h
+        .call(
+            "POST",
+            "/v1/auth/token/renew-self",
+            Some(&t),
+            Some(json!({"increment": "768h"})),
+        )
+        .await;
+    assert!(
+        a.json["auth"]["lease_duration"].as_i64().unwrap() <= 3600,
+        "renewal past the role's explicit max: {:?}",
+        a.json
+    );
+    let d = lookup_self(&h, &t).await.json["data"].clone();
+    assert_eq!(d["explicit_max_ttl"], 3600);
+    // A longer explicit max asked for is cut to the role's.
+    let a = via("esc", json!({"explicit_max_ttl": "100h"})).await;
+    assert_eq!(a.json["auth"]["lease_duration"], 3600, "{:?}", a.json);
+    // The role's max TTL caps too.
+    let a = via("brief", json!({"ttl": "5h"})).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
+    assert_eq!(a.json["auth"]["lease_duration"], 600, "{:?}", a.json);
+    assert_eq!(a.json["auth"]["policies"], json!(["default", "ops"]));
+
+    // Nothing outside the role's allowed policies, not even the caller's own.
+    for bad in [
+        json!(["admin", "other"]),
+        json!(["role-user"]),
+        json!(["root"]),
+    ] {
+        let a = via("esc", json!({ "policies": bad })).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}: {:?}", a.json);
+    }
+    // A role the caller has no update on is refused.
+    let a = role(&admin, "other", json!({"allowed_policies": ["admin"]})).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    assert_eq!(via("other", json!({})).await.status, StatusCode::FORBIDDEN);
+}

@@ -237,11 +237,13 @@ impl ZafeMcp {
         // then folders of the default mount's KV layout that are not
         // registered projects.
         let mut out: Vec<Value> = Vec::new();
-        if let Ok(Some(reply)) = self
+        let registry = self
             .inner
             .client
             .request_json(Method::GET, "/v1/sys/projects?list=true", None)
-            .await
+            .await;
+        let registry_answered = registry.is_ok();
+        if let Ok(Some(reply)) = registry
             && let Some(registered) = reply["data"]["projects"].as_object()
         {
             for (slug, p) in registered.iter().take(MAX_PROJECTS) {
@@ -254,12 +256,22 @@ impl ZafeMcp {
                 }));
             }
         }
+        // Only administrators (and tokens with list there) may list the top
+        // of the default mount; a member of some projects is denied it, and
+        // still gets the projects the registry shows them.
+        let url = format!("/v1/{DEFAULT_PROJECT_MOUNT}/metadata/?list=true");
         let projects = match self
-            .list_folder(&format!("{DEFAULT_PROJECT_MOUNT}/metadata/"))
+            .inner
+            .client
+            .request_json(Method::GET, &url, None)
             .await
         {
-            Ok(p) => p,
-            Err(e) => return Ok(self.error(e)),
+            Ok(answer) => list_keys(answer.as_ref()),
+            Err(zafe_client::Error::ServerError { status: 404, .. }) => Vec::new(),
+            Err(zafe_client::Error::ServerError { status: 403, .. }) if registry_answered => {
+                Vec::new()
+            }
+            Err(e) => return Ok(self.error(sanitize(&e))),
         };
         for project in projects
             .into_iter()
@@ -606,15 +618,7 @@ impl ZafeMcp {
             .request_json(Method::GET, &url, None)
             .await
         {
-            Ok(answer) => Ok(answer
-                .as_ref()
-                .and_then(|a| a["data"]["keys"].as_array())
-                .map(|keys| {
-                    keys.iter()
-                        .filter_map(|k| k.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default()),
+            Ok(answer) => Ok(list_keys(answer.as_ref())),
             Err(zafe_client::Error::ServerError { status: 404, .. }) => Ok(Vec::new()),
             Err(e) => Err(sanitize(&e)),
         }
@@ -868,6 +872,18 @@ fn env_metadata_path(mount: &str, project: &str, environment: &str) -> String {
 
 /// A client error as the assistant may see it: the server's own messages
 /// (which never contain values), no control characters, bounded.
+/// The `keys` of a Vault LIST answer.
+fn list_keys(answer: Option<&Value>) -> Vec<String> {
+    answer
+        .and_then(|a| a["data"]["keys"].as_array())
+        .map(|keys| {
+            keys.iter()
+                .filter_map(|k| k.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn sanitize(err: &zafe_client::Error) -> String {
     let text = match err {
         zafe_client::Error::ServerError { status: 403, .. } => {

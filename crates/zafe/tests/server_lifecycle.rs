@@ -586,3 +586,135 @@ async fn the_server_disables_core_dumps() {
     let fields: Vec<&str> = core.split_whitespace().collect();
     assert_eq!(&fields[4..6], ["0", "0"], "{core}");
 }
+
+// R-AUTH-10, R-KEY-4: a first start on a port another program holds stops
+// before it creates anything (master key, identity, database), so the root
+// token and recovery key are not made and lost; the next start, on a free
+// port, initialises and shows them, and they work.
+#[tokio::test]
+async fn a_first_start_on_a_busy_port_creates_nothing_and_the_next_shows_the_root_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("zafe-data");
+    let addr = free_addr();
+    let envs = [
+        ("ZAFE_DATA_DIR", data.to_str().unwrap()),
+        ("ZAFE_LISTEN", &addr.to_string()),
+    ];
+    let holder = std::net::TcpListener::bind(addr).unwrap();
+    let mut busy = Server::spawn(&["server"], &envs, addr, dir.path().join("busy.log"));
+    assert!(!busy.wait_exit().success());
+    let log = busy.log_text();
+    assert!(log.contains(&format!("cannot listen on {addr}")), "{log}");
+    assert!(!log.contains("Root token:"), "{log}");
+    for made in ["master.key", "identity.key", "zafe.db"] {
+        assert!(!data.join(made).exists(), "{made} was created:\n{log}");
+    }
+    drop(holder);
+
+    let server = Server::start(&["server"], &envs, addr, dir.path().join("free.log"));
+    let r = call("GET", &server.url("/v1/sys/health"), None, None).await;
+    assert_eq!(r.status, 200, "{}", server.log_text());
+    let log = server.log_text();
+    let root = log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Root token:"))
+        .unwrap_or_else(|| panic!("no root token shown:\n{log}"))
+        .trim()
+        .to_string();
+    assert!(log.contains("Recovery key:"), "{log}");
+    let me = call(
+        "GET",
+        &server.url("/v1/auth/token/lookup-self"),
+        Some(&root),
+        None,
+    )
+    .await;
+    assert_eq!(me.status, 200, "{:?}", me.json);
+    assert_eq!(me.json["data"]["policies"], json!(["root"]));
+}
+
+/// Resident and peak memory of a process, in KiB (`VmRSS`, `VmHWM`).
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+// R-AUTH-2, R-AUTH-3: a flood of failed logins (unknown emails, each one
+// the dummy hash's full Argon2 work) keeps the server's memory within its
+// baseline plus hashing threads x m_cost. Each hash used to allocate its
+// 19 MiB afresh on whichever blocking thread ran it, and every thread's
+// allocator arena kept it: 25 logins took a server from 17 MB to 626 MB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_keeps_memory_bounded() {
+    const THREADS: u64 = 2;
+    const M_COST_KIB: u64 = 19 * 1024; // the default
+    // Tokio, connections, audit and storage caches: far below one hash's
+    // memory per request, which is what the old code kept.
+    const MARGIN_KIB: u64 = 40 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let key_file = dir.path().join("master.key");
+    write_private(&key_file, &"5e".repeat(32));
+    // The rate limits are lifted so that every attempt reaches Argon2.
+    let sections = format!(
+        "[seal]\nmaster_key_file = \"{}\"\n\
+         [auth.password]\nmax_concurrent_hashes = {THREADS}\n\
+         per_ip_per_minute = 100000\nper_account_per_minute = 100000\n",
+        key_file.display()
+    );
+    let cfg = config_file(dir.path(), addr, "", &sections);
+    let server = Server::start(
+        &["server", "--config", cfg.to_str().unwrap()],
+        &[],
+        addr,
+        dir.path().join("server.log"),
+    );
+    init(&server, 1, 1).await;
+    let pid = server.child.as_ref().unwrap().id();
+    let (baseline, peak_before) = memory_kib(pid);
+    let bound = peak_before.max(baseline) + THREADS * M_COST_KIB + MARGIN_KIB;
+
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let login = server.url("/v1/auth/user/login");
+    for round in 0..3 {
+        let attempts = (0..25).map(|i| {
+            let (client, login) = (client.clone(), login.clone());
+            tokio::spawn(async move {
+                let res = client
+                    .post(&login)
+                    .json(&json!({
+                        "email": format!("nobody-{round}-{i}@example.com"),
+                        "password": "not-the-password-of-anyone",
+                    }))
+                    .send()
+                    .await
+                    .unwrap();
+                (res.status().as_u16(), res.text().await.unwrap())
+            })
+        });
+        for attempt in attempts.collect::<Vec<_>>() {
+            let (status, body) = attempt.await.unwrap();
+            assert_eq!(status, 400, "{body}");
+            assert!(body.contains("invalid email or password"), "{body}");
+        }
+    }
+    let (after, peak) = memory_kib(pid);
+    eprintln!(
+        "memory: baseline {baseline} KiB, after {after} KiB, peak {peak} KiB, bound {bound} KiB"
+    );
+    assert!(
+        after <= bound && peak <= bound,
+        "a login flood grew the server from {baseline} KiB to {after} KiB (peak {peak} KiB), \
+         more than {THREADS} x {M_COST_KIB} KiB + {MARGIN_KIB} KiB"
+    );
+}

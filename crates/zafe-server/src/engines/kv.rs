@@ -409,16 +409,15 @@ async fn data_read(view: &View, req: &Request, rest: &str) -> Result<Reply> {
     let Ok(path) = validate_path(rest) else {
         return Ok(not_found());
     };
-    let requested = match req
-        .query("version")
-        .or_else(|| req.field("version").and_then(Value::as_str))
-    {
-        None | Some("") => 0,
-        Some(v) => v
-            .parse::<i64>()
-            .map_err(|_| Error::bad_request("version must be an integer"))?,
+    let version = match req.query("version") {
+        Some(v) => parse_version(v)?,
+        None => match req.field("version") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => parse_version(&n.to_string())?,
+            Some(Value::String(s)) => parse_version(s)?,
+            Some(_) => return Err(Error::bad_request(VERSION_REFUSED)),
+        },
     };
-    let version = u64::try_from(requested).ok().filter(|&v| v > 0);
     match read_secret_version(view, path, version).await? {
         VersionRead::Missing => Ok(not_found()),
         // Vault answers 404 with the version's metadata, so clients can
@@ -437,6 +436,24 @@ async fn data_read(view: &View, req: &Request, rest: &str) -> Result<Reply> {
             json!({ "data": data, "metadata": metadata }),
             None,
         )),
+    }
+}
+
+const VERSION_REFUSED: &str =
+    "version must be a non-negative integer (0 or none for the latest version)";
+
+/// `?version=`: a version number, or `None` for the latest (empty or 0, as
+/// in Vault). Anything else, a negative number included, is a 400: reading
+/// the latest version instead of the one asked for would hand out a value
+/// the caller did not mean.
+fn parse_version(raw: &str) -> Result<Option<u64>> {
+    match raw {
+        "" => Ok(None),
+        v if v.bytes().all(|b| b.is_ascii_digit()) => v
+            .parse::<u64>()
+            .map(|n| (n > 0).then_some(n))
+            .map_err(|_| Error::bad_request(VERSION_REFUSED)),
+        _ => Err(Error::bad_request(VERSION_REFUSED)),
     }
 }
 

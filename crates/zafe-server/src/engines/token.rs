@@ -5,7 +5,14 @@
 //! create what:
 //!
 //! - a non-root token may only create children whose policies are a subset
-//!   of its own (plus `default`), and never `root`, whatever a role says;
+//!   of its own (plus `default`), and never `root`;
+//! - except through a role, as in Vault: a role with `allowed_policies` is a
+//!   grant, so `create/<role>` gives exactly a subset of those (minus
+//!   `disallowed_policies`, plus `default`), whatever the caller's own, for
+//!   no longer than the role's `token_explicit_max_ttl`, `token_max_ttl` and
+//!   the mount's maximum; writing or deleting a role needs sudo, and no role
+//!   can allow `root`; a role without `allowed_policies` keeps the subset
+//!   rule;
 //! - orphans (`no_parent`) and periodic tokens without a role need root or
 //!   `sudo` on the path; `create-orphan` needs only the path's policy, as in
 //!   Vault, and still applies the subset rule;
@@ -103,6 +110,12 @@ impl Engine for TokenEngine {
             ("roles", List) => list_roles(ctx, req).await,
             (r, Read | Write | Delete) if r.starts_with(ROLE_PREFIX) => {
                 let name = role_name(&r[ROLE_PREFIX.len()..])?;
+                // A role is a grant: whoever may use create/<role> gets its
+                // allowed policies, whatever their own. Defining one is
+                // therefore granting those policies, and needs sudo.
+                if req.operation != Read && !has_sudo(ctx, caller, &req.path).await? {
+                    return Err(Error::PermissionDenied);
+                }
                 match req.operation {
                     Read => read_role(ctx, req, &name).await,
                     Write => write_role(ctx, req, &name).await,

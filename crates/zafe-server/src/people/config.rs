@@ -19,8 +19,10 @@ pub struct PasswordConfig {
     pub t_cost: u32,
     /// Argon2id lanes.
     pub p_cost: u32,
-    /// How many hashes may run at once; 0 is the number of CPUs. Each takes
-    /// `m_cost` KiB of memory and a blocking thread, so this bounds both.
+    /// How many hashes may run at once; 0 is the number of CPUs. This many
+    /// threads hash, each with one `m_cost` KiB block allocated at its first
+    /// hash and reused, so memory stays within this × `m_cost` whatever the
+    /// load; further logins wait their turn.
     pub max_concurrent_hashes: usize,
     /// Login attempts per client address per minute (all accounts).
     pub per_ip_per_minute: u32,

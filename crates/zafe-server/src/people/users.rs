@@ -123,20 +123,51 @@ impl User {
     }
 }
 
-/// Lower-cases and checks an email address: one `@`, something on both
-/// sides, no spaces or control characters, at most 254 bytes.
+/// Normalises and checks an email address: NFKC (so full-width or other
+/// compatibility forms are the same address), lower case, one `@`,
+/// something on both sides, no spaces or control characters, at most 254
+/// bytes. Look-alikes are refused (UTS #39): a local part or domain label
+/// that mixes scripts (`racе` with a Cyrillic `е`), or that is written
+/// wholly in a non-Latin script whose letters all look like Latin ones
+/// (`расе`), would be a second account that looks like the first.
 pub fn normalize_email(raw: &str) -> Result<String> {
-    let email = raw.trim().to_lowercase();
+    use unicode_normalization::UnicodeNormalization;
+    let email: String = raw.trim().nfkc().collect::<String>().to_lowercase();
+    let email: String = email.nfkc().collect();
     let valid = email.len() <= MAX_EMAIL_LEN
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
         && email.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty() && !domain.is_empty() && !domain.contains('@')
         });
-    if valid {
-        Ok(email)
-    } else {
-        Err(Error::bad_request("a valid email address is required"))
+    if !valid {
+        return Err(Error::bad_request("a valid email address is required"));
     }
+    let (local, domain) = email.split_once('@').expect("checked");
+    if std::iter::once(local)
+        .chain(domain.split('.'))
+        .any(is_look_alike)
+    {
+        return Err(Error::bad_request(
+            "this email address mixes writing systems or imitates a Latin one (for example a Cyrillic \"е\" among Latin letters); type the address with the letters your provider uses",
+        ));
+    }
+    Ok(email)
+}
+
+/// Whether one part of an address (the local part, or a domain label) is
+/// mixed-script, or a non-Latin whole-script look-alike of an ASCII text.
+fn is_look_alike(part: &str) -> bool {
+    use unicode_security::MixedScript;
+    use unicode_security::mixed_script::AugmentedScriptSet;
+    if part.is_ascii() {
+        return false;
+    }
+    if !part.is_single_script() {
+        return true;
+    }
+    let mut latin = part.resolve_script_set();
+    latin.intersect_with(AugmentedScriptSet::for_char('a'));
+    latin.is_empty() && unicode_security::skeleton(part).all(|c| c.is_ascii())
 }
 
 /// Checks a display name: at most 128 characters, no control characters.
@@ -420,6 +451,28 @@ mod tests {
             assert!(normalize_email(bad).is_err(), "{bad:?}");
         }
         assert!(normalize_email(&format!("{}@example.com", "a".repeat(250))).is_err());
+        // NFKC: full-width letters and a full-width @ are the plain address.
+        assert_eq!(
+            normalize_email("\u{FF21}lice\u{FF20}example.com").unwrap(),
+            "alice@example.com"
+        );
+        // UTS #39 look-alikes (R-AUTH-8).
+        for look_alike in [
+            "rac\u{0435}@example.com",
+            "race@ex\u{0430}mple.com",
+            "\u{0440}\u{0430}\u{0441}\u{0435}@example.com",
+            "paypal@\u{0440}\u{0430}\u{0443}\u{0440}\u{0430}l.com",
+        ] {
+            assert!(normalize_email(look_alike).is_err(), "{look_alike}");
+        }
+        for fine in [
+            "jos\u{00E9}@example.com",
+            "m\u{00FC}ller@stra\u{00DF}e.de",
+            "\u{0438}\u{0432}\u{0430}\u{043D}@\u{043F}\u{0440}\u{0438}\u{043C}\u{0435}\u{0440}.\u{0440}\u{0444}",
+            "\u{7530}\u{4E2D}@example.jp",
+        ] {
+            assert!(normalize_email(fine).is_ok(), "{fine}");
+        }
     }
 
     #[test]
