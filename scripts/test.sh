@@ -34,15 +34,16 @@ fi
 # Tests send traffic only to 127.0.0.1; keep proxies out of the way.
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy
 
-# `zafe run`/`zafe mcp` tests print values through xxd and od and run zafe
-# under `script` (a pseudo-terminal): make sure they are there.
-if ! command -v xxd >/dev/null || ! command -v script >/dev/null; then
+# `zafe run`/`zafe mcp` tests print values through xxd, hexdump and od and run
+# zafe under `script` (a pseudo-terminal): make sure they are there.
+if ! command -v xxd >/dev/null || ! command -v script >/dev/null || ! command -v hexdump >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xxd bsdutils >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xxd bsdutils bsdextrautils >/dev/null
   fi
 fi
 command -v xxd >/dev/null || { echo "xxd is required (apt-get install xxd)" >&2; exit 1; }
 command -v script >/dev/null || { echo "script is required (apt-get install bsdutils)" >&2; exit 1; }
+command -v hexdump >/dev/null || { echo "hexdump is required (apt-get install bsdextrautils)" >&2; exit 1; }
 # OIDC: a real OpenID provider under node for the login tests
 # (ZAFE_REQUIRE_OIDC makes a missing install a failure, not a skip).
 (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)

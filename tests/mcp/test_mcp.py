@@ -294,6 +294,38 @@ def test_run_command_cannot_use_the_users_zafe_session(zafe):
         os.remove(os.path.join(config_dir, "token"))
 
 
+def test_run_command_cannot_read_the_servers_token(zafe):
+    """R-DEV-5: a command run_command starts finds no token in its parent's
+    environment block (/proc/$PPID/environ: `zafe mcp` scrubs it once read,
+    and is non-dumpable), and every token the server holds is masked in
+    every response (here: a command printing it from a file)."""
+    copy = zafe["project"] / "parent-environ.txt"
+    token_file = zafe["project"] / "token-copy.txt"
+    token_file.write_text(ROOT_TOKEN + "\n")
+    try:
+        async def scenario():
+            async with session(zafe) as s:
+                r = Recorder(s)
+                out = await r.ok("run_command", {"command": [
+                    "sh", "-c",
+                    "tr '\\0' '\\n' </proc/$PPID/environ | grep ZAFE_TOKEN;"
+                    f" tr '\\0' '\\n' </proc/$PPID/environ > {copy}",
+                ]})
+                assert out["exit_code"] == 0, out
+                assert ROOT_TOKEN not in out["stdout"] + out["stderr"], out
+                seen = copy.read_text()
+                assert "ZAFE_ADDR=" in seen
+                assert ROOT_TOKEN not in seen, seen
+                out = await r.ok("run_command", {"command": ["sh", "-c", f"cat {token_file}; base64 {token_file}"]})
+                assert out["stdout"].startswith("***"), out
+                for text in r.texts:
+                    assert ROOT_TOKEN not in text
+        run(scenario())
+    finally:
+        copy.unlink(missing_ok=True)
+        token_file.unlink(missing_ok=True)
+
+
 def assert_no_run_on_a_line(output):
     """Stricter than whole values: within any one line of output, no 8-byte
     run of a value appears as plain text, or as hex once spaces are removed

@@ -437,6 +437,18 @@ impl Client {
         }
     }
 
+    /// Every credential this client holds: its token, and a session's
+    /// current access and refresh tokens (for masking them, never for
+    /// showing them).
+    pub fn held_tokens(&self) -> Vec<Token> {
+        let mut tokens: Vec<Token> = self.config.token.iter().cloned().collect();
+        if let Some(session) = self.session.lock().expect("session lock").as_ref() {
+            tokens.push(session.access.clone());
+            tokens.push(session.refresh.clone());
+        }
+        tokens
+    }
+
     /// Trades the session's refresh token for a new pair and stores it.
     /// `false` when there is no session or the server refused (expired,
     /// revoked): the caller then sees the original refusal.

@@ -2,10 +2,11 @@
 //!
 //! A [`MaskSet`] is built from the secret values a command was given. It
 //! turns every value into the forms a program is likely to print it in, and
-//! compiles them all into one Aho-Corasick automaton (leftmost-longest,
-//! ASCII case-insensitive). A [`Masker`] streams a child's output through it
-//! and writes `***` wherever any form appears, also when the form is split
-//! across reads.
+//! compiles them all into one Aho-Corasick automaton (ASCII
+//! case-insensitive, reporting every occurrence, overlapping ones too). A
+//! [`Masker`] streams a child's output through it and writes `***` for each
+//! run of bytes that some occurrence of some form covers, also when the
+//! form is split across reads.
 //!
 //! # The forms of a value
 //!
@@ -30,6 +31,20 @@
 //! - the characters separated by a space or a newline (`sed 's/./& /g'`,
 //!   `fold -w1`);
 //! - each line of a multi-line value (a PEM key printed with `head`);
+//! - inside dumps of a longer stream, where each line starts with an
+//!   offset that depends on where the value sits: every run of
+//!   [`DUMP_RUN`] (4) bytes as one line of `od -tx1`/`od -An -tx1`,
+//!   `hexdump -C` (also across its middle gap), `xxd` (two-byte groups at
+//!   either parity), `xxd -p` and `od -c` print it, and the ASCII columns
+//!   of `xxd` and `hexdump -C` line by line; the union of the runs covers
+//!   each line's share of the value, so at most 3 bytes show at each end
+//!   of the value (a value of at most 6 bytes split by a line break of
+//!   `od -An`/`xxd -p` is a form of its own);
+//! - base64 wrapped at any column inside a longer stream: every
+//!   6-character piece of the characters the value determines, at each
+//!   alignment;
+//! - shell-quoted: bash's `printf %q` (backslashes, or `$'...'` with C
+//!   escapes), `'...'` with `'\''` or `'"'"'`, and `"..."` with escapes;
 //! - every form containing `\n` also with `\r\n`, as a terminal's line
 //!   discipline turns it.
 //!
@@ -63,10 +78,13 @@
 //!   [`IDLE_HOLD_MIN`] bytes that is the beginning of some form: that stays
 //!   held until more output or the end. A prompt is delayed only if it ends
 //!   with four or more bytes that begin a secret's form;
-//! - the bytes it did emit stay as context: if the next output completes a
-//!   form that started in them, the rest of the form is masked. So a
-//!   program that pauses in the middle of printing a secret reveals at most
-//!   `IDLE_HOLD_MIN - 1` = 3 bytes of one form, never the rest.
+//! - a tail of 1 to 3 bytes that begins a form is emitted, and stays as
+//!   context: when later output completes the form, the rest of it is
+//!   masked. So whatever the timing (a program printing one byte every
+//!   30 ms included) at most `IDLE_HOLD_MIN - 1` = 3 bytes of any
+//!   occurrence of a form reach the output;
+//! - at the end of the output, a held tail of 4 or more bytes that begins
+//!   a form (a value cut short by `head -c`) is masked.
 //!
 //! # What masking cannot do
 //!
@@ -80,7 +98,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Anchored, Input, MatchKind, StartKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Input, MatchKind};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use zeroize::Zeroizing;
@@ -120,6 +138,9 @@ pub struct MaskSet {
     /// Every form, ASCII-lowercased and sorted, to find held tails that
     /// begin a form (idle flushes).
     sorted_forms: Vec<Zeroizing<Vec<u8>>>,
+    /// For each pattern (same order), how many leading and trailing bytes
+    /// of a match stay visible (see [`Framed`]).
+    frames: Vec<(usize, usize)>,
     longest: usize,
     masked_values: usize,
     skipped_short: usize,
@@ -139,7 +160,8 @@ impl MaskSet {
     /// Compiles the forms of `values`. Values shorter than
     /// [`MIN_MASKED_LEN`] are counted in [`Self::skipped_short`] and left out.
     pub fn new<V: AsRef<[u8]>>(values: impl IntoIterator<Item = V>, options: MaskOptions) -> Self {
-        let mut forms: Vec<Zeroizing<Vec<u8>>> = Vec::new();
+        // (pattern, lead, trail): see [`Framed`].
+        let mut forms: Vec<(Zeroizing<Vec<u8>>, usize, usize)> = Vec::new();
         let mut masked_values = 0;
         let mut skipped_short = 0;
         for value in values {
@@ -152,29 +174,53 @@ impl MaskSet {
                 continue;
             }
             masked_values += 1;
-            forms.extend(forms_of(value).into_iter().map(Zeroizing::new));
+            let whole = |f: Vec<u8>| (Zeroizing::new(f), 0, 0);
+            forms.extend(forms_of(value).into_iter().map(whole));
+            forms.extend(framed_forms(value).into_iter().map(|f| {
+                let (lead, trail) = (f.lead.len(), f.trail.len());
+                (
+                    Zeroizing::new([f.lead, f.body, f.trail].concat()),
+                    lead,
+                    trail,
+                )
+            }));
             if options.fragments {
-                forms.extend(fragment_forms(value).into_iter().map(Zeroizing::new));
+                forms.extend(fragment_forms(value).into_iter().map(whole));
             }
         }
-        for form in &mut forms {
+        for (form, _, _) in &mut forms {
             form.make_ascii_lowercase();
         }
-        forms.sort_unstable_by(|a, b| a.as_slice().cmp(b.as_slice()));
-        forms.dedup_by(|a, b| a.as_slice() == b.as_slice());
+        // One entry per pattern; where the same bytes are a whole form and
+        // a framed one, the whole form's (larger) masking wins.
+        forms.sort_unstable_by(|a, b| {
+            a.0.as_slice()
+                .cmp(b.0.as_slice())
+                .then((a.1, a.2).cmp(&(b.1, b.2)))
+        });
+        forms.dedup_by(|later, kept| {
+            let same = later.0.as_slice() == kept.0.as_slice();
+            if same {
+                kept.1 = kept.1.min(later.1);
+                kept.2 = kept.2.min(later.2);
+            }
+            same
+        });
+        let frames: Vec<(usize, usize)> = forms.iter().map(|f| (f.1, f.2)).collect();
+        let forms: Vec<Zeroizing<Vec<u8>>> = forms.into_iter().map(|f| f.0).collect();
         let longest = forms.iter().map(|f| f.len()).max().unwrap_or(0);
         let automaton = (!forms.is_empty()).then(|| {
+            // Standard semantics: every occurrence is reported, also
+            // overlapping ones, and the masker masks their union.
             AhoCorasickBuilder::new()
-                .match_kind(MatchKind::LeftmostLongest)
+                .match_kind(MatchKind::Standard)
                 .ascii_case_insensitive(true)
-                // Unanchored for scanning, anchored for the context check
-                // after an idle flush.
-                .start_kind(StartKind::Both)
                 .build(forms.iter().map(|f| f.as_slice()))
                 .expect("a set of non-empty byte patterns always compiles")
         });
         Self {
             automaton,
+            frames,
             sorted_forms: forms,
             longest,
             masked_values,
@@ -206,36 +252,32 @@ impl MaskSet {
         self.automaton.as_ref().is_some_and(|ac| ac.is_match(data))
     }
 
-    /// The length of the longest suffix of `tail` that is a proper
-    /// beginning of some form, if it is at least `min` bytes long.
-    fn form_prefix_suffix(&self, tail: &[u8], min: usize) -> usize {
-        let longest_possible = tail.len().min(self.longest.saturating_sub(1));
-        for len in (min.max(1)..=longest_possible).rev() {
-            let suffix = tail[tail.len() - len..].to_ascii_lowercase();
-            let at = self
-                .sorted_forms
-                .partition_point(|f| f.as_slice() < suffix.as_slice());
-            if self
-                .sorted_forms
-                .get(at)
-                .is_some_and(|f| f.starts_with(&suffix))
-            {
-                return len;
-            }
-        }
-        0
+    /// Whether `lower` (ASCII-lowercased) is a proper beginning of some
+    /// form: forms are sorted, so those starting with it follow its
+    /// insertion point (the form equal to it, if any, first).
+    fn begins_form(&self, lower: &[u8]) -> bool {
+        let at = self.sorted_forms.partition_point(|f| f.as_slice() < lower);
+        self.sorted_forms[at..]
+            .iter()
+            .take(2)
+            .any(|f| f.len() > lower.len() && f.starts_with(lower))
     }
 }
 
 /// A streaming scrubber over one output stream.
+///
+/// What it masks: the union of every occurrence of every form (occurrences
+/// may overlap: a multi-line dump is covered by the pieces of each line);
+/// each maximal run of masked bytes becomes one [`MASK`].
 pub struct Masker {
     set: Arc<MaskSet>,
     /// Input not yet discarded: emitted context, then undecided bytes.
     buf: Zeroizing<Vec<u8>>,
     /// How many leading bytes of `buf` were already written out.
     emitted: usize,
-    /// An idle flush emitted bytes that a form may still continue from.
-    context_open: bool,
+    /// Whether the last byte written out was masked (the next masked byte
+    /// continues the same `***`).
+    last_masked: bool,
 }
 
 /// How far [`Masker::process`] may decide.
@@ -243,9 +285,10 @@ pub struct Masker {
 enum Decide {
     /// Only what more input cannot change.
     Settled,
-    /// The child is quiet: everything but a tail that begins a form.
+    /// The child is quiet: everything but a tail of [`IDLE_HOLD_MIN`] or
+    /// more bytes that begins a form.
     Idle,
-    /// The end: everything.
+    /// The end: everything, a tail that begins a form masked.
     All,
 }
 
@@ -255,7 +298,7 @@ impl Masker {
             set,
             buf: Zeroizing::new(Vec::new()),
             emitted: 0,
-            context_open: false,
+            last_masked: false,
         }
     }
 
@@ -283,7 +326,7 @@ impl Masker {
             self.process(Decide::All, out);
             self.buf.clear();
             self.emitted = 0;
-            self.context_open = false;
+            self.last_masked = false;
         }
     }
 
@@ -292,67 +335,89 @@ impl Masker {
         self.buf.len() > self.emitted
     }
 
+    /// The earliest start `s` at which `buf[s..]` is a proper beginning of
+    /// some form: an occurrence that more output may still complete.
+    ///
+    /// Only starts from `emitted - (IDLE_HOLD_MIN - 1)` on are looked at:
+    /// no idle flush ever emits more than `IDLE_HOLD_MIN - 1` bytes of a
+    /// possible occurrence (see [`Masker::process`]), so none starts
+    /// earlier.
+    fn earliest_open(&self) -> Option<usize> {
+        let len = self.buf.len();
+        let from = self
+            .emitted
+            .saturating_sub(IDLE_HOLD_MIN - 1)
+            .max(len.saturating_sub(self.set.longest.saturating_sub(1)));
+        let lower = Zeroizing::new(self.buf[from..].to_ascii_lowercase());
+        (0..lower.len())
+            .find(|&i| self.set.begins_form(&lower[i..]))
+            .map(|i| from + i)
+    }
+
     fn process(&mut self, decide: Decide, out: &mut Vec<u8>) {
         let Some(ac) = self.set.automaton.as_ref() else {
             return;
         };
         let len = self.buf.len();
-        let longest = self.set.longest;
-        // A match starting before `limit` is final: every form starting
-        // there is either complete in `buf` or cannot match.
-        let limit = match decide {
-            Decide::Settled => len.saturating_sub(longest - 1),
-            Decide::Idle => {
-                let undecided = &self.buf[self.emitted..];
-                len - self.set.form_prefix_suffix(undecided, IDLE_HOLD_MIN)
+        let emitted = self.emitted;
+        // Which undecided bytes some complete occurrence covers. An
+        // occurrence covering an undecided byte starts at most `longest - 1`
+        // bytes before it: inside the context `buf` keeps.
+        let mut masked = vec![false; len - emitted];
+        let mut cover = |start: usize, end: usize| {
+            for m in &mut masked[start.max(emitted) - emitted..end - emitted] {
+                *m = true;
             }
-            Decide::All => len,
         };
-        let mut pos = self.emitted;
-
-        // A form that began in bytes an idle flush already emitted: mask
-        // the rest of it.
-        if self.context_open && self.emitted > 0 {
-            let first = self.emitted.saturating_sub(longest - 1);
-            let undecidable = decide == Decide::Settled && first + longest > len;
-            if undecidable {
-                return;
+        for m in ac.find_overlapping_iter(Input::new(&self.buf[..])) {
+            let (lead, trail) = self.set.frames[m.pattern().as_usize()];
+            if m.end() - trail > emitted {
+                cover(m.start() + lead, m.end() - trail);
             }
-            for start in first..self.emitted {
-                let input = Input::new(&self.buf[..])
-                    .range(start..len)
-                    .anchored(Anchored::Yes);
-                if let Some(m) = ac.find(input)
-                    && m.end() > pos
+        }
+        // How far to decide. Invariant: no possible occurrence (one that
+        // more output may still complete) has more than IDLE_HOLD_MIN - 1
+        // of its bytes emitted.
+        let limit = match decide {
+            // A byte is settled once every occurrence that could cover it
+            // is complete in `buf` or impossible.
+            Decide::Settled => len.saturating_sub(self.set.longest - 1).max(emitted),
+            Decide::Idle => match self.earliest_open() {
+                Some(s) if len - s >= IDLE_HOLD_MIN => s.max(emitted),
+                // Three bytes or fewer of a possible occurrence: shown (a
+                // prompt must not wait for bytes that never come).
+                _ => len,
+            },
+            Decide::All => {
+                // The end: an occurrence cut short by it (`head -c`) is
+                // masked from its fourth byte, as an idle flush would
+                // have held it.
+                if let Some(s) = self.earliest_open()
+                    && len - s >= IDLE_HOLD_MIN
                 {
-                    pos = m.end();
+                    cover(s, len);
                 }
+                len
             }
-            if pos > self.emitted {
-                out.extend_from_slice(MASK);
+        };
+        let mut i = emitted;
+        while i < limit {
+            if masked[i - emitted] {
+                if !self.last_masked {
+                    out.extend_from_slice(MASK);
+                    self.last_masked = true;
+                }
+                i += 1;
+            } else {
+                let run_end = (i..limit).find(|&j| masked[j - emitted]).unwrap_or(limit);
+                out.extend_from_slice(&self.buf[i..run_end]);
+                self.last_masked = false;
+                i = run_end;
             }
-            self.context_open = false;
         }
-
-        let input = Input::new(&self.buf[..]).range(pos..len);
-        for m in ac.find_iter(input) {
-            if m.start() >= limit {
-                break;
-            }
-            out.extend_from_slice(&self.buf[pos..m.start()]);
-            out.extend_from_slice(MASK);
-            pos = m.end();
-        }
-        if limit > pos {
-            out.extend_from_slice(&self.buf[pos..limit]);
-            pos = limit;
-        }
-        self.emitted = pos;
-        if decide == Decide::Idle && pos > 0 {
-            self.context_open = true;
-        }
+        self.emitted = limit;
         // Keep `longest - 1` emitted bytes as context, drop the rest.
-        let keep_from = self.emitted.saturating_sub(longest - 1);
+        let keep_from = self.emitted.saturating_sub(self.set.longest - 1);
         if keep_from > 0 {
             self.buf.drain(..keep_from);
             self.emitted -= keep_from;
@@ -442,6 +507,18 @@ pub fn forms_of(value: &[u8]) -> Vec<Vec<u8>> {
         }
     }
 
+    // Hex and character dumps, line by line; the ASCII columns of xxd and
+    // hexdump -C; base64 line-wrapped anywhere in a longer stream.
+    forms.extend(dump_forms(value));
+    forms.extend(base64_runs(value));
+    // `echo "$X" | base64`: the value and a newline, wrapped at 76.
+    let mut line = value.to_vec();
+    line.push(b'\n');
+    forms.push(wrap(STANDARD.encode(&line).as_bytes(), 76));
+
+    // Shell-quoted: `printf %q`, `$'...'`, `'...'`, `"..."`.
+    forms.extend(shell_quoted_forms(value));
+
     // Each line of a multi-line value.
     if value.contains(&b'\n') {
         for line in value.split(|&b| b == b'\n') {
@@ -504,6 +581,258 @@ fn fragment_forms(value: &[u8]) -> Vec<Vec<u8>> {
             forms.push(data_encoding::BASE32_NOPAD.encode(run).into_bytes());
         }
     }
+    forms
+}
+
+/// The length of the runs of a value masked inside one line of a dump (and
+/// of the base64 pieces masked in a wrapped stream): a value's bytes that
+/// share a line with other data are masked from this many on.
+pub const DUMP_RUN: usize = 4;
+
+/// Bytes per line of `od`, `xxd` and `hexdump -C`.
+const DUMP_LINE: usize = 16;
+
+/// Base64 characters masked in pieces of a wrapped stream (6 characters
+/// hold 36 bits: about as specific as 4 bytes of hex).
+const BASE64_RUN: usize = 6;
+
+/// `data` with a newline after every `width` bytes but the last.
+fn wrap(data: &[u8], width: usize) -> Vec<u8> {
+    data.chunks(width).collect::<Vec<_>>().join(&b'\n')
+}
+
+/// One byte as `od -c` prints it: right-aligned in four columns, C escapes
+/// for the usual control characters, three octal digits for other bytes.
+fn od_c_field(byte: u8) -> String {
+    let shown = match byte {
+        0 => "\\0".to_string(),
+        0x07 => "\\a".to_string(),
+        0x08 => "\\b".to_string(),
+        0x0c => "\\f".to_string(),
+        b'\n' => "\\n".to_string(),
+        b'\r' => "\\r".to_string(),
+        b'\t' => "\\t".to_string(),
+        0x0b => "\\v".to_string(),
+        0x20..=0x7e => (byte as char).to_string(),
+        _ => format!("{byte:03o}"),
+    };
+    format!("{shown:>4}")
+}
+
+/// The ASCII column of xxd and hexdump -C: printable ASCII as it is, any
+/// other byte as `.`.
+fn ascii_column(bytes: &[u8]) -> Vec<u8> {
+    bytes
+        .iter()
+        .map(|&b| if (0x20..0x7f).contains(&b) { b } else { b'.' })
+        .collect()
+}
+
+/// A value inside a dump (`od -tx1`, `od -An -tx1`, `od -c`, `xxd`,
+/// `xxd -p`, `hexdump -C`), wherever it starts in the dumped stream.
+/// Offsets at the start of each line depend on where the value sits, so
+/// the dump cannot be one form: every run of [`DUMP_RUN`] bytes is a form
+/// as it appears inside one line, and the masker masks the union of the
+/// runs, which covers every line's share of the value from 4 bytes on.
+/// The ASCII columns are in [`framed_forms`].
+fn dump_forms(value: &[u8]) -> Vec<Vec<u8>> {
+    let mut forms = Vec::new();
+    let hex: Vec<String> = value.iter().map(|b| format!("{b:02x}")).collect();
+    for (i, run) in value.windows(DUMP_RUN).enumerate() {
+        let h = &hex[i..i + DUMP_RUN];
+        // od -tx1 and hexdump -C (one space between bytes), and hexdump -C
+        // across its two halves (two spaces after the 8th byte).
+        forms.push(h.join(" ").into_bytes());
+        for gap in 1..DUMP_RUN {
+            forms.push(format!("{}  {}", h[..gap].join(" "), h[gap..].join(" ")).into_bytes());
+        }
+        // xxd's two-byte groups, the run starting on a group or inside one.
+        let mut grouped = String::new();
+        let mut shifted = h[0].clone();
+        for (j, byte) in h.iter().enumerate() {
+            if j > 0 && j % 2 == 0 {
+                grouped.push(' ');
+            }
+            grouped.push_str(byte);
+            if j > 0 {
+                if j % 2 == 1 {
+                    shifted.push(' ');
+                }
+                shifted.push_str(byte);
+            }
+        }
+        forms.push(grouped.into_bytes());
+        forms.push(shifted.into_bytes());
+        // xxd -p (30 bytes a line) and hex wrapped anywhere else.
+        forms.push(h.concat().into_bytes());
+        // od -c, from the first character (its padding may follow an
+        // offset or a line start).
+        let fields: String = run.iter().map(|&b| od_c_field(b)).collect();
+        forms.push(fields.trim_start().as_bytes().to_vec());
+    }
+    // A value of at most 6 bytes can lose every run to one line break (3
+    // bytes end a line, 3 begin the next). In the dumps without offsets
+    // (od -An, xxd -p) the break is fixed text, so each such split is a
+    // form.
+    let fields: Vec<String> = value.iter().map(|&b| od_c_field(b)).collect();
+    for j in 1..value.len() {
+        if j < DUMP_RUN && value.len() - j < DUMP_RUN {
+            let (a, b) = hex.split_at(j);
+            forms.push(format!("{}\n {}", a.join(" "), b.join(" ")).into_bytes());
+            forms.push(format!("{}\n{}", a.concat(), b.concat()).into_bytes());
+            let (a, b) = fields.split_at(j);
+            forms.push(format!("{}\n{}", a.concat().trim_start(), b.concat()).into_bytes());
+        }
+    }
+    forms
+}
+
+/// A form whose first `lead` and last `trail` bytes are context: they must
+/// be there for the form to match, but stay visible (a line's `\n`, the
+/// `|` around hexdump's column).
+struct Framed {
+    lead: Vec<u8>,
+    body: Vec<u8>,
+    trail: Vec<u8>,
+}
+
+/// The ASCII columns of xxd and hexdump -C, line by line: 16 bytes of the
+/// value filling a line's column, and its first bytes ending a column or
+/// its last bytes starting one, from [`DUMP_RUN`] bytes on. Columns with
+/// fewer than DUMP_RUN printable characters would mask innocent columns of
+/// dots and are left out.
+fn framed_forms(value: &[u8]) -> Vec<Framed> {
+    let mut forms = Vec::new();
+    let mut add = |lead: &[u8], body: &[u8], trail: &[u8]| {
+        forms.push(Framed {
+            lead: lead.to_vec(),
+            body: body.to_vec(),
+            trail: trail.to_vec(),
+        });
+    };
+    let ascii = ascii_column(value);
+    let telling = |column: &[u8]| column.iter().filter(|&&b| b != b'.').count() >= DUMP_RUN;
+    for full in ascii.windows(DUMP_LINE).filter(|w| telling(w)) {
+        add(b"  ", full, b"\n");
+        add(b"|", full, b"|");
+    }
+    for n in DUMP_RUN..=DUMP_LINE.min(ascii.len()) {
+        let head = &ascii[..n];
+        let tail = &ascii[ascii.len() - n..];
+        if telling(head) {
+            add(b"", head, b"\n");
+            add(b"", head, b"|");
+        }
+        if telling(tail) {
+            add(b"  ", tail, b"");
+            add(b"|", tail, b"");
+        }
+    }
+    // A short value with unprintable bytes, inside one line's column.
+    if ascii.len() <= DUMP_LINE && ascii != value && telling(&ascii) {
+        add(b"", &ascii, b"");
+    }
+    let with_crlf: Vec<Framed> = forms
+        .iter()
+        .filter(|f| f.trail.contains(&b'\n'))
+        .map(|f| Framed {
+            lead: f.lead.clone(),
+            body: f.body.clone(),
+            trail: crlf(&f.trail),
+        })
+        .collect();
+    forms.extend(with_crlf);
+    forms
+}
+
+/// Base64 wrapped at any column inside a longer stream (`env | base64`):
+/// every [`BASE64_RUN`]-character piece of the characters the value alone
+/// determines, at each of the three alignments, in both alphabets.
+fn base64_runs(value: &[u8]) -> Vec<Vec<u8>> {
+    let mut forms = Vec::new();
+    for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+        for core in base64_cores(engine, value) {
+            forms.extend(core.windows(BASE64_RUN).map(<[u8]>::to_vec));
+            // A short core can lose every piece to one line break.
+            if core.len() < 2 * BASE64_RUN {
+                for j in 1..core.len() {
+                    forms.push([&core[..j], b"\n", &core[j..]].concat());
+                }
+            }
+        }
+    }
+    forms
+}
+
+/// Shell-quoted forms: bash's `printf %q` (a backslash before each special
+/// character; `$'...'` with C escapes when the value holds control
+/// characters), single-quoted with `'\''` (or `'"'"'`) for a quote, and
+/// double-quoted with `\`, `"`, `$` and `` ` `` escaped.
+fn shell_quoted_forms(value: &[u8]) -> Vec<Vec<u8>> {
+    let mut forms = Vec::new();
+    // bash's table of characters printf %q escapes with a backslash.
+    const SPECIAL: &[u8] = b" !\"$&'()*,;<>?[\\]^`{|}";
+    let mut backslashed = Vec::with_capacity(value.len() * 2);
+    for (i, &b) in value.iter().enumerate() {
+        let after = |c: u8| i > 0 && value[i - 1] == c;
+        if SPECIAL.contains(&b)
+            || (b == b'#' && i == 0)
+            || (b == b'~' && (i == 0 || after(b':') || after(b'=')))
+        {
+            backslashed.push(b'\\');
+        }
+        backslashed.push(b);
+    }
+    forms.push(backslashed);
+    // $'...': the C locale's (every byte from 0x80 in octal) and a UTF-8
+    // locale's (valid characters as they are).
+    for raw_utf8 in [false, true] {
+        let mut quoted = Vec::with_capacity(value.len() * 2);
+        let valid = std::str::from_utf8(value).is_ok();
+        for &b in value {
+            let escape = match b {
+                0x07 => Some(b'a'),
+                0x08 => Some(b'b'),
+                0x0c => Some(b'f'),
+                b'\n' => Some(b'n'),
+                b'\r' => Some(b'r'),
+                b'\t' => Some(b't'),
+                0x0b => Some(b'v'),
+                0x1b => Some(b'E'),
+                b'\\' | b'\'' => Some(b),
+                _ => None,
+            };
+            if let Some(e) = escape {
+                quoted.extend([b'\\', e]);
+            } else if (0x20..0x7f).contains(&b) || (b >= 0x80 && raw_utf8 && valid) {
+                quoted.push(b);
+            } else {
+                quoted.extend(format!("\\{b:03o}").bytes());
+            }
+        }
+        forms.push(quoted);
+    }
+    if value.contains(&b'\'') {
+        for replacement in [&b"'\\''"[..], b"'\"'\"'"] {
+            let mut quoted = Vec::with_capacity(value.len() + 8);
+            for &b in value {
+                if b == b'\'' {
+                    quoted.extend_from_slice(replacement);
+                } else {
+                    quoted.push(b);
+                }
+            }
+            forms.push(quoted);
+        }
+    }
+    let mut double = Vec::with_capacity(value.len() + 8);
+    for &b in value {
+        if matches!(b, b'\\' | b'"' | b'$' | b'`') {
+            double.push(b'\\');
+        }
+        double.push(b);
+    }
+    forms.push(double);
     forms
 }
 
@@ -585,6 +914,7 @@ fn base32_cores(value: &[u8]) -> Vec<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStrExt as _;
 
     fn set(values: &[&str]) -> Arc<MaskSet> {
         Arc::new(MaskSet::new(values, MaskOptions::default()))
@@ -749,6 +1079,256 @@ mod tests {
         assert!(out.len() < 40, "{out}");
     }
 
+    // R-DEV-3: a program printing a value one byte at a time, pausing
+    // longer than the idle flush after each, shows at most 3 bytes of it
+    // (before, every idle flush forgot what it had let out and all but the
+    // last bytes were shown).
+    #[test]
+    fn a_byte_at_a_time_with_idle_flushes_shows_at_most_three_bytes() {
+        let value = "sk_live_4eC39HqLyjWDarjtT1zdp7dc-0123456789-abcdefghijklmn";
+        let s = set(&[value]);
+        let mut m = Masker::new(s);
+        let mut out = Vec::new();
+        m.push(b"token: ", &mut out);
+        m.flush_idle(&mut out);
+        for byte in value.bytes() {
+            m.push(&[byte], &mut out);
+            m.flush_idle(&mut out);
+        }
+        m.push(b"\n", &mut out);
+        m.finish(&mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "token: sk_***\n");
+    }
+
+    // R-DEV-3: output that ends inside a value (`head -c 20`) masks what
+    // an idle flush would have held.
+    #[test]
+    fn the_end_of_output_masks_a_cut_value() {
+        let value = "sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+        let s = set(&[value]);
+        let out = s.mask_all(format!("key={}", &value[..20]).as_bytes());
+        assert_eq!(out, b"key=***");
+        // Three bytes or fewer of a value at the end are shown.
+        assert_eq!(s.mask_all(b"key=sk_"), b"key=sk_");
+    }
+
+    // R-DEV-3: `printf %q` as bash prints it (the forms are checked against
+    // the real bash), `$'...'`, and single and double quotes.
+    #[test]
+    fn shell_quoted_forms_are_masked() {
+        let values: [&[u8]; 4] = [
+            b"p@ss w0rd!/+=#~x;(a)",
+            b"#~start=~x:~y'q\"$`\\",
+            b"line1\nline2\ttab\x01\x7f\x1b'",
+            b"caf\xc3\xa9-bytes\x80\xff",
+        ];
+        for value in values {
+            let s = Arc::new(MaskSet::new([value], MaskOptions::default()));
+            let bash = std::process::Command::new("bash")
+                .args(["-c", "printf '%q\\n' \"$V\""])
+                .env("V", std::ffi::OsStr::from_bytes(value))
+                .env("LC_ALL", "C")
+                .output()
+                .expect("bash runs");
+            let quoted = bash.stdout;
+            assert!(!quoted.is_empty());
+            let out = s.mask_all(&quoted);
+            // Only the quoting around the value is left.
+            let left = String::from_utf8_lossy(&out).replace("***", "");
+            assert!(
+                left.trim_end().chars().all(|c| c == '$' || c == '\''),
+                "{:?} -> {left:?}",
+                String::from_utf8_lossy(&quoted)
+            );
+            let text = value.to_vec();
+            if !text.contains(&b'\'') {
+                let mut single = b"'".to_vec();
+                single.extend_from_slice(&text);
+                single.push(b'\'');
+                assert_eq!(s.mask_all(&single), b"'***'");
+            }
+        }
+        let s = set(&["it's a \"secret\" $HOME"]);
+        assert_eq!(
+            s.mask_all(br#"echo 'it'\''s a "secret" $HOME'"#),
+            b"echo '***'"
+        );
+        assert_eq!(
+            s.mask_all(br#"x="it's a \"secret\" \$HOME""#),
+            br#"x="***""#
+        );
+    }
+
+    /// What the dump tools print for `stream` (checked against the real
+    /// tools in `zafe/tests/run_cli.rs`).
+    pub(super) mod layouts {
+        use super::super::{ascii_column, od_c_field};
+        use base64::Engine as _;
+
+        pub fn od(stream: &[u8], chars: bool, offsets: bool) -> Vec<u8> {
+            let mut out = String::new();
+            for (i, line) in stream.chunks(16).enumerate() {
+                if offsets {
+                    out += &format!("{:07o}", i * 16);
+                }
+                for &b in line {
+                    if chars {
+                        out += &od_c_field(b);
+                    } else {
+                        out += &format!(" {b:02x}");
+                    }
+                }
+                out.push('\n');
+            }
+            if offsets {
+                out += &format!("{:07o}\n", stream.len());
+            }
+            out.into_bytes()
+        }
+
+        pub fn xxd(stream: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for (i, line) in stream.chunks(16).enumerate() {
+                out.extend(format!("{:08x}: ", i * 16).bytes());
+                for group in 0..8 {
+                    for j in [2 * group, 2 * group + 1] {
+                        match line.get(j) {
+                            Some(b) => out.extend(format!("{b:02x}").bytes()),
+                            None => out.extend(b"  "),
+                        }
+                    }
+                    out.push(b' ');
+                }
+                out.push(b' ');
+                out.extend(ascii_column(line));
+                out.push(b'\n');
+            }
+            out
+        }
+
+        pub fn xxd_p(stream: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for line in stream.chunks(30) {
+                out.extend(hex::encode(line).bytes());
+                out.push(b'\n');
+            }
+            out
+        }
+
+        pub fn hexdump_c(stream: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for (i, line) in stream.chunks(16).enumerate() {
+                out.extend(format!("{:08x}  ", i * 16).bytes());
+                for j in 0..16 {
+                    match line.get(j) {
+                        Some(b) => out.extend(format!("{b:02x} ").bytes()),
+                        None => out.extend(b"   "),
+                    }
+                    if j == 7 {
+                        out.push(b' ');
+                    }
+                }
+                out.extend(b" |");
+                out.extend(ascii_column(line));
+                out.extend(b"|\n");
+            }
+            out.extend(format!("{:08x}\n", stream.len()).bytes());
+            out
+        }
+
+        pub fn base64_76(stream: &[u8]) -> Vec<u8> {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(stream);
+            let mut out = Vec::new();
+            for line in encoded.as_bytes().chunks(76) {
+                out.extend_from_slice(line);
+                out.push(b'\n');
+            }
+            out
+        }
+    }
+
+    // R-DEV-3: every dump layout of a value printed alone (`printf %s "$V" |
+    // xxd`), also through a terminal (`\r\n`), is masked whole but for
+    // offsets and padding.
+    #[test]
+    fn dumps_of_a_value_alone_are_masked() {
+        let value = b"sk_live_4eC39HqLyjWDarjtT1zdp7dc-0123456789-\xc3\xa9\\x01abcdefghi";
+        assert_eq!(value.len(), 59);
+        let s = Arc::new(MaskSet::new([&value[..]], MaskOptions::default()));
+        let mut line = value.to_vec();
+        line.push(b'\n');
+        for stream in [&value[..], &line[..]] {
+            for (name, dump) in [
+                ("od -tx1", layouts::od(stream, false, true)),
+                ("od -An -tx1", layouts::od(stream, false, false)),
+                ("od -c", layouts::od(stream, true, true)),
+                ("od -An -c", layouts::od(stream, true, false)),
+                ("xxd", layouts::xxd(stream)),
+                ("xxd -p", layouts::xxd_p(stream)),
+                ("hexdump -C", layouts::hexdump_c(stream)),
+                ("base64", layouts::base64_76(stream)),
+            ] {
+                for dump in [dump.clone(), crlf(&dump)] {
+                    let out = s.mask_all(&dump);
+                    assert_eq!(
+                        leak(&out, value),
+                        None,
+                        "{name}: {}",
+                        String::from_utf8_lossy(&out)
+                    );
+                    // Nothing of the value is left at all: masks, offsets,
+                    // padding and the newline's own byte.
+                    let hex_left = String::from_utf8_lossy(&out)
+                        .lines()
+                        .flat_map(|l| l.split_whitespace())
+                        .filter(|w| w.len() == 2 && w.chars().all(|c| c.is_ascii_hexdigit()))
+                        .count();
+                    assert!(hex_left <= 1, "{name}: {}", String::from_utf8_lossy(&out));
+                }
+            }
+        }
+    }
+
+    /// How a value shows in masked output, if it does: 4 consecutive
+    /// bytes of it, plain, in hex (spaces, line breaks removed: any dump
+    /// layout), as `od -c` prints them; or 6 characters of its base64 at
+    /// any alignment (line breaks removed).
+    fn leak(out: &[u8], value: &[u8]) -> Option<String> {
+        fn contains(hay: &[u8], needle: &[u8]) -> bool {
+            hay.windows(needle.len()).any(|w| w == needle)
+        }
+        let squeezed: Vec<u8> = out
+            .iter()
+            .filter(|b| !b.is_ascii_whitespace())
+            .map(u8::to_ascii_lowercase)
+            .collect();
+        for (i, run) in value.windows(DUMP_RUN).enumerate() {
+            if contains(out, run) {
+                return Some(format!("bytes {i}.. plain"));
+            }
+            if contains(&squeezed, hex::encode(run).as_bytes()) {
+                return Some(format!("bytes {i}.. in hex"));
+            }
+            let od: String = run.iter().map(|&b| od_c_field(b)).collect();
+            if contains(out, od.trim_start().as_bytes()) {
+                return Some(format!("bytes {i}.. as od -c"));
+            }
+        }
+        let squeezed: Vec<u8> = out
+            .iter()
+            .filter(|b| !b.is_ascii_whitespace())
+            .copied()
+            .collect();
+        for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+            for core in base64_cores(engine, value) {
+                if core.windows(BASE64_RUN).any(|w| contains(&squeezed, w)) {
+                    return Some("base64".into());
+                }
+            }
+        }
+        None
+    }
+
     mod props {
         use super::*;
         use proptest::prelude::*;
@@ -857,6 +1437,70 @@ mod tests {
                 // is not the value.
                 prop_assume!(encoded.as_bytes().windows(core.len()).filter(|w| w == &core).count() == 1);
                 prop_assert!(!contains(&out, core), "a base32 core survived");
+            }
+
+            // R-DEV-3, the README's promise: a value anywhere in a stream
+            // printed plain or through any dump layout (od -tx1, od -An
+            // -tx1, od -c, od -An -c, xxd, xxd -p, hexdump -C, base64
+            // wrapped at 76), arriving in random pieces with idle flushes
+            // (a quiet child) between random ones, never shows 4
+            // consecutive bytes (nor 6 base64 characters), and never whole.
+            #[test]
+            fn no_layout_shows_four_bytes_whatever_the_timing(
+                value in proptest::collection::vec(any::<u8>().prop_filter("not the mask", |b| *b != b'*'), 4..60),
+                before in proptest::collection::vec(any::<u8>(), 0..40),
+                after in proptest::collection::vec(any::<u8>(), 0..24),
+                layout in 0usize..10,
+                cuts in proptest::collection::vec(0usize..100_000, 0..40),
+                idle in proptest::collection::vec(any::<bool>(), 41),
+                terminal in any::<bool>(),
+            ) {
+                let s = Arc::new(MaskSet::new([&value], MaskOptions::default()));
+                let mut stream = before.clone();
+                stream.extend_from_slice(&value);
+                stream.extend_from_slice(&after);
+                let mut text = match layout {
+                    0 => stream.clone(),
+                    1 => layouts::od(&stream, false, true),
+                    2 => layouts::od(&stream, false, false),
+                    3 => layouts::od(&stream, true, true),
+                    4 => layouts::od(&stream, true, false),
+                    5 => layouts::xxd(&stream),
+                    6 => layouts::xxd_p(&stream),
+                    7 => layouts::hexdump_c(&stream),
+                    8 => layouts::base64_76(&stream),
+                    _ => hex::encode(&stream).into_bytes(),
+                };
+                if terminal {
+                    text = crlf(&text);
+                }
+                let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (text.len() + 1)).collect();
+                cuts.sort();
+                let mut m = Masker::new(s);
+                let mut out = Vec::new();
+                let mut last = 0;
+                for (c, quiet) in cuts.into_iter().zip(&idle) {
+                    m.push(&text[last..c], &mut out);
+                    if *quiet {
+                        m.flush_idle(&mut out);
+                    }
+                    last = c;
+                }
+                m.push(&text[last..], &mut out);
+                if idle[40] {
+                    m.flush_idle(&mut out);
+                }
+                m.finish(&mut out);
+                // Filler that happens to spell 4 bytes of the value in the
+                // layout is not the value.
+                let filler_only = {
+                    let mut f = before.clone();
+                    f.extend_from_slice(&after);
+                    f
+                };
+                prop_assume!(leak(&filler_only, &value).is_none());
+                let found = leak(&out, &value);
+                prop_assert!(found.is_none(), "{:?}: {}", found, String::from_utf8_lossy(&out));
             }
 
             // Streaming gives the same result as masking at once.

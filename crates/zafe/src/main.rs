@@ -11,6 +11,7 @@ mod audit;
 mod child;
 mod cli;
 mod files;
+mod harden;
 mod import;
 mod inject;
 mod kv;
@@ -56,7 +57,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Server(args) => return server(args).await,
         Command::Mcp(args) => {
-            mcp::serve(args, client(&cli.global, None)?).await?;
+            harden::forbid_inspection();
+            let client = client(&cli.global, None)?;
+            // The client holds the token now; the commands run_command
+            // starts must not find it in our environment block.
+            harden::scrub_environment(&harden::CREDENTIAL_VARIABLES);
+            mcp::serve(args, client).await?;
         }
         Command::Setup(crate::cli::SetupCmd::Mcp(args)) => {
             let addr = cli.global.addr.clone().or_else(|| {
@@ -67,6 +73,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             setup::run(args, addr)?;
         }
         Command::Run(args) => {
+            harden::forbid_inspection();
             let global = &cli.global;
             return Ok(run::run(args, || client(global, None)).await);
         }

@@ -21,6 +21,10 @@
 //!   in: the assistant cannot make the server parse arbitrary files.
 //! - The token comes from the environment or the token file when the server
 //!   starts; it is never part of an editor's configuration (`zafe setup mcp`).
+//!   The process is non-dumpable and scrubs the token from its environment
+//!   block once read (`crate::harden`), so a command it runs cannot read it
+//!   from `/proc/<ppid>/environ`; every token it holds is masked like a
+//!   value in every response.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt as _;
@@ -558,6 +562,14 @@ impl ZafeMcp {
         }
     }
 
+    /// Every token the server holds (its own, a session's access and
+    /// refresh tokens, also after a refresh) is masked like a value.
+    fn remember_tokens(&self) {
+        for token in self.inner.client.held_tokens() {
+            self.remember(token.expose());
+        }
+    }
+
     fn remember(&self, value: &str) {
         if !value.is_empty() {
             let mut seen = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -571,6 +583,7 @@ impl ZafeMcp {
     /// The last line of defence: whatever a tool produced is masked against
     /// every value this server has handled.
     fn scrub(&self, text: String) -> String {
+        self.remember_tokens();
         let set = {
             let mut seen = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
             if seen.values.is_empty() {
@@ -754,6 +767,7 @@ impl ZafeMcp {
         for value in prepared.values().chain(prepared.plain_values()) {
             self.remember(value);
         }
+        self.remember_tokens();
         let set = self
             .inner
             .seen

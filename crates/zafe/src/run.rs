@@ -426,6 +426,11 @@ async fn prepare_and_run(
     } else {
         None
     };
+    // The client holds the token now: the command must not find it in our
+    // environment block (/proc/<ppid>/environ), unless it is given it.
+    if !args.pass_zafe_env {
+        crate::harden::scrub_environment(&crate::harden::CREDENTIAL_VARIABLES);
+    }
     let prepared = Prepared::resolve(local, project, client.as_ref(), &args.allow_env).await?;
 
     // The secrets directory lives until this function returns, after the

@@ -751,3 +751,140 @@ async fn project_keys_that_run_code_are_refused_unless_allowed() {
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(marker.exists());
 }
+
+/// How a value shows in output, if it does (the README's promise: at most
+/// 3 bytes of it): 4 consecutive bytes of it plain, in hex once spaces and
+/// line breaks are removed (any dump), or as `od -c` prints them; or 6
+/// characters of its base64 at any alignment, line breaks removed.
+fn shows_four_bytes(out: &str, value: &[u8]) -> Option<String> {
+    let squeezed: String = out.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let lower = squeezed.to_ascii_lowercase();
+    for (i, run) in value.windows(4).enumerate() {
+        if out.as_bytes().windows(4).any(|w| w == run) {
+            return Some(format!("bytes {i}.. plain"));
+        }
+        if lower.contains(&hex::encode(run)) {
+            return Some(format!("bytes {i}.. in hex"));
+        }
+        let od: String = run.iter().map(|&b| format!("{:>4}", b as char)).collect();
+        if out.contains(od.trim_start()) {
+            return Some(format!("bytes {i}.. as od -c"));
+        }
+    }
+    for k in 0..3 {
+        let mut stream = vec![0u8; k];
+        stream.extend_from_slice(value);
+        let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&stream);
+        let core = &encoded[[0, 2, 3][k]..stream.len() * 8 / 6];
+        for i in 0..core.len().saturating_sub(5) {
+            if squeezed.contains(&core[i..i + 6]) {
+                return Some(format!("base64 at alignment {k}"));
+            }
+        }
+    }
+    None
+}
+
+// R-DEV-3: a 59-byte value printed through the dump tools (od -An -tx1,
+// od -tx1, od -c, xxd, xxd -p, hexdump -C, base64, printf %q), alone or
+// in the middle of a longer stream, shows at most 3 bytes of itself
+// anywhere (before: od -An -tx1 and the multi-line layouts showed it
+// whole, printf %q with backslashes).
+#[tokio::test]
+async fn dump_tools_show_at_most_three_bytes_of_a_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::new(dir.path());
+    let value = "sk_live_4eC39HqL yjWDar!T1zdp7dc-(0123456789)-abcdefghijklm";
+    assert_eq!(value.len(), 59);
+    env.put("app", "dev", "K", value).await;
+    let file = env.env_file(".env.zafe", &["K=zafe://app/dev/K".into()]);
+    for tool in [
+        "od -An -tx1",
+        "od -tx1",
+        "od -c",
+        "od -An -c",
+        "xxd",
+        "xxd -p",
+        "hexdump -C",
+        "base64",
+    ] {
+        for feed in [
+            r#"printf %s "$K""#,
+            r#"echo "$K""#,
+            r#"printf 'LEAD=x%s\n' "$K""#,
+            r#"printf 'SOME_LONGER_LEAD=%s&more' "$K""#,
+        ] {
+            let script = format!("{feed} | {tool}");
+            let r = env.run(&["run", "--env-file", &file, "--", "sh", "-c", &script]);
+            assert_eq!(r.code, Some(0), "{script}: {}", r.stderr);
+            assert!(r.stdout.contains("***"), "{script}: {}", r.stdout);
+            assert_eq!(
+                shows_four_bytes(&r.stdout, value.as_bytes()),
+                None,
+                "{script}:\n{}",
+                r.stdout
+            );
+        }
+    }
+    for script in [r#"printf '%q\n' "$K""#, r#"printf '%q\n' "$K" | base64"#] {
+        let r = env.run(&["run", "--env-file", &file, "--", "bash", "-c", script]);
+        assert_eq!(r.code, Some(0), "{script}: {}", r.stderr);
+        assert_eq!(
+            shows_four_bytes(&r.stdout, value.as_bytes()),
+            None,
+            "{script}: {}",
+            r.stdout
+        );
+        assert!(!r.stdout.contains("yjWDar"), "{script}: {}", r.stdout);
+    }
+}
+
+// R-DEV-3: a program printing a value one byte every 30-50 ms (longer
+// than the idle flush) shows at most its first 3 bytes (before, each idle
+// flush forgot what it had let out: all but the last bytes showed).
+#[tokio::test]
+async fn a_value_printed_a_byte_at_a_time_shows_at_most_three_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::new(dir.path());
+    let value = "slow-Zq9wX2vB7nM4-drip-fed-value-0123456789abcdefghijklmnop";
+    env.put("app", "dev", "K", value).await;
+    let file = env.env_file(".env.zafe", &["K=zafe://app/dev/K".into()]);
+    let script = r#"i=0; for c in $(printf %s "$K" | fold -w1); do
+        printf %s "$c"; if [ $((i % 2)) = 0 ]; then sleep 0.03; else sleep 0.05; fi; i=$((i + 1));
+    done; echo"#;
+    let r = env.run(&["run", "--env-file", &file, "--", "sh", "-c", script]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let shown = r.stdout.trim_end();
+    let before_mask = shown
+        .strip_suffix("***")
+        .unwrap_or_else(|| panic!("{shown:?}"));
+    assert!(
+        before_mask.len() <= 3 && value.starts_with(before_mask),
+        "{shown:?}"
+    );
+}
+
+// R-DEV-5: a command `zafe run` starts cannot read Zafe's token from
+// /proc/<ppid>/environ: the token is scrubbed from Zafe's environment block
+// once read (tests run as root, who may read any process's /proc files
+// whether it is dumpable or not, so the scrub is what shows here).
+#[tokio::test]
+async fn the_child_cannot_read_the_token_from_zafes_environment_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = Env::new(dir.path());
+    env.put("app", "dev", "K", "environ-test-value").await;
+    let file = env.env_file(".env.zafe", &["K=zafe://app/dev/K".into()]);
+    let copy = dir.path().join("parent-environ");
+    let script = format!("tr '\\0' '\\n' < /proc/$PPID/environ > {}", copy.display());
+    let envs = [("VAULT_TOKEN", "vault-token-in-env")];
+    let r = env.run_env(
+        &["run", "--env-file", &file, "--", "sh", "-c", &script],
+        &envs,
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let seen = std::fs::read_to_string(&copy).unwrap();
+    assert!(seen.contains("ZAFE_ADDR="), "{seen}");
+    assert!(seen.contains("ZAFE_TOKEN="), "{seen}");
+    assert!(!seen.contains(ROOT), "{seen}");
+    assert!(!seen.contains("vault-token-in-env"), "{seen}");
+}
