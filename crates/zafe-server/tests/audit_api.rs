@@ -1122,10 +1122,10 @@ async fn truncation_behind_a_running_server_is_never_signed_over() {
 }
 
 // R-AUD-6: the newest entries must be signed within the checkpoint
-// interval (+ slack). Entries that waited 12 minutes without a checkpoint
-// with a 60 s interval (what the log showed after the attack) fail
-// the server's verification and an export's, naming the first of them;
-// signed, the same (now idle) log verifies.
+// interval (+ slack). The log as the attack left it: the newest
+// checkpoint 12 minutes old, the entries after it written 12 minutes ago,
+// with a 60 s interval. The server's verification and an export's fail,
+// naming the first unsigned entry; signed, the same (now idle) log verifies.
 #[tokio::test]
 async fn entries_unsigned_longer_than_the_interval_allows_fail_verification() {
     let (h, seed, _) = first_node(
@@ -1134,9 +1134,23 @@ async fn entries_unsigned_longer_than_the_interval_allows_fail_verification() {
     )
     .await;
     traffic(&h, 5).await;
-    checkpoint_now(&h).await;
+    record_old(&h, 12 * 60 + 5, 1).await;
+    let backend = h.core.backend().clone();
+    let signed = head(&*backend).await;
+    let row = backend.audit_read(signed, 1).await.unwrap().remove(0);
+    let old_checkpoint = zafe_server::audit::chain::sign_checkpoint(
+        &IdentityKey::from_seed(&seed),
+        "periodic",
+        signed,
+        &row.hash,
+        now_us() - 12 * 60 * 1_000_000,
+    );
+    backend
+        .audit_checkpoint_append(old_checkpoint)
+        .await
+        .unwrap();
     record_old(&h, 12 * 60, 3).await;
-    let first_old = head(&**h.core.backend()).await - 2;
+    let first_old = signed + 1;
 
     let report = server_verify(&h).await;
     assert!(!report.ok, "{report:?}");

@@ -574,6 +574,8 @@ pub struct Verifier {
     unsigned_since: Option<(i64, i64)>,
     /// The newest entry time seen (buffered entries aside).
     newest_time_us: Option<i64>,
+    /// The newest signing time of a validly signed checkpoint.
+    newest_cp_time_us: Option<i64>,
     /// A point this verifier's user verified before: the log must still
     /// reach it, with that hash.
     floor: Option<(i64, Vec<u8>)>,
@@ -611,6 +613,7 @@ impl Verifier {
             now_us: None,
             unsigned_since: None,
             newest_time_us: None,
+            newest_cp_time_us: None,
             floor: None,
             done: false,
         }
@@ -925,6 +928,9 @@ impl Verifier {
                 format!("the checkpoint at seq {} has {why}", cp.seq),
             );
         }
+        if self.newest_cp_time_us.is_none_or(|t| t < cp.time_us) {
+            self.newest_cp_time_us = Some(cp.time_us);
+        }
         match &self.last {
             None => {
                 // Before any entry: a candidate anchor for the first one.
@@ -1069,8 +1075,11 @@ impl Verifier {
         }
     }
 
-    /// The oldest entry no checkpoint covers must be younger than the
-    /// interval allows, relative to the newest entry and to now.
+    /// Entries no checkpoint covers: stale when both the oldest of them
+    /// and the newest checkpoint are older than the interval allows,
+    /// relative to the newest entry or to now. (Both, so that neither an
+    /// idle log's old checkpoint followed by a new entry, nor an entry
+    /// stamped by a node whose clock is behind, counts as stale.)
     fn check_fresh(&mut self) {
         let (Some(interval), Some((seq, since))) = (self.interval_secs, self.unsigned_since) else {
             return;
@@ -1080,11 +1089,21 @@ impl Verifier {
         }
         let allowed = freshness_allowance_us(interval);
         let newest = self.newest_time_us.unwrap_or(since);
-        let (age, against) = match self.now_us {
-            Some(now) if now - since > newest - since => (now - since, "at verification"),
-            _ => (newest - since, "before the newest entry"),
+        // Without any checkpoint there is no signer's clock to judge by (a
+        // server in its first interval); the signed end or the server's own
+        // newest checkpoint guards such a log.
+        let stale = |reference: i64| {
+            reference - since > allowed
+                && self
+                    .newest_cp_time_us
+                    .is_some_and(|cp| reference - cp > allowed)
         };
-        if age > allowed {
+        let (age, against) = match self.now_us {
+            _ if stale(newest) => (newest - since, "before the newest entry"),
+            Some(now) if stale(now) => (now - since, "at verification"),
+            _ => return,
+        };
+        {
             let last_cp = self
                 .report
                 .last_checkpoint_seq
@@ -1581,6 +1600,28 @@ mod end_and_freshness_tests {
             )
             .ok
         );
+        // An idle log: an old checkpoint, then new entries; and entries
+        // stamped by a node whose clock is an hour behind, after a recent
+        // checkpoint. Neither is stale.
+        let mut t = times(8);
+        for (i, x) in t.iter_mut().enumerate().skip(5) {
+            *x = T0 + 1000 * SEC + i as i64;
+        }
+        let idle = chain(&key, &t);
+        assert!(
+            verify(
+                id.public_key(),
+                &export(&id, &idle, 5, T0 + 1010 * SEC),
+                None
+            )
+            .ok
+        );
+        let mut t = times(8);
+        t[5] = T0 - 3600 * SEC;
+        let skewed = chain(&key, &t);
+        let mut lines = export(&id, &skewed, 0, T0 + 8 * SEC);
+        lines.insert(6, cp(&id, &skewed[4], T0 + 8 * SEC));
+        assert!(verify(id.public_key(), &lines, None).ok);
         // A range that stops before the newest entries is not judged
         // against the time of the export.
         let mut ranged = export(&id, &entries, 5, T0 + 86_400 * SEC);
