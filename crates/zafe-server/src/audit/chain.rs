@@ -1640,9 +1640,12 @@ mod end_and_freshness_tests {
         assert!(verify(id.public_key(), &ranged, None).ok);
         let mut v = Verifier::new(None, id.public_key(), false);
         v.freshness(60, Some(T0 + 86_400 * SEC));
-        entries
-            .iter()
-            .for_each(|e| v.line(&Line::Entry(Box::new(e.clone()))));
+        for e in &entries {
+            v.line(&Line::Entry(Box::new(e.clone())));
+            if e.seq == 5 {
+                v.line(&cp(&id, e, e.time_us));
+            }
+        }
         assert!(
             !v.finish().ok,
             "online, the server's own log is judged against now"
