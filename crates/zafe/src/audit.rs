@@ -410,11 +410,13 @@ fn keep_newest(newest: &mut Option<Kept>, line: &Line) {
         Line::Checkpoint(cp) => Kept {
             seq: cp.seq,
             hash: cp.hash.clone(),
+            time_us: Some(cp.time_us),
             public_key: Some(cp.public_key.clone()),
         },
         Line::End(end) if end.seq > 0 => Kept {
             seq: end.seq,
             hash: end.hash.clone(),
+            time_us: Some(end.time_us),
             public_key: Some(end.public_key.clone()),
         },
         _ => return,
@@ -434,6 +436,10 @@ struct Kept {
     seq: i64,
     /// Hex, as in exports.
     hash: String,
+    /// When the server signed it (an export made before then need not
+    /// reach it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    time_us: Option<i64>,
     /// The identity key that signed it, for `--server-id` without a key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     public_key: Option<String>,
@@ -443,7 +449,11 @@ struct Kept {
 fn expect_kept(kept: Option<&Kept>, verifier: &mut Verifier) {
     if let Some(kept) = kept {
         // An unreadable hash never matches: reported, not ignored.
-        verifier.expect_reaches(kept.seq, hex::decode(&kept.hash).unwrap_or_default());
+        verifier.expect_reaches(
+            kept.seq,
+            hex::decode(&kept.hash).unwrap_or_default(),
+            kept.time_us,
+        );
     }
 }
 

@@ -579,6 +579,7 @@ pub struct Verifier {
     /// A point this verifier's user verified before: the log must still
     /// reach it, with that hash.
     floor: Option<(i64, Vec<u8>)>,
+    floor_as_of_us: Option<i64>,
     done: bool,
 }
 
@@ -615,6 +616,7 @@ impl Verifier {
             newest_time_us: None,
             newest_cp_time_us: None,
             floor: None,
+            floor_as_of_us: None,
             done: false,
         }
     }
@@ -630,9 +632,12 @@ impl Verifier {
 
     /// A point (seq and hash) verified before, kept by the verifier's user:
     /// a log that no longer reaches it, or holds another entry there, has
-    /// regressed. Checks nothing when the log was swept past it.
-    pub fn expect_reaches(&mut self, seq: i64, hash: Vec<u8>) {
+    /// regressed. `as_of_us` is when the server signed it: an export whose
+    /// signed end is older (an archived copy) need not reach it. Checks
+    /// nothing when the log was swept past it.
+    pub fn expect_reaches(&mut self, seq: i64, hash: Vec<u8>, as_of_us: Option<i64>) {
         self.floor = Some((seq, hash));
+        self.floor_as_of_us = as_of_us;
     }
 
     /// Whether a problem was found (feeding more changes nothing).
@@ -1031,7 +1036,12 @@ impl Verifier {
         };
         let floor = *floor;
         let last = self.report.last_seq.unwrap_or(0);
-        if self.done || self.until.is_some_and(|u| u < floor) || last >= floor {
+        let older_export = self
+            .end
+            .as_ref()
+            .zip(self.floor_as_of_us)
+            .is_some_and(|(end, as_of)| end.time_us < as_of);
+        if self.done || self.until.is_some_and(|u| u < floor) || last >= floor || older_export {
             return;
         }
         self.fail(
@@ -1477,12 +1487,16 @@ mod end_and_freshness_tests {
     fn verify(public: [u8; 32], lines: &[Line], floor: Option<(i64, Vec<u8>)>) -> Report {
         let mut v = Verifier::new(None, public, false);
         if let Some((seq, hash)) = floor {
-            v.expect_reaches(seq, hash);
+            v.expect_reaches(seq, hash, Some(T0 + 5 * SEC));
         }
         for l in lines {
             v.line(&Line::parse(&l.to_json()).unwrap());
         }
         v.finish()
+    }
+
+    fn entries_hash(entries: &[EntryLine], seq: usize) -> Vec<u8> {
+        hex::decode(&entries[seq - 1].hash).unwrap()
     }
 
     fn times(n: i64) -> Vec<i64> {
@@ -1668,6 +1682,16 @@ mod end_and_freshness_tests {
         assert!(
             r.problem.as_deref().unwrap().contains("up to seq 8"),
             "{r:?}"
+        );
+        // An archived export made before that point was verified.
+        let archived = export(&id, &entries[..6], 6, T0 + 4 * SEC);
+        assert!(
+            verify(
+                id.public_key(),
+                &archived,
+                Some((8, entries_hash(&entries, 8)))
+            )
+            .ok
         );
         // Another entry at the verified point.
         let r = verify(id.public_key(), &full, Some((8, vec![0; 32])));
