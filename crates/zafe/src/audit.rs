@@ -50,6 +50,9 @@ Examples:
 
 Offline, the file is checked with the server's public identity key only (--public-key, or
 --server-id to take the key from the file's checkpoints and check it against the id).
+An export must end with its signed end line (one cut short fails), and the newest entries must
+be covered by a checkpoint within the server's checkpoint interval. The newest point verified
+is kept per server; a log that no longer reaches it is reported as a regression.
 Exit codes: 0 intact, 1 tampered (the first bad sequence number is named) or error, 2 usage.")]
     Verify {
         /// An export (`zafe audit export`) or the server's audit file, to check offline

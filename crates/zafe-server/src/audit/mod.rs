@@ -17,7 +17,12 @@
 //! data key); they exist only while unsealed. Checkpoints are signed with
 //! the identity key, which exists while sealed too but signs only heads it
 //! has verified with the MAC key, so it never vouches for rows it did not
-//! check.
+//! check; and never a head (or an export's end) while the log no longer
+//! holds the newest checkpoint this node signed, so a log cut back behind
+//! its back is not made to verify by the next checkpoint. The head is also
+//! signed at unseal (what waited while sealed, and a crash's unsigned
+//! tail), so the freshness check of verification never trips on a server
+//! that just started.
 //!
 //! While sealed there is no MAC key: entries (init, unseal attempts, status
 //! checks, refusals) wait in a bounded in-memory buffer and become the first
