@@ -780,6 +780,31 @@ impl Raw {
         }
     }
 
+    /// Deletes the checkpoints (anchors included) naming entries after `seq`.
+    async fn delete_checkpoints_after(&mut self, seq: i64) {
+        match self {
+            Raw::Lite(c) => {
+                sqlx::query("DROP TRIGGER zafe_audit_checkpoints_no_delete")
+                    .execute(&mut *c)
+                    .await
+                    .unwrap();
+            }
+            Raw::Pg(c) => {
+                sqlx::query("ALTER TABLE zafe_audit_checkpoints DISABLE TRIGGER USER")
+                    .execute(&mut *c)
+                    .await
+                    .unwrap();
+            }
+        }
+        self.exec(
+            "DELETE FROM zafe_audit_checkpoints WHERE seq > ?1 AND ?2 = ?2",
+            "DELETE FROM zafe_audit_checkpoints WHERE seq > $1 AND $2 = $2",
+            seq,
+            0,
+        )
+        .await;
+    }
+
     async fn set_head(&mut self, seq: i64, hash: &[u8]) {
         match self {
             Raw::Lite(c) => sqlx::query("UPDATE zafe_audit_head SET seq = ?1, hash = ?2")
@@ -947,8 +972,19 @@ async fn tamper_case(h: &Harness, raw: &mut Raw, seed: &[u8; 32], tamper: Tamper
     assert!(report.problem.is_some());
     let text = export(h, "format=jsonl").await;
     if tamper == Tamper::TruncateWithCheckpoints {
-        // Without anything kept from before, the file alone cannot show it.
-        assert!(offline(&text, public_key(seed)).ok);
+        // Without anything kept from before, the entries alone cannot show
+        // it; but the server refuses to sign the end of an export of a log
+        // that lost its newest checkpoint (R-AUD-6).
+        let report = offline(&text, public_key(seed));
+        assert!(
+            !report.ok
+                && report
+                    .problem
+                    .as_deref()
+                    .unwrap()
+                    .contains("ends unanchored"),
+            "{report:?}"
+        );
     }
     let report = offline_remembering(&text, public_key(seed), Some(kept));
     assert!(!report.ok, "{tamper:?}: the offline verifier missed it");
@@ -986,6 +1022,183 @@ async fn tampering_with_postgres_rows_is_detected_and_named() {
         })
         .await;
     }
+}
+
+// ---- Truncation of the newest entries (R-AUD-6) ------------------------------
+
+/// The head is signed every second.
+fn fast_checkpoints() -> Config {
+    let mut config = Config::default();
+    config.audit.checkpoint_interval_secs = Some(1);
+    config
+}
+
+async fn raw_sqlite(dir: &Path) -> Raw {
+    Raw::Lite(
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", dir.join("zafe.db").display()))
+            .await
+            .unwrap(),
+    )
+}
+
+/// An entry as if written `ago_secs` ago.
+async fn record_old(h: &Harness, ago_secs: i64, n: usize) {
+    let time_us = now_us() - ago_secs * 1_000_000;
+    for i in 0..n {
+        let event = Event {
+            v: zafe_server::audit::chain::EVENT_VERSION,
+            time_us: time_us + i as i64,
+            request_id: format!("old-{i}"),
+            method: "GET".into(),
+            path: "sys/health".into(),
+            decision: "allowed".into(),
+            status: 200,
+            ..Event::default()
+        };
+        h.core
+            .audit
+            .record(event, h.core.audit.keys())
+            .await
+            .unwrap();
+    }
+}
+
+fn problem(report: &Report) -> &str {
+    report.problem.as_deref().unwrap_or_default()
+}
+
+// R-AUD-6, the attack of the "fail-closed for real" issue: behind a running
+// server, the newest entries are deleted with the checkpoints that covered
+// them and the head is moved back. The old code signed the shortened head at
+// its next periodic checkpoint and then verified it. Now the server signs
+// nothing that does not extend its newest checkpoint, so its verification
+// keeps naming the removal and its exports end unanchored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncation_behind_a_running_server_is_never_signed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, seed, _) = first_node(sqlite_file(dir.path()).await, fast_checkpoints()).await;
+    traffic(&h, 20).await;
+    let kept = checkpoint_now(&h).await;
+    traffic(&h, 12).await;
+    let newest = checkpoint_now(&h).await;
+    assert!(server_verify(&h).await.ok);
+    assert!(offline(&export(&h, "format=jsonl").await, public_key(&seed)).ok);
+
+    let mut raw = raw_sqlite(dir.path()).await;
+    raw.disable_guards().await;
+    let cut = kept + 4;
+    raw.delete_range(cut, i64::MAX).await;
+    raw.delete_checkpoints_after(kept).await;
+    let (_, _, hash, _, _) = raw.row(cut - 1).await;
+    raw.set_head(cut - 1, &hash).await;
+    // Periodic checkpoints come due (the old code signed the shortened
+    // chain at the next one).
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+
+    let report = server_verify(&h).await;
+    assert!(!report.ok, "{report:?}");
+    assert_eq!(report.first_bad_seq, Some(cut), "{report:?}");
+    assert!(
+        problem(&report).contains(&format!("covers seq {newest}")),
+        "{report:?}"
+    );
+    let signed = h
+        .core
+        .backend()
+        .audit_checkpoints((kept, i64::MAX), 100)
+        .await
+        .unwrap();
+    assert!(
+        signed.is_empty(),
+        "the shortened chain was signed: {signed:?}"
+    );
+    assert!(
+        h.core.audit.checkpoint("manual").await.is_err(),
+        "a manual checkpoint is refused too"
+    );
+    let report = offline(&export(&h, "format=jsonl").await, public_key(&seed));
+    assert!(!report.ok, "{report:?}");
+    assert!(problem(&report).contains("ends unanchored"), "{report:?}");
+}
+
+// R-AUD-6: the newest entries must be signed within the checkpoint
+// interval (+ slack). The log as the issue's attack left it: the newest
+// checkpoint 12 minutes old, the entries after it written 12 minutes ago,
+// with a 60 s interval. The server's verification and an export's fail,
+// naming the first unsigned entry; signed, the same (now idle) log verifies.
+#[tokio::test]
+async fn entries_unsigned_longer_than_the_interval_allows_fail_verification() {
+    let (h, seed, _) = first_node(
+        Arc::new(SqliteBackend::memory().await.unwrap()),
+        Config::default(),
+    )
+    .await;
+    traffic(&h, 5).await;
+    record_old(&h, 12 * 60 + 5, 1).await;
+    let backend = h.core.backend().clone();
+    let signed = head(&*backend).await;
+    let row = backend.audit_read(signed, 1).await.unwrap().remove(0);
+    let old_checkpoint = zafe_server::audit::chain::sign_checkpoint(
+        &IdentityKey::from_seed(&seed),
+        "periodic",
+        signed,
+        &row.hash,
+        now_us() - 12 * 60 * 1_000_000,
+    );
+    backend
+        .audit_checkpoint_append(old_checkpoint)
+        .await
+        .unwrap();
+    record_old(&h, 12 * 60, 3).await;
+    let first_old = signed + 1;
+
+    let report = server_verify(&h).await;
+    assert!(!report.ok, "{report:?}");
+    assert_eq!(report.first_bad_seq, Some(first_old), "{report:?}");
+    assert!(problem(&report).contains("stale checkpoints"), "{report:?}");
+    let report = offline(&export(&h, "format=jsonl").await, public_key(&seed));
+    assert!(!report.ok, "{report:?}");
+    assert_eq!(report.first_bad_seq, Some(first_old), "{report:?}");
+    assert!(problem(&report).contains("stale checkpoints"), "{report:?}");
+
+    checkpoint_now(&h).await;
+    assert!(server_verify(&h).await.ok);
+    assert!(offline(&export(&h, "format=jsonl").await, public_key(&seed)).ok);
+}
+
+// R-AUD-6: normal operation never trips the checks: verification and
+// exports right after writes, on a server that signs every second, and
+// right after a restart, even one that left entries unsigned for long (a
+// crash): the head is signed at unseal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_idle_and_restarted_servers_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, seed, master) = first_node(sqlite_file(dir.path()).await, fast_checkpoints()).await;
+    for round in 0..3 {
+        traffic(&h, 4).await;
+        let report = server_verify(&h).await;
+        assert!(report.ok, "round {round}: {report:?}");
+        let report = offline(&export(&h, "format=jsonl").await, public_key(&seed));
+        assert!(report.ok, "round {round}: {report:?}");
+    }
+    // Old entries, all signed: an idle log.
+    record_old(&h, 3600, 2).await;
+    checkpoint_now(&h).await;
+    assert!(server_verify(&h).await.ok);
+    // Old entries left unsigned by a node that stopped without signing;
+    // another node (a restart) signs them at unseal.
+    record_old(&h, 3600, 2).await;
+    let h2 = node(
+        sqlite_file(dir.path()).await,
+        fast_checkpoints(),
+        &seed,
+        &master,
+    )
+    .await;
+    let report = server_verify(&h2).await;
+    assert!(report.ok, "{report:?}");
+    let report = offline(&export(&h2, "format=jsonl").await, public_key(&seed));
+    assert!(report.ok, "{report:?}");
 }
 
 // ---- Length, retention, exports, order -------------------------------------
@@ -1186,9 +1399,9 @@ async fn exports_carry_the_chain_and_verify_offline() {
     });
     assert!(first.is_some_and(|s| s <= entries[4].seq), "{first:?}");
     assert!(offline(&part, public_key(&seed)).ok);
-    // A range with nothing in it: the header alone.
+    // A range with nothing in it: the header and the signed end alone.
     let none = export(&h, "format=jsonl&since=2999-01-01T00:00:00Z").await;
-    assert_eq!(none.lines().count(), 1, "{none}");
+    assert_eq!(none.lines().count(), 2, "{none}");
     assert!(offline(&none, public_key(&seed)).ok);
 
     // CSV: the chain's columns, and formula-looking cells neutralised.

@@ -8,11 +8,19 @@
 //! or the server's file sink) with only the public key. Either way it pages
 //! through any length of log in constant memory.
 //!
-//! Each successful verification keeps the newest signed checkpoint it saw,
-//! per server id, in `<config dir>/audit-checkpoints.json`; later
-//! verifications require the log to still hold it. So removing the newest
-//! entries *together with* their checkpoints (everything after some point)
-//! is caught too, as long as someone verified before.
+//! Each successful verification keeps the newest point it verified (the
+//! sequence number and hash of the newest signed checkpoint, or of the last
+//! entry under an export's signed end), per server id, in
+//! `<config dir>/audit-checkpoints.json` next to the pinned servers; later
+//! verifications require the log to still reach it with that hash, and
+//! report a regression naming it otherwise. So removing the newest entries
+//! *together with* their checkpoints (everything after some point) is
+//! caught too, as long as this client verified before; and the failure is
+//! reported again at every verification, since only a success moves it.
+//!
+//! Exports end with a signed end line: one cut short fails ("ends
+//! unanchored"); and the newest entries must be covered by a checkpoint
+//! within the interval the server signs at (see `chain::Verifier`).
 //!
 //! Exit codes: 0 intact, 1 tampered (the first bad sequence number is
 //! named) or another error, 2 usage.
@@ -24,8 +32,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
+use serde::{Deserialize, Serialize};
 use zafe_client::{Client, Method};
-use zafe_server::audit::chain::{CheckpointLine, Line, Report, Verifier};
+use zafe_server::audit::chain::{Line, Report, Verifier};
 
 use crate::cli::Format;
 use crate::output::Out;
@@ -41,6 +50,9 @@ Examples:
 
 Offline, the file is checked with the server's public identity key only (--public-key, or
 --server-id to take the key from the file's checkpoints and check it against the id).
+An export must end with its signed end line (one cut short fails), and the newest entries must
+be covered by a checkpoint within the server's checkpoint interval. The newest point verified
+is kept per server; a log that no longer reaches it is reported as a regression.
 Exit codes: 0 intact, 1 tampered (the first bad sequence number is named) or error, 2 usage.")]
     Verify {
         /// An export (`zafe audit export`) or the server's audit file, to check offline
@@ -175,7 +187,7 @@ fn verify_file(
             None => return usage("--public-key must be a 32-byte Ed25519 public key in base64"),
         },
         (None, Some(id)) => match first_checkpoint_key(path)?
-            .or_else(|| Kept::load(id).and_then(|k| decode_key(&k.public_key)))
+            .or_else(|| Kept::load(id).and_then(|k| k.public_key.as_deref().and_then(decode_key)))
         {
             Some(key) if zafe_core::identity::server_id_for(&key) == id => key,
             Some(key) => {
@@ -210,10 +222,8 @@ fn verify_file(
     let mut verifier = Verifier::new(None, key, false);
     let server_id = zafe_core::identity::server_id_for(&key);
     let kept = Kept::load(&server_id);
-    if let Some(cp) = kept.as_ref().and_then(CheckpointLine::checkpoint) {
-        verifier.remember(cp);
-    }
-    let mut newest: Option<CheckpointLine> = None;
+    expect_kept(kept.as_ref(), &mut verifier);
+    let mut newest: Option<Kept> = None;
     let mut line = String::new();
     let mut read: u64 = 0;
     loop {
@@ -260,7 +270,7 @@ fn verify_file(
     report_and_exit(out, "export", &report)
 }
 
-/// The public key of the first checkpoint line in the file.
+/// The public key of the first checkpoint (or end) line in the file.
 fn first_checkpoint_key(path: &Path) -> anyhow::Result<Option<[u8; 32]>> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -271,8 +281,10 @@ fn first_checkpoint_key(path: &Path) -> anyhow::Result<Option<[u8; 32]>> {
         if (&mut reader).take(MAX_LINE).read_line(&mut line)? == 0 {
             return Ok(None);
         }
-        if let Ok(Line::Checkpoint(cp)) = Line::parse(line.trim_end()) {
-            return Ok(decode_key(&cp.public_key));
+        match Line::parse(line.trim_end()) {
+            Ok(Line::Checkpoint(cp)) => return Ok(decode_key(&cp.public_key)),
+            Ok(Line::End(end)) => return Ok(decode_key(&end.public_key)),
+            _ => {}
         }
     }
 }
@@ -312,10 +324,8 @@ async fn verify_server(
         .await?;
     let mut verifier = Verifier::new(None, key, false);
     let kept = Kept::load(&pinned.server_id);
-    if let Some(cp) = kept.as_ref().and_then(CheckpointLine::checkpoint) {
-        verifier.remember(cp);
-    }
-    let mut newest: Option<CheckpointLine> = None;
+    expect_kept(kept.as_ref(), &mut verifier);
+    let mut newest: Option<Kept> = None;
     let mut pending: Vec<u8> = Vec::new();
     while let Some(chunk) = client.next_chunk(&mut resp).await? {
         pending.extend_from_slice(&chunk);
@@ -396,18 +406,59 @@ fn feed(verifier: &mut Verifier, line: &[u8]) -> Option<Line> {
     }
 }
 
-fn keep_newest(newest: &mut Option<CheckpointLine>, line: &Line) {
-    if let Line::Checkpoint(cp) = line
-        && newest.as_ref().is_none_or(|n| n.seq <= cp.seq)
-    {
-        *newest = Some(cp.clone());
+/// Notes the newest point a line vouches for (kept only if everything
+/// verifies): a signed checkpoint, or the last entry under a signed end.
+fn keep_newest(newest: &mut Option<Kept>, line: &Line) {
+    let point = match line {
+        Line::Checkpoint(cp) => Kept {
+            seq: cp.seq,
+            hash: cp.hash.clone(),
+            time_us: Some(cp.time_us),
+            public_key: Some(cp.public_key.clone()),
+        },
+        Line::End(end) if end.seq > 0 => Kept {
+            seq: end.seq,
+            hash: end.hash.clone(),
+            time_us: Some(end.time_us),
+            public_key: Some(end.public_key.clone()),
+        },
+        _ => return,
+    };
+    if newest.as_ref().is_none_or(|n| n.seq <= point.seq) {
+        *newest = Some(point);
     }
 }
 
-/// The newest checkpoint verified so far, per server id, in the client's
-/// configuration directory. Only signed checkpoints that verified are kept,
-/// and only a newer one replaces an older one.
-struct Kept;
+/// The newest point (sequence number and entry hash) verified so far, per
+/// server id, in the client's configuration directory. Only points of logs
+/// that verified are kept, and only a newer one replaces an older one.
+/// (Files written by earlier versions hold whole checkpoint lines, which
+/// read as the same.)
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Kept {
+    seq: i64,
+    /// Hex, as in exports.
+    hash: String,
+    /// When the server signed it (an export made before then need not
+    /// reach it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    time_us: Option<i64>,
+    /// The identity key that signed it, for `--server-id` without a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    public_key: Option<String>,
+}
+
+/// The log must still reach the kept point, with its hash.
+fn expect_kept(kept: Option<&Kept>, verifier: &mut Verifier) {
+    if let Some(kept) = kept {
+        // An unreadable hash never matches: reported, not ignored.
+        verifier.expect_reaches(
+            kept.seq,
+            hex::decode(&kept.hash).unwrap_or_default(),
+            kept.time_us,
+        );
+    }
+}
 
 impl Kept {
     fn path() -> Option<PathBuf> {
@@ -423,12 +474,12 @@ impl Kept {
             .unwrap_or_default()
     }
 
-    fn load(server_id: &str) -> Option<CheckpointLine> {
+    fn load(server_id: &str) -> Option<Kept> {
         serde_json::from_value(Self::all().get(server_id)?.clone()).ok()
     }
 
     /// Best effort: failing to keep it only weakens the next verification.
-    fn save(server_id: &str, kept: Option<CheckpointLine>, newest: Option<CheckpointLine>) {
+    fn save(server_id: &str, kept: Option<Kept>, newest: Option<Kept>) {
         let Some(newest) = newest.filter(|n| kept.as_ref().is_none_or(|k| k.seq < n.seq)) else {
             return;
         };

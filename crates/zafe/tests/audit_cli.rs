@@ -314,6 +314,45 @@ async fn verify_export_and_tail_from_the_command_line() {
     let truncated = lines[..=entry_index(&lines, cp - 2)].to_vec();
     check("truncate", &truncated, cp - 1);
     assert!(dir.path().join("client/audit-checkpoints.json").exists());
+    // R-AUD-6: an export cut short by its last lines fails on its own, on a
+    // client that never verified this server (nothing kept): it no longer
+    // ends with its signed end line.
+    let stranger = Cli {
+        dir: dir.path().join("stranger"),
+        addr: cli.addr.clone(),
+        token: root.clone(),
+    };
+    let last_seq = lines
+        .iter()
+        .filter_map(|l| match Line::parse(l) {
+            Ok(Line::Entry(e)) => Some(e.seq),
+            _ => None,
+        })
+        .max()
+        .unwrap();
+    assert!(matches!(
+        Line::parse(lines.last().unwrap()),
+        Ok(Line::End(_))
+    ));
+    for (name, cut) in [
+        ("the end line", lines[..lines.len() - 1].to_vec()),
+        (
+            "the last entries",
+            lines[..entry_index(&lines, last_seq - 1)].to_vec(),
+        ),
+    ] {
+        std::fs::write(&tampered, cut.join("\n") + "\n").unwrap();
+        let (code, out, err) = stranger.run(&[
+            "audit",
+            "verify",
+            "--from-export",
+            tampered.to_str().unwrap(),
+            "--public-key",
+            &public_key,
+        ]);
+        assert_eq!(code, 1, "{name} cut: {out}{err}");
+        assert!(out.contains("ends unanchored"), "{name} cut: {out}");
+    }
 
     // Tail: the newest entries, then new ones as they come.
     let (code, out, _) = cli.run(&["audit", "tail", "-n", "3", "--all"]);
@@ -468,6 +507,154 @@ async fn zafe_audit_verify_names_rows_changed_in_the_database() {
         }
         drop(server);
     }
+}
+
+/// A server like [`audited_server`] without the file sink (whose copy of
+/// the chain would stop the server from signing after the attack below on
+/// its own).
+async fn server_without_file(dir: &Path, extra: &str) -> (Server, String, std::net::SocketAddr) {
+    let addr = free_addr();
+    let key_file = dir.join("master.key");
+    write_private(&key_file, &"6b".repeat(32));
+    let sections = format!(
+        "[seal]\nmaster_key_file = \"{}\"\n[audit]\n{extra}\n",
+        key_file.display(),
+    );
+    let cfg = config_file(dir, addr, "", &sections);
+    let server = Server::start(
+        &["server", "--config", cfg.to_str().unwrap()],
+        &[],
+        addr,
+        dir.join("server-1.log"),
+    );
+    let (_, root) = init(&server, 1, 1).await;
+    assert!(!sealed(&server).await);
+    (server, root, addr)
+}
+
+async fn sqlite(dir: &Path) -> sqlx::SqliteConnection {
+    let db = dir.join("data/zafe.db");
+    sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap()
+}
+
+/// Deletes the entries from `cut` on and the checkpoints after `keep_cp`,
+/// and moves the head back to `cut - 1`.
+async fn truncate(conn: &mut sqlx::SqliteConnection, cut: i64, keep_cp: i64) {
+    sqlx::query("DROP TRIGGER zafe_audit_checkpoints_no_delete")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM zafe_audit_checkpoints WHERE seq > ?1")
+        .bind(keep_cp)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM zafe_audit WHERE seq >= ?1")
+        .bind(cut)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE zafe_audit_head SET seq = ?1, hash = (SELECT hash FROM zafe_audit WHERE seq = ?1)",
+    )
+    .bind(cut - 1)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+}
+
+// R-AUD-6, the attack of the "fail-closed for real" issue: behind a running
+// server (checkpoints every second), the newest entries are deleted with
+// the checkpoints that covered them and the head is moved back. The old
+// server signed the shortened chain at its next periodic checkpoint and
+// `zafe audit verify` then passed; now the server refuses to sign it, its
+// check names the removal and its export ends unanchored: exit 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncation_behind_a_running_server_fails_zafe_audit_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, root, addr) =
+        server_without_file(dir.path(), "checkpoint_interval_secs = 1").await;
+    let cli = Cli {
+        dir: dir.path().join("client"),
+        addr: format!("http://{addr}"),
+        token: root.clone(),
+    };
+    traffic(&server, &root, "p", 10).await;
+    let kept = checkpoint(&server, &root).await;
+    traffic(&server, &root, "q", 6).await;
+    let newest = checkpoint(&server, &root).await;
+
+    let mut conn = sqlite(dir.path()).await;
+    truncate(&mut conn, kept + 3, kept).await;
+    conn.close().await.unwrap();
+    // Periodic checkpoints come due.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+
+    let (code, out, err) = cli.run(&["audit", "verify", "--format", "json"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["server"]["ok"], false, "{out}");
+    let server_problem = report["server"]["problem"].as_str().unwrap();
+    assert!(
+        server_problem.contains(&format!("covers seq {newest}")),
+        "{out}"
+    );
+    assert_eq!(report["export"]["ok"], false, "{out}");
+    assert!(
+        report["export"]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("ends unanchored"),
+        "{out}"
+    );
+    drop(server);
+}
+
+// R-AUD-6: the client keeps the newest point it verified (the end of the
+// export it checked, beyond the newest checkpoint); after the server was
+// stopped, its log cut back below that point (checkpoints and head too)
+// and restarted, `zafe audit verify` reports a regression naming that
+// point, and keeps reporting it. The old client kept only the newest
+// checkpoint, below the cut, and passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zafe_audit_verify_keeps_reporting_a_regression_below_what_it_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, root, addr) = audited_server(dir.path(), "").await;
+    let cli = Cli {
+        dir: dir.path().join("client"),
+        addr: format!("http://{addr}"),
+        token: root.clone(),
+    };
+    traffic(&server, &root, "p", 8).await;
+    let cp = checkpoint(&server, &root).await;
+    traffic(&server, &root, "q", 4).await;
+    let (code, out, err) = cli.run(&["audit", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let kept: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("client/audit-checkpoints.json")).unwrap(),
+    )
+    .unwrap();
+    let (_, server_id) = identity(&server, &root).await;
+    let verified = kept[&server_id]["seq"].as_i64().unwrap();
+    assert!(verified > cp + 2, "the export's end is kept: {kept}");
+    server.stop();
+
+    let mut conn = sqlite(dir.path()).await;
+    truncate(&mut conn, cp + 2, cp).await;
+    conn.close().await.unwrap();
+    let server = restart(dir.path(), addr, "server-2.log");
+    for attempt in ["first", "second"] {
+        let (code, out, err) = cli.run(&["audit", "verify"]);
+        assert_eq!(code, 1, "{attempt}: {out}{err}");
+        assert!(out.contains("regression"), "{attempt}: {out}");
+        assert!(
+            out.contains(&format!("seq {verified}")) || out.contains(&format!("entry {verified}")),
+            "{attempt}: the remembered point is named: {out}"
+        );
+    }
+    drop(server);
 }
 
 // R-AUD-3: after a scripted session (init, a wrong unseal share, unseal,

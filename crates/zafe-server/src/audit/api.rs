@@ -4,8 +4,9 @@
 //!   by page. `since`/`until` are sequence numbers or RFC 3339 times; a time
 //!   range becomes the contiguous run of sequence numbers from the first
 //!   entry at or after `since` to the last at or before `until`, so the
-//!   chain inside it is intact. JSON lines carry every checkpoint in place
-//!   and verify offline; CSV is for spreadsheets (hashes and MACs included,
+//!   chain inside it is intact. JSON lines carry every checkpoint in place,
+//!   end with a signed end line (the last entry, the time, the checkpoint
+//!   interval) and verify offline; CSV is for spreadsheets (hashes and MACs included,
 //!   formula-looking cells neutralised).
 //! - `GET verify`: the server checks hashes, MACs and checkpoints of the
 //!   whole log and names the first bad sequence number.
@@ -92,12 +93,46 @@ pub async fn export(core: &Arc<Core>, req: &Request) -> Result<Reply> {
         Format::Jsonl => format!("{}\n", Line::Header(header).to_json()),
         Format::Csv => format!("{}\r\n", CSV_COLUMNS.join(",")),
     };
+    core.audit.settled().await;
     let merged = Merged::new(backend, from_seq, to_seq);
-    let pages = futures_util::stream::unfold(Some(merged), move |state| async move {
-        let mut merged = state?;
-        match merged.next_page().await {
-            Ok(items) if items.is_empty() => None,
-            Ok(items) => Some((Ok(render(&items, format).into_bytes()), Some(merged))),
+    let state = Export {
+        merged,
+        last: None,
+        core: core.clone(),
+    };
+    let pages = futures_util::stream::unfold(Some(state), move |state| async move {
+        let mut state = state?;
+        match state.merged.next_page().await {
+            Ok(items) if items.is_empty() => {
+                if format == Format::Csv {
+                    return None;
+                }
+                // The signed end: an export cut short no longer ends with it.
+                match state
+                    .core
+                    .audit
+                    .sign_export_end(state.last.take(), from_seq, to_seq)
+                    .await
+                {
+                    Ok(end) => Some((
+                        Ok(format!("{}\n", Line::End(end).to_json()).into_bytes()),
+                        None,
+                    )),
+                    // Without it the export does not verify ("ends
+                    // unanchored"); the reason is in the server's log.
+                    Err(e) => {
+                        tracing::error!(error = %e, "the audit export was not signed");
+                        None
+                    }
+                }
+            }
+            Ok(items) => {
+                if let Some(Item::Row(row)) = items.iter().rev().find(|i| matches!(i, Item::Row(_)))
+                {
+                    state.last = Some((row.seq, row.hash.clone()));
+                }
+                Some((Ok(render(&items, format).into_bytes()), Some(state)))
+            }
             // The stream stops here; the client sees a broken transfer,
             // never a silently short export.
             Err(e) => Some((Err(Error::StorageUnavailable(e.to_string())), None)),
@@ -111,6 +146,13 @@ pub async fn export(core: &Arc<Core>, req: &Request) -> Result<Reply> {
         Format::Csv => "text/csv; charset=utf-8",
     };
     Ok(Reply::Stream(content_type, body))
+}
+
+/// An export in progress: the pages still to come, and the last entry sent.
+struct Export {
+    merged: Merged,
+    last: Option<(i64, Vec<u8>)>,
+    core: Arc<Core>,
 }
 
 /// A sequence number, or the sequence number where a time range starts or

@@ -39,6 +39,9 @@ const EVENT_DOMAIN: &[u8] = b"zafe/v1/audit-event";
 const ENTRY_DOMAIN: &[u8] = b"zafe/v1/audit-entry";
 /// Domain of checkpoint signatures (distinct from identity proofs).
 pub const CHECKPOINT_DOMAIN: &[u8] = b"zafe/v1/audit-checkpoint";
+/// Domain of the signed end line of an export (distinct from checkpoints,
+/// so neither can stand in for the other).
+pub const EXPORT_END_DOMAIN: &[u8] = b"zafe/v1/audit-export-end";
 /// The prefix of keyed hashes of correlatable identifiers, as in Vault.
 pub const HMAC_PREFIX: &str = "hmac-sha256:";
 /// Version of the export / file sink line format.
@@ -188,6 +191,84 @@ pub fn checkpoint_signed_by(cp: &AuditCheckpoint, public_key: &[u8; 32]) -> bool
             &checkpoint_fields(&cp.kind, &s, &cp.hash, &t),
             &signature,
         )
+}
+
+/// The signed message of an export's end line. `None` bounds are encoded
+/// as an empty field, distinct from any number's 8 bytes.
+fn end_message(end: &EndLine, hash: &[u8]) -> Vec<u8> {
+    let opt = |v: Option<i64>| v.map_or(Vec::new(), |v| v.to_be_bytes().to_vec());
+    let (from, to) = (opt(end.from_seq), opt(end.to_seq));
+    fields(&[
+        &end.seq.to_be_bytes(),
+        hash,
+        &end.time_us.to_be_bytes(),
+        &end.interval_secs.to_be_bytes(),
+        &from,
+        &to,
+    ])
+}
+
+/// The signed end of an export: the last entry it holds (`seq` 0 and no hash
+/// when it holds none), the export's bounds, when it was made and the
+/// checkpoint interval the server runs with, signed with the identity key.
+pub fn sign_export_end(
+    identity: &IdentityKey,
+    last: Option<(i64, &[u8])>,
+    from_seq: Option<i64>,
+    to_seq: Option<i64>,
+    interval_secs: u64,
+    time_us: i64,
+) -> EndLine {
+    let (seq, hash) = last.unwrap_or((0, &[]));
+    let mut end = EndLine {
+        seq,
+        hash: hex::encode(hash),
+        time: render_time(time_us),
+        time_us,
+        interval_secs,
+        from_seq,
+        to_seq,
+        public_key: b64(&identity.public_key()),
+        signature: String::new(),
+    };
+    let signature = identity.sign_fields(EXPORT_END_DOMAIN, &[&end_message(&end, hash)]);
+    end.signature = b64(&signature);
+    end
+}
+
+/// Whether `end` is signed by `public_key` (and shows the time it signs).
+pub fn end_signed_by(end: &EndLine, public_key: &[u8; 32]) -> bool {
+    let std = base64::engine::general_purpose::STANDARD;
+    let (Ok(hash), Ok(key), Ok(signature)) = (
+        hex::decode(&end.hash),
+        std.decode(&end.public_key),
+        std.decode(&end.signature),
+    ) else {
+        return false;
+    };
+    let Ok(signature) = <[u8; 64]>::try_from(signature.as_slice()) else {
+        return false;
+    };
+    key.as_slice() == public_key.as_slice()
+        && end.time == render_time(end.time_us)
+        && zafe_core::identity::verify_fields(
+            public_key,
+            EXPORT_END_DOMAIN,
+            &[&end_message(end, &hash)],
+            &signature,
+        )
+}
+
+/// How long an entry may wait for its first signed checkpoint: the interval,
+/// once more for a tick delayed by load or a retention sweep, and 30 s for
+/// clock differences between nodes.
+pub fn freshness_allowance_us(interval_secs: u64) -> i64 {
+    i64::try_from(interval_secs)
+        .unwrap_or(i64::MAX / 4_000_000)
+        .min(i64::MAX / 4_000_000)
+        .saturating_mul(2)
+        .saturating_add(30)
+        .saturating_mul(1_000_000)
 }
 
 /// RFC 3339 in UTC, for people; derived from `time_us` and checked against
@@ -355,12 +436,36 @@ impl CheckpointLine {
     }
 }
 
+/// The last line of every export: the export's last entry and bounds, the
+/// time it was made and the server's checkpoint interval, signed. An export
+/// cut short (its last lines removed) no longer ends with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndLine {
+    /// The last entry in the export; 0 when it holds none.
+    pub seq: i64,
+    /// Its hash; empty when the export holds no entry.
+    pub hash: String,
+    /// Derived from `time_us`.
+    pub time: String,
+    /// When the export was made, by the server's clock.
+    pub time_us: i64,
+    /// `[audit] checkpoint_interval_secs` of the server that made it.
+    pub interval_secs: u64,
+    /// The export's bounds, as in its header.
+    pub from_seq: Option<i64>,
+    pub to_seq: Option<i64>,
+    pub public_key: String,
+    pub signature: String,
+}
+
 /// One line of an export or of the file sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Line {
     Header(ExportHeader),
     Entry(Box<EntryLine>),
     Checkpoint(CheckpointLine),
+    End(EndLine),
 }
 
 impl Line {
@@ -370,6 +475,7 @@ impl Line {
             Line::Header(h) => ("export", serde_json::to_value(h)),
             Line::Entry(e) => ("entry", serde_json::to_value(e)),
             Line::Checkpoint(c) => ("checkpoint", serde_json::to_value(c)),
+            Line::End(e) => ("end", serde_json::to_value(e)),
         };
         let mut ordered = serde_json::Map::new();
         ordered.insert("type".into(), Value::String(kind.into()));
@@ -397,6 +503,7 @@ impl Line {
             "export" => Line::Header(serde_json::from_value(value).map_err(bad)?),
             "entry" => Line::Entry(Box::new(serde_json::from_value(value).map_err(bad)?)),
             "checkpoint" => Line::Checkpoint(serde_json::from_value(value).map_err(bad)?),
+            "end" => Line::End(serde_json::from_value(value).map_err(bad)?),
             _ => return Err(format!("unknown line type {kind:?}")),
         })
     }
@@ -446,9 +553,33 @@ pub struct Verifier {
     pending: BTreeMap<i64, Vec<AuditCheckpoint>>,
     /// The hashes of the most recent entries, for checkpoints that arrive
     /// shortly after their entry.
-    recent: VecDeque<(i64, Vec<u8>)>,
+    /// With the entry's time (`None` for buffered entries).
+    recent: VecDeque<(i64, Vec<u8>, Option<i64>)>,
     /// An export that was asked to stop here: nothing after it is expected.
     until: Option<i64>,
+    /// The stream began with an export header: it must end with a signed
+    /// end line, which `end` holds once seen.
+    export: Option<ExportHeader>,
+    end: Option<EndLine>,
+    /// The server's checkpoint interval, when known (from the export's
+    /// signed end, or the server's configuration): enables the freshness
+    /// check of the newest entries.
+    interval_secs: Option<u64>,
+    /// "Now" for the freshness check: the verifying server's clock, or the
+    /// time an export was signed.
+    now_us: Option<i64>,
+    /// The oldest entry (seq, time) not yet covered by a matching
+    /// checkpoint; entries written from the sealed-time buffer do not start
+    /// the clock.
+    unsigned_since: Option<(i64, i64)>,
+    /// The newest entry time seen (buffered entries aside).
+    newest_time_us: Option<i64>,
+    /// The newest signing time of a validly signed checkpoint.
+    newest_cp_time_us: Option<i64>,
+    /// A point this verifier's user verified before: the log must still
+    /// reach it, with that hash.
+    floor: Option<(i64, Vec<u8>)>,
+    floor_as_of_us: Option<i64>,
     done: bool,
 }
 
@@ -477,8 +608,36 @@ impl Verifier {
             pending: BTreeMap::new(),
             recent: VecDeque::with_capacity(RECENT),
             until: None,
+            export: None,
+            end: None,
+            interval_secs: None,
+            now_us: None,
+            unsigned_since: None,
+            newest_time_us: None,
+            newest_cp_time_us: None,
+            floor: None,
+            floor_as_of_us: None,
             done: false,
         }
+    }
+
+    /// Enables the freshness check: the oldest entry not covered by a signed
+    /// checkpoint must be younger than the interval allows
+    /// ([`freshness_allowance_us`]) relative to the newest entry, and to
+    /// `now_us` when given (the server's own log).
+    pub fn freshness(&mut self, interval_secs: u64, now_us: Option<i64>) {
+        self.interval_secs = Some(interval_secs);
+        self.now_us = now_us;
+    }
+
+    /// A point (seq and hash) verified before, kept by the verifier's user:
+    /// a log that no longer reaches it, or holds another entry there, has
+    /// regressed. `as_of_us` is when the server signed it: an export whose
+    /// signed end is older (an archived copy) need not reach it. Checks
+    /// nothing when the log was swept past it.
+    pub fn expect_reaches(&mut self, seq: i64, hash: Vec<u8>, as_of_us: Option<i64>) {
+        self.floor = Some((seq, hash));
+        self.floor_as_of_us = as_of_us;
     }
 
     /// Whether a problem was found (feeding more changes nothing).
@@ -500,8 +659,20 @@ impl Verifier {
 
     /// Feeds one line of an export or file sink.
     pub fn line(&mut self, line: &Line) {
+        if self.done {
+            return;
+        }
+        if let Some(end) = &self.end {
+            let seq = end.seq;
+            return self.fail(
+                seq + 1,
+                format!("a line follows the signed end of the export (at seq {seq}): lines were appended"),
+            );
+        }
         match line {
+            Line::End(end) => self.end_line(end),
             Line::Header(h) => {
+                self.export = Some(h.clone());
                 if h.format != EXPORT_FORMAT {
                     let seq = self.next_seq();
                     self.fail(seq, format!("unsupported export format {}", h.format));
@@ -527,6 +698,23 @@ impl Verifier {
                 ),
             },
         }
+    }
+
+    fn end_line(&mut self, end: &EndLine) {
+        if !end_signed_by(end, &self.public_key) {
+            return self.fail(
+                self.next_seq(),
+                format!(
+                    "the export's end line (seq {}) is not validly signed by this key",
+                    end.seq
+                ),
+            );
+        }
+        if end.to_seq.is_none() {
+            self.now_us = Some(end.time_us);
+        }
+        self.interval_secs = Some(end.interval_secs);
+        self.end = Some(end.clone());
     }
 
     /// A line that did not parse, after `self.last`.
@@ -624,6 +812,15 @@ impl Verifier {
         {
             return self.fail(seq, format!("entry {seq} has an invalid MAC: it was not written by this server (forged or rewritten)"));
         }
+        if let Some((floor, floor_hash)) = &self.floor
+            && *floor == seq
+            && !constant_time_eq(floor_hash, hash)
+        {
+            return self.fail(
+                seq,
+                format!("regression: entry {seq} is not the entry this client verified there before (the log was cut back to before seq {seq} and rewritten)"),
+            );
+        }
         match self.last.clone() {
             None => {
                 self.report.first_seq = Some(seq);
@@ -684,7 +881,14 @@ impl Verifier {
         if self.recent.len() == RECENT {
             self.recent.pop_front();
         }
-        self.recent.push_back((seq, hash.to_vec()));
+        let time = (!event.buffered).then_some(event.time_us);
+        self.recent.push_back((seq, hash.to_vec(), time));
+        if let Some(t) = time {
+            self.newest_time_us = Some(self.newest_time_us.map_or(t, |n| n.max(t)));
+            if self.unsigned_since.is_none_or(|(_, u)| t < u) {
+                self.unsigned_since = Some((seq, t));
+            }
+        }
         if let Some(waiting) = self.pending.remove(&seq) {
             for cp in waiting {
                 self.match_checkpoint(&cp, hash);
@@ -729,6 +933,9 @@ impl Verifier {
                 format!("the checkpoint at seq {} has {why}", cp.seq),
             );
         }
+        if self.newest_cp_time_us.is_none_or(|t| t < cp.time_us) {
+            self.newest_cp_time_us = Some(cp.time_us);
+        }
         match &self.last {
             None => {
                 // Before any entry: a candidate anchor for the first one.
@@ -750,8 +957,8 @@ impl Verifier {
             Some(_) => match self
                 .recent
                 .iter()
-                .find(|(s, _)| *s == cp.seq)
-                .map(|(_, h)| h.clone())
+                .find(|(s, _, _)| *s == cp.seq)
+                .map(|(_, h, _)| h.clone())
             {
                 Some(hash) => self.match_checkpoint(&cp, &hash),
                 None if self.report.first_seq.is_some_and(|f| cp.seq < f) => {}
@@ -778,6 +985,16 @@ impl Verifier {
         if self.report.last_checkpoint_seq.is_none_or(|s| s < cp.seq) {
             self.report.last_checkpoint_seq = Some(cp.seq);
         }
+        // Entries up to it are signed: the clock restarts at the first
+        // entry after it.
+        if self.unsigned_since.is_some_and(|(u, _)| u <= cp.seq) {
+            self.unsigned_since = self
+                .recent
+                .iter()
+                .filter(|(s, _, _)| *s > cp.seq)
+                .filter_map(|(s, _, t)| t.map(|t| (*s, t)))
+                .min_by_key(|(_, t)| *t);
+        }
     }
 
     /// Ends the stream: checkpoints beyond the last entry mean the newest
@@ -801,8 +1018,111 @@ impl Verifier {
                 self.fail(seq, format!("the log is empty but a signed checkpoint covers seq {seq}: every entry was removed"));
             }
         }
+        // The most specific cause first: a signed checkpoint beyond the end,
+        // a point verified before, the signed end, then the newest entries'
+        // age.
+        self.check_floor();
+        self.check_end();
+        self.check_fresh();
         self.report.ok = !self.done;
         self.report
+    }
+
+    /// The point verified before must still be there (unless this export
+    /// was asked to stop before it).
+    fn check_floor(&mut self) {
+        let Some((floor, _)) = &self.floor else {
+            return;
+        };
+        let floor = *floor;
+        let last = self.report.last_seq.unwrap_or(0);
+        let older_export = self
+            .end
+            .as_ref()
+            .zip(self.floor_as_of_us)
+            .is_some_and(|(end, as_of)| end.time_us < as_of);
+        if self.done || self.until.is_some_and(|u| u < floor) || last >= floor || older_export {
+            return;
+        }
+        self.fail(
+            last + 1,
+            format!("regression: this client verified this log up to seq {floor} before, but it now ends at seq {last}: entries {}..={floor} were removed", last + 1),
+        );
+    }
+
+    /// An export must end with its signed end line, naming its last entry.
+    fn check_end(&mut self) {
+        let Some(header) = &self.export else {
+            return;
+        };
+        if self.done {
+            return;
+        }
+        let last = self.report.last_seq.unwrap_or(0);
+        let Some(end) = &self.end else {
+            return self.fail(
+                last + 1,
+                format!("the export ends unanchored: it was cut short (after seq {last} there is no signed end line)"),
+            );
+        };
+        let (end_seq, from, to) = (end.seq, end.from_seq, end.to_seq);
+        let last_hash = self.last.as_ref().map(|(_, h)| hex::encode(h));
+        let matches = match &last_hash {
+            Some(h) => end_seq == last && constant_time_eq(h.as_bytes(), end.hash.as_bytes()),
+            None => end_seq == 0 && end.hash.is_empty(),
+        };
+        if !matches {
+            return self.fail(
+                last.min(end_seq) + 1,
+                format!("the export ends unanchored: it was cut short (its signed end names seq {end_seq}, its last entry is seq {last})"),
+            );
+        }
+        if (header.from_seq, header.to_seq) != (from, to) {
+            self.fail(
+                self.report.first_seq.unwrap_or(1),
+                "the export's header does not match its signed end (its range was altered)".into(),
+            );
+        }
+    }
+
+    /// Entries no checkpoint covers: stale when both the oldest of them
+    /// and the newest checkpoint are older than the interval allows,
+    /// relative to the newest entry or to now. (Both, so that neither an
+    /// idle log's old checkpoint followed by a new entry, nor an entry
+    /// stamped by a node whose clock is behind, counts as stale.)
+    fn check_fresh(&mut self) {
+        let (Some(interval), Some((seq, since))) = (self.interval_secs, self.unsigned_since) else {
+            return;
+        };
+        if self.done {
+            return;
+        }
+        let allowed = freshness_allowance_us(interval);
+        let newest = self.newest_time_us.unwrap_or(since);
+        // Without any checkpoint there is no signer's clock to judge by (a
+        // server in its first interval); the signed end or the server's own
+        // newest checkpoint guards such a log.
+        let stale = |reference: i64| {
+            reference - since > allowed
+                && self
+                    .newest_cp_time_us
+                    .is_some_and(|cp| reference - cp > allowed)
+        };
+        let (age, against) = match self.now_us {
+            _ if stale(newest) => (newest - since, "before the newest entry"),
+            Some(now) if stale(now) => (now - since, "at verification"),
+            _ => return,
+        };
+        {
+            let last_cp = self
+                .report
+                .last_checkpoint_seq
+                .map_or("none".to_string(), |s| format!("seq {s}"));
+            self.fail(
+                seq,
+                format!("stale checkpoints: entry {seq} was written {}s {against} and no signed checkpoint covers it (newest checkpoint: {last_cp}); with a {interval}s checkpoint interval at most {}s are allowed: the newest entries and their checkpoints were removed, or the server stopped without signing its head", age / 1_000_000, allowed / 1_000_000),
+            );
+        }
     }
 }
 
@@ -1093,5 +1413,292 @@ mod tests {
                 .map(|e| Line::Entry(Box::new(e))),
         );
         assert_eq!(verify(None, id.public_key(), &more).first_bad_seq, Some(4));
+    }
+}
+
+#[cfg(test)]
+mod end_and_freshness_tests {
+    use super::*;
+
+    const T0: i64 = 1_700_000_000_000_000;
+    const SEC: i64 = 1_000_000;
+
+    /// Entries 1..=n, entry i written at `times[i - 1]` (µs).
+    fn chain(key: &SecretKey, times: &[i64]) -> Vec<EntryLine> {
+        let mut prev = GENESIS_HASH.to_vec();
+        times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let seq = i as i64 + 1;
+                let e = Event {
+                    v: EVENT_VERSION,
+                    time_us: *t,
+                    request_id: format!("req-{seq}"),
+                    method: "GET".into(),
+                    path: "sys/health".into(),
+                    decision: "allowed".into(),
+                    status: 200,
+                    ..Event::default()
+                };
+                let hash = entry_hash(seq, &e, &prev);
+                let line = EntryLine::new(seq, e, &prev, &hash, &entry_mac(key, &hash));
+                prev = hash.to_vec();
+                line
+            })
+            .collect()
+    }
+
+    fn cp(id: &IdentityKey, e: &EntryLine, time_us: i64) -> Line {
+        let hash = hex::decode(&e.hash).unwrap();
+        Line::Checkpoint(CheckpointLine::new(&sign_checkpoint(
+            id, "periodic", e.seq, &hash, time_us,
+        )))
+    }
+
+    /// An export of `entries` with a checkpoint after entry `cp_at`, ending
+    /// with a signed end made at `now`.
+    fn export(id: &IdentityKey, entries: &[EntryLine], cp_at: usize, now: i64) -> Vec<Line> {
+        let mut lines = vec![Line::Header(ExportHeader {
+            format: EXPORT_FORMAT,
+            server_id: id.server_id(),
+            from_seq: None,
+            to_seq: None,
+        })];
+        for (i, e) in entries.iter().enumerate() {
+            lines.push(Line::Entry(Box::new(e.clone())));
+            if i + 1 == cp_at {
+                lines.push(cp(id, e, e.time_us));
+            }
+        }
+        let last = entries.last().unwrap();
+        let hash = hex::decode(&last.hash).unwrap();
+        lines.push(Line::End(sign_export_end(
+            id,
+            Some((last.seq, &hash)),
+            None,
+            None,
+            60,
+            now,
+        )));
+        lines
+    }
+
+    fn verify(public: [u8; 32], lines: &[Line], floor: Option<(i64, Vec<u8>)>) -> Report {
+        let mut v = Verifier::new(None, public, false);
+        if let Some((seq, hash)) = floor {
+            v.expect_reaches(seq, hash, Some(T0 + 5 * SEC));
+        }
+        for l in lines {
+            v.line(&Line::parse(&l.to_json()).unwrap());
+        }
+        v.finish()
+    }
+
+    fn entries_hash(entries: &[EntryLine], seq: usize) -> Vec<u8> {
+        hex::decode(&entries[seq - 1].hash).unwrap()
+    }
+
+    fn times(n: i64) -> Vec<i64> {
+        (0..n).map(|i| T0 + i * SEC).collect()
+    }
+
+    // R-AUD-6: an export ends with a signed end; one cut short by its last
+    // lines (with or without the end line) no longer verifies.
+    #[test]
+    fn an_export_cut_short_ends_unanchored() {
+        let (key, id) = (SecretKey::generate(), IdentityKey::generate());
+        let entries = chain(&key, &times(10));
+        let full = export(&id, &entries, 10, T0 + 10 * SEC);
+        let r = verify(id.public_key(), &full, None);
+        assert!(r.ok, "{r:?}");
+
+        // The end line removed; then the last entries too (the checkpoint
+        // of entry 10 goes with them).
+        let r = verify(id.public_key(), &full[..full.len() - 1], None);
+        assert!(
+            !r.ok && r.problem.as_deref().unwrap().contains("ends unanchored"),
+            "{r:?}"
+        );
+        assert_eq!(r.first_bad_seq, Some(11));
+        let cut: Vec<Line> = full[..8].to_vec();
+        let r = verify(id.public_key(), &cut, None);
+        assert!(
+            !r.ok && r.problem.as_deref().unwrap().contains("ends unanchored"),
+            "{r:?}"
+        );
+        // The end line kept after cutting entries: it names another entry.
+        let mut cut = full[..8].to_vec();
+        cut.push(full.last().unwrap().clone());
+        let r = verify(id.public_key(), &cut, None);
+        assert!(
+            !r.ok && r.problem.as_deref().unwrap().contains("ends unanchored"),
+            "{r:?}"
+        );
+        assert_eq!(r.first_bad_seq, Some(8));
+        // An end signed by another key, an end with its time edited, and a
+        // line after the end.
+        let mut other = full.clone();
+        let other_end = export(&IdentityKey::generate(), &entries, 10, T0)
+            .pop()
+            .unwrap();
+        *other.last_mut().unwrap() = other_end;
+        assert!(!verify(id.public_key(), &other, None).ok);
+        let mut edited = full.clone();
+        if let Some(Line::End(end)) = edited.last_mut() {
+            end.time_us += 1;
+            end.time = render_time(end.time_us);
+        }
+        assert!(!verify(id.public_key(), &edited, None).ok);
+        let mut appended = full.clone();
+        appended.push(Line::Entry(Box::new(entries[9].clone())));
+        assert!(!verify(id.public_key(), &appended, None).ok);
+        // A full export made to look like a requested range.
+        let mut ranged = full.clone();
+        if let Line::Header(h) = &mut ranged[0] {
+            h.to_seq = Some(10);
+        }
+        assert!(!verify(id.public_key(), &ranged, None).ok);
+        // The file sink has no header and no end line.
+        assert!(verify(id.public_key(), &full[1..full.len() - 1], None).ok);
+    }
+
+    // R-AUD-6: the newest entries must be covered by a checkpoint within
+    // the interval the server signs at, relative to the newest entry and to
+    // the time the export was made.
+    #[test]
+    fn stale_checkpoints_are_named() {
+        let (key, id) = (SecretKey::generate(), IdentityKey::generate());
+        // 60 s interval: 150 s allowed. Entries 1..=5 signed; 6 unsigned and
+        // 12 minutes older than entry 8.
+        let mut t = times(8);
+        t[5] = T0 + 10 * SEC;
+        t[6] = T0 + 700 * SEC;
+        t[7] = T0 + 730 * SEC;
+        let entries = chain(&key, &t);
+        let r = verify(
+            id.public_key(),
+            &export(&id, &entries, 5, T0 + 731 * SEC),
+            None,
+        );
+        assert!(!r.ok, "{r:?}");
+        assert_eq!(r.first_bad_seq, Some(6), "{r:?}");
+        assert!(
+            r.problem.as_deref().unwrap().contains("stale checkpoints"),
+            "{r:?}"
+        );
+        // Relative to the time of the export alone: the newest entries are
+        // recent to each other but waited too long.
+        let entries = chain(&key, &times(8));
+        let r = verify(
+            id.public_key(),
+            &export(&id, &entries, 5, T0 + 600 * SEC),
+            None,
+        );
+        assert!(!r.ok && r.first_bad_seq == Some(6), "{r:?}");
+        // Normal operation: recent unsigned entries, or an idle log whose
+        // entries are all signed, verify.
+        assert!(
+            verify(
+                id.public_key(),
+                &export(&id, &entries, 5, T0 + 60 * SEC),
+                None
+            )
+            .ok
+        );
+        assert!(
+            verify(
+                id.public_key(),
+                &export(&id, &entries, 8, T0 + 86_400 * SEC),
+                None
+            )
+            .ok
+        );
+        // An idle log: an old checkpoint, then new entries; and entries
+        // stamped by a node whose clock is an hour behind, after a recent
+        // checkpoint. Neither is stale.
+        let mut t = times(8);
+        for (i, x) in t.iter_mut().enumerate().skip(5) {
+            *x = T0 + 1000 * SEC + i as i64;
+        }
+        let idle = chain(&key, &t);
+        assert!(
+            verify(
+                id.public_key(),
+                &export(&id, &idle, 5, T0 + 1010 * SEC),
+                None
+            )
+            .ok
+        );
+        let mut t = times(8);
+        t[5] = T0 - 3600 * SEC;
+        let skewed = chain(&key, &t);
+        let mut lines = export(&id, &skewed, 0, T0 + 8 * SEC);
+        lines.insert(6, cp(&id, &skewed[4], T0 + 8 * SEC));
+        assert!(verify(id.public_key(), &lines, None).ok);
+        // A range that stops before the newest entries is not judged
+        // against the time of the export.
+        let mut ranged = export(&id, &entries, 5, T0 + 86_400 * SEC);
+        if let Line::Header(h) = &mut ranged[0] {
+            h.to_seq = Some(8);
+        }
+        let h8 = hex::decode(&entries[7].hash).unwrap();
+        *ranged.last_mut().unwrap() = Line::End(sign_export_end(
+            &id,
+            Some((8, &h8)),
+            None,
+            Some(8),
+            60,
+            T0 + 86_400 * SEC,
+        ));
+        assert!(verify(id.public_key(), &ranged, None).ok);
+        let mut v = Verifier::new(None, id.public_key(), false);
+        v.freshness(60, Some(T0 + 86_400 * SEC));
+        for e in &entries {
+            v.line(&Line::Entry(Box::new(e.clone())));
+            if e.seq == 5 {
+                v.line(&cp(&id, e, e.time_us));
+            }
+        }
+        assert!(
+            !v.finish().ok,
+            "online, the server's own log is judged against now"
+        );
+    }
+
+    // R-AUD-6: a point verified before must still be reached, with its hash.
+    #[test]
+    fn a_regression_below_a_verified_point_is_named() {
+        let (key, id) = (SecretKey::generate(), IdentityKey::generate());
+        let entries = chain(&key, &times(10));
+        let h8 = hex::decode(&entries[7].hash).unwrap();
+        let full = export(&id, &entries, 10, T0 + 10 * SEC);
+        assert!(verify(id.public_key(), &full, Some((8, h8.clone()))).ok);
+        // Cut back to 6 (and signed again there: the export alone is fine).
+        let short = export(&id, &entries[..6], 6, T0 + 10 * SEC);
+        assert!(verify(id.public_key(), &short, None).ok);
+        let r = verify(id.public_key(), &short, Some((8, h8)));
+        assert!(!r.ok && r.first_bad_seq == Some(7), "{r:?}");
+        assert!(
+            r.problem.as_deref().unwrap().contains("up to seq 8"),
+            "{r:?}"
+        );
+        // An archived export made before that point was verified.
+        let archived = export(&id, &entries[..6], 6, T0 + 4 * SEC);
+        assert!(
+            verify(
+                id.public_key(),
+                &archived,
+                Some((8, entries_hash(&entries, 8)))
+            )
+            .ok
+        );
+        // Another entry at the verified point.
+        let r = verify(id.public_key(), &full, Some((8, vec![0; 32])));
+        assert!(!r.ok && r.first_bad_seq == Some(8), "{r:?}");
+        assert!(
+            r.problem.as_deref().unwrap().contains("regression"),
+            "{r:?}"
+        );
     }
 }

@@ -17,7 +17,12 @@
 //! data key); they exist only while unsealed. Checkpoints are signed with
 //! the identity key, which exists while sealed too but signs only heads it
 //! has verified with the MAC key, so it never vouches for rows it did not
-//! check.
+//! check; and never a head (or an export's end) while the log no longer
+//! holds the newest checkpoint this node signed, so a log cut back behind
+//! its back is not made to verify by the next checkpoint. The head is also
+//! signed at unseal (what waited while sealed, and a crash's unsigned
+//! tail), so the freshness check of verification never trips on a server
+//! that just started.
 //!
 //! While sealed there is no MAC key: entries (init, unseal attempts, status
 //! checks, refusals) wait in a bounded in-memory buffer and become the first
@@ -176,6 +181,62 @@ pub(crate) async fn verified_hash(
     }
 }
 
+/// Refuses to sign anything while the log no longer holds the newest
+/// checkpoint this node signed: the chain head was moved back below it (the
+/// newest entries removed) or the entry it names was replaced. Signing the
+/// truncated head would make the removal verify.
+async fn still_holds(
+    backend: &dyn Backend,
+    latest: Option<&AuditCheckpoint>,
+) -> Result<(), String> {
+    let Some(latest) = latest else {
+        return Ok(());
+    };
+    let refuse = |why: String| {
+        tracing::error!(
+            seq = latest.seq,
+            "audit log regressed below the newest signed checkpoint: {why}; nothing was signed"
+        );
+        Err(format!(
+            "the audit log no longer holds the checkpoint this server signed at seq {}: {why}; nothing was signed",
+            latest.seq
+        ))
+    };
+    let head = backend.audit_head().await.map_err(|e| e.to_string())?;
+    if head.seq < latest.seq {
+        return refuse(format!("the chain head is back at seq {}", head.seq));
+    }
+    let row = backend
+        .audit_read(latest.seq, 1)
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .next();
+    match row {
+        Some(r) if r.seq == latest.seq => {
+            if constant_time_eq(&r.hash, &latest.hash) {
+                Ok(())
+            } else {
+                refuse("that entry was replaced".into())
+            }
+        }
+        _ => {
+            // Gone: fine only if retention swept everything up to it.
+            let oldest = backend
+                .audit_read(i64::MIN, 1)
+                .await
+                .map_err(|e| e.to_string())?
+                .first()
+                .map(|r| r.seq);
+            if oldest.is_some_and(|o| o > latest.seq) {
+                Ok(())
+            } else {
+                refuse("that entry is missing".into())
+            }
+        }
+    }
+}
+
 enum Job {
     Record {
         event: Box<Event>,
@@ -188,6 +249,9 @@ enum Job {
     },
     /// Keys became available: write what waited while sealed.
     Flush,
+    /// Answered once everything queued before it is written (and signed,
+    /// for a `Flush`).
+    Barrier(oneshot::Sender<()>),
 }
 
 struct Shared {
@@ -379,13 +443,64 @@ impl AuditLog {
         })
     }
 
+    /// Returns once what the writer had queued (the entries and checkpoint
+    /// of an unseal a moment ago) is stored, so that verification and
+    /// exports do not find the newest entries unsigned while their
+    /// checkpoint waits in the queue.
+    pub async fn settled(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.tx.send(Job::Barrier(ack)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    /// Signs the end of an export whose last entry is `last` (seq, hash),
+    /// after checking that entry (content and MAC) and that the log still
+    /// holds the newest checkpoint this node signed.
+    pub async fn sign_export_end(
+        &self,
+        last: Option<(i64, Vec<u8>)>,
+        from_seq: Option<i64>,
+        to_seq: Option<i64>,
+    ) -> Result<chain::EndLine, String> {
+        let keys = self.keys().ok_or("the server is sealed")?;
+        let backend = &*self.shared.backend;
+        if let Some((seq, hash)) = &last
+            && !constant_time_eq(&verified_hash(backend, &keys, *seq).await?, hash)
+        {
+            return Err(format!(
+                "audit entry {seq} changed during the export; nothing was signed"
+            ));
+        }
+        let latest = self
+            .shared
+            .latest
+            .lock()
+            .expect("latest checkpoint lock")
+            .clone();
+        still_holds(backend, latest.as_ref()).await?;
+        Ok(chain::sign_export_end(
+            &self.shared.identity,
+            last.as_ref().map(|(s, h)| (*s, h.as_slice())),
+            from_seq,
+            to_seq,
+            self.shared.config.checkpoint_interval().as_secs(),
+            now_us(),
+        ))
+    }
+
     /// Verifies the whole log as stored: links, hashes, MACs (while
     /// unsealed), checkpoint signatures, and that the head row agrees with
     /// the newest entry. Pages through any length in constant memory.
     pub async fn verify(&self) -> Result<Report, String> {
+        self.settled().await;
         let keys = self.keys();
         let backend = &self.shared.backend;
         let mut verifier = Verifier::new(keys.map(|k| k.chain_key()), self.public_key(), false);
+        verifier.freshness(
+            self.shared.config.checkpoint_interval().as_secs(),
+            Some(now_us()),
+        );
         if let Some(cp) = self
             .shared
             .latest
@@ -515,7 +630,19 @@ impl Writer {
                         keys,
                         ack,
                     }),
-                    Job::Flush => {}
+                    Job::Flush => {
+                        // What waited while sealed, and what was written
+                        // before sealing, are signed at once: the freshness
+                        // check must not wait for the next tick.
+                        self.write(std::mem::take(&mut records)).await;
+                        if let Err(e) = self.checkpoint("unseal").await {
+                            tracing::error!(error = %e, "could not sign the audit chain head at unseal");
+                        }
+                    }
+                    Job::Barrier(ack) => {
+                        self.write(std::mem::take(&mut records)).await;
+                        let _ = ack.send(());
+                    }
                     Job::Checkpoint { kind, ack } => {
                         // In order: what was queued before it is covered.
                         self.write(std::mem::take(&mut records)).await;
@@ -671,6 +798,13 @@ impl Writer {
         if kind == "periodic" && self.last_checkpoint == Some(seq) {
             return Ok(None);
         }
+        let latest = self
+            .shared
+            .latest
+            .lock()
+            .expect("latest checkpoint lock")
+            .clone();
+        still_holds(&*backend, latest.as_ref()).await?;
         let hash = verified_hash(&*backend, &keys, seq).await?;
         let cp = sign_checkpoint(&self.shared.identity, kind, seq, &hash, now_us());
         backend
