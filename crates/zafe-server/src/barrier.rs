@@ -19,6 +19,8 @@ use zafe_core::secret::SecretKey;
 use zafe_storage::{Backend, Condition, Entry, Op, StorageError};
 use zeroize::Zeroizing;
 
+use crate::audit::hook::commit as audited_commit;
+
 /// How often a read-modify-write retries a lost compare-and-swap race.
 const MAX_CAS_RETRIES: usize = 64;
 
@@ -183,7 +185,7 @@ impl Barrier {
                 },
                 condition: Condition::Generation(generation),
             };
-            match self.backend.commit(vec![op]).await {
+            match audited_commit(&*self.backend, vec![op]).await {
                 Ok(()) => {
                     self.unseal(keys.root_key.duplicate(), keyring);
                     return Ok(version);
@@ -213,7 +215,7 @@ impl Barrier {
             condition: Condition::Generation(generation),
         }];
         ops.extend(extra);
-        self.backend.commit(ops).await?;
+        audited_commit(&*self.backend, ops).await?;
         self.unseal(new_root, keyring);
         Ok(())
     }
@@ -334,7 +336,9 @@ impl Barrier {
         .await
     }
 
-    /// Applies all writes atomically, or none of them.
+    /// Applies all writes atomically, or none of them. Inside an audited
+    /// request, the request's audit entry is part of the same commit
+    /// (R-AUD-0, see `audit::hook::commit`).
     pub async fn commit(&self, writes: Vec<Write>) -> Result<()> {
         let keyring = self.keyring()?;
         let (kek_version, kek) = keyring.active();
@@ -364,7 +368,7 @@ impl Barrier {
                 }
             });
         }
-        Ok(self.backend.commit(ops).await?)
+        Ok(audited_commit(&*self.backend, ops).await?)
     }
 
     /// Immediate children of `prefix` (see `zafe_storage::list_children`).
