@@ -4,7 +4,11 @@
 //!
 //! - [`hook`] is the one place requests are audited, in the HTTP guard that
 //!   every request passes through (so 404s, 413s, bad JSON, panics and
-//!   denials are audited like everything else).
+//!   denials are audited like everything else). A request that changes
+//!   something has its entry committed in the same transaction as its
+//!   change (R-AUD-0, `hook::commit`, called by the barrier): no change
+//!   exists without its entry, and an entry that cannot be written fails
+//!   the request with nothing changed.
 //! - [`AuditLog`] is a writer task that drains every entry queued while the
 //!   previous batch was written into one transaction (group commit: one
 //!   fsync for many requests), the sealed-time buffer, checkpoints and the
