@@ -105,26 +105,36 @@ pub fn note_resources(resources: impl IntoIterator<Item = String>) {
     });
 }
 
+/// The status an entry committed with its change records: the answer's
+/// own (200 or 204) is not known yet. A request that fails after its change
+/// gets a second entry with its failure.
+const COMMITTED_STATUS: u16 = 200;
+
 /// Commits `ops` (R-AUD-0). Inside an audited request whose entry has not
 /// gone in yet, the entry goes in the same transaction: both or neither.
 /// Outside a request (start-up, background jobs), in a request that started
 /// sealed (no chain key; its entry is buffered as before) or once the
 /// entry is in, a plain commit.
 pub(crate) async fn commit(backend: &dyn Backend, ops: Vec<Op>) -> zafe_storage::Result<()> {
-    let context = NOTED.try_with(|c| c.clone()).ok().filter(|c| {
-        !ops.is_empty() && c.noted.lock().expect("audit note lock").committed.is_none()
-    });
-    let Some((context, keys)) = context.and_then(|c| {
-        let keys = c.known.keys.clone()?;
+    let audited = NOTED.try_with(|c| c.clone()).ok().and_then(|c| {
+        let entry_due = c.noted.lock().expect("audit note lock").committed.is_none();
+        let keys = c
+            .known
+            .keys
+            .clone()
+            .filter(|_| entry_due && !ops.is_empty())?;
         Some((c, keys))
-    }) else {
+    });
+    let Some((context, keys)) = audited else {
         return backend.commit(ops).await;
     };
     let (caller, resources) = {
         let noted = context.noted.lock().expect("audit note lock");
         (noted.caller.clone(), noted.resources.clone())
     };
-    let event = context.known.event(caller, resources, 200, String::new());
+    let event = context
+        .known
+        .event(caller, resources, COMMITTED_STATUS, String::new());
     let draft = AuditDraft {
         time_us: event.time_us,
         body: serde_json::to_vec(&event).expect("an event serialises"),
