@@ -25,6 +25,8 @@ use zafe_core::secret::SecretKey;
 use zafe_storage::{Backend, Condition, Entry, Op, StorageError};
 use zeroize::Zeroizing;
 
+use crate::audit::hook::commit as audited_commit;
+
 /// How often a read-modify-write retries a lost compare-and-swap race.
 const MAX_CAS_RETRIES: usize = 64;
 
@@ -189,7 +191,7 @@ impl Barrier {
                 },
                 condition: Condition::Generation(generation),
             };
-            match self.backend.commit(vec![op]).await {
+            match audited_commit(&*self.backend, vec![op]).await {
                 Ok(()) => {
                     self.unseal(keys.root_key.duplicate(), keyring);
                     return Ok(version);
@@ -219,7 +221,7 @@ impl Barrier {
             condition: Condition::Generation(generation),
         }];
         ops.extend(extra);
-        self.backend.commit(ops).await?;
+        audited_commit(&*self.backend, ops).await?;
         self.unseal(new_root, keyring);
         Ok(())
     }
@@ -340,7 +342,9 @@ impl Barrier {
         .await
     }
 
-    /// Applies all writes atomically, or none of them.
+    /// Applies all writes atomically, or none of them. Inside an audited
+    /// request, the request's audit entry is part of the same commit
+    /// (R-AUD-0, see `audit::hook::commit`).
     pub async fn commit(&self, writes: Vec<Write>) -> Result<()> {
         self.commit_generations(writes).await.map(drop)
     }
@@ -377,7 +381,7 @@ impl Barrier {
                 }
             });
         }
-        self.backend.commit(ops).await?;
+        audited_commit(&*self.backend, ops).await?;
         Ok(generations)
     }
 

@@ -607,8 +607,7 @@ async fn purge(core: &Arc<Core>, prefix: &str) -> Result<()> {
                 condition: zafe_storage::Condition::Any,
             })
             .collect();
-        backend
-            .commit(ops)
+        crate::audit::hook::commit(&*backend, ops)
             .await
             .map_err(|e| Error::StorageUnavailable(e.to_string()))?;
     }

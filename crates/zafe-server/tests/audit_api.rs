@@ -565,6 +565,129 @@ async fn a_request_fails_closed_when_the_database_refuses_its_entry() {
     assert!(server_verify(&h).await.ok);
 }
 
+/// A raw connection to the test's SQLite file, and a trigger on it that
+/// makes every audit insert fail (standing in for a full disk).
+async fn refuse_audit_inserts(dir: &Path) -> sqlx::SqliteConnection {
+    let mut db =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", dir.join("zafe.db").display()))
+            .await
+            .unwrap();
+    sqlx::query("CREATE TRIGGER refuse_audit BEFORE INSERT ON zafe_audit BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db
+}
+
+// R-AUD-0, R-AUD-1: a change and its entry are one commit. With audit
+// inserts failing, a secret write and a policy change granting sudo answer
+// 503 and change nothing; the log stays intact and holds no entry for them.
+// (Before: both answered 503 but both changes were kept, unaudited.)
+#[tokio::test]
+async fn a_change_whose_entry_cannot_be_written_is_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _, _) = first_node(sqlite_file(dir.path()).await, Config::default()).await;
+    let backend = h.core.backend().clone();
+    const OLD: &str = r#"path "secret/data/app" { capabilities = ["read"] }"#;
+    const SUDO: &str =
+        r#"path "*" { capabilities = ["create", "read", "update", "delete", "list", "sudo"] }"#;
+
+    // A change that succeeds gets exactly one entry, committed with it.
+    let before = head(&*backend).await;
+    let a = root(&h, "PUT", "sys/policy/p", Some(json!({ "policy": OLD }))).await;
+    assert!(a.status.is_success(), "{:?}", a.json);
+    let all = entries(&*backend).await;
+    assert_eq!(head(&*backend).await, before + 1, "exactly one entry");
+    let (_, e) = all.last().unwrap();
+    assert_eq!(
+        (e.method.as_str(), e.path.as_str(), e.decision.as_str()),
+        ("PUT", "sys/policy/p", "allowed")
+    );
+    assert_eq!(e.actor.kind, "token");
+    write_secret(&h).await;
+
+    let mut db = refuse_audit_inserts(dir.path()).await;
+    let before = head(&*backend).await;
+    assert_refused(
+        &root(
+            &h,
+            "POST",
+            "secret/data/x",
+            Some(json!({ "data": { "password": SECRET } })),
+        )
+        .await,
+    );
+    assert_refused(&root(&h, "PUT", "sys/policy/p", Some(json!({ "policy": SUDO }))).await);
+    // A read's entry cannot be written either: refused, its secret kept in.
+    assert_refused(&root(&h, "GET", "secret/data/app", None).await);
+    sqlx::query("DROP TRIGGER refuse_audit")
+        .execute(&mut db)
+        .await
+        .unwrap();
+
+    assert_eq!(head(&*backend).await, before, "nothing was appended");
+    let a = root(&h, "GET", "secret/data/x", None).await;
+    assert_eq!(
+        a.status,
+        StatusCode::NOT_FOUND,
+        "the secret was not kept: {:?}",
+        a.json
+    );
+    let a = root(&h, "GET", "sys/policy/p", None).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
+    assert_eq!(
+        a.json["data"]["rules"], OLD,
+        "the policy change was not kept"
+    );
+    let report = server_verify(&h).await;
+    assert!(report.ok, "{report:?}");
+    let refused: Vec<_> = entries(&*backend)
+        .await
+        .into_iter()
+        .filter(|(r, _)| r.seq > before && r.seq <= before + 2)
+        .map(|(_, e)| (e.method, e.path))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            ("GET".to_string(), "secret/data/x".to_string()),
+            ("GET".to_string(), "sys/policy/p".to_string())
+        ],
+        "no entry for the refused changes, only the reads after"
+    );
+}
+
+// R-AUD-0, R-AUD-4: the entry of a change (committed with it, beside the
+// audit writer) is in the file before the response leaves, in sequence.
+#[tokio::test]
+async fn a_change_s_entry_is_in_the_audit_file_before_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.jsonl");
+    let mut config = Config::default();
+    config.audit.file_path = Some(file.clone());
+    let (h, seed, _) = first_node(sqlite_file(dir.path()).await, config).await;
+    for i in 0..3 {
+        let a = root(
+            &h,
+            "PUT",
+            &format!("secret/data/f{i}"),
+            Some(json!({ "data": { "password": SECRET } })),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
+        let text = std::fs::read_to_string(&file).unwrap();
+        let report = offline(&text, public_key(&seed));
+        assert!(report.ok, "{report:?}");
+        assert_eq!(
+            report.last_seq,
+            Some(head(&**h.core.backend()).await),
+            "the file holds the write's entry"
+        );
+        assert!(text.contains(&format!("secret/data/f{i}")));
+        assert!(!text.contains(SECRET));
+    }
+}
+
 // R-AUD-4: the file sink fails (unwritable file) → 503 as well; once it is
 // writable again it catches up from the database and still verifies.
 #[tokio::test]

@@ -52,6 +52,12 @@ pub struct AuditLink {
 /// predecessor's hash and its draft. Called with the chain head locked.
 pub type Linker<'a> = &'a (dyn Fn(i64, &[u8], &AuditDraft) -> AuditLink + Send + Sync);
 
+/// A [`Linker`] that can be moved elsewhere (to the SQLite writer thread, which
+/// links the rows of [`Backend::commit_audited`] inside its transaction).
+///
+/// [`Backend::commit_audited`]: crate::Backend::commit_audited
+pub type SharedLinker = std::sync::Arc<dyn Fn(i64, &[u8], &AuditDraft) -> AuditLink + Send + Sync>;
+
 /// The newest link of the chain: `seq` 0 and [`GENESIS_HASH`] before the
 /// first append. Kept in its own row, so it survives a sweep of every row.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,7 +131,7 @@ const CHECKPOINT_COLUMNS: &str = "id, seq, hash, time_us, kind, public_key, sign
 /// taken first, so reading the head and writing after it cannot race, not
 /// even with another process on the same file.
 pub(crate) mod sqlite {
-    use sqlx::sqlite::SqlitePool;
+    use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
     use super::*;
     use crate::Result;
@@ -143,45 +149,7 @@ pub(crate) mod sqlite {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(|e| backend_error("audit append: begin", e))?;
-        let result: sqlx::Result<Vec<AuditRow>> = async {
-            let (mut seq, mut prev): (i64, Vec<u8>) =
-                sqlx::query_as("SELECT seq, hash FROM zafe_audit_head WHERE id = 1")
-                    .fetch_one(&mut *tx)
-                    .await?;
-            let mut rows = Vec::with_capacity(drafts.len());
-            for draft in drafts {
-                seq += 1;
-                let AuditLink { hash, mac } = link(seq, &prev, &draft);
-                sqlx::query(
-                    "INSERT INTO zafe_audit (seq, time_us, prev_hash, hash, mac, body) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .bind(seq)
-                .bind(draft.time_us)
-                .bind(&prev)
-                .bind(&hash)
-                .bind(&mac)
-                .bind(&draft.body)
-                .execute(&mut *tx)
-                .await?;
-                let prev_hash = std::mem::replace(&mut prev, hash.clone());
-                rows.push(AuditRow {
-                    seq,
-                    time_us: draft.time_us,
-                    prev_hash,
-                    hash,
-                    mac,
-                    body: draft.body,
-                });
-            }
-            sqlx::query("UPDATE zafe_audit_head SET seq = ?1, hash = ?2 WHERE id = 1")
-                .bind(seq)
-                .bind(&prev)
-                .execute(&mut *tx)
-                .await?;
-            Ok(rows)
-        }
-        .await;
+        let result = append_in(&mut tx, drafts, link).await;
         match result {
             Ok(rows) => {
                 tx.commit()
@@ -196,6 +164,51 @@ pub(crate) mod sqlite {
                 Err(backend_error("audit append", e))
             }
         }
+    }
+
+    /// Appends `drafts` inside the caller's transaction, which holds the
+    /// write lock.
+    pub(crate) async fn append_in(
+        conn: &mut SqliteConnection,
+        drafts: Vec<AuditDraft>,
+        link: Linker<'_>,
+    ) -> sqlx::Result<Vec<AuditRow>> {
+        let (mut seq, mut prev): (i64, Vec<u8>) =
+            sqlx::query_as("SELECT seq, hash FROM zafe_audit_head WHERE id = 1")
+                .fetch_one(&mut *conn)
+                .await?;
+        let mut rows = Vec::with_capacity(drafts.len());
+        for draft in drafts {
+            seq += 1;
+            let AuditLink { hash, mac } = link(seq, &prev, &draft);
+            sqlx::query(
+                "INSERT INTO zafe_audit (seq, time_us, prev_hash, hash, mac, body) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .bind(seq)
+            .bind(draft.time_us)
+            .bind(&prev)
+            .bind(&hash)
+            .bind(&mac)
+            .bind(&draft.body)
+            .execute(&mut *conn)
+            .await?;
+            let prev_hash = std::mem::replace(&mut prev, hash.clone());
+            rows.push(AuditRow {
+                seq,
+                time_us: draft.time_us,
+                prev_hash,
+                hash,
+                mac,
+                body: draft.body,
+            });
+        }
+        sqlx::query("UPDATE zafe_audit_head SET seq = ?1, hash = ?2 WHERE id = 1")
+            .bind(seq)
+            .bind(&prev)
+            .execute(&mut *conn)
+            .await?;
+        Ok(rows)
     }
 
     pub(crate) async fn head(reader: &SqlitePool) -> Result<AuditHead> {
@@ -304,7 +317,7 @@ pub(crate) mod sqlite {
 /// transaction; the sweep sets `zafe.audit_sweep` for its own transaction
 /// only, which is what the append-only trigger lets through.
 pub(crate) mod postgres {
-    use sqlx::postgres::PgPool;
+    use sqlx::postgres::{PgConnection, PgPool};
 
     use super::*;
     use crate::Result;
@@ -322,49 +335,7 @@ pub(crate) mod postgres {
             .begin()
             .await
             .map_err(|e| backend_error("audit append: begin", e))?;
-        let result: sqlx::Result<Vec<AuditRow>> = async {
-            let (mut seq, mut prev): (i64, Vec<u8>) =
-                sqlx::query_as("SELECT seq, hash FROM zafe_audit_head WHERE id = 1 FOR UPDATE")
-                    .fetch_one(&mut *tx)
-                    .await?;
-            let mut rows = Vec::with_capacity(drafts.len());
-            for draft in drafts {
-                seq += 1;
-                let AuditLink { hash, mac } = link(seq, &prev, &draft);
-                let prev_hash = std::mem::replace(&mut prev, hash.clone());
-                rows.push(AuditRow {
-                    seq,
-                    time_us: draft.time_us,
-                    prev_hash,
-                    hash,
-                    mac,
-                    body: draft.body,
-                });
-            }
-            // Few statements for the whole batch: few round trips. (A
-            // statement takes at most 65,535 parameters, six per row.)
-            for chunk in rows.chunks(1000) {
-                let mut insert = sqlx::QueryBuilder::new(
-                    "INSERT INTO zafe_audit (seq, time_us, prev_hash, hash, mac, body) ",
-                );
-                insert.push_values(chunk, |mut b, r| {
-                    b.push_bind(r.seq)
-                        .push_bind(r.time_us)
-                        .push_bind(&r.prev_hash)
-                        .push_bind(&r.hash)
-                        .push_bind(&r.mac)
-                        .push_bind(&r.body);
-                });
-                insert.build().execute(&mut *tx).await?;
-            }
-            sqlx::query("UPDATE zafe_audit_head SET seq = $1, hash = $2 WHERE id = 1")
-                .bind(seq)
-                .bind(&prev)
-                .execute(&mut *tx)
-                .await?;
-            Ok(rows)
-        }
-        .await;
+        let result = append_in(&mut tx, drafts, link).await;
         match result {
             Ok(rows) => {
                 tx.commit()
@@ -379,6 +350,55 @@ pub(crate) mod postgres {
                 Err(backend_error("audit append", e))
             }
         }
+    }
+
+    /// Appends `drafts` inside the caller's transaction: locks the head row
+    /// (held until that transaction ends), links and inserts.
+    pub(crate) async fn append_in(
+        conn: &mut PgConnection,
+        drafts: Vec<AuditDraft>,
+        link: Linker<'_>,
+    ) -> sqlx::Result<Vec<AuditRow>> {
+        let (mut seq, mut prev): (i64, Vec<u8>) =
+            sqlx::query_as("SELECT seq, hash FROM zafe_audit_head WHERE id = 1 FOR UPDATE")
+                .fetch_one(&mut *conn)
+                .await?;
+        let mut rows = Vec::with_capacity(drafts.len());
+        for draft in drafts {
+            seq += 1;
+            let AuditLink { hash, mac } = link(seq, &prev, &draft);
+            let prev_hash = std::mem::replace(&mut prev, hash.clone());
+            rows.push(AuditRow {
+                seq,
+                time_us: draft.time_us,
+                prev_hash,
+                hash,
+                mac,
+                body: draft.body,
+            });
+        }
+        // Few statements for the whole batch: few round trips. (A
+        // statement takes at most 65,535 parameters, six per row.)
+        for chunk in rows.chunks(1000) {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO zafe_audit (seq, time_us, prev_hash, hash, mac, body) ",
+            );
+            insert.push_values(chunk, |mut b, r| {
+                b.push_bind(r.seq)
+                    .push_bind(r.time_us)
+                    .push_bind(&r.prev_hash)
+                    .push_bind(&r.hash)
+                    .push_bind(&r.mac)
+                    .push_bind(&r.body);
+            });
+            insert.build().execute(&mut *conn).await?;
+        }
+        sqlx::query("UPDATE zafe_audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(seq)
+            .bind(&prev)
+            .execute(&mut *conn)
+            .await?;
+        Ok(rows)
     }
 
     pub(crate) async fn head(pool: &PgPool) -> Result<AuditHead> {

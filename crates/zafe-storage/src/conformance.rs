@@ -12,6 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
 
+use crate::audit::{AuditDraft, AuditLink, AuditRow, SharedLinker};
 use crate::{Backend, Condition, Entry, Op, StorageError, list_children};
 
 /// Runs every check in this module against `backend`, which must be empty.
@@ -531,6 +532,228 @@ fn entry(key: &str, value: &[u8], generation: i64) -> Entry {
         value: value.to_vec(),
         generation,
     }
+}
+
+// ---- A change and its audit entries as one commit (R-AUD-0). Not in
+// `run_all`: only backends with an audit log have `commit_audited`.
+
+/// A stand-in for the server's linker: the hash names the row's sequence
+/// number and body, the MAC its predecessor, so links can be checked.
+fn test_link(seq: i64, prev: &[u8], draft: &AuditDraft) -> AuditLink {
+    let mut hash = seq.to_be_bytes().to_vec();
+    hash.extend_from_slice(&draft.body);
+    let mut mac = prev.to_vec();
+    mac.extend_from_slice(b"|mac");
+    AuditLink { hash, mac }
+}
+
+fn test_linker() -> SharedLinker {
+    std::sync::Arc::new(test_link)
+}
+
+fn draft(body: &str) -> AuditDraft {
+    AuditDraft {
+        time_us: 1,
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+/// Every row from `from` on, checked to link onto `prev` and each other.
+async fn chain_from(backend: &dyn Backend, from: i64, mut prev: Vec<u8>) -> Vec<AuditRow> {
+    let mut out = Vec::new();
+    let mut next = from;
+    loop {
+        let rows = backend.audit_read(next, 500).await.expect("audit read");
+        let Some(last) = rows.last() else {
+            return out;
+        };
+        next = last.seq + 1;
+        for row in rows {
+            assert_eq!(row.seq, from + out.len() as i64, "dense sequence numbers");
+            assert_eq!(
+                row.prev_hash, prev,
+                "seq {} links to its predecessor",
+                row.seq
+            );
+            let expected = test_link(
+                row.seq,
+                &prev,
+                &AuditDraft {
+                    time_us: row.time_us,
+                    body: row.body.clone(),
+                },
+            );
+            assert_eq!((&row.hash, &row.mac), (&expected.hash, &expected.mac));
+            prev = row.hash.clone();
+            out.push(row);
+        }
+    }
+}
+
+/// `commit_audited` applies the ops and appends the entries together; a
+/// failed condition writes neither; concurrent callers (and plain appends
+/// among them) make one dense chain with every change in it.
+pub async fn commit_audited(backend: &dyn Backend) {
+    let kind = backend.kind();
+    assert_empty(backend, "before commit_audited").await;
+    let start = backend.audit_head().await.expect("audit head");
+
+    let rows = backend
+        .commit_audited(
+            vec![put(entry("aud/a", b"1", 1), Condition::Absent)],
+            vec![draft("write aud/a")],
+            test_linker(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{kind}: commit_audited: {e}"));
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].seq,
+        start.seq + 1,
+        "{kind}: numbered by the database"
+    );
+    assert_eq!(rows[0].prev_hash, start.hash);
+    assert_eq!(get(backend, "aud/a").await.unwrap().value, b"1");
+    let head = backend.audit_head().await.unwrap();
+    assert_eq!((head.seq, &head.hash), (rows[0].seq, &rows[0].hash));
+
+    // A failed condition (on the second op): no op, no entry.
+    let failed = backend
+        .commit_audited(
+            vec![
+                put(entry("aud/b", b"2", 1), Condition::Absent),
+                put(entry("aud/a", b"x", 2), Condition::Absent),
+            ],
+            vec![draft("write aud/b")],
+            test_linker(),
+        )
+        .await;
+    match failed {
+        Err(StorageError::Conflict { key }) => assert_eq!(key, "aud/a"),
+        other => panic!("{kind}: expected a conflict, got {other:?}"),
+    }
+    assert!(
+        get(backend, "aud/b").await.is_none(),
+        "{kind}: nothing applied"
+    );
+    assert_eq!(get(backend, "aud/a").await.unwrap().value, b"1");
+    assert_eq!(
+        backend.audit_head().await.unwrap(),
+        head,
+        "{kind}: no entry"
+    );
+
+    // Concurrent callers, with plain appends among them: one chain.
+    let writers = 24;
+    let audited = (0..writers).map(|i| async move {
+        let key = format!("aud/c/{i:02}");
+        backend
+            .commit_audited(
+                vec![put(entry(&key, b"c", 1), Condition::Absent)],
+                vec![
+                    draft(&format!("write {key}")),
+                    draft(&format!("more {key}")),
+                ],
+                test_linker(),
+            )
+            .await
+            .map(|rows| rows.len())
+    });
+    let plain = (0..writers).map(|i| async move {
+        backend
+            .audit_append(vec![draft(&format!("read {i:02}"))], &test_link)
+            .await
+            .map(|rows| rows.len())
+    });
+    let (a, p) = futures_join(join_all(audited.collect()), join_all(plain.collect())).await;
+    for n in a.into_iter().chain(p) {
+        n.unwrap_or_else(|e| panic!("{kind}: concurrent audited commits: {e}"));
+    }
+    let rows = chain_from(backend, start.seq + 1, start.hash.clone()).await;
+    assert_eq!(rows.len(), 1 + writers * 3, "{kind}: every entry, once");
+    for i in 0..writers {
+        let key = format!("aud/c/{i:02}");
+        assert!(
+            get(backend, &key).await.is_some(),
+            "{kind}: {key} committed"
+        );
+        let write = rows
+            .iter()
+            .position(|r| r.body == format!("write {key}").as_bytes())
+            .unwrap_or_else(|| panic!("{kind}: the entry of {key}"));
+        assert_eq!(
+            rows[write + 1].body,
+            format!("more {key}").as_bytes(),
+            "{kind}: one caller's entries are consecutive"
+        );
+    }
+    clear(backend).await;
+}
+
+/// With the audit log unable to store anything (the test made its inserts
+/// fail), `commit_audited` fails and applies none of its ops.
+pub async fn commit_audited_fails_whole_when_the_audit_fails(backend: &dyn Backend) {
+    let kind = backend.kind();
+    assert_empty(backend, "before commit_audited_fails_whole").await;
+    let head = backend.audit_head().await.expect("audit head");
+    let result = backend
+        .commit_audited(
+            vec![
+                put(entry("aud/x", b"1", 1), Condition::Absent),
+                Op::Delete {
+                    key: "aud/none".into(),
+                    condition: Condition::Any,
+                },
+            ],
+            vec![draft("write aud/x")],
+            test_linker(),
+        )
+        .await;
+    match result {
+        Err(StorageError::Backend(_)) => {}
+        other => panic!("{kind}: expected a backend error, got {other:?}"),
+    }
+    assert!(
+        get(backend, "aud/x").await.is_none(),
+        "{kind}: the op was not applied"
+    );
+    assert_eq!(
+        backend.audit_head().await.unwrap(),
+        head,
+        "{kind}: no entry"
+    );
+    // Plain commits are not affected.
+    commit_ok(
+        backend,
+        vec![put(entry("aud/y", b"1", 1), Condition::Absent)],
+    )
+    .await;
+    clear(backend).await;
+}
+
+async fn futures_join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let mut a = Box::pin(a);
+    let mut b = Box::pin(b);
+    let (mut ra, mut rb) = (None, None);
+    std::future::poll_fn(|cx| {
+        if ra.is_none()
+            && let Poll::Ready(v) = a.as_mut().poll(cx)
+        {
+            ra = Some(v);
+        }
+        if rb.is_none()
+            && let Poll::Ready(v) = b.as_mut().poll(cx)
+        {
+            rb = Some(v);
+        }
+        if ra.is_some() && rb.is_some() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    (ra.expect("ready"), rb.expect("ready"))
 }
 
 fn put(entry: Entry, condition: Condition) -> Op {

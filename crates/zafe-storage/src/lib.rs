@@ -119,6 +119,21 @@ pub trait Backend: Send + Sync + 'static {
         Err(audit::unsupported())
     }
 
+    /// Applies `ops` **and** appends `drafts` to the audit chain in one
+    /// atomic, durable transaction (R-AUD-0): a change never exists without
+    /// its audit entry. If a condition fails ([`StorageError::Conflict`]) or
+    /// the entries cannot be stored, nothing of either is written. `link`
+    /// is called with the chain head held, once per row, as for
+    /// [`Backend::audit_append`]. Returns the stored rows.
+    async fn commit_audited(
+        &self,
+        _ops: Vec<Op>,
+        _drafts: Vec<audit::AuditDraft>,
+        _link: audit::SharedLinker,
+    ) -> Result<Vec<audit::AuditRow>> {
+        Err(audit::unsupported())
+    }
+
     /// The newest link of the chain (`seq` 0 and the genesis hash if empty).
     async fn audit_head(&self) -> Result<audit::AuditHead> {
         Err(audit::unsupported())

@@ -155,6 +155,47 @@ impl Backend for PostgresBackend {
         tx.commit().await.map_err(|e| backend_error("commit", e))
     }
 
+    async fn commit_audited(
+        &self,
+        ops: Vec<Op>,
+        drafts: Vec<audit::AuditDraft>,
+        link: audit::SharedLinker,
+    ) -> Result<Vec<audit::AuditRow>> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| backend_error("commit: begin", e))?;
+        let mut result = Ok(());
+        for op in &ops {
+            result = apply(&mut tx, op).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        // The head row is locked last, after every row of the ops: appends
+        // from every node serialize on it for as short a time as possible,
+        // and no transaction waits for an entry row while holding the head.
+        let rows = match result {
+            Ok(()) => audit::postgres::append_in(&mut tx, drafts, &*link)
+                .await
+                .map_err(|e| backend_error("audit append", e)),
+            Err(e) => Err(e),
+        };
+        match rows {
+            Ok(rows) => {
+                tx.commit().await.map_err(|e| backend_error("commit", e))?;
+                Ok(rows)
+            }
+            Err(e) => {
+                if let Err(rb) = tx.rollback().await {
+                    tracing::warn!(error = %describe(&rb), "PostgreSQL rollback failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)

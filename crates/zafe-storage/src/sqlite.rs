@@ -351,6 +351,42 @@ impl Backend for SqliteBackend {
         audit::sqlite::append(&self.writer, drafts, link).await
     }
 
+    async fn commit_audited(
+        &self,
+        ops: Vec<Op>,
+        drafts: Vec<audit::AuditDraft>,
+        link: audit::SharedLinker,
+    ) -> Result<Vec<audit::AuditRow>> {
+        // With a writer thread, the ops and the entries are one job of its
+        // group commit: one savepoint, one fsync shared with other callers.
+        if let Some(group) = &self.group {
+            return group.commit_audited(ops, drafts, link).await;
+        }
+        // In memory: one transaction, in its own task for the same reason
+        // as `commit` (the cache must follow even if the caller goes away).
+        let writer = self.writer.clone();
+        let cache = self.cache.clone();
+        tokio::spawn(async move {
+            let result = commit_audited_with(&writer, &ops, drafts, &*link).await;
+            if let Some(cache) = cache {
+                match &result {
+                    Ok(_) => cache.apply(ops),
+                    Err(_) => {
+                        for op in &ops {
+                            cache.invalidate(match op {
+                                Op::Put { entry, .. } => &entry.key,
+                                Op::Delete { key, .. } => key,
+                            });
+                        }
+                    }
+                }
+            }
+            result
+        })
+        .await
+        .map_err(|_| StorageError::Backend("commit: the storage task stopped".into()))?
+    }
+
     async fn audit_head(&self) -> Result<audit::AuditHead> {
         audit::sqlite::head(&self.reader).await
     }
@@ -397,6 +433,45 @@ async fn commit_with(writer: &SqlitePool, ops: &[Op]) -> Result<()> {
         }
     }
     tx.commit().await.map_err(|e| backend_error("commit", e))
+}
+
+/// One `BEGIN IMMEDIATE` transaction on the writer pool (in memory) that
+/// applies `ops` and appends `drafts`, or does neither.
+async fn commit_audited_with(
+    writer: &SqlitePool,
+    ops: &[Op],
+    drafts: Vec<audit::AuditDraft>,
+    link: audit::Linker<'_>,
+) -> Result<Vec<audit::AuditRow>> {
+    let mut tx = writer
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(|e| backend_error("commit: begin", e))?;
+    let mut result = Ok(());
+    for op in ops {
+        result = apply(&mut tx, op).await;
+        if result.is_err() {
+            break;
+        }
+    }
+    let rows = match result {
+        Ok(()) => audit::sqlite::append_in(&mut tx, drafts, link)
+            .await
+            .map_err(|e| backend_error("audit append", e)),
+        Err(e) => Err(e),
+    };
+    match rows {
+        Ok(rows) => {
+            tx.commit().await.map_err(|e| backend_error("commit", e))?;
+            Ok(rows)
+        }
+        Err(e) => {
+            if let Err(rb) = tx.rollback().await {
+                tracing::warn!(error = %crate::sql::describe(&rb), "SQLite rollback failed");
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Applies one op inside the commit's transaction, or reports the conflict.

@@ -14,6 +14,11 @@
 //! holds its writes is durable. If the commit itself fails, every caller of
 //! the cycle gets the error.
 //!
+//! A change with its audit entries ([`crate::Backend::commit_audited`]) is
+//! one job: its ops and its rows in one savepoint, linked here onto the head
+//! as this thread finds it (the caller's linker is shared with the thread),
+//! so any number of them group-commit without ever re-linking.
+//!
 //! Audit appends ([`crate::audit`]) share the transaction. Their links are
 //! computed by the caller, not by this thread (the linker is the caller's
 //! closure and holds the chain key): the caller links its rows onto the
@@ -21,7 +26,7 @@
 //! them only if the head is still that one; otherwise it answers with the
 //! current head and the caller links again. Within one process the
 //! expectation is the head the last append left, so it is nearly always
-//! right.
+//! right. They run first in their cycle, before any job that moves the head.
 //!
 //! WAL checkpoints (copying committed pages back into the database file,
 //! and its fsync) run on a second thread and connection, passively, every
@@ -50,7 +55,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::oneshot;
 
-use crate::audit::{AuditDraft, AuditHead, AuditLink, AuditRow, Linker};
+use crate::audit::{AuditDraft, AuditHead, AuditLink, AuditRow, Linker, SharedLinker};
 use crate::cache::EntryCache;
 use crate::{Condition, Op, Result, StorageError};
 
@@ -81,6 +86,13 @@ enum Job {
         rows: Vec<AuditRow>,
         reply: oneshot::Sender<AuditOutcome>,
     },
+    /// Ops and the audit entries that go with them, all or nothing.
+    Audited {
+        ops: Vec<Op>,
+        drafts: Vec<AuditDraft>,
+        link: SharedLinker,
+        reply: oneshot::Sender<Result<Vec<AuditRow>>>,
+    },
 }
 
 impl Job {
@@ -88,6 +100,7 @@ impl Job {
         match self {
             Job::Commit { ops, .. } => ops.len(),
             Job::Audit { rows, .. } => rows.len(),
+            Job::Audited { ops, drafts, .. } => ops.len() + drafts.len(),
         }
     }
 }
@@ -172,6 +185,22 @@ impl GroupWriter {
     pub(crate) async fn commit(&self, ops: Vec<Op>) -> Result<()> {
         let (reply, done) = oneshot::channel();
         self.send(Job::Commit { ops, reply })?;
+        done.await.map_err(|_| stopped())?
+    }
+
+    pub(crate) async fn commit_audited(
+        &self,
+        ops: Vec<Op>,
+        drafts: Vec<AuditDraft>,
+        link: SharedLinker,
+    ) -> Result<Vec<AuditRow>> {
+        let (reply, done) = oneshot::channel();
+        self.send(Job::Audited {
+            ops,
+            drafts,
+            link,
+            reply,
+        })?;
         done.await.map_err(|_| stopped())?
     }
 
@@ -326,6 +355,11 @@ enum Done {
         reply: oneshot::Sender<AuditOutcome>,
         outcome: AuditOutcome,
     },
+    Audited {
+        ops: Vec<Op>,
+        reply: oneshot::Sender<Result<Vec<AuditRow>>>,
+        outcome: Result<Vec<AuditRow>>,
+    },
 }
 
 struct Writer {
@@ -458,7 +492,10 @@ impl Writer {
         self.conn.prepare_cached(sql)?.execute([])
     }
 
-    fn cycle(&mut self, jobs: Vec<Job>) {
+    fn cycle(&mut self, mut jobs: Vec<Job>) {
+        // Plain appends were linked onto the head the cycle starts with:
+        // they go first (a stable sort: the others keep their order).
+        jobs.sort_by_key(|job| !matches!(job, Job::Audit { .. }));
         if let Err(e) = self.exec("BEGIN IMMEDIATE") {
             let error = backend_error("commit: begin", &e);
             for job in jobs {
@@ -486,6 +523,16 @@ impl Writer {
                     reply,
                 } => Done::Audit {
                     outcome: self.append_audit(expect, rows),
+                    reply,
+                },
+                Job::Audited {
+                    ops,
+                    drafts,
+                    link,
+                    reply,
+                } => Done::Audited {
+                    outcome: self.apply_audited(&ops, &drafts, &*link),
+                    ops,
                     reply,
                 },
             });
@@ -530,6 +577,14 @@ impl Writer {
                         }
                         Done::Audit { reply, .. } => {
                             let _ = reply.send(AuditOutcome::Failed(error_copy(&error)));
+                        }
+                        Done::Audited { ops, reply, .. } => {
+                            if let Some(cache) = &self.cache {
+                                for op in &ops {
+                                    cache.invalidate(op_key(op));
+                                }
+                            }
+                            let _ = reply.send(Err(error_copy(&error)));
                         }
                     }
                 }
@@ -576,6 +631,34 @@ impl Writer {
                     }
                     replies.push(Reply::Audit(reply, outcome));
                 }
+                Done::Audited {
+                    ops,
+                    reply,
+                    outcome,
+                } => {
+                    match &outcome {
+                        Ok(rows) => {
+                            if let Some(cache) = &self.cache {
+                                cache.apply(ops);
+                            }
+                            if let Some(last) = rows.last() {
+                                *self.head.lock().unwrap_or_else(|p| p.into_inner()) =
+                                    Some(AuditHead {
+                                        seq: last.seq,
+                                        hash: last.hash.clone(),
+                                    });
+                            }
+                        }
+                        Err(_) => {
+                            if let Some(cache) = &self.cache {
+                                for op in &ops {
+                                    cache.invalidate(op_key(op));
+                                }
+                            }
+                        }
+                    }
+                    replies.push(Reply::Audited(reply, outcome));
+                }
             }
         }
         for reply in replies {
@@ -584,6 +667,9 @@ impl Writer {
                     let _ = tx.send(outcome);
                 }
                 Reply::Audit(tx, outcome) => {
+                    let _ = tx.send(outcome);
+                }
+                Reply::Audited(tx, outcome) => {
                     let _ = tx.send(outcome);
                 }
             }
@@ -695,6 +781,67 @@ impl Writer {
         }
     }
 
+    /// Inserts linked rows and moves the head to the last one.
+    fn insert_audit(&self, rows: &[AuditRow]) -> rusqlite::Result<()> {
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        let mut insert = self.conn.prepare_cached(
+            "INSERT INTO zafe_audit (seq, time_us, prev_hash, hash, mac, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for r in rows {
+            insert.execute(params![
+                r.seq,
+                r.time_us,
+                r.prev_hash,
+                r.hash,
+                r.mac,
+                r.body
+            ])?;
+        }
+        self.conn
+            .prepare_cached("UPDATE zafe_audit_head SET seq = ?1, hash = ?2 WHERE id = 1")?
+            .execute(params![last.seq, last.hash])?;
+        Ok(())
+    }
+
+    /// Applies one caller's ops and appends its entries, linked onto the
+    /// head as it is now, all in one savepoint: both or neither.
+    fn apply_audited(
+        &self,
+        ops: &[Op],
+        drafts: &[AuditDraft],
+        link: Linker<'_>,
+    ) -> Result<Vec<AuditRow>> {
+        self.exec("SAVEPOINT zafe_audited")
+            .map_err(|e| backend_error("commit: savepoint", &e))?;
+        let result = (|| -> Result<Vec<AuditRow>> {
+            for op in ops {
+                self.apply(op)?;
+            }
+            let audit = |e: rusqlite::Error| backend_error("audit append", &e);
+            let head = self.read_head().map_err(audit)?;
+            let rows = chain(&head, drafts, link);
+            self.insert_audit(&rows).map_err(audit)?;
+            self.exec("RELEASE zafe_audited")
+                .map_err(|e| backend_error("commit: release", &e))?;
+            Ok(rows)
+        })();
+        if result.is_err() && !self.conn.is_autocommit() {
+            let undo = self
+                .exec("ROLLBACK TO zafe_audited")
+                .and_then(|_| self.exec("RELEASE zafe_audited"));
+            if let Err(undo) = undo {
+                // Part of it may still be in the transaction: give up the
+                // whole cycle rather than commit half of it.
+                tracing::warn!(error = %describe(&undo), "SQLite savepoint rollback failed");
+                let _ = self.exec("ROLLBACK");
+            }
+        }
+        result
+    }
+
     /// Stores `rows` if they were linked onto the current head.
     fn append_audit(&self, expect: Option<AuditHead>, rows: Vec<AuditRow>) -> AuditOutcome {
         let head = match self.read_head() {
@@ -713,24 +860,7 @@ impl Writer {
         }
         let stored = (|| -> rusqlite::Result<()> {
             self.exec("SAVEPOINT zafe_audit")?;
-            let mut insert = self.conn.prepare_cached(
-                "INSERT INTO zafe_audit (seq, time_us, prev_hash, hash, mac, body) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for r in &rows {
-                insert.execute(params![
-                    r.seq,
-                    r.time_us,
-                    r.prev_hash,
-                    r.hash,
-                    r.mac,
-                    r.body
-                ])?;
-            }
-            let last = rows.last().expect("checked above");
-            self.conn
-                .prepare_cached("UPDATE zafe_audit_head SET seq = ?1, hash = ?2 WHERE id = 1")?
-                .execute(params![last.seq, last.hash])?;
+            self.insert_audit(&rows)?;
             self.exec("RELEASE zafe_audit")?;
             Ok(())
         })();
@@ -755,6 +885,10 @@ impl Writer {
 enum Reply {
     Commit(oneshot::Sender<Result<()>>, Result<()>),
     Audit(oneshot::Sender<AuditOutcome>, AuditOutcome),
+    Audited(
+        oneshot::Sender<Result<Vec<AuditRow>>>,
+        Result<Vec<AuditRow>>,
+    ),
 }
 
 fn op_key(op: &Op) -> &str {
@@ -780,6 +914,9 @@ fn fail(job: Job, error: &StorageError) {
         }
         Job::Audit { reply, .. } => {
             let _ = reply.send(AuditOutcome::Failed(error_copy(error)));
+        }
+        Job::Audited { reply, .. } => {
+            let _ = reply.send(Err(error_copy(error)));
         }
     }
 }

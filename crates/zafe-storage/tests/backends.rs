@@ -35,6 +35,40 @@ async fn sqlite_memory_conformance() {
     conformance::run_all(&backend).await;
 }
 
+// R-AUD-0: a change and its audit entry are one commit; if the entry
+// cannot be stored (a trigger stands in for a full disk), neither is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_file_commit_audited_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zafe.db");
+    let backend = SqliteBackend::open(&path).await.unwrap();
+    conformance::commit_audited(&backend).await;
+    let mut raw = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON zafe_audit \
+         BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+    )
+    .execute(&mut raw)
+    .await
+    .unwrap();
+    conformance::commit_audited_fails_whole_when_the_audit_fails(&backend).await;
+    sqlx::query("DROP TRIGGER refuse_audit")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    conformance::commit_audited(&backend).await;
+    backend.close().await;
+}
+
+// R-AUD-0
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_memory_commit_audited() {
+    let backend = SqliteBackend::memory().await.unwrap();
+    conformance::commit_audited(&backend).await;
+}
+
 #[tokio::test]
 async fn sqlite_memory_databases_are_separate() {
     let a = SqliteBackend::memory().await.unwrap();
@@ -209,6 +243,37 @@ async fn postgres_conformance() {
         let backend = PostgresBackend::connect(&url).await.unwrap();
         conformance::run_all(&backend).await;
         backend.close().await;
+    })
+    .await;
+}
+
+// R-AUD-0, on PostgreSQL, with two nodes committing audited changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_commit_audited_is_all_or_nothing() {
+    with_postgres_database(|url| async move {
+        let backend = PostgresBackend::connect(&url).await.unwrap();
+        conformance::commit_audited(&backend).await;
+        let other = PostgresBackend::connect(&url).await.unwrap();
+        conformance::commit_audited(&other).await;
+        let mut raw = sqlx::PgConnection::connect(&url).await.unwrap();
+        for sql in [
+            "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'disk full'; END $$",
+            "CREATE TRIGGER refuse_audit BEFORE INSERT ON zafe_audit \
+             FOR EACH ROW EXECUTE FUNCTION refuse_audit()",
+        ] {
+            sqlx::query(sql).execute(&mut raw).await.unwrap();
+        }
+        conformance::commit_audited_fails_whole_when_the_audit_fails(&backend).await;
+        sqlx::query("DROP TRIGGER refuse_audit ON zafe_audit")
+            .execute(&mut raw)
+            .await
+            .unwrap();
+        conformance::commit_audited(&backend).await;
+        raw.close().await.unwrap();
+        for node in [&backend, &other] {
+            node.close().await;
+        }
     })
     .await;
 }

@@ -932,7 +932,9 @@ async fn acknowledged_writes_and_their_entries_survive_kill_9() {
     let audited: std::collections::HashSet<String> = export
         .lines()
         .filter_map(|l| match Line::parse(l) {
-            Ok(Line::Entry(e)) if e.status == 204 && e.method == "PUT" => {
+            // The entry goes in with the change (R-AUD-0), before the
+            // answer's status (204) is known: it records the change allowed.
+            Ok(Line::Entry(e)) if e.decision == "allowed" && e.method == "PUT" => {
                 Some(e.path.trim_start_matches("sys/policy/").to_string())
             }
             _ => None,

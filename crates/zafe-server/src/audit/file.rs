@@ -218,6 +218,38 @@ impl FileSink {
         }
     }
 
+    /// Makes the file hold every entry from `from_seq` to the database's
+    /// head (entries committed with their changes, beside the writer,
+    /// R-AUD-0): copies what it lacks, in order; a new file starts right
+    /// before `from_seq`, with a signed anchor.
+    pub(crate) async fn sync_from(
+        &mut self,
+        backend: &dyn Backend,
+        identity: &IdentityKey,
+        keys: &AuditKeys,
+        from_seq: i64,
+    ) -> Result<(), String> {
+        let head = backend.audit_head().await.map_err(|e| e.to_string())?;
+        let (mut file, last) = self.file()?;
+        let from = match last {
+            Some(last) if last >= head.seq => return Ok(()),
+            Some(last) => last + 1,
+            None => {
+                if from_seq > 1 {
+                    let hash = verified_hash(backend, keys, from_seq - 1).await?;
+                    let cp = sign_checkpoint(identity, "file-start", from_seq - 1, &hash, now_us());
+                    let text =
+                        format!("{}\n", Line::Checkpoint(CheckpointLine::new(&cp)).to_json());
+                    file.write_all(text.as_bytes())
+                        .map_err(|e| self.error(&e))?;
+                }
+                from_seq
+            }
+        };
+        self.copy_rows(backend, &mut file, from, head.seq).await?;
+        self.finish(&mut file, "", Some(head.seq))
+    }
+
     /// Appends a checkpoint line.
     pub(crate) fn write_checkpoint(&mut self, line: &CheckpointLine) -> Result<(), String> {
         let (mut file, _) = self.file()?;

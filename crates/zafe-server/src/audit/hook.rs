@@ -5,6 +5,15 @@
 //! entry and only then lets the response go; if the entry cannot be
 //! written, the response is replaced by a 503 and nothing of it leaves.
 //!
+//! A request that changes something writes its entry **with** its change
+//! (R-AUD-0): [`commit`], through which the barrier commits, sends the
+//! request's entry (as known then: caller, path, operation, resources;
+//! allowed, status 200) to storage together with the ops, in one
+//! transaction. If the entry cannot be stored, nothing changes and the
+//! request fails. `finish` then writes no second entry, unless the request
+//! failed after all (its failure is recorded as usual). Later commits of the
+//! same request are covered by that entry and go in plain.
+//!
 //! The token a request presents is never kept: only its keyed hash
 //! (`hmac-sha256:...`, the `AUDIT_FIELD_HMAC` key), computed at once. No
 //! request or response body is recorded, only the error message of a failed
@@ -18,8 +27,11 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, header};
 
+use zafe_storage::audit::AuditDraft;
+use zafe_storage::{Backend, Op};
+
 use super::chain::{Actor, EVENT_VERSION, Event};
-use super::{AuditKeys, now_us};
+use super::{AuditKeys, linker, now_us};
 use crate::core::Core;
 use crate::error::Error;
 use crate::tokens::TokenEntry;
@@ -38,17 +50,40 @@ struct Noted {
     caller: Option<Caller>,
     /// Secrets one request reaches besides its own path (`sys/resolve`).
     resources: Vec<String>,
+    /// The sequence number of the request's entry, if it went in with one
+    /// of its changes.
+    committed: Option<i64>,
+}
+
+/// What is known of a request before it runs: everything its entry says
+/// besides the caller, the outcome and the resources.
+struct Known {
+    time_us: i64,
+    request_id: String,
+    client_ip: IpAddr,
+    method: String,
+    path: String,
+    operation: &'static str,
+    token_hmac: String,
+    /// The audit keys the request started with; `None` if it started sealed.
+    keys: Option<Arc<AuditKeys>>,
+}
+
+/// A running request, as the audit hook sees it.
+struct Context {
+    known: Known,
+    noted: Mutex<Noted>,
 }
 
 tokio::task_local! {
-    static NOTED: Arc<Mutex<Noted>>;
+    static NOTED: Arc<Context>;
 }
 
 /// Called by the core when a request authenticates: the audit entry names
 /// this caller. Outside a request (tests, background jobs) it does nothing.
 pub fn note_caller(entry: &TokenEntry) {
     let _ = NOTED.try_with(|slot| {
-        slot.lock().expect("audit note lock").caller = Some(Caller {
+        slot.noted.lock().expect("audit note lock").caller = Some(Caller {
             accessor: entry.accessor.clone(),
             display_name: entry.display_name.clone(),
             policies: entry.policies.clone(),
@@ -62,26 +97,110 @@ pub fn note_caller(entry: &TokenEntry) {
 /// never values. Outside a request it does nothing.
 pub fn note_resources(resources: impl IntoIterator<Item = String>) {
     let _ = NOTED.try_with(|slot| {
-        slot.lock()
+        slot.noted
+            .lock()
             .expect("audit note lock")
             .resources
             .extend(resources);
     });
 }
 
+/// The status an entry committed with its change records: the answer's
+/// own (200 or 204) is not known yet. A request that fails after its change
+/// gets a second entry with its failure.
+const COMMITTED_STATUS: u16 = 200;
+
+/// Commits `ops` (R-AUD-0). Inside an audited request whose entry has not
+/// gone in yet, the entry goes in the same transaction: both or neither.
+/// Outside a request (start-up, background jobs), in a request that started
+/// sealed (no chain key; its entry is buffered as before) or once the
+/// entry is in, a plain commit.
+pub(crate) async fn commit(backend: &dyn Backend, ops: Vec<Op>) -> zafe_storage::Result<()> {
+    let audited = NOTED.try_with(|c| c.clone()).ok().and_then(|c| {
+        let entry_due = c.noted.lock().expect("audit note lock").committed.is_none();
+        let keys = c
+            .known
+            .keys
+            .clone()
+            .filter(|_| entry_due && !ops.is_empty())?;
+        Some((c, keys))
+    });
+    let Some((context, keys)) = audited else {
+        return backend.commit(ops).await;
+    };
+    let (caller, resources) = {
+        let noted = context.noted.lock().expect("audit note lock");
+        (noted.caller.clone(), noted.resources.clone())
+    };
+    let event = context
+        .known
+        .event(caller, resources, COMMITTED_STATUS, String::new());
+    let draft = AuditDraft {
+        time_us: event.time_us,
+        body: serde_json::to_vec(&event).expect("an event serialises"),
+    };
+    let rows = backend
+        .commit_audited(ops, vec![draft], linker(keys))
+        .await?;
+    context.noted.lock().expect("audit note lock").committed = rows.first().map(|r| r.seq);
+    Ok(())
+}
+
+impl Known {
+    fn event(
+        &self,
+        caller: Option<Caller>,
+        resources: Vec<String>,
+        status: u16,
+        error: String,
+    ) -> Event {
+        let actor = match caller {
+            Some(c) => Actor {
+                kind: "token".into(),
+                accessor: self
+                    .keys
+                    .as_ref()
+                    .map(|k| k.hmac(&c.accessor))
+                    .unwrap_or_default(),
+                display_name: c.display_name,
+                policies: c.policies,
+                token: self.token_hmac.clone(),
+            },
+            None => Actor {
+                kind: "anonymous".into(),
+                token: self.token_hmac.clone(),
+                ..Actor::default()
+            },
+        };
+        let decision = match status {
+            401 | 403 => "denied",
+            s if s >= 400 => "failed",
+            _ => "allowed",
+        };
+        Event {
+            v: EVENT_VERSION,
+            time_us: self.time_us,
+            request_id: self.request_id.clone(),
+            client_ip: self.client_ip.to_string(),
+            method: self.method.clone(),
+            path: self.path.clone(),
+            operation: self.operation.to_string(),
+            actor,
+            decision: decision.into(),
+            status,
+            error,
+            buffered: false,
+            dropped: 0,
+            resources,
+        }
+    }
+}
+
 /// An audit entry in the making.
 pub struct Pending {
-    time_us: i64,
-    request_id: String,
-    client_ip: IpAddr,
-    method: String,
-    path: String,
-    operation: &'static str,
-    token_hmac: String,
+    context: Arc<Context>,
     /// Only to make sure it appears in no error message; zeroized on drop.
     token: Option<zeroize::Zeroizing<String>>,
-    keys: Option<Arc<AuditKeys>>,
-    noted: Arc<Mutex<Noted>>,
 }
 
 /// Longest path and error message kept, in characters.
@@ -117,7 +236,7 @@ impl Pending {
             url::form_urlencoded::parse(q.as_bytes())
                 .any(|(k, v)| k == "list" && (v == "true" || v == "1"))
         });
-        Self {
+        let known = Known {
             time_us: now_us(),
             request_id: request_id.to_string(),
             client_ip,
@@ -125,15 +244,21 @@ impl Pending {
             path: clean(&path),
             operation: operation(method, listing),
             token_hmac,
-            token,
             keys,
-            noted: Arc::default(),
+        };
+        Self {
+            context: Arc::new(Context {
+                known,
+                noted: Mutex::default(),
+            }),
+            token,
         }
     }
 
-    /// Runs the request so that the core can name its caller.
+    /// Runs the request so that the core can name its caller (and the
+    /// barrier can commit its entry with its change).
     pub async fn run<F: Future>(&self, request: F) -> F::Output {
-        NOTED.scope(self.noted.clone(), request).await
+        NOTED.scope(self.context.clone(), request).await
     }
 
     /// Writes the entry; returns the response only if that succeeded, and a
@@ -152,47 +277,22 @@ impl Pending {
         {
             error = error.replace(token.as_str(), "[token]");
         }
-        let Noted { caller, resources } =
-            std::mem::take(&mut *self.noted.lock().expect("audit note lock"));
-        let actor = match (caller, &self.keys) {
-            (Some(c), keys) => Actor {
-                kind: "token".into(),
-                accessor: keys
-                    .as_ref()
-                    .map(|k| k.hmac(&c.accessor))
-                    .unwrap_or_default(),
-                display_name: c.display_name,
-                policies: c.policies,
-                token: self.token_hmac.clone(),
-            },
-            (None, _) => Actor {
-                kind: "anonymous".into(),
-                token: self.token_hmac.clone(),
-                ..Actor::default()
-            },
-        };
-        let decision = match status.as_u16() {
-            401 | 403 => "denied",
-            s if s >= 400 => "failed",
-            _ => "allowed",
-        };
-        let event = Event {
-            v: EVENT_VERSION,
-            time_us: self.time_us,
-            request_id: self.request_id,
-            client_ip: self.client_ip.to_string(),
-            method: self.method,
-            path: self.path,
-            operation: self.operation.to_string(),
-            actor,
-            decision: decision.into(),
-            status: status.as_u16(),
-            error,
-            buffered: false,
-            dropped: 0,
+        let Noted {
+            caller,
             resources,
+            committed,
+        } = std::mem::take(&mut *self.context.noted.lock().expect("audit note lock"));
+        let known = &self.context.known;
+        let failed = status.is_client_error() || status.is_server_error();
+        let written = if let (Some(seq), Some(keys), false) = (committed, &known.keys, failed) {
+            // The entry went in with the change; only the file sink (if
+            // any) still has to hold it before the response leaves.
+            core.audit.sync_file(keys.clone(), seq).await
+        } else {
+            let event = known.event(caller, resources, status.as_u16(), error);
+            core.audit.record(event, known.keys.clone()).await
         };
-        match core.audit.record(event, self.keys).await {
+        match written {
             Ok(()) => response,
             Err(message) => Error::AuditUnavailable(message).into_response(),
         }

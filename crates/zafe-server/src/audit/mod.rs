@@ -4,7 +4,11 @@
 //!
 //! - [`hook`] is the one place requests are audited, in the HTTP guard that
 //!   every request passes through (so 404s, 413s, bad JSON, panics and
-//!   denials are audited like everything else).
+//!   denials are audited like everything else). A request that changes
+//!   something has its entry committed in the same transaction as its
+//!   change (R-AUD-0, `hook::commit`, called by the barrier): no change
+//!   exists without its entry, and an entry that cannot be written fails
+//!   the request with nothing changed.
 //! - [`AuditLog`] is a writer task that drains every entry queued while the
 //!   previous batch was written into one transaction (group commit: one
 //!   fsync for many requests), the sealed-time buffer, checkpoints and the
@@ -46,7 +50,9 @@ use zafe_core::identity::IdentityKey;
 use zafe_core::keyring::{Keyring, purpose};
 use zafe_core::secret::SecretKey;
 use zafe_storage::Backend;
-use zafe_storage::audit::{AuditCheckpoint, AuditDraft, AuditLink, AuditRow, TimeBound};
+use zafe_storage::audit::{
+    AuditCheckpoint, AuditDraft, AuditLink, AuditRow, SharedLinker, TimeBound,
+};
 
 pub use chain::{Actor, Event, Report};
 pub use hook::{note_caller, note_resources};
@@ -237,6 +243,19 @@ async fn still_holds(
     }
 }
 
+/// Links a row onto the chain: its hash over the event as read back from
+/// the very bytes that are stored, and the hash's MAC under the chain key.
+pub(crate) fn linker(keys: Arc<AuditKeys>) -> SharedLinker {
+    Arc::new(move |seq: i64, prev: &[u8], draft: &AuditDraft| {
+        let event: Event = serde_json::from_slice(&draft.body).unwrap_or_default();
+        let hash = entry_hash(seq, &event, prev);
+        AuditLink {
+            hash: hash.to_vec(),
+            mac: entry_mac(&keys.chain, &hash).to_vec(),
+        }
+    })
+}
+
 enum Job {
     Record {
         event: Box<Event>,
@@ -252,6 +271,16 @@ enum Job {
     /// Answered once everything queued before it is written (and signed,
     /// for a `Flush`).
     Barrier(oneshot::Sender<()>),
+    /// Entries were committed with changes, beside the writer: bring the
+    /// file up to the database's head.
+    SyncFile {
+        /// The keys of the request that asks (a new file starts with an
+        /// anchor signed only after checking the entry's MAC).
+        keys: Arc<AuditKeys>,
+        /// The sequence number of the entry the file must hold.
+        seq: i64,
+        ack: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 struct Shared {
@@ -363,6 +392,22 @@ impl AuditLog {
                 keys,
                 ack,
             })
+            .await
+            .map_err(|_| "the audit writer has stopped".to_string())?;
+        done.await
+            .map_err(|_| "the audit writer has stopped".to_string())?
+    }
+
+    /// Brings the file sink up to the database (entries that went in with
+    /// their changes, R-AUD-0), before returning `Ok`: contiguous, in
+    /// sequence order, fsynced as configured. Immediate without a file.
+    pub async fn sync_file(&self, keys: Arc<AuditKeys>, seq: i64) -> Result<(), String> {
+        if self.shared.config.file_path.is_none() {
+            return Ok(());
+        }
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Job::SyncFile { keys, seq, ack })
             .await
             .map_err(|_| "the audit writer has stopped".to_string())?;
         done.await
@@ -623,6 +668,7 @@ impl Writer {
                 }
             }
             let mut records = Vec::new();
+            let mut syncs = Vec::new();
             for job in jobs {
                 match job {
                     Job::Record { event, keys, ack } => records.push(Pending {
@@ -648,10 +694,29 @@ impl Writer {
                         self.write(std::mem::take(&mut records)).await;
                         let _ = ack.send(self.checkpoint(kind).await);
                     }
+                    Job::SyncFile { keys, seq, ack } => syncs.push((keys, seq, ack)),
                 }
             }
             self.write(records).await;
+            if let Some((keys, _, _)) = syncs.first() {
+                // One catch-up for every request that asked.
+                let keys = keys.clone();
+                let from = syncs.iter().map(|(_, seq, _)| *seq).min().unwrap_or(1);
+                let synced = self.sync_file(&keys, from).await;
+                for (_, _, ack) in syncs {
+                    let _ = ack.send(synced.clone());
+                }
+            }
         }
+    }
+
+    async fn sync_file(&mut self, keys: &AuditKeys, from_seq: i64) -> Result<(), String> {
+        let Some(file) = &mut self.file else {
+            return Ok(());
+        };
+        let backend = self.shared.backend.clone();
+        file.sync_from(&*backend, &self.shared.identity, keys, from_seq)
+            .await
     }
 
     /// Writes a batch (and whatever waited while sealed) in one transaction,
@@ -725,7 +790,7 @@ impl Writer {
         }
     }
 
-    async fn store(&mut self, keys: &AuditKeys, events: &[Event]) -> Result<(), WriteError> {
+    async fn store(&mut self, keys: &Arc<AuditKeys>, events: &[Event]) -> Result<(), WriteError> {
         let drafts: Vec<AuditDraft> = events
             .iter()
             .map(|e| AuditDraft {
@@ -733,19 +798,10 @@ impl Writer {
                 body: serde_json::to_vec(e).expect("an event serialises"),
             })
             .collect();
-        let chain_key = &keys.chain;
-        let link = |seq: i64, prev: &[u8], draft: &AuditDraft| {
-            // The event is read back from the very bytes that are stored.
-            let event: Event = serde_json::from_slice(&draft.body).unwrap_or_default();
-            let hash = entry_hash(seq, &event, prev);
-            AuditLink {
-                hash: hash.to_vec(),
-                mac: entry_mac(chain_key, &hash).to_vec(),
-            }
-        };
+        let link = linker(keys.clone());
         let backend = self.shared.backend.clone();
         let rows: Vec<AuditRow> = backend
-            .audit_append(drafts, &link)
+            .audit_append(drafts, &*link)
             .await
             .map_err(|e| WriteError::Database(e.to_string()))?;
         if let Some(file) = &mut self.file {
