@@ -80,6 +80,19 @@ fn restart(dir: &Path, addr: std::net::SocketAddr, log: &str) -> Server {
     )
 }
 
+/// Restarts a server whose log was cut back: it is behind this node's
+/// rollback anchor (R-KEY-9), so it only starts when the operator accepts
+/// the rollback.
+fn restart_accepting_rollback(dir: &Path, addr: std::net::SocketAddr, log: &str) -> Server {
+    let cfg = dir.join("zafe.toml");
+    Server::start(
+        &["server", "--config", cfg.to_str().unwrap()],
+        &[("ZAFE_ACCEPT_ROLLBACK", "1")],
+        addr,
+        dir.join(log),
+    )
+}
+
 async fn traffic(server: &Server, root: &str, tag: &str, n: usize) {
     for i in 0..n {
         let r = call(
@@ -477,15 +490,7 @@ async fn zafe_audit_verify_names_rows_changed_in_the_database() {
         let server = if case == "edit" {
             restart(dir.path(), addr, "server-2.log")
         } else {
-            // A log cut short is behind this node's rollback anchor
-            // (R-KEY-9): the server only starts when the operator accepts it.
-            let cfg = dir.path().join("zafe.toml");
-            Server::start(
-                &["server", "--config", cfg.to_str().unwrap()],
-                &[("ZAFE_ACCEPT_ROLLBACK", "1")],
-                addr,
-                dir.path().join("server-2.log"),
-            )
+            restart_accepting_rollback(dir.path(), addr, "server-2.log")
         };
         let (code, out, err) = cli.run(&["audit", "verify"]);
         assert_eq!(code, 1, "{case}: {out}{err}");
@@ -499,9 +504,14 @@ async fn zafe_audit_verify_names_rows_changed_in_the_database() {
             // kept checkpoint's entry is missing or different. Once the new
             // entries (here also the accepted rollback's) reach the kept
             // checkpoint, with no verified checkpoint before it the
-            // verifier can only say that everything up to it was rewritten.
+            // verifier can only say that everything up to it was rewritten;
+            // and the client, which verified beyond the cut before, names
+            // the regression below the point it kept (R-AUD-6).
             assert!(
-                (expected..=cp).contains(&bad) || (bad == 1 && out.contains("were rewritten")),
+                (expected..=cp).contains(&bad)
+                    || (bad == 1 && out.contains("were rewritten"))
+                    || (bad > expected
+                        && out.contains("regression: this client verified this log up to seq")),
                 "{out}"
             );
         }
@@ -644,7 +654,25 @@ async fn zafe_audit_verify_keeps_reporting_a_regression_below_what_it_verified()
     let mut conn = sqlite(dir.path()).await;
     truncate(&mut conn, cp + 2, cp).await;
     conn.close().await.unwrap();
-    let server = restart(dir.path(), addr, "server-2.log");
+    // The node's own anchor refuses the cut log (R-KEY-9); the operator
+    // accepts it, and the client still reports the regression.
+    let mut refused = Server::spawn(
+        &[
+            "server",
+            "--config",
+            dir.path().join("zafe.toml").to_str().unwrap(),
+        ],
+        &[],
+        addr,
+        dir.path().join("server-refused.log"),
+    );
+    assert!(!refused.wait_exit().success());
+    assert!(
+        refused.log_text().contains("ROLLBACK DETECTED"),
+        "{}",
+        refused.log_text()
+    );
+    let server = restart_accepting_rollback(dir.path(), addr, "server-2.log");
     for attempt in ["first", "second"] {
         let (code, out, err) = cli.run(&["audit", "verify"]);
         assert_eq!(code, 1, "{attempt}: {out}{err}");
