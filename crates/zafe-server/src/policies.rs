@@ -72,6 +72,11 @@ struct Stored {
 #[derive(Default)]
 pub struct PolicyStore {
     acls: RwLock<HashMap<Vec<String>, Arc<Acl>>>,
+    /// Policy changes of this process, one at a time: every change also
+    /// rewrites the one index record, so concurrent changes would only
+    /// lose compare-and-swap races to each other (and, with dozens at once,
+    /// run out of retries). Other nodes still race; the retries cover them.
+    changes: tokio::sync::Mutex<()>,
     /// ACLs of generated policies (project roles) plus stored ones, keyed by
     /// the generated texts themselves and the stored names: a key can never
     /// stand for another set of grants, so nothing here goes stale when a
@@ -206,6 +211,7 @@ async fn read_index_record(core: &Core) -> Result<Option<(Index, i64)>> {
 /// entry in the index, in one atomic commit.
 async fn change(core: &Core, name: &str, stored: Option<Vec<u8>>) -> Result<()> {
     let key = format!("{PREFIX}{name}");
+    let _one_at_a_time = core.policies.changes.lock().await;
     for _ in 0..MAX_RETRIES {
         let (mut index, index_expect) = match read_index_record(core).await? {
             Some((index, generation)) => (index, Expect::Generation(generation)),
