@@ -139,47 +139,29 @@ pub async fn check(
     anchor: &AuditCheckpoint,
     path: &Path,
 ) -> Result<(), AnchorError> {
+    use crate::audit::{Reach, reach};
     let storage = |e: zafe_storage::StorageError| AnchorError::Storage(e.to_string());
-    let head = backend.audit_head().await.map_err(storage)?;
     let (path, anchor_time) = (path.display().to_string(), render_time(anchor.time_us));
-    if head.seq < anchor.seq {
-        return Err(AnchorError::Behind {
-            store_seq: head.seq,
-            anchor_seq: anchor.seq,
-            anchor_time,
-            path,
-        });
-    }
-    let diverged = |what| AnchorError::Diverged {
-        store_seq: head.seq,
+    let diverged = |store_seq, what| AnchorError::Diverged {
+        store_seq,
         anchor_seq: anchor.seq,
         anchor_time: anchor_time.clone(),
         what,
         path: path.clone(),
     };
-    let at = backend.audit_read(anchor.seq, 1).await.map_err(storage)?;
-    match at.first() {
-        Some(row) if row.seq == anchor.seq => {
-            if zafe_core::crypto::constant_time_eq(&row.hash, &anchor.hash) {
-                Ok(())
-            } else {
-                Err(diverged("is different"))
-            }
-        }
-        _ => {
-            // Retention removes the oldest entries; the anchored one may be
-            // among them if every entry left is newer.
-            let oldest = backend.audit_read(i64::MIN, 1).await.map_err(storage)?;
-            if oldest.first().is_some_and(|r| r.seq > anchor.seq) {
-                tracing::info!(
-                    anchor_seq = anchor.seq,
-                    "the anchored audit entry was removed by retention; the log continues past it"
-                );
-                Ok(())
-            } else {
-                Err(diverged("is missing"))
-            }
-        }
+    match reach(backend, anchor.seq, &anchor.hash)
+        .await
+        .map_err(storage)?
+    {
+        Reach::Holds => Ok(()),
+        Reach::Behind { head } => Err(AnchorError::Behind {
+            store_seq: head,
+            anchor_seq: anchor.seq,
+            anchor_time,
+            path,
+        }),
+        Reach::Replaced { head } => Err(diverged(head, "is different")),
+        Reach::Missing { head } => Err(diverged(head, "is missing")),
     }
 }
 

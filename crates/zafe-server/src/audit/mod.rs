@@ -187,6 +187,51 @@ pub(crate) async fn verified_hash(
     }
 }
 
+/// Whether the stored log still reaches a signed point (seq, hash): the
+/// one question behind refusing to sign over a cut log and behind the
+/// rollback anchor checked at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// The entry is there with the same hash, or retention swept it and
+    /// every entry left is newer.
+    Holds,
+    /// The chain head is back at `head`, below the point.
+    Behind { head: i64 },
+    /// The entry at that seq has another hash.
+    Replaced { head: i64 },
+    /// The entry is gone although older entries remain.
+    Missing { head: i64 },
+}
+
+/// See [`Reach`].
+pub(crate) async fn reach(
+    backend: &dyn Backend,
+    seq: i64,
+    hash: &[u8],
+) -> zafe_storage::Result<Reach> {
+    let head = backend.audit_head().await?.seq;
+    if head < seq {
+        return Ok(Reach::Behind { head });
+    }
+    match backend.audit_read(seq, 1).await?.first() {
+        Some(row) if row.seq == seq => Ok(if constant_time_eq(&row.hash, hash) {
+            Reach::Holds
+        } else {
+            Reach::Replaced { head }
+        }),
+        _ => {
+            // Retention removes the oldest entries; the point may be among
+            // them if every entry left is newer.
+            let oldest = backend.audit_read(i64::MIN, 1).await?;
+            Ok(if oldest.first().is_some_and(|r| r.seq > seq) {
+                Reach::Holds
+            } else {
+                Reach::Missing { head }
+            })
+        }
+    }
+}
+
 /// Refuses to sign anything while the log no longer holds the newest
 /// checkpoint this node signed: the chain head was moved back below it (the
 /// newest entries removed) or the entry it names was replaced. Signing the
@@ -198,49 +243,23 @@ async fn still_holds(
     let Some(latest) = latest else {
         return Ok(());
     };
-    let refuse = |why: String| {
-        tracing::error!(
-            seq = latest.seq,
-            "audit log regressed below the newest signed checkpoint: {why}; nothing was signed"
-        );
-        Err(format!(
-            "the audit log no longer holds the checkpoint this server signed at seq {}: {why}; nothing was signed",
-            latest.seq
-        ))
-    };
-    let head = backend.audit_head().await.map_err(|e| e.to_string())?;
-    if head.seq < latest.seq {
-        return refuse(format!("the chain head is back at seq {}", head.seq));
-    }
-    let row = backend
-        .audit_read(latest.seq, 1)
+    let why = match reach(backend, latest.seq, &latest.hash)
         .await
         .map_err(|e| e.to_string())?
-        .into_iter()
-        .next();
-    match row {
-        Some(r) if r.seq == latest.seq => {
-            if constant_time_eq(&r.hash, &latest.hash) {
-                Ok(())
-            } else {
-                refuse("that entry was replaced".into())
-            }
-        }
-        _ => {
-            // Gone: fine only if retention swept everything up to it.
-            let oldest = backend
-                .audit_read(i64::MIN, 1)
-                .await
-                .map_err(|e| e.to_string())?
-                .first()
-                .map(|r| r.seq);
-            if oldest.is_some_and(|o| o > latest.seq) {
-                Ok(())
-            } else {
-                refuse("that entry is missing".into())
-            }
-        }
-    }
+    {
+        Reach::Holds => return Ok(()),
+        Reach::Behind { head } => format!("the chain head is back at seq {head}"),
+        Reach::Replaced { .. } => "that entry was replaced".to_string(),
+        Reach::Missing { .. } => "that entry is missing".to_string(),
+    };
+    tracing::error!(
+        seq = latest.seq,
+        "audit log regressed below the newest signed checkpoint: {why}; nothing was signed"
+    );
+    Err(format!(
+        "the audit log no longer holds the checkpoint this server signed at seq {}: {why}; nothing was signed",
+        latest.seq
+    ))
 }
 
 /// Links a row onto the chain: its hash over the event as read back from
