@@ -1,12 +1,10 @@
 //! End to end: `zafe policy`, `zafe secrets`, `zafe operator rotate|key-status|rekey`
 //! and key rotation shown in `zafe status`, with the real binary.
 
-mod support;
-
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
-use support::*;
+use crate::support::*;
 
 struct Cli {
     dir: std::path::PathBuf,

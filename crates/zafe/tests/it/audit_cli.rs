@@ -3,17 +3,15 @@
 //! scripted session, and acknowledged writes with their audit entries
 //! surviving `kill -9` (R-AUD-1..6).
 
-mod support;
-
 use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::{Value, json};
 use sqlx::Connection;
-use support::*;
 use zafe_server::audit::chain::Line;
 
 struct Cli {

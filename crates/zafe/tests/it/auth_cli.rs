@@ -3,14 +3,12 @@
 //! and `zafe approle role|role-id|secret-id`, against a real server on
 //! 127.0.0.1.
 
-mod support;
-
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 /// Runs the CLI with its own config dir (pins and token file); `token` goes
 /// in ZAFE_TOKEN when given, else the token file is used.

@@ -2,17 +2,15 @@
 //! real server over TLS, a relaying proxy with its own certificate, a server
 //! whose identity changed, and a forged identity response.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
+use crate::support::*;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::IntoResponse;
-use support::*;
 
 /// A test certificate authority and certificates it signs for 127.0.0.1.
 struct Pki {

@@ -3,15 +3,13 @@
 //! patch, list, history, delete, undelete, destroy, rollback, metadata, the
 //! exit codes scripts rely on, and Vault's single-dash flags.
 
-mod support;
-
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 const ROOT: &str = "kv-cli-root";
 

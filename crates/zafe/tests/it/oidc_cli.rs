@@ -3,17 +3,16 @@
 //! set to a script and with --no-browser; and `zafe totp enroll|disable`
 //! (R-AUTH-8, R-AUTH-9).
 
-#[path = "../../zafe-server/tests/support/oidc_provider.rs"]
+#[path = "../../../zafe-server/tests/support/oidc_provider.rs"]
 mod oidc_provider;
-mod support;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 const PASSWORD: &str = "correct horse battery staple 42";
 

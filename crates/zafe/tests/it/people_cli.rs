@@ -4,15 +4,13 @@
 //! transparently when its access token expires), `zafe user ...`, and
 //! `zafe logout`; no token or password ever reaches the server's log.
 
-mod support;
-
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 const ADMIN: &str = "admin@example.com";
 const ADMIN_PASSWORD: &str = "admin-passphrase-for-cli";

@@ -4,15 +4,13 @@
 //! and roles, per-key secrets with history, and `.zafe.toml` found from a
 //! sub-directory of a repository.
 
-mod support;
-
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 const ROOT: &str = "project-cli-root";
 

@@ -7,16 +7,14 @@
 //! issue's end-to-end case: a 20-key `.env` whose app gets every real value
 //! and prints none of them.
 
-mod support;
-
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use base64::Engine as _;
 use serde_json::json;
-use support::*;
 
 const ROOT: &str = "run-cli-root";
 

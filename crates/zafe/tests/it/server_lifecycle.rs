@@ -2,10 +2,8 @@
 //! Init with 5 shares / threshold 3, unseal, seal, restart, auto-unseal, the
 //! quick start, dev mode, start-up refusals, limits and client addresses.
 
-mod support;
-
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 #[tokio::test]
 async fn shamir_init_unseal_seal_restart_unseal() {

@@ -3,15 +3,13 @@
 //! rotate, rewrap, min_decryption_version, list/read in JSON, sign/verify,
 //! delete, exit codes, and no plaintext in the server's log.
 
-mod support;
-
 use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 const ROOT: &str = "transit-cli-root";
 

@@ -6,16 +6,14 @@
 //! reads...) fails the call, so each call here checks the response shape as
 //! well as the behaviour.
 
-mod support;
-
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
+use crate::support::{Server, free_addr};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
-use support::{Server, free_addr};
 use vaultrs::api::auth::approle::requests::{GenerateNewSecretIDRequest, SetAppRoleRequest};
 use vaultrs::api::kv2::requests::{SetSecretMetadataRequest, SetSecretRequestOptions};
 use vaultrs::api::sys::requests::EnableEngineRequest;
@@ -220,7 +218,7 @@ async fn sys_init_unseal_seal_on_a_non_dev_server() {
     install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
-    let cfg = support::config_file(dir.path(), addr, "", "");
+    let cfg = crate::support::config_file(dir.path(), addr, "", "");
     let server = Server::start(
         &["server", "--config", cfg.to_str().unwrap()],
         &[],

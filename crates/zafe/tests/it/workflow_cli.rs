@@ -2,15 +2,13 @@
 //! import`, `zafe inject` and `zafe export` against the real `zafe server
 //! --dev` on loopback, in a real git repository.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 use zafe_core::dotenv;
 
 const ROOT: &str = "workflow-cli-root";
