@@ -1,9 +1,6 @@
 //! End to end: `zafe policy`, `zafe secrets`, `zafe operator rotate|key-status|rekey`
 //! and key rotation shown in `zafe status`, with the real binary.
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
-
 use crate::support::*;
 
 struct Cli {
@@ -13,30 +10,12 @@ struct Cli {
 }
 
 impl Cli {
+    /// `zafe <args>` as this client, fed `stdin` (nothing when `None`).
     fn run(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env("ZAFE_ADDR", &self.addr)
-            .env("ZAFE_TOKEN", &self.token)
-            .env("ZAFE_CONFIG_DIR", &self.dir)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.unwrap_or("").as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into(),
-            String::from_utf8_lossy(&out.stderr).into(),
-        )
+        let mut cmd = inherited_command(&self.dir, &self.addr, Some(&self.token));
+        cmd.args(args);
+        let r = run(cmd, Some(stdin.unwrap_or("").as_bytes()));
+        (r.code, r.stdout, r.stderr)
     }
 }
 

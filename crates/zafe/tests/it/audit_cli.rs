@@ -5,7 +5,7 @@
 
 use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,27 +21,16 @@ struct Cli {
 }
 
 impl Cli {
+    /// `zafe <args>` as this client, not yet started.
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env("ZAFE_ADDR", &self.addr)
-            .env("ZAFE_TOKEN", &self.token)
-            .env("ZAFE_CONFIG_DIR", &self.dir)
-            .env("NO_COLOR", "1")
-            .env_remove("ZAFE_SERVER_ID")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut cmd = inherited_command(&self.dir, &self.addr, Some(&self.token));
+        cmd.args(args);
         cmd
     }
 
     fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = self.command(args).output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into(),
-            String::from_utf8_lossy(&out.stderr).into(),
-        )
+        let r = run(self.command(args), None);
+        (r.code, r.stdout, r.stderr)
     }
 }
 

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use crate::support::*;
@@ -101,34 +100,14 @@ struct Cli {
     ca: Option<PathBuf>,
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 impl Cli {
     fn run(&self, addr: &str, token: Option<&str>, args: &[&str]) -> Run {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", &self.config_dir)
-            .env("ZAFE_CONFIG_DIR", &self.config_dir)
-            .env("ZAFE_ADDR", addr)
-            .env("NO_COLOR", "1");
+        let mut cmd = clean_command(BIN, &self.config_dir, addr, token);
+        cmd.args(args);
         if let Some(ca) = &self.ca {
             cmd.env("ZAFE_CACERT", ca);
         }
-        if let Some(t) = token {
-            cmd.env("ZAFE_TOKEN", t);
-        }
-        let out = cmd.output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into(),
-            stderr: String::from_utf8_lossy(&out.stderr).into(),
-        }
+        run(cmd, None)
     }
 }
 
@@ -176,7 +155,7 @@ async fn start_relay(pki: &Pki, upstream: String) -> (SocketAddr, Arc<Mutex<Vec<
         let bytes = res.bytes().await.unwrap();
         (status, Body::from(bytes)).into_response()
     }
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    install_crypto_provider();
     let (cert, key) = pki.issue("relay");
     let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
         .await

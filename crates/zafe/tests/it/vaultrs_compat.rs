@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::support::{Server, free_addr};
+use crate::support::{Server, free_addr, install_crypto_provider};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
@@ -31,11 +31,6 @@ async fn bounded<F: Future<Output = ()>>(f: F) {
     tokio::time::timeout(TEST_TIMEOUT, f)
         .await
         .expect("test exceeded its time limit");
-}
-
-fn install_crypto_provider() {
-    // vaultrs is built without a bundled rustls provider (see Cargo.toml).
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 fn client(server: &Server, token: &str) -> VaultClient {
