@@ -24,12 +24,7 @@ async fn policies_engines_rotation_and_rekey_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let cfg = config_file(dir.path(), addr, "", "");
-    let server = Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        dir.path().join("s.log"),
-    );
+    let server = Server::start_config(&cfg, &[], addr, dir.path().join("s.log"));
     let (keys, root) = init(&server, 3, 2).await;
     unseal(&server, &keys[0]).await;
     unseal(&server, &keys[1]).await;

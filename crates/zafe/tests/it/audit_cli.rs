@@ -46,12 +46,7 @@ async fn audited_server(dir: &Path, extra: &str) -> (Server, String, std::net::S
         dir.join("audit.jsonl").display()
     );
     let cfg = config_file(dir, addr, "", &sections);
-    let server = Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        dir.join("server-1.log"),
-    );
+    let server = Server::start_config(&cfg, &[], addr, dir.join("server-1.log"));
     let (_, root) = init(&server, 1, 1).await;
     assert!(!sealed(&server).await);
     (server, root, addr)
@@ -59,12 +54,7 @@ async fn audited_server(dir: &Path, extra: &str) -> (Server, String, std::net::S
 
 fn restart(dir: &Path, addr: std::net::SocketAddr, log: &str) -> Server {
     let cfg = dir.join("zafe.toml");
-    Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        dir.join(log),
-    )
+    Server::start_config(&cfg, &[], addr, dir.join(log))
 }
 
 async fn traffic(server: &Server, root: &str, tag: &str, n: usize) {
@@ -467,8 +457,8 @@ async fn zafe_audit_verify_names_rows_changed_in_the_database() {
             // A log cut short is behind this node's rollback anchor
             // (R-KEY-9): the server only starts when the operator accepts it.
             let cfg = dir.path().join("zafe.toml");
-            Server::start(
-                &["server", "--config", cfg.to_str().unwrap()],
+            Server::start_config(
+                &cfg,
                 &[("ZAFE_ACCEPT_ROLLBACK", "1")],
                 addr,
                 dir.path().join("server-2.log"),
@@ -508,12 +498,7 @@ async fn server_without_file(dir: &Path, extra: &str) -> (Server, String, std::n
         key_file.display(),
     );
     let cfg = config_file(dir, addr, "", &sections);
-    let server = Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        dir.join("server-1.log"),
-    );
+    let server = Server::start_config(&cfg, &[], addr, dir.join("server-1.log"));
     let (_, root) = init(&server, 1, 1).await;
     assert!(!sealed(&server).await);
     (server, root, addr)
@@ -657,12 +642,7 @@ async fn no_token_share_or_secret_reaches_any_log() {
         dir.path().join("audit.jsonl").display()
     );
     let cfg = config_file(dir.path(), addr, "", &sections);
-    let mut server = Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        dir.path().join("server.log"),
-    );
+    let mut server = Server::start_config(&cfg, &[], addr, dir.path().join("server.log"));
 
     let r = call(
         "PUT",

@@ -30,24 +30,10 @@ impl Cli {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_tokens_and_approle_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let a = addr.to_string();
-    let server = Server::start(
-        &[
-            "server",
-            "--dev",
-            "--listen",
-            &a,
-            "--dev-root-token",
-            "e2e-root",
-        ],
-        &[],
-        addr,
-        dir.path().join("s.log"),
-    );
+    let server = start_dev_server("e2e-root", dir.path().join("s.log"));
     let cli = Cli {
         dir: dir.path().join("client"),
-        addr: format!("http://{addr}"),
+        addr: server.url(""),
     };
 
     // A wrong token is refused and nothing is stored.

@@ -72,8 +72,8 @@ async fn tls_server(dir: &Path, pki: &Pki, cert: &str) -> (Server, String) {
         key_file.display()
     );
     let cfg = config_file(dir, addr, "", &section);
-    let mut server = Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
+    let mut server = Server::start_config(
+        &cfg,
         &[("ZAFE_MASTER_KEY", &"33".repeat(32))],
         addr,
         dir.join("server.log"),
@@ -240,12 +240,7 @@ async fn a_server_whose_identity_changed_is_refused() {
     let first_dir = dir.path().join("first");
     std::fs::create_dir_all(&first_dir).unwrap();
     let cfg = config_file(&first_dir, addr, "", "");
-    let mut first = Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        first_dir.join("s.log"),
-    );
+    let mut first = Server::start_config(&cfg, &[], addr, first_dir.join("s.log"));
     let r = cli.run(&url, None, &["status"]);
     assert_eq!(
         r.code, 2,
@@ -260,12 +255,7 @@ async fn a_server_whose_identity_changed_is_refused() {
     let second_dir = dir.path().join("second");
     std::fs::create_dir_all(&second_dir).unwrap();
     let cfg = config_file(&second_dir, addr, "", "");
-    let _second = Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        second_dir.join("s.log"),
-    );
+    let _second = Server::start_config(&cfg, &[], addr, second_dir.join("s.log"));
     let r = cli.run(&url, Some("zafe_s_whatever"), &["operator", "seal"]);
     assert_eq!(r.code, 1);
     assert!(

@@ -69,12 +69,7 @@ async fn start_server(dir: &Path, issuer: &str) -> (Server, String, String) {
         secret.display()
     );
     let cfg = config_file(dir, addr, "", &sections);
-    let server = Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        dir.join("server.log"),
-    );
+    let server = Server::start_config(&cfg, &[], addr, dir.join("server.log"));
     let (keys, root) = init(&server, 1, 1).await;
     unseal(&server, &keys[0]).await;
     // OIDC logins make accounts only once an administrator exists (the
@@ -208,12 +203,7 @@ async fn zafe_totp_enroll_and_disable() {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let cfg = config_file(dir.path(), addr, "", "");
-    let server = Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        dir.path().join("server.log"),
-    );
+    let server = Server::start_config(&cfg, &[], addr, dir.path().join("server.log"));
     let (keys, root) = init(&server, 1, 1).await;
     unseal(&server, &keys[0]).await;
     let addr = format!("http://{addr}");

@@ -38,12 +38,7 @@ async fn password_login_session_refresh_and_logout_from_the_command_line() {
         key_file.display()
     );
     let cfg = config_file(dir.path(), addr, "", &sections);
-    let mut server = Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        dir.path().join("server.log"),
-    );
+    let mut server = Server::start_config(&cfg, &[], addr, dir.path().join("server.log"));
     let url = format!("http://{addr}");
     init(&server, 1, 1).await;
 

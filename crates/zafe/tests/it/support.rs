@@ -71,6 +71,32 @@ impl Server {
         server
     }
 
+    /// Starts `zafe server --config <cfg>` with `envs`, as [`Server::start`].
+    pub fn start_config(
+        cfg: impl AsRef<Path>,
+        envs: &[(&str, &str)],
+        addr: SocketAddr,
+        log: PathBuf,
+    ) -> Server {
+        let mut server = Self::spawn_config(cfg, envs, addr, log);
+        server.wait_ready();
+        server
+    }
+
+    /// Spawns `zafe server --config <cfg>` with `envs` without waiting for it
+    /// (for start-up refusals: see [`Server::wait_exit`]).
+    pub fn spawn_config(
+        cfg: impl AsRef<Path>,
+        envs: &[(&str, &str)],
+        addr: SocketAddr,
+        log: PathBuf,
+    ) -> Server {
+        let cfg = cfg.as_ref().to_str().unwrap();
+        Self::spawn(&["server", "--config", cfg], envs, addr, log)
+    }
+
+    /// Spawns `zafe <args>` with `envs` without waiting for it; output goes
+    /// to `log`. ZAFE_ADDR, ZAFE_TOKEN, VAULT_ADDR and VAULT_TOKEN are removed.
     pub fn spawn(args: &[&str], envs: &[(&str, &str)], addr: SocketAddr, log: PathBuf) -> Server {
         let log_file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(BIN);
@@ -388,18 +414,25 @@ pub fn finish(mut child: Child, what: &str) -> Run {
 }
 
 /// Starts `zafe server --dev` on a free loopback port with `root` as its
-/// root token, logging to `dir/server.log`; returns it with the client's
-/// configuration directory `dir/client` (created) and the server's URL.
-pub fn dev_server(dir: &Path, root: &str) -> (Server, PathBuf, String) {
+/// root token, logging to `log`; waits until it answers.
+pub fn start_dev_server(root: &str, log: PathBuf) -> Server {
     let addr = free_addr();
     let a = addr.to_string();
-    let server = Server::start(
+    Server::start(
         &["server", "--dev", "--dev-root-token", root, "--listen", &a],
         &[],
         addr,
-        dir.join("server.log"),
-    );
+        log,
+    )
+}
+
+/// A dev server as [`start_dev_server`], logging to `dir/server.log`, and a
+/// client's configuration directory `dir/client` (created); returns both
+/// with the server's URL.
+pub fn dev_server(dir: &Path, root: &str) -> (Server, PathBuf, String) {
+    let server = start_dev_server(root, dir.join("server.log"));
     let config_dir = dir.join("client");
     std::fs::create_dir_all(&config_dir).unwrap();
-    (server, config_dir, format!("http://{addr}"))
+    let url = server.url("");
+    (server, config_dir, url)
 }

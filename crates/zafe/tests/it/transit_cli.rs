@@ -23,21 +23,7 @@ async fn transit_commands_against_a_dev_server() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     std::fs::create_dir(&home).unwrap();
-    let addr = free_addr();
-    let listen = addr.to_string();
-    let server = Server::start(
-        &[
-            "server",
-            "--dev",
-            "--dev-root-token",
-            ROOT,
-            "--listen",
-            &listen,
-        ],
-        &[],
-        addr,
-        dir.path().join("server.log"),
-    );
+    let server = start_dev_server(ROOT, dir.path().join("server.log"));
     let r = call(
         "POST",
         &server.url("/v1/sys/mounts/transit"),

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use crate::support::{Server, free_addr, install_crypto_provider};
+use crate::support::{Server, free_addr, install_crypto_provider, start_dev_server};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
@@ -49,21 +49,7 @@ fn client(server: &Server, token: &str) -> VaultClient {
 
 fn dev_server(token: &str) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let listen = addr.to_string();
-    let server = Server::start(
-        &[
-            "server",
-            "--dev",
-            "--dev-root-token",
-            token,
-            "--listen",
-            &listen,
-        ],
-        &[],
-        addr,
-        dir.path().join("zafe.log"),
-    );
+    let server = start_dev_server(token, dir.path().join("zafe.log"));
     (dir, server)
 }
 
@@ -214,12 +200,7 @@ async fn sys_init_unseal_seal_on_a_non_dev_server() {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let cfg = crate::support::config_file(dir.path(), addr, "", "");
-    let server = Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        dir.path().join("zafe.log"),
-    );
+    let server = Server::start_config(&cfg, &[], addr, dir.path().join("zafe.log"));
     let anon = client(&server, "");
     bounded(async {
         assert!(matches!(
