@@ -21,7 +21,7 @@ eval "$(scripts/start-postgres.sh)"
 trap 'scripts/start-postgres.sh stop >/dev/null 2>&1 || true' EXIT
 export ZAFE_REQUIRE_POSTGRES=1
 
-# git: the import tests stage files in a real repository (crates/zafe/tests/workflow_cli.rs).
+# git: the import tests stage files in a real repository (crates/zafe/tests/it/workflow_cli.rs).
 if ! command -v git >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq --no-install-recommends git >&2

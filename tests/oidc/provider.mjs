@@ -1,6 +1,6 @@
 // A real OpenID provider (the `oidc-provider` package) on loopback, for
-// Zafe's OIDC login tests (crates/zafe-server/tests/oidc_api.rs and the CLI's
-// tests/auth_cli.rs).
+// Zafe's OIDC login tests (zafe-server's oidc_api tests and the CLI's
+// crates/zafe/tests/it/oidc_cli.rs).
 //
 // It listens on 127.0.0.1 on an ephemeral port and prints one JSON line on
 // standard output once it is ready: {"issuer": "http://127.0.0.1:<port>"}.

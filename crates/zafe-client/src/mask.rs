@@ -1160,7 +1160,7 @@ mod tests {
     }
 
     /// What the dump tools print for `stream` (checked against the real
-    /// tools in `zafe/tests/run_cli.rs`).
+    /// tools in `zafe/tests/it/run_cli.rs`).
     pub(super) mod layouts {
         use super::super::{ascii_column, od_c_field};
         use base64::Engine as _;

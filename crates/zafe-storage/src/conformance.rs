@@ -1,6 +1,6 @@
 //! The behaviour every [`Backend`] must share, as executable checks.
 //!
-//! Both backends in this crate run these in `tests/backends.rs`, and other
+//! Both backends in this crate run these in `tests/it/backends.rs`, and other
 //! crates can run them against a backend of their own (or one wrapped in
 //! middleware) with [`run_all`]. The checks panic on the first violation,
 //! like a test.

@@ -3,17 +3,15 @@
 //! scripted session, and acknowledged writes with their audit entries
 //! surviving `kill -9` (R-AUD-1..6).
 
-mod support;
-
 use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::{Value, json};
 use sqlx::Connection;
-use support::*;
 use zafe_server::audit::chain::Line;
 
 struct Cli {
@@ -23,27 +21,16 @@ struct Cli {
 }
 
 impl Cli {
+    /// `zafe <args>` as this client, not yet started.
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env("ZAFE_ADDR", &self.addr)
-            .env("ZAFE_TOKEN", &self.token)
-            .env("ZAFE_CONFIG_DIR", &self.dir)
-            .env("NO_COLOR", "1")
-            .env_remove("ZAFE_SERVER_ID")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut cmd = inherited_command(&self.dir, &self.addr, Some(&self.token));
+        cmd.args(args);
         cmd
     }
 
     fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = self.command(args).output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into(),
-            String::from_utf8_lossy(&out.stderr).into(),
-        )
+        let r = run(self.command(args), None);
+        (r.code, r.stdout, r.stderr)
     }
 }
 
@@ -59,12 +46,7 @@ async fn audited_server(dir: &Path, extra: &str) -> (Server, String, std::net::S
         dir.join("audit.jsonl").display()
     );
     let cfg = config_file(dir, addr, "", &sections);
-    let server = Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        dir.join("server-1.log"),
-    );
+    let server = Server::start_config(&cfg, &[], addr, dir.join("server-1.log"));
     let (_, root) = init(&server, 1, 1).await;
     assert!(!sealed(&server).await);
     (server, root, addr)
@@ -72,12 +54,7 @@ async fn audited_server(dir: &Path, extra: &str) -> (Server, String, std::net::S
 
 fn restart(dir: &Path, addr: std::net::SocketAddr, log: &str) -> Server {
     let cfg = dir.join("zafe.toml");
-    Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        dir.join(log),
-    )
+    Server::start_config(&cfg, &[], addr, dir.join(log))
 }
 
 /// Restarts a server whose log was cut back: it is behind this node's
@@ -85,12 +62,7 @@ fn restart(dir: &Path, addr: std::net::SocketAddr, log: &str) -> Server {
 /// the rollback.
 fn restart_accepting_rollback(dir: &Path, addr: std::net::SocketAddr, log: &str) -> Server {
     let cfg = dir.join("zafe.toml");
-    Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[("ZAFE_ACCEPT_ROLLBACK", "1")],
-        addr,
-        dir.join(log),
-    )
+    Server::start_config(&cfg, &[("ZAFE_ACCEPT_ROLLBACK", "1")], addr, dir.join(log))
 }
 
 async fn traffic(server: &Server, root: &str, tag: &str, n: usize) {
@@ -531,12 +503,7 @@ async fn server_without_file(dir: &Path, extra: &str) -> (Server, String, std::n
         key_file.display(),
     );
     let cfg = config_file(dir, addr, "", &sections);
-    let server = Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        dir.join("server-1.log"),
-    );
+    let server = Server::start_config(&cfg, &[], addr, dir.join("server-1.log"));
     let (_, root) = init(&server, 1, 1).await;
     assert!(!sealed(&server).await);
     (server, root, addr)
@@ -656,12 +623,8 @@ async fn zafe_audit_verify_keeps_reporting_a_regression_below_what_it_verified()
     conn.close().await.unwrap();
     // The node's own anchor refuses the cut log (R-KEY-9); the operator
     // accepts it, and the client still reports the regression.
-    let mut refused = Server::spawn(
-        &[
-            "server",
-            "--config",
-            dir.path().join("zafe.toml").to_str().unwrap(),
-        ],
+    let mut refused = Server::spawn_config(
+        dir.path().join("zafe.toml"),
         &[],
         addr,
         dir.path().join("server-refused.log"),
@@ -698,12 +661,7 @@ async fn no_token_share_or_secret_reaches_any_log() {
         dir.path().join("audit.jsonl").display()
     );
     let cfg = config_file(dir.path(), addr, "", &sections);
-    let mut server = Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        dir.path().join("server.log"),
-    );
+    let mut server = Server::start_config(&cfg, &[], addr, dir.path().join("server.log"));
 
     let r = call(
         "PUT",

@@ -2,15 +2,12 @@
 //! import`, `zafe inject` and `zafe export` against the real `zafe server
 //! --dev` on loopback, in a real git repository.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 use zafe_core::dotenv;
 
 const ROOT: &str = "workflow-cli-root";
@@ -48,12 +45,6 @@ QUOTE_IN_DOUBLE="it's Vq19"
 URL_WITH_QUERY=https://example.com/?a=1&b=Vq20
 "#;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 struct Cli {
     config_dir: PathBuf,
     addr: String,
@@ -61,36 +52,11 @@ struct Cli {
 }
 
 impl Cli {
+    /// Runs `zafe <args>` in `dir` with a clean environment; 60 s at most.
     fn run_in(&self, dir: &Path, args: &[&str]) -> Run {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .current_dir(dir)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", &self.config_dir)
-            .env("ZAFE_CONFIG_DIR", &self.config_dir)
-            .env("ZAFE_ADDR", &self.addr)
-            .env("ZAFE_TOKEN", &self.token)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("zafe {args:?} did not finish");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let out = child.wait_with_output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into(),
-            stderr: String::from_utf8_lossy(&out.stderr).into(),
-        }
+        let mut cmd = clean_command(BIN, &self.config_dir, &self.addr, Some(&self.token));
+        cmd.args(args).current_dir(dir);
+        run(cmd, None)
     }
 
     fn ok_in(&self, dir: &Path, args: &[&str]) -> Run {
@@ -143,19 +109,10 @@ fn assert_no_value(text: &str, values: &BTreeMap<String, String>, what: &str) {
 }
 
 fn start(dir: &Path) -> (Server, Cli) {
-    let addr = free_addr();
-    let a = addr.to_string();
-    let server = Server::start(
-        &["server", "--dev", "--dev-root-token", ROOT, "--listen", &a],
-        &[],
-        addr,
-        dir.join("server.log"),
-    );
-    let config_dir = dir.join("client");
-    std::fs::create_dir_all(&config_dir).unwrap();
+    let (server, config_dir, addr) = dev_server(dir, ROOT);
     let cli = Cli {
         config_dir,
-        addr: format!("http://{addr}"),
+        addr,
         token: ROOT.into(),
     };
     (server, cli)

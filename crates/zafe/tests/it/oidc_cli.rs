@@ -3,53 +3,34 @@
 //! set to a script and with --no-browser; and `zafe totp enroll|disable`
 //! (R-AUTH-8, R-AUTH-9).
 
-#[path = "../../zafe-server/tests/support/oidc_provider.rs"]
+#[path = "../../../zafe-server/tests/support/oidc_provider.rs"]
 mod oidc_provider;
-mod support;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 const PASSWORD: &str = "correct horse battery staple 42";
 
+/// `zafe` as the user's client: the test's environment without Zafe's or
+/// Vault's variables, its own configuration directory, stdin piped.
 fn cli(dir: &Path, addr: &str, envs: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env("ZAFE_ADDR", addr)
-        .env("ZAFE_CONFIG_DIR", dir)
-        .env("NO_COLOR", "1")
-        // The session goes to files (token, refresh-token) this test reads.
-        .env("ZAFE_KEYRING", "off")
-        .env_remove("ZAFE_TOKEN")
-        .env_remove("VAULT_TOKEN")
-        .env_remove("VAULT_ADDR")
-        .env_remove("BROWSER")
+    let mut cmd = inherited_command(dir, addr, None);
+    // The session goes to files (token, refresh-token) this test reads.
+    cmd.env("ZAFE_KEYRING", "off")
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
+        .envs(envs.iter().copied());
     cmd
 }
 
 /// Waits for a child with a deadline; returns (exit code, stdout, stderr).
-fn finish(mut child: Child, stderr_seen: String) -> (i32, String, String) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the CLI did not finish");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into(),
-        stderr_seen + &String::from_utf8_lossy(&out.stderr),
-    )
+fn finish(child: Child, stderr_seen: String) -> (i32, String, String) {
+    let r = crate::support::finish(child, "(oidc)");
+    (r.code, r.stdout, stderr_seen + &r.stderr)
 }
 
 /// Reads stderr lines until one satisfies `want`; returns all read so far.
@@ -88,12 +69,7 @@ async fn start_server(dir: &Path, issuer: &str) -> (Server, String, String) {
         secret.display()
     );
     let cfg = config_file(dir, addr, "", &sections);
-    let server = Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        dir.join("server.log"),
-    );
+    let server = Server::start_config(&cfg, &[], addr, dir.join("server.log"));
     let (keys, root) = init(&server, 1, 1).await;
     unseal(&server, &keys[0]).await;
     // OIDC logins make accounts only once an administrator exists (the
@@ -227,12 +203,7 @@ async fn zafe_totp_enroll_and_disable() {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let cfg = config_file(dir.path(), addr, "", "");
-    let server = Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        dir.path().join("server.log"),
-    );
+    let server = Server::start_config(&cfg, &[], addr, dir.path().join("server.log"));
     let (keys, root) = init(&server, 1, 1).await;
     unseal(&server, &keys[0]).await;
     let addr = format!("http://{addr}");

@@ -7,25 +7,15 @@
 //! issue's end-to-end case: a 20-key `.env` whose app gets every real value
 //! and prints none of them.
 
-mod support;
-
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
+use crate::support::*;
 use base64::Engine as _;
 use serde_json::json;
-use support::*;
 
 const ROOT: &str = "run-cli-root";
-
-struct Out {
-    code: Option<i32>,
-    signal: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
 
 struct Env {
     _server: Server,
@@ -36,19 +26,10 @@ struct Env {
 
 impl Env {
     fn new(dir: &Path) -> Env {
-        let addr = free_addr();
-        let a = addr.to_string();
-        let server = Server::start(
-            &["server", "--dev", "--dev-root-token", ROOT, "--listen", &a],
-            &[],
-            addr,
-            dir.join("server.log"),
-        );
-        let config_dir = dir.join("client");
-        std::fs::create_dir_all(&config_dir).unwrap();
+        let (server, config_dir, addr) = dev_server(dir, ROOT);
         Env {
             _server: server,
-            addr: format!("http://{addr}"),
+            addr,
             config_dir,
             dir: dir.to_path_buf(),
         }
@@ -66,27 +47,20 @@ impl Env {
 
     /// `program` with the client's clean environment, in the test directory.
     fn program(&self, program: &str) -> Command {
-        let mut cmd = Command::new(program);
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", &self.config_dir)
-            .env("ZAFE_CONFIG_DIR", &self.config_dir)
-            .env("ZAFE_ADDR", &self.addr)
-            .env("ZAFE_TOKEN", ROOT)
-            .env("NO_COLOR", "1")
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut cmd = clean_command(program, &self.config_dir, &self.addr, Some(ROOT));
+        cmd.current_dir(&self.dir);
         cmd
     }
 
-    fn run(&self, args: &[&str]) -> Out {
+    fn run(&self, args: &[&str]) -> Run {
         self.run_env(args, &[])
     }
 
-    fn run_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Out {
-        finish(self.command(args, envs).spawn().unwrap(), args)
+    fn run_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Run {
+        finish(
+            self.command(args, envs).spawn().unwrap(),
+            &format!("{args:?}"),
+        )
     }
 
     async fn put(&self, project: &str, env: &str, key: &str, value: &str) {
@@ -104,39 +78,6 @@ impl Env {
         let path = self.dir.join(name);
         std::fs::write(&path, lines.join("\n") + "\n").unwrap();
         path.to_string_lossy().into_owned()
-    }
-}
-
-/// Waits (at most 60 s) for a child and collects its output.
-fn finish(mut child: Child, what: &[&str]) -> Out {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out_thread = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stdout.read_to_end(&mut s);
-        s
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stderr.read_to_end(&mut s);
-        s
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("zafe {what:?} did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Out {
-        code: status.code(),
-        signal: std::os::unix::process::ExitStatusExt::signal(&status),
-        stdout: String::from_utf8_lossy(&out_thread.join().unwrap()).into_owned(),
-        stderr: String::from_utf8_lossy(&err_thread.join().unwrap()).into_owned(),
     }
 }
 
@@ -196,7 +137,12 @@ async fn exit_codes_pass_through_exactly() {
         };
         for code in [0, 1, 2, 3, 42, 126, 127, 128, 255] {
             let r = run(&["sh", "-c", &format!("exit {code}")]);
-            assert_eq!(r.code, Some(code), "{mode:?} exit {code}: {}", r.stderr);
+            assert_eq!(
+                r.status.code(),
+                Some(code),
+                "{mode:?} exit {code}: {}",
+                r.stderr
+            );
         }
         // Supervised, a child killed by signal N makes Zafe exit 128+N;
         // exec'd, the command is Zafe's own process and dies of N itself,
@@ -205,16 +151,16 @@ async fn exit_codes_pass_through_exactly() {
         for (signal, name) in [(9, "KILL"), (15, "TERM")] {
             let r = run(&["sh", "-c", &format!("kill -{name} $$")]);
             if supervised {
-                assert_eq!(r.code, Some(128 + signal), "{mode:?}");
+                assert_eq!(r.status.code(), Some(128 + signal), "{mode:?}");
             } else {
                 assert_eq!(r.signal, Some(signal), "{mode:?}");
             }
         }
         let r = run(&["no-such-command-zafe-test"]);
-        assert_eq!(r.code, Some(127), "{mode:?}: {}", r.stderr);
+        assert_eq!(r.status.code(), Some(127), "{mode:?}: {}", r.stderr);
         assert!(r.stderr.contains("command not found"), "{}", r.stderr);
         let r = run(&[not_executable.to_str().unwrap()]);
-        assert_eq!(r.code, Some(126), "{mode:?}: {}", r.stderr);
+        assert_eq!(r.status.code(), Some(126), "{mode:?}: {}", r.stderr);
     }
 }
 
@@ -278,7 +224,7 @@ async fn zafe_credentials_are_not_passed_to_the_child() {
         }
         args.extend(["--", "sh", "-c", show]);
         let r = env.run_env(&args, &envs);
-        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        assert_eq!(r.status.code(), Some(0), "{}", r.stderr);
         assert_eq!(r.stdout.trim(), "", "credentials reached the child");
     }
     let r = env.run_env(&["run", "--pass-zafe-env", "--", "sh", "-c", show], &envs);
@@ -309,7 +255,7 @@ async fn the_child_cannot_use_the_users_zafe_session() {
         args.extend(extra);
         args.extend(["--", "sh", "-c", get]);
         let r = env.run_env(&args, &envs);
-        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        assert_eq!(r.status.code(), Some(0), "{}", r.stderr);
         assert!(
             !r.stdout.contains("session-test-value"),
             "{extra:?}: {}",
@@ -378,7 +324,7 @@ async fn output_is_masked_in_every_encoding() {
     "#;
     let r = env.run(&["run", "--env-file", &file, "--", "sh", "-c", script]);
     assert_eq!(
-        r.code,
+        r.status.code(),
         Some(0),
         "stdout: {}\nstderr: {}",
         r.stdout,
@@ -406,7 +352,7 @@ async fn output_is_masked_in_every_encoding() {
         "-c",
         "echo \"$API_KEY\"",
     ]);
-    assert_eq!(r.code, Some(0));
+    assert_eq!(r.status.code(), Some(0));
     assert_eq!(r.stdout.trim(), api_key);
     let r = env.run_env(
         &[
@@ -433,7 +379,7 @@ async fn output_is_masked_in_every_encoding() {
         ],
         &[("K", "zafe://app/dev/API_KEY")],
     );
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.status.code(), Some(0), "{}", r.stderr);
     assert_eq!(r.stdout.trim(), "***");
 }
 
@@ -455,11 +401,11 @@ async fn a_terminal_gets_a_pty_and_masked_output() {
     script
         .args(["-qec", &inner, "/dev/null"])
         .env("TERM", "xterm");
-    let r = finish(script.spawn().unwrap(), &["script"]);
+    let r = finish(script.spawn().unwrap(), "script");
     assert!(r.stdout.contains("child-has-a-tty"), "{}", r.stdout);
     assert!(r.stdout.contains("***"), "{}", r.stdout);
     assert_no_leak(&r.stdout, &[value]);
-    assert_eq!(r.code, Some(5), "{}", r.stdout);
+    assert_eq!(r.status.code(), Some(5), "{}", r.stdout);
 
     // Without a terminal there is no pty.
     let r = env.run(&[
@@ -496,7 +442,7 @@ async fn files_mode_uses_a_private_tmpfs_directory_and_cleans_up() {
         args.extend(extra);
         args.extend(["--", "sh", "-c", script]);
         let r = env.run(&args);
-        assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+        assert_eq!(r.status.code(), Some(0), "{}\n{}", r.stdout, r.stderr);
         let lines: Vec<&str> = r.stdout.lines().collect();
         assert_eq!(lines[0], "400");
         assert_eq!(lines[1], "700");
@@ -565,7 +511,7 @@ async fn a_missing_reference_fails_before_the_command_runs() {
         "touch",
         marker.to_str().unwrap(),
     ]);
-    assert_eq!(r.code, Some(121), "{}", r.stderr);
+    assert_eq!(r.status.code(), Some(121), "{}", r.stderr);
     assert!(!marker.exists(), "the command ran");
     assert!(r.stderr.contains("zafe://app/dev/ABSENT"), "{}", r.stderr);
     assert!(!r.stderr.contains("present-value-xyz1"), "{}", r.stderr);
@@ -580,9 +526,9 @@ async fn a_missing_reference_fails_before_the_command_runs() {
         "touch",
         marker.to_str().unwrap(),
     ]);
-    assert_eq!(r.code, Some(121), "{}", r.stderr);
+    assert_eq!(r.status.code(), Some(121), "{}", r.stderr);
     let r = env.run(&["run", "--env-file", "/nonexistent.env", "--", "true"]);
-    assert_eq!(r.code, Some(125), "{}", r.stderr);
+    assert_eq!(r.status.code(), Some(125), "{}", r.stderr);
     assert!(!marker.exists());
 }
 
@@ -606,7 +552,13 @@ async fn twenty_key_app_gets_every_value_and_prints_none() {
         .collect();
     env.env_file(".env", &dotenv);
     let r = env.run(&["import", "--project", "shop", "--env", "dev", ".env"]);
-    assert_eq!(r.code, Some(0), "import: {}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "import: {}\n{}",
+        r.stdout,
+        r.stderr
+    );
     let file = dir.path().join(".env.zafe").to_string_lossy().into_owned();
     let imported = std::fs::read_to_string(&file).unwrap();
     assert_eq!(
@@ -637,7 +589,7 @@ async fn twenty_key_app_gets_every_value_and_prints_none() {
         .status()
         .unwrap();
     let r = env.run(&["run", "--env-file", &file, "--", app.to_str().unwrap()]);
-    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.status.code(), Some(0), "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.lines().any(|l| l == "ok"), "{}", r.stdout);
     let refs: Vec<&str> = values.iter().map(String::as_str).collect();
     assert_no_leak(&r.stdout, &refs);
@@ -651,7 +603,7 @@ async fn twenty_key_app_gets_every_value_and_prints_none() {
         "--",
         app.to_str().unwrap(),
     ]);
-    assert_eq!(r.code, Some(0));
+    assert_eq!(r.status.code(), Some(0));
     for v in &values {
         assert!(r.stdout.contains(v.as_str()));
     }
@@ -666,7 +618,7 @@ async fn twenty_key_app_gets_every_value_and_prints_none() {
         "--",
         app.to_str().unwrap(),
     ]);
-    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.status.code(), Some(0), "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.lines().any(|l| l == "ok"), "{}", r.stdout);
     assert_no_leak(&r.stdout, &refs);
 }
@@ -710,7 +662,7 @@ async fn project_keys_that_run_code_are_refused_unless_allowed() {
     };
 
     let r = run(&[]);
-    assert_eq!(r.code, Some(125), "{} {}", r.stdout, r.stderr);
+    assert_eq!(r.status.code(), Some(125), "{} {}", r.stdout, r.stderr);
     assert!(r.stderr.contains("evil/dev sets BASH_ENV"), "{}", r.stderr);
     assert!(r.stderr.contains("--allow-env BASH_ENV"), "{}", r.stderr);
     assert!(!r.stderr.contains(payload), "{}", r.stderr);
@@ -718,12 +670,12 @@ async fn project_keys_that_run_code_are_refused_unless_allowed() {
     assert!(!r.stdout.contains("PAYLOAD-RAN"), "{}", r.stdout);
     // Allowing another name does not help.
     let r = run(&["--allow-env", "NODE_OPTIONS"]);
-    assert_eq!(r.code, Some(125), "{}", r.stderr);
+    assert_eq!(r.status.code(), Some(125), "{}", r.stderr);
     assert!(!marker.exists(), "the command started");
 
     // Allowed by name: the run goes ahead with it.
     let r = run(&["--allow-env", "BASH_ENV"]);
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.status.code(), Some(0), "{}", r.stderr);
     assert!(r.stdout.contains("PAYLOAD-RAN"), "{}", r.stdout);
     assert!(marker.exists());
     std::fs::remove_file(&marker).unwrap();
@@ -732,7 +684,7 @@ async fn project_keys_that_run_code_are_refused_unless_allowed() {
     // key, and its references are the user's choice.
     let file = env.env_file(".env.mine", &["BASH_ENV=zafe://evil/dev/BASH_ENV".into()]);
     let r = env.run(&["run", "--env-file", &file, "--", "bash", "-c", &script]);
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.status.code(), Some(0), "{}", r.stderr);
     assert!(marker.exists());
     std::fs::remove_file(&marker).unwrap();
     let r = env.run(&[
@@ -748,7 +700,7 @@ async fn project_keys_that_run_code_are_refused_unless_allowed() {
         "-c",
         &script,
     ]);
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.status.code(), Some(0), "{}", r.stderr);
     assert!(marker.exists());
 }
 
@@ -816,7 +768,7 @@ async fn dump_tools_show_at_most_three_bytes_of_a_value() {
         ] {
             let script = format!("{feed} | {tool}");
             let r = env.run(&["run", "--env-file", &file, "--", "sh", "-c", &script]);
-            assert_eq!(r.code, Some(0), "{script}: {}", r.stderr);
+            assert_eq!(r.status.code(), Some(0), "{script}: {}", r.stderr);
             assert!(r.stdout.contains("***"), "{script}: {}", r.stdout);
             assert_eq!(
                 shows_four_bytes(&r.stdout, value.as_bytes()),
@@ -828,7 +780,7 @@ async fn dump_tools_show_at_most_three_bytes_of_a_value() {
     }
     for script in [r#"printf '%q\n' "$K""#, r#"printf '%q\n' "$K" | base64"#] {
         let r = env.run(&["run", "--env-file", &file, "--", "bash", "-c", script]);
-        assert_eq!(r.code, Some(0), "{script}: {}", r.stderr);
+        assert_eq!(r.status.code(), Some(0), "{script}: {}", r.stderr);
         assert_eq!(
             shows_four_bytes(&r.stdout, value.as_bytes()),
             None,
@@ -853,7 +805,7 @@ async fn a_value_printed_a_byte_at_a_time_shows_at_most_three_bytes() {
         printf %s "$c"; if [ $((i % 2)) = 0 ]; then sleep 0.03; else sleep 0.05; fi; i=$((i + 1));
     done; echo"#;
     let r = env.run(&["run", "--env-file", &file, "--", "sh", "-c", script]);
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.status.code(), Some(0), "{}", r.stderr);
     let shown = r.stdout.trim_end();
     let before_mask = shown
         .strip_suffix("***")
@@ -881,7 +833,7 @@ async fn the_child_cannot_read_the_token_from_zafes_environment_block() {
         &["run", "--env-file", &file, "--", "sh", "-c", &script],
         &envs,
     );
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.status.code(), Some(0), "{}", r.stderr);
     let seen = std::fs::read_to_string(&copy).unwrap();
     assert!(seen.contains("ZAFE_ADDR="), "{seen}");
     assert!(seen.contains("ZAFE_TOKEN="), "{seen}");

@@ -4,30 +4,12 @@
 //! and roles, per-key secrets with history, and `.zafe.toml` found from a
 //! sub-directory of a repository.
 
-mod support;
-
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use support::*;
+use crate::support::*;
+use serde_json::json;
 
 const ROOT: &str = "project-cli-root";
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
-    }
-}
 
 struct Cli {
     config_dir: PathBuf,
@@ -38,47 +20,9 @@ struct Cli {
 impl Cli {
     /// Runs `zafe <args>` in `cwd` with a clean environment; 60 s at most.
     fn run_in(&self, cwd: &Path, args: &[&str], stdin: Option<&str>) -> Run {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .current_dir(cwd)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", &self.config_dir)
-            .env("ZAFE_CONFIG_DIR", &self.config_dir)
-            .env("ZAFE_ADDR", &self.addr)
-            .env("ZAFE_TOKEN", &self.token)
-            .env("NO_COLOR", "1")
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
-        }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("zafe {args:?} did not finish");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let out = child.wait_with_output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into(),
-            stderr: String::from_utf8_lossy(&out.stderr).into(),
-        }
+        let mut cmd = clean_command(BIN, &self.config_dir, &self.addr, Some(&self.token));
+        cmd.args(args).current_dir(cwd);
+        run(cmd, stdin.map(str::as_bytes))
     }
 
     fn run(&self, args: &[&str]) -> Run {
@@ -109,19 +53,10 @@ impl Cli {
 }
 
 fn dev_server(dir: &Path) -> (Server, Cli) {
-    let addr = free_addr();
-    let a = addr.to_string();
-    let server = Server::start(
-        &["server", "--dev", "--dev-root-token", ROOT, "--listen", &a],
-        &[],
-        addr,
-        dir.join("server.log"),
-    );
-    let config_dir = dir.join("client");
-    std::fs::create_dir_all(&config_dir).unwrap();
+    let (server, config_dir, addr) = crate::support::dev_server(dir, ROOT);
     let cli = Cli {
         config_dir,
-        addr: format!("http://{addr}"),
+        addr,
         token: ROOT.to_string(),
     };
     (server, cli)

@@ -5,6 +5,8 @@ use proptest::sample::subsequence;
 use serde_json::Map;
 use zafe_core::policy::{Acl, Capabilities, Capability, Policy};
 
+use crate::support::policy;
+
 /// Capabilities that grant something (everything but deny).
 fn granting() -> Vec<Capability> {
     Capability::ALL
@@ -23,10 +25,6 @@ fn rule(pattern: &str, caps: &[Capability]) -> String {
         "path \"{pattern}\" {{\n  capabilities = {}\n}}\n",
         caps_hcl(caps)
     )
-}
-
-fn parse(name: &str, text: &str) -> Policy {
-    Policy::parse(name, text).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
 /// A request path: 1 to 5 segments of lowercase letters.
@@ -80,7 +78,7 @@ proptest! {
         suffix in "[a-zA-Z0-9/_.+*-]{0,24}",
         caps in subsequence(granting(), 1..=5),
     ) {
-        let acl = Acl::new([&parse("p", &rule(&format!("{prefix}*"), &caps))]);
+        let acl = Acl::new([&policy("p", &rule(&format!("{prefix}*"), &caps))]);
         let path = format!("{prefix}{suffix}");
         let expected: Capabilities = caps.iter().copied().collect();
         prop_assert_eq!(acl.capabilities(&path), expected);
@@ -107,7 +105,7 @@ proptest! {
             .collect();
         let deny = rule(&path, &[Capability::Deny]);
         if deny_first { texts.insert(0, deny) } else { texts.push(deny) }
-        let policies: Vec<Policy> = texts.iter().enumerate().map(|(i, t)| parse(&format!("p{i}"), t)).collect();
+        let policies: Vec<Policy> = texts.iter().enumerate().map(|(i, t)| policy(&format!("p{i}"), t)).collect();
         let acl = Acl::new(&policies);
 
         // With a trailing slash too: a list falls back to the exact rule.
@@ -137,9 +135,9 @@ proptest! {
         let (grant, deny) = (rule(&pattern, &caps), rule(&pattern, &[Capability::Deny]));
         let (a, b) = if deny_first { (deny, grant) } else { (grant, deny) };
         let policies = if same_policy {
-            vec![parse("p", &format!("{a}{b}"))]
+            vec![policy("p", &format!("{a}{b}"))]
         } else {
-            vec![parse("p1", &a), parse("p2", &b)]
+            vec![policy("p1", &a), policy("p2", &b)]
         };
         let acl = Acl::new(&policies);
         let path = segs.join("/");
@@ -160,7 +158,7 @@ proptest! {
             .iter()
             .map(|(kind, seed, caps)| rule(&matching_pattern(&segs, *kind, *seed), caps))
             .collect();
-        let acl = Acl::new([&parse("p", &text)]);
+        let acl = Acl::new([&policy("p", &text)]);
         let path = segs.join("/");
         let caps = acl.capabilities(&path);
         for cap in Capability::ALL {

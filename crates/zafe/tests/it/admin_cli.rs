@@ -1,12 +1,7 @@
 //! End to end: `zafe policy`, `zafe secrets`, `zafe operator rotate|key-status|rekey`
 //! and key rotation shown in `zafe status`, with the real binary.
 
-mod support;
-
-use std::io::Write as _;
-use std::process::{Command, Stdio};
-
-use support::*;
+use crate::support::*;
 
 struct Cli {
     dir: std::path::PathBuf,
@@ -15,30 +10,12 @@ struct Cli {
 }
 
 impl Cli {
+    /// `zafe <args>` as this client, fed `stdin` (nothing when `None`).
     fn run(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env("ZAFE_ADDR", &self.addr)
-            .env("ZAFE_TOKEN", &self.token)
-            .env("ZAFE_CONFIG_DIR", &self.dir)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.unwrap_or("").as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into(),
-            String::from_utf8_lossy(&out.stderr).into(),
-        )
+        let mut cmd = inherited_command(&self.dir, &self.addr, Some(&self.token));
+        cmd.args(args);
+        let r = run(cmd, Some(stdin.unwrap_or("").as_bytes()));
+        (r.code, r.stdout, r.stderr)
     }
 }
 
@@ -47,12 +24,7 @@ async fn policies_engines_rotation_and_rekey_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let cfg = config_file(dir.path(), addr, "", "");
-    let server = Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        dir.path().join("s.log"),
-    );
+    let server = Server::start_config(&cfg, &[], addr, dir.path().join("s.log"));
     let (keys, root) = init(&server, 3, 2).await;
     unseal(&server, &keys[0]).await;
     unseal(&server, &keys[1]).await;

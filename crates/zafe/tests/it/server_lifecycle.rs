@@ -2,10 +2,8 @@
 //! Init with 5 shares / threshold 3, unseal, seal, restart, auto-unseal, the
 //! quick start, dev mode, start-up refusals, limits and client addresses.
 
-mod support;
-
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 #[tokio::test]
 async fn shamir_init_unseal_seal_restart_unseal() {
@@ -13,12 +11,7 @@ async fn shamir_init_unseal_seal_restart_unseal() {
     let addr = free_addr();
     let cfg = config_file(dir.path(), addr, "", "");
     let cfg = cfg.to_str().unwrap();
-    let mut server = Server::start(
-        &["server", "--config", cfg],
-        &[],
-        addr,
-        dir.path().join("1.log"),
-    );
+    let mut server = Server::start_config(&cfg, &[], addr, dir.path().join("1.log"));
 
     let h = call("GET", &server.url("/v1/sys/health"), None, None).await;
     assert_eq!(h.status, 501, "not initialised yet");
@@ -69,12 +62,7 @@ async fn shamir_init_unseal_seal_restart_unseal() {
 
     // Restart: sealed again, and three other shares unseal it.
     server.stop();
-    let server = Server::start(
-        &["server", "--config", cfg],
-        &[],
-        addr,
-        dir.path().join("2.log"),
-    );
+    let server = Server::start_config(&cfg, &[], addr, dir.path().join("2.log"));
     assert!(sealed(&server).await);
     for k in &keys[2..5] {
         unseal(&server, k).await;
@@ -99,12 +87,7 @@ async fn auto_unseal_from_a_master_key_file() {
     let cfg = config_file(dir.path(), addr, "", &section);
     let cfg = cfg.to_str().unwrap();
 
-    let mut server = Server::start(
-        &["server", "--config", cfg],
-        &[],
-        addr,
-        dir.path().join("1.log"),
-    );
+    let mut server = Server::start_config(&cfg, &[], addr, dir.path().join("1.log"));
     let (_, root) = init(&server, 3, 2).await;
     assert!(
         !sealed(&server).await,
@@ -112,12 +95,7 @@ async fn auto_unseal_from_a_master_key_file() {
     );
     server.stop();
 
-    let mut server = Server::start(
-        &["server", "--config", cfg],
-        &[],
-        addr,
-        dir.path().join("2.log"),
-    );
+    let mut server = Server::start_config(&cfg, &[], addr, dir.path().join("2.log"));
     assert!(!sealed(&server).await, "and at every start");
     assert_eq!(
         call("GET", &server.url("/v1/sys/health"), None, None)
@@ -134,8 +112,8 @@ async fn auto_unseal_from_a_master_key_file() {
     server.stop();
 
     // The environment overrides the file; a wrong key fails preflight clearly.
-    let mut wrong = Server::spawn(
-        &["server", "--config", cfg],
+    let mut wrong = Server::spawn_config(
+        &cfg,
         &[("ZAFE_MASTER_KEY", &"11".repeat(32))],
         addr,
         dir.path().join("3.log"),
@@ -148,8 +126,8 @@ async fn auto_unseal_from_a_master_key_file() {
     );
 
     // A malformed key is refused with the expected format.
-    let mut bad = Server::spawn(
-        &["server", "--config", cfg],
+    let mut bad = Server::spawn_config(
+        &cfg,
         &[("ZAFE_MASTER_KEY", "too-short")],
         addr,
         dir.path().join("4.log"),
@@ -164,18 +142,13 @@ async fn auto_unseal_from_a_master_key_file() {
     // A key file that group or others can read is refused (R-KEY-5).
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut open = Server::spawn(
-        &["server", "--config", cfg],
-        &[],
-        addr,
-        dir.path().join("5.log"),
-    );
+    let mut open = Server::spawn_config(&cfg, &[], addr, dir.path().join("5.log"));
     assert!(!open.wait_exit().success());
     assert!(open.log_text().contains("chmod 600"), "{}", open.log_text());
 
     // A configured key file that does not exist is a clear error too.
-    let mut missing = Server::spawn(
-        &["server", "--config", cfg],
+    let mut missing = Server::spawn_config(
+        &cfg,
         &[(
             "ZAFE_MASTER_KEY_FILE",
             dir.path().join("nope.key").to_str().unwrap(),
@@ -282,12 +255,7 @@ async fn oversized_requests_get_413() {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let cfg = config_file(dir.path(), addr, "max_body_bytes = 4096", "");
-    let server = Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        dir.path().join("s.log"),
-    );
+    let server = Server::start_config(&cfg, &[], addr, dir.path().join("s.log"));
     let body = json!({"secret_shares": 1, "secret_threshold": 1, "padding": "x".repeat(10_000)});
     let r = call("PUT", &server.url("/v1/sys/init"), None, Some(body)).await;
     assert_eq!(r.status, 413);
@@ -308,12 +276,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let dir = tempfile::tempdir().unwrap();
         let addr = free_addr();
         let cfg = config_file(dir.path(), addr, trusted, "");
-        let server = Server::start(
-            &["server", "--config", cfg.to_str().unwrap()],
-            &[],
-            addr,
-            dir.path().join("s.log"),
-        );
+        let server = Server::start_config(&cfg, &[], addr, dir.path().join("s.log"));
         init(&server, 1, 1).await;
         let res = http()
             .put(server.url("/v1/sys/unseal"))
@@ -349,12 +312,7 @@ async fn bad_configuration_is_refused_at_start() {
     let addr = free_addr();
     let cfg = dir.path().join("typo.toml");
     write_private(&cfg, "lisen = \"127.0.0.1:1\"\n");
-    let mut s = Server::spawn(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        dir.path().join("1.log"),
-    );
+    let mut s = Server::spawn_config(&cfg, &[], addr, dir.path().join("1.log"));
     assert!(!s.wait_exit().success());
     assert!(s.log_text().contains("lisen"), "{}", s.log_text());
 
@@ -364,24 +322,14 @@ async fn bad_configuration_is_refused_at_start() {
         "public_url = \"https://user:pw@zafe.example\"",
         "",
     );
-    let mut s = Server::spawn(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        dir.path().join("2.log"),
-    );
+    let mut s = Server::spawn_config(&cfg, &[], addr, dir.path().join("2.log"));
     assert!(!s.wait_exit().success());
     assert!(s.log_text().contains("public_url"), "{}", s.log_text());
 
     let cfg = config_file(dir.path(), addr, "", "");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let mut s = Server::spawn(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        dir.path().join("3.log"),
-    );
+    let mut s = Server::spawn_config(&cfg, &[], addr, dir.path().join("3.log"));
     assert!(!s.wait_exit().success());
     assert!(s.log_text().contains("chmod 600"), "{}", s.log_text());
 }
@@ -403,12 +351,7 @@ async fn a_copied_root_token_record_does_not_make_a_chosen_token_root() {
     ];
     let cfg = config_file(dir.path(), addr, "", "");
     let cfg = cfg.to_str().unwrap();
-    let mut server = Server::start(
-        &["server", "--config", cfg],
-        &envs,
-        addr,
-        dir.path().join("1.log"),
-    );
+    let mut server = Server::start_config(&cfg, &envs, addr, dir.path().join("1.log"));
     init(&server, 1, 1).await;
     server.stop();
 
@@ -438,12 +381,7 @@ async fn a_copied_root_token_record_does_not_make_a_chosen_token_root() {
     assert_eq!(n, 1, "exactly one token (root) existed");
     db.close().await.unwrap();
 
-    let server = Server::start(
-        &["server", "--config", cfg],
-        &envs,
-        addr,
-        dir.path().join("2.log"),
-    );
+    let server = Server::start_config(&cfg, &envs, addr, dir.path().join("2.log"));
     let r = call("PUT", &server.url("/v1/sys/seal"), Some(&chosen), None).await;
     assert!(
         r.status == 500 || r.status == 403,
@@ -511,12 +449,7 @@ async fn a_database_restored_from_an_older_copy_is_refused_at_start() {
             std::fs::copy(backup.join(f), data.join(f)).unwrap();
         }
     }
-    let mut refused = Server::spawn(
-        &["server", "--config", cfg],
-        &envs,
-        addr,
-        dir.path().join("3.log"),
-    );
+    let mut refused = Server::spawn_config(&cfg, &envs, addr, dir.path().join("3.log"));
     assert!(!refused.wait_exit().success());
     let log = refused.log_text();
     assert!(log.contains("ROLLBACK DETECTED"), "{log}");
@@ -670,12 +603,7 @@ async fn a_login_flood_keeps_memory_bounded() {
         key_file.display()
     );
     let cfg = config_file(dir.path(), addr, "", &sections);
-    let server = Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        dir.path().join("server.log"),
-    );
+    let server = Server::start_config(&cfg, &[], addr, dir.path().join("server.log"));
     init(&server, 1, 1).await;
     let pid = server.child.as_ref().unwrap().id();
     let (baseline, peak_before) = memory_kib(pid);
@@ -739,12 +667,7 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write_and_no_entry() {
     let section = format!("[seal]\nmaster_key_file = \"{}\"\n", key_file.display());
     let cfg = config_file(dir.path(), addr, "", &section);
     let cfg = cfg.to_str().unwrap();
-    let mut server = Server::start(
-        &["server", "--config", cfg],
-        &[],
-        addr,
-        dir.path().join("1.log"),
-    );
+    let mut server = Server::start_config(&cfg, &[], addr, dir.path().join("1.log"));
     let (_, root) = init(&server, 1, 1).await;
     assert!(!sealed(&server).await);
 
@@ -800,12 +723,7 @@ async fn kill_9_under_write_load_loses_no_acknowledged_write_and_no_entry() {
         "the load ran: {total_acked} acknowledged writes"
     );
 
-    let server = Server::start(
-        &["server", "--config", cfg],
-        &[],
-        addr,
-        dir.path().join("2.log"),
-    );
+    let server = Server::start_config(&cfg, &[], addr, dir.path().join("2.log"));
     assert!(!sealed(&server).await);
     let mut present = Vec::new();
     for (w, (attempted, acked)) in results.iter().enumerate() {

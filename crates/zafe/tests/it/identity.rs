@@ -2,17 +2,14 @@
 //! real server over TLS, a relaying proxy with its own certificate, a server
 //! whose identity changed, and a forged identity response.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
+use crate::support::*;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::IntoResponse;
-use support::*;
 
 /// A test certificate authority and certificates it signs for 127.0.0.1.
 struct Pki {
@@ -75,8 +72,8 @@ async fn tls_server(dir: &Path, pki: &Pki, cert: &str) -> (Server, String) {
         key_file.display()
     );
     let cfg = config_file(dir, addr, "", &section);
-    let mut server = Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
+    let mut server = Server::start_config(
+        &cfg,
         &[("ZAFE_MASTER_KEY", &"33".repeat(32))],
         addr,
         dir.join("server.log"),
@@ -103,34 +100,14 @@ struct Cli {
     ca: Option<PathBuf>,
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 impl Cli {
     fn run(&self, addr: &str, token: Option<&str>, args: &[&str]) -> Run {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", &self.config_dir)
-            .env("ZAFE_CONFIG_DIR", &self.config_dir)
-            .env("ZAFE_ADDR", addr)
-            .env("NO_COLOR", "1");
+        let mut cmd = clean_command(BIN, &self.config_dir, addr, token);
+        cmd.args(args);
         if let Some(ca) = &self.ca {
             cmd.env("ZAFE_CACERT", ca);
         }
-        if let Some(t) = token {
-            cmd.env("ZAFE_TOKEN", t);
-        }
-        let out = cmd.output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into(),
-            stderr: String::from_utf8_lossy(&out.stderr).into(),
-        }
+        run(cmd, None)
     }
 }
 
@@ -178,7 +155,7 @@ async fn start_relay(pki: &Pki, upstream: String) -> (SocketAddr, Arc<Mutex<Vec<
         let bytes = res.bytes().await.unwrap();
         (status, Body::from(bytes)).into_response()
     }
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    install_crypto_provider();
     let (cert, key) = pki.issue("relay");
     let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
         .await
@@ -263,12 +240,7 @@ async fn a_server_whose_identity_changed_is_refused() {
     let first_dir = dir.path().join("first");
     std::fs::create_dir_all(&first_dir).unwrap();
     let cfg = config_file(&first_dir, addr, "", "");
-    let mut first = Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        first_dir.join("s.log"),
-    );
+    let mut first = Server::start_config(&cfg, &[], addr, first_dir.join("s.log"));
     let r = cli.run(&url, None, &["status"]);
     assert_eq!(
         r.code, 2,
@@ -283,12 +255,7 @@ async fn a_server_whose_identity_changed_is_refused() {
     let second_dir = dir.path().join("second");
     std::fs::create_dir_all(&second_dir).unwrap();
     let cfg = config_file(&second_dir, addr, "", "");
-    let _second = Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        second_dir.join("s.log"),
-    );
+    let _second = Server::start_config(&cfg, &[], addr, second_dir.join("s.log"));
     let r = cli.run(&url, Some("zafe_s_whatever"), &["operator", "seal"]);
     assert_eq!(r.code, 1);
     assert!(

@@ -6,23 +6,10 @@
 use serde_json::{Map, Value, json};
 use zafe_core::policy::{Acl, AclDenied, Capabilities, Capability, Policy};
 
-fn policy(name: &str, text: &str) -> Policy {
-    Policy::parse(name, text).unwrap_or_else(|e| panic!("{e}"))
-}
+use crate::support::{assert_table, policy};
 
 fn compile(text: &str) -> Acl {
     Acl::new([&policy("p", text)])
-}
-
-/// Checks `acl.capabilities(path)` against `bao token capabilities` output.
-fn assert_table(acl: &Acl, table: &[(&str, &str)]) {
-    for (path, expected) in table {
-        assert_eq!(
-            acl.capabilities(path).to_string(),
-            *expected,
-            "capabilities on {path:?}"
-        );
-    }
 }
 
 fn params(value: Value) -> Map<String, Value> {

@@ -4,73 +4,21 @@
 //! transparently when its access token expires), `zafe user ...`, and
 //! `zafe logout`; no token or password ever reaches the server's log.
 
-mod support;
-
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
-use support::*;
+use crate::support::*;
 
 const ADMIN: &str = "admin@example.com";
 const ADMIN_PASSWORD: &str = "admin-passphrase-for-cli";
 const BOB: &str = "bob@example.com";
 const BOB_PASSWORD: &str = "bob-has-a-long-passphrase";
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(self) -> Run {
-        assert_eq!(
-            self.code, 0,
-            "stdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
-    }
-}
-
 /// The CLI with its own configuration directory; never ZAFE_TOKEN.
 fn zafe(addr: &str, dir: &Path, args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Run {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env("ZAFE_ADDR", addr)
-        .env("ZAFE_CONFIG_DIR", dir)
-        .env("NO_COLOR", "1")
-        .env_remove("ZAFE_TOKEN")
-        .env_remove("VAULT_TOKEN")
-        .env_remove("VAULT_ADDR")
-        .env_remove("ZAFE_SETUP_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    }
+    let mut cmd = inherited_command(dir, addr, None);
+    cmd.args(args).envs(envs.iter().copied());
+    run(cmd, Some(stdin.as_bytes()))
 }
 
 fn read(path: &PathBuf) -> String {
@@ -90,12 +38,7 @@ async fn password_login_session_refresh_and_logout_from_the_command_line() {
         key_file.display()
     );
     let cfg = config_file(dir.path(), addr, "", &sections);
-    let mut server = Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        dir.path().join("server.log"),
-    );
+    let mut server = Server::start_config(&cfg, &[], addr, dir.path().join("server.log"));
     let url = format!("http://{addr}");
     init(&server, 1, 1).await;
 

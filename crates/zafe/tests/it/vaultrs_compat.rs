@@ -6,16 +6,14 @@
 //! reads...) fails the call, so each call here checks the response shape as
 //! well as the behaviour.
 
-mod support;
-
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
+use crate::support::{Server, free_addr, install_crypto_provider, start_dev_server};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
-use support::{Server, free_addr};
 use vaultrs::api::auth::approle::requests::{GenerateNewSecretIDRequest, SetAppRoleRequest};
 use vaultrs::api::kv2::requests::{SetSecretMetadataRequest, SetSecretRequestOptions};
 use vaultrs::api::sys::requests::EnableEngineRequest;
@@ -35,11 +33,6 @@ async fn bounded<F: Future<Output = ()>>(f: F) {
         .expect("test exceeded its time limit");
 }
 
-fn install_crypto_provider() {
-    // vaultrs is built without a bundled rustls provider (see Cargo.toml).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 fn client(server: &Server, token: &str) -> VaultClient {
     install_crypto_provider();
     VaultClient::new(
@@ -56,21 +49,7 @@ fn client(server: &Server, token: &str) -> VaultClient {
 
 fn dev_server(token: &str) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let listen = addr.to_string();
-    let server = Server::start(
-        &[
-            "server",
-            "--dev",
-            "--dev-root-token",
-            token,
-            "--listen",
-            &listen,
-        ],
-        &[],
-        addr,
-        dir.path().join("zafe.log"),
-    );
+    let server = start_dev_server(token, dir.path().join("zafe.log"));
     (dir, server)
 }
 
@@ -220,13 +199,8 @@ async fn sys_init_unseal_seal_on_a_non_dev_server() {
     install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
-    let cfg = support::config_file(dir.path(), addr, "", "");
-    let server = Server::start(
-        &["server", "--config", cfg.to_str().unwrap()],
-        &[],
-        addr,
-        dir.path().join("zafe.log"),
-    );
+    let cfg = crate::support::config_file(dir.path(), addr, "", "");
+    let server = Server::start_config(&cfg, &[], addr, dir.path().join("zafe.log"));
     let anon = client(&server, "");
     bounded(async {
         assert!(matches!(

@@ -11,6 +11,8 @@
 
 use zafe_core::policy::{Acl, Policy};
 
+use crate::support::policy;
+
 struct Case {
     policies: &'static [&'static str],
     /// (path, `bao token capabilities` output)
@@ -26,7 +28,7 @@ fn matches_openbao_on_recorded_cases() {
             .policies
             .iter()
             .enumerate()
-            .map(|(j, text)| Policy::parse(&format!("fx{i}_{j}"), text).unwrap())
+            .map(|(j, text)| policy(&format!("fx{i}_{j}"), text))
             .collect();
         let acl = Acl::new(&policies);
         for (path, expected) in case.expected {

@@ -3,14 +3,9 @@
 //! and `zafe approle role|role-id|secret-id`, against a real server on
 //! 127.0.0.1.
 
-mod support;
-
-use std::io::Write as _;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
-use serde_json::Value;
-use support::*;
+use crate::support::*;
 
 /// Runs the CLI with its own config dir (pins and token file); `token` goes
 /// in ZAFE_TOKEN when given, else the token file is used.
@@ -19,52 +14,11 @@ struct Cli {
     addr: String,
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
-    }
-}
-
 impl Cli {
     fn run(&self, args: &[&str], token: Option<&str>, envs: &[(&str, &str)], stdin: &str) -> Run {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env("ZAFE_ADDR", &self.addr)
-            .env("ZAFE_CONFIG_DIR", &self.dir)
-            .env("NO_COLOR", "1")
-            .env_remove("ZAFE_TOKEN")
-            .env_remove("VAULT_TOKEN")
-            .env_remove("VAULT_ADDR")
-            .env_remove("ZAFE_SECRET_ID")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(t) = token {
-            cmd.env("ZAFE_TOKEN", t);
-        }
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into(),
-            stderr: String::from_utf8_lossy(&out.stderr).into(),
-        }
+        let mut cmd = inherited_command(&self.dir, &self.addr, token);
+        cmd.args(args).envs(envs.iter().copied());
+        run(cmd, Some(stdin.as_bytes()))
     }
 
     fn token_file(&self) -> PathBuf {
@@ -76,24 +30,10 @@ impl Cli {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_tokens_and_approle_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let a = addr.to_string();
-    let server = Server::start(
-        &[
-            "server",
-            "--dev",
-            "--listen",
-            &a,
-            "--dev-root-token",
-            "e2e-root",
-        ],
-        &[],
-        addr,
-        dir.path().join("s.log"),
-    );
+    let server = start_dev_server("e2e-root", dir.path().join("s.log"));
     let cli = Cli {
         dir: dir.path().join("client"),
-        addr: format!("http://{addr}"),
+        addr: server.url(""),
     };
 
     // A wrong token is refused and nothing is stored.

@@ -3,81 +3,19 @@
 //! rotate, rewrap, min_decryption_version, list/read in JSON, sign/verify,
 //! delete, exit codes, and no plaintext in the server's log.
 
-mod support;
-
-use std::io::{Read as _, Write as _};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use support::*;
+use crate::support::*;
+use serde_json::json;
 
 const ROOT: &str = "transit-cli-root";
-
-struct Run {
-    code: i32,
-    stdout: Vec<u8>,
-    stderr: String,
-}
-
-impl Run {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.stdout).into_owned()
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-}
 
 /// Runs `zafe <args>` as a client of `server`, feeding `stdin`; bounded by
 /// a deadline so a hung client fails the test instead of stalling it.
 fn zafe(server: &Server, home: &Path, args: &[&str], stdin: &[u8]) -> Run {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", home)
-        .env("ZAFE_CONFIG_DIR", home)
-        .env("ZAFE_ADDR", server.url(""))
-        .env("ZAFE_TOKEN", ROOT)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        out.read_to_end(&mut buf).unwrap();
-        buf
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = String::new();
-        err.read_to_string(&mut buf).unwrap();
-        buf
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("zafe {args:?} did not finish in time");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Run {
-        code: status.code().unwrap_or(-1),
-        stdout: out_reader.join().unwrap(),
-        stderr: err_reader.join().unwrap(),
-    }
+    let mut cmd = clean_command(BIN, home, &server.url(""), Some(ROOT));
+    cmd.args(args);
+    run(cmd, Some(stdin))
 }
 
 #[tokio::test]
@@ -85,21 +23,7 @@ async fn transit_commands_against_a_dev_server() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     std::fs::create_dir(&home).unwrap();
-    let addr = free_addr();
-    let listen = addr.to_string();
-    let server = Server::start(
-        &[
-            "server",
-            "--dev",
-            "--dev-root-token",
-            ROOT,
-            "--listen",
-            &listen,
-        ],
-        &[],
-        addr,
-        dir.path().join("server.log"),
-    );
+    let server = start_dev_server(ROOT, dir.path().join("server.log"));
     let r = call(
         "POST",
         &server.url("/v1/sys/mounts/transit"),
@@ -113,7 +37,7 @@ async fn transit_commands_against_a_dev_server() {
     // Create, then encrypt from standard input.
     let r = z(&["transit", "create", "payments"], b"");
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.text().contains("aes256-gcm96"), "{}", r.text());
+    assert!(r.stdout.contains("aes256-gcm96"), "{}", r.stdout);
     const SECRET: &str = "card-4111-1111-1111-1111";
     let r = z(
         &["transit", "encrypt", "payments", "--format", "json"],
@@ -126,7 +50,7 @@ async fn transit_commands_against_a_dev_server() {
     // Decrypt prints the raw plaintext, nothing else.
     let r = z(&["transit", "decrypt", "payments", &v1], b"");
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.stdout, SECRET.as_bytes());
+    assert_eq!(r.stdout_bytes, SECRET.as_bytes());
 
     // Binary input from @FILE survives the round trip byte for byte.
     let binary: Vec<u8> = (0..=255u8).collect();
@@ -135,14 +59,14 @@ async fn transit_commands_against_a_dev_server() {
     let at_file = format!("@{}", file.display());
     let r = z(&["transit", "encrypt", "payments", &at_file], b"");
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let table = r.text();
+    let table = r.stdout;
     let blob_ct = table
         .split_whitespace()
         .find(|w| w.starts_with("vault:v1:"))
         .unwrap_or_else(|| panic!("no ciphertext in {table}"))
         .to_string();
     let r = z(&["transit", "decrypt", "payments", "-"], blob_ct.as_bytes());
-    assert_eq!(r.stdout, binary);
+    assert_eq!(r.stdout_bytes, binary);
 
     // Associated data must match.
     let r = z(
@@ -176,7 +100,7 @@ async fn transit_commands_against_a_dev_server() {
         ],
         b"",
     );
-    assert_eq!((r.code, r.stdout.as_slice()), (0, b"x".as_slice()));
+    assert_eq!((r.code, r.stdout_bytes.as_slice()), (0, b"x".as_slice()));
 
     // Rotate, rewrap, then retire v1.
     let r = z(&["transit", "rotate", "payments", "--format", "json"], b"");
@@ -206,9 +130,9 @@ async fn transit_commands_against_a_dev_server() {
         "{}",
         r.stderr
     );
-    assert!(r.stdout.is_empty());
+    assert!(r.stdout_bytes.is_empty());
     assert_eq!(
-        z(&["transit", "decrypt", "payments", &v2], b"").stdout,
+        z(&["transit", "decrypt", "payments", &v2], b"").stdout_bytes,
         SECRET.as_bytes()
     );
 
@@ -218,9 +142,9 @@ async fn transit_commands_against_a_dev_server() {
     assert!(r.json()["keys"].get("1").is_none());
     let r = z(&["transit", "read", "payments"], b"");
     assert!(
-        r.text().contains("min_decryption_version") && r.text().contains("versions"),
+        r.stdout.contains("min_decryption_version") && r.stdout.contains("versions"),
         "{}",
-        r.text()
+        r.stdout
     );
 
     // Ed25519 signatures over @FILE; verify exits 1 for a bad one.
@@ -235,8 +159,8 @@ async fn transit_commands_against_a_dev_server() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     let sig = r.json()["signature"].as_str().unwrap().to_string();
     let r = z(&["transit", "verify", "release", &sig, &at_file], b"");
-    assert_eq!(r.code, 0, "{} {}", r.text(), r.stderr);
-    assert!(r.text().contains("true"));
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("true"));
     let r = z(&["transit", "verify", "release", &sig], b"tampered");
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("NOT valid"));
@@ -244,7 +168,7 @@ async fn transit_commands_against_a_dev_server() {
     let r = z(&["transit", "list", "--format", "json"], b"");
     assert_eq!(r.json(), json!(["payments", "release"]));
     let r = z(&["transit", "list"], b"");
-    assert!(r.text().contains("payments") && r.text().contains("release"));
+    assert!(r.stdout.contains("payments") && r.stdout.contains("release"));
 
     // Deletion needs deletion_allowed.
     let r = z(&["transit", "delete", "release"], b"");

@@ -4,12 +4,10 @@
 //! append-only tables, paged reads far beyond 5,000 rows, the retention
 //! sweep and checkpoints.
 //!
-//! PostgreSQL tests need `ZAFE_TEST_POSTGRES_URL` (see `backends.rs`).
+//! PostgreSQL tests need `ZAFE_TEST_POSTGRES_URL` (see `support.rs`).
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::Connection;
 use zafe_storage::Backend;
@@ -18,6 +16,8 @@ use zafe_storage::audit::{
 };
 use zafe_storage::postgres::PostgresBackend;
 use zafe_storage::sqlite::SqliteBackend;
+
+use crate::support::with_postgres_database;
 
 /// A stand-in for the server's hash: unique per sequence number, and it
 /// records what the backend passed in, so the test can check the link.
@@ -310,7 +310,7 @@ async fn sqlite_audit_rows_cannot_be_updated_or_forked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_audit_contract_and_many_rows() {
-    with_postgres_database(|url| async move {
+    with_postgres_database("zafe_audit_test", |url| async move {
         let backend = PostgresBackend::connect(&url).await.unwrap();
         contract(&backend).await;
         many_rows(&backend, 12_000).await;
@@ -323,7 +323,7 @@ async fn postgres_audit_contract_and_many_rows() {
 /// lost row (R-AUD-5, R-SCALE-2).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_several_nodes_append_one_chain() {
-    with_postgres_database(|url| async move {
+    with_postgres_database("zafe_audit_test", |url| async move {
         let (a, b, c) = tokio::join!(
             PostgresBackend::connect(&url),
             PostgresBackend::connect(&url),
@@ -341,7 +341,7 @@ async fn postgres_several_nodes_append_one_chain() {
 
 #[tokio::test]
 async fn postgres_audit_tables_are_append_only() {
-    with_postgres_database(|url| async move {
+    with_postgres_database("zafe_audit_test", |url| async move {
         let backend = PostgresBackend::connect(&url).await.unwrap();
         append(&backend, vec![draft(1, "a"), draft(2, "b"), draft(3, "c")]).await;
         backend
@@ -392,67 +392,4 @@ async fn postgres_audit_tables_are_append_only() {
         backend.close().await;
     })
     .await;
-}
-
-// ---- helpers (as in backends.rs) ----
-
-fn postgres_admin_url() -> Option<String> {
-    match std::env::var("ZAFE_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("ZAFE_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
-            panic!("ZAFE_REQUIRE_POSTGRES=1 but ZAFE_TEST_POSTGRES_URL is not set")
-        }
-        _ => {
-            eprintln!("skipping: ZAFE_TEST_POSTGRES_URL is not set");
-            None
-        }
-    }
-}
-
-async fn with_postgres_database<F, Fut>(test: F)
-where
-    F: FnOnce(String) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let Some(admin_url) = postgres_admin_url() else {
-        return;
-    };
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let name = format!("zafe_audit_test_{}_{nanos}", std::process::id());
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .expect("connect");
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let outcome = tokio::spawn(test(with_database(&admin_url, &name))).await;
-    sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
-}
-
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").expect("URL has a scheme") + 3;
-    let authority_end = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
-    let mut out = format!("{}/{database}", &base[..authority_end]);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
 }

@@ -9,18 +9,9 @@ use std::time::Duration;
 
 use zafe_storage::audit::{AuditDraft, AuditLink};
 use zafe_storage::sqlite::{SqliteBackend, SqliteOptions};
-use zafe_storage::{Backend, CacheConfig, Condition, Entry, Op, StorageError, conformance};
+use zafe_storage::{Backend, CacheConfig, Condition, Op, StorageError, conformance};
 
-fn put(key: &str, value: &[u8], generation: i64, condition: Condition) -> Op {
-    Op::Put {
-        entry: Entry {
-            key: key.into(),
-            value: value.to_vec(),
-            generation,
-        },
-        condition,
-    }
-}
+use crate::support::put_entry;
 
 async fn cached(path: &std::path::Path) -> SqliteBackend {
     SqliteBackend::open_with(
@@ -55,13 +46,13 @@ async fn each_batch_is_atomic_on_its_own() {
             let ops = if i % 2 == 0 {
                 // Contenders: their own key plus the shared one.
                 vec![
-                    put(&format!("own/{i}"), b"x", 1, Condition::Absent),
-                    put(&format!("own/{i}/more"), b"x", 1, Condition::Any),
-                    put("race", format!("{i}").as_bytes(), 1, Condition::Absent),
+                    put_entry(&format!("own/{i}"), b"x", 1, Condition::Absent),
+                    put_entry(&format!("own/{i}/more"), b"x", 1, Condition::Any),
+                    put_entry("race", format!("{i}").as_bytes(), 1, Condition::Absent),
                 ]
             } else {
                 vec![
-                    put(&format!("free/{i}"), b"y", 1, Condition::Absent),
+                    put_entry(&format!("free/{i}"), b"y", 1, Condition::Absent),
                     Op::Delete {
                         key: format!("never/{i}"),
                         condition: Condition::Absent,
@@ -127,7 +118,12 @@ async fn audit_appends_share_the_writer_with_commits() {
             for r in 0..25 {
                 if t % 2 == 0 {
                     backend
-                        .commit(vec![put(&format!("k/{t}/{r}"), b"v", 1, Condition::Absent)])
+                        .commit(vec![put_entry(
+                            &format!("k/{t}/{r}"),
+                            b"v",
+                            1,
+                            Condition::Absent,
+                        )])
                         .await
                         .unwrap();
                 } else {
@@ -170,7 +166,7 @@ async fn cached_reads_never_go_back_in_time() {
     let backend = Arc::new(cached(&dir.path().join("zafe.db")).await);
     let acknowledged = Arc::new(std::sync::atomic::AtomicI64::new(0));
     backend
-        .commit(vec![put("counter", b"0", 0, Condition::Absent)])
+        .commit(vec![put_entry("counter", b"0", 0, Condition::Absent)])
         .await
         .unwrap();
     let writer = {
@@ -178,7 +174,7 @@ async fn cached_reads_never_go_back_in_time() {
         tokio::spawn(async move {
             for g in 1..=300i64 {
                 backend
-                    .commit(vec![put(
+                    .commit(vec![put_entry(
                         "counter",
                         &g.to_be_bytes(),
                         g,
@@ -222,16 +218,16 @@ async fn another_process_on_the_file_is_noticed() {
     let path = dir.path().join("zafe.db");
     let a = cached(&path).await;
     let b = SqliteBackend::open(&path).await.unwrap();
-    a.commit(vec![put("k", b"1", 1, Condition::Absent)])
+    a.commit(vec![put_entry("k", b"1", 1, Condition::Absent)])
         .await
         .unwrap();
     assert_eq!(a.get("k").await.unwrap().unwrap().generation, 1);
-    b.commit(vec![put("k", b"2", 2, Condition::Generation(1))])
+    b.commit(vec![put_entry("k", b"2", 2, Condition::Generation(1))])
         .await
         .unwrap();
     // A compare-and-swap on the stale generation fails and drops it.
     let stale = a
-        .commit(vec![put("k", b"x", 2, Condition::Generation(1))])
+        .commit(vec![put_entry("k", b"x", 2, Condition::Generation(1))])
         .await;
     assert!(
         matches!(stale, Err(StorageError::Conflict { .. })),
@@ -239,7 +235,7 @@ async fn another_process_on_the_file_is_noticed() {
     );
     assert_eq!(a.get("k").await.unwrap().unwrap().value, b"2");
     // A plain read sees the other process's write once the writer notices.
-    b.commit(vec![put("k", b"3", 3, Condition::Generation(2))])
+    b.commit(vec![put_entry("k", b"3", 3, Condition::Generation(2))])
         .await
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -260,12 +256,12 @@ async fn closing_stops_the_writer() {
     let dir = tempfile::tempdir().unwrap();
     let backend = cached(&dir.path().join("zafe.db")).await;
     backend
-        .commit(vec![put("a", b"1", 1, Condition::Absent)])
+        .commit(vec![put_entry("a", b"1", 1, Condition::Absent)])
         .await
         .unwrap();
     backend.close().await;
     let err = backend
-        .commit(vec![put("b", b"1", 1, Condition::Absent)])
+        .commit(vec![put_entry("b", b"1", 1, Condition::Absent)])
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::Backend(_)), "{err:?}");

@@ -10,12 +10,13 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::Connection;
 use zafe_storage::postgres::PostgresBackend;
 use zafe_storage::sqlite::SqliteBackend;
-use zafe_storage::{Backend, Condition, Entry, Op, StorageError, conformance};
+use zafe_storage::{Backend, Condition, Op, StorageError, conformance};
+
+use crate::support::{postgres_admin_url, put_entry, with_database, with_postgres_database};
 
 // ---- SQLite ----
 
@@ -239,7 +240,7 @@ async fn postgres_unreachable_is_a_backend_error_without_the_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_conformance() {
-    with_postgres_database(|url| async move {
+    with_postgres_database("zafe_test", |url| async move {
         let backend = PostgresBackend::connect(&url).await.unwrap();
         conformance::run_all(&backend).await;
         backend.close().await;
@@ -250,7 +251,7 @@ async fn postgres_conformance() {
 // R-AUD-0, on PostgreSQL, with two nodes committing audited changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_commit_audited_is_all_or_nothing() {
-    with_postgres_database(|url| async move {
+    with_postgres_database("zafe_test", |url| async move {
         let backend = PostgresBackend::connect(&url).await.unwrap();
         conformance::commit_audited(&backend).await;
         let other = PostgresBackend::connect(&url).await.unwrap();
@@ -282,7 +283,7 @@ async fn postgres_commit_audited_is_all_or_nothing() {
 /// connections pools, not just within one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_several_nodes() {
-    with_postgres_database(|url| async move {
+    with_postgres_database("zafe_test", |url| async move {
         // Nodes starting at the same time all run migrations; sqlx
         // serializes them with an advisory lock.
         let (a, b, c) = tokio::join!(
@@ -308,7 +309,7 @@ async fn postgres_several_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_data_survives_reconnecting() {
-    with_postgres_database(|url| async move {
+    with_postgres_database("zafe_test", |url| async move {
         let backend = PostgresBackend::connect(&url).await.unwrap();
         backend
             .commit(vec![put_entry("durable", b"v", 3, Condition::Absent)])
@@ -338,80 +339,6 @@ async fn postgres_missing_database_is_a_config_error() {
     }
 }
 
-/// The admin URL from the environment, or `None` to skip.
-fn postgres_admin_url() -> Option<String> {
-    match std::env::var("ZAFE_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("ZAFE_REQUIRE_POSTGRES").as_deref() == Ok("1") => panic!(
-            "ZAFE_REQUIRE_POSTGRES=1 but ZAFE_TEST_POSTGRES_URL is not set; \
-             run `eval \"$(scripts/start-postgres.sh)\"` first"
-        ),
-        _ => {
-            eprintln!("skipping: ZAFE_TEST_POSTGRES_URL is not set");
-            None
-        }
-    }
-}
-
-/// Runs `test` with the URL of a fresh database, then drops the database,
-/// even if `test` panicked.
-async fn with_postgres_database<F, Fut>(test: F)
-where
-    F: FnOnce(String) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let Some(admin_url) = postgres_admin_url() else {
-        return;
-    };
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let name = format!("zafe_test_{}_{nanos}", std::process::id());
-
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .expect("connect to ZAFE_TEST_POSTGRES_URL");
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-
-    // In its own task, so that a panic comes back here as an error and the
-    // database is still dropped.
-    let outcome = tokio::spawn(test(with_database(&admin_url, &name))).await;
-
-    // FORCE (PostgreSQL 13+) ends connections a failed test left open.
-    sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
-
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
-}
-
-/// `url` with its database name replaced by `database`, keeping user,
-/// password, host, port and query parameters.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").expect("URL has a scheme") + 3;
-    let authority_end = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
-    let mut out = format!("{}/{database}", &base[..authority_end]);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
-}
-
 #[test]
 fn with_database_replaces_only_the_database() {
     assert_eq!(
@@ -427,19 +354,9 @@ fn with_database_replaces_only_the_database() {
 
 // ---- helpers ----
 
+/// A put at generation 1.
 fn put(key: &str, value: &[u8], condition: Condition) -> Op {
     put_entry(key, value, 1, condition)
-}
-
-fn put_entry(key: &str, value: &[u8], generation: i64, condition: Condition) -> Op {
-    Op::Put {
-        entry: Entry {
-            key: key.to_string(),
-            value: value.to_vec(),
-            generation,
-        },
-        condition,
-    }
 }
 
 fn mode(path: &Path) -> u32 {

@@ -3,30 +3,13 @@
 //! patch, list, history, delete, undelete, destroy, rollback, metadata, the
 //! exit codes scripts rely on, and Vault's single-dash flags.
 
-mod support;
-
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use serde_json::{Value, json};
-use support::*;
+use crate::support::*;
+use serde_json::json;
 
 const ROOT: &str = "kv-cli-root";
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
-    }
-}
 
 struct Cli {
     config_dir: PathBuf,
@@ -40,46 +23,9 @@ impl Cli {
 
     /// Runs `zafe <args>` with a clean environment; gives up after 60 s.
     fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Run {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", &self.config_dir)
-            .env("ZAFE_CONFIG_DIR", &self.config_dir)
-            .env("ZAFE_ADDR", &self.addr)
-            .env("ZAFE_TOKEN", ROOT)
-            .env("NO_COLOR", "1")
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
-        }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("zafe {args:?} did not finish");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let out = child.wait_with_output().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into(),
-            stderr: String::from_utf8_lossy(&out.stderr).into(),
-        }
+        let mut cmd = clean_command(BIN, &self.config_dir, &self.addr, Some(ROOT));
+        cmd.args(args);
+        run(cmd, stdin.map(str::as_bytes))
     }
 
     /// Runs and insists on exit code 0.
@@ -95,21 +41,8 @@ impl Cli {
 }
 
 fn dev_server(dir: &Path) -> (Server, Cli) {
-    let addr = free_addr();
-    let a = addr.to_string();
-    let server = Server::start(
-        &["server", "--dev", "--dev-root-token", ROOT, "--listen", &a],
-        &[],
-        addr,
-        dir.join("server.log"),
-    );
-    let config_dir = dir.join("client");
-    std::fs::create_dir_all(&config_dir).unwrap();
-    let cli = Cli {
-        config_dir,
-        addr: format!("http://{addr}"),
-    };
-    (server, cli)
+    let (server, config_dir, addr) = crate::support::dev_server(dir, ROOT);
+    (server, Cli { config_dir, addr })
 }
 
 // R-KV-1 through the CLI: every command, Vault's JSON, and exit codes.

@@ -1,0 +1,20 @@
+//! The `zafe` crate's integration tests: one binary, one harness (`support`).
+//! Each module was once its own test binary; they now share one process,
+//! so none of them may change process-wide state (environment, current
+//! directory) or rely on fixed ports.
+
+mod support;
+
+mod admin_cli;
+mod audit_cli;
+mod auth_cli;
+mod identity;
+mod kv_cli;
+mod oidc_cli;
+mod people_cli;
+mod project_cli;
+mod run_cli;
+mod server_lifecycle;
+mod transit_cli;
+mod vaultrs_compat;
+mod workflow_cli;
