@@ -7,8 +7,9 @@
 //! 3. authorise (one decision, here);
 //! 4. dispatch to the handler.
 
+use parking_lot::RwLock;
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -125,7 +126,7 @@ pub struct Core {
     router: RwLock<Option<Arc<Router>>>,
     pub policies: PolicyStore,
     pub rewrap: RwLock<Option<Arc<RewrapProgress>>>,
-    rekey: std::sync::Mutex<Option<RekeyProgress>>,
+    rekey: parking_lot::Mutex<Option<RekeyProgress>>,
     /// Every request is written here before its response leaves (R-AUD-1).
     pub audit: crate::audit::AuditLog,
     /// Unix second of the last reload of the mount table on a routing miss.
@@ -178,7 +179,7 @@ impl Core {
             router: RwLock::new(None),
             policies: PolicyStore::default(),
             rewrap: RwLock::new(None),
-            rekey: std::sync::Mutex::new(None),
+            rekey: parking_lot::Mutex::new(None),
             last_mount_reload: std::sync::atomic::AtomicI64::new(0),
             oidc: std::sync::OnceLock::new(),
             people,
@@ -206,11 +207,11 @@ impl Core {
     }
 
     pub fn is_sealed(&self) -> bool {
-        self.unsealed.read().expect("unsealed lock").is_none()
+        self.unsealed.read().is_none()
     }
 
     pub fn cluster(&self) -> ClusterInfo {
-        self.cluster.read().expect("cluster lock").clone()
+        self.cluster.read().clone()
     }
 
     pub async fn is_initialized(&self) -> Result<bool> {
@@ -257,7 +258,7 @@ impl Core {
         // The audit keys first: no request may run unsealed without them.
         self.audit.unsealed(&unsealed.keyring);
         self.barrier.unseal(unsealed.root_key, unsealed.keyring);
-        *self.unsealed.write().expect("unsealed lock") = Some(Arc::new(UnsealedKeys {
+        *self.unsealed.write() = Some(Arc::new(UnsealedKeys {
             token_key,
             password_pepper,
         }));
@@ -266,10 +267,10 @@ impl Core {
     /// Seals: forgets every key (they are zeroized when the last in-flight
     /// request lets go of them) and any unseal progress.
     pub fn close(&self) {
-        self.unsealed.write().expect("unsealed lock").take();
-        self.router.write().expect("router lock").take();
+        self.unsealed.write().take();
+        self.router.write().take();
         self.policies.clear();
-        self.rekey.lock().expect("rekey lock").take();
+        self.rekey.lock().take();
         self.barrier.seal();
         self.seal.reset_progress();
         self.audit.sealed();
@@ -284,7 +285,6 @@ impl Core {
     pub fn token_key(&self) -> Result<SecretKey> {
         self.unsealed
             .read()
-            .expect("unsealed lock")
             .as_ref()
             .map(|u| u.token_key.duplicate())
             .ok_or(Error::Sealed)
@@ -294,7 +294,6 @@ impl Core {
     pub fn password_pepper(&self) -> Result<SecretKey> {
         self.unsealed
             .read()
-            .expect("unsealed lock")
             .as_ref()
             .map(|u| u.password_pepper.duplicate())
             .ok_or(Error::Sealed)
@@ -330,12 +329,7 @@ impl Core {
             .inspect(crate::audit::note_caller);
         }
         // Borrowed, not `token_key()`: no copy of the key per request.
-        let keys = self
-            .unsealed
-            .read()
-            .expect("unsealed lock")
-            .clone()
-            .ok_or(Error::Sealed)?;
+        let keys = self.unsealed.read().clone().ok_or(Error::Sealed)?;
         if token.starts_with("zafe_at_") {
             // A person's session (people/sessions.rs).
             return crate::people::sessions::authenticate(&self.barrier, &keys.token_key, token)
@@ -461,7 +455,7 @@ impl Core {
         // A person who is not a member of the project a path is about gets
         // the same 404 whether the project exists or not (R-ACL-2).
         if let Some(user) = &caller.user {
-            let router = self.router.read().expect("router lock").clone();
+            let router = self.router.read().clone();
             if let Some(slug) = crate::projects::slug_in_path(path, router.as_deref()) {
                 let grants = crate::projects::grants_for(self, &user.user_id).await?;
                 if !grants.iter().any(|g| g.slug == slug) {
@@ -492,7 +486,7 @@ impl Core {
 
     /// The routing table, loading it on first use after unseal.
     pub async fn router(self: &Arc<Self>) -> Result<Arc<Router>> {
-        if let Some(router) = self.router.read().expect("router lock").clone() {
+        if let Some(router) = self.router.read().clone() {
             return Ok(router);
         }
         self.reload_mounts_router().await
@@ -513,14 +507,14 @@ impl Core {
     async fn reload_mounts_router(self: &Arc<Self>) -> Result<Arc<Router>> {
         let table = crate::mounts::load_or_create(self).await?;
         let router = Arc::new(Router::build(&table)?);
-        *self.router.write().expect("router lock") = Some(router.clone());
+        *self.router.write() = Some(router.clone());
         Ok(router)
     }
 
     /// Rebuilds the router after a change to the mount table.
     pub async fn reload_mounts(self: &Arc<Self>) -> Result<MountTable> {
         let table = crate::mounts::load_or_create(self).await?;
-        *self.router.write().expect("router lock") = Some(Arc::new(Router::build(&table)?));
+        *self.router.write() = Some(Arc::new(Router::build(&table)?));
         Ok(table)
     }
 
@@ -529,7 +523,7 @@ impl Core {
     pub async fn rotate_keyring(self: &Arc<Self>) -> Result<u32> {
         let version = self.barrier.rotate().await?;
         let progress = Arc::new(RewrapProgress::default());
-        *self.rewrap.write().expect("rewrap lock") = Some(progress.clone());
+        *self.rewrap.write() = Some(progress.clone());
         let core = self.clone();
         tokio::spawn(async move {
             match core.barrier.rewrap(&progress).await {
@@ -552,7 +546,7 @@ impl Core {
     pub async fn key_status(&self, req: &Request) -> Result<Value> {
         use std::sync::atomic::Ordering::Relaxed;
         let keyring = self.barrier.keyring()?;
-        let rewrap = self.rewrap.read().expect("rewrap lock").clone();
+        let rewrap = self.rewrap.read().clone();
         let data = serde_json::json!({
             "term": keyring.active().0,
             "versions": keyring.versions().collect::<Vec<_>>(),
@@ -584,7 +578,7 @@ impl Core {
         zafe_core::shamir::validate(shares, threshold)
             .map_err(|e| Error::bad_request(format!("invalid seal configuration: {e}")))?;
         let nonce = uuid::Uuid::new_v4().to_string();
-        *self.rekey.lock().expect("rekey lock") = Some(RekeyProgress {
+        *self.rekey.lock() = Some(RekeyProgress {
             nonce: nonce.clone(),
             shares,
             threshold,
@@ -598,7 +592,7 @@ impl Core {
     /// `GET sys/rekey/init`: the rekey in progress, in Vault's shape.
     pub async fn rekey_status(&self) -> Result<Value> {
         let required = self.seal.config().await?.map_or(0, |c| c.secret_threshold);
-        let guard = self.rekey.lock().expect("rekey lock");
+        let guard = self.rekey.lock();
         Ok(match guard.as_ref() {
             Some(p) => serde_json::json!({
                 "started": true, "nonce": p.nonce, "t": p.threshold, "n": p.shares,
@@ -613,7 +607,7 @@ impl Core {
     }
 
     pub fn rekey_cancel(&self) {
-        self.rekey.lock().expect("rekey lock").take();
+        self.rekey.lock().take();
     }
 
     /// Takes one current share; at the threshold, rekeys and returns the
@@ -626,7 +620,7 @@ impl Core {
             .ok_or(Error::NotInitialized)?
             .secret_threshold;
         let (shares, new_threshold, collected) = {
-            let mut guard = self.rekey.lock().expect("rekey lock");
+            let mut guard = self.rekey.lock();
             let progress = guard.as_mut().ok_or_else(|| {
                 Error::bad_request("no rekey is in progress: start one with sys/rekey/init")
             })?;
@@ -671,7 +665,7 @@ impl Core {
                 serde_json::from_slice(&entry.value).map_err(|_| Error::Integrity {
                     key: CLUSTER_KEY.into(),
                 })?;
-            *self.cluster.write().expect("cluster lock") = info;
+            *self.cluster.write() = info;
         }
         Ok(())
     }
@@ -697,5 +691,30 @@ impl Core {
         // Another node may have written it first; then we read theirs.
         let _ = self.backend().commit(vec![op]).await;
         self.load_cluster_info().await
+    }
+}
+
+#[cfg(test)]
+impl Core {
+    /// Panics while holding every lock of the core and of its parts (barrier, seal, ACL cache,
+    /// audit log, password hasher): the test that a panic cannot wedge the server
+    /// (http.rs, `a_panic_inside_locks_does_not_wedge_the_server`).
+    pub(crate) fn panic_holding_locks(&self) {
+        let _core = (
+            self.unsealed.write(),
+            self.cluster.write(),
+            self.router.write(),
+            self.rewrap.write(),
+            self.rekey.lock(),
+        );
+        let _parts = (
+            self.barrier.hold_locks(),
+            self.seal.hold_locks(),
+            self.policies.hold_locks(),
+            self.audit.hold_locks(),
+            self.people.limits.hold_locks(),
+            self.people.hasher.hold_locks(),
+        );
+        panic!("a panic inside locked sections");
     }
 }
