@@ -56,19 +56,78 @@ pub enum Operation {
     Head,
 }
 
-/// A request as the core sees it: no HTTP types beyond this point.
+/// A request as the core sees it: no HTTP types beyond this point. Its `Debug` prints neither
+/// the token nor the body (see [`RequestToken`] and [`RequestBody`]).
 #[derive(Debug)]
 pub struct Request {
     pub operation: Operation,
     /// Without the `/v1/` prefix.
     pub path: String,
-    pub body: Option<Value>,
+    pub body: Option<RequestBody>,
     pub query: Vec<(String, String)>,
-    pub token: Option<String>,
+    pub token: Option<RequestToken>,
     pub client_ip: IpAddr,
     pub request_id: String,
     /// The `User-Agent` header, kept with a person's session.
     pub user_agent: Option<String>,
+}
+
+/// The token a request carried. Its `Debug` prints `Token(..)`, never the token; the memory is
+/// wiped when it is dropped. Read it with `as_str` or through `Deref<Target = str>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RequestToken(zeroize::Zeroizing<String>);
+
+impl RequestToken {
+    pub fn new(token: String) -> Self {
+        Self(zeroize::Zeroizing::new(token))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for RequestToken {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RequestToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+/// A request's JSON body (always an object), with the length it had on the wire. Its `Debug`
+/// prints that length only: bodies carry secret values, passwords and keys. Read it through
+/// `Deref<Target = Value>` (`req.body.as_deref()` gives an `Option<&Value>`).
+pub struct RequestBody {
+    value: Value,
+    len: usize,
+}
+
+impl RequestBody {
+    /// `len`: the body's size in bytes as received (shown by `Debug`).
+    pub fn new(value: Value, len: usize) -> Self {
+        Self { value, len }
+    }
+}
+
+impl std::ops::Deref for RequestBody {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
+impl std::fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Body({} bytes)", self.len)
+    }
 }
 
 impl Request {
@@ -716,5 +775,49 @@ impl Core {
             self.people.hasher.hold_locks(),
         );
         panic!("a panic inside locked sections");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Debug of a request (in a log line, a panic message, a `dbg!`) prints neither the token
+    // nor anything from the body.
+    #[test]
+    fn debug_of_a_request_prints_no_token_and_no_body() {
+        let token = "zafe_s_t0ps3cr3tt0k3n";
+        let raw = r#"{"data":{"password":"hunter2-sw0rdf1sh"}}"#;
+        let request = Request {
+            operation: Operation::Write,
+            path: "secret/data/app".into(),
+            body: Some(RequestBody::new(
+                serde_json::from_str(raw).unwrap(),
+                raw.len(),
+            )),
+            query: vec![],
+            token: Some(RequestToken::new(token.into())),
+            client_ip: "192.0.2.1".parse().unwrap(),
+            request_id: "req-1".into(),
+            user_agent: None,
+        };
+        for shown in [format!("{request:?}"), format!("{request:#?}")] {
+            assert!(!shown.contains(token), "{shown}");
+            assert!(!shown.contains("t0ps3cr3t"), "{shown}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(!shown.contains("password"), "{shown}");
+            assert!(shown.contains("Token(..)"), "{shown}");
+            assert!(
+                shown.contains(&format!("Body({} bytes)", raw.len())),
+                "{shown}"
+            );
+            assert!(shown.contains("secret/data/app"), "{shown}");
+        }
+        // The values are still there for the code that needs them.
+        assert_eq!(request.token.as_deref(), Some(token));
+        assert_eq!(
+            request.field("data").unwrap()["password"],
+            "hunter2-sw0rdf1sh"
+        );
     }
 }

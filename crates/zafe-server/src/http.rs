@@ -26,7 +26,7 @@ use serde_json::json;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::core::{Core, Operation, Reply, Request};
+use crate::core::{Core, Operation, Reply, Request, RequestBody, RequestToken};
 use crate::error::Error;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -284,7 +284,7 @@ async fn build_request(
         if !value.is_object() {
             return Err(Error::bad_request("the request body must be a JSON object"));
         }
-        Some(value)
+        Some(RequestBody::new(value, bytes.len()))
     };
     // Response wrapping is not implemented: refusing it is safer than
     // answering in the clear to a caller who expects a wrapping token.
@@ -308,7 +308,8 @@ async fn build_request(
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(str::to_string)
         })
-        .filter(|t| !t.is_empty());
+        .filter(|t| !t.is_empty())
+        .map(RequestToken::new);
     let path = percent_decode(uri.path().strip_prefix("/v1/").unwrap_or_default())?;
     Ok(Request {
         operation,

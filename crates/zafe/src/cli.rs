@@ -311,7 +311,7 @@ A key given as an argument ends up in your shell history; prefer the prompt.")]
     Unseal {
         /// The unseal key, in hex or base64 (prompted for when omitted)
         #[arg(value_name = "KEY", conflicts_with = "reset")]
-        key: Option<String>,
+        key: Option<zafe_core::secret::SecretString>,
         /// Discard the keys submitted so far and start over
         #[arg(long)]
         reset: bool,
@@ -440,7 +440,7 @@ pub struct ServerArgs {
     pub dev: bool,
     /// Root token for --dev (default: a random one)
     #[arg(long, value_name = "TOKEN", requires = "dev")]
-    pub dev_root_token: Option<String>,
+    pub dev_root_token: Option<zafe_core::secret::SecretString>,
     /// Address to listen on, e.g. 127.0.0.1:8200 (overrides the configuration file)
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
@@ -480,6 +480,40 @@ mod tests {
     fn there_is_no_token_flag() {
         let err = Cli::try_parse_from(["zafe", "--token", "x", "status"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
+
+    // Secrets given on the command line (an unseal key, a dev root token, KEY=VALUE data)
+    // do not show in the parsed command's Debug.
+    #[test]
+    fn debug_of_the_command_line_prints_no_secret() {
+        for (args, secret) in [
+            (
+                &["zafe", "operator", "unseal", "c0ffee5ecret"][..],
+                "c0ffee5ecret",
+            ),
+            (
+                &[
+                    "zafe",
+                    "server",
+                    "--dev",
+                    "--dev-root-token",
+                    "zafe_r_d3vt0k3n",
+                ][..],
+                "d3vt0k3n",
+            ),
+            (
+                &["zafe", "kv", "put", "secret/app", "password=hunter2sw0rd"][..],
+                "hunter2sw0rd",
+            ),
+            (
+                &["zafe", "kv", "patch", "secret/app", "password=hunter2sw0rd"][..],
+                "hunter2sw0rd",
+            ),
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let shown = format!("{cli:?}");
+            assert!(!shown.contains(secret), "{shown}");
+        }
     }
 }
 

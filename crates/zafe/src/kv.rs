@@ -25,6 +25,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
 use zafe_client::path::encode_path;
 use zafe_client::{Client, Method};
+use zafe_core::secret::SecretString;
 use zeroize::Zeroizing;
 
 use crate::output::Out;
@@ -100,7 +101,7 @@ A value that really starts with '@' is written as key=\\@value.")]
         path: String,
         /// key=value, key=@FILE, key=- (stdin), or one - / @FILE.json holding a JSON object
         #[arg(required = true, value_name = "DATA")]
-        data: Vec<String>,
+        data: Vec<SecretString>,
     },
 
     /// Change some keys of the latest version (a new version; other keys stay)
@@ -116,7 +117,7 @@ Examples:
         path: String,
         /// key=value, key=@FILE, key=- (stdin), or one - / @FILE.json holding a JSON object
         #[arg(required = true, value_name = "DATA")]
-        data: Vec<String>,
+        data: Vec<SecretString>,
     },
 
     /// List the secrets and folders (ending in /) under a path
@@ -519,11 +520,12 @@ impl Kv<'_> {
         &self,
         raw: &str,
         cas: Option<i64>,
-        items: &[String],
+        items: &[SecretString],
         patch: bool,
     ) -> anyhow::Result<ExitCode> {
         let t = self.target(raw, false)?;
-        let data = parse_data(items)?;
+        let items: Vec<&str> = items.iter().map(SecretString::expose).collect();
+        let data = parse_data(&items)?;
         let mut body = json!({ "data": Value::Object(data) });
         if let Some(cas) = cas {
             body["options"] = json!({ "cas": cas });
@@ -992,11 +994,12 @@ fn is_not_found(e: &zafe_client::Error) -> bool {
 /// The secret's data from the command line: `key=value`, `key=@FILE`,
 /// `key=-` (stdin), `key=\@literal`; or a single `-` / `@FILE` holding a
 /// JSON object. Values read from files and stdin are taken as they are.
-fn parse_data(items: &[String]) -> anyhow::Result<Map<String, Value>> {
+fn parse_data<S: AsRef<str>>(items: &[S]) -> anyhow::Result<Map<String, Value>> {
     if let [only] = items
-        && !only.contains('=')
+        && !only.as_ref().contains('=')
     {
-        let text = match only.as_str() {
+        let only = only.as_ref();
+        let text = match only {
             "-" => read_stdin()?,
             s if s.starts_with('@') => read_file(&s[1..])?,
             _ => {
@@ -1019,6 +1022,7 @@ fn parse_data(items: &[String]) -> anyhow::Result<Map<String, Value>> {
     let mut data = Map::new();
     let mut stdin_used = false;
     for item in items {
+        let item = item.as_ref();
         let Some((key, raw)) = item.split_once('=') else {
             return Err(usage(format!(
                 "expected KEY=VALUE, not {item:?} (a single - or @FILE reads a whole JSON object)"

@@ -180,7 +180,9 @@ pub struct CheckEnvFileParams {
     pub environment: Option<String>,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+// Debug by hand: it shows the key and never the value. (No doc comment here: it would become
+// the tool schema's description.)
+#[derive(Deserialize, JsonSchema)]
 pub struct SetSecretParams {
     /// Secret name: letters, digits and underscores, e.g. STRIPE_KEY
     pub key: String,
@@ -190,6 +192,17 @@ pub struct SetSecretParams {
     pub project: Option<String>,
     /// Environment name (default: the one `zafe mcp` was started with)
     pub environment: Option<String>,
+}
+
+impl std::fmt::Debug for SetSecretParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetSecretParams")
+            .field("key", &self.key)
+            .field("value", &format_args!("<redacted>"))
+            .field("project", &self.project)
+            .field("environment", &self.environment)
+            .finish()
+    }
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -918,4 +931,21 @@ fn sanitize(err: &zafe_client::Error) -> String {
         clean.push('…');
     }
     clean
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_set_secret_shows_the_key_not_the_value() {
+        let params: SetSecretParams = serde_json::from_value(serde_json::json!({
+            "key": "STRIPE_KEY",
+            "value": "sk_live_hunter2",
+        }))
+        .unwrap();
+        let shown = format!("{params:?}");
+        assert!(shown.contains("STRIPE_KEY"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
 }

@@ -41,14 +41,14 @@ pub async fn init(client: &Client, out: Out, shares: u8, threshold: u8) -> anyho
 pub async fn unseal(
     client: &Client,
     out: Out,
-    key: Option<String>,
+    key: Option<zafe_core::secret::SecretString>,
     reset: bool,
 ) -> anyhow::Result<()> {
     let status = if reset {
         client.unseal_reset().await?
     } else {
         let key = match key {
-            Some(key) => Zeroizing::new(key),
+            Some(key) => Zeroizing::new(key.expose().to_string()),
             None => read_key()?,
         };
         let key = key.trim();
