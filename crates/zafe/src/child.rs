@@ -21,6 +21,10 @@
 //!   forwards it once (never twice). When Zafe's stdin is a terminal it is
 //!   forwarded through a pipe too, since a background process group may not
 //!   read the terminal; otherwise the child inherits it.
+//!
+//! `unsafe` (denied in the rest of the crate, bar `harden.rs`) is allowed on
+//! three small functions only: `new_session_on_pty` (the `pre_exec` hook)
+//! and the two window-size `ioctl`s; each says why it is sound.
 
 use std::io::{self, IsTerminal as _, Read as _, Write as _};
 use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
@@ -160,20 +164,7 @@ async fn run_pty(mut cmd: Command, set: LazyMaskSet, signals: Signals) -> io::Re
     }
     cmd.stdout(Stdio::from(pty.slave.try_clone()?))
         .stderr(Stdio::from(pty.slave));
-    // SAFETY: only async-signal-safe calls (setsid, ioctl) between fork and
-    // exec. The child leads a new session whose controlling terminal is the
-    // pty slave, already its fd 1.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::ioctl(1, libc::TIOCSCTTY as _, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    new_session_on_pty(&mut cmd);
     let child = cmd.spawn();
     // The parent's copies of the slave must close, or the master never
     // sees the end of the child's output.
@@ -360,7 +351,27 @@ fn forward_stdin(dst: OwnedFd) {
     });
 }
 
+/// Makes the child, between fork and exec, lead a new session whose
+/// controlling terminal is the pty slave, already its fd 1.
+#[allow(unsafe_code)]
+fn new_session_on_pty(cmd: &mut Command) {
+    // SAFETY: only async-signal-safe calls (setsid, ioctl) between fork and
+    // exec, and the hook captures nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::ioctl(1, libc::TIOCSCTTY as _, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// The window size of a terminal, if `fd` is one.
+#[allow(unsafe_code)]
 fn window_size(fd: &impl std::os::fd::AsRawFd) -> Option<nix::pty::Winsize> {
     let mut size = nix::pty::Winsize {
         ws_row: 0,
@@ -373,6 +384,7 @@ fn window_size(fd: &impl std::os::fd::AsRawFd) -> Option<nix::pty::Winsize> {
     (ok && size.ws_row > 0).then_some(size)
 }
 
+#[allow(unsafe_code)]
 fn set_window_size(master: &OwnedFd, size: &nix::pty::Winsize) {
     // SAFETY: TIOCSWINSZ reads one `struct winsize` through the pointer.
     unsafe {

@@ -12,6 +12,12 @@
 //! - [`scrub_environment`] overwrites the credential values in the original
 //!   environment block once they are read, so even who may read
 //!   `/proc/<pid>/environ` finds them empty.
+//!
+//! `unsafe` is allowed in this module (the crate denies it elsewhere, except
+//! the pty set-up in `child.rs`): `prctl` takes integer arguments only, and
+//! the environment scrub's soundness is argued at its `SAFETY` comment.
+
+#![allow(unsafe_code)]
 
 /// Credential variables `zafe run` and `zafe mcp` read (the client's token)
 /// or pass on (never to a child unless asked): scrubbed once read.
