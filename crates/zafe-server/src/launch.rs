@@ -460,7 +460,7 @@ fn write_new_master_key(path: &Path) -> Result<(), LaunchError> {
 }
 
 /// SHA-256 of the SubjectPublicKeyInfo of the first certificate in a PEM file.
-pub fn spki_hash_of_cert_file(path: &Path) -> Result<[u8; 32], LaunchError> {
+pub(crate) fn spki_hash_of_cert_file(path: &Path) -> Result<[u8; 32], LaunchError> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let cert = CertificateDer::pem_file_iter(path)

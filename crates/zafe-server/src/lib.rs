@@ -14,6 +14,7 @@
 // attribute stands in for `[lints] workspace = true`, which would also deny `unsafe` in the
 // integration tests (tests/audit_api.rs: geteuid) that do not allow it yet.
 #![deny(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod anchor;
 pub mod audit;
