@@ -30,7 +30,7 @@ Exit codes: 0 success, 1 error, 2 usage error (or, for `status`, sealed).";
 
 #[derive(Debug, Parser)]
 #[command(name = "zafe", version, about = ABOUT, after_help = TOP_EXAMPLES, max_term_width = 100)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
     pub global: Global,
     #[command(subcommand)]
@@ -38,7 +38,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args)]
-pub struct Global {
+pub(crate) struct Global {
     /// Server address [env: ZAFE_ADDR, then VAULT_ADDR] [default: http://127.0.0.1:8200]
     #[arg(long, global = true, value_name = "URL")]
     pub addr: Option<String>,
@@ -61,7 +61,7 @@ pub struct Global {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Table,
     Json,
     /// JSON lines (`audit export`, `audit tail`)
@@ -75,7 +75,7 @@ pub enum Format {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Show the server's seal status, health and verified identity
     #[command(after_help = "\
 Examples:
@@ -281,7 +281,7 @@ Examples:
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Operator {
+pub(crate) enum Operator {
     /// Initialise a new server: create the root key and split it into unseal keys
     #[command(after_help = "\
 Examples:
@@ -387,7 +387,7 @@ Examples:
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ServerId {
+pub(crate) enum ServerId {
     /// Verify and show the identity of the server at --addr (pinning it on first use)
     #[command(after_help = "\
 Examples:
@@ -431,7 +431,7 @@ The server at NEW must prove the key pinned for OLD; otherwise nothing changes."
 }
 
 #[derive(Debug, Args)]
-pub struct ServerArgs {
+pub(crate) struct ServerArgs {
     /// Configuration file (TOML)
     #[arg(long, value_name = "FILE", conflicts_with = "dev")]
     pub config: Option<PathBuf>,
@@ -518,7 +518,7 @@ mod tests {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum PolicyCmd {
+pub(crate) enum PolicyCmd {
     /// List policy names
     #[command(after_help = "Examples:\n  zafe policy list\n  zafe policy list --format json")]
     List,
@@ -551,7 +551,7 @@ pub enum PolicyCmd {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum SecretsCmd {
+pub(crate) enum SecretsCmd {
     /// List enabled secrets engines
     #[command(after_help = "Examples:\n  zafe secrets list\n  zafe secrets list --format json")]
     List,
@@ -580,7 +580,7 @@ pub enum SecretsCmd {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ServiceAccountCmd {
+pub(crate) enum ServiceAccountCmd {
     /// Create a service account and print its first token (once)
     #[command(
         after_help = "Examples:\n  zafe service-account create ci --scope project:myapp\n  zafe service-account create deploy --scope 'secret/data/shared/*' --cidr 203.0.113.0/24 --ttl 30d\n\nScopes: project:<slug>, or a path glob in policy syntax (read and list only)."
@@ -631,7 +631,7 @@ pub enum ServiceAccountCmd {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum SetupCmd {
+pub(crate) enum SetupCmd {
     /// Print or write the configuration that registers `zafe mcp` with an AI editor
     #[command(after_help = crate::setup::EXAMPLES)]
     Mcp(crate::setup::SetupMcpArgs),

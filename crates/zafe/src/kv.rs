@@ -30,7 +30,7 @@ use zeroize::Zeroizing;
 
 use crate::output::Out;
 
-pub const EXAMPLES: &str = "\
+pub(crate) const EXAMPLES: &str = "\
 Examples:
   zafe kv put secret/app/db user=app password=@db-password.txt
   printf %s \"$TOKEN\" | zafe kv put secret/ci/token value=-
@@ -51,7 +51,7 @@ The mount is the first segment of PATH unless --mount is given.
 Exit codes: 0 success, 1 error, 2 usage error or nothing at PATH.";
 
 #[derive(Debug, Args)]
-pub struct KvArgs {
+pub(crate) struct KvArgs {
     /// Where the KV engine is mounted; without it, the first segment of PATH is the mount
     #[arg(long, global = true, value_name = "MOUNT")]
     pub mount: Option<String>,
@@ -61,7 +61,7 @@ pub struct KvArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum KvCmd {
+pub(crate) enum KvCmd {
     /// Read a secret (the latest version, or --version N)
     #[command(after_help = "\
 Examples:
@@ -213,7 +213,7 @@ and the command fails, so no update is lost.")]
 }
 
 #[derive(Debug, Subcommand)]
-pub enum MetadataCmd {
+pub(crate) enum MetadataCmd {
     /// Show a secret's metadata and the state of each version
     #[command(after_help = "\
 Examples:
@@ -251,7 +251,7 @@ Examples:
 }
 
 #[derive(Debug, Args)]
-pub struct MetadataFields {
+pub(crate) struct MetadataFields {
     /// Versions to keep (0: the mount's setting, or 10)
     #[arg(long, value_name = "N")]
     max_versions: Option<u32>,
@@ -271,7 +271,7 @@ pub struct MetadataFields {
 /// Vault's single-dash long flags for `zafe kv`, rewritten to clap's
 /// double dash: `-version=2` → `--version=2`. Only after the `kv`
 /// subcommand, only these names, and never after `--`.
-pub fn vault_style_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+pub(crate) fn vault_style_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
     const NAMES: &[&str] = &[
         "version", "versions", "field", "mount", "cas", "format", "after",
     ];
@@ -299,7 +299,7 @@ pub fn vault_style_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsStrin
     out
 }
 
-pub async fn run(client: &Client, out: Out, args: KvArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(client: &Client, out: Out, args: KvArgs) -> anyhow::Result<ExitCode> {
     let kv = Kv {
         client,
         out,

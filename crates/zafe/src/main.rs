@@ -11,6 +11,8 @@
 // the integration tests (tests/audit_cli.rs, run_cli.rs, support.rs) that
 // do not allow it yet.
 #![deny(unsafe_code)]
+// A binary has no API: its items are `pub(crate)` at most.
+#![warn(unreachable_pub)]
 
 mod admin;
 mod approle;
