@@ -71,7 +71,7 @@ pub struct Client {
     verified: OnceCell<Verified>,
     /// A person's session, when the token is its access token: replaced
     /// (and stored again) when the client refreshes it.
-    session: std::sync::Mutex<Option<crate::session::Session>>,
+    session: parking_lot::Mutex<Option<crate::session::Session>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -99,7 +99,7 @@ impl Client {
             _ => None,
         };
         Ok(Self {
-            session: std::sync::Mutex::new(session),
+            session: parking_lot::Mutex::new(session),
             public: http_client(&config, roots.as_ref(), None, Arc::default())?,
             addr: normalize_addr(&config.addr),
             pins: PinStore::new(&config.config_dir),
@@ -431,7 +431,7 @@ impl Client {
 
     /// The token requests carry now (a session's current access token).
     pub fn current_token(&self) -> Option<Token> {
-        match self.session.lock().expect("session lock").as_ref() {
+        match self.session.lock().as_ref() {
             Some(session) => Some(session.access.clone()),
             None => self.config.token.clone(),
         }
@@ -442,7 +442,7 @@ impl Client {
     /// showing them).
     pub fn held_tokens(&self) -> Vec<Token> {
         let mut tokens: Vec<Token> = self.config.token.iter().cloned().collect();
-        if let Some(session) = self.session.lock().expect("session lock").as_ref() {
+        if let Some(session) = self.session.lock().as_ref() {
             tokens.push(session.access.clone());
             tokens.push(session.refresh.clone());
         }
@@ -453,13 +453,7 @@ impl Client {
     /// `false` when there is no session or the server refused (expired,
     /// revoked): the caller then sees the original refusal.
     pub async fn refresh_session(&self) -> Result<bool> {
-        let Some(refresh) = self
-            .session
-            .lock()
-            .expect("session lock")
-            .as_ref()
-            .map(|s| s.refresh.clone())
-        else {
+        let Some(refresh) = self.session.lock().as_ref().map(|s| s.refresh.clone()) else {
             return Ok(false);
         };
         let v = self.verified().await?;
@@ -488,7 +482,7 @@ impl Client {
             refresh: Token::new(refresh),
         };
         crate::session::save(&self.config.config_dir, &self.addr, &session)?;
-        *self.session.lock().expect("session lock") = Some(session);
+        *self.session.lock() = Some(session);
         Ok(true)
     }
 

@@ -1165,7 +1165,7 @@ mod tests {
         use super::super::{ascii_column, od_c_field};
         use base64::Engine as _;
 
-        pub fn od(stream: &[u8], chars: bool, offsets: bool) -> Vec<u8> {
+        pub(crate) fn od(stream: &[u8], chars: bool, offsets: bool) -> Vec<u8> {
             let mut out = String::new();
             for (i, line) in stream.chunks(16).enumerate() {
                 if offsets {
@@ -1186,7 +1186,7 @@ mod tests {
             out.into_bytes()
         }
 
-        pub fn xxd(stream: &[u8]) -> Vec<u8> {
+        pub(crate) fn xxd(stream: &[u8]) -> Vec<u8> {
             let mut out = Vec::new();
             for (i, line) in stream.chunks(16).enumerate() {
                 out.extend(format!("{:08x}: ", i * 16).bytes());
@@ -1206,7 +1206,7 @@ mod tests {
             out
         }
 
-        pub fn xxd_p(stream: &[u8]) -> Vec<u8> {
+        pub(crate) fn xxd_p(stream: &[u8]) -> Vec<u8> {
             let mut out = Vec::new();
             for line in stream.chunks(30) {
                 out.extend(hex::encode(line).bytes());
@@ -1215,7 +1215,7 @@ mod tests {
             out
         }
 
-        pub fn hexdump_c(stream: &[u8]) -> Vec<u8> {
+        pub(crate) fn hexdump_c(stream: &[u8]) -> Vec<u8> {
             let mut out = Vec::new();
             for (i, line) in stream.chunks(16).enumerate() {
                 out.extend(format!("{:08x}  ", i * 16).bytes());
@@ -1236,7 +1236,7 @@ mod tests {
             out
         }
 
-        pub fn base64_76(stream: &[u8]) -> Vec<u8> {
+        pub(crate) fn base64_76(stream: &[u8]) -> Vec<u8> {
             let encoded = base64::engine::general_purpose::STANDARD.encode(stream);
             let mut out = Vec::new();
             for line in encoded.as_bytes().chunks(76) {

@@ -192,7 +192,11 @@ fn remove_files(config_dir: &Path) {
 mod tests {
     use super::*;
 
+    // The only `unsafe` of this crate: setting an environment variable (unsafe since Rust 2024
+    // because another thread may read the environment at the same time), sound for the reason
+    // below.
     #[test]
+    #[allow(unsafe_code)]
     fn sessions_round_trip_through_files_when_the_keyring_is_off() {
         // SAFETY: this test alone touches ZAFE_KEYRING in this process.
         unsafe { std::env::set_var("ZAFE_KEYRING", "off") };

@@ -125,7 +125,10 @@ impl std::fmt::Debug for SecretString {
 
 /// Best effort: `mlock` fails without CAP_IPC_LOCK once RLIMIT_MEMLOCK is used
 /// up, and then the key is still zeroized on drop, just swappable.
+///
+/// The only `unsafe` of this crate: one FFI call, sound for the reason below.
 #[cfg(unix)]
+#[allow(unsafe_code)]
 fn lock_in_memory(ptr: *const u8, len: usize) {
     // SAFETY: `ptr..ptr+len` is a live allocation owned by the caller; mlock
     // only changes paging behaviour and never reads or writes the memory.

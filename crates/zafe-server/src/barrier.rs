@@ -16,7 +16,8 @@
 //!
 //! While sealed the barrier holds no keyring and refuses every operation.
 
-use std::sync::{Arc, RwLock};
+use parking_lot::RwLock;
+use std::sync::Arc;
 
 use zafe_core::crypto;
 use zafe_core::encoding;
@@ -132,7 +133,7 @@ impl Barrier {
 
     /// Opens the barrier with the root key and the keyring it decrypted.
     pub fn unseal(&self, root_key: SecretKey, keyring: Keyring) {
-        *self.keys.write().expect("keys lock") = Some(Arc::new(Keys {
+        *self.keys.write() = Some(Arc::new(Keys {
             root_key,
             keyring: Arc::new(keyring),
         }));
@@ -141,19 +142,15 @@ impl Barrier {
     /// Closes the barrier. The keys are zeroized as soon as the last
     /// in-flight request that holds them finishes.
     pub fn seal(&self) {
-        self.keys.write().expect("keys lock").take();
+        self.keys.write().take();
     }
 
     pub fn is_sealed(&self) -> bool {
-        self.keys.read().expect("keys lock").is_none()
+        self.keys.read().is_none()
     }
 
     fn keys(&self) -> Result<Arc<Keys>> {
-        self.keys
-            .read()
-            .expect("keys lock")
-            .clone()
-            .ok_or(BarrierError::Sealed)
+        self.keys.read().clone().ok_or(BarrierError::Sealed)
     }
 
     /// A copy of the root key, for `operator rekey` to compare shares with.
@@ -470,6 +467,14 @@ fn check_key(key: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+impl Barrier {
+    /// Holds the barrier's lock, for the test that a panic cannot wedge the server.
+    pub(crate) fn hold_locks(&self) -> impl Sized + '_ {
+        self.keys.write()
+    }
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@
 //! 3. authorise (one decision, here);
 //! 4. dispatch to the handler.
 
+use parking_lot::RwLock;
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -55,19 +56,78 @@ pub enum Operation {
     Head,
 }
 
-/// A request as the core sees it: no HTTP types beyond this point.
+/// A request as the core sees it: no HTTP types beyond this point. Its `Debug` prints neither
+/// the token nor the body (see [`RequestToken`] and [`RequestBody`]).
 #[derive(Debug)]
 pub struct Request {
     pub operation: Operation,
     /// Without the `/v1/` prefix.
     pub path: String,
-    pub body: Option<Value>,
+    pub body: Option<RequestBody>,
     pub query: Vec<(String, String)>,
-    pub token: Option<String>,
+    pub token: Option<RequestToken>,
     pub client_ip: IpAddr,
     pub request_id: String,
     /// The `User-Agent` header, kept with a person's session.
     pub user_agent: Option<String>,
+}
+
+/// The token a request carried. Its `Debug` prints `Token(..)`, never the token; the memory is
+/// wiped when it is dropped. Read it with `as_str` or through `Deref<Target = str>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RequestToken(zeroize::Zeroizing<String>);
+
+impl RequestToken {
+    pub fn new(token: String) -> Self {
+        Self(zeroize::Zeroizing::new(token))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for RequestToken {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RequestToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+/// A request's JSON body (always an object), with the length it had on the wire. Its `Debug`
+/// prints that length only: bodies carry secret values, passwords and keys. Read it through
+/// `Deref<Target = Value>` (`req.body.as_deref()` gives an `Option<&Value>`).
+pub struct RequestBody {
+    value: Value,
+    len: usize,
+}
+
+impl RequestBody {
+    /// `len`: the body's size in bytes as received (shown by `Debug`).
+    pub fn new(value: Value, len: usize) -> Self {
+        Self { value, len }
+    }
+}
+
+impl std::ops::Deref for RequestBody {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
+impl std::fmt::Debug for RequestBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Body({} bytes)", self.len)
+    }
 }
 
 impl Request {
@@ -125,7 +185,7 @@ pub struct Core {
     router: RwLock<Option<Arc<Router>>>,
     pub policies: PolicyStore,
     pub rewrap: RwLock<Option<Arc<RewrapProgress>>>,
-    rekey: std::sync::Mutex<Option<RekeyProgress>>,
+    rekey: parking_lot::Mutex<Option<RekeyProgress>>,
     /// Every request is written here before its response leaves (R-AUD-1).
     pub audit: crate::audit::AuditLog,
     /// Unix second of the last reload of the mount table on a routing miss.
@@ -178,7 +238,7 @@ impl Core {
             router: RwLock::new(None),
             policies: PolicyStore::default(),
             rewrap: RwLock::new(None),
-            rekey: std::sync::Mutex::new(None),
+            rekey: parking_lot::Mutex::new(None),
             last_mount_reload: std::sync::atomic::AtomicI64::new(0),
             oidc: std::sync::OnceLock::new(),
             people,
@@ -206,11 +266,11 @@ impl Core {
     }
 
     pub fn is_sealed(&self) -> bool {
-        self.unsealed.read().expect("unsealed lock").is_none()
+        self.unsealed.read().is_none()
     }
 
     pub fn cluster(&self) -> ClusterInfo {
-        self.cluster.read().expect("cluster lock").clone()
+        self.cluster.read().clone()
     }
 
     pub async fn is_initialized(&self) -> Result<bool> {
@@ -257,7 +317,7 @@ impl Core {
         // The audit keys first: no request may run unsealed without them.
         self.audit.unsealed(&unsealed.keyring);
         self.barrier.unseal(unsealed.root_key, unsealed.keyring);
-        *self.unsealed.write().expect("unsealed lock") = Some(Arc::new(UnsealedKeys {
+        *self.unsealed.write() = Some(Arc::new(UnsealedKeys {
             token_key,
             password_pepper,
         }));
@@ -266,10 +326,10 @@ impl Core {
     /// Seals: forgets every key (they are zeroized when the last in-flight
     /// request lets go of them) and any unseal progress.
     pub fn close(&self) {
-        self.unsealed.write().expect("unsealed lock").take();
-        self.router.write().expect("router lock").take();
+        self.unsealed.write().take();
+        self.router.write().take();
         self.policies.clear();
-        self.rekey.lock().expect("rekey lock").take();
+        self.rekey.lock().take();
         self.barrier.seal();
         self.seal.reset_progress();
         self.audit.sealed();
@@ -284,7 +344,6 @@ impl Core {
     pub fn token_key(&self) -> Result<SecretKey> {
         self.unsealed
             .read()
-            .expect("unsealed lock")
             .as_ref()
             .map(|u| u.token_key.duplicate())
             .ok_or(Error::Sealed)
@@ -294,7 +353,6 @@ impl Core {
     pub fn password_pepper(&self) -> Result<SecretKey> {
         self.unsealed
             .read()
-            .expect("unsealed lock")
             .as_ref()
             .map(|u| u.password_pepper.duplicate())
             .ok_or(Error::Sealed)
@@ -330,12 +388,7 @@ impl Core {
             .inspect(crate::audit::note_caller);
         }
         // Borrowed, not `token_key()`: no copy of the key per request.
-        let keys = self
-            .unsealed
-            .read()
-            .expect("unsealed lock")
-            .clone()
-            .ok_or(Error::Sealed)?;
+        let keys = self.unsealed.read().clone().ok_or(Error::Sealed)?;
         if token.starts_with("zafe_at_") {
             // A person's session (people/sessions.rs).
             return crate::people::sessions::authenticate(&self.barrier, &keys.token_key, token)
@@ -461,7 +514,7 @@ impl Core {
         // A person who is not a member of the project a path is about gets
         // the same 404 whether the project exists or not (R-ACL-2).
         if let Some(user) = &caller.user {
-            let router = self.router.read().expect("router lock").clone();
+            let router = self.router.read().clone();
             if let Some(slug) = crate::projects::slug_in_path(path, router.as_deref()) {
                 let grants = crate::projects::grants_for(self, &user.user_id).await?;
                 if !grants.iter().any(|g| g.slug == slug) {
@@ -492,7 +545,7 @@ impl Core {
 
     /// The routing table, loading it on first use after unseal.
     pub async fn router(self: &Arc<Self>) -> Result<Arc<Router>> {
-        if let Some(router) = self.router.read().expect("router lock").clone() {
+        if let Some(router) = self.router.read().clone() {
             return Ok(router);
         }
         self.reload_mounts_router().await
@@ -513,14 +566,14 @@ impl Core {
     async fn reload_mounts_router(self: &Arc<Self>) -> Result<Arc<Router>> {
         let table = crate::mounts::load_or_create(self).await?;
         let router = Arc::new(Router::build(&table)?);
-        *self.router.write().expect("router lock") = Some(router.clone());
+        *self.router.write() = Some(router.clone());
         Ok(router)
     }
 
     /// Rebuilds the router after a change to the mount table.
     pub async fn reload_mounts(self: &Arc<Self>) -> Result<MountTable> {
         let table = crate::mounts::load_or_create(self).await?;
-        *self.router.write().expect("router lock") = Some(Arc::new(Router::build(&table)?));
+        *self.router.write() = Some(Arc::new(Router::build(&table)?));
         Ok(table)
     }
 
@@ -529,7 +582,7 @@ impl Core {
     pub async fn rotate_keyring(self: &Arc<Self>) -> Result<u32> {
         let version = self.barrier.rotate().await?;
         let progress = Arc::new(RewrapProgress::default());
-        *self.rewrap.write().expect("rewrap lock") = Some(progress.clone());
+        *self.rewrap.write() = Some(progress.clone());
         let core = self.clone();
         tokio::spawn(async move {
             match core.barrier.rewrap(&progress).await {
@@ -552,7 +605,7 @@ impl Core {
     pub async fn key_status(&self, req: &Request) -> Result<Value> {
         use std::sync::atomic::Ordering::Relaxed;
         let keyring = self.barrier.keyring()?;
-        let rewrap = self.rewrap.read().expect("rewrap lock").clone();
+        let rewrap = self.rewrap.read().clone();
         let data = serde_json::json!({
             "term": keyring.active().0,
             "versions": keyring.versions().collect::<Vec<_>>(),
@@ -584,7 +637,7 @@ impl Core {
         zafe_core::shamir::validate(shares, threshold)
             .map_err(|e| Error::bad_request(format!("invalid seal configuration: {e}")))?;
         let nonce = uuid::Uuid::new_v4().to_string();
-        *self.rekey.lock().expect("rekey lock") = Some(RekeyProgress {
+        *self.rekey.lock() = Some(RekeyProgress {
             nonce: nonce.clone(),
             shares,
             threshold,
@@ -598,7 +651,7 @@ impl Core {
     /// `GET sys/rekey/init`: the rekey in progress, in Vault's shape.
     pub async fn rekey_status(&self) -> Result<Value> {
         let required = self.seal.config().await?.map_or(0, |c| c.secret_threshold);
-        let guard = self.rekey.lock().expect("rekey lock");
+        let guard = self.rekey.lock();
         Ok(match guard.as_ref() {
             Some(p) => serde_json::json!({
                 "started": true, "nonce": p.nonce, "t": p.threshold, "n": p.shares,
@@ -613,7 +666,7 @@ impl Core {
     }
 
     pub fn rekey_cancel(&self) {
-        self.rekey.lock().expect("rekey lock").take();
+        self.rekey.lock().take();
     }
 
     /// Takes one current share; at the threshold, rekeys and returns the
@@ -626,7 +679,7 @@ impl Core {
             .ok_or(Error::NotInitialized)?
             .secret_threshold;
         let (shares, new_threshold, collected) = {
-            let mut guard = self.rekey.lock().expect("rekey lock");
+            let mut guard = self.rekey.lock();
             let progress = guard.as_mut().ok_or_else(|| {
                 Error::bad_request("no rekey is in progress: start one with sys/rekey/init")
             })?;
@@ -671,7 +724,7 @@ impl Core {
                 serde_json::from_slice(&entry.value).map_err(|_| Error::Integrity {
                     key: CLUSTER_KEY.into(),
                 })?;
-            *self.cluster.write().expect("cluster lock") = info;
+            *self.cluster.write() = info;
         }
         Ok(())
     }
@@ -697,5 +750,74 @@ impl Core {
         // Another node may have written it first; then we read theirs.
         let _ = self.backend().commit(vec![op]).await;
         self.load_cluster_info().await
+    }
+}
+
+#[cfg(test)]
+impl Core {
+    /// Panics while holding every lock of the core and of its parts (barrier, seal, ACL cache,
+    /// audit log, password hasher): the test that a panic cannot wedge the server
+    /// (http.rs, `a_panic_inside_locks_does_not_wedge_the_server`).
+    pub(crate) fn panic_holding_locks(&self) {
+        let _core = (
+            self.unsealed.write(),
+            self.cluster.write(),
+            self.router.write(),
+            self.rewrap.write(),
+            self.rekey.lock(),
+        );
+        let _parts = (
+            self.barrier.hold_locks(),
+            self.seal.hold_locks(),
+            self.policies.hold_locks(),
+            self.audit.hold_locks(),
+            self.people.limits.hold_locks(),
+            self.people.hasher.hold_locks(),
+        );
+        panic!("a panic inside locked sections");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Debug of a request (in a log line, a panic message, a `dbg!`) prints neither the token
+    // nor anything from the body.
+    #[test]
+    fn debug_of_a_request_prints_no_token_and_no_body() {
+        let token = "zafe_s_t0ps3cr3tt0k3n";
+        let raw = r#"{"data":{"password":"hunter2-sw0rdf1sh"}}"#;
+        let request = Request {
+            operation: Operation::Write,
+            path: "secret/data/app".into(),
+            body: Some(RequestBody::new(
+                serde_json::from_str(raw).unwrap(),
+                raw.len(),
+            )),
+            query: vec![],
+            token: Some(RequestToken::new(token.into())),
+            client_ip: "192.0.2.1".parse().unwrap(),
+            request_id: "req-1".into(),
+            user_agent: None,
+        };
+        for shown in [format!("{request:?}"), format!("{request:#?}")] {
+            assert!(!shown.contains(token), "{shown}");
+            assert!(!shown.contains("t0ps3cr3t"), "{shown}");
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(!shown.contains("password"), "{shown}");
+            assert!(shown.contains("Token(..)"), "{shown}");
+            assert!(
+                shown.contains(&format!("Body({} bytes)", raw.len())),
+                "{shown}"
+            );
+            assert!(shown.contains("secret/data/app"), "{shown}");
+        }
+        // The values are still there for the code that needs them.
+        assert_eq!(request.token.as_deref(), Some(token));
+        assert_eq!(
+            request.field("data").unwrap()["password"],
+            "hunter2-sw0rdf1sh"
+        );
     }
 }

@@ -1,4 +1,10 @@
 //! Process hardening at start-up (R-KEY-7).
+//!
+//! The only `unsafe` of this crate: FFI calls to `setrlimit`, `getrlimit` and `prctl`, each
+//! with integer arguments or a pointer to a `rlimit` struct owned by the caller (the `SAFETY`
+//! comments say which); none keeps a pointer past the call.
+
+#![allow(unsafe_code)]
 
 /// Disables core dumps, so key material in memory never lands in a core
 /// file, and (on Linux) marks the process non-dumpable, which also stops

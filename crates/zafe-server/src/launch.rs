@@ -20,7 +20,7 @@ use crate::core::{Core, CoreParts};
 pub struct Launch {
     pub config_path: Option<PathBuf>,
     pub dev: bool,
-    pub dev_root_token: Option<String>,
+    pub dev_root_token: Option<zafe_core::secret::SecretString>,
     pub listen: Option<SocketAddr>,
     /// Start even though the store is older than this node's rollback
     /// anchor (`--accept-rollback`; also `ZAFE_ACCEPT_ROLLBACK=1`).
@@ -88,7 +88,16 @@ pub async fn run(launch: Launch) -> Result<(), LaunchError> {
     // failed, and the root token and recovery key were never shown.
     let listener = bind(config.listen())?;
     let (core, banner) = match mode {
-        Mode::Dev => start_dev(config, launch.dev_root_token.as_deref()).await?,
+        Mode::Dev => {
+            start_dev(
+                config,
+                launch
+                    .dev_root_token
+                    .as_ref()
+                    .map(zafe_core::secret::SecretString::expose),
+            )
+            .await?
+        }
         Mode::Configured => (
             start_configured(config, accept_rollback(&launch)).await?,
             None,
@@ -451,7 +460,7 @@ fn write_new_master_key(path: &Path) -> Result<(), LaunchError> {
 }
 
 /// SHA-256 of the SubjectPublicKeyInfo of the first certificate in a PEM file.
-pub fn spki_hash_of_cert_file(path: &Path) -> Result<[u8; 32], LaunchError> {
+pub(crate) fn spki_hash_of_cert_file(path: &Path) -> Result<[u8; 32], LaunchError> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let cert = CertificateDer::pem_file_iter(path)

@@ -17,7 +17,8 @@
 //! the barrier), but the secret ones are envelopes bound to their location,
 //! exactly like barrier records.
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use zafe_core::crypto;
@@ -207,7 +208,7 @@ impl Seal {
             ));
         }
         let collected = {
-            let mut progress = self.progress.lock().expect("progress lock");
+            let mut progress = self.progress.lock();
             if progress.shares.is_empty() {
                 progress.nonce = uuid::Uuid::new_v4().to_string();
             }
@@ -234,12 +235,12 @@ impl Seal {
     }
 
     pub fn reset_progress(&self) {
-        *self.progress.lock().expect("progress lock") = Progress::default();
+        *self.progress.lock() = Progress::default();
     }
 
     /// `(shares collected, nonce)` of the unseal attempt in progress.
     pub fn progress(&self) -> (usize, String) {
-        let p = self.progress.lock().expect("progress lock");
+        let p = self.progress.lock();
         (p.shares.len(), p.nonce.clone())
     }
 
@@ -404,6 +405,14 @@ fn storage(e: StorageError) -> Error {
 
 pub fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[cfg(test)]
+impl Seal {
+    /// Holds the seal's lock, for the test that a panic cannot wedge the server.
+    pub(crate) fn hold_locks(&self) -> impl Sized + '_ {
+        self.progress.lock()
+    }
 }
 
 #[cfg(test)]

@@ -687,7 +687,7 @@ async fn service_account(
         }
         ([name], Write) => {
             let (account, token, record) =
-                sa::create(&core.barrier, &core.token_key()?, name, req.body.as_ref()).await?;
+                sa::create(&core.barrier, &core.token_key()?, name, req.body.as_deref()).await?;
             let mut data = sa::to_json(&account);
             data["token"] = json!(token);
             data["token_info"] = sa::token_json(&record);
@@ -699,7 +699,8 @@ async fn service_account(
         }
         ([name, "token"], Write) => {
             let (token, record) =
-                sa::issue_token(&core.barrier, &core.token_key()?, name, req.body.as_ref()).await?;
+                sa::issue_token(&core.barrier, &core.token_key()?, name, req.body.as_deref())
+                    .await?;
             let mut data = sa::token_json(&record);
             data["token"] = json!(token);
             Ok(envelope(data))

@@ -14,7 +14,7 @@ use crate::output::Out;
 
 // ---- Policies ------------------------------------------------------------
 
-pub async fn policy_list(client: &Client, out: Out) -> anyhow::Result<()> {
+pub(crate) async fn policy_list(client: &Client, out: Out) -> anyhow::Result<()> {
     let body = client
         .request_json(Method::GET, "/v1/sys/policy", None)
         .await?
@@ -29,7 +29,7 @@ pub async fn policy_list(client: &Client, out: Out) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn policy_read(client: &Client, out: Out, name: &str) -> anyhow::Result<()> {
+pub(crate) async fn policy_read(client: &Client, out: Out, name: &str) -> anyhow::Result<()> {
     let path = format!("/v1/sys/policy/{}", encode(name));
     let body = client
         .request_json(Method::GET, &path, None)
@@ -43,7 +43,7 @@ pub async fn policy_read(client: &Client, out: Out, name: &str) -> anyhow::Resul
 }
 
 /// `FILE` may be `-` for standard input.
-pub async fn policy_write(client: &Client, name: &str, file: &str) -> anyhow::Result<()> {
+pub(crate) async fn policy_write(client: &Client, name: &str, file: &str) -> anyhow::Result<()> {
     let text = if file == "-" {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text)?;
@@ -59,7 +59,7 @@ pub async fn policy_write(client: &Client, name: &str, file: &str) -> anyhow::Re
     Ok(())
 }
 
-pub async fn policy_delete(client: &Client, name: &str) -> anyhow::Result<()> {
+pub(crate) async fn policy_delete(client: &Client, name: &str) -> anyhow::Result<()> {
     client
         .request_json(
             Method::DELETE,
@@ -73,7 +73,7 @@ pub async fn policy_delete(client: &Client, name: &str) -> anyhow::Result<()> {
 
 // ---- Secrets engines -----------------------------------------------------
 
-pub async fn secrets_list(client: &Client, out: Out) -> anyhow::Result<()> {
+pub(crate) async fn secrets_list(client: &Client, out: Out) -> anyhow::Result<()> {
     let body = client
         .request_json(Method::GET, "/v1/sys/mounts", None)
         .await?
@@ -102,7 +102,7 @@ pub async fn secrets_list(client: &Client, out: Out) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn secrets_enable(
+pub(crate) async fn secrets_enable(
     client: &Client,
     kind: &str,
     path: Option<&str>,
@@ -124,7 +124,7 @@ pub async fn secrets_enable(
     Ok(())
 }
 
-pub async fn secrets_disable(client: &Client, path: &str) -> anyhow::Result<()> {
+pub(crate) async fn secrets_disable(client: &Client, path: &str) -> anyhow::Result<()> {
     let path = path.trim_matches('/');
     client
         .request_json(
@@ -139,7 +139,7 @@ pub async fn secrets_disable(client: &Client, path: &str) -> anyhow::Result<()> 
 
 // ---- Keys ----------------------------------------------------------------
 
-pub async fn key_status(client: &Client, out: Out) -> anyhow::Result<()> {
+pub(crate) async fn key_status(client: &Client, out: Out) -> anyhow::Result<()> {
     let body = client
         .request_json(Method::GET, "/v1/sys/key-status", None)
         .await?
@@ -152,7 +152,7 @@ pub async fn key_status(client: &Client, out: Out) -> anyhow::Result<()> {
 }
 
 /// Rows for `key-status` and `zafe status`.
-pub fn key_rows(data: &Value) -> Vec<(&'static str, String)> {
+pub(crate) fn key_rows(data: &Value) -> Vec<(&'static str, String)> {
     let mut rows = vec![("Key Term", data["term"].to_string())];
     if let Some(rewrap) = data["rewrap"].as_object() {
         let state = if rewrap.get("done") == Some(&Value::Bool(true)) {
@@ -174,7 +174,7 @@ pub fn key_rows(data: &Value) -> Vec<(&'static str, String)> {
 
 /// Rotates the key-encryption key and follows the re-wrap until it ends,
 /// with a progress bar on a terminal.
-pub async fn rotate(client: &Client, out: Out, wait: bool) -> anyhow::Result<()> {
+pub(crate) async fn rotate(client: &Client, out: Out, wait: bool) -> anyhow::Result<()> {
     client
         .request_json(Method::PUT, "/v1/sys/rotate", None)
         .await?;
@@ -234,7 +234,12 @@ pub async fn rotate(client: &Client, out: Out, wait: bool) -> anyhow::Result<()>
 }
 
 /// `operator rekey`: new unseal shares from `threshold` current ones.
-pub async fn rekey(client: &Client, out: Out, shares: u8, threshold: u8) -> anyhow::Result<()> {
+pub(crate) async fn rekey(
+    client: &Client,
+    out: Out,
+    shares: u8,
+    threshold: u8,
+) -> anyhow::Result<()> {
     if threshold > shares {
         bail!("the key threshold ({threshold}) cannot exceed the number of key shares ({shares})");
     }

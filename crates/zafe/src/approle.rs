@@ -15,7 +15,7 @@ use crate::output::Out;
 use crate::token::{display, parse_key_value, print_object};
 
 #[derive(Debug, Args)]
-pub struct ApproleArgs {
+pub(crate) struct ApproleArgs {
     /// Where the AppRole auth method is mounted (under auth/)
     #[arg(long, global = true, value_name = "PATH", default_value = "approle")]
     pub path: String,
@@ -24,7 +24,7 @@ pub struct ApproleArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ApproleCmd {
+pub(crate) enum ApproleCmd {
     /// Create, read, list and delete roles
     #[command(
         subcommand,
@@ -69,7 +69,7 @@ Examples:
 }
 
 #[derive(Debug, Subcommand)]
-pub enum RoleCmd {
+pub(crate) enum RoleCmd {
     /// Create a role, or update the given settings of an existing one
     #[command(after_help = "\
 Examples:
@@ -106,7 +106,7 @@ Examples:
 }
 
 #[derive(Debug, Args)]
-pub struct RoleSettings {
+pub(crate) struct RoleSettings {
     /// The role
     #[arg(value_name = "ROLE")]
     pub name: String,
@@ -140,7 +140,7 @@ pub struct RoleSettings {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum SecretIdCmd {
+pub(crate) enum SecretIdCmd {
     /// Create a secret id for a role (printed once)
     #[command(after_help = "\
 Examples:
@@ -210,7 +210,7 @@ Examples:
 
 /// A secret id by its accessor, or itself on standard input.
 #[derive(Debug, Args)]
-pub struct Which {
+pub(crate) struct Which {
     /// The secret id's accessor
     #[arg(long, value_name = "ACCESSOR")]
     pub accessor: Option<String>,
@@ -219,7 +219,7 @@ pub struct Which {
     pub stdin: bool,
 }
 
-pub async fn run(client: &Client, out: Out, args: ApproleArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(client: &Client, out: Out, args: ApproleArgs) -> anyhow::Result<()> {
     let base = format!("/v1/auth/{}", encode_path(args.path.trim_matches('/')));
     let role_path = |name: &str| format!("{base}/role/{}", encode_segment(name));
     match args.cmd {

@@ -40,7 +40,7 @@ use crate::cli::Format;
 use crate::output::Out;
 
 #[derive(Debug, Subcommand)]
-pub enum AuditCmd {
+pub(crate) enum AuditCmd {
     /// Check that the audit log is intact: nothing edited, removed, inserted or reordered
     #[command(after_help = "\
 Examples:
@@ -113,7 +113,7 @@ makes when it polls) are left out unless --all is given.")]
 /// Longest line accepted from a file (a real line is under 4 KiB).
 const MAX_LINE: u64 = 1 << 20;
 
-pub async fn run(
+pub(crate) async fn run(
     cmd: AuditCmd,
     client: impl FnOnce() -> anyhow::Result<Client>,
     expected_id: Option<String>,

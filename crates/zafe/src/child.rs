@@ -21,6 +21,10 @@
 //!   forwards it once (never twice). When Zafe's stdin is a terminal it is
 //!   forwarded through a pipe too, since a background process group may not
 //!   read the terminal; otherwise the child inherits it.
+//!
+//! `unsafe` (denied in the rest of the crate, bar `harden.rs`) is allowed on
+//! three small functions only: `new_session_on_pty` (the `pre_exec` hook)
+//! and the two window-size `ioctl`s; each says why it is sound.
 
 use std::io::{self, IsTerminal as _, Read as _, Write as _};
 use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
@@ -38,9 +42,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use zafe_client::mask::{IDLE_FLUSH, MaskSet, Masker};
 
 /// The command was found but could not be run (as in shells).
-pub const EXIT_CANNOT_EXECUTE: u8 = 126;
+pub(crate) const EXIT_CANNOT_EXECUTE: u8 = 126;
 /// The command was not found (as in shells).
-pub const EXIT_NOT_FOUND: u8 = 127;
+pub(crate) const EXIT_NOT_FOUND: u8 = 127;
 
 /// Signals Zafe passes on to the child. SIGWINCH is handled apart: in pty
 /// mode it resizes the child's terminal (the kernel then signals the child).
@@ -61,7 +65,7 @@ const DRAIN_MAX: Duration = Duration::from_secs(2);
 
 /// The exit code a shell would report: the child's own code, or 128 + the
 /// signal that killed it.
-pub fn exit_code(status: ExitStatus) -> u8 {
+pub(crate) fn exit_code(status: ExitStatus) -> u8 {
     match (status.code(), status.signal()) {
         (Some(code), _) => code as u8,
         (None, Some(signo)) => (128 + signo) as u8,
@@ -70,7 +74,7 @@ pub fn exit_code(status: ExitStatus) -> u8 {
 }
 
 /// Why a command could not be started, and the exit code shells use for it.
-pub fn spawn_failure(program: &std::ffi::OsStr, err: &io::Error) -> (u8, String) {
+pub(crate) fn spawn_failure(program: &std::ffi::OsStr, err: &io::Error) -> (u8, String) {
     let name = program.to_string_lossy();
     match err.kind() {
         io::ErrorKind::NotFound => (EXIT_NOT_FOUND, format!("{name}: command not found")),
@@ -79,14 +83,14 @@ pub fn spawn_failure(program: &std::ffi::OsStr, err: &io::Error) -> (u8, String)
 }
 
 /// Replaces Zafe with the command (`--no-mask`): only returns on failure.
-pub fn exec(mut cmd: Command) -> (u8, String) {
+pub(crate) fn exec(mut cmd: Command) -> (u8, String) {
     let err = cmd.exec();
     spawn_failure(cmd.get_program(), &err)
 }
 
 /// Runs the command with Zafe's stdio inherited (`--no-mask --files`, where
 /// Zafe must stay to remove the files), forwarding signals.
-pub async fn run_inherited(mut cmd: Command) -> Result<u8, (u8, String)> {
+pub(crate) async fn run_inherited(mut cmd: Command) -> Result<u8, (u8, String)> {
     let signals = Signals::install();
     let child = cmd
         .spawn()
@@ -99,11 +103,15 @@ pub async fn run_inherited(mut cmd: Command) -> Result<u8, (u8, String)> {
 /// them while the child is already starting (compiling the forms of 50
 /// values takes milliseconds; the exec need not wait for it, the output
 /// does).
-pub type LazyMaskSet = Arc<LazyLock<Arc<MaskSet>, Box<dyn FnOnce() -> Arc<MaskSet> + Send>>>;
+pub(crate) type LazyMaskSet = Arc<LazyLock<Arc<MaskSet>, Box<dyn FnOnce() -> Arc<MaskSet> + Send>>>;
 
 /// Runs the command with its output masked: through a pseudo-terminal when
 /// `pty` is set, else through pipes. Returns Zafe's exit code.
-pub async fn run_masked(mut cmd: Command, set: LazyMaskSet, pty: bool) -> Result<u8, (u8, String)> {
+pub(crate) async fn run_masked(
+    mut cmd: Command,
+    set: LazyMaskSet,
+    pty: bool,
+) -> Result<u8, (u8, String)> {
     let program = cmd.get_program().to_os_string();
     let fail = |e: io::Error| spawn_failure(&program, &e);
     // Handlers first: a signal that arrives while the child starts is
@@ -160,20 +168,7 @@ async fn run_pty(mut cmd: Command, set: LazyMaskSet, signals: Signals) -> io::Re
     }
     cmd.stdout(Stdio::from(pty.slave.try_clone()?))
         .stderr(Stdio::from(pty.slave));
-    // SAFETY: only async-signal-safe calls (setsid, ioctl) between fork and
-    // exec. The child leads a new session whose controlling terminal is the
-    // pty slave, already its fd 1.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::ioctl(1, libc::TIOCSCTTY as _, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    new_session_on_pty(&mut cmd);
     let child = cmd.spawn();
     // The parent's copies of the slave must close, or the master never
     // sees the end of the child's output.
@@ -360,7 +355,27 @@ fn forward_stdin(dst: OwnedFd) {
     });
 }
 
+/// Makes the child, between fork and exec, lead a new session whose
+/// controlling terminal is the pty slave, already its fd 1.
+#[allow(unsafe_code)]
+fn new_session_on_pty(cmd: &mut Command) {
+    // SAFETY: only async-signal-safe calls (setsid, ioctl) between fork and
+    // exec, and the hook captures nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::ioctl(1, libc::TIOCSCTTY as _, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// The window size of a terminal, if `fd` is one.
+#[allow(unsafe_code)]
 fn window_size(fd: &impl std::os::fd::AsRawFd) -> Option<nix::pty::Winsize> {
     let mut size = nix::pty::Winsize {
         ws_row: 0,
@@ -373,6 +388,7 @@ fn window_size(fd: &impl std::os::fd::AsRawFd) -> Option<nix::pty::Winsize> {
     (ok && size.ws_row > 0).then_some(size)
 }
 
+#[allow(unsafe_code)]
 fn set_window_size(master: &OwnedFd, size: &nix::pty::Winsize) {
     // SAFETY: TIOCSWINSZ reads one `struct winsize` through the pointer.
     unsafe {

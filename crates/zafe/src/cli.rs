@@ -30,7 +30,7 @@ Exit codes: 0 success, 1 error, 2 usage error (or, for `status`, sealed).";
 
 #[derive(Debug, Parser)]
 #[command(name = "zafe", version, about = ABOUT, after_help = TOP_EXAMPLES, max_term_width = 100)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
     pub global: Global,
     #[command(subcommand)]
@@ -38,7 +38,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args)]
-pub struct Global {
+pub(crate) struct Global {
     /// Server address [env: ZAFE_ADDR, then VAULT_ADDR] [default: http://127.0.0.1:8200]
     #[arg(long, global = true, value_name = "URL")]
     pub addr: Option<String>,
@@ -61,7 +61,7 @@ pub struct Global {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Table,
     Json,
     /// JSON lines (`audit export`, `audit tail`)
@@ -75,7 +75,7 @@ pub enum Format {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Show the server's seal status, health and verified identity
     #[command(after_help = "\
 Examples:
@@ -281,7 +281,7 @@ Examples:
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Operator {
+pub(crate) enum Operator {
     /// Initialise a new server: create the root key and split it into unseal keys
     #[command(after_help = "\
 Examples:
@@ -311,7 +311,7 @@ A key given as an argument ends up in your shell history; prefer the prompt.")]
     Unseal {
         /// The unseal key, in hex or base64 (prompted for when omitted)
         #[arg(value_name = "KEY", conflicts_with = "reset")]
-        key: Option<String>,
+        key: Option<zafe_core::secret::SecretString>,
         /// Discard the keys submitted so far and start over
         #[arg(long)]
         reset: bool,
@@ -387,7 +387,7 @@ Examples:
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ServerId {
+pub(crate) enum ServerId {
     /// Verify and show the identity of the server at --addr (pinning it on first use)
     #[command(after_help = "\
 Examples:
@@ -431,7 +431,7 @@ The server at NEW must prove the key pinned for OLD; otherwise nothing changes."
 }
 
 #[derive(Debug, Args)]
-pub struct ServerArgs {
+pub(crate) struct ServerArgs {
     /// Configuration file (TOML)
     #[arg(long, value_name = "FILE", conflicts_with = "dev")]
     pub config: Option<PathBuf>,
@@ -440,7 +440,7 @@ pub struct ServerArgs {
     pub dev: bool,
     /// Root token for --dev (default: a random one)
     #[arg(long, value_name = "TOKEN", requires = "dev")]
-    pub dev_root_token: Option<String>,
+    pub dev_root_token: Option<zafe_core::secret::SecretString>,
     /// Address to listen on, e.g. 127.0.0.1:8200 (overrides the configuration file)
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
@@ -481,10 +481,44 @@ mod tests {
         let err = Cli::try_parse_from(["zafe", "--token", "x", "status"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
     }
+
+    // Secrets given on the command line (an unseal key, a dev root token, KEY=VALUE data)
+    // do not show in the parsed command's Debug.
+    #[test]
+    fn debug_of_the_command_line_prints_no_secret() {
+        for (args, secret) in [
+            (
+                &["zafe", "operator", "unseal", "c0ffee5ecret"][..],
+                "c0ffee5ecret",
+            ),
+            (
+                &[
+                    "zafe",
+                    "server",
+                    "--dev",
+                    "--dev-root-token",
+                    "zafe_r_d3vt0k3n",
+                ][..],
+                "d3vt0k3n",
+            ),
+            (
+                &["zafe", "kv", "put", "secret/app", "password=hunter2sw0rd"][..],
+                "hunter2sw0rd",
+            ),
+            (
+                &["zafe", "kv", "patch", "secret/app", "password=hunter2sw0rd"][..],
+                "hunter2sw0rd",
+            ),
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let shown = format!("{cli:?}");
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
-pub enum PolicyCmd {
+pub(crate) enum PolicyCmd {
     /// List policy names
     #[command(after_help = "Examples:\n  zafe policy list\n  zafe policy list --format json")]
     List,
@@ -517,7 +551,7 @@ pub enum PolicyCmd {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum SecretsCmd {
+pub(crate) enum SecretsCmd {
     /// List enabled secrets engines
     #[command(after_help = "Examples:\n  zafe secrets list\n  zafe secrets list --format json")]
     List,
@@ -546,7 +580,7 @@ pub enum SecretsCmd {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ServiceAccountCmd {
+pub(crate) enum ServiceAccountCmd {
     /// Create a service account and print its first token (once)
     #[command(
         after_help = "Examples:\n  zafe service-account create ci --scope project:myapp\n  zafe service-account create deploy --scope 'secret/data/shared/*' --cidr 203.0.113.0/24 --ttl 30d\n\nScopes: project:<slug>, or a path glob in policy syntax (read and list only)."
@@ -597,7 +631,7 @@ pub enum ServiceAccountCmd {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum SetupCmd {
+pub(crate) enum SetupCmd {
     /// Print or write the configuration that registers `zafe mcp` with an AI editor
     #[command(after_help = crate::setup::EXAMPLES)]
     Mcp(crate::setup::SetupMcpArgs),

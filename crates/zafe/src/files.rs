@@ -15,12 +15,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 /// Mode of files holding secret values: owner read/write only.
-pub const PRIVATE: u32 = 0o600;
+pub(crate) const PRIVATE: u32 = 0o600;
 /// Mode of files without secrets (`.env.zafe`, `.gitignore`).
-pub const PUBLIC: u32 = 0o644;
+pub(crate) const PUBLIC: u32 = 0o644;
 
 /// Replaces `path` with `contents`, atomically, with `mode`.
-pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
@@ -45,7 +45,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<(
 /// Creates a new private file that must not exist yet (a backup), with
 /// `contents`, and returns its path. If `path` exists, `-1`, `-2`, ... are
 /// appended to its name.
-pub fn create_private_new(path: &Path, contents: &[u8]) -> anyhow::Result<PathBuf> {
+pub(crate) fn create_private_new(path: &Path, contents: &[u8]) -> anyhow::Result<PathBuf> {
     for attempt in 0..100 {
         let candidate = if attempt == 0 {
             path.to_path_buf()
@@ -76,7 +76,7 @@ pub fn create_private_new(path: &Path, contents: &[u8]) -> anyhow::Result<PathBu
 }
 
 /// Creates `dir` and its missing parents, owner-only (0700).
-pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

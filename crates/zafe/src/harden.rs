@@ -12,10 +12,16 @@
 //! - [`scrub_environment`] overwrites the credential values in the original
 //!   environment block once they are read, so even who may read
 //!   `/proc/<pid>/environ` finds them empty.
+//!
+//! `unsafe` is allowed in this module (the crate denies it elsewhere, except
+//! the pty set-up in `child.rs`): `prctl` takes integer arguments only, and
+//! the environment scrub's soundness is argued at its `SAFETY` comment.
+
+#![allow(unsafe_code)]
 
 /// Credential variables `zafe run` and `zafe mcp` read (the client's token)
 /// or pass on (never to a child unless asked): scrubbed once read.
-pub const CREDENTIAL_VARIABLES: [&str; 4] = [
+pub(crate) const CREDENTIAL_VARIABLES: [&str; 4] = [
     "ZAFE_TOKEN",
     "VAULT_TOKEN",
     "ZAFE_SECRET_ID",
@@ -24,7 +30,7 @@ pub const CREDENTIAL_VARIABLES: [&str; 4] = [
 
 /// Marks this process non-dumpable (Linux; nothing elsewhere). Children
 /// get their own dumpable flag back when they exec.
-pub fn forbid_inspection() {
+pub(crate) fn forbid_inspection() {
     #[cfg(target_os = "linux")]
     // SAFETY: PR_SET_DUMPABLE takes plain integer arguments.
     unsafe {
@@ -35,7 +41,7 @@ pub fn forbid_inspection() {
 /// Whether this process may be inspected (dumped, traced, its `/proc`
 /// files read) by processes of the same user.
 #[cfg(all(test, target_os = "linux"))]
-pub fn inspectable() -> bool {
+pub(crate) fn inspectable() -> bool {
     // SAFETY: PR_GET_DUMPABLE takes no pointers.
     unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) != 0 }
 }
@@ -52,7 +58,7 @@ unsafe extern "C" {
 /// `names`: `/proc/self/environ` no longer shows it and reading the
 /// variable gives an empty value from then on. Call it once the values
 /// were read, before any other thread reads them.
-pub fn scrub_environment(names: &[&str]) {
+pub(crate) fn scrub_environment(names: &[&str]) {
     #[cfg(unix)]
     // SAFETY: `environ` is a NULL-terminated array of pointers to
     // NUL-terminated strings owned by the C library; each string's bytes up

@@ -40,9 +40,9 @@ use crate::files;
 use crate::output::Out;
 
 /// The largest env file read, in bytes.
-pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+pub(crate) const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
-pub const EXAMPLES: &str = "\
+pub(crate) const EXAMPLES: &str = "\
 Examples:
   zafe import --project myapp --env dev                 Import ./.env
   zafe import                                           Project and environment from .zafe.toml
@@ -64,7 +64,7 @@ Exit codes: 0 success, 1 error (nothing on disk changed), 2 usage error or value
 from the stored ones without --force.";
 
 #[derive(Debug, Args)]
-pub struct ImportArgs {
+pub(crate) struct ImportArgs {
     /// The env file to import
     #[arg(default_value = ".env", value_name = "FILE")]
     pub file: PathBuf,
@@ -88,7 +88,7 @@ pub struct ImportArgs {
 /// `--project` / `--env`: flags, else `ZAFE_PROJECT` / `ZAFE_ENV`, else the
 /// `.zafe.toml` found from the working directory upward.
 #[derive(Debug, Clone, Args)]
-pub struct ProjectEnvArgs {
+pub(crate) struct ProjectEnvArgs {
     /// Project (slug) [default: `project` in .zafe.toml]
     #[arg(long, short = 'p', env = "ZAFE_PROJECT", value_name = "PROJECT")]
     pub project: Option<String>,
@@ -102,7 +102,7 @@ impl ProjectEnvArgs {
     /// The project and environment, and the project's mount from the
     /// project registry (the default mount for a project that is not
     /// registered, or that this token may not look up).
-    pub async fn resolve(&self, client: &Client) -> anyhow::Result<ProjectEnv> {
+    pub(crate) async fn resolve(&self, client: &Client) -> anyhow::Result<ProjectEnv> {
         let found = match (&self.project, &self.environment) {
             (Some(_), Some(_)) => None,
             _ => zafe_client::project_file::find()?,
@@ -149,7 +149,7 @@ impl ProjectEnvArgs {
 /// The project and environment a command works on, and the KV mount the
 /// project's secrets live on.
 #[derive(Debug, Clone)]
-pub struct ProjectEnv {
+pub(crate) struct ProjectEnv {
     pub project: String,
     pub environment: String,
     pub mount: String,
@@ -157,12 +157,12 @@ pub struct ProjectEnv {
 
 impl ProjectEnv {
     /// The mount the project's secrets live on.
-    pub fn mount(&self) -> &str {
+    pub(crate) fn mount(&self) -> &str {
         &self.mount
     }
 
     /// The reference of one key, checked by the one parser's rules.
-    pub fn reference(&self, key: &str) -> anyhow::Result<Reference> {
+    pub(crate) fn reference(&self, key: &str) -> anyhow::Result<Reference> {
         Reference::project(&self.project, &self.environment, key, None).map_err(|e| {
             anyhow!(
                 "{}/{}/{key} cannot be a reference: {e}",
@@ -173,7 +173,7 @@ impl ProjectEnv {
     }
 
     /// `/v1/<mount>/<api>/<project>/<env>[/<key>]`, each segment encoded.
-    pub fn api_path(&self, api: &str, key: Option<&str>) -> String {
+    pub(crate) fn api_path(&self, api: &str, key: Option<&str>) -> String {
         let mut path = format!(
             "/v1/{}/{api}/{}/{}",
             encode_path(self.mount()),
@@ -187,13 +187,13 @@ impl ProjectEnv {
         path
     }
 
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         format!("{}/{}", self.project, self.environment)
     }
 
     /// The keys stored in the environment (secrets only, not sub-folders),
     /// paging through long listings.
-    pub async fn stored_keys(&self, client: &Client) -> anyhow::Result<BTreeSet<String>> {
+    pub(crate) async fn stored_keys(&self, client: &Client) -> anyhow::Result<BTreeSet<String>> {
         let mut keys = BTreeSet::new();
         let mut after: Option<String> = None;
         loop {
@@ -242,7 +242,7 @@ struct Planned<'d> {
     change: Change,
 }
 
-pub async fn run(client: &Client, out: Out, args: ImportArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(client: &Client, out: Out, args: ImportArgs) -> anyhow::Result<ExitCode> {
     let file = &args.file;
     let bytes = read_env_file(file)?;
     let document = dotenv::parse_bytes(&bytes).map_err(|e| anyhow!("{}: {e}", file.display()))?;
@@ -557,7 +557,7 @@ fn zeroize_json(value: &mut Value) {
 
 /// A progress bar on standard error, drawn only on a terminal and only
 /// when there is enough work to watch.
-pub fn progress_bar(total: usize) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(total: usize) -> indicatif::ProgressBar {
     if total < 20 || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
@@ -617,7 +617,7 @@ fn safe_name(name: &str) -> String {
 /// Adds the file's name to the `.gitignore` beside it (created if needed),
 /// unless a line already ignores exactly that name. Returns whether it
 /// changed anything.
-pub fn add_to_gitignore(file: &Path) -> anyhow::Result<bool> {
+pub(crate) fn add_to_gitignore(file: &Path) -> anyhow::Result<bool> {
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

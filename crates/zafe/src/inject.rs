@@ -28,7 +28,7 @@ use crate::cli::Format;
 use crate::files;
 use crate::import::ProjectEnvArgs;
 
-pub const INJECT_EXAMPLES: &str = "\
+pub(crate) const INJECT_EXAMPLES: &str = "\
 Examples:
   zafe inject -i config.yml.tpl -o config.yml
   zafe inject < app.conf.tpl > app.conf       From standard input to standard output
@@ -38,7 +38,7 @@ is replaced by the value; other {{ ... }} (Helm, Jinja) are left alone. All refe
 resolved in one request, and nothing is written unless every one resolves.
 The output file is created with mode 0600.";
 
-pub const EXPORT_EXAMPLES: &str = "\
+pub(crate) const EXPORT_EXAMPLES: &str = "\
 Examples:
   zafe export --project myapp --env dev                       dotenv to standard output
   zafe export --project myapp --env dev -o .env.local         ... to a file (mode 0600)
@@ -49,7 +49,7 @@ Formats: dotenv (default; read back exactly by `zafe import` and common loaders)
 object of strings), shell (export KEY='value' lines, safe to eval for any value).";
 
 #[derive(Debug, Args)]
-pub struct InjectArgs {
+pub(crate) struct InjectArgs {
     /// The template [default: standard input]
     #[arg(long, short = 'i', value_name = "FILE")]
     pub input: Option<PathBuf>,
@@ -60,7 +60,7 @@ pub struct InjectArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ExportArgs {
+pub(crate) struct ExportArgs {
     #[command(flatten)]
     pub target: ProjectEnvArgs,
 
@@ -72,7 +72,7 @@ pub struct ExportArgs {
 /// The largest template read, in bytes.
 const MAX_TEMPLATE_BYTES: u64 = 16 * 1024 * 1024;
 
-pub async fn inject(client: &Client, args: InjectArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn inject(client: &Client, args: InjectArgs) -> anyhow::Result<ExitCode> {
     let text = Zeroizing::new(read_input(args.input.as_ref())?);
     let source = args
         .input
@@ -95,7 +95,11 @@ pub async fn inject(client: &Client, args: InjectArgs) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn export(client: &Client, format: Format, args: ExportArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn export(
+    client: &Client,
+    format: Format,
+    args: ExportArgs,
+) -> anyhow::Result<ExitCode> {
     let format = match format {
         Format::Table | Format::Dotenv => ExportFormat::Dotenv,
         Format::Json => ExportFormat::Json,

@@ -25,11 +25,12 @@ use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
 use zafe_client::path::encode_path;
 use zafe_client::{Client, Method};
+use zafe_core::secret::SecretString;
 use zeroize::Zeroizing;
 
 use crate::output::Out;
 
-pub const EXAMPLES: &str = "\
+pub(crate) const EXAMPLES: &str = "\
 Examples:
   zafe kv put secret/app/db user=app password=@db-password.txt
   printf %s \"$TOKEN\" | zafe kv put secret/ci/token value=-
@@ -50,7 +51,7 @@ The mount is the first segment of PATH unless --mount is given.
 Exit codes: 0 success, 1 error, 2 usage error or nothing at PATH.";
 
 #[derive(Debug, Args)]
-pub struct KvArgs {
+pub(crate) struct KvArgs {
     /// Where the KV engine is mounted; without it, the first segment of PATH is the mount
     #[arg(long, global = true, value_name = "MOUNT")]
     pub mount: Option<String>,
@@ -60,7 +61,7 @@ pub struct KvArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum KvCmd {
+pub(crate) enum KvCmd {
     /// Read a secret (the latest version, or --version N)
     #[command(after_help = "\
 Examples:
@@ -100,7 +101,7 @@ A value that really starts with '@' is written as key=\\@value.")]
         path: String,
         /// key=value, key=@FILE, key=- (stdin), or one - / @FILE.json holding a JSON object
         #[arg(required = true, value_name = "DATA")]
-        data: Vec<String>,
+        data: Vec<SecretString>,
     },
 
     /// Change some keys of the latest version (a new version; other keys stay)
@@ -116,7 +117,7 @@ Examples:
         path: String,
         /// key=value, key=@FILE, key=- (stdin), or one - / @FILE.json holding a JSON object
         #[arg(required = true, value_name = "DATA")]
-        data: Vec<String>,
+        data: Vec<SecretString>,
     },
 
     /// List the secrets and folders (ending in /) under a path
@@ -212,7 +213,7 @@ and the command fails, so no update is lost.")]
 }
 
 #[derive(Debug, Subcommand)]
-pub enum MetadataCmd {
+pub(crate) enum MetadataCmd {
     /// Show a secret's metadata and the state of each version
     #[command(after_help = "\
 Examples:
@@ -250,7 +251,7 @@ Examples:
 }
 
 #[derive(Debug, Args)]
-pub struct MetadataFields {
+pub(crate) struct MetadataFields {
     /// Versions to keep (0: the mount's setting, or 10)
     #[arg(long, value_name = "N")]
     max_versions: Option<u32>,
@@ -270,7 +271,7 @@ pub struct MetadataFields {
 /// Vault's single-dash long flags for `zafe kv`, rewritten to clap's
 /// double dash: `-version=2` → `--version=2`. Only after the `kv`
 /// subcommand, only these names, and never after `--`.
-pub fn vault_style_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+pub(crate) fn vault_style_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
     const NAMES: &[&str] = &[
         "version", "versions", "field", "mount", "cas", "format", "after",
     ];
@@ -298,7 +299,7 @@ pub fn vault_style_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsStrin
     out
 }
 
-pub async fn run(client: &Client, out: Out, args: KvArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(client: &Client, out: Out, args: KvArgs) -> anyhow::Result<ExitCode> {
     let kv = Kv {
         client,
         out,
@@ -519,11 +520,12 @@ impl Kv<'_> {
         &self,
         raw: &str,
         cas: Option<i64>,
-        items: &[String],
+        items: &[SecretString],
         patch: bool,
     ) -> anyhow::Result<ExitCode> {
         let t = self.target(raw, false)?;
-        let data = parse_data(items)?;
+        let items: Vec<&str> = items.iter().map(SecretString::expose).collect();
+        let data = parse_data(&items)?;
         let mut body = json!({ "data": Value::Object(data) });
         if let Some(cas) = cas {
             body["options"] = json!({ "cas": cas });
@@ -992,11 +994,12 @@ fn is_not_found(e: &zafe_client::Error) -> bool {
 /// The secret's data from the command line: `key=value`, `key=@FILE`,
 /// `key=-` (stdin), `key=\@literal`; or a single `-` / `@FILE` holding a
 /// JSON object. Values read from files and stdin are taken as they are.
-fn parse_data(items: &[String]) -> anyhow::Result<Map<String, Value>> {
+fn parse_data<S: AsRef<str>>(items: &[S]) -> anyhow::Result<Map<String, Value>> {
     if let [only] = items
-        && !only.contains('=')
+        && !only.as_ref().contains('=')
     {
-        let text = match only.as_str() {
+        let only = only.as_ref();
+        let text = match only {
             "-" => read_stdin()?,
             s if s.starts_with('@') => read_file(&s[1..])?,
             _ => {
@@ -1019,6 +1022,7 @@ fn parse_data(items: &[String]) -> anyhow::Result<Map<String, Value>> {
     let mut data = Map::new();
     let mut stdin_used = false;
     for item in items {
+        let item = item.as_ref();
         let Some((key, raw)) = item.split_once('=') else {
             return Err(usage(format!(
                 "expected KEY=VALUE, not {item:?} (a single - or @FILE reads a whole JSON object)"

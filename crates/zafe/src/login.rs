@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use crate::output::Out;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LoginMethod {
+pub(crate) enum LoginMethod {
     /// An existing token, typed at a hidden prompt or piped on standard input
     Token,
     /// AppRole: --role-id, and the secret id from ZAFE_SECRET_ID or standard input
@@ -25,7 +25,7 @@ pub enum LoginMethod {
 }
 
 #[derive(Debug, Args)]
-pub struct LoginArgs {
+pub(crate) struct LoginArgs {
     /// Log in as this person, with a password (prompted for without echo)
     #[arg(long, value_name = "EMAIL", conflicts_with_all = ["role_id", "no_store"])]
     pub email: Option<String>,
@@ -55,7 +55,7 @@ pub struct LoginArgs {
     pub oidc_timeout: u64,
 }
 
-pub async fn run(client: &Client, out: Out, args: LoginArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(client: &Client, out: Out, args: LoginArgs) -> anyhow::Result<()> {
     if args.oidc {
         // No token goes to a login endpoint.
         let anonymous = with_token(client, None)?;
@@ -173,7 +173,7 @@ fn print(out: Out, info: &Value) -> anyhow::Result<()> {
 }
 
 /// The same client settings with another token (or none).
-pub fn with_token(client: &Client, token: Option<Token>) -> anyhow::Result<Client> {
+pub(crate) fn with_token(client: &Client, token: Option<Token>) -> anyhow::Result<Client> {
     let mut config = client.config().clone();
     config.token = token;
     Ok(Client::new(config)?)
@@ -181,7 +181,7 @@ pub fn with_token(client: &Client, token: Option<Token>) -> anyhow::Result<Clien
 
 /// A secret from `env` if set, else a hidden prompt on a terminal, else one
 /// line of standard input.
-pub fn read_secret(prompt: &str, env: Option<&str>) -> anyhow::Result<Zeroizing<String>> {
+pub(crate) fn read_secret(prompt: &str, env: Option<&str>) -> anyhow::Result<Zeroizing<String>> {
     if let Some(name) = env
         && let Ok(value) = std::env::var(name)
         && !value.trim().is_empty()

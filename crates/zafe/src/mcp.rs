@@ -69,7 +69,7 @@ that needs secrets: its output comes back with every secret value masked as ***.
 gives you a secret value, store it with set_secret and use its reference from then on.";
 
 #[derive(Debug, Args)]
-pub struct McpArgs {
+pub(crate) struct McpArgs {
     /// The project tools use when a call names none [default: `project` in .zafe.toml]
     #[arg(long, value_name = "SLUG", env = "ZAFE_PROJECT")]
     pub project: Option<String>,
@@ -79,7 +79,7 @@ pub struct McpArgs {
     pub environment: Option<String>,
 }
 
-pub const EXAMPLES: &str = "\
+pub(crate) const EXAMPLES: &str = "\
 Examples:
   zafe mcp                                   Serve MCP on stdin/stdout
   zafe mcp --project myapp --env dev         With a default project and environment
@@ -89,7 +89,7 @@ The server uses ZAFE_ADDR and the token from ZAFE_TOKEN or the token file (zafe 
 it starts. Tools: list_projects, list_secrets, get_reference, check_env_file, set_secret,
 run_command. No tool ever returns a secret value.";
 
-pub async fn serve(args: McpArgs, client: Client) -> anyhow::Result<()> {
+pub(crate) async fn serve(args: McpArgs, client: Client) -> anyhow::Result<()> {
     let root = std::env::current_dir()?.canonicalize()?;
     // Defaults: the flags, else the repository's .zafe.toml.
     let found = match (&args.project, &args.environment) {
@@ -109,7 +109,7 @@ pub async fn serve(args: McpArgs, client: Client) -> anyhow::Result<()> {
 }
 
 #[derive(Clone)]
-pub struct ZafeMcp {
+pub(crate) struct ZafeMcp {
     inner: Arc<Inner>,
     tool_router: ToolRouter<Self>,
 }
@@ -151,7 +151,7 @@ impl Seen {
 // ---- Tool parameters ------------------------------------------------------
 
 #[derive(Debug, Deserialize, JsonSchema)]
-pub struct ListSecretsParams {
+pub(crate) struct ListSecretsParams {
     /// Project slug (default: the one `zafe mcp` was started with)
     pub project: Option<String>,
     /// Environment name, e.g. dev or prod (default: the one `zafe mcp` was started with)
@@ -159,7 +159,7 @@ pub struct ListSecretsParams {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-pub struct GetReferenceParams {
+pub(crate) struct GetReferenceParams {
     /// Secret name, e.g. DATABASE_URL
     pub key: String,
     /// Project slug (default: the one `zafe mcp` was started with)
@@ -171,7 +171,7 @@ pub struct GetReferenceParams {
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
-pub struct CheckEnvFileParams {
+pub(crate) struct CheckEnvFileParams {
     /// Path of a dotenv file inside the working directory, e.g. .env.zafe
     pub path: String,
     /// Also check plain keys against this project's environment (default: the one `zafe mcp`
@@ -180,8 +180,10 @@ pub struct CheckEnvFileParams {
     pub environment: Option<String>,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
-pub struct SetSecretParams {
+// Debug by hand: it shows the key and never the value. (No doc comment here: it would become
+// the tool schema's description.)
+#[derive(Deserialize, JsonSchema)]
+pub(crate) struct SetSecretParams {
     /// Secret name: letters, digits and underscores, e.g. STRIPE_KEY
     pub key: String,
     /// The secret value the user supplied. It is stored and never returned.
@@ -192,8 +194,19 @@ pub struct SetSecretParams {
     pub environment: Option<String>,
 }
 
+impl std::fmt::Debug for SetSecretParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetSecretParams")
+            .field("key", &self.key)
+            .field("value", &format_args!("<redacted>"))
+            .field("project", &self.project)
+            .field("environment", &self.environment)
+            .finish()
+    }
+}
+
 #[derive(Debug, Deserialize, JsonSchema)]
-pub struct RunCommandParams {
+pub(crate) struct RunCommandParams {
     /// The program and its arguments, e.g. ["npm", "test"]; no shell is involved unless you
     /// name one (["sh", "-c", "..."])
     pub command: Vec<String>,
@@ -213,7 +226,7 @@ pub struct RunCommandParams {
 
 #[tool_router]
 impl ZafeMcp {
-    pub fn new(
+    pub(crate) fn new(
         client: Client,
         root: PathBuf,
         project: Option<String>,
@@ -918,4 +931,21 @@ fn sanitize(err: &zafe_client::Error) -> String {
         clean.push('…');
     }
     clean
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_set_secret_shows_the_key_not_the_value() {
+        let params: SetSecretParams = serde_json::from_value(serde_json::json!({
+            "key": "STRIPE_KEY",
+            "value": "sk_live_hunter2",
+        }))
+        .unwrap();
+        let shown = format!("{params:?}");
+        assert!(shown.contains("STRIPE_KEY"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
 }

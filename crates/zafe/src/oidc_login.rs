@@ -37,7 +37,7 @@ fn b64(bytes: &[u8]) -> String {
 /// login's.
 /// `totp_code` goes with the callback for an account with TOTP on (the
 /// server answers `a TOTP code is required` without it).
-pub async fn login(
+pub(crate) async fn login(
     client: &Client,
     no_browser: bool,
     timeout: Duration,

@@ -9,7 +9,12 @@ use zeroize::Zeroizing;
 use crate::output::Out;
 use crate::status::seal_rows;
 
-pub async fn init(client: &Client, out: Out, shares: u8, threshold: u8) -> anyhow::Result<()> {
+pub(crate) async fn init(
+    client: &Client,
+    out: Out,
+    shares: u8,
+    threshold: u8,
+) -> anyhow::Result<()> {
     if threshold > shares {
         bail!("the key threshold ({threshold}) cannot exceed the number of key shares ({shares})");
     }
@@ -38,17 +43,17 @@ pub async fn init(client: &Client, out: Out, shares: u8, threshold: u8) -> anyho
     Ok(())
 }
 
-pub async fn unseal(
+pub(crate) async fn unseal(
     client: &Client,
     out: Out,
-    key: Option<String>,
+    key: Option<zafe_core::secret::SecretString>,
     reset: bool,
 ) -> anyhow::Result<()> {
     let status = if reset {
         client.unseal_reset().await?
     } else {
         let key = match key {
-            Some(key) => Zeroizing::new(key),
+            Some(key) => Zeroizing::new(key.expose().to_string()),
             None => read_key()?,
         };
         let key = key.trim();
@@ -80,7 +85,7 @@ fn read_key() -> anyhow::Result<Zeroizing<String>> {
     Ok(line)
 }
 
-pub async fn seal(client: &Client, out: Out) -> anyhow::Result<()> {
+pub(crate) async fn seal(client: &Client, out: Out) -> anyhow::Result<()> {
     client.seal().await?;
     if out.json() {
         out.print_json(&serde_json::json!({ "sealed": true }))

@@ -6,13 +6,13 @@ use std::io::IsTerminal as _;
 use crate::cli::Format;
 
 #[derive(Debug, Clone, Copy)]
-pub struct Out {
+pub(crate) struct Out {
     pub format: Format,
     color: bool,
 }
 
 impl Out {
-    pub fn new(format: Format, no_color: bool) -> Self {
+    pub(crate) fn new(format: Format, no_color: bool) -> Self {
         // https://no-color.org: any non-empty NO_COLOR disables colour.
         let no_color_env = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         Self {
@@ -21,23 +21,23 @@ impl Out {
         }
     }
 
-    pub fn json(&self) -> bool {
+    pub(crate) fn json(&self) -> bool {
         self.format == Format::Json
     }
 
-    pub fn red(&self, text: &str) -> String {
+    pub(crate) fn red(&self, text: &str) -> String {
         self.paint("31", text)
     }
 
-    pub fn green(&self, text: &str) -> String {
+    pub(crate) fn green(&self, text: &str) -> String {
         self.paint("32", text)
     }
 
-    pub fn yellow(&self, text: &str) -> String {
+    pub(crate) fn yellow(&self, text: &str) -> String {
         self.paint("33", text)
     }
 
-    pub fn bold(&self, text: &str) -> String {
+    pub(crate) fn bold(&self, text: &str) -> String {
         self.paint("1", text)
     }
 
@@ -50,13 +50,13 @@ impl Out {
     }
 
     /// Prints a value as indented JSON.
-    pub fn print_json(&self, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    pub(crate) fn print_json(&self, value: &impl serde::Serialize) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(value)?);
         Ok(())
     }
 
     /// Prints rows as Vault does: a `Key`/`Value` header and aligned columns.
-    pub fn print_table(&self, rows: &[(&str, String)]) {
+    pub(crate) fn print_table(&self, rows: &[(&str, String)]) {
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0).max(3);
         println!("{:width$}    Value", "Key");
         println!("{:width$}    -----", "---");

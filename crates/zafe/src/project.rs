@@ -25,7 +25,7 @@ use zeroize::Zeroizing;
 
 use crate::output::Out;
 
-pub const PROJECT_EXAMPLES: &str = "\
+pub(crate) const PROJECT_EXAMPLES: &str = "\
 Examples:
   zafe project create myapp                          Environments dev, staging and prod
   zafe project create myapp --env dev --env prod --mount team-kv
@@ -38,7 +38,7 @@ Inside a repository, `.zafe.toml` names the project and environment:
   environment = \"dev\"
   server = \"https://zafe.example.com:8200\"          (optional)";
 
-pub const ENV_EXAMPLES: &str = "\
+pub(crate) const ENV_EXAMPLES: &str = "\
 Examples:
   zafe env list myapp
   zafe env create myapp qa
@@ -48,7 +48,7 @@ Examples:
   zafe env copy myapp dev staging --overwrite
   zafe env diff dev prod                             The project from .zafe.toml";
 
-pub const MEMBER_EXAMPLES: &str = "\
+pub(crate) const MEMBER_EXAMPLES: &str = "\
 Examples:
   zafe member list myapp
   zafe member add myapp alice@example.com --role member
@@ -58,7 +58,7 @@ Examples:
 Roles, weakest first: readonly (read secrets), member (write them), operator (destroy
 versions, manage environments), admin (manage members, delete the project).";
 
-pub const SECRET_EXAMPLES: &str = "\
+pub(crate) const SECRET_EXAMPLES: &str = "\
 Examples:
   zafe secret set DB_URL                     Prompts for the value (hidden), or reads stdin
   printf %s \"$URL\" | zafe secret set DB_URL
@@ -72,7 +72,7 @@ The project and environment come from .zafe.toml unless --project / --env are gi
 
 /// `--project` / `--env` where a command takes them as flags.
 #[derive(Debug, Args)]
-pub struct Scope {
+pub(crate) struct Scope {
     /// The project (default: `project` in .zafe.toml)
     #[arg(long, short = 'p', global = true, value_name = "SLUG")]
     pub project: Option<String>,
@@ -82,7 +82,7 @@ pub struct Scope {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ProjectCmd {
+pub(crate) enum ProjectCmd {
     /// Create a project (you become its admin)
     #[command(after_help = "\
 Examples:
@@ -130,7 +130,7 @@ Examples:
 }
 
 #[derive(Debug, Subcommand)]
-pub enum EnvCmd {
+pub(crate) enum EnvCmd {
     /// List a project's environments
     #[command(after_help = "\
 Examples:
@@ -201,7 +201,7 @@ Keys that already exist in TO are skipped unless --overwrite is given; a copy wi
 }
 
 #[derive(Debug, Subcommand)]
-pub enum MemberCmd {
+pub(crate) enum MemberCmd {
     /// List a project's members and their roles
     #[command(after_help = "\
 Examples:
@@ -242,7 +242,7 @@ Examples:
 }
 
 #[derive(Debug, Args)]
-pub struct SecretArgs {
+pub(crate) struct SecretArgs {
     #[command(flatten)]
     pub scope: Scope,
     #[command(subcommand)]
@@ -250,7 +250,7 @@ pub struct SecretArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum SecretCmd {
+pub(crate) enum SecretCmd {
     /// Set a secret's value (a new version); the value is prompted for or read from stdin
     #[command(after_help = "\
 Examples:
@@ -307,7 +307,7 @@ struct ProjectInfo {
 
 /// The project file of the working directory, if any (a malformed one is
 /// an error even when flags name everything: it would mislead later).
-pub fn project_file() -> anyhow::Result<Option<Found>> {
+pub(crate) fn project_file() -> anyhow::Result<Option<Found>> {
     Ok(project_file::find()?)
 }
 
@@ -499,7 +499,11 @@ async fn read_data(
     }
 }
 
-pub async fn project(client: &Client, out: Out, cmd: ProjectCmd) -> anyhow::Result<ExitCode> {
+pub(crate) async fn project(
+    client: &Client,
+    out: Out,
+    cmd: ProjectCmd,
+) -> anyhow::Result<ExitCode> {
     let ctx = Ctx { client, out };
     let found = project_file()?;
     match cmd {
@@ -609,7 +613,7 @@ pub async fn project(client: &Client, out: Out, cmd: ProjectCmd) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn env(client: &Client, out: Out, cmd: EnvCmd) -> anyhow::Result<ExitCode> {
+pub(crate) async fn env(client: &Client, out: Out, cmd: EnvCmd) -> anyhow::Result<ExitCode> {
     let ctx = Ctx { client, out };
     let found = project_file()?;
     match cmd {
@@ -879,7 +883,7 @@ async fn copy(
     Ok(())
 }
 
-pub async fn member(client: &Client, out: Out, cmd: MemberCmd) -> anyhow::Result<ExitCode> {
+pub(crate) async fn member(client: &Client, out: Out, cmd: MemberCmd) -> anyhow::Result<ExitCode> {
     let ctx = Ctx { client, out };
     let found = project_file()?;
     let member_path = |slug: &str, who: &str| {
@@ -1000,7 +1004,11 @@ fn check_key(key: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn secret(client: &Client, out: Out, args: SecretArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn secret(
+    client: &Client,
+    out: Out,
+    args: SecretArgs,
+) -> anyhow::Result<ExitCode> {
     let ctx = Ctx { client, out };
     let found = project_file()?;
     let slug = match args.scope.project {

@@ -40,13 +40,13 @@ use crate::child;
 
 /// A reference could not be resolved (missing, forbidden or malformed);
 /// the command did not run.
-pub const EXIT_UNRESOLVED: u8 = 121;
+pub(crate) const EXIT_UNRESOLVED: u8 = 121;
 /// Zafe failed before the command could start (an env file, the server,
 /// the files directory).
-pub const EXIT_ZAFE_FAILED: u8 = 125;
+pub(crate) const EXIT_ZAFE_FAILED: u8 = 125;
 
 /// Zafe's own credentials: never passed to the child unless asked.
-pub const ZAFE_CREDENTIALS: [&str; 6] = [
+pub(crate) const ZAFE_CREDENTIALS: [&str; 6] = [
     "ZAFE_TOKEN",
     "ZAFE_ADDR",
     "VAULT_TOKEN",
@@ -55,7 +55,7 @@ pub const ZAFE_CREDENTIALS: [&str; 6] = [
     "ZAFE_SETUP_TOKEN",
 ];
 
-pub const EXAMPLES: &str = "\
+pub(crate) const EXAMPLES: &str = "\
 Examples:
   zafe run -- npm start                       References in the environment are resolved
   zafe run --env-file .env.zafe -- ./server   References from an env file
@@ -79,7 +79,7 @@ Exit codes: the command's own exit code (128+N when killed by signal N);
   127  the command was not found";
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// A dotenv file whose values (plain or `zafe://` references) the command gets; repeatable,
     /// later files win
     #[arg(long = "env-file", value_name = "FILE")]
@@ -128,19 +128,19 @@ pub struct RunArgs {
 
 /// One variable for the child: a plain value, or a reference to resolve.
 #[derive(Clone)]
-pub enum Source {
+pub(crate) enum Source {
     Plain(OsString),
     Reference(String),
 }
 
 /// What went wrong before the command started, with the exit code.
-pub struct Failure {
+pub(crate) struct Failure {
     pub code: u8,
     pub message: String,
 }
 
 impl Failure {
-    pub fn zafe(message: impl Into<String>) -> Self {
+    pub(crate) fn zafe(message: impl Into<String>) -> Self {
         Self {
             code: EXIT_ZAFE_FAILED,
             message: message.into(),
@@ -157,13 +157,13 @@ impl Failure {
 
 /// Variables collected without the server: references in Zafe's own
 /// environment, and every assignment of the env files.
-pub struct Local {
+pub(crate) struct Local {
     inherited: BTreeMap<OsString, Source>,
     files: BTreeMap<OsString, Source>,
 }
 
 impl Local {
-    pub fn collect(env_files: &[PathBuf]) -> Result<Self, Failure> {
+    pub(crate) fn collect(env_files: &[PathBuf]) -> Result<Self, Failure> {
         let mut inherited = BTreeMap::new();
         for (name, value) in std::env::vars_os() {
             if let Some(text) = value.to_str()
@@ -181,7 +181,7 @@ impl Local {
         Ok(Self { inherited, files })
     }
 
-    pub fn has_references(&self) -> bool {
+    pub(crate) fn has_references(&self) -> bool {
         self.inherited
             .values()
             .chain(self.files.values())
@@ -190,7 +190,7 @@ impl Local {
 }
 
 /// Every variable the child gets, with every reference resolved.
-pub struct Prepared {
+pub(crate) struct Prepared {
     vars: BTreeMap<OsString, Source>,
     values: BTreeMap<String, SecretString>,
 }
@@ -201,7 +201,7 @@ impl Prepared {
     /// there is nothing to ask the server. A key named like a variable that
     /// makes programs run other code is refused unless it is in `allowed`
     /// or an env file sets that variable itself (see [`runs_code`]).
-    pub async fn resolve(
+    pub(crate) async fn resolve(
         local: Local,
         project: Option<(&str, &str)>,
         client: Option<&Client>,
@@ -259,14 +259,14 @@ impl Prepared {
     /// is a reference, so what stays plain was left plain on purpose
     /// (`LOG_LEVEL=debug`), and masking it would blank those words in all
     /// of the program's output.
-    pub fn values(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn values(&self) -> impl Iterator<Item = &str> {
         self.values.values().map(|v| v.expose())
     }
 
     /// The plain (non-reference) values of the env files. `zafe mcp` masks
     /// these too: an assistant must not be able to read a plain `.env`
     /// through the run tool.
-    pub fn plain_values(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn plain_values(&self) -> impl Iterator<Item = &str> {
         self.vars.values().filter_map(|s| match s {
             Source::Plain(value) => value.to_str().filter(|v| !v.is_empty()),
             Source::Reference(_) => None,
@@ -274,16 +274,16 @@ impl Prepared {
     }
 
     /// Whether the output has anything to be masked against.
-    pub fn has_values(&self) -> bool {
+    pub(crate) fn has_values(&self) -> bool {
         self.values().next().is_some()
     }
 
-    pub fn mask_set(&self, options: MaskOptions) -> MaskSet {
+    pub(crate) fn mask_set(&self, options: MaskOptions) -> MaskSet {
         MaskSet::new(self.values().map(str::as_bytes), options)
     }
 
     /// Names of variables whose values are too short to mask.
-    pub fn unmasked_short(&self) -> Vec<String> {
+    pub(crate) fn unmasked_short(&self) -> Vec<String> {
         self.vars
             .iter()
             .filter(|(_, s)| {
@@ -301,7 +301,7 @@ impl Prepared {
     /// environment and its configuration directory is an empty one, so a
     /// `zafe kv get` in the child cannot use this user's session and print
     /// values the masker never saw.
-    pub fn command(
+    pub(crate) fn command(
         &self,
         argv: &[OsString],
         isolated: Option<&IsolatedConfigDir>,
@@ -350,7 +350,7 @@ impl Prepared {
 /// machine that does `zafe run --project`, so such keys are refused there
 /// unless allowed by name. The same names written by the user in their own
 /// env file are the user's choice and are not checked.
-pub fn runs_code(name: &str) -> bool {
+pub(crate) fn runs_code(name: &str) -> bool {
     const NAMES: &[&str] = &[
         "PATH",
         "HOME",
@@ -404,7 +404,10 @@ fn names_holding(vars: &BTreeMap<OsString, Source>, reference: &str) -> String {
         .join(", ")
 }
 
-pub async fn run(args: RunArgs, client: impl FnOnce() -> anyhow::Result<Client>) -> ExitCode {
+pub(crate) async fn run(
+    args: RunArgs,
+    client: impl FnOnce() -> anyhow::Result<Client>,
+) -> ExitCode {
     match prepare_and_run(args, client).await {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
@@ -589,12 +592,12 @@ async fn resolve(
 /// the child gets as `ZAFE_CONFIG_DIR`: no token file, no session, no
 /// credential store entry (those are keyed by the directory). Removed with
 /// whatever the child put in it when dropped.
-pub struct IsolatedConfigDir {
+pub(crate) struct IsolatedConfigDir {
     path: PathBuf,
 }
 
 impl IsolatedConfigDir {
-    pub fn create() -> Result<Self, String> {
+    pub(crate) fn create() -> Result<Self, String> {
         let mut random = [0u8; 12];
         rand_core::OsRng.fill_bytes(&mut random);
         let path = std::env::temp_dir().join(format!("zafe-child-config-{}", hex::encode(random)));
@@ -614,14 +617,14 @@ impl Drop for IsolatedConfigDir {
 }
 
 /// A private directory on tmpfs holding one file per secret; removed on drop.
-pub struct SecretDir {
+pub(crate) struct SecretDir {
     path: PathBuf,
 }
 
 impl SecretDir {
     /// `$XDG_RUNTIME_DIR` (per-user, tmpfs on systemd systems), else
     /// `/dev/shm`; either must be tmpfs, so secrets never reach a disk.
-    pub fn create() -> Result<Self, String> {
+    pub(crate) fn create() -> Result<Self, String> {
         let candidates = std::env::var_os("XDG_RUNTIME_DIR")
             .map(PathBuf::from)
             .into_iter()

@@ -7,7 +7,7 @@ use zafe_client::{Client, PinStore};
 use crate::output::Out;
 use crate::status::{identity_json, identity_rows};
 
-pub async fn show(client: &Client, out: Out) -> anyhow::Result<()> {
+pub(crate) async fn show(client: &Client, out: Out) -> anyhow::Result<()> {
     let checked = client.verify_identity().await?;
     if out.json() {
         let mut value = identity_json(&checked);
@@ -22,7 +22,7 @@ pub async fn show(client: &Client, out: Out) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn list(pins: &PinStore, out: Out) -> anyhow::Result<()> {
+pub(crate) fn list(pins: &PinStore, out: Out) -> anyhow::Result<()> {
     let all = pins.list()?;
     if out.json() {
         return out.print_json(&all);
@@ -59,7 +59,7 @@ pub fn list(pins: &PinStore, out: Out) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn forget(pins: &PinStore, out: Out, addr: &str) -> anyhow::Result<()> {
+pub(crate) fn forget(pins: &PinStore, out: Out, addr: &str) -> anyhow::Result<()> {
     let key = zafe_client::config::addr_key(addr)?;
     let Some(pin) = pins.forget(addr)? else {
         bail!("no identity is pinned for {key}");
@@ -79,7 +79,7 @@ pub fn forget(pins: &PinStore, out: Out, addr: &str) -> anyhow::Result<()> {
 }
 
 /// `client` points at NEW.
-pub async fn migrate(client: &Client, out: Out, old: &str) -> anyhow::Result<()> {
+pub(crate) async fn migrate(client: &Client, out: Out, old: &str) -> anyhow::Result<()> {
     let pin = client.migrate_pin_from(old).await?;
     let old = zafe_client::config::addr_key(old)?;
     if out.json() {

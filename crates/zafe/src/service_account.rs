@@ -6,7 +6,7 @@ use zafe_client::{Client, Method};
 
 use crate::output::Out;
 
-pub async fn create(
+pub(crate) async fn create(
     client: &Client,
     out: Out,
     name: &str,
@@ -27,7 +27,12 @@ pub async fn create(
     print_token(out, &reply["data"], &format!("service account {name}"))
 }
 
-pub async fn token(client: &Client, out: Out, name: &str, ttl: Option<&str>) -> anyhow::Result<()> {
+pub(crate) async fn token(
+    client: &Client,
+    out: Out,
+    name: &str,
+    ttl: Option<&str>,
+) -> anyhow::Result<()> {
     let body = ttl.map(|t| json!({ "token_ttl": t }));
     let path = format!("/v1/sys/service-accounts/{}/token", encode_segment(name));
     let reply = client
@@ -57,7 +62,7 @@ fn print_token(out: Out, data: &Value, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn list(client: &Client, out: Out) -> anyhow::Result<()> {
+pub(crate) async fn list(client: &Client, out: Out) -> anyhow::Result<()> {
     let reply = client
         .request_json(Method::GET, "/v1/sys/service-accounts?list=true", None)
         .await?
@@ -75,7 +80,7 @@ pub async fn list(client: &Client, out: Out) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn read(client: &Client, out: Out, name: &str) -> anyhow::Result<()> {
+pub(crate) async fn read(client: &Client, out: Out, name: &str) -> anyhow::Result<()> {
     let path = format!("/v1/sys/service-accounts/{}", encode_segment(name));
     let reply = client
         .request_json(Method::GET, &path, None)
@@ -126,7 +131,11 @@ pub async fn read(client: &Client, out: Out, name: &str) -> anyhow::Result<()> {
 }
 
 /// Without an accessor: deletes the account and every token it has.
-pub async fn revoke(client: &Client, name: &str, accessor: Option<&str>) -> anyhow::Result<()> {
+pub(crate) async fn revoke(
+    client: &Client,
+    name: &str,
+    accessor: Option<&str>,
+) -> anyhow::Result<()> {
     let path = match accessor {
         Some(a) => format!(
             "/v1/sys/service-accounts/{}/token/{}",

@@ -15,7 +15,7 @@ use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Editor {
+pub(crate) enum Editor {
     /// Claude Code: .mcp.json in the project
     Claude,
     /// Cursor: .cursor/mcp.json in the project
@@ -27,7 +27,7 @@ pub enum Editor {
 }
 
 #[derive(Debug, Args)]
-pub struct SetupMcpArgs {
+pub(crate) struct SetupMcpArgs {
     /// The editor to configure
     #[arg(long, value_enum, default_value_t = Editor::Claude)]
     pub editor: Editor,
@@ -49,7 +49,7 @@ pub struct SetupMcpArgs {
     pub environment: Option<String>,
 }
 
-pub const EXAMPLES: &str = "\
+pub(crate) const EXAMPLES: &str = "\
 Examples:
   zafe setup mcp --editor claude             Print the entry for Claude Code (.mcp.json)
   zafe setup mcp --editor cursor --write     Add it to .cursor/mcp.json, after asking
@@ -97,7 +97,7 @@ fn entry(args: &SetupMcpArgs, addr: Option<&str>) -> anyhow::Result<Value> {
     Ok(server)
 }
 
-pub fn run(args: SetupMcpArgs, addr: Option<String>) -> anyhow::Result<()> {
+pub(crate) fn run(args: SetupMcpArgs, addr: Option<String>) -> anyhow::Result<()> {
     let (path, servers_key) = target(args.editor)?;
     let server = entry(&args, addr.as_deref())?;
     if !args.write {

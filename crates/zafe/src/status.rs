@@ -7,7 +7,7 @@ use zafe_client::{Checked, Client, SealStatus};
 
 use crate::output::Out;
 
-pub async fn run(client: &Client, out: Out) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(client: &Client, out: Out) -> anyhow::Result<ExitCode> {
     // Identity first: nothing the server says is worth showing if it is not
     // the server that was pinned.
     let checked = client.verify_identity().await?;
@@ -61,7 +61,7 @@ pub async fn run(client: &Client, out: Out) -> anyhow::Result<ExitCode> {
 }
 
 /// The rows `vault status` and `vault operator unseal` show.
-pub fn seal_rows(seal: &SealStatus, out: Out) -> Vec<(&'static str, String)> {
+pub(crate) fn seal_rows(seal: &SealStatus, out: Out) -> Vec<(&'static str, String)> {
     let sealed = if seal.sealed {
         out.red("true")
     } else {
@@ -93,7 +93,7 @@ pub fn seal_rows(seal: &SealStatus, out: Out) -> Vec<(&'static str, String)> {
     rows
 }
 
-pub fn identity_rows(checked: &Checked, out: Out) -> Vec<(&'static str, String)> {
+pub(crate) fn identity_rows(checked: &Checked, out: Out) -> Vec<(&'static str, String)> {
     let binding = if checked.identity.tls_bound {
         out.green("verified, bound to the TLS certificate")
     } else if checked.pin.tls_bound {
@@ -109,7 +109,7 @@ pub fn identity_rows(checked: &Checked, out: Out) -> Vec<(&'static str, String)>
     ]
 }
 
-pub fn identity_json(checked: &Checked) -> serde_json::Value {
+pub(crate) fn identity_json(checked: &Checked) -> serde_json::Value {
     json!({
         "server_id": checked.identity.server_id,
         "public_key": checked.pin.public_key,

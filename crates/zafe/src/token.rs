@@ -14,7 +14,7 @@ use crate::login::read_secret;
 use crate::output::Out;
 
 #[derive(Debug, Subcommand)]
-pub enum TokenCmd {
+pub(crate) enum TokenCmd {
     /// Create a child token (or an orphan) of the current token
     #[command(after_help = "\
 Examples:
@@ -91,7 +91,7 @@ Examples:
 }
 
 #[derive(Debug, Args)]
-pub struct CreateArgs {
+pub(crate) struct CreateArgs {
     /// A policy for the new token (repeat for more); default: the current token's policies
     #[arg(long = "policy", value_name = "NAME")]
     pub policies: Vec<String>,
@@ -129,7 +129,7 @@ pub struct CreateArgs {
 
 /// Which token a command is about: the caller's own unless one of these.
 #[derive(Debug, Args)]
-pub struct Target {
+pub(crate) struct Target {
     /// The token with this accessor
     #[arg(long, value_name = "ACCESSOR", conflicts_with = "stdin")]
     pub accessor: Option<String>,
@@ -138,14 +138,14 @@ pub struct Target {
     pub stdin: bool,
 }
 
-pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("expected KEY=VALUE, got {s:?}")),
     }
 }
 
-pub async fn run(client: &Client, out: Out, cmd: TokenCmd) -> anyhow::Result<()> {
+pub(crate) async fn run(client: &Client, out: Out, cmd: TokenCmd) -> anyhow::Result<()> {
     match cmd {
         TokenCmd::Create(args) => create(client, out, args).await,
         TokenCmd::Lookup(target) => lookup(client, out, target).await,
@@ -412,7 +412,7 @@ fn print_warnings(out: Out, answer: &Value) {
 }
 
 /// Key/value rows of an object, sorted by key.
-pub fn print_object(out: Out, data: &Value) {
+pub(crate) fn print_object(out: Out, data: &Value) {
     let mut rows: Vec<(&str, String)> = data
         .as_object()
         .into_iter()
@@ -425,7 +425,7 @@ pub fn print_object(out: Out, data: &Value) {
 
 /// A value as Vault's table shows it: strings bare, lists as `[a b]`,
 /// maps as `map[k:v]`, nothing as `n/a`.
-pub fn display(v: &Value) -> String {
+pub(crate) fn display(v: &Value) -> String {
     match v {
         Value::Null => "n/a".into(),
         Value::String(s) => s.clone(),

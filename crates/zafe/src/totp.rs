@@ -13,7 +13,7 @@ use crate::login::read_secret;
 use crate::output::Out;
 
 #[derive(Debug, Subcommand)]
-pub enum TotpCmd {
+pub(crate) enum TotpCmd {
     /// Turn TOTP on: asks for the password, shows a QR code for an authenticator app,
     /// checks one code, and prints ten single-use recovery codes (once)
     #[command(
@@ -29,7 +29,7 @@ pub enum TotpCmd {
     },
 }
 
-pub const EXAMPLES: &str = "\
+pub(crate) const EXAMPLES: &str = "\
 Examples:
   zafe totp enroll            Scan the QR code, type a code, keep the recovery codes safe
   zafe totp disable           Asks for a current code (or a recovery code)
@@ -38,7 +38,7 @@ Examples:
 Once TOTP is on, `zafe login` asks for a code after the password. Answers are read from the
 terminal, or one line each from standard input.";
 
-pub async fn run(client: &Client, out: Out, cmd: TotpCmd) -> anyhow::Result<()> {
+pub(crate) async fn run(client: &Client, out: Out, cmd: TotpCmd) -> anyhow::Result<()> {
     match cmd {
         TotpCmd::Enroll => enroll(client, out).await,
         TotpCmd::Disable { password } => disable(client, out, password).await,

@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 
 use crate::output::Out;
 
-pub const EXAMPLES: &str = "\
+pub(crate) const EXAMPLES: &str = "\
 Examples:
   zafe secrets enable transit                     Enable the engine at transit/ (once)
   zafe transit create payments
@@ -36,7 +36,7 @@ Examples:
 Plaintext is read from standard input or @FILE, never from the command line.";
 
 #[derive(Debug, Args)]
-pub struct TransitArgs {
+pub(crate) struct TransitArgs {
     /// Where the transit engine is mounted
     #[arg(long, global = true, default_value = "transit", value_name = "PATH")]
     pub mount: String,
@@ -47,7 +47,7 @@ pub struct TransitArgs {
 
 /// Where input bytes come from: standard input (`-`) or a file (`@FILE`).
 #[derive(Debug, Clone)]
-pub enum Input {
+pub(crate) enum Input {
     Stdin,
     File(PathBuf),
 }
@@ -65,7 +65,7 @@ fn parse_input(raw: &str) -> Result<Input, String> {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum TransitCmd {
+pub(crate) enum TransitCmd {
     /// Create a named key (the server generates it; it never leaves unless exportable)
     #[command(after_help = "\
 Examples:
@@ -239,7 +239,7 @@ Examples:
     },
 }
 
-pub async fn run(client: &Client, out: Out, args: TransitArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(client: &Client, out: Out, args: TransitArgs) -> anyhow::Result<ExitCode> {
     let mount = encode_path(args.mount.trim_matches('/'));
     if mount.is_empty() {
         bail!("--mount cannot be empty");

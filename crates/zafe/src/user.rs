@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 use crate::login::with_token;
 use crate::output::Out;
 
-pub const USER_EXAMPLES: &str = "\
+pub(crate) const USER_EXAMPLES: &str = "\
 Examples:
   zafe user create bob@example.com                 Prompts for an initial password
   zafe user create ops@example.com --admin --password-stdin < pw.txt
@@ -34,7 +34,7 @@ Examples:
 Managing other people needs a server administrator's session (or a root token).";
 
 #[derive(Debug, Subcommand)]
-pub enum UserCmd {
+pub(crate) enum UserCmd {
     /// Create an account with a password (administrators)
     #[command(
         after_help = "Examples:\n  zafe user create bob@example.com --display-name Bob\n  zafe user create ops@example.com --admin --password-stdin < pw.txt\n  zafe user create sso-only@example.com --no-password"
@@ -180,7 +180,7 @@ fn stdin_line() -> anyhow::Result<Zeroizing<String>> {
 }
 
 /// `zafe login --email`: a password login; the session is stored.
-pub async fn login(
+pub(crate) async fn login(
     client: &Client,
     out: Out,
     email: &str,
@@ -220,7 +220,7 @@ pub async fn login(
 
 /// `zafe operator bootstrap-admin`: the first administrator, with the setup
 /// token the server printed at its first start (ZAFE_SETUP_TOKEN or prompt).
-pub async fn bootstrap_admin(
+pub(crate) async fn bootstrap_admin(
     client: &Client,
     out: Out,
     email: &str,
@@ -315,7 +315,7 @@ pub(crate) fn store_session(
 }
 
 /// `zafe logout`: ends the session on the server and forgets it here.
-pub async fn logout(client: &Client, out: Out) -> anyhow::Result<()> {
+pub(crate) async fn logout(client: &Client, out: Out) -> anyhow::Result<()> {
     let config = client.config();
     if config.refresh_token.is_none() {
         bail!(
@@ -348,7 +348,7 @@ pub async fn logout(client: &Client, out: Out) -> anyhow::Result<()> {
     }
 }
 
-pub async fn run(client: &Client, out: Out, cmd: UserCmd) -> anyhow::Result<()> {
+pub(crate) async fn run(client: &Client, out: Out, cmd: UserCmd) -> anyhow::Result<()> {
     match cmd {
         UserCmd::Create {
             email,

@@ -19,9 +19,10 @@
 //! request or response body is recorded, only the error message of a failed
 //! request (which the server writes by hand and never fills with secrets).
 
+use parking_lot::Mutex;
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -83,7 +84,7 @@ tokio::task_local! {
 /// this caller. Outside a request (tests, background jobs) it does nothing.
 pub fn note_caller(entry: &TokenEntry) {
     let _ = NOTED.try_with(|slot| {
-        slot.noted.lock().expect("audit note lock").caller = Some(Caller {
+        slot.noted.lock().caller = Some(Caller {
             accessor: entry.accessor.clone(),
             display_name: entry.display_name.clone(),
             policies: entry.policies.clone(),
@@ -97,11 +98,7 @@ pub fn note_caller(entry: &TokenEntry) {
 /// never values. Outside a request it does nothing.
 pub fn note_resources(resources: impl IntoIterator<Item = String>) {
     let _ = NOTED.try_with(|slot| {
-        slot.noted
-            .lock()
-            .expect("audit note lock")
-            .resources
-            .extend(resources);
+        slot.noted.lock().resources.extend(resources);
     });
 }
 
@@ -117,7 +114,7 @@ const COMMITTED_STATUS: u16 = 200;
 /// entry is in, a plain commit.
 pub(crate) async fn commit(backend: &dyn Backend, ops: Vec<Op>) -> zafe_storage::Result<()> {
     let audited = NOTED.try_with(|c| c.clone()).ok().and_then(|c| {
-        let entry_due = c.noted.lock().expect("audit note lock").committed.is_none();
+        let entry_due = c.noted.lock().committed.is_none();
         let keys = c
             .known
             .keys
@@ -129,7 +126,7 @@ pub(crate) async fn commit(backend: &dyn Backend, ops: Vec<Op>) -> zafe_storage:
         return backend.commit(ops).await;
     };
     let (caller, resources) = {
-        let noted = context.noted.lock().expect("audit note lock");
+        let noted = context.noted.lock();
         (noted.caller.clone(), noted.resources.clone())
     };
     let event = context
@@ -142,7 +139,7 @@ pub(crate) async fn commit(backend: &dyn Backend, ops: Vec<Op>) -> zafe_storage:
     let rows = backend
         .commit_audited(ops, vec![draft], linker(keys))
         .await?;
-    context.noted.lock().expect("audit note lock").committed = rows.first().map(|r| r.seq);
+    context.noted.lock().committed = rows.first().map(|r| r.seq);
     Ok(())
 }
 
@@ -281,7 +278,7 @@ impl Pending {
             caller,
             resources,
             committed,
-        } = std::mem::take(&mut *self.context.noted.lock().expect("audit note lock"));
+        } = std::mem::take(&mut *self.context.noted.lock());
         let known = &self.context.known;
         let failed = status.is_client_error() || status.is_server_error();
         let written = if let (Some(seq), Some(keys), false) = (committed, &known.keys, failed) {

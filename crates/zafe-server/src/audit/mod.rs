@@ -38,9 +38,10 @@ pub mod chain;
 mod file;
 pub mod hook;
 
+use parking_lot::RwLock;
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -311,10 +312,10 @@ struct Shared {
     /// The newest checkpoint this node signed: verification requires the log
     /// to still hold it, even if someone deleted it from the database along
     /// with the entries it covers.
-    latest: std::sync::Mutex<Option<AuditCheckpoint>>,
+    latest: parking_lot::Mutex<Option<AuditCheckpoint>>,
     /// Where each new checkpoint is also written, outside the store, for
     /// rollback detection at the next start (see `crate::anchor`).
-    anchor: std::sync::Mutex<Option<PathBuf>>,
+    anchor: parking_lot::Mutex<Option<PathBuf>>,
 }
 
 /// The server's audit log. See the module documentation.
@@ -348,8 +349,8 @@ impl AuditLog {
             keys: RwLock::new(None),
             identity: IdentityKey::from_seed(&identity.seed()),
             config: config.clone(),
-            latest: std::sync::Mutex::new(None),
-            anchor: std::sync::Mutex::new(None),
+            latest: parking_lot::Mutex::new(None),
+            anchor: parking_lot::Mutex::new(None),
         });
         let (tx, rx) = mpsc::channel(65_536);
         let writer = Writer {
@@ -367,7 +368,7 @@ impl AuditLog {
     /// From now on, every checkpoint is also written to the anchor file
     /// at `path` (see `crate::anchor`).
     pub fn set_anchor(&self, path: PathBuf) {
-        *self.shared.anchor.lock().expect("anchor lock") = Some(path);
+        *self.shared.anchor.lock() = Some(path);
     }
 
     pub fn config(&self) -> &AuditConfig {
@@ -385,19 +386,18 @@ impl AuditLog {
 
     /// Called at unseal: derives the keys and writes what waited.
     pub fn unsealed(&self, keyring: &Keyring) {
-        *self.shared.keys.write().expect("audit keys lock") =
-            Some(Arc::new(AuditKeys::from_keyring(keyring)));
+        *self.shared.keys.write() = Some(Arc::new(AuditKeys::from_keyring(keyring)));
         let _ = self.tx.try_send(Job::Flush);
     }
 
     /// Called at seal: forgets the keys (entries in flight keep theirs until
     /// written).
     pub fn sealed(&self) {
-        self.shared.keys.write().expect("audit keys lock").take();
+        self.shared.keys.write().take();
     }
 
     pub fn keys(&self) -> Option<Arc<AuditKeys>> {
-        self.shared.keys.read().expect("audit keys lock").clone()
+        self.shared.keys.read().clone()
     }
 
     /// Writes `event`, durably, before returning `Ok`. `keys` are the ones
@@ -536,12 +536,7 @@ impl AuditLog {
                 "audit entry {seq} changed during the export; nothing was signed"
             ));
         }
-        let latest = self
-            .shared
-            .latest
-            .lock()
-            .expect("latest checkpoint lock")
-            .clone();
+        let latest = self.shared.latest.lock().clone();
         still_holds(backend, latest.as_ref()).await?;
         Ok(chain::sign_export_end(
             &self.shared.identity,
@@ -565,13 +560,7 @@ impl AuditLog {
             self.shared.config.checkpoint_interval().as_secs(),
             Some(now_us()),
         );
-        if let Some(cp) = self
-            .shared
-            .latest
-            .lock()
-            .expect("latest checkpoint lock")
-            .clone()
-        {
+        if let Some(cp) = self.shared.latest.lock().clone() {
             verifier.remember(cp);
         }
         let mut merged = Merged::new(backend.clone(), None, None);
@@ -744,7 +733,7 @@ impl Writer {
         let keys = records
             .iter()
             .find_map(|r| r.keys.clone())
-            .or_else(|| self.shared.keys.read().expect("audit keys lock").clone());
+            .or_else(|| self.shared.keys.read().clone());
         let Some(keys) = keys else {
             for r in records {
                 self.buffer_push(r.event);
@@ -854,7 +843,7 @@ impl Writer {
     }
 
     async fn checkpoint(&mut self, kind: &'static str) -> Result<Option<AuditCheckpoint>, String> {
-        let Some(keys) = self.shared.keys.read().expect("audit keys lock").clone() else {
+        let Some(keys) = self.shared.keys.read().clone() else {
             return Ok(None);
         };
         let backend = self.shared.backend.clone();
@@ -873,12 +862,7 @@ impl Writer {
         if kind == "periodic" && self.last_checkpoint == Some(seq) {
             return Ok(None);
         }
-        let latest = self
-            .shared
-            .latest
-            .lock()
-            .expect("latest checkpoint lock")
-            .clone();
+        let latest = self.shared.latest.lock().clone();
         still_holds(&*backend, latest.as_ref()).await?;
         let hash = verified_hash(&*backend, &keys, seq).await?;
         let cp = sign_checkpoint(&self.shared.identity, kind, seq, &hash, now_us());
@@ -890,8 +874,8 @@ impl Writer {
             file.write_checkpoint(&CheckpointLine::new(&cp))?;
         }
         self.last_checkpoint = Some(seq);
-        *self.shared.latest.lock().expect("latest checkpoint lock") = Some(cp.clone());
-        let anchor = self.shared.anchor.lock().expect("anchor lock").clone();
+        *self.shared.latest.lock() = Some(cp.clone());
+        let anchor = self.shared.anchor.lock().clone();
         if let Some(path) = anchor {
             let key = self.shared.identity.public_key();
             crate::anchor::advance(&*backend, &path, &key, &cp).await;
@@ -1016,6 +1000,18 @@ impl Merged {
             self.finished = true;
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+impl AuditLog {
+    /// Holds the audit log's locks, for the test that a panic cannot wedge the server.
+    pub(crate) fn hold_locks(&self) -> impl Sized + '_ {
+        (
+            self.shared.keys.write(),
+            self.shared.latest.lock(),
+            self.shared.anchor.lock(),
+        )
     }
 }
 

@@ -866,7 +866,7 @@ pub(crate) mod params {
         req.field(name).filter(|v| !v.is_null())
     }
 
-    pub fn string(req: &Request, name: &str) -> Result<Option<String>> {
+    pub(crate) fn string(req: &Request, name: &str) -> Result<Option<String>> {
         match field(req, name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -875,7 +875,7 @@ pub(crate) mod params {
         }
     }
 
-    pub fn boolean(req: &Request, name: &str) -> Result<Option<bool>> {
+    pub(crate) fn boolean(req: &Request, name: &str) -> Result<Option<bool>> {
         match field(req, name) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -889,7 +889,7 @@ pub(crate) mod params {
         }
     }
 
-    pub fn uint(req: &Request, name: &str) -> Result<Option<u32>> {
+    pub(crate) fn uint(req: &Request, name: &str) -> Result<Option<u32>> {
         let bad = || Error::bad_request(format!("{name} must be a non-negative integer"));
         match field(req, name) {
             None => Ok(None),
@@ -905,7 +905,7 @@ pub(crate) mod params {
     }
 
     /// Seconds, from a number or a duration string. At most ten years.
-    pub fn duration(req: &Request, name: &str) -> Result<Option<i64>> {
+    pub(crate) fn duration(req: &Request, name: &str) -> Result<Option<i64>> {
         let Some(v) = field(req, name) else {
             return Ok(None);
         };
@@ -917,7 +917,7 @@ pub(crate) mod params {
     }
 
     /// A list of strings: a JSON array or a comma-separated string.
-    pub fn string_list(req: &Request, name: &str) -> Result<Option<Vec<String>>> {
+    pub(crate) fn string_list(req: &Request, name: &str) -> Result<Option<Vec<String>>> {
         let bad = || {
             Error::bad_request(format!(
                 "{name} must be a list of strings or a comma-separated string"
@@ -940,7 +940,7 @@ pub(crate) mod params {
     }
 
     /// Policy names: trimmed, lower-cased (as Vault does), de-duplicated, sorted.
-    pub fn policies(req: &Request, name: &str) -> Result<Option<Vec<String>>> {
+    pub(crate) fn policies(req: &Request, name: &str) -> Result<Option<Vec<String>>> {
         let Some(list) = string_list(req, name)? else {
             return Ok(None);
         };
@@ -960,7 +960,10 @@ pub(crate) mod params {
 
     /// A map of strings: a JSON object, or a string holding one (AppRole's
     /// `metadata`, as hvac sends it).
-    pub fn string_map(req: &Request, name: &str) -> Result<Option<BTreeMap<String, String>>> {
+    pub(crate) fn string_map(
+        req: &Request,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>> {
         let bad = || Error::bad_request(format!("{name} must be an object of strings"));
         let parsed;
         let object = match field(req, name) {
@@ -986,7 +989,7 @@ pub(crate) mod params {
     }
 
     /// Metadata limits: it is copied into every token and lookup.
-    pub fn check_meta(meta: &BTreeMap<String, String>) -> Result<()> {
+    pub(crate) fn check_meta(meta: &BTreeMap<String, String>) -> Result<()> {
         if meta.len() > 64
             || meta
                 .iter()
@@ -1000,7 +1003,7 @@ pub(crate) mod params {
     }
 
     /// CIDR blocks; a bare address is a /32 or /128.
-    pub fn cidrs(req: &Request, name: &str) -> Result<Option<Vec<IpNet>>> {
+    pub(crate) fn cidrs(req: &Request, name: &str) -> Result<Option<Vec<IpNet>>> {
         let Some(list) = string_list(req, name)? else {
             return Ok(None);
         };
@@ -1016,7 +1019,7 @@ pub(crate) mod params {
     }
 
     /// `?limit=` for list endpoints, clamped to [`MAX_LIST`] (R-ACL-3).
-    pub fn page_limit(req: &Request) -> Result<usize> {
+    pub(crate) fn page_limit(req: &Request) -> Result<usize> {
         match req.query("limit") {
             None => Ok(MAX_LIST),
             Some(v) => v
@@ -1027,7 +1030,7 @@ pub(crate) mod params {
     }
 
     /// Vault's warning for parameters an endpoint does not know.
-    pub fn unknown_fields(req: &Request, known: &[&str]) -> Option<String> {
+    pub(crate) fn unknown_fields(req: &Request, known: &[&str]) -> Option<String> {
         let object = req.body.as_ref()?.as_object()?;
         let mut unknown: Vec<&str> = object
             .keys()

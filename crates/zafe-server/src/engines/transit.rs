@@ -484,7 +484,7 @@ impl<'a> Raw<'a> {
 impl<'a> Fields<'a> {
     fn of(req: &'a Request) -> Self {
         Self {
-            body: req.body.as_ref().and_then(Value::as_object),
+            body: req.body.as_deref().and_then(Value::as_object),
             query: &req.query,
         }
     }

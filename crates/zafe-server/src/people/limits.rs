@@ -29,10 +29,10 @@
 //! a SHA-256 of the address typed, so a flood of huge made-up addresses
 //! costs 32 bytes per entry, and no address is kept in memory in clear.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -105,7 +105,6 @@ impl LoginLimits {
         if self
             .failures
             .lock()
-            .expect("failures lock")
             .get(&(account, ip))
             .is_some_and(|f| now < f.until)
         {
@@ -126,7 +125,7 @@ impl LoginLimits {
     pub fn failed(&self, account: &str, ip: IpAddr) {
         let account = account_key(account);
         let now = Instant::now();
-        let mut failures = self.failures.lock().expect("failures lock");
+        let mut failures = self.failures.lock();
         let entry = failures.entry((account, ip)).or_insert(Failures {
             count: 0,
             until: now,
@@ -144,11 +143,8 @@ impl LoginLimits {
     /// A successful login: clears the back-off and remembers the address.
     pub fn succeeded(&self, account: &str, ip: IpAddr) {
         let account = account_key(account);
-        self.failures
-            .lock()
-            .expect("failures lock")
-            .remove(&(account, ip));
-        let mut known = self.known.lock().expect("known lock");
+        self.failures.lock().remove(&(account, ip));
+        let mut known = self.known.lock();
         if known.len() >= MAX_TRACKED && !known.contains_key(&account) {
             // Forgetting is safe: a forgotten address is merely not exempt.
             known.clear();
@@ -164,7 +160,6 @@ impl LoginLimits {
     fn is_known(&self, account: &AccountKey, ip: IpAddr) -> bool {
         self.known
             .lock()
-            .expect("known lock")
             .get(account)
             .is_some_and(|a| a.contains(&ip))
     }
@@ -175,12 +170,20 @@ impl LoginLimits {
         self.per_account.retain_recent();
         let now = Instant::now();
         let horizon = self.max_backoff.max(Duration::from_secs(600));
-        let mut failures = self.failures.lock().expect("failures lock");
+        let mut failures = self.failures.lock();
         failures.retain(|_, f| now < f.until || now.duration_since(f.last) < horizon);
         if failures.len() > MAX_TRACKED {
             // Under a flood of distinct pairs, keep only those backing off.
             failures.retain(|_, f| now < f.until);
         }
+    }
+}
+
+#[cfg(test)]
+impl LoginLimits {
+    /// Holds the limits' locks, for the test that a panic cannot wedge the server.
+    pub(crate) fn hold_locks(&self) -> impl Sized + '_ {
+        (self.failures.lock(), self.known.lock())
     }
 }
 
@@ -214,7 +217,7 @@ mod tests {
         for _ in 0..20 {
             l.failed("a@x", ip);
         }
-        let until = l.failures.lock().unwrap()[&(account_key("a@x"), ip)].until;
+        let until = l.failures.lock()[&(account_key("a@x"), ip)].until;
         assert!(until <= Instant::now() + Duration::from_secs(4), "capped");
         l.succeeded("a@x", ip);
         assert!(l.check("a@x", ip).is_ok());
