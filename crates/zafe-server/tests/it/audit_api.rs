@@ -15,15 +15,13 @@
 //!
 //! PostgreSQL tests need `ZAFE_TEST_POSTGRES_URL` (see zafe-storage's tests).
 
-mod common;
-
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::common::*;
 use axum::body::Body;
-use common::*;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};

@@ -4,10 +4,8 @@
 //! a project exists, a removed member loses access at once, one of two
 //! racing creations wins, the last admin stays).
 
-mod common;
-
+use crate::common::*;
 use axum::body::Body;
-use common::*;
 use http::StatusCode;
 use serde_json::{Value, json};
 use zafe_core::secret::SecretKey;

@@ -1,9 +1,7 @@
 //! The mount table through the real router: `sys/mounts`, `sys/auth`,
 //! tuning, reserved paths, and data removal on disable.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use serde_json::json;
 

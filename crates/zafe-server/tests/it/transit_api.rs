@@ -4,13 +4,11 @@
 //! signatures and export, with their error cases; plus isolation between
 //! mounts, scoped tokens, and concurrent rotations from two nodes.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::*;
 use http::StatusCode;
 use serde_json::{Value, json};
 use zafe_core::secret::SecretKey;

@@ -2,9 +2,7 @@
 //! login with `mfa_required`, replay, recovery codes, disable, rate limit,
 //! and the secret never shown again.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use serde_json::{Value, json};
 use totp_rs::{Algorithm, Secret, TOTP};

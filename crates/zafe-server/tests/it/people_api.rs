@@ -1,12 +1,10 @@
 //! People over the real HTTP router and a real core (R-AUTH-2..6, R-AUTH-8,
 //! R-AUTH-13): first-run setup, password accounts, sessions, rate limits.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use axum::body::Body;
-use common::*;
 use http::StatusCode;
 use serde_json::{Value, json};
 use zafe_core::secret::SecretKey;

@@ -1,11 +1,9 @@
 //! Key rotation with background re-wrap, and rekeying the unseal shares
 //! (R-KEY-6), through the real router.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use serde_json::json;
 use zafe_core::crypto::envelope_key_version;

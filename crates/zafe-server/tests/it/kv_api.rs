@@ -4,13 +4,11 @@
 //! no-lost-updates guarantee under concurrent writers, also with two server
 //! nodes on one database.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use serde_json::{Value, json};
 use zafe_core::identity::IdentityKey;

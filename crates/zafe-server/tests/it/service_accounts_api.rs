@@ -2,9 +2,7 @@
 //! only, CIDR allowlists against the real client IP (R-OPS-2), expiry,
 //! revocation and last-use recording.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use serde_json::json;
 

@@ -2,12 +2,10 @@
 //! role ids, secret ids (generated, custom, looked up, destroyed), login,
 //! use counts, TTLs, CIDR binding and indistinguishable failures.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use axum::body::Body;
-use common::*;
 use http::StatusCode;
 use serde_json::{Value, json};
 use zafe_server::Config;

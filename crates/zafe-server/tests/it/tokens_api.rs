@@ -2,12 +2,10 @@
 //! create, lookup, renew and revoke in all their forms, the subset rule,
 //! subtrees, orphans, use counts, expiry, accessors, roles and CIDR binding.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use axum::body::Body;
-use common::*;
 use http::StatusCode;
 use serde_json::{Value, json};
 use zafe_server::Config;

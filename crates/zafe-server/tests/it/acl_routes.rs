@@ -2,9 +2,7 @@
 //! against every KV operation, deny winning, and a token confined to one
 //! prefix getting 403 everywhere else (including sys/).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use serde_json::{Value, json};
 

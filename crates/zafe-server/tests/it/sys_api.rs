@@ -1,9 +1,7 @@
 //! The system API through the real router: init, unseal, seal, health,
 //! identity, the public allowlist, limits and headers.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use serde_json::json;
 use zafe_server::sys::{Access, ROUTES};

@@ -4,11 +4,9 @@
 //! removes or re-inserts policy rows, and restores the whole store from an
 //! older copy; every read fails loudly, and the old store is recognised.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::Harness;
+use crate::common::Harness;
 use http::StatusCode;
 use serde_json::json;
 
@@ -225,7 +223,7 @@ async fn raw_delete(backend: &dyn Backend, key: &str) {
 }
 
 async fn unsealed() -> (Harness, String) {
-    let h = common::harness().await;
+    let h = crate::common::harness().await;
     let (keys, root) = h.init(1, 1).await;
     h.unseal(&keys[0]).await;
     (h, root)

@@ -2,9 +2,7 @@
 //! one request for many references, each authorised on its own KV path,
 //! all or nothing, audited as one request with no value in the log.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use serde_json::{Value, json};
 
