@@ -47,9 +47,7 @@ async fn unsealed_with_oidc_and(
     // People with a verified address at example.com may get an account.
     server_config.auth.registration =
         toml::from_str("mode = \"domains\"\ndomains = [\"example.com\"]").unwrap();
-    let h = harness_with(server_config, None).await;
-    let (keys, root) = h.init(1, 1).await;
-    h.unseal(&keys[0]).await;
+    let (h, root) = unsealed_with(server_config).await;
     h.core.set_oidc(
         Oidc::new(
             config,
@@ -62,15 +60,12 @@ async fn unsealed_with_oidc_and(
     }
     // Accounts are made by OIDC logins only once an administrator exists
     // (the first account comes from the setup link).
-    let admin = h
-        .call(
-            "POST",
-            "/v1/sys/users",
-            Some(&root),
-            Some(json!({"email": "admin@example.com", "password": "the administrator's passphrase 1", "admin": true})),
-        )
-        .await;
-    assert!(admin.status.is_success(), "{:?}", admin.json);
+    create_user(
+        &h,
+        &root,
+        json!({"email": "admin@example.com", "password": "the administrator's passphrase 1", "admin": true}),
+    )
+    .await;
     (h, root)
 }
 
@@ -605,9 +600,7 @@ async fn redirect_uris_outside_the_allowlist_are_refused() {
 // or with an unbounded skew does not start.
 #[tokio::test]
 async fn oidc_off_and_bad_configurations() {
-    let h = harness().await;
-    let (keys, _) = h.init(1, 1).await;
-    h.unseal(&keys[0]).await;
+    let (h, _) = unsealed().await;
     let a = h
         .call("POST", "/v1/auth/oidc/auth_url", None, Some(json!({})))
         .await;
