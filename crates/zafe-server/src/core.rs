@@ -780,6 +780,8 @@ impl Core {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     // Debug of a request (in a log line, a panic message, a `dbg!`) prints neither the token
@@ -819,5 +821,56 @@ mod tests {
             request.field("data").unwrap()["password"],
             "hunter2-sw0rdf1sh"
         );
+    }
+
+    fn request(body: Option<Value>, query: &[(&str, &str)]) -> Request {
+        Request {
+            operation: Operation::Read,
+            path: "secret/data/x".into(),
+            body: body.map(|b| RequestBody::new(b, 0)),
+            query: query
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            token: None,
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+            request_id: "r".into(),
+            user_agent: None,
+        }
+    }
+
+    // Vault's rule: a write needs `create` on a new target and `update` on
+    // an existing one; every other operation needs its own capability,
+    // whether or not the target exists.
+    #[test]
+    fn each_operation_needs_its_capability() {
+        use Capability as C;
+        for exists in [false, true] {
+            assert_eq!(capability(Operation::Read, exists), C::Read);
+            assert_eq!(capability(Operation::Head, exists), C::Read);
+            assert_eq!(capability(Operation::List, exists), C::List);
+            assert_eq!(capability(Operation::Delete, exists), C::Delete);
+            assert_eq!(capability(Operation::Patch, exists), C::Patch);
+        }
+        assert_eq!(capability(Operation::Write, false), C::Create);
+        assert_eq!(capability(Operation::Write, true), C::Update);
+    }
+
+    #[test]
+    fn query_parameters_and_body_fields() {
+        let req = request(
+            Some(json!({"a": 1, "b": null})),
+            &[("v", "1"), ("v", "2"), ("empty", "")],
+        );
+        // The first of repeated parameters; an empty one is still given.
+        assert_eq!(req.query("v"), Some("1"));
+        assert_eq!(req.query("empty"), Some(""));
+        assert_eq!(req.query("V"), None);
+        assert_eq!(req.field("a"), Some(&json!(1)));
+        assert_eq!(req.field("b"), Some(&Value::Null));
+        assert_eq!(req.field("c"), None);
+        // No body, or a body that is not an object, has no fields.
+        assert_eq!(request(None, &[]).field("a"), None);
+        assert_eq!(request(Some(json!([1, 2])), &[]).field("a"), None);
     }
 }

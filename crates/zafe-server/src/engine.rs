@@ -203,3 +203,76 @@ pub fn str_field<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
 
 /// Clamps a caller's page size (R-ACL-3).
 pub const MAX_LIST: usize = 1000;
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn request(body: Option<Value>, query: &[(&str, &str)]) -> Request {
+        Request {
+            operation: Operation::Write,
+            path: "secret/data/x".into(),
+            body: body.map(|b| crate::core::RequestBody::new(b, 0)),
+            query: query
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            token: None,
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+            request_id: "req-1".into(),
+            user_agent: None,
+        }
+    }
+
+    // Vault clients read these keys; every one is present, even when null.
+    #[test]
+    fn the_envelope_has_vaults_shape() {
+        let e = envelope("id", Some(json!({"k": "v"})), None, Some(vec!["w".into()]));
+        assert_eq!(
+            e,
+            json!({
+                "request_id": "id",
+                "lease_id": "",
+                "renewable": false,
+                "lease_duration": 0,
+                "data": {"k": "v"},
+                "wrap_info": null,
+                "warnings": ["w"],
+                "auth": null,
+                "mount_type": "",
+            })
+        );
+        let Reply::Json(status, body) = data_reply(&request(None, &[]), json!({"x": 1})) else {
+            panic!("a data reply is JSON");
+        };
+        assert_eq!(status, http::StatusCode::OK);
+        assert_eq!(body["request_id"], "req-1");
+        assert_eq!(body["data"], json!({"x": 1}));
+        assert_eq!(body["warnings"], Value::Null);
+    }
+
+    // A string field comes from the body first, then from the query; a
+    // body field that is not a string falls back to the query too.
+    #[test]
+    fn string_fields_come_from_the_body_then_the_query() {
+        let req = request(
+            Some(json!({"a": "body", "n": 5})),
+            &[("a", "query"), ("n", "7"), ("q", "only")],
+        );
+        assert_eq!(str_field(&req, "a"), Some("body"));
+        assert_eq!(str_field(&req, "n"), Some("7"));
+        assert_eq!(str_field(&req, "q"), Some("only"));
+        assert_eq!(str_field(&req, "missing"), None);
+        assert_eq!(str_field(&request(None, &[("a", "q")]), "a"), Some("q"));
+    }
+
+    // R-ACL-3: at most 1000 keys per list call.
+    #[test]
+    fn list_pages_are_capped_at_1000() {
+        assert_eq!(MAX_LIST, 1000);
+    }
+}

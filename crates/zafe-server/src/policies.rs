@@ -445,3 +445,41 @@ impl PolicyStore {
         (self.acls.write(), self.generated.write())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    // The index must never show up as a policy: listings read under PREFIX.
+    #[test]
+    fn the_index_is_not_under_the_policy_prefix() {
+        assert!(!INDEX_KEY.starts_with(PREFIX));
+        assert!(PREFIX.ends_with('/'));
+    }
+
+    // The stored formats are read back after upgrades: pin them.
+    #[test]
+    fn stored_records_keep_their_format() {
+        let mut index = Index::default();
+        index.names.insert("dev".into(), State::Live);
+        index.names.insert("old".into(), State::Deleted);
+        let value = serde_json::to_value(&index).unwrap();
+        assert_eq!(value, json!({"names": {"dev": "live", "old": "deleted"}}));
+        let back: Index = serde_json::from_value(value).unwrap();
+        assert!(back.names["dev"] == State::Live && back.names["old"] == State::Deleted);
+        assert!(
+            serde_json::from_value::<Index>(json!({"names": {"x": "gone"}})).is_err(),
+            "an unknown state is an error, not a guess"
+        );
+        let stored = Stored {
+            name: "dev".into(),
+            policy: "path \"a/*\" {}".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&stored).unwrap(),
+            json!({"name": "dev", "policy": "path \"a/*\" {}"})
+        );
+    }
+}

@@ -712,3 +712,118 @@ async fn service_account(
         _ => Err(Error::NotFound("unsupported path".into())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    // Every route is reachable: `find` is first-match, so a route listed
+    // after another that also matches its paths would never run.
+    #[test]
+    fn every_route_is_reachable_and_patterns_are_unique() {
+        let mut seen = HashSet::new();
+        for route in ROUTES {
+            assert!(seen.insert(route.path), "{} is listed twice", route.path);
+            let path = match route.path.strip_suffix("/*") {
+                Some(prefix) => format!("{prefix}/some/rest"),
+                None => route.path.to_string(),
+            };
+            let (found, _) = find(&path).unwrap_or_else(|| panic!("{path} finds nothing"));
+            assert_eq!(found.path, route.path, "{path} is shadowed");
+        }
+    }
+
+    // A route's shape: relative, no empty or wildcard segment except one
+    // trailing `/*`, and at least one operation, none twice.
+    #[test]
+    fn routes_are_well_formed() {
+        for route in ROUTES {
+            let exact = route.path.strip_suffix("/*").unwrap_or(route.path);
+            assert!(
+                !exact.is_empty()
+                    && !exact.starts_with('/')
+                    && exact.split('/').all(|s| !s.is_empty() && s != "*"),
+                "{}",
+                route.path
+            );
+            assert!(!route.operations.is_empty(), "{}", route.path);
+            for (i, op) in route.operations.iter().enumerate() {
+                assert!(!route.operations[..i].contains(op), "{}", route.path);
+            }
+        }
+    }
+
+    // R-AUTH-1: only the documented allowlist runs without a token (the
+    // list in SECURITY.md and sys_api's walk over the routes).
+    #[test]
+    fn the_public_allowlist_is_exactly_the_documented_one() {
+        let public: Vec<&str> = ROUTES
+            .iter()
+            .filter(|r| r.access == Access::Public)
+            .map(|r| r.path)
+            .collect();
+        assert_eq!(
+            public,
+            [
+                "sys/init",
+                "sys/unseal",
+                "sys/seal-status",
+                "sys/health",
+                "sys/identity",
+                "sys/setup",
+                "auth/user/login",
+                "auth/user/refresh",
+                "auth/user/register",
+                "auth/oidc/auth_url",
+                "auth/oidc/callback",
+            ]
+        );
+        // Public routes never pass a rest to their handler.
+        assert!(
+            ROUTES
+                .iter()
+                .filter(|r| r.access == Access::Public)
+                .all(|r| !r.path.ends_with("/*"))
+        );
+    }
+
+    // Every handler has one route, except the legacy and the new spelling
+    // of the policy API (`sys/policy` and `sys/policies/acl`).
+    #[test]
+    fn each_handler_has_one_route_but_the_two_policy_apis() {
+        for route in ROUTES {
+            let same: Vec<&str> = ROUTES
+                .iter()
+                .filter(|r| r.id == route.id)
+                .map(|r| r.path)
+                .collect();
+            let expected = match route.id {
+                RouteId::Policies => vec!["sys/policy", "sys/policies/acl"],
+                RouteId::Policy => vec!["sys/policy/*", "sys/policies/acl/*"],
+                _ => vec![route.path],
+            };
+            assert_eq!(same, expected);
+        }
+    }
+
+    #[test]
+    fn find_matches_exact_paths_and_prefixes_with_a_rest() {
+        let (r, rest) = find("sys/health").unwrap();
+        assert_eq!((r.path, rest), ("sys/health", ""));
+        // A trailing slash names the same exact route.
+        assert_eq!(find("sys/health/").unwrap().0.path, "sys/health");
+        let (r, rest) = find("sys/policy/dev/").unwrap();
+        assert_eq!((r.path, rest), ("sys/policy/*", "dev/"));
+        // A prefix route needs a rest; the bare prefix is its own route or nothing.
+        assert_eq!(find("sys/policy").unwrap().0.path, "sys/policy");
+        assert_eq!(find("sys/policy/").unwrap().0.path, "sys/policy");
+        assert!(find("sys/projects/").is_some_and(|(r, _)| r.path == "sys/projects"));
+        // Neither a longer name nor an unknown path matches.
+        assert!(find("sys/healthy").is_none());
+        assert!(find("sys/policyx/dev").is_none());
+        assert!(find("secret/data/x").is_none());
+        assert!(find("").is_none());
+    }
+}

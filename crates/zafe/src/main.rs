@@ -5,14 +5,6 @@
 //! a sealed server. Errors go to stderr as `Error: <message>`; no message
 //! carries a token or a key share.
 
-// `unsafe` only where allowed and argued: harden.rs (prctl, the environment
-// scrub) and three functions of child.rs (the pty set-up). This attribute
-// stands in for `[lints] workspace = true`, which would also deny `unsafe` in
-// the integration tests (tests/audit_cli.rs, run_cli.rs, support.rs) that
-// do not allow it yet.
-#![deny(unsafe_code)]
-// A binary has no API: its items are `pub(crate)` at most.
-#![warn(unreachable_pub)]
 
 mod admin;
 mod approle;

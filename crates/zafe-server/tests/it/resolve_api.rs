@@ -2,9 +2,7 @@
 //! one request for many references, each authorised on its own KV path,
 //! all or nothing, audited as one request with no value in the log.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use serde_json::{Value, json};
 
@@ -15,9 +13,7 @@ fn value_of(i: usize) -> String {
 }
 
 async fn setup() -> (Harness, String) {
-    let h = harness().await;
-    let (keys, root) = h.init(1, 1).await;
-    h.unseal(&keys[0]).await;
+    let (h, root) = unsealed().await;
     for i in 0..PROJECT_KEYS {
         write(
             &h,
@@ -399,47 +395,14 @@ async fn project_references_read_from_the_projects_mount() {
 #[tokio::test]
 async fn people_resolve_through_their_project_roles() {
     const PASSWORD: &str = "a-long-enough-passphrase-for-tests";
-    let mut config = zafe_server::Config::default();
-    config.auth.password.m_cost = 1024;
-    config.auth.password.t_cost = 1;
-    let h = harness_with(config, Some(zafe_core::secret::SecretKey::generate())).await;
-    let (_, root) = h.init(1, 1).await;
-    let setup = zafe_server::people::setup::new_setup_token(&h.core)
-        .await
-        .unwrap()
-        .unwrap()
-        .to_string();
-    let a = h
-        .call(
-            "POST",
-            "/v1/sys/setup",
-            None,
-            Some(json!({"token": setup, "email": "boss@example.com", "password": PASSWORD})),
-        )
-        .await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
-    let boss = a.json["auth"]["client_token"].as_str().unwrap().to_string();
+    let (h, root) = auto_unsealed(people_config()).await;
+    let boss = first_admin(&h, "boss@example.com", PASSWORD).await;
     let mut sessions = Vec::new();
     for email in ["reader@example.com", "outsider@example.com"] {
-        let a = h
-            .call(
-                "POST",
-                "/v1/sys/users",
-                Some(&boss),
-                Some(json!({"email": email, "password": PASSWORD})),
-            )
-            .await;
-        assert!(a.status.is_success(), "{}", a.json);
-        let a = h
-            .call(
-                "POST",
-                "/v1/auth/user/login",
-                None,
-                Some(json!({"email": email, "password": PASSWORD})),
-            )
-            .await;
-        assert_eq!(a.status, StatusCode::OK, "{}", a.json);
-        sessions.push(a.json["auth"]["client_token"].as_str().unwrap().to_string());
+        create_user(&h, &boss, json!({"email": email, "password": PASSWORD})).await;
+        sessions.push(client_token(
+            &password_login(&h, email, PASSWORD, None).await,
+        ));
     }
     for slug in ["myapp", "other"] {
         let a = h

@@ -2,20 +2,15 @@
 //! role ids, secret ids (generated, custom, looked up, destroyed), login,
 //! use counts, TTLs, CIDR binding and indistinguishable failures.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use serde_json::{Value, json};
 use zafe_server::Config;
 
 async fn with_approle(config: Config) -> (Harness, String) {
-    let h = harness_with(config, None).await;
-    let (keys, root) = h.init(1, 1).await;
-    h.unseal(&keys[0]).await;
+    let (h, root) = unsealed_with(config).await;
     let a = h
         .call(
             "POST",
@@ -374,26 +369,23 @@ async fn secret_ids_expire() {
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
 }
 
+/// An AppRole login from `client` (through the trusted proxy).
 async fn login_from(h: &Harness, body: Value, client: &str) -> Answer {
-    let req = http::Request::builder()
-        .method("POST")
-        .uri("/v1/auth/approle/login")
-        .header("x-forwarded-for", client)
-        .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(&body).unwrap()))
-        .unwrap();
-    h.send(req).await
+    h.call_from(client, "POST", "/v1/auth/approle/login", None, Some(body))
+        .await
 }
 
+/// The status of `lookup-self` with `token` from `client`.
 async fn lookup_self_from(h: &Harness, token: &str, client: &str) -> StatusCode {
-    let req = http::Request::builder()
-        .method("GET")
-        .uri("/v1/auth/token/lookup-self")
-        .header("x-forwarded-for", client)
-        .header("x-vault-token", token)
-        .body(Body::empty())
-        .unwrap();
-    h.send(req).await.status
+    h.call_from(
+        client,
+        "GET",
+        "/v1/auth/token/lookup-self",
+        Some(token),
+        None,
+    )
+    .await
+    .status
 }
 
 // R-AUTH-11, R-OPS-2: CIDR binding against the real client address, at login and on token use.

@@ -8,14 +8,10 @@
 //!   way each (issuer, audience, expiry, `alg: none`, another key, HMAC with
 //!   the public key, nonce), and every one must be refused.
 
-mod common;
-#[path = "support/oidc_provider.rs"]
-mod oidc_provider;
-
 use std::sync::{Arc, Mutex};
 
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 use http::StatusCode;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
@@ -51,9 +47,7 @@ async fn unsealed_with_oidc_and(
     // People with a verified address at example.com may get an account.
     server_config.auth.registration =
         toml::from_str("mode = \"domains\"\ndomains = [\"example.com\"]").unwrap();
-    let h = harness_with(server_config, None).await;
-    let (keys, root) = h.init(1, 1).await;
-    h.unseal(&keys[0]).await;
+    let (h, root) = unsealed_with(server_config).await;
     h.core.set_oidc(
         Oidc::new(
             config,
@@ -66,15 +60,12 @@ async fn unsealed_with_oidc_and(
     }
     // Accounts are made by OIDC logins only once an administrator exists
     // (the first account comes from the setup link).
-    let admin = h
-        .call(
-            "POST",
-            "/v1/sys/users",
-            Some(&root),
-            Some(json!({"email": "admin@example.com", "password": "the administrator's passphrase 1", "admin": true})),
-        )
-        .await;
-    assert!(admin.status.is_success(), "{:?}", admin.json);
+    create_user(
+        &h,
+        &root,
+        json!({"email": "admin@example.com", "password": "the administrator's passphrase 1", "admin": true}),
+    )
+    .await;
     (h, root)
 }
 
@@ -105,7 +96,7 @@ async fn start_login(h: &Harness, redirect: &str) -> Started {
         .await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
     let auth_url = url::Url::parse(a.json["data"]["auth_url"].as_str().unwrap()).unwrap();
-    let q = |n: &str| oidc_provider::param(&auth_url, n).unwrap();
+    let q = |n: &str| crate::oidc_provider::param(&auth_url, n).unwrap();
     assert_eq!(q("code_challenge"), pkce_challenge(&verifier));
     assert_eq!(q("code_challenge_method"), "S256");
     assert_eq!(q("redirect_uri"), redirect);
@@ -173,7 +164,7 @@ fn real_provider_config(issuer: &str, secret_file: &std::path::Path) -> OidcConf
         [group_roles]
         eng = ["myapp:member"]
         "#,
-        oidc_provider::CLIENT_ID,
+        crate::oidc_provider::CLIENT_ID,
         secret_file.display()
     ))
     .unwrap()
@@ -182,7 +173,7 @@ fn real_provider_config(issuer: &str, secret_file: &std::path::Path) -> OidcConf
 fn secret_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.path().join("oidc-client-secret");
-    std::fs::write(&path, oidc_provider::CLIENT_SECRET).unwrap();
+    std::fs::write(&path, crate::oidc_provider::CLIENT_SECRET).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     path
 }
@@ -193,18 +184,21 @@ fn secret_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
 // finds the same account by (issuer, subject).
 #[tokio::test]
 async fn a_person_logs_in_through_a_real_provider() {
-    let Some(provider) = oidc_provider::start() else {
+    let Some(provider) = crate::oidc_provider::start() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let config = real_provider_config(&provider.issuer, &secret_file(&dir));
-    let (h, _root) = unsealed_with_oidc(config, Some(oidc_provider::CLIENT_SECRET)).await;
+    let (h, _root) = unsealed_with_oidc(config, Some(crate::oidc_provider::CLIENT_SECRET)).await;
 
     let s = start_login(&h, REDIRECT).await;
     assert!(s.auth_url.as_str().starts_with(&provider.issuer));
-    let back = oidc_provider::follow_login(s.auth_url.as_str(), REDIRECT).await;
-    assert_eq!(oidc_provider::param(&back, "state").unwrap(), s.state);
-    let code = oidc_provider::param(&back, "code").unwrap();
+    let back = crate::oidc_provider::follow_login(s.auth_url.as_str(), REDIRECT).await;
+    assert_eq!(
+        crate::oidc_provider::param(&back, "state").unwrap(),
+        s.state
+    );
+    let code = crate::oidc_provider::param(&back, "code").unwrap();
     let a = finish_login(&h, &s, &code, REDIRECT).await;
     let first = assert_session_for(&h, &a, "alice@example.com").await;
     assert_eq!(
@@ -223,8 +217,8 @@ async fn a_person_logs_in_through_a_real_provider() {
     );
 
     let s = start_login(&h, REDIRECT).await;
-    let back = oidc_provider::follow_login(s.auth_url.as_str(), REDIRECT).await;
-    let code = oidc_provider::param(&back, "code").unwrap();
+    let back = crate::oidc_provider::follow_login(s.auth_url.as_str(), REDIRECT).await;
+    let code = crate::oidc_provider::param(&back, "code").unwrap();
     let a = finish_login(&h, &s, &code, REDIRECT).await;
     assert_eq!(assert_session_for(&h, &a, "alice@example.com").await, first);
 }
@@ -233,12 +227,12 @@ async fn a_person_logs_in_through_a_real_provider() {
 // says the email is verified ("bob" has email_verified = false).
 #[tokio::test]
 async fn unverified_email_does_not_link_to_an_existing_account() {
-    let Some(provider) = oidc_provider::start() else {
+    let Some(provider) = crate::oidc_provider::start() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let config = real_provider_config(&provider.issuer, &secret_file(&dir));
-    let (h, root) = unsealed_with_oidc(config, Some(oidc_provider::CLIENT_SECRET)).await;
+    let (h, root) = unsealed_with_oidc(config, Some(crate::oidc_provider::CLIENT_SECRET)).await;
     let created = h
         .call(
             "POST",
@@ -256,8 +250,8 @@ async fn unverified_email_does_not_link_to_an_existing_account() {
         .auth_url
         .query_pairs_mut()
         .append_pair("login_hint", "bob");
-    let back = oidc_provider::follow_login(login_hint.auth_url.as_str(), REDIRECT).await;
-    let code = oidc_provider::param(&back, "code").unwrap();
+    let back = crate::oidc_provider::follow_login(login_hint.auth_url.as_str(), REDIRECT).await;
+    let code = crate::oidc_provider::param(&back, "code").unwrap();
     let a = finish_login(&h, &login_hint, &code, REDIRECT).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{:?}", a.json);
     assert!(
@@ -606,9 +600,7 @@ async fn redirect_uris_outside_the_allowlist_are_refused() {
 // or with an unbounded skew does not start.
 #[tokio::test]
 async fn oidc_off_and_bad_configurations() {
-    let h = harness().await;
-    let (keys, _) = h.init(1, 1).await;
-    h.unseal(&keys[0]).await;
+    let (h, _) = unsealed().await;
     let a = h
         .call("POST", "/v1/auth/oidc/auth_url", None, Some(json!({})))
         .await;
@@ -638,7 +630,7 @@ async fn oidc_off_and_bad_configurations() {
     let secrets = config.secrets(&|_: &str| None).unwrap();
     assert!(secrets.oidc_client_secret.is_some());
     let oidc = Oidc::new(config.oidc.clone().unwrap(), secrets.oidc_client_secret).unwrap();
-    assert!(!format!("{oidc:?} {config:?}").contains(oidc_provider::CLIENT_SECRET));
+    assert!(!format!("{oidc:?} {config:?}").contains(crate::oidc_provider::CLIENT_SECRET));
 }
 
 // R-AUTH-8: `[oidc] password_login = false` turns internal passwords off;

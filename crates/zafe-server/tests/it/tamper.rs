@@ -4,11 +4,9 @@
 //! removes or re-inserts policy rows, and restores the whole store from an
 //! older copy; every read fails loudly, and the old store is recognised.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::Harness;
+use crate::common::{Harness, token_with, unsealed, write_policy};
 use http::StatusCode;
 use serde_json::json;
 
@@ -224,25 +222,6 @@ async fn raw_delete(backend: &dyn Backend, key: &str) {
         .unwrap();
 }
 
-async fn unsealed() -> (Harness, String) {
-    let h = common::harness().await;
-    let (keys, root) = h.init(1, 1).await;
-    h.unseal(&keys[0]).await;
-    (h, root)
-}
-
-async fn write_policy(h: &Harness, root: &str, name: &str, policy: &str) {
-    let a = h
-        .call(
-            "PUT",
-            &format!("/v1/sys/policy/{name}"),
-            Some(root),
-            Some(json!({ "policy": policy })),
-        )
-        .await;
-    assert_eq!(a.status, StatusCode::NO_CONTENT, "{:?}", a.json);
-}
-
 async fn delete_policy(h: &Harness, root: &str, name: &str) {
     let a = h
         .call(
@@ -253,19 +232,6 @@ async fn delete_policy(h: &Harness, root: &str, name: &str) {
         )
         .await;
     assert_eq!(a.status, StatusCode::NO_CONTENT, "{:?}", a.json);
-}
-
-async fn token_with(h: &Harness, root: &str, policies: &[&str]) -> String {
-    let a = h
-        .call(
-            "POST",
-            "/v1/auth/token/create",
-            Some(root),
-            Some(json!({ "policies": policies })),
-        )
-        .await;
-    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
-    a.json["auth"]["client_token"].as_str().unwrap().to_string()
 }
 
 /// What `token` may do on `path`, or the error status.

@@ -2,9 +2,7 @@
 //! login with `mfa_required`, replay, recovery codes, disable, rate limit,
 //! and the secret never shown again.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use serde_json::{Value, json};
 use totp_rs::{Algorithm, Secret, TOTP};
@@ -18,35 +16,15 @@ fn now() -> u64 {
 /// An unsealed server with one password account; returns (harness, root,
 /// the person's session token, their id).
 async fn person(email: &str) -> (Harness, String, String, String) {
-    let h = harness().await;
-    let (keys, root) = h.init(1, 1).await;
-    h.unseal(&keys[0]).await;
-    let created = h
-        .call(
-            "POST",
-            "/v1/sys/users",
-            Some(&root),
-            Some(json!({"email": email, "password": PASSWORD})),
-        )
-        .await;
-    assert!(created.status.is_success(), "{:?}", created.json);
-    let a = login(&h, email, PASSWORD, None).await;
-    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
-    let token = a.json["auth"]["client_token"].as_str().unwrap().to_string();
+    let (h, root) = unsealed().await;
+    create_user(&h, &root, json!({"email": email, "password": PASSWORD})).await;
+    let a = password_login(&h, email, PASSWORD, None).await;
+    let token = client_token(&a);
     let id = a.json["auth"]["metadata"]["user_id"]
         .as_str()
         .unwrap()
         .to_string();
     (h, root, token, id)
-}
-
-async fn login(h: &Harness, email: &str, password: &str, code: Option<&str>) -> Answer {
-    let mut body = json!({"email": email, "password": password});
-    if let Some(code) = code {
-        body["totp_code"] = json!(code);
-    }
-    h.call("POST", "/v1/auth/user/login", None, Some(body))
-        .await
 }
 
 async fn totp_call(h: &Harness, token: &str, what: &str, body: Value) -> Answer {
@@ -109,22 +87,24 @@ async fn login_requires_a_code_once_totp_is_on() {
     let a = totp_call(&h, &token, "enroll", json!({"password": PASSWORD})).await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
     assert_eq!(
-        login(&h, "tia@example.com", PASSWORD, None).await.status,
+        password_login(&h, "tia@example.com", PASSWORD, None)
+            .await
+            .status,
         StatusCode::OK
     );
     let a = totp_call(&h, &token, "confirm", json!({"code": "000000"})).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{:?}", a.json);
 
     let (app, _codes, _) = enable(&h, &token).await;
-    let a = login(&h, "tia@example.com", PASSWORD, None).await;
+    let a = password_login(&h, "tia@example.com", PASSWORD, None).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{:?}", a.json);
     assert_eq!(a.json["mfa_required"], true);
     assert!(a.json["auth"].is_null());
     // A wrong password says nothing about a second factor.
-    let a = login(&h, "tia@example.com", "not the password at all", None).await;
+    let a = password_login(&h, "tia@example.com", "not the password at all", None).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert!(a.json.get("mfa_required").is_none(), "{:?}", a.json);
-    let a = login(
+    let a = password_login(
         &h,
         "tia@example.com",
         "not the password at all",
@@ -133,12 +113,12 @@ async fn login_requires_a_code_once_totp_is_on() {
     .await;
     assert!(a.json["auth"].is_null());
 
-    let a = login(&h, "tia@example.com", PASSWORD, Some("123456")).await;
+    let a = password_login(&h, "tia@example.com", PASSWORD, Some("123456")).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert!(a.json["auth"].is_null());
     // The next step's code (one step of drift is allowed) logs in ...
     let code = app.generate(now() + 30);
-    let a = login(&h, "tia@example.com", PASSWORD, Some(&code)).await;
+    let a = password_login(&h, "tia@example.com", PASSWORD, Some(&code)).await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
     assert!(
         a.json["auth"]["client_token"]
@@ -147,7 +127,7 @@ async fn login_requires_a_code_once_totp_is_on() {
             .starts_with("zafe_at_")
     );
     // ... once: not again, and no older code either.
-    let a = login(&h, "tia@example.com", PASSWORD, Some(&code)).await;
+    let a = password_login(&h, "tia@example.com", PASSWORD, Some(&code)).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{:?}", a.json);
     assert!(
         a.json["errors"][0]
@@ -155,11 +135,11 @@ async fn login_requires_a_code_once_totp_is_on() {
             .unwrap()
             .contains("already used")
     );
-    let a = login(&h, "tia@example.com", PASSWORD, Some(&app.generate(now()))).await;
+    let a = password_login(&h, "tia@example.com", PASSWORD, Some(&app.generate(now()))).await;
     assert!(a.json["auth"].is_null(), "{:?}", a.json);
     // Two steps away is outside the window.
     let far = app.generate(now() + 90);
-    let a = login(&h, "tia@example.com", PASSWORD, Some(&far)).await;
+    let a = password_login(&h, "tia@example.com", PASSWORD, Some(&far)).await;
     assert!(a.json["auth"].is_null(), "{:?}", a.json);
 }
 
@@ -168,14 +148,14 @@ async fn login_requires_a_code_once_totp_is_on() {
 async fn recovery_codes_work_once() {
     let (h, _root, token, _) = person("rae@example.com").await;
     let (_app, codes, _) = enable(&h, &token).await;
-    let a = login(&h, "rae@example.com", PASSWORD, Some(&codes[3])).await;
+    let a = password_login(&h, "rae@example.com", PASSWORD, Some(&codes[3])).await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
-    let a = login(&h, "rae@example.com", PASSWORD, Some(&codes[3])).await;
+    let a = password_login(&h, "rae@example.com", PASSWORD, Some(&codes[3])).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{:?}", a.json);
     assert!(a.json["auth"].is_null());
     // Written differently (upper case, no dash) it is the same code.
     let other = codes[4].to_uppercase().replace('-', "");
-    let a = login(&h, "rae@example.com", PASSWORD, Some(&other)).await;
+    let a = password_login(&h, "rae@example.com", PASSWORD, Some(&other)).await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
     let me = h
         .call("GET", "/v1/auth/user/self", Some(&token), None)
@@ -235,7 +215,9 @@ async fn disabling_needs_proof() {
     .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert_eq!(
-        login(&h, "dee@example.com", PASSWORD, None).await.json["mfa_required"],
+        password_login(&h, "dee@example.com", PASSWORD, None)
+            .await
+            .json["mfa_required"],
         true
     );
     let a = totp_call(
@@ -247,7 +229,9 @@ async fn disabling_needs_proof() {
     .await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
     assert_eq!(
-        login(&h, "dee@example.com", PASSWORD, None).await.status,
+        password_login(&h, "dee@example.com", PASSWORD, None)
+            .await
+            .status,
         StatusCode::OK
     );
     // Password works too.
@@ -263,7 +247,7 @@ async fn code_guessing_is_rate_limited() {
     let (app, _codes, _) = enable(&h, &token).await;
     let mut limited = false;
     for guess in 0..8 {
-        let a = login(
+        let a = password_login(
             &h,
             "gus@example.com",
             PASSWORD,
@@ -278,7 +262,7 @@ async fn code_guessing_is_rate_limited() {
     }
     assert!(limited, "eight wrong codes in a row were all checked");
     // While limited, even the right code is not checked.
-    let a = login(
+    let a = password_login(
         &h,
         "gus@example.com",
         PASSWORD,
@@ -326,7 +310,9 @@ async fn administrators_can_reset_a_lost_second_factor() {
         .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN, "{:?}", a.json);
     assert_eq!(
-        login(&h, "lou@example.com", PASSWORD, None).await.json["mfa_required"],
+        password_login(&h, "lou@example.com", PASSWORD, None)
+            .await
+            .json["mfa_required"],
         true
     );
     let a = h
@@ -340,7 +326,9 @@ async fn administrators_can_reset_a_lost_second_factor() {
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
     assert_eq!(a.json["data"]["totp_enabled"], false);
     assert_eq!(
-        login(&h, "lou@example.com", PASSWORD, None).await.status,
+        password_login(&h, "lou@example.com", PASSWORD, None)
+            .await
+            .status,
         StatusCode::OK
     );
 }

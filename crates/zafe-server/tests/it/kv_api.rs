@@ -4,13 +4,11 @@
 //! no-lost-updates guarantee under concurrent writers, also with two server
 //! nodes on one database.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use serde_json::{Value, json};
 use zafe_core::identity::IdentityKey;
@@ -52,10 +50,6 @@ impl Harness {
 
 fn ok(a: &Answer) {
     assert!(a.status.is_success(), "{} {:?}", a.status, a.json);
-}
-
-fn errors(a: &Answer) -> String {
-    a.json["errors"][0].as_str().unwrap_or_default().to_string()
 }
 
 /// Vault prints times as RFC 3339 in UTC with up to nine fraction digits.
@@ -220,7 +214,7 @@ async fn check_and_set_is_enforced() {
     ok(&h.root("POST", "secret/data/c", Some(cas(json!(0)))).await);
     let a = h.root("POST", "secret/data/c", Some(cas(json!(0)))).await;
     assert_eq!(
-        (a.status, errors(&a).as_str()),
+        (a.status, a.first_error().as_str()),
         (
             StatusCode::BAD_REQUEST,
             "check-and-set parameter did not match the current version"
@@ -231,7 +225,7 @@ async fn check_and_set_is_enforced() {
         assert_eq!(a.status, StatusCode::BAD_REQUEST);
     }
     let a = h.root("POST", "secret/data/c", Some(cas(json!("x")))).await;
-    assert_eq!(errors(&a), "error parsing check-and-set parameter");
+    assert_eq!(a.first_error(), "error parsing check-and-set parameter");
     // A string number works, as Vault's weak decoding allows.
     let a = h.root("POST", "secret/data/c", Some(cas(json!("1")))).await;
     assert_eq!(a.json["data"]["version"], 2);
@@ -249,7 +243,7 @@ async fn check_and_set_is_enforced() {
         .await);
     let a = h.put("secret/data/c", json!({"k": "v"})).await;
     assert_eq!(
-        (a.status, errors(&a).as_str()),
+        (a.status, a.first_error().as_str()),
         (
             StatusCode::BAD_REQUEST,
             "check-and-set parameter required for this call"
@@ -262,7 +256,10 @@ async fn check_and_set_is_enforced() {
         .root("POST", "secret/config", Some(json!({"cas_required": true})))
         .await);
     let a = h.put("secret/data/other", json!({"k": "v"})).await;
-    assert_eq!(errors(&a), "check-and-set parameter required for this call");
+    assert_eq!(
+        a.first_error(),
+        "check-and-set parameter required for this call"
+    );
     ok(&h
         .root("POST", "secret/data/other", Some(cas(json!(0))))
         .await);
@@ -300,12 +297,12 @@ async fn patch_merges_into_the_latest_version() {
 
     let a = patch(json!({"options": {"cas": 2}})).await;
     assert_eq!(
-        (a.status, errors(&a).as_str()),
+        (a.status, a.first_error().as_str()),
         (StatusCode::BAD_REQUEST, "no data provided")
     );
     let a = patch(json!({"data": {"z": 1}, "options": {"cas": 1}})).await;
     assert_eq!(
-        errors(&a),
+        a.first_error(),
         "check-and-set parameter did not match the current version"
     );
     ok(&patch(json!({"data": {"z": 1}, "options": {"cas": 2}})).await);
@@ -422,7 +419,7 @@ async fn delete_undelete_and_destroy() {
             .root("POST", &format!("secret/{op}/d"), Some(json!({})))
             .await;
         assert_eq!(
-            (a.status, errors(&a).as_str()),
+            (a.status, a.first_error().as_str()),
             (StatusCode::BAD_REQUEST, msg)
         );
         let a = h
@@ -692,7 +689,7 @@ async fn metadata_write_patch_and_delete() {
             .root("POST", "secret/metadata/m", Some(body.clone()))
             .await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}");
-        assert!(errors(&a).contains(msg), "{body}: {}", errors(&a));
+        assert!(a.first_error().contains(msg), "{body}: {}", a.first_error());
     }
     let m2 = h.root("GET", "secret/metadata/m", None).await.json["data"].clone();
     assert_eq!(m2, m, "refused writes changed nothing");
@@ -944,8 +941,8 @@ async fn bad_input_is_refused_and_changes_nothing() {
         )
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(errors(&a).contains("too large"));
-    assert!(!errors(&a).contains("xxx"), "no value in the message");
+    assert!(a.first_error().contains("too large"));
+    assert!(!a.first_error().contains("xxx"), "no value in the message");
     let uuid = h.mount_uuid("secret/").await;
     let rows = h
         .core
@@ -1059,7 +1056,7 @@ async fn turning_off_a_required_check_and_set_warns() {
     );
     let a = h.put("secret/data/w", json!({"k": "v"})).await;
     assert_eq!(
-        (a.status, errors(&a)),
+        (a.status, a.first_error()),
         (
             StatusCode::BAD_REQUEST,
             "check-and-set parameter required for this call".into()
@@ -1145,7 +1142,7 @@ async fn a_restored_stale_version_record_is_refused() {
         .unwrap();
     let a = h.root("GET", "secret/data/app", None).await;
     assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR, "{:?}", a.json);
-    assert!(errors(&a).contains("integrity"));
+    assert!(a.first_error().contains("integrity"));
     assert!(!a.json.to_string().contains("old"));
 }
 
@@ -1498,7 +1495,7 @@ async fn exactly_one_racing_check_and_set_writer_wins() {
                     winners += 1;
                 }
                 StatusCode::BAD_REQUEST => assert_eq!(
-                    errors(&a),
+                    a.first_error(),
                     "check-and-set parameter did not match the current version"
                 ),
                 other => panic!("unexpected {other}: {:?}", a.json),

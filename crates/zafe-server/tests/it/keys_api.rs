@@ -1,11 +1,9 @@
 //! Key rotation with background re-wrap, and rekeying the unseal shares
 //! (R-KEY-6), through the real router.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use serde_json::json;
 use zafe_core::crypto::envelope_key_version;
@@ -93,9 +91,7 @@ async fn rotation_rewraps_every_record_and_loses_nothing() {
 
 #[tokio::test]
 async fn rotation_needs_a_sudo_token() {
-    let h = harness().await;
-    let (keys, _) = h.init(1, 1).await;
-    h.unseal(&keys[0]).await;
+    let (h, _) = unsealed().await;
     assert_eq!(
         h.call("PUT", "/v1/sys/rotate", None, None).await.status,
         StatusCode::FORBIDDEN

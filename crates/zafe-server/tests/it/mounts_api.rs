@@ -1,18 +1,9 @@
 //! The mount table through the real router: `sys/mounts`, `sys/auth`,
 //! tuning, reserved paths, and data removal on disable.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use serde_json::json;
-
-async fn unsealed() -> (Harness, String) {
-    let h = harness().await;
-    let (keys, root) = h.init(1, 1).await;
-    h.unseal(&keys[0]).await;
-    (h, root)
-}
 
 #[tokio::test]
 async fn a_fresh_server_has_secret_and_the_token_store() {

@@ -4,30 +4,16 @@
 //! a project exists, a removed member loses access at once, one of two
 //! racing creations wins, the last admin stays).
 
-mod common;
-
+use crate::common::*;
 use axum::body::Body;
-use common::*;
 use http::StatusCode;
 use serde_json::{Value, json};
-use zafe_core::secret::SecretKey;
-use zafe_server::Config;
 
 const PASSWORD: &str = "a-long-enough-passphrase-for-tests";
 const SERVER_ADMIN: &str = "boss@example.com";
 
 /// The roles of the table, in its column order.
 const ROLES: [&str; 6] = ["admin", "operator", "member", "readonly", "outsider", "sa"];
-
-fn config() -> Config {
-    let mut c = Config::default();
-    c.auth.password.m_cost = 1024;
-    c.auth.password.t_cost = 1;
-    c.auth.password.per_ip_per_minute = 100_000;
-    c.auth.password.per_account_per_minute = 100_000;
-    c.auth.password.backoff_after_failures = 1_000_000;
-    c
-}
 
 struct World {
     h: Harness,
@@ -62,29 +48,16 @@ impl World {
     }
 
     async fn create_user(&self, email: &str) -> String {
-        let a = self
-            .ok(
-                "POST",
-                "sys/users",
-                &self.boss,
-                Some(json!({"email": email, "password": PASSWORD})),
-            )
-            .await;
-        a.json["data"]["id"].as_str().unwrap().to_string()
+        create_user(
+            &self.h,
+            &self.boss,
+            json!({"email": email, "password": PASSWORD}),
+        )
+        .await
     }
 
     async fn login(&self, email: &str) -> String {
-        let a = self
-            .h
-            .call(
-                "POST",
-                "/v1/auth/user/login",
-                None,
-                Some(json!({"email": email, "password": PASSWORD})),
-            )
-            .await;
-        assert_eq!(a.status, StatusCode::OK, "{}", a.json);
-        a.json["auth"]["client_token"].as_str().unwrap().to_string()
+        client_token(&password_login(&self.h, email, PASSWORD, None).await)
     }
 
     /// A project made by the server administrator, with one user per role
@@ -120,23 +93,8 @@ impl World {
 }
 
 async fn world() -> World {
-    let h = harness_with(config(), Some(SecretKey::generate())).await;
-    let (_, root) = h.init(1, 1).await;
-    let setup = zafe_server::people::setup::new_setup_token(&h.core)
-        .await
-        .unwrap()
-        .unwrap()
-        .to_string();
-    let a = h
-        .call(
-            "POST",
-            "/v1/sys/setup",
-            None,
-            Some(json!({"token": setup, "email": SERVER_ADMIN, "password": PASSWORD})),
-        )
-        .await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
-    let boss = a.json["auth"]["client_token"].as_str().unwrap().to_string();
+    let (h, root) = auto_unsealed(people_config()).await;
+    let boss = first_admin(&h, SERVER_ADMIN, PASSWORD).await;
     let mut w = World {
         h,
         root,

@@ -15,15 +15,13 @@
 //!
 //! PostgreSQL tests need `ZAFE_TEST_POSTGRES_URL` (see zafe-storage's tests).
 
-mod common;
-
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::common::*;
 use axum::body::Body;
-use common::*;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -1775,7 +1773,10 @@ where
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    let name = format!("zafe_audit_api_{}_{nanos}", std::process::id());
+    // Unique within the process too: tests run in parallel in one binary.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("zafe_audit_api_{}_{n}_{nanos}", std::process::id());
     let mut admin = sqlx::PgConnection::connect(&admin_url)
         .await
         .expect("connect");

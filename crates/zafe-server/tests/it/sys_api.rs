@@ -1,9 +1,7 @@
 //! The system API through the real router: init, unseal, seal, health,
 //! identity, the public allowlist, limits and headers.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use serde_json::json;
 use zafe_server::sys::{Access, ROUTES};
@@ -199,9 +197,7 @@ async fn health_has_every_field_and_vault_status_codes() {
 // allowlist is exactly what the requirement names.
 #[tokio::test]
 async fn only_the_public_allowlist_answers_without_a_token() {
-    let h = harness().await;
-    let (keys, _root) = h.init(1, 1).await;
-    h.unseal(&keys[0]).await;
+    let (h, _root) = unsealed().await;
     let public: Vec<&str> = ROUTES
         .iter()
         .filter(|r| r.access == Access::Public)
@@ -263,9 +259,7 @@ async fn only_the_public_allowlist_answers_without_a_token() {
 
 #[tokio::test]
 async fn unknown_paths_are_404_for_a_valid_token() {
-    let h = harness().await;
-    let (keys, root) = h.init(1, 1).await;
-    h.unseal(&keys[0]).await;
+    let (h, root) = unsealed().await;
     let a = h.call("GET", "/v1/sys/nope", Some(&root), None).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     let a = h.call("GET", "/v1/sys/seal", Some(&root), None).await;

@@ -2,39 +2,14 @@
 //! against every KV operation, deny winning, and a token confined to one
 //! prefix getting 403 everywhere else (including sys/).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use serde_json::{Value, json};
 
-async fn unsealed() -> (Harness, String) {
-    let h = harness().await;
-    let (keys, root) = h.init(1, 1).await;
-    h.unseal(&keys[0]).await;
-    (h, root)
-}
-
+/// Writes the policy `name` and returns a new token carrying it.
 async fn token_with_policy(h: &Harness, root: &str, name: &str, policy: &str) -> String {
-    let a = h
-        .call(
-            "PUT",
-            &format!("/v1/sys/policy/{name}"),
-            Some(root),
-            Some(json!({ "policy": policy })),
-        )
-        .await;
-    assert_eq!(a.status, StatusCode::NO_CONTENT, "{:?}", a.json);
-    let a = h
-        .call(
-            "POST",
-            "/v1/auth/token/create",
-            Some(root),
-            Some(json!({ "policies": [name] })),
-        )
-        .await;
-    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
-    a.json["auth"]["client_token"].as_str().unwrap().to_string()
+    write_policy(h, root, name, policy).await;
+    token_with(h, root, &[name]).await
 }
 
 /// One KV operation and the capability Vault requires for it.

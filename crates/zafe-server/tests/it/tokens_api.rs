@@ -2,26 +2,11 @@
 //! create, lookup, renew and revoke in all their forms, the subset rule,
 //! subtrees, orphans, use counts, expiry, accessors, roles and CIDR binding.
 
-mod common;
-
 use std::time::Duration;
 
-use axum::body::Body;
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use serde_json::{Value, json};
-use zafe_server::Config;
-
-async fn unsealed_with(config: Config) -> (Harness, String) {
-    let h = harness_with(config, None).await;
-    let (keys, root) = h.init(1, 1).await;
-    h.unseal(&keys[0]).await;
-    (h, root)
-}
-
-async fn unsealed() -> (Harness, String) {
-    unsealed_with(Config::default()).await
-}
 
 async fn create(h: &Harness, token: &str, body: Value) -> Answer {
     h.call("POST", "/v1/auth/token/create", Some(token), Some(body))
@@ -41,18 +26,6 @@ async fn new_token(h: &Harness, parent: &str, body: Value) -> (String, String) {
 async fn lookup_self(h: &Harness, token: &str) -> Answer {
     h.call("GET", "/v1/auth/token/lookup-self", Some(token), None)
         .await
-}
-
-async fn write_policy(h: &Harness, root: &str, name: &str, text: &str) {
-    let a = h
-        .call(
-            "PUT",
-            &format!("/v1/sys/policy/{name}"),
-            Some(root),
-            Some(json!({ "policy": text })),
-        )
-        .await;
-    assert_eq!(a.status, StatusCode::NO_CONTENT, "{:?}", a.json);
 }
 
 /// A policy that may create child tokens (update on the create paths, as
@@ -1113,39 +1086,6 @@ async fn tokens_and_accessors_never_reach_storage_in_clear() {
     assert!(!String::from_utf8_lossy(&record.value).contains(&t));
 }
 
-/// A request that arrives through a trusted proxy for `client`.
-async fn call_from(
-    h: &Harness,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-    client: &str,
-) -> Answer {
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("x-forwarded-for", client);
-    if let Some(t) = token {
-        req = req.header("x-vault-token", t);
-    }
-    let body = match body {
-        Some(b) => {
-            req = req.header("content-type", "application/json");
-            Body::from(serde_json::to_vec(&b).unwrap())
-        }
-        None => Body::empty(),
-    };
-    h.send(req.body(body).unwrap()).await
-}
-
-fn behind_proxy() -> Config {
-    Config {
-        trusted_proxies: vec!["127.0.0.1/32".parse().unwrap()],
-        ..Config::default()
-    }
-}
-
 // R-AUTH-10, R-OPS-2: token_bound_cidrs are checked on every use against the real client address.
 #[tokio::test]
 async fn bound_tokens_work_only_from_their_networks() {
@@ -1168,25 +1108,24 @@ async fn bound_tokens_work_only_from_their_networks() {
         )
         .await;
     let t = a.json["auth"]["client_token"].as_str().unwrap().to_string();
-    let inside = call_from(
-        &h,
-        "GET",
-        "/v1/auth/token/lookup-self",
-        Some(&t),
-        None,
-        "10.1.2.3",
-    )
-    .await;
-    assert_eq!(inside.status, StatusCode::OK, "{:?}", inside.json);
-    assert_eq!(inside.json["data"]["bound_cidrs"], json!(["10.0.0.0/8"]));
-    assert_eq!(
-        call_from(
-            &h,
+    let inside = h
+        .call_from(
+            "10.1.2.3",
             "GET",
             "/v1/auth/token/lookup-self",
             Some(&t),
             None,
-            "192.168.1.1"
+        )
+        .await;
+    assert_eq!(inside.status, StatusCode::OK, "{:?}", inside.json);
+    assert_eq!(inside.json["data"]["bound_cidrs"], json!(["10.0.0.0/8"]));
+    assert_eq!(
+        h.call_from(
+            "192.168.1.1",
+            "GET",
+            "/v1/auth/token/lookup-self",
+            Some(&t),
+            None
         )
         .await
         .status,
@@ -1194,13 +1133,12 @@ async fn bound_tokens_work_only_from_their_networks() {
     );
     // The leftmost X-Forwarded-For entry is the client's to forge: not believed.
     assert_eq!(
-        call_from(
-            &h,
+        h.call_from(
+            "10.1.2.3, 192.168.1.1",
             "GET",
             "/v1/auth/token/lookup-self",
             Some(&t),
-            None,
-            "10.1.2.3, 192.168.1.1"
+            None
         )
         .await
         .status,

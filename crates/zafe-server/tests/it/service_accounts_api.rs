@@ -2,22 +2,12 @@
 //! only, CIDR allowlists against the real client IP (R-OPS-2), expiry,
 //! revocation and last-use recording.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use serde_json::json;
 
 async fn setup() -> (Harness, String) {
-    // The harness's peer is 127.0.0.1; trusting it as a proxy lets tests
-    // choose the client address with X-Forwarded-For.
-    let config = zafe_server::Config {
-        trusted_proxies: vec!["127.0.0.1/32".parse().unwrap()],
-        ..Default::default()
-    };
-    let h = harness_with(config, None).await;
-    let (keys, root) = h.init(1, 1).await;
-    h.unseal(&keys[0]).await;
+    let (h, root) = unsealed_with(behind_proxy()).await;
     for (path, value) in [
         ("myapp/prod", "prod-secret"),
         ("myapp/dev", "dev-secret"),
@@ -43,29 +33,6 @@ async fn setup() -> (Harness, String) {
     h.call("POST", "/v1/transit/keys/k", Some(&root), None)
         .await;
     (h, root)
-}
-
-async fn call_from(
-    h: &Harness,
-    ip: &str,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<serde_json::Value>,
-) -> Answer {
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("x-vault-token", token)
-        .header("x-forwarded-for", ip);
-    let body = match body {
-        Some(b) => {
-            req = req.header("content-type", "application/json");
-            axum::body::Body::from(serde_json::to_vec(&b).unwrap())
-        }
-        None => axum::body::Body::empty(),
-    };
-    h.send(req.body(body).unwrap()).await
 }
 
 async fn create(h: &Harness, root: &str, name: &str, body: serde_json::Value) -> String {
@@ -99,10 +66,14 @@ async fn service_accounts_read_and_list_only_inside_their_scopes() {
     )
     .await;
     let ip = "198.51.100.7";
-    let a = call_from(&h, ip, "GET", "/v1/secret/data/myapp/prod", &token, None).await;
+    let a = h
+        .call_from(ip, "GET", "/v1/secret/data/myapp/prod", Some(&token), None)
+        .await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.json["data"]["data"]["KEY"], "prod-secret");
-    let a = call_from(&h, ip, "LIST", "/v1/secret/metadata/myapp", &token, None).await;
+    let a = h
+        .call_from(ip, "LIST", "/v1/secret/metadata/myapp", Some(&token), None)
+        .await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
     for (method, path, body) in [
         ("GET", "/v1/secret/data/other/prod", None),
@@ -134,7 +105,7 @@ async fn service_accounts_read_and_list_only_inside_their_scopes() {
         ("GET", "/v1/auth/token/lookup-self", None),
         ("POST", "/v1/sys/service-accounts/ci/token", None),
     ] {
-        let a = call_from(&h, ip, method, path, &token, body).await;
+        let a = h.call_from(ip, method, path, Some(&token), body).await;
         assert_eq!(
             a.status,
             StatusCode::FORBIDDEN,
@@ -156,18 +127,20 @@ async fn the_cidr_allowlist_uses_the_real_client_address() {
         json!({"scopes": ["project:myapp"], "allowed_cidrs": ["10.0.0.0/8"]}),
     )
     .await;
-    let ok = call_from(
-        &h,
-        "10.1.2.3",
-        "GET",
-        "/v1/secret/data/myapp/prod",
-        &token,
-        None,
-    )
-    .await;
+    let ok = h
+        .call_from(
+            "10.1.2.3",
+            "GET",
+            "/v1/secret/data/myapp/prod",
+            Some(&token),
+            None,
+        )
+        .await;
     assert_eq!(ok.status, StatusCode::OK);
     for ip in ["198.51.100.7", "10.1.2.3, 198.51.100.7"] {
-        let a = call_from(&h, ip, "GET", "/v1/secret/data/myapp/prod", &token, None).await;
+        let a = h
+            .call_from(ip, "GET", "/v1/secret/data/myapp/prod", Some(&token), None)
+            .await;
         assert_eq!(a.status, StatusCode::FORBIDDEN, "{ip}");
     }
 }
@@ -191,13 +164,13 @@ async fn expiry_revocation_and_last_use() {
     .await;
     let ip = "198.51.100.7";
     assert_eq!(
-        call_from(&h, ip, "GET", "/v1/secret/data/myapp/dev", &short, None)
+        h.call_from(ip, "GET", "/v1/secret/data/myapp/dev", Some(&short), None)
             .await
             .status,
         StatusCode::OK
     );
     assert_eq!(
-        call_from(&h, ip, "GET", "/v1/secret/data/myapp/dev", &token, None)
+        h.call_from(ip, "GET", "/v1/secret/data/myapp/dev", Some(&token), None)
             .await
             .status,
         StatusCode::OK
@@ -231,7 +204,7 @@ async fn expiry_revocation_and_last_use() {
     let second = a.json["data"]["token"].as_str().unwrap().to_string();
     let accessor = a.json["data"]["accessor"].as_str().unwrap().to_string();
     assert_eq!(
-        call_from(&h, ip, "GET", "/v1/secret/data/myapp/dev", &second, None)
+        h.call_from(ip, "GET", "/v1/secret/data/myapp/dev", Some(&second), None)
             .await
             .status,
         StatusCode::OK
@@ -246,13 +219,13 @@ async fn expiry_revocation_and_last_use() {
         .await;
     assert_eq!(a.status, StatusCode::NO_CONTENT);
     assert_eq!(
-        call_from(&h, ip, "GET", "/v1/secret/data/myapp/dev", &second, None)
+        h.call_from(ip, "GET", "/v1/secret/data/myapp/dev", Some(&second), None)
             .await
             .status,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        call_from(&h, ip, "GET", "/v1/secret/data/myapp/dev", &token, None)
+        h.call_from(ip, "GET", "/v1/secret/data/myapp/dev", Some(&token), None)
             .await
             .status,
         StatusCode::OK
@@ -266,7 +239,7 @@ async fn expiry_revocation_and_last_use() {
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        call_from(&h, ip, "GET", "/v1/secret/data/myapp/dev", &token, None)
+        h.call_from(ip, "GET", "/v1/secret/data/myapp/dev", Some(&token), None)
             .await
             .status,
         StatusCode::FORBIDDEN
@@ -274,7 +247,7 @@ async fn expiry_revocation_and_last_use() {
 
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     assert_eq!(
-        call_from(&h, ip, "GET", "/v1/secret/data/myapp/dev", &short, None)
+        h.call_from(ip, "GET", "/v1/secret/data/myapp/dev", Some(&short), None)
             .await
             .status,
         StatusCode::FORBIDDEN

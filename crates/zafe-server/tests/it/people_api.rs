@@ -1,12 +1,9 @@
 //! People over the real HTTP router and a real core (R-AUTH-2..6, R-AUTH-8,
 //! R-AUTH-13): first-run setup, password accounts, sessions, rate limits.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use common::*;
+use crate::common::*;
 use http::StatusCode;
 use serde_json::{Value, json};
 use zafe_core::secret::SecretKey;
@@ -17,81 +14,23 @@ const ADMIN_PASSWORD: &str = "admin-passphrase-for-tests";
 const ALICE: &str = "alice@example.com";
 const ALICE_PASSWORD: &str = "alice-has-a-long-passphrase";
 
-/// Cheap Argon2 so the suite stays fast; limits loose unless a test sets them.
+/// [`people_config`]; client addresses come from X-Forwarded-For in these tests.
 fn config() -> Config {
-    let mut c = Config::default();
-    c.auth.password.m_cost = 1024;
-    c.auth.password.t_cost = 1;
-    c.auth.password.per_ip_per_minute = 100_000;
-    c.auth.password.per_account_per_minute = 100_000;
-    c.auth.password.backoff_after_failures = 1_000_000;
-    // Client addresses come from X-Forwarded-For in these tests.
-    c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
-    c
-}
-
-/// An initialised, unsealed server (master key mode) and its root token.
-async fn server(config: Config) -> (Harness, String) {
-    let h = harness_with(config, Some(SecretKey::generate())).await;
-    let (_, root) = h.init(1, 1).await;
-    assert!(!h.core.is_sealed());
-    (h, root)
-}
-
-async fn setup_token(h: &Harness) -> String {
-    zafe_server::people::setup::new_setup_token(&h.core)
-        .await
-        .unwrap()
-        .expect("no account yet")
-        .to_string()
+    Config {
+        trusted_proxies: behind_proxy().trusted_proxies,
+        ..people_config()
+    }
 }
 
 /// A server whose first administrator exists; returns their access token.
 async fn with_admin(config: Config) -> (Harness, String, String) {
-    let (h, root) = server(config).await;
-    let token = setup_token(&h).await;
-    let a = h
-        .call(
-            "POST",
-            "/v1/sys/setup",
-            None,
-            Some(json!({"token": token, "email": ADMIN, "password": ADMIN_PASSWORD})),
-        )
-        .await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
-    let admin = a.json["auth"]["client_token"].as_str().unwrap().to_string();
+    let (h, root) = auto_unsealed(config).await;
+    let admin = first_admin(&h, ADMIN, ADMIN_PASSWORD).await;
     (h, root, admin)
 }
 
-async fn call_from(
-    h: &Harness,
-    ip: &str,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> Answer {
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("x-forwarded-for", ip)
-        .header("user-agent", "people-api-test");
-    if let Some(t) = token {
-        req = req.header("x-vault-token", t);
-    }
-    let body = match body {
-        Some(b) => {
-            req = req.header("content-type", "application/json");
-            Body::from(serde_json::to_vec(&b).unwrap())
-        }
-        None => Body::empty(),
-    };
-    h.send(req.body(body).unwrap()).await
-}
-
 async fn login_from(h: &Harness, ip: &str, email: &str, password: &str) -> Answer {
-    call_from(
-        h,
+    h.call_from(
         ip,
         "POST",
         "/v1/auth/user/login",
@@ -114,16 +53,12 @@ async fn login(h: &Harness, email: &str, password: &str) -> (String, String) {
 }
 
 async fn create_alice(h: &Harness, admin: &str) -> String {
-    let a = h
-        .call(
-            "POST",
-            "/v1/sys/users",
-            Some(admin),
-            Some(json!({"email": ALICE, "password": ALICE_PASSWORD, "display_name": "Alice"})),
-        )
-        .await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
-    a.json["data"]["id"].as_str().unwrap().to_string()
+    create_user(
+        h,
+        admin,
+        json!({"email": ALICE, "password": ALICE_PASSWORD, "display_name": "Alice"}),
+    )
+    .await
 }
 
 async fn status_with(h: &Harness, token: &str) -> StatusCode {
@@ -150,7 +85,7 @@ fn refused() -> Value {
 // administrator's session carries root; no default credentials exist.
 #[tokio::test]
 async fn the_setup_link_creates_the_first_admin_once() {
-    let (h, _root) = server(config()).await;
+    let (h, _root) = auto_unsealed(config()).await;
     let a = h.call("GET", "/v1/sys/setup", None, None).await;
     assert_eq!(a.json, json!({"setup_required": true}));
     // Nothing logs in before setup: there are no default credentials.
@@ -264,7 +199,7 @@ async fn the_setup_link_expires() {
     // loaded machine; expiry is checked in whole seconds, so wait past the
     // next boundary.
     c.auth.sessions.setup_token_ttl_secs = 3;
-    let (h, _) = server(c).await;
+    let (h, _) = auto_unsealed(c).await;
     let token = setup_token(&h).await;
     tokio::time::sleep(Duration::from_millis(4100)).await;
     let a = h
@@ -297,7 +232,7 @@ async fn the_setup_link_expires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_setups_create_exactly_one_admin() {
     for _round in 0..3 {
-        let (h, root) = server(config()).await;
+        let (h, root) = auto_unsealed(config()).await;
         let token = setup_token(&h).await;
         let h = std::sync::Arc::new(h);
         let mut tasks = Vec::new();
@@ -1159,26 +1094,26 @@ async fn registration_is_rate_limited_before_hashing() {
     let (h, root, _admin) = with_admin(c).await;
     let register = |i: usize| json!({"email": format!("user{i}@corp.example"), "password": "a-registration-passphrase"});
     for i in 0..3 {
-        let a = call_from(
-            &h,
+        let a = h
+            .call_from(
+                "198.51.100.7",
+                "POST",
+                "/v1/auth/user/register",
+                None,
+                Some(register(i)),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    }
+    let a = h
+        .call_from(
             "198.51.100.7",
             "POST",
             "/v1/auth/user/register",
             None,
-            Some(register(i)),
+            Some(register(3)),
         )
         .await;
-        assert_eq!(a.status, StatusCode::OK, "{}", a.json);
-    }
-    let a = call_from(
-        &h,
-        "198.51.100.7",
-        "POST",
-        "/v1/auth/user/register",
-        None,
-        Some(register(3)),
-    )
-    .await;
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.json);
     assert!(
         a.json["errors"][0]
@@ -1191,15 +1126,15 @@ async fn registration_is_rate_limited_before_hashing() {
         .call("GET", "/v1/sys/users/user3@corp.example", Some(&root), None)
         .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.json);
-    let a = call_from(
-        &h,
-        "198.51.100.8",
-        "POST",
-        "/v1/auth/user/register",
-        None,
-        Some(register(3)),
-    )
-    .await;
+    let a = h
+        .call_from(
+            "198.51.100.8",
+            "POST",
+            "/v1/auth/user/register",
+            None,
+            Some(register(3)),
+        )
+        .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.json);
 }
 
@@ -1211,7 +1146,7 @@ async fn self_registration_waits_for_the_first_administrator() {
     let mut c = config();
     c.auth.registration.mode = zafe_server::people::config::RegistrationMode::Domains;
     c.auth.registration.domains = vec!["corp.example".into()];
-    let (h, _root) = server(c).await;
+    let (h, _root) = auto_unsealed(c).await;
     let a = h
         .call(
             "POST",

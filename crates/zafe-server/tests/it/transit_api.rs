@@ -4,21 +4,17 @@
 //! signatures and export, with their error cases; plus isolation between
 //! mounts, scoped tokens, and concurrent rotations from two nodes.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::*;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::*;
 use http::StatusCode;
 use serde_json::{Value, json};
 use zafe_core::secret::SecretKey;
 
 async fn transit() -> (Harness, String) {
-    let h = harness().await;
-    let (keys, root) = h.init(1, 1).await;
-    h.unseal(&keys[0]).await;
+    let (h, root) = unsealed().await;
     let a = h
         .call(
             "POST",
@@ -33,10 +29,6 @@ async fn transit() -> (Harness, String) {
 
 fn b64(s: &str) -> String {
     B64.encode(s)
-}
-
-fn err(a: &Answer) -> String {
-    a.json["errors"][0].as_str().unwrap_or_default().to_string()
 }
 
 impl Harness {
@@ -175,7 +167,11 @@ async fn key_lifecycle_create_read_list_rotate_delete() {
         .call("DELETE", "/v1/transit/keys/orders", Some(&root), None)
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(err(&a).contains("deletion is not allowed"), "{}", err(&a));
+    assert!(
+        a.first_error().contains("deletion is not allowed"),
+        "{}",
+        a.first_error()
+    );
     assert_eq!(
         h.call("GET", "/v1/transit/keys/orders", Some(&root), None)
             .await
@@ -204,7 +200,7 @@ async fn key_lifecycle_create_read_list_rotate_delete() {
         .call("DELETE", "/v1/transit/keys/orders", Some(&root), None)
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(err(&a).contains("not found"));
+    assert!(a.first_error().contains("not found"));
 }
 
 #[tokio::test]
@@ -226,7 +222,11 @@ async fn bad_key_options_are_refused_and_change_nothing() {
     ] {
         let a = h.post(&root, "keys/k", body.clone()).await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}");
-        assert!(err(&a).contains(needle), "{body}: {}", err(&a));
+        assert!(
+            a.first_error().contains(needle),
+            "{body}: {}",
+            a.first_error()
+        );
     }
     for bad in ["-lead", "a%20b", "trail.", "%C3%A4"] {
         let a = h
@@ -238,7 +238,11 @@ async fn bad_key_options_are_refused_and_change_nothing() {
             )
             .await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}");
-        assert!(err(&a).contains("invalid key name"), "{bad}: {}", err(&a));
+        assert!(
+            a.first_error().contains("invalid key name"),
+            "{bad}: {}",
+            a.first_error()
+        );
     }
     assert_eq!(
         h.call("LIST", "/v1/transit/keys", Some(&root), None)
@@ -367,13 +371,13 @@ async fn encrypt_decrypt_round_trip_in_vaults_format() {
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert!(
-        err(&a).contains("plaintext is not valid base64"),
+        a.first_error().contains("plaintext is not valid base64"),
         "{}",
-        err(&a)
+        a.first_error()
     );
     assert!(!a.json.to_string().contains("SECRETVALUE"));
     let a = h.post(&root, "encrypt/upserted", json!({})).await;
-    assert_eq!(err(&a), "missing plaintext to encrypt");
+    assert_eq!(a.first_error(), "missing plaintext to encrypt");
     let a = h
         .post(
             &root,
@@ -395,7 +399,10 @@ async fn encrypt_decrypt_round_trip_in_vaults_format() {
             json!({"plaintext": b64("x"), "key_version": 2}),
         )
         .await;
-    assert!(err(&a).contains("higher than the latest key version"));
+    assert!(
+        a.first_error()
+            .contains("higher than the latest key version")
+    );
 }
 
 // Tampered ciphertexts and ciphertexts of another key fail authentication
@@ -414,15 +421,15 @@ async fn tampered_or_foreign_ciphertexts_are_refused() {
         let a = h.decrypt(&root, "a", &tampered).await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "byte {i}");
         assert!(
-            err(&a).contains("message authentication failed"),
+            a.first_error().contains("message authentication failed"),
             "{}",
-            err(&a)
+            a.first_error()
         );
     }
     // Key A's ciphertext given to key B.
     let a = h.decrypt(&root, "b", &ct).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(err(&a).contains("message authentication failed"));
+    assert!(a.first_error().contains("message authentication failed"));
 
     for (bad, needle) in [
         ("garbage", "no prefix"),
@@ -434,11 +441,15 @@ async fn tampered_or_foreign_ciphertexts_are_refused() {
     ] {
         let a = h.decrypt(&root, "a", bad).await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}");
-        assert!(err(&a).contains(needle), "{bad}: {}", err(&a));
+        assert!(
+            a.first_error().contains(needle),
+            "{bad}: {}",
+            a.first_error()
+        );
     }
     let a = h.decrypt(&root, "missing", &ct).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(err(&a).contains("encryption key not found"));
+    assert!(a.first_error().contains("encryption key not found"));
     assert_eq!(
         h.call("GET", "/v1/transit/keys/missing", Some(&root), None)
             .await
@@ -477,12 +488,12 @@ async fn min_decryption_version_and_rewrap() {
     let a = h.decrypt(&root, "k", &v1).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert_eq!(
-        err(&a),
+        a.first_error(),
         "ciphertext or signature version is disallowed by policy (too old)"
     );
     let a = h.post(&root, "rewrap/k", json!({"ciphertext": v1})).await;
     assert_eq!(
-        err(&a),
+        a.first_error(),
         "ciphertext or signature version is disallowed by policy (too old)"
     );
     let a = h
@@ -493,7 +504,7 @@ async fn min_decryption_version_and_rewrap() {
         )
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(err(&a).contains("no such key version"));
+    assert!(a.first_error().contains("no such key version"));
 
     // Rewrap moves a v2 ciphertext to v3 without showing the plaintext.
     let a = h.post(&root, "rewrap/k", json!({"ciphertext": v2})).await;
@@ -526,7 +537,11 @@ async fn min_decryption_version_and_rewrap() {
     ] {
         let a = h.post(&root, "keys/k/config", body.clone()).await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}");
-        assert!(err(&a).contains(needle), "{body}: {}", err(&a));
+        assert!(
+            a.first_error().contains(needle),
+            "{body}: {}",
+            a.first_error()
+        );
     }
     let a = h
         .post(
@@ -557,7 +572,10 @@ async fn min_decryption_version_and_rewrap() {
             json!({"plaintext": b64("x"), "key_version": 2}),
         )
         .await;
-    assert!(err(&a).contains("less than the minimum encryption key version"));
+    assert!(
+        a.first_error()
+            .contains("less than the minimum encryption key version")
+    );
 
     // Lowering min_decryption_version again works until the versions are trimmed.
     let a = h
@@ -581,9 +599,10 @@ async fn trim_deletes_old_versions_for_good() {
         .post(&root, "keys/k/trim", json!({"min_available_version": 2}))
         .await;
     assert!(
-        err(&a).contains("minimum encryption version is not set"),
+        a.first_error()
+            .contains("minimum encryption version is not set"),
         "{}",
-        err(&a)
+        a.first_error()
     );
     let a = h
         .post(
@@ -603,7 +622,11 @@ async fn trim_deletes_old_versions_for_good() {
     ] {
         let a = h.post(&root, "keys/k/trim", body.clone()).await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}");
-        assert!(err(&a).contains(needle), "{body}: {}", err(&a));
+        assert!(
+            a.first_error().contains(needle),
+            "{body}: {}",
+            a.first_error()
+        );
     }
     let a = h
         .post(&root, "keys/k/trim", json!({"min_available_version": 2}))
@@ -613,12 +636,12 @@ async fn trim_deletes_old_versions_for_good() {
     let a = h
         .post(&root, "keys/k/trim", json!({"min_available_version": 1}))
         .await;
-    assert!(err(&a).contains("cannot be decremented"));
+    assert!(a.first_error().contains("cannot be decremented"));
     let a = h
         .post(&root, "keys/k/config", json!({"min_decryption_version": 1}))
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(err(&a).contains("min available version"));
+    assert!(a.first_error().contains("min available version"));
     assert_eq!(
         h.decrypt(&root, "k", &v1).await.status,
         StatusCode::BAD_REQUEST
@@ -723,7 +746,7 @@ async fn batches_report_errors_per_item() {
     ] {
         let a = h.post(&root, "encrypt/k", body).await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST);
-        assert!(err(&a).contains(needle), "{}", err(&a));
+        assert!(a.first_error().contains(needle), "{}", a.first_error());
     }
 }
 
@@ -747,17 +770,21 @@ async fn datakeys_random_bytes_and_hashes() {
     assert!(a.json["data"].get("plaintext").is_none());
     assert_eq!(a.json["data"]["key_version"], 1);
     assert!(
-        err(&h
-            .post(&root, "datakey/wrapped/k", json!({"bits": 100}))
-            .await)
-        .contains("invalid bit length")
+        h.post(&root, "datakey/wrapped/k", json!({"bits": 100}))
+            .await
+            .first_error()
+            .contains("invalid bit length")
     );
     assert!(
-        err(&h.post(&root, "datakey/other/k", json!({})).await)
+        h.post(&root, "datakey/other/k", json!({}))
+            .await
+            .first_error()
             .contains("'plaintext' or 'wrapped'")
     );
     assert!(
-        err(&h.post(&root, "datakey/plaintext/none", json!({})).await)
+        h.post(&root, "datakey/plaintext/none", json!({}))
+            .await
+            .first_error()
             .contains("encryption key not found")
     );
 
@@ -802,7 +829,11 @@ async fn datakeys_random_bytes_and_hashes() {
     ] {
         let a = h.post(&root, path, body).await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{path}");
-        assert!(err(&a).contains(needle), "{path}: {}", err(&a));
+        assert!(
+            a.first_error().contains(needle),
+            "{path}: {}",
+            a.first_error()
+        );
     }
 
     // Values from OpenBao for "hello".
@@ -836,13 +867,13 @@ async fn datakeys_random_bytes_and_hashes() {
             .starts_with("59e1748777448c69de6b800d7a33bbfb")
     );
     assert!(
-        err(&h
-            .post(&root, "hash/md5", json!({"input": b64("hello")}))
-            .await)
-        .contains("unsupported algorithm")
+        h.post(&root, "hash/md5", json!({"input": b64("hello")}))
+            .await
+            .first_error()
+            .contains("unsupported algorithm")
     );
     assert_eq!(
-        err(&h.post(&root, "hash", json!({})).await),
+        h.post(&root, "hash", json!({})).await.first_error(),
         "input missing"
     );
 }
@@ -896,13 +927,18 @@ async fn hmac_and_its_verification() {
     );
     let a = verify("msg", "garbage", "verify/k").await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(err(&a).contains("no prefix"));
+    assert!(a.first_error().contains("no prefix"));
     let a = h
         .post(&root, "verify/k", json!({"input": b64("msg")}))
         .await;
-    assert!(err(&a).contains("neither a 'signature' nor an 'hmac'"));
     assert!(
-        err(&h.post(&root, "hmac/none", json!({"input": b64("m")})).await)
+        a.first_error()
+            .contains("neither a 'signature' nor an 'hmac'")
+    );
+    assert!(
+        h.post(&root, "hmac/none", json!({"input": b64("m")}))
+            .await
+            .first_error()
             .contains("key not found")
     );
 
@@ -929,7 +965,7 @@ async fn hmac_and_its_verification() {
         .await;
     let a = verify("msg", &mac, "verify/k").await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(err(&a).contains("too old"));
+    assert!(a.first_error().contains("too old"));
 }
 
 #[tokio::test]
@@ -975,7 +1011,11 @@ async fn ed25519_sign_and_verify() {
     ] {
         let a = verify("release 1.0", bad).await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}");
-        assert!(err(&a).contains(needle), "{bad}: {}", err(&a));
+        assert!(
+            a.first_error().contains(needle),
+            "{bad}: {}",
+            a.first_error()
+        );
     }
 
     // The signature checks against the public key from `keys/ed`.
@@ -1013,7 +1053,10 @@ async fn ed25519_sign_and_verify() {
             json!({"input": b64("x"), "key_version": 5}),
         )
         .await;
-    assert!(err(&a).contains("higher than the latest key version"));
+    assert!(
+        a.first_error()
+            .contains("higher than the latest key version")
+    );
     assert_eq!(
         verify("release 1.0", &sig).await.json["data"]["valid"],
         true
@@ -1026,7 +1069,7 @@ async fn ed25519_sign_and_verify() {
     .await;
     let a = verify("release 1.0", &sig).await;
     assert_eq!(
-        err(&a),
+        a.first_error(),
         "ciphertext or signature version is disallowed by policy (too old)"
     );
 
@@ -1067,7 +1110,9 @@ async fn ed25519_sign_and_verify() {
     assert!(results[1]["error"].is_string());
     h.post(&root, "keys/aes", json!({})).await;
     assert!(
-        err(&h.post(&root, "sign/aes", json!({"input": b64("a")})).await)
+        h.post(&root, "sign/aes", json!({"input": b64("a")}))
+            .await
+            .first_error()
             .contains("does not support signing")
     );
     let a = h
@@ -1077,15 +1122,17 @@ async fn ed25519_sign_and_verify() {
             json!({"input": b64("a"), "signature": sig}),
         )
         .await;
-    assert!(err(&a).contains("does not support verification"));
+    assert!(a.first_error().contains("does not support verification"));
     assert!(
-        err(&h
-            .post(&root, "encrypt/ed", json!({"plaintext": b64("a")}))
-            .await)
-        .contains("not supported for key type ed25519")
+        h.post(&root, "encrypt/ed", json!({"plaintext": b64("a")}))
+            .await
+            .first_error()
+            .contains("not supported for key type ed25519")
     );
     assert!(
-        err(&h.post(&root, "sign/none", json!({"input": b64("a")})).await)
+        h.post(&root, "sign/none", json!({"input": b64("a")}))
+            .await
+            .first_error()
             .contains("signing key not found")
     );
 }
@@ -1106,7 +1153,7 @@ async fn export_only_when_exportable() {
             .call("GET", &format!("/v1/transit/{path}"), Some(&root), None)
             .await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{path}");
-        assert_eq!(err(&a), "private key material is not exportable");
+        assert_eq!(a.first_error(), "private key material is not exportable");
     }
     let a = h
         .call("GET", "/v1/transit/export/public-key/ed", Some(&root), None)
@@ -1189,11 +1236,11 @@ async fn export_only_when_exportable() {
             None,
         )
         .await;
-    assert!(err(&a).contains("version does not exist"));
+    assert!(a.first_error().contains("version does not exist"));
     let a = h
         .call("GET", "/v1/transit/export/bad/k", Some(&root), None)
         .await;
-    assert!(err(&a).contains("invalid export type"));
+    assert!(a.first_error().contains("invalid export type"));
     let a = h
         .call("GET", "/v1/transit/export/hmac-key/none", Some(&root), None)
         .await;
@@ -1239,7 +1286,7 @@ async fn export_only_when_exportable() {
             None,
         )
         .await;
-    assert!(err(&a).contains("encryption not supported"));
+    assert!(a.first_error().contains("encryption not supported"));
 }
 
 // Storage never sees transit key material: it is behind the barrier.
@@ -1315,7 +1362,7 @@ async fn transit_mounts_are_isolated() {
         )
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(err(&a).contains("message authentication failed"));
+    assert!(a.first_error().contains("message authentication failed"));
 }
 
 // Vault's ACL split: encrypting under a missing key creates it, so it needs
