@@ -10,7 +10,6 @@
 //! - [`http`]: axum on top: request ids, client addresses, limits, headers,
 //!   TLS, and the Vault-compatible JSON shapes.
 
-
 pub mod anchor;
 pub mod audit;
 pub mod barrier;

@@ -286,6 +286,21 @@ impl EntryCache {
         }
     }
 
+    /// After a commit of `ops` that succeeded ([`Cache::apply`]) or failed
+    /// (every key it touched is forgotten: whether it was written is not
+    /// known).
+    pub(crate) fn follow(&self, ops: Vec<Op>, committed: bool) {
+        if committed {
+            return self.apply(ops);
+        }
+        for op in &ops {
+            self.invalidate(match op {
+                Op::Put { entry, .. } => &entry.key,
+                Op::Delete { key, .. } => key,
+            });
+        }
+    }
+
     /// Forgets `key` (its stored state is unknown or changed).
     pub(crate) fn invalidate(&self, key: &str) {
         let shard = self.shard_of(key);

@@ -311,17 +311,7 @@ impl Backend for SqliteBackend {
         let writer = self.writer.clone();
         tokio::spawn(async move {
             let result = commit_with(&writer, &ops).await;
-            match &result {
-                Ok(()) => cache.apply(ops),
-                Err(_) => {
-                    for op in &ops {
-                        cache.invalidate(match op {
-                            Op::Put { entry, .. } => &entry.key,
-                            Op::Delete { key, .. } => key,
-                        });
-                    }
-                }
-            }
+            cache.follow(ops, result.is_ok());
             result
         })
         .await
@@ -369,17 +359,7 @@ impl Backend for SqliteBackend {
         tokio::spawn(async move {
             let result = commit_audited_with(&writer, &ops, drafts, &*link).await;
             if let Some(cache) = cache {
-                match &result {
-                    Ok(_) => cache.apply(ops),
-                    Err(_) => {
-                        for op in &ops {
-                            cache.invalidate(match op {
-                                Op::Put { entry, .. } => &entry.key,
-                                Op::Delete { key, .. } => key,
-                            });
-                        }
-                    }
-                }
+                cache.follow(ops, result.is_ok());
             }
             result
         })

@@ -5,7 +5,6 @@
 //! a sealed server. Errors go to stderr as `Error: <message>`; no message
 //! carries a token or a key share.
 
-
 mod admin;
 mod approle;
 mod audit;
