@@ -90,6 +90,34 @@ pub enum TimeBound {
     LastAtOrBefore,
 }
 
+/// Links `drafts` onto the chain head (`seq`, `hash`) as the caller's
+/// linker says: the rows to insert, in order. Every backend links here,
+/// with the head locked.
+pub(crate) fn link_rows(
+    mut seq: i64,
+    hash: &[u8],
+    drafts: impl IntoIterator<Item = AuditDraft>,
+    link: Linker<'_>,
+) -> Vec<AuditRow> {
+    let mut prev = hash.to_vec();
+    let drafts = drafts.into_iter();
+    let mut rows = Vec::with_capacity(drafts.size_hint().0);
+    for draft in drafts {
+        seq += 1;
+        let AuditLink { hash, mac } = link(seq, &prev, &draft);
+        let prev_hash = std::mem::replace(&mut prev, hash.clone());
+        rows.push(AuditRow {
+            seq,
+            time_us: draft.time_us,
+            prev_hash,
+            hash,
+            mac,
+            body: draft.body,
+        });
+    }
+    rows
+}
+
 /// The answer of a backend that has no audit log.
 pub(crate) fn unsupported() -> crate::StorageError {
     crate::StorageError::Backend("this storage backend has no audit log".into())
@@ -173,41 +201,32 @@ pub(crate) mod sqlite {
         drafts: Vec<AuditDraft>,
         link: Linker<'_>,
     ) -> sqlx::Result<Vec<AuditRow>> {
-        let (mut seq, mut prev): (i64, Vec<u8>) =
+        let (seq, hash): (i64, Vec<u8>) =
             sqlx::query_as("SELECT seq, hash FROM zafe_audit_head WHERE id = 1")
                 .fetch_one(&mut *conn)
                 .await?;
-        let mut rows = Vec::with_capacity(drafts.len());
-        for draft in drafts {
-            seq += 1;
-            let AuditLink { hash, mac } = link(seq, &prev, &draft);
+        let rows = link_rows(seq, &hash, drafts, link);
+        for r in &rows {
             sqlx::query(
                 "INSERT INTO zafe_audit (seq, time_us, prev_hash, hash, mac, body) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
-            .bind(seq)
-            .bind(draft.time_us)
-            .bind(&prev)
-            .bind(&hash)
-            .bind(&mac)
-            .bind(&draft.body)
+            .bind(r.seq)
+            .bind(r.time_us)
+            .bind(&r.prev_hash)
+            .bind(&r.hash)
+            .bind(&r.mac)
+            .bind(&r.body)
             .execute(&mut *conn)
             .await?;
-            let prev_hash = std::mem::replace(&mut prev, hash.clone());
-            rows.push(AuditRow {
-                seq,
-                time_us: draft.time_us,
-                prev_hash,
-                hash,
-                mac,
-                body: draft.body,
-            });
         }
-        sqlx::query("UPDATE zafe_audit_head SET seq = ?1, hash = ?2 WHERE id = 1")
-            .bind(seq)
-            .bind(&prev)
-            .execute(&mut *conn)
-            .await?;
+        if let Some(last) = rows.last() {
+            sqlx::query("UPDATE zafe_audit_head SET seq = ?1, hash = ?2 WHERE id = 1")
+                .bind(last.seq)
+                .bind(&last.hash)
+                .execute(&mut *conn)
+                .await?;
+        }
         Ok(rows)
     }
 
@@ -359,24 +378,11 @@ pub(crate) mod postgres {
         drafts: Vec<AuditDraft>,
         link: Linker<'_>,
     ) -> sqlx::Result<Vec<AuditRow>> {
-        let (mut seq, mut prev): (i64, Vec<u8>) =
+        let (seq, hash): (i64, Vec<u8>) =
             sqlx::query_as("SELECT seq, hash FROM zafe_audit_head WHERE id = 1 FOR UPDATE")
                 .fetch_one(&mut *conn)
                 .await?;
-        let mut rows = Vec::with_capacity(drafts.len());
-        for draft in drafts {
-            seq += 1;
-            let AuditLink { hash, mac } = link(seq, &prev, &draft);
-            let prev_hash = std::mem::replace(&mut prev, hash.clone());
-            rows.push(AuditRow {
-                seq,
-                time_us: draft.time_us,
-                prev_hash,
-                hash,
-                mac,
-                body: draft.body,
-            });
-        }
+        let rows = link_rows(seq, &hash, drafts, link);
         // Few statements for the whole batch: few round trips. (A
         // statement takes at most 65,535 parameters, six per row.)
         for chunk in rows.chunks(1000) {
@@ -393,11 +399,13 @@ pub(crate) mod postgres {
             });
             insert.build().execute(&mut *conn).await?;
         }
-        sqlx::query("UPDATE zafe_audit_head SET seq = $1, hash = $2 WHERE id = 1")
-            .bind(seq)
-            .bind(&prev)
-            .execute(&mut *conn)
-            .await?;
+        if let Some(last) = rows.last() {
+            sqlx::query("UPDATE zafe_audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                .bind(last.seq)
+                .bind(&last.hash)
+                .execute(&mut *conn)
+                .await?;
+        }
         Ok(rows)
     }
 

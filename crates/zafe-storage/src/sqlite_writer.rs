@@ -55,7 +55,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::oneshot;
 
-use crate::audit::{AuditDraft, AuditHead, AuditLink, AuditRow, Linker, SharedLinker};
+use crate::audit::{AuditDraft, AuditHead, AuditRow, Linker, SharedLinker, link_rows};
 use crate::cache::EntryCache;
 use crate::{Condition, Op, Result, StorageError};
 
@@ -216,7 +216,7 @@ impl GroupWriter {
         let mut expect = self.head.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for _ in 0..MAX_AUDIT_ATTEMPTS {
             let rows = match &expect {
-                Some(head) => chain(head, &drafts, link),
+                Some(head) => link_rows(head.seq, &head.hash, drafts.iter().cloned(), link),
                 None => Vec::new(),
             };
             let (reply, done) = oneshot::channel();
@@ -300,27 +300,6 @@ fn start_checkpointer(
         })
         .map_err(|e| StorageError::Backend(format!("cannot start the checkpoint thread: {e}")))?;
     Ok((stop, thread))
-}
-
-/// Links `drafts` onto `head`, as the caller's linker says.
-fn chain(head: &AuditHead, drafts: &[AuditDraft], link: Linker<'_>) -> Vec<AuditRow> {
-    let mut seq = head.seq;
-    let mut prev = head.hash.clone();
-    let mut rows = Vec::with_capacity(drafts.len());
-    for draft in drafts {
-        seq += 1;
-        let AuditLink { hash, mac } = link(seq, &prev, draft);
-        let prev_hash = std::mem::replace(&mut prev, hash.clone());
-        rows.push(AuditRow {
-            seq,
-            time_us: draft.time_us,
-            prev_hash,
-            hash,
-            mac,
-            body: draft.body.clone(),
-        });
-    }
-    rows
 }
 
 /// Never quotes bound values: only SQLite's own message, which names
@@ -822,7 +801,7 @@ impl Writer {
             }
             let audit = |e: rusqlite::Error| backend_error("audit append", &e);
             let head = self.read_head().map_err(audit)?;
-            let rows = chain(&head, drafts, link);
+            let rows = link_rows(head.seq, &head.hash, drafts.iter().cloned(), link);
             self.insert_audit(&rows).map_err(audit)?;
             self.exec("RELEASE zafe_audited")
                 .map_err(|e| backend_error("commit: release", &e))?;
