@@ -276,15 +276,11 @@ impl ZafeMcp {
         // Only administrators (and tokens with list there) may list the top
         // of the default mount; a member of some projects is denied it, and
         // still gets the projects the registry shows them.
-        let url = format!("/v1/{DEFAULT_PROJECT_MOUNT}/metadata/?list=true");
         let projects = match self
-            .inner
-            .client
-            .request_json(Method::GET, &url, None)
+            .list(&format!("{DEFAULT_PROJECT_MOUNT}/metadata/"))
             .await
         {
-            Ok(answer) => list_keys(answer.as_ref()),
-            Err(zafe_client::Error::ServerError { status: 404, .. }) => Vec::new(),
+            Ok(keys) => keys,
             Err(zafe_client::Error::ServerError { status: 403, .. }) if registry_answered => {
                 Vec::new()
             }
@@ -637,6 +633,12 @@ impl ZafeMcp {
 
     /// `LIST <path>`: the keys, or an empty list for a folder that does not exist.
     async fn list_folder(&self, path: &str) -> Result<Vec<String>, String> {
+        self.list(path).await.map_err(|e| sanitize(&e))
+    }
+
+    /// The keys of a folder (none when it does not exist), or the client's
+    /// error for the caller to judge.
+    async fn list(&self, path: &str) -> Result<Vec<String>, zafe_client::Error> {
         let url = format!("/v1/{path}?list=true");
         match self
             .inner
@@ -646,7 +648,7 @@ impl ZafeMcp {
         {
             Ok(answer) => Ok(list_keys(answer.as_ref())),
             Err(zafe_client::Error::ServerError { status: 404, .. }) => Ok(Vec::new()),
-            Err(e) => Err(sanitize(&e)),
+            Err(e) => Err(e),
         }
     }
 
