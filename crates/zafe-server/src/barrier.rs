@@ -24,7 +24,6 @@ use zafe_core::encoding;
 use zafe_core::keyring::Keyring;
 use zafe_core::secret::SecretKey;
 use zafe_storage::{Backend, Condition, Entry, Op, StorageError};
-use zeroize::Zeroizing;
 
 use crate::audit::hook::commit as audited_commit;
 
@@ -56,33 +55,7 @@ impl From<StorageError> for BarrierError {
 
 pub type Result<T> = std::result::Result<T, BarrierError>;
 
-/// A decrypted record and the generation it was read at (for compare-and-swap).
-pub struct Record {
-    pub value: Zeroizing<Vec<u8>>,
-    pub generation: i64,
-}
-
-/// What a write expects to find.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expect {
-    /// Create only.
-    Absent,
-    /// Replace exactly the generation that was read.
-    Generation(i64),
-}
-
-/// One write of an atomic [`Barrier::commit`].
-pub enum Write {
-    Put {
-        key: String,
-        value: Vec<u8>,
-        expect: Expect,
-    },
-    Delete {
-        key: String,
-        expect: Option<Expect>,
-    },
-}
+pub use zafe_engine::{Expect, Record, Write};
 
 /// The keys an open barrier holds.
 struct Keys {

@@ -8,10 +8,8 @@
 //! 4. dispatch to the handler.
 
 use parking_lot::RwLock;
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use zafe_core::identity::IdentityKey;
@@ -21,14 +19,14 @@ use zafe_storage::{Backend, Condition, Entry, Op};
 
 use crate::barrier::{Barrier, RewrapProgress};
 use crate::config::Config;
-use crate::engine::Ctx;
 use crate::error::{Error, Result};
-use crate::mounts::{MountTable, Router};
+use crate::mounts::{Handler, MountTable, Mounted, Router};
 use crate::policies::Capability;
 use crate::policies::PolicyStore;
 use crate::seal::{Seal, Unsealed};
 use crate::sys::{self, Access};
 use crate::tokens::{self, TokenEntry, TokenSpec};
+use zafe_engine::{Caller, Ctx, Grant};
 
 const CLUSTER_KEY: &str = "seal/cluster-info";
 
@@ -45,116 +43,7 @@ pub fn capability(op: Operation, exists: bool) -> Capability {
     }
 }
 
-/// What a request asks to do, from its HTTP method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    Read,
-    List,
-    Write,
-    Delete,
-    Patch,
-    Head,
-}
-
-/// A request as the core sees it: no HTTP types beyond this point. Its `Debug` prints neither
-/// the token nor the body (see [`RequestToken`] and [`RequestBody`]).
-#[derive(Debug)]
-pub struct Request {
-    pub operation: Operation,
-    /// Without the `/v1/` prefix.
-    pub path: String,
-    pub body: Option<RequestBody>,
-    pub query: Vec<(String, String)>,
-    pub token: Option<RequestToken>,
-    pub client_ip: IpAddr,
-    pub request_id: String,
-    /// The `User-Agent` header, kept with a person's session.
-    pub user_agent: Option<String>,
-}
-
-/// The token a request carried. Its `Debug` prints `Token(..)`, never the token; the memory is
-/// wiped when it is dropped. Read it with `as_str` or through `Deref<Target = str>`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RequestToken(zeroize::Zeroizing<String>);
-
-impl RequestToken {
-    pub fn new(token: String) -> Self {
-        Self(zeroize::Zeroizing::new(token))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::ops::Deref for RequestToken {
-    type Target = str;
-
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for RequestToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Token(..)")
-    }
-}
-
-/// A request's JSON body (always an object), with the length it had on the wire. Its `Debug`
-/// prints that length only: bodies carry secret values, passwords and keys. Read it through
-/// `Deref<Target = Value>` (`req.body.as_deref()` gives an `Option<&Value>`).
-pub struct RequestBody {
-    value: Value,
-    len: usize,
-}
-
-impl RequestBody {
-    /// `len`: the body's size in bytes as received (shown by `Debug`).
-    pub fn new(value: Value, len: usize) -> Self {
-        Self { value, len }
-    }
-}
-
-impl std::ops::Deref for RequestBody {
-    type Target = Value;
-
-    fn deref(&self) -> &Value {
-        &self.value
-    }
-}
-
-impl std::fmt::Debug for RequestBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Body({} bytes)", self.len)
-    }
-}
-
-impl Request {
-    pub fn query(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// A field of the JSON body.
-    pub fn field(&self, name: &str) -> Option<&Value> {
-        self.body.as_ref().and_then(|b| b.get(name))
-    }
-}
-
-pub enum Reply {
-    Json(StatusCode, Value),
-    NoContent,
-    /// A status without a body (`HEAD`).
-    Status(StatusCode),
-    /// A body made in pieces (audit exports), with its content type.
-    Stream(
-        &'static str,
-        futures_util::stream::BoxStream<'static, Result<Vec<u8>>>,
-    ),
-}
+pub use zafe_engine::{Operation, Request, RequestBody, RequestToken, Response};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ClusterInfo {
@@ -171,7 +60,7 @@ struct UnsealedKeys {
 
 pub struct Core {
     pub config: Config,
-    pub barrier: Barrier,
+    pub barrier: Arc<Barrier>,
     pub seal: Seal,
     pub identity: IdentityKey,
     /// SHA-256 of the SPKI of the certificate our own TLS listener presents.
@@ -227,7 +116,7 @@ impl Core {
         let people = crate::people::People::new(&parts.config.auth)?;
         let core = Arc::new(Self {
             config: parts.config,
-            barrier: Barrier::new(parts.backend.clone()),
+            barrier: Arc::new(Barrier::new(parts.backend.clone())),
             seal: Seal::new(parts.backend, parts.master_key),
             identity: parts.identity,
             tls_spki: parts.tls_spki,
@@ -407,7 +296,7 @@ impl Core {
     }
 
     /// The single entry point for every `/v1/` request.
-    pub async fn handle(self: &Arc<Self>, req: Request) -> Result<Reply> {
+    pub async fn handle(self: &Arc<Self>, req: Request) -> Result<Response> {
         if let Some((route, rest)) = sys::find(&req.path) {
             let caller = match route.access {
                 Access::Public => None,
@@ -449,26 +338,104 @@ impl Core {
             self.authenticate(&req).await?;
             return Err(Error::NotFound("unsupported path".into()));
         };
-        let caller = if mounted.engine.is_public(&rel, req.operation) {
+        let engine = match &mounted.handler {
+            Handler::TokenStore => {
+                let caller = self.authenticate(&req).await?;
+                let ctx = crate::tokens::api::Ctx {
+                    core: self,
+                    mount: &mounted.entry,
+                    view: crate::mounts::view_for(self, &mounted.entry),
+                    caller: &caller,
+                };
+                let exists = match req.operation {
+                    Operation::Write => crate::tokens::api::exists(&ctx, &rel).await?,
+                    _ => true,
+                };
+                self.authorize(&caller, &req.path, capability(req.operation, exists), false)
+                    .await?;
+                return crate::tokens::api::handle(&ctx, &req, &rel).await;
+            }
+            Handler::Engine(engine) => engine,
+        };
+        let entry = if engine.is_public(&rel, req.operation) {
             None
         } else {
             Some(self.authenticate(&req).await?)
         };
-        let ctx = Ctx {
-            core: self,
-            mount: &mounted.entry,
-            view: crate::mounts::view_for(self, &mounted.entry),
-            caller: caller.as_ref(),
-        };
-        if let Some(caller) = &caller {
+        let caller = entry.as_ref().map(TokenEntry::caller);
+        let ctx = self.engine_ctx(&mounted, caller.as_ref());
+        if let Some(entry) = &entry {
             let exists = match req.operation {
-                Operation::Write => mounted.engine.exists(&ctx, &rel).await?,
+                Operation::Write => engine.exists(&ctx, &rel).await?,
                 _ => true,
             };
-            self.authorize(caller, &req.path, capability(req.operation, exists), false)
+            self.authorize(entry, &req.path, capability(req.operation, exists), false)
                 .await?;
         }
-        mounted.engine.handle(&ctx, &req, &rel).await
+        match engine.handle(&ctx, &req, &rel).await? {
+            Response::Login { grant, warnings } => self.mint(&mounted, grant, warnings).await,
+            response => Ok(response),
+        }
+    }
+
+    /// What an engine gets for one request: its mount, its view, the caller, the system view.
+    fn engine_ctx<'a>(&'a self, mounted: &'a Mounted, caller: Option<&'a Caller>) -> Ctx<'a> {
+        Ctx {
+            mount: &mounted.mount,
+            view: crate::mounts::view_for(self, &mounted.entry),
+            caller,
+            system: self,
+        }
+    }
+
+    /// A request the core makes to an engine for a caller it has already authorised for
+    /// everything the request does (`sys/resolve`, project listings).
+    pub(crate) async fn call_engine(
+        &self,
+        mounted: &Mounted,
+        caller: &TokenEntry,
+        request: &Request,
+        rel: &str,
+    ) -> Result<Response> {
+        let Handler::Engine(engine) = &mounted.handler else {
+            return Err(Error::NotFound("unsupported path".into()));
+        };
+        let caller = caller.caller();
+        engine
+            .handle(&self.engine_ctx(mounted, Some(&caller)), request, rel)
+            .await
+    }
+
+    /// Turns an auth engine's grant into a token: the lifetime is planned under the grant's
+    /// limits, the entry stored, and the token returned once in Vault's `auth` block.
+    async fn mint(
+        &self,
+        mounted: &Mounted,
+        grant: Grant,
+        mut warnings: Vec<String>,
+    ) -> Result<Response> {
+        let (lifetime, planned) = tokens::plan_lifetime(&grant.lifetime, None, crate::seal::now());
+        warnings.extend(planned);
+        let new = tokens::NewToken {
+            policies: grant.policies,
+            display_name: grant.display_name,
+            path: grant.path,
+            meta: grant.meta,
+            parent: None,
+            num_uses: grant.num_uses,
+            lifetime,
+            renewable: grant.renewable,
+            role: None,
+            bound_cidrs: grant.bound_cidrs,
+        };
+        let (token, entry) = tokens::issue(&self.barrier, &self.token_key()?, new).await?;
+        tracing::info!(mount = %mounted.entry.path, accessor = %entry.accessor, "login");
+        Ok(crate::tokens::api::auth_reply(
+            &entry,
+            Some(&token),
+            warnings,
+            entry.created_at,
+        ))
     }
 
     /// The one authorisation decision (R-ACL-1): the caller's policies must
@@ -565,7 +532,8 @@ impl Core {
 
     async fn reload_mounts_router(self: &Arc<Self>) -> Result<Arc<Router>> {
         let table = crate::mounts::load_or_create(self).await?;
-        let router = Arc::new(Router::build(&table)?);
+        let previous = self.router.read().clone();
+        let router = Arc::new(Router::build(&table, previous.as_deref()));
         *self.router.write() = Some(router.clone());
         Ok(router)
     }
@@ -573,7 +541,8 @@ impl Core {
     /// Rebuilds the router after a change to the mount table.
     pub async fn reload_mounts(self: &Arc<Self>) -> Result<MountTable> {
         let table = crate::mounts::load_or_create(self).await?;
-        *self.router.write() = Some(Arc::new(Router::build(&table)?));
+        let previous = self.router.read().clone();
+        *self.router.write() = Some(Arc::new(Router::build(&table, previous.as_deref())));
         Ok(table)
     }
 
@@ -602,7 +571,7 @@ impl Core {
     }
 
     /// Vault's `sys/key-status`, plus the progress of the last re-wrap.
-    pub async fn key_status(&self, req: &Request) -> Result<Value> {
+    pub fn key_status(&self) -> Result<Response> {
         use std::sync::atomic::Ordering::Relaxed;
         let keyring = self.barrier.keyring()?;
         let rewrap = self.rewrap.read().clone();
@@ -617,19 +586,9 @@ impl Core {
                 "done": p.done.load(Relaxed),
             })),
         });
-        Ok(crate::engine::envelope(
-            &req.request_id,
-            Some(data.clone()),
-            None,
-            None,
-        ))
-        .map(|mut body| {
-            // Vault puts these at the top level as well.
-            for (k, v) in data.as_object().expect("object") {
-                body[k] = v.clone();
-            }
-            body
-        })
+        // Vault puts these at the top level as well.
+        let top_level = data.as_object().cloned().unwrap_or_default();
+        Ok(Response::VaultWithTopLevel { data, top_level })
     }
 
     /// Starts an `operator rekey`: new share count and threshold.
@@ -780,64 +739,7 @@ impl Core {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
-
-    // Debug of a request (in a log line, a panic message, a `dbg!`) prints neither the token
-    // nor anything from the body.
-    #[test]
-    fn debug_of_a_request_prints_no_token_and_no_body() {
-        let token = "zafe_s_t0ps3cr3tt0k3n";
-        let raw = r#"{"data":{"password":"hunter2-sw0rdf1sh"}}"#;
-        let request = Request {
-            operation: Operation::Write,
-            path: "secret/data/app".into(),
-            body: Some(RequestBody::new(
-                serde_json::from_str(raw).unwrap(),
-                raw.len(),
-            )),
-            query: vec![],
-            token: Some(RequestToken::new(token.into())),
-            client_ip: "192.0.2.1".parse().unwrap(),
-            request_id: "req-1".into(),
-            user_agent: None,
-        };
-        for shown in [format!("{request:?}"), format!("{request:#?}")] {
-            assert!(!shown.contains(token), "{shown}");
-            assert!(!shown.contains("t0ps3cr3t"), "{shown}");
-            assert!(!shown.contains("hunter2"), "{shown}");
-            assert!(!shown.contains("password"), "{shown}");
-            assert!(shown.contains("Token(..)"), "{shown}");
-            assert!(
-                shown.contains(&format!("Body({} bytes)", raw.len())),
-                "{shown}"
-            );
-            assert!(shown.contains("secret/data/app"), "{shown}");
-        }
-        // The values are still there for the code that needs them.
-        assert_eq!(request.token.as_deref(), Some(token));
-        assert_eq!(
-            request.field("data").unwrap()["password"],
-            "hunter2-sw0rdf1sh"
-        );
-    }
-
-    fn request(body: Option<Value>, query: &[(&str, &str)]) -> Request {
-        Request {
-            operation: Operation::Read,
-            path: "secret/data/x".into(),
-            body: body.map(|b| RequestBody::new(b, 0)),
-            query: query
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            token: None,
-            client_ip: IpAddr::from([127, 0, 0, 1]),
-            request_id: "r".into(),
-            user_agent: None,
-        }
-    }
 
     // Vault's rule: a write needs `create` on a new target and `update` on
     // an existing one; every other operation needs its own capability,
@@ -854,23 +756,5 @@ mod tests {
         }
         assert_eq!(capability(Operation::Write, false), C::Create);
         assert_eq!(capability(Operation::Write, true), C::Update);
-    }
-
-    #[test]
-    fn query_parameters_and_body_fields() {
-        let req = request(
-            Some(json!({"a": 1, "b": null})),
-            &[("v", "1"), ("v", "2"), ("empty", "")],
-        );
-        // The first of repeated parameters; an empty one is still given.
-        assert_eq!(req.query("v"), Some("1"));
-        assert_eq!(req.query("empty"), Some(""));
-        assert_eq!(req.query("V"), None);
-        assert_eq!(req.field("a"), Some(&json!(1)));
-        assert_eq!(req.field("b"), Some(&Value::Null));
-        assert_eq!(req.field("c"), None);
-        // No body, or a body that is not an object, has no fields.
-        assert_eq!(request(None, &[]).field("a"), None);
-        assert_eq!(request(Some(json!([1, 2])), &[]).field("a"), None);
     }
 }

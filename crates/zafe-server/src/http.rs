@@ -22,12 +22,13 @@ use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use ipnet::IpNet;
-use serde_json::json;
+use serde_json::{Value, json};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::core::{Core, Operation, Reply, Request, RequestBody, RequestToken};
+use crate::core::Core;
 use crate::error::Error;
+use zafe_engine::{Operation, Request, RequestBody, RequestToken, Response as Reply, Status};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -123,13 +124,22 @@ async fn guard(State(core): State<Arc<Core>>, mut req: HttpRequest, next: Next) 
     });
 
     // R-AUD-1: every request is audited here, before its response leaves.
+    let audited_path = match req.uri().path().strip_prefix("/v1/") {
+        Some(rest) => percent_encoding::percent_decode_str(rest)
+            .decode_utf8_lossy()
+            .into_owned(),
+        None => req.uri().path().to_string(),
+    };
     let audit = crate::audit::hook::Pending::start(
         &core,
-        req.method(),
-        req.uri(),
-        req.headers(),
-        &request_id,
-        client_ip,
+        crate::audit::hook::Seen {
+            method: req.method().as_str(),
+            path: &audited_path,
+            listing: wants_list(req.uri()),
+            token: presented_token(req.headers()),
+            request_id: &request_id,
+            client_ip,
+        },
     );
 
     let limit = core.config.max_body_bytes();
@@ -139,7 +149,7 @@ async fn guard(State(core): State<Arc<Core>>, mut req: HttpRequest, next: Next) 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let response = if declared.is_some_and(|n| n > limit as u64) {
-        Error::PayloadTooLarge(limit).into_response()
+        error_response(&Error::PayloadTooLarge(limit))
     } else {
         match audit
             .run(AssertUnwindSafe(next.run(req)).catch_unwind())
@@ -160,7 +170,16 @@ async fn guard(State(core): State<Arc<Core>>, mut req: HttpRequest, next: Next) 
             }
         }
     };
-    let mut response = audit.finish(&core, response).await;
+    let status = response.status();
+    let (response, error) = if status.is_client_error() || status.is_server_error() {
+        error_message(response).await
+    } else {
+        (response, String::new())
+    };
+    let mut response = match audit.finish(&core, status.as_u16(), &error).await {
+        Ok(()) => response,
+        Err(e) => error_response(&e),
+    };
     set_security_headers(response.headers_mut(), core.tls_spki.is_some());
     if let Ok(id) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, id);
@@ -221,7 +240,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
 }
 
 async fn not_found() -> Response {
-    Error::NotFound("not found".into()).into_response()
+    error_response(&Error::NotFound("not found".into()))
 }
 
 /// `/v1/...`: turns HTTP into a core [`Request`] and the [`Reply`] back.
@@ -234,11 +253,17 @@ async fn v1(
     body: Body,
 ) -> Response {
     match build_request(&core, ctx, method, &uri, &headers, body).await {
-        Ok(req) => match core.handle(req).await {
-            Ok(reply) => reply_response(reply),
-            Err(e) => e.into_response(),
-        },
-        Err(e) => e.into_response(),
+        Ok(req) => {
+            let request_id = req.request_id.clone();
+            match core.handle(req).await {
+                Ok(reply) => reply_response(&request_id, reply),
+                Err(e) => {
+                    log_error(&e);
+                    error_response(&e)
+                }
+            }
+        }
+        Err(e) => error_response(&e),
     }
 }
 
@@ -258,11 +283,8 @@ async fn build_request(
                 .collect()
         })
         .unwrap_or_default();
-    let listing = query
-        .iter()
-        .any(|(k, v)| k == "list" && (v == "true" || v == "1"));
     let operation = match method.as_str() {
-        "GET" if listing => Operation::List,
+        "GET" if wants_list(uri) => Operation::List,
         "GET" => Operation::Read,
         "LIST" => Operation::List,
         "POST" | "PUT" => Operation::Write,
@@ -296,20 +318,7 @@ async fn build_request(
             "response wrapping (X-Vault-Wrap-TTL) is not supported by Zafe",
         ));
     }
-    let token = headers
-        .get("x-vault-token")
-        .or_else(|| headers.get("x-zafe-token"))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| {
-            headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::to_string)
-        })
-        .filter(|t| !t.is_empty())
-        .map(RequestToken::new);
+    let token = presented_token(headers).map(|t| RequestToken::new(t.to_string()));
     let path = percent_decode(uri.path().strip_prefix("/v1/").unwrap_or_default())?;
     Ok(Request {
         operation,
@@ -346,11 +355,133 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, Error> {
     })
 }
 
-fn reply_response(reply: Reply) -> Response {
+/// The token a request presents: `X-Vault-Token`, `X-Zafe-Token`, or `Authorization: Bearer`.
+fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("x-vault-token")
+        .or_else(|| headers.get("x-zafe-token"))
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        })
+        .filter(|t| !t.is_empty())
+}
+
+/// A `GET` with `?list=true` (or `1`) is Vault's other way to say `LIST`.
+fn wants_list(uri: &http::Uri) -> bool {
+    uri.query().is_some_and(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .any(|(k, v)| k == "list" && (v == "true" || v == "1"))
+    })
+}
+
+/// Error bodies are read (to record their message in the audit entry) up to this size.
+const MAX_ERROR_BODY: u64 = 64 * 1024;
+
+/// Reads a small error body's `errors` (for the audit entry), and puts the body back.
+async fn error_message(response: Response) -> (Response, String) {
+    use http_body_util::BodyExt as _;
+    let small = axum::body::HttpBody::size_hint(response.body())
+        .upper()
+        .is_some_and(|n| n <= MAX_ERROR_BODY);
+    if !small {
+        return (response, String::new());
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return (Response::from_parts(parts, Body::empty()), String::new()),
+    };
+    let message = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| {
+            v.get("errors")?.as_array().map(|errors| {
+                errors
+                    .iter()
+                    .filter_map(|e| e.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+        })
+        .unwrap_or_default();
+    (Response::from_parts(parts, Body::from(bytes)), message)
+}
+
+/// The one mapping from a core error to HTTP: its status and Vault's `{"errors": [...]}` body,
+/// whose message is written for the caller and never carries secrets or internal details.
+pub fn error_response(e: &Error) -> Response {
+    (
+        http_status(e.status()),
+        axum::Json(json!({ "errors": [e.to_string()] })),
+    )
+        .into_response()
+}
+
+/// Logs the details an error's message leaves out (within the request's span, so with its id).
+fn log_error(e: &Error) {
+    match e {
+        Error::Integrity { key } => {
+            tracing::error!(record = %key, "stored record failed its integrity check: possible tampering")
+        }
+        Error::StorageUnavailable(detail) => tracing::error!(%detail, "storage error"),
+        Error::Internal(detail) => tracing::error!(%detail, "internal error"),
+        _ => {}
+    }
+}
+
+fn http_status(status: Status) -> StatusCode {
+    // Every `Status` is in 100..=599, which `StatusCode` accepts.
+    StatusCode::from_u16(status.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// Vault's response envelope, built here and nowhere else. Vault clients read every one of
+/// these keys, so each is present even when null.
+pub fn envelope(
+    request_id: &str,
+    data: Option<Value>,
+    auth: Option<Value>,
+    warnings: Vec<String>,
+) -> Value {
+    json!({
+        "request_id": request_id,
+        "lease_id": "",
+        "renewable": false,
+        "lease_duration": 0,
+        "data": data,
+        "wrap_info": null,
+        "warnings": if warnings.is_empty() { Value::Null } else { json!(warnings) },
+        "auth": auth,
+        "mount_type": "",
+    })
+}
+
+fn reply_response(request_id: &str, reply: Reply) -> Response {
     match reply {
-        Reply::Json(status, body) => (status, axum::Json(body)).into_response(),
+        Reply::Vault {
+            status,
+            data,
+            auth,
+            warnings,
+        } => (
+            http_status(status),
+            axum::Json(envelope(request_id, data, auth, warnings)),
+        )
+            .into_response(),
+        Reply::VaultWithTopLevel { data, top_level } => {
+            let mut body = envelope(request_id, Some(data), None, Vec::new());
+            for (k, v) in top_level {
+                body[k] = v;
+            }
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+        Reply::Json(status, body) => (http_status(status), axum::Json(body)).into_response(),
         Reply::NoContent => StatusCode::NO_CONTENT.into_response(),
-        Reply::Status(status) => status.into_response(),
+        Reply::Status(status) => http_status(status).into_response(),
+        // The core mints the token of a login before a response leaves it.
+        Reply::Login { .. } => error_response(&Error::Internal("an unminted login grant".into())),
         Reply::Stream(content_type, body) => (
             [(header::CONTENT_TYPE, content_type)],
             Body::from_stream(body),
@@ -362,6 +493,43 @@ fn reply_response(reply: Reply) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Vault clients read these keys; every one is present, even when null.
+    #[test]
+    fn the_envelope_has_vaults_shape() {
+        let e = envelope("id", Some(json!({"k": "v"})), None, vec!["w".into()]);
+        assert_eq!(
+            e,
+            json!({
+                "request_id": "id",
+                "lease_id": "",
+                "renewable": false,
+                "lease_duration": 0,
+                "data": {"k": "v"},
+                "wrap_info": null,
+                "warnings": ["w"],
+                "auth": null,
+                "mount_type": "",
+            })
+        );
+        let body = envelope("req-1", Some(json!({"x": 1})), None, Vec::new());
+        assert_eq!(body["request_id"], "req-1");
+        assert_eq!(body["data"], json!({"x": 1}));
+        assert_eq!(body["warnings"], Value::Null);
+        // The data a typed response carries is what the edge sends, with its status.
+        let response = reply_response("req-2", Reply::data(json!({"x": 1})));
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn tokens_are_found_where_the_core_finds_them() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented_token(&h), None);
+        h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert_eq!(presented_token(&h), Some("abc"));
+        h.insert("x-vault-token", "def".parse().unwrap());
+        assert_eq!(presented_token(&h), Some("def"));
+    }
 
     fn xff(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

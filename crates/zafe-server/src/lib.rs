@@ -16,7 +16,6 @@ pub mod barrier;
 pub mod config;
 pub mod core;
 pub mod engine;
-pub mod engines;
 pub mod error;
 pub mod hardening;
 pub mod http;

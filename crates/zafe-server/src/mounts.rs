@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::barrier::Expect;
-use crate::core::{Core, Request};
-use crate::engine::{Engine, View};
+use zafe_engine::{Ctx, Engine, Mount, View};
+pub use zafe_engine::{parse_duration, parse_ttl};
+
+use crate::core::{Core, Request, Response};
 use crate::error::{Error, Result};
 
 pub const TABLE_KEY: &str = "core/mounts";
@@ -70,6 +72,17 @@ impl MountEntry {
         }
     }
 
+    /// The mount as its engine sees it.
+    pub fn engine_mount(&self) -> Mount {
+        Mount {
+            path: self.path.clone(),
+            kind: self.kind.clone(),
+            uuid: self.uuid.clone(),
+            default_lease_ttl: self.default_lease_ttl,
+            max_lease_ttl: self.max_lease_ttl,
+        }
+    }
+
     /// Where this mount's engine keeps its data.
     pub fn storage_prefix(&self) -> String {
         format!(
@@ -117,10 +130,21 @@ pub struct MountTable {
 }
 
 /// A mount with its running engine.
+/// What serves a mount.
+#[derive(Clone)]
+pub enum Handler {
+    /// The token store's endpoints (`auth/token/`): part of the core, not an engine.
+    TokenStore,
+    /// An engine, which sees only the engine contract.
+    Engine(Arc<dyn Engine>),
+}
+
 #[derive(Clone)]
 pub struct Mounted {
     pub entry: MountEntry,
-    pub engine: Arc<dyn Engine>,
+    /// The mount as its engine may know it.
+    pub mount: Mount,
+    pub handler: Handler,
 }
 
 /// The live routing table: longest prefix first.
@@ -130,25 +154,32 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn build(table: &MountTable) -> Result<Self> {
-        let mut mounts = table
+    /// The routing table for `table`. An engine that `previous` already ran for the same mount
+    /// (same uuid and kind) is kept, so engine state such as write locks lives exactly as long
+    /// as its mount, across reloads.
+    pub fn build(table: &MountTable, previous: Option<&Router>) -> Self {
+        let mut mounts: Vec<Mounted> = table
             .entries
             .iter()
             .map(|entry| {
-                // One mount whose engine cannot start must not take the
-                // others down: it answers 503 until fixed.
-                let engine = crate::engines::build(entry).unwrap_or_else(|e| {
-                    tracing::error!(mount = %entry.path, kind = %entry.kind, error = %e, "engine unavailable");
-                    Arc::new(crate::engines::Unavailable)
+                let kept = previous.and_then(|p| {
+                    p.mounts
+                        .iter()
+                        .find(|m| m.entry.uuid == entry.uuid && m.entry.kind == entry.kind)
                 });
-                Ok(Mounted {
-                    engine,
+                let handler = match kept {
+                    Some(m) => m.handler.clone(),
+                    None => handler_for(entry),
+                };
+                Mounted {
+                    handler,
+                    mount: entry.engine_mount(),
                     entry: entry.clone(),
-                })
+                }
             })
-            .collect::<Result<Vec<_>>>()?;
+            .collect();
         mounts.sort_by_key(|m| std::cmp::Reverse(m.entry.path.len()));
-        Ok(Self { mounts })
+        Self { mounts }
     }
 
     /// The mount serving `path`, and the path relative to it.
@@ -169,8 +200,37 @@ impl Router {
     }
 }
 
-pub fn view_for(core: &Arc<Core>, entry: &MountEntry) -> View {
-    View::new(core.clone(), entry.storage_prefix())
+fn handler_for(entry: &MountEntry) -> Handler {
+    if entry.kind == "token" {
+        return Handler::TokenStore;
+    }
+    match zafe_engines::build(&entry.kind) {
+        Some(engine) => Handler::Engine(engine),
+        // One mount whose engine cannot start (a mount table written by a newer Zafe) must not
+        // take the others down: it answers 503 until fixed.
+        None => {
+            tracing::error!(mount = %entry.path, kind = %entry.kind, "no engine of this kind: the mount is unavailable");
+            Handler::Engine(Arc::new(Unavailable))
+        }
+    }
+}
+
+/// Stands in for an engine that could not be built: every request gets a 503.
+struct Unavailable;
+
+#[async_trait::async_trait]
+impl Engine for Unavailable {
+    async fn handle(&self, ctx: &Ctx<'_>, _req: &Request, _rel: &str) -> Result<Response> {
+        Err(Error::StorageUnavailable(format!(
+            "the {} engine at {} is unavailable",
+            ctx.mount.kind, ctx.mount.path
+        )))
+    }
+}
+
+/// The storage view of a mount: its engine's rows, and no one else's.
+pub fn view_for(core: &Core, entry: &MountEntry) -> View {
+    View::new(core.barrier.clone(), entry.storage_prefix())
 }
 
 /// Checks and normalises a mount path: trailing slash, no empty or dot
@@ -284,7 +344,7 @@ where
 }
 
 /// `sys/mounts` and `sys/auth` handlers.
-pub async fn list(core: &Arc<Core>, req: &Request, auth: bool) -> Result<Value> {
+pub async fn list(core: &Arc<Core>, auth: bool) -> Result<Response> {
     let router = core.router().await?;
     let mut map = serde_json::Map::new();
     for entry in router.entries().filter(|e| e.auth == auth) {
@@ -295,13 +355,11 @@ pub async fn list(core: &Arc<Core>, req: &Request, auth: bool) -> Result<Value> 
         };
         map.insert(key, entry.to_vault_json());
     }
-    let data = Value::Object(map.clone());
-    let mut body = crate::engine::envelope(&req.request_id, Some(data), None, None);
     // Vault also repeats the mounts at the top level; old clients read them there.
-    for (k, v) in map {
-        body[k] = v;
-    }
-    Ok(body)
+    Ok(Response::VaultWithTopLevel {
+        data: Value::Object(map.clone()),
+        top_level: map,
+    })
 }
 
 pub async fn enable(core: &Arc<Core>, req: &Request, raw_path: &str, auth: bool) -> Result<()> {
@@ -385,49 +443,31 @@ pub async fn disable(core: &Arc<Core>, raw_path: &str, auth: bool) -> Result<()>
 }
 
 /// `GET sys/mounts/<path>`: one mount's configuration.
-pub async fn read_one(
-    core: &Arc<Core>,
-    req: &Request,
-    raw_path: &str,
-    auth: bool,
-) -> Result<Value> {
+pub async fn read_one(core: &Arc<Core>, raw_path: &str, auth: bool) -> Result<Response> {
     let entry = find(core, raw_path, auth).await?;
     let data = entry.to_vault_json();
-    let mut body = crate::engine::envelope(&req.request_id, Some(data.clone()), None, None);
-    for (k, v) in data.as_object().expect("object") {
-        body[k] = v.clone();
-    }
-    Ok(body)
+    let top_level = data.as_object().cloned().unwrap_or_default();
+    Ok(Response::VaultWithTopLevel { data, top_level })
 }
 
-pub async fn read_tune(
-    core: &Arc<Core>,
-    req: &Request,
-    raw_path: &str,
-    auth: bool,
-) -> Result<Value> {
+pub async fn read_tune(core: &Arc<Core>, raw_path: &str, auth: bool) -> Result<Response> {
     let entry = find(core, raw_path, auth).await?;
-    let mut body = tune_body(req, &entry);
+    let mut data = tune_data(&entry);
     if auth {
-        body["data"]["token_type"] = json!("default-service");
+        data["token_type"] = json!("default-service");
     }
-    Ok(body)
+    Ok(Response::data(data))
 }
 
-fn tune_body(req: &Request, entry: &MountEntry) -> Value {
-    crate::engine::envelope(
-        &req.request_id,
-        // Vault reports the TTLs in force: the system default when unset.
-        Some(json!({
-            "default_lease_ttl": if entry.default_lease_ttl == 0 { crate::tokens::SYSTEM_MAX_TTL as u64 } else { entry.default_lease_ttl },
-            "max_lease_ttl": if entry.max_lease_ttl == 0 { crate::tokens::SYSTEM_MAX_TTL as u64 } else { entry.max_lease_ttl },
-            "force_no_cache": false,
-            "description": entry.description,
-            "options": entry.options,
-        })),
-        None,
-        None,
-    )
+fn tune_data(entry: &MountEntry) -> Value {
+    // Vault reports the TTLs in force: the system default when unset.
+    json!({
+        "default_lease_ttl": if entry.default_lease_ttl == 0 { crate::tokens::SYSTEM_MAX_TTL as u64 } else { entry.default_lease_ttl },
+        "max_lease_ttl": if entry.max_lease_ttl == 0 { crate::tokens::SYSTEM_MAX_TTL as u64 } else { entry.max_lease_ttl },
+        "force_no_cache": false,
+        "description": entry.description,
+        "options": entry.options,
+    })
 }
 
 pub async fn tune(core: &Arc<Core>, req: &Request, raw_path: &str, auth: bool) -> Result<()> {
@@ -538,55 +578,6 @@ fn value_string(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
-}
-
-/// A TTL as seconds or a Go-style duration string (`"1h30m"`, `"90s"`).
-pub fn parse_ttl(v: &Value) -> Result<u64> {
-    match v {
-        Value::Number(n) => n
-            .as_u64()
-            .ok_or_else(|| Error::bad_request("a TTL must be a non-negative number of seconds")),
-        Value::String(s) => {
-            parse_duration(s).ok_or_else(|| Error::bad_request(format!("invalid duration {s:?}")))
-        }
-        _ => Err(Error::bad_request(
-            "a TTL must be seconds or a duration string",
-        )),
-    }
-}
-
-/// Go-style durations as Vault accepts them: `"300"`, `"300s"`, `"5m"`,
-/// `"1h30m"`, `"2d"`. Returns seconds.
-pub fn parse_duration(s: &str) -> Option<u64> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Some(0);
-    }
-    if let Ok(n) = s.parse::<u64>() {
-        return Some(n);
-    }
-    let mut total: u64 = 0;
-    let mut number = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let n: u64 = number.parse().ok()?;
-        number.clear();
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86400,
-            _ => return None,
-        };
-        total = total.checked_add(n.checked_mul(unit)?)?;
-    }
-    if !number.is_empty() {
-        return None;
-    }
-    Some(total)
 }
 
 /// Deletes every row under `prefix`, in batches.

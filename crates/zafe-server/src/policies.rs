@@ -36,8 +36,7 @@ pub use zafe_core::policy::Capability;
 use zafe_core::policy::{Acl, Policy};
 
 use crate::barrier::{BarrierError, Expect, Write};
-use crate::core::{Core, Operation, Reply, Request};
-use crate::engine::envelope;
+use crate::core::{Core, Operation, Request, Response};
 use crate::error::{Error, Result};
 use crate::tokens::TokenEntry;
 
@@ -305,21 +304,20 @@ async fn names(core: &Core) -> Result<Vec<String>> {
 }
 
 /// `GET sys/policy` and `LIST sys/policies/acl`.
-pub async fn list_reply(core: &Arc<Core>, req: &Request) -> Result<Reply> {
+pub async fn list_reply(core: &Arc<Core>) -> Result<Response> {
     let names = names(core).await?;
-    let mut body = envelope(
-        &req.request_id,
-        Some(json!({ "keys": names, "policies": names })),
-        None,
-        None,
-    );
-    body["keys"] = json!(names);
-    body["policies"] = json!(names);
-    Ok(Reply::Json(http::StatusCode::OK, body))
+    let data = json!({ "keys": names, "policies": names });
+    let top_level = data.as_object().cloned().unwrap_or_default();
+    Ok(Response::VaultWithTopLevel { data, top_level })
 }
 
 /// `sys/policy/<name>` and `sys/policies/acl/<name>`.
-pub async fn handle(core: &Arc<Core>, req: &Request, name: &str, op: Operation) -> Result<Reply> {
+pub async fn handle(
+    core: &Arc<Core>,
+    req: &Request,
+    name: &str,
+    op: Operation,
+) -> Result<Response> {
     let name = name.trim_end_matches('/').to_lowercase();
     let legacy = req.path.starts_with("sys/policy/");
     match op {
@@ -336,12 +334,12 @@ pub async fn handle(core: &Arc<Core>, req: &Request, name: &str, op: Operation) 
             } else {
                 json!({ "name": name, "policy": text })
             };
-            let mut body = envelope(&req.request_id, Some(data.clone()), None, None);
-            if legacy {
-                body["name"] = data["name"].clone();
-                body["rules"] = data["rules"].clone();
-            }
-            Ok(Reply::Json(http::StatusCode::OK, body))
+            // The old `sys/policy` route repeats name and rules at the top level.
+            let top_level = match legacy {
+                true => data.as_object().cloned().unwrap_or_default(),
+                false => serde_json::Map::new(),
+            };
+            Ok(Response::VaultWithTopLevel { data, top_level })
         }
         Operation::Write => {
             if name == "root" {
@@ -364,14 +362,14 @@ pub async fn handle(core: &Arc<Core>, req: &Request, name: &str, op: Operation) 
             .expect("serialisable");
             change(core, &name, Some(stored)).await?;
             core.policies.clear();
-            Ok(Reply::NoContent)
+            Ok(Response::NoContent)
         }
         Operation::Delete => {
             zafe_core::policy::check_policy_deletable(&name)
                 .map_err(|e| Error::bad_request(e.to_string()))?;
             change(core, &name, None).await?;
             core.policies.clear();
-            Ok(Reply::NoContent)
+            Ok(Response::NoContent)
         }
         _ => Err(Error::MethodNotAllowed("unsupported operation".into())),
     }
@@ -383,7 +381,7 @@ pub async fn capabilities(
     core: &Arc<Core>,
     req: &Request,
     caller: Option<&TokenEntry>,
-) -> Result<Reply> {
+) -> Result<Response> {
     let paths: Vec<String> = match (req.field("paths"), req.field("path")) {
         (Some(Value::Array(a)), _) => a
             .iter()
@@ -426,16 +424,10 @@ pub async fn capabilities(
         data.insert(path.clone(), json!(caps));
     }
     data.insert("capabilities".into(), json!(all));
-    let mut body = envelope(
-        &req.request_id,
-        Some(Value::Object(data.clone())),
-        None,
-        None,
-    );
-    for (k, v) in data {
-        body[k] = v;
-    }
-    Ok(Reply::Json(http::StatusCode::OK, body))
+    Ok(Response::VaultWithTopLevel {
+        data: Value::Object(data.clone()),
+        top_level: data,
+    })
 }
 
 #[cfg(test)]

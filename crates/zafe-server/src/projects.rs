@@ -31,13 +31,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use zafe_engine::Status;
 
 use crate::barrier::{BarrierError, Expect, Write};
-use crate::core::{Core, Operation, Reply, Request};
-use crate::engine::{Ctx, MAX_LIST, envelope};
+use crate::core::{Core, Operation, Request, Response};
+use crate::engine::MAX_LIST;
 use crate::error::{Error, Result};
 use crate::policies::Capability;
 use crate::tokens::TokenEntry;
@@ -246,12 +246,7 @@ fn validate_name(name: &str, what: &str) -> Result<()> {
 /// Who did something, for records: a person's email, else the token's
 /// display name and accessor. Never a token.
 pub fn actor(caller: &TokenEntry) -> String {
-    match (&caller.user, &caller.service_account) {
-        (Some(user), _) => user.email.clone(),
-        (None, Some(account)) => format!("service-account:{}", account.name),
-        (None, None) if caller.accessor.is_empty() => caller.display_name.clone(),
-        (None, None) => format!("{} ({})", caller.display_name, caller.accessor),
-    }
+    caller.caller().actor()
 }
 
 fn parse<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
@@ -403,13 +398,6 @@ pub async fn service_account_acl(
 
 // ---- HTTP ---------------------------------------------------------------------
 
-fn reply(req: &Request, data: Value) -> Reply {
-    Reply::Json(
-        StatusCode::OK,
-        envelope(&req.request_id, Some(data), None, None),
-    )
-}
-
 fn project_json(project: &Project, role: Option<Role>) -> Value {
     json!({
         "id": project.id,
@@ -448,14 +436,14 @@ fn page(req: &Request) -> Result<(usize, String)> {
 /// `sys/projects`: the projects the caller can see (members their own,
 /// server administrators and holders of `list` on `sys/projects` all), and
 /// creation.
-pub async fn handle_root(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Result<Reply> {
+pub async fn handle_root(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Result<Response> {
     match req.operation {
         Operation::Write => create(core, req, caller).await,
         _ => list_visible(core, req, caller).await,
     }
 }
 
-async fn list_visible(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Result<Reply> {
+async fn list_visible(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Result<Response> {
     let (limit, after) = page(req)?;
     let sees_all = core
         .authorize(caller, "sys/projects", Capability::List, false)
@@ -493,15 +481,12 @@ async fn list_visible(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> R
             slugs.last().map(String::as_str).unwrap_or_default()
         )]
     });
-    Ok(Reply::Json(
-        StatusCode::OK,
-        envelope(
-            &req.request_id,
-            Some(json!({ "keys": projects.keys().collect::<Vec<_>>(), "projects": projects })),
-            None,
-            warnings,
-        ),
-    ))
+    Ok(Response::Vault {
+        status: Status::OK,
+        data: Some(json!({ "keys": projects.keys().collect::<Vec<_>>(), "projects": projects })),
+        auth: None,
+        warnings: warnings.unwrap_or_default(),
+    })
 }
 
 fn string_list(req: &Request, field: &str, max: usize) -> Result<Option<Vec<String>>> {
@@ -608,7 +593,7 @@ async fn refuse_foreign_secrets(
 /// `POST sys/projects {slug, environments?, mount?, tags?}`: server
 /// administrators and holders of `create` on `sys/projects`. A person who
 /// creates a project becomes its admin in the same commit.
-async fn create(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Result<Reply> {
+async fn create(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Result<Response> {
     core.authorize(caller, "sys/projects", Capability::Create, false)
         .await?;
     let slug = req
@@ -697,10 +682,10 @@ async fn create(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Result<
         match core.barrier.commit(writes).await {
             Ok(()) => {
                 tracing::info!(request_id = %req.request_id, project = %slug, "project created");
-                return Ok(reply(
-                    req,
-                    project_json(&project, caller.user.as_ref().map(|_| Role::Admin)),
-                ));
+                return Ok(Response::data(project_json(
+                    &project,
+                    caller.user.as_ref().map(|_| Role::Admin),
+                )));
             }
             Err(BarrierError::Conflict { .. }) => {
                 if read(core, &slug).await?.is_some() {
@@ -726,7 +711,7 @@ pub async fn handle(
     req: &Request,
     rest: &str,
     caller: &TokenEntry,
-) -> Result<Reply> {
+) -> Result<Response> {
     let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     let slug = parts[0];
     let Some((project, _)) = read(core, slug).await? else {
@@ -741,14 +726,13 @@ pub async fn handle(
                     .map(|(m, _)| m.role),
                 None => None,
             };
-            Ok(reply(req, project_json(&project, role)))
+            Ok(Response::data(project_json(&project, role)))
         }
         ([], Delete) => {
             delete_project(core, req, caller, slug).await?;
-            Ok(Reply::NoContent)
+            Ok(Response::NoContent)
         }
-        (["environments"], Read | List) => Ok(reply(
-            req,
+        (["environments"], Read | List) => Ok(Response::data(
             json!({ "keys": project.environments, "environments": project.environments }),
         )),
         (["environments"], Write) => {
@@ -758,11 +742,11 @@ pub async fn handle(
                 .ok_or_else(|| Error::bad_request("name is required"))?
                 .to_string();
             add_environment(core, slug, &env).await?;
-            Ok(Reply::NoContent)
+            Ok(Response::NoContent)
         }
         (["environments", env], Read) => {
             if project.environments.iter().any(|e| e == env) {
-                Ok(reply(req, json!({ "name": env, "project": slug })))
+                Ok(Response::data(json!({ "name": env, "project": slug })))
             } else {
                 Err(Error::NotFound(format!(
                     "project {slug} has no environment {env}"
@@ -771,11 +755,11 @@ pub async fn handle(
         }
         (["environments", env], Write) => {
             add_environment(core, slug, env).await?;
-            Ok(Reply::NoContent)
+            Ok(Response::NoContent)
         }
         (["environments", env], Delete) => {
             remove_environment(core, req, caller, slug, env).await?;
-            Ok(Reply::NoContent)
+            Ok(Response::NoContent)
         }
         (["members"], Read | List) => {
             let members = members(core, slug).await?;
@@ -786,19 +770,16 @@ pub async fn handle(
                 .collect();
             by_email.sort_by(|a, b| a.email.cmp(&b.email));
             by_email.truncate(limit);
-            Ok(reply(
-                req,
-                json!({
-                    "keys": by_email.iter().map(|m| &m.email).collect::<Vec<_>>(),
-                    "members": by_email.iter().map(|m| member_json(m)).collect::<Vec<_>>(),
-                }),
-            ))
+            Ok(Response::data(json!({
+                "keys": by_email.iter().map(|m| &m.email).collect::<Vec<_>>(),
+                "members": by_email.iter().map(|m| member_json(m)).collect::<Vec<_>>(),
+            })))
         }
         (["members", who], Read) => {
             let member = find_member(core, slug, who).await?.ok_or_else(|| {
                 Error::NotFound(format!("{who} is not a member of project {slug}"))
             })?;
-            Ok(reply(req, member_json(&member)))
+            Ok(Response::data(member_json(&member)))
         }
         (["members", who], Write) => {
             let role = Role::parse(
@@ -815,7 +796,7 @@ pub async fn handle(
             let member = set_member(core, slug, &user_id, &email, Some(role), &actor(caller))
                 .await?
                 .expect("a role was given");
-            Ok(reply(req, member_json(&member)))
+            Ok(Response::data(member_json(&member)))
         }
         (["members", who], Delete) => {
             let member = find_member(core, slug, who).await?.ok_or_else(|| {
@@ -830,7 +811,7 @@ pub async fn handle(
                 &actor(caller),
             )
             .await?;
-            Ok(Reply::NoContent)
+            Ok(Response::NoContent)
         }
         _ => Err(Error::NotFound("unsupported path".into())),
     }
@@ -1206,7 +1187,7 @@ impl<'a> KvAccess<'a> {
         operation: Operation,
         rel: &str,
         query: &[(&str, String)],
-    ) -> Result<Reply> {
+    ) -> Result<Response> {
         let request = Request {
             operation,
             path: format!("{}{rel}", self.mounted.entry.path),
@@ -1220,13 +1201,9 @@ impl<'a> KvAccess<'a> {
             request_id: self.req.request_id.clone(),
             user_agent: None,
         };
-        let ctx = Ctx {
-            core: self.core,
-            mount: &self.mounted.entry,
-            view: crate::mounts::view_for(self.core, &self.mounted.entry),
-            caller: Some(self.caller),
-        };
-        self.mounted.engine.handle(&ctx, &request, rel).await
+        self.core
+            .call_engine(&self.mounted, self.caller, &request, rel)
+            .await
     }
 
     /// Every secret under `folder`, as paths relative to the mount.
@@ -1244,7 +1221,11 @@ impl<'a> KvAccess<'a> {
                     )
                     .await?;
                 let keys: Vec<String> = match reply {
-                    Reply::Json(StatusCode::OK, body) => body["data"]["keys"]
+                    Response::Vault {
+                        status: Status::OK,
+                        data: Some(data),
+                        ..
+                    } => data["keys"]
                         .as_array()
                         .map(|a| {
                             a.iter()

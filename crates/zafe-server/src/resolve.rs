@@ -8,8 +8,8 @@
 //! Each reference is parsed by the one parser (`zafe_core::reference`),
 //! authorised on its own KV data path (`<mount>/data/<path>`, capability
 //! `read`) through [`Core::authorize`], so service accounts may resolve what
-//! they may read, and read through the KV engine's
-//! [`read_secret_version`] on the mount's view: there is no second way to
+//! they may read, and read by a `GET data/<path>` request to the mounted KV
+//! engine (the core never imports an engine): there is no second way to
 //! read a secret. All or nothing: if any reference is forbidden (403) or
 //! missing (404), the answer names those references and carries no value at
 //! all. Authorisation is decided for every reference before anything is
@@ -24,12 +24,11 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 use zafe_core::reference::{DEFAULT_PROJECT_MOUNT, KvLocation, Reference};
 
-use crate::core::{Core, Reply, Request};
-use crate::engine::data_reply;
-use crate::engines::kv::{VersionRead, read_secret_version};
+use crate::core::{Core, Operation, Request, Response};
 use crate::error::{Error, Result};
 use crate::policies::Capability;
 use crate::tokens::TokenEntry;
+use zafe_engine::Status;
 
 /// The most references one request may resolve.
 pub const MAX_REFERENCES: usize = 1000;
@@ -37,7 +36,7 @@ pub const MAX_REFERENCES: usize = 1000;
 /// How many references an error message names before "and N more".
 const NAMED_IN_ERRORS: usize = 20;
 
-pub async fn resolve(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Result<Reply> {
+pub async fn resolve(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Result<Response> {
     let texts = reference_texts(req)?;
     if texts.len() > MAX_REFERENCES {
         return Err(Error::bad_request(format!(
@@ -105,7 +104,7 @@ pub async fn resolve(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Re
     let mut values = Map::new();
     let mut missing = hidden;
     for (reference, location) in located {
-        match read_field(core, &router, &location).await? {
+        match read_field(core, req, caller, &router, &location).await? {
             Some(value) => {
                 for text in &unique[reference] {
                     values.insert((*text).to_string(), Value::String(value.clone()));
@@ -122,7 +121,7 @@ pub async fn resolve(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Re
             name_references(&missing)
         )));
     }
-    Ok(data_reply(req, json!({ "values": values })))
+    Ok(Response::data(json!({ "values": values })))
 }
 
 /// `{"references": [strings]}`, nothing else.
@@ -152,6 +151,8 @@ async fn project_mount(core: &Core, slug: &str) -> Result<String> {
 /// other JSON values as compact JSON text.
 async fn read_field(
     core: &Arc<Core>,
+    req: &Request,
+    caller: &TokenEntry,
     router: &crate::mounts::Router,
     location: &KvLocation,
 ) -> Result<Option<String>> {
@@ -162,16 +163,41 @@ async fn read_field(
     if mounted.entry.kind != "kv" || !rest.is_empty() {
         return Ok(None);
     }
-    let view = crate::mounts::view_for(core, &mounted.entry);
-    let VersionRead::Live { data, .. } =
-        read_secret_version(&view, &location.path, location.version).await?
+    // Read through the mounted KV engine, as `GET data/<path>` would: one way to read a secret.
+    let request = Request {
+        operation: Operation::Read,
+        path: format!("{mount_path}data/{}", location.path),
+        body: None,
+        query: location
+            .version
+            .map(|v| vec![("version".to_string(), v.to_string())])
+            .unwrap_or_default(),
+        token: None,
+        client_ip: req.client_ip,
+        request_id: req.request_id.clone(),
+        user_agent: None,
+    };
+    let rel = format!("data/{}", location.path);
+    let response = match core.call_engine(mounted, caller, &request, &rel).await {
+        Ok(response) => response,
+        // A path the engine refuses holds no value, as a path with nothing there.
+        Err(Error::BadRequest(_) | Error::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Response::Vault {
+        status: Status::OK,
+        data: Some(version),
+        ..
+    } = response
     else {
         return Ok(None);
     };
-    Ok(data.get(&location.field).map(|value| match value {
-        Value::String(text) => text.clone(),
-        other => other.to_string(),
-    }))
+    Ok(version["data"]
+        .get(&location.field)
+        .map(|value| match value {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        }))
 }
 
 fn name_references(references: &BTreeSet<String>) -> String {

@@ -6,10 +6,10 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
-use http::StatusCode;
 use serde_json::{Value, json};
+use zafe_engine::Status;
 
-use crate::core::{Core, Operation, Reply, Request};
+use crate::core::{Core, Operation, Request, Response};
 use crate::error::{Error, Result};
 use crate::seal::UnsealProgress;
 use crate::tokens::TokenEntry;
@@ -368,7 +368,7 @@ pub async fn dispatch(
     rest: &str,
     req: Request,
     caller: Option<TokenEntry>,
-) -> Result<Reply> {
+) -> Result<Response> {
     match (id, req.operation) {
         (RouteId::Init, Read) => Ok(ok(json!({ "initialized": core.is_initialized().await? }))),
         (RouteId::Init, _) => init(core, &req).await,
@@ -379,37 +379,37 @@ pub async fn dispatch(
         (RouteId::Seal, _) => {
             core.close();
             tracing::warn!(request_id = %req.request_id, "sealed by API request");
-            Ok(Reply::NoContent)
+            Ok(Response::NoContent)
         }
-        (RouteId::Mounts, _) => Ok(ok(mounts::list(core, &req, false).await?)),
-        (RouteId::Auths, _) => Ok(ok(mounts::list(core, &req, true).await?)),
+        (RouteId::Mounts, _) => mounts::list(core, false).await,
+        (RouteId::Auths, _) => mounts::list(core, true).await,
         (RouteId::Mount | RouteId::Auth, op) => {
             let auth = id == RouteId::Auth;
             match (rest.trim_end_matches('/').strip_suffix("/tune"), op) {
-                (Some(path), Read) => Ok(ok(mounts::read_tune(core, &req, path, auth).await?)),
+                (Some(path), Read) => mounts::read_tune(core, path, auth).await,
                 (Some(path), Write) => mounts::tune(core, &req, path, auth)
                     .await
-                    .map(|()| Reply::NoContent),
+                    .map(|()| Response::NoContent),
                 (Some(_), _) => Err(Error::MethodNotAllowed("unsupported operation".into())),
-                (None, Read) => Ok(ok(mounts::read_one(core, &req, rest, auth).await?)),
+                (None, Read) => mounts::read_one(core, rest, auth).await,
                 (None, Write) => mounts::enable(core, &req, rest, auth)
                     .await
-                    .map(|()| Reply::NoContent),
+                    .map(|()| Response::NoContent),
                 (None, _) => mounts::disable(core, rest, auth)
                     .await
-                    .map(|()| Reply::NoContent),
+                    .map(|()| Response::NoContent),
             }
         }
-        (RouteId::Policies, _) => policies::list_reply(core, &req).await,
+        (RouteId::Policies, _) => policies::list_reply(core).await,
         (RouteId::Policy, op) => policies::handle(core, &req, rest, op).await,
         (RouteId::Capabilities, _) => policies::capabilities(core, &req, None).await,
         (RouteId::CapabilitiesSelf, _) => policies::capabilities(core, &req, caller.as_ref()).await,
         (RouteId::Rotate, _) => {
             let version = core.rotate_keyring().await?;
             tracing::info!(request_id = %req.request_id, version, "rotated the key-encryption key");
-            Ok(Reply::NoContent)
+            Ok(Response::NoContent)
         }
-        (RouteId::KeyStatus, _) => Ok(ok(core.key_status(&req).await?)),
+        (RouteId::KeyStatus, _) => core.key_status(),
         (RouteId::RekeyInit, Read) => Ok(ok(core.rekey_status().await?)),
         (RouteId::Leader, _) => Ok(ok(json!({
             "ha_enabled": false,
@@ -428,16 +428,11 @@ pub async fn dispatch(
                 .ok_or_else(|| Error::NotFound(String::new()))?;
             let mut data = mounted.entry.to_vault_json();
             data["path"] = json!(mounted.entry.path);
-            Ok(ok(crate::engine::envelope(
-                &req.request_id,
-                Some(data),
-                None,
-                None,
-            )))
+            Ok(Response::data(data))
         }
         (RouteId::RekeyInit, Delete) => {
             core.rekey_cancel();
-            Ok(Reply::NoContent)
+            Ok(Response::NoContent)
         }
         (RouteId::RekeyInit, _) => {
             let (Some(shares), Some(threshold)) = (
@@ -452,12 +447,7 @@ pub async fn dispatch(
         }
         (RouteId::ServiceAccounts, _) => {
             let names = crate::service_accounts::list(&core.barrier).await?;
-            Ok(ok(crate::engine::envelope(
-                &req.request_id,
-                Some(json!({ "keys": names })),
-                None,
-                None,
-            )))
+            Ok(Response::data(json!({ "keys": names })))
         }
         (RouteId::ServiceAccount, op) => service_account(core, &req, rest, op).await,
         (RouteId::RekeyUpdate, _) => {
@@ -484,7 +474,7 @@ pub async fn dispatch(
             crate::projects::handle(core, &req, rest, &caller).await
         }
         (RouteId::AuditExport, _) => crate::audit::api::export(core, &req).await,
-        (RouteId::AuditVerify, _) => crate::audit::api::verify(core, &req).await,
+        (RouteId::AuditVerify, _) => crate::audit::api::verify(core).await,
         (RouteId::AuditCheckpoints, _) => crate::audit::api::checkpoints(core, &req).await,
         (RouteId::Totp, _) => crate::people::totp::handle(core, rest, &req, caller.as_ref()).await,
         (RouteId::OidcAuthUrl, _) => crate::people::oidc::auth_url_route(core, &req).await,
@@ -497,8 +487,8 @@ pub async fn dispatch(
     }
 }
 
-fn ok(body: Value) -> Reply {
-    Reply::Json(StatusCode::OK, body)
+fn ok(body: Value) -> Response {
+    Response::Json(Status::OK, body)
 }
 
 fn uint_field(req: &Request, name: &str) -> Result<Option<usize>> {
@@ -511,7 +501,7 @@ fn uint_field(req: &Request, name: &str) -> Result<Option<usize>> {
     }
 }
 
-async fn init(core: &Arc<Core>, req: &Request) -> Result<Reply> {
+async fn init(core: &Arc<Core>, req: &Request) -> Result<Response> {
     for unsupported in ["pgp_keys", "root_token_pgp_key"] {
         if req
             .field(unsupported)
@@ -544,7 +534,7 @@ async fn init(core: &Arc<Core>, req: &Request) -> Result<Reply> {
     ))
 }
 
-async fn unseal(core: &Arc<Core>, req: &Request) -> Result<Reply> {
+async fn unseal(core: &Arc<Core>, req: &Request) -> Result<Response> {
     if !core.is_initialized().await? {
         return Err(Error::NotInitialized);
     }
@@ -606,7 +596,7 @@ pub async fn seal_status(core: &Arc<Core>) -> Result<Value> {
 
 /// Vault's health endpoint: every field real clients expect, and the status
 /// code overrides (`sealedcode`, `uninitcode`, `standbyok`, ...).
-async fn health(core: &Arc<Core>, req: &Request, head: bool) -> Result<Reply> {
+async fn health(core: &Arc<Core>, req: &Request, head: bool) -> Result<Response> {
     let initialized = core.is_initialized().await?;
     let sealed = core.is_sealed();
     let cluster = core.cluster();
@@ -624,29 +614,29 @@ async fn health(core: &Arc<Core>, req: &Request, head: bool) -> Result<Reply> {
         "cluster_id": cluster.cluster_id,
     });
     let (param, default) = if !initialized {
-        ("uninitcode", StatusCode::NOT_IMPLEMENTED)
+        ("uninitcode", Status::NOT_IMPLEMENTED)
     } else if sealed {
-        ("sealedcode", StatusCode::SERVICE_UNAVAILABLE)
+        ("sealedcode", Status::SERVICE_UNAVAILABLE)
     } else {
-        ("activecode", StatusCode::OK)
+        ("activecode", Status::OK)
     };
     let status = match req.query(param) {
         Some(code) => code
             .parse::<u16>()
             .ok()
-            .and_then(|c| StatusCode::from_u16(c).ok())
+            .and_then(Status::new)
             .ok_or_else(|| Error::bad_request(format!("{param} must be an HTTP status code")))?,
         None => default,
     };
     Ok(if head {
-        Reply::Status(status)
+        Response::Status(status)
     } else {
-        Reply::Json(status, body)
+        Response::Json(status, body)
     })
 }
 
 /// R-ID-2: a fresh signature over the caller's nonce.
-fn identity(core: &Arc<Core>, req: &Request) -> Result<Reply> {
+fn identity(core: &Arc<Core>, req: &Request) -> Result<Response> {
     let nonce = req.query("nonce").ok_or_else(|| {
         Error::bad_request("the nonce query parameter is required (hex, 16 to 64 random bytes)")
     })?;
@@ -665,17 +655,10 @@ async fn service_account(
     req: &Request,
     rest: &str,
     op: Operation,
-) -> Result<Reply> {
+) -> Result<Response> {
     use crate::service_accounts as sa;
     let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
-    let envelope = |data: Value| {
-        ok(crate::engine::envelope(
-            &req.request_id,
-            Some(data),
-            None,
-            None,
-        ))
-    };
+    let envelope = Response::data;
     match (parts.as_slice(), op) {
         ([name], Read) => {
             let (account, _) = sa::read(&core.barrier, name)
@@ -695,7 +678,7 @@ async fn service_account(
         }
         ([name], Delete) => {
             sa::delete(&core.barrier, name).await?;
-            Ok(Reply::NoContent)
+            Ok(Response::NoContent)
         }
         ([name, "token"], Write) => {
             let (token, record) =
@@ -707,7 +690,7 @@ async fn service_account(
         }
         ([name, "token", accessor], Delete) => {
             sa::revoke_token(&core.barrier, name, accessor).await?;
-            Ok(Reply::NoContent)
+            Ok(Response::NoContent)
         }
         _ => Err(Error::NotFound("unsupported path".into())),
     }

@@ -15,13 +15,12 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt as _;
-use http::StatusCode;
 use serde_json::{Value, json};
 use zafe_storage::audit::TimeBound;
 
 use super::chain::{CheckpointLine, EXPORT_FORMAT, EntryLine, ExportHeader, Line, b64};
 use super::{Item, Merged};
-use crate::core::{Core, Operation, Reply, Request};
+use crate::core::{Core, Operation, Request, Response};
 use crate::error::{Error, Result};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -55,7 +54,7 @@ const CSV_COLUMNS: &[&str] = &[
 ];
 
 /// `sys/audit-log/export`.
-pub async fn export(core: &Arc<Core>, req: &Request) -> Result<Reply> {
+pub async fn export(core: &Arc<Core>, req: &Request) -> Result<Response> {
     let format = match req.query("format").unwrap_or("jsonl") {
         "jsonl" | "json" => Format::Jsonl,
         "csv" => Format::Csv,
@@ -145,7 +144,7 @@ pub async fn export(core: &Arc<Core>, req: &Request) -> Result<Reply> {
         Format::Jsonl => "application/x-ndjson",
         Format::Csv => "text/csv; charset=utf-8",
     };
-    Ok(Reply::Stream(content_type, body))
+    Ok(Response::Stream(content_type, body))
 }
 
 /// An export in progress: the pages still to come, and the last entry sent.
@@ -247,21 +246,18 @@ pub fn csv_cell(value: &str) -> String {
 }
 
 /// `sys/audit-log/verify`.
-pub async fn verify(core: &Arc<Core>, req: &Request) -> Result<Reply> {
+pub async fn verify(core: &Arc<Core>) -> Result<Response> {
     let report = core.audit.verify().await.map_err(Error::AuditUnavailable)?;
     let data = json!({
         "server_id": core.identity.server_id(),
         "public_key": b64(&core.audit.public_key()),
         "report": report,
     });
-    Ok(Reply::Json(
-        StatusCode::OK,
-        crate::engine::envelope(&req.request_id, Some(data), None, None),
-    ))
+    Ok(Response::data(data))
 }
 
 /// `sys/audit-log/checkpoints`.
-pub async fn checkpoints(core: &Arc<Core>, req: &Request) -> Result<Reply> {
+pub async fn checkpoints(core: &Arc<Core>, req: &Request) -> Result<Response> {
     if req.operation == Operation::Write {
         let cp = core
             .audit
@@ -269,10 +265,7 @@ pub async fn checkpoints(core: &Arc<Core>, req: &Request) -> Result<Reply> {
             .await
             .map_err(Error::AuditUnavailable)?;
         let data = json!({ "checkpoint": cp.as_ref().map(CheckpointLine::new) });
-        return Ok(Reply::Json(
-            StatusCode::OK,
-            crate::engine::envelope(&req.request_id, Some(data), None, None),
-        ));
+        return Ok(Response::data(data));
     }
     let after = match req.query("after") {
         Some(a) => a
@@ -310,10 +303,7 @@ pub async fn checkpoints(core: &Arc<Core>, req: &Request) -> Result<Reply> {
         "head_seq": head.seq,
         "checkpoints": lines,
     });
-    Ok(Reply::Json(
-        StatusCode::OK,
-        crate::engine::envelope(&req.request_id, Some(data), None, None),
-    ))
+    Ok(Response::data(data))
 }
 
 /// A query argument, shortened and without control characters, for an

@@ -24,10 +24,6 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, Method, header};
-
 use zafe_storage::audit::AuditDraft;
 use zafe_storage::{Backend, Op};
 
@@ -193,6 +189,20 @@ impl Known {
     }
 }
 
+/// What the HTTP edge saw of a request, for its audit entry.
+pub struct Seen<'a> {
+    /// The HTTP method, as sent.
+    pub method: &'a str,
+    /// The path without `/v1/`, percent-decoded.
+    pub path: &'a str,
+    /// A `GET` with `?list=true`.
+    pub listing: bool,
+    /// The token the request presents, if any (only its HMAC is recorded).
+    pub token: Option<&'a str>,
+    pub request_id: &'a str,
+    pub client_ip: IpAddr,
+}
+
 /// An audit entry in the making.
 pub struct Pending {
     context: Arc<Context>,
@@ -202,43 +212,30 @@ pub struct Pending {
 
 /// Longest path and error message kept, in characters.
 const MAX_FIELD: usize = 1024;
-/// Error bodies are read (to record the message) up to this size.
-const MAX_ERROR_BODY: u64 = 64 * 1024;
 
 impl Pending {
     /// Notes the request before it runs. The audit keys are the ones the
     /// request starts with: a request that starts sealed is buffered.
-    pub fn start(
-        core: &Core,
-        method: &Method,
-        uri: &http::Uri,
-        headers: &HeaderMap,
-        request_id: &str,
-        client_ip: IpAddr,
-    ) -> Self {
+    pub fn start(core: &Core, seen: Seen<'_>) -> Self {
         let keys = core.audit.keys();
-        let token = presented_token(headers);
-        let token_hmac = match (token, &keys) {
+        let token_hmac = match (seen.token, &keys) {
             (Some(token), Some(keys)) => keys.hmac(token),
             _ => String::new(),
         };
-        let token = token.map(|t| zeroize::Zeroizing::new(t.to_string()));
-        let path = match uri.path().strip_prefix("/v1/") {
-            Some(rest) => percent_encoding::percent_decode_str(rest)
-                .decode_utf8_lossy()
-                .into_owned(),
-            None => uri.path().to_string(),
-        };
-        let listing = uri.query().is_some_and(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .any(|(k, v)| k == "list" && (v == "true" || v == "1"))
-        });
+        let token = seen.token.map(|t| zeroize::Zeroizing::new(t.to_string()));
+        let (method, path, listing, request_id, client_ip) = (
+            seen.method,
+            seen.path,
+            seen.listing,
+            seen.request_id,
+            seen.client_ip,
+        );
         let known = Known {
             time_us: now_us(),
             request_id: request_id.to_string(),
             client_ip,
-            method: clean(method.as_str()),
-            path: clean(&path),
+            method: clean(method),
+            path: clean(path),
             operation: operation(method, listing),
             token_hmac,
             keys,
@@ -258,15 +255,11 @@ impl Pending {
         NOTED.scope(self.context.clone(), request).await
     }
 
-    /// Writes the entry; returns the response only if that succeeded, and a
-    /// 503 instead if it did not (fail-closed).
-    pub async fn finish(self, core: &Core, response: Response) -> Response {
-        let status = response.status();
-        let (response, mut error) = if status.is_client_error() || status.is_server_error() {
-            error_message(response).await
-        } else {
-            (response, String::new())
-        };
+    /// Writes the entry of a request answered with `status` (and, for a failure, the message it
+    /// carried). An error means the entry could not be written: the caller must not send the
+    /// response but a 503 (fail-closed, R-AUD-1).
+    pub async fn finish(self, core: &Core, status: u16, error: &str) -> Result<(), Error> {
+        let mut error = clean(error);
         // Messages are written never to hold a token; make sure.
         if let Some(token) = self.token.as_deref()
             && token.len() >= 8
@@ -280,40 +273,21 @@ impl Pending {
             committed,
         } = std::mem::take(&mut *self.context.noted.lock());
         let known = &self.context.known;
-        let failed = status.is_client_error() || status.is_server_error();
+        let failed = status >= 400;
         let written = if let (Some(seq), Some(keys), false) = (committed, &known.keys, failed) {
             // The entry went in with the change; only the file sink (if
             // any) still has to hold it before the response leaves.
             core.audit.sync_file(keys.clone(), seq).await
         } else {
-            let event = known.event(caller, resources, status.as_u16(), error);
+            let event = known.event(caller, resources, status, error);
             core.audit.record(event, known.keys.clone()).await
         };
-        match written {
-            Ok(()) => response,
-            Err(message) => Error::AuditUnavailable(message).into_response(),
-        }
+        written.map_err(Error::AuditUnavailable)
     }
 }
 
-/// The token the request presents, wherever it is (as `http::build_request`
-/// reads it).
-fn presented_token(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get("x-vault-token")
-        .or_else(|| headers.get("x-zafe-token"))
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| {
-            headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-        })
-        .filter(|t| !t.is_empty())
-}
-
-fn operation(method: &Method, listing: bool) -> &'static str {
-    match method.as_str() {
+fn operation(method: &str, listing: bool) -> &'static str {
+    match method {
         "GET" if listing => "list",
         "GET" => "read",
         "LIST" => "list",
@@ -334,67 +308,22 @@ fn clean(text: &str) -> String {
         .collect()
 }
 
-/// Reads a small error body to record its `errors`, and puts it back.
-async fn error_message(response: Response) -> (Response, String) {
-    use http_body_util::BodyExt as _;
-    let small = axum::body::HttpBody::size_hint(response.body())
-        .upper()
-        .is_some_and(|n| n <= MAX_ERROR_BODY);
-    if !small {
-        return (response, String::new());
-    }
-    let (parts, body) = response.into_parts();
-    let bytes = match body.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => return (Response::from_parts(parts, Body::empty()), String::new()),
-    };
-    let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|v| {
-            v.get("errors")?.as_array().map(|errors| {
-                errors
-                    .iter()
-                    .filter_map(|e| e.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
-        })
-        .unwrap_or_default();
-    (
-        Response::from_parts(parts, Body::from(bytes)),
-        clean(&message),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn operations_follow_the_method() {
-        assert_eq!(operation(&Method::GET, true), "list");
-        assert_eq!(operation(&Method::GET, false), "read");
-        assert_eq!(operation(&Method::PUT, false), "write");
-        assert_eq!(
-            operation(&Method::from_bytes(b"LIST").unwrap(), false),
-            "list"
-        );
-        assert_eq!(operation(&Method::CONNECT, false), "");
+        assert_eq!(operation("GET", true), "list");
+        assert_eq!(operation("GET", false), "read");
+        assert_eq!(operation("PUT", false), "write");
+        assert_eq!(operation("LIST", false), "list");
+        assert_eq!(operation("CONNECT", false), "");
     }
 
     #[test]
     fn fields_are_cleaned() {
         assert_eq!(clean("a\nb\x1b[31m"), "a\u{FFFD}b\u{FFFD}[31m");
         assert_eq!(clean(&"x".repeat(5000)).len(), MAX_FIELD);
-    }
-
-    #[test]
-    fn tokens_are_found_where_the_core_finds_them() {
-        let mut h = HeaderMap::new();
-        assert_eq!(presented_token(&h), None);
-        h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
-        assert_eq!(presented_token(&h), Some("abc"));
-        h.insert("x-vault-token", "def".parse().unwrap());
-        assert_eq!(presented_token(&h), Some("def"));
     }
 }

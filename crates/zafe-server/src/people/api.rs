@@ -13,15 +13,15 @@
 
 use std::sync::Arc;
 
-use http::StatusCode;
 use serde_json::{Value, json};
+use zafe_engine::Status;
 
 use super::password::{self, Password};
 use super::sessions::{self, Issued, Origin, Refreshed};
 use super::users::{self, User};
 use super::{config::RegistrationMode, setup};
 use crate::barrier::BarrierError;
-use crate::core::{Core, Operation, Reply, Request};
+use crate::core::{Core, Operation, Request, Response};
 use crate::error::{Error, Result};
 use crate::tokens::TokenEntry;
 
@@ -54,10 +54,10 @@ pub async fn handle(
     rest: &str,
     req: Request,
     caller: Option<TokenEntry>,
-) -> Result<Reply> {
+) -> Result<Response> {
     match (endpoint, req.operation) {
-        (Endpoint::Setup, Operation::Read) => Ok(Reply::Json(
-            StatusCode::OK,
+        (Endpoint::Setup, Operation::Read) => Ok(Response::Json(
+            Status::OK,
             json!({ "setup_required": setup::required(core).await? }),
         )),
         (Endpoint::Setup, _) => complete_setup(core, &req).await,
@@ -68,7 +68,7 @@ pub async fn handle(
             let me = session_caller(caller.as_ref())?;
             sessions::revoke_family(&core.barrier, &me.session_id).await?;
             tracing::info!(request_id = %req.request_id, user_id = %me.user_id, "logged out");
-            Ok(Reply::NoContent)
+            Ok(Response::NoContent)
         }
         (Endpoint::SelfInfo, _) => {
             let me = session_caller(caller.as_ref())?;
@@ -77,7 +77,7 @@ pub async fn handle(
                 .ok_or(Error::PermissionDenied)?;
             let mut data = user.to_json();
             data["session_id"] = json!(me.session_id);
-            Ok(data_reply(&req, data))
+            Ok(Response::data(data))
         }
         (Endpoint::Password, _) => change_own_password(core, &req, caller.as_ref()).await,
         (Endpoint::Sessions, _) => {
@@ -87,16 +87,12 @@ pub async fn handle(
                 .iter()
                 .map(|f| f.to_json(Some(&me.session_id)))
                 .collect();
-            Ok(data_reply(&req, json!({ "sessions": data })))
+            Ok(Response::data(json!({ "sessions": data })))
         }
         (Endpoint::Users, Operation::Write) => create_user(core, &req, caller.as_ref()).await,
-        (Endpoint::Users, _) => list_users(core, &req).await,
+        (Endpoint::Users, _) => list_users(core).await,
         (Endpoint::User, op) => user(core, &req, rest.trim_end_matches('/'), op).await,
     }
-}
-
-fn data_reply(req: &Request, data: Value) -> Reply {
-    crate::engine::data_reply(req, data)
 }
 
 fn session_caller(caller: Option<&TokenEntry>) -> Result<&super::UserCaller> {
@@ -139,7 +135,7 @@ fn origin(req: &Request, method: &'static str) -> Origin {
 }
 
 /// The Vault-shaped login answer: the tokens, shown once.
-pub fn auth_reply(req: &Request, user: &User, issued: &Issued) -> Reply {
+pub fn auth_reply(user: &User, issued: &Issued) -> Response {
     let now = crate::seal::now();
     let policies: Vec<String> = if user.admin {
         vec!["root".into()]
@@ -161,10 +157,12 @@ pub fn auth_reply(req: &Request, user: &User, issued: &Issued) -> Reply {
         "token_type": "service",
         "orphan": true,
     });
-    Reply::Json(
-        StatusCode::OK,
-        crate::engine::envelope(&req.request_id, None, Some(auth), None),
-    )
+    Response::Vault {
+        status: Status::OK,
+        data: None,
+        auth: Some(auth),
+        warnings: Vec::new(),
+    }
 }
 
 /// Checks an email and password (R-AUTH-2, R-AUTH-3) and returns the
@@ -244,7 +242,7 @@ pub async fn verify_password_login(
     Ok(user)
 }
 
-async fn login(core: &Arc<Core>, req: &Request) -> Result<Reply> {
+async fn login(core: &Arc<Core>, req: &Request) -> Result<Response> {
     let email = string_field(req, "email")?;
     let password = Password::new(string_field(req, "password")?);
     let user = verify_password_login(core, email, &password, req.client_ip).await?;
@@ -262,10 +260,10 @@ async fn login(core: &Arc<Core>, req: &Request) -> Result<Reply> {
     )
     .await?;
     tracing::info!(request_id = %req.request_id, user_id = %user.id, session_id = %issued.session_id, "logged in with a password");
-    Ok(auth_reply(req, &user, &issued))
+    Ok(auth_reply(&user, &issued))
 }
 
-async fn refresh(core: &Arc<Core>, req: &Request) -> Result<Reply> {
+async fn refresh(core: &Arc<Core>, req: &Request) -> Result<Response> {
     let presented = string_field(req, "refresh_token")?;
     let key = core.token_key()?;
     match sessions::refresh(&core.barrier, &key, &core.config.auth.sessions, presented).await? {
@@ -274,7 +272,7 @@ async fn refresh(core: &Arc<Core>, req: &Request) -> Result<Reply> {
                 Some(u) => u,
                 None => return Err(Error::bad_request("invalid or expired refresh token")),
             };
-            Ok(auth_reply(req, &user, &issued))
+            Ok(auth_reply(&user, &issued))
         }
         Refreshed::Invalid => Err(Error::bad_request("invalid or expired refresh token")),
         Refreshed::Reused {
@@ -307,7 +305,7 @@ async fn sessions_user(core: &Core, issued: &Issued) -> Result<Option<(User, i64
     }
 }
 
-async fn complete_setup(core: &Arc<Core>, req: &Request) -> Result<Reply> {
+async fn complete_setup(core: &Arc<Core>, req: &Request) -> Result<Response> {
     let token = string_field(req, "token")?;
     let email = users::normalize_email(string_field(req, "email")?)?;
     let password = Password::new(string_field(req, "password")?);
@@ -345,10 +343,10 @@ async fn complete_setup(core: &Arc<Core>, req: &Request) -> Result<Reply> {
         &origin(req, "setup"),
     )
     .await?;
-    Ok(auth_reply(req, &user, &issued))
+    Ok(auth_reply(&user, &issued))
 }
 
-async fn register(core: &Arc<Core>, req: &Request) -> Result<Reply> {
+async fn register(core: &Arc<Core>, req: &Request) -> Result<Response> {
     if !core.config.password_login_enabled() {
         return Err(Error::bad_request(
             "password accounts are disabled on this server: log in with OIDC (zafe login --oidc)",
@@ -428,20 +426,17 @@ async fn register(core: &Arc<Core>, req: &Request) -> Result<Reply> {
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(data_reply(
-        req,
-        json!({
-            "email": email,
-            "message": "registration received: log in with this address and password. An address that already had an account is not changed.",
-        }),
-    ))
+    Ok(Response::data(json!({
+        "email": email,
+        "message": "registration received: log in with this address and password. An address that already had an account is not changed.",
+    })))
 }
 
 async fn change_own_password(
     core: &Arc<Core>,
     req: &Request,
     caller: Option<&TokenEntry>,
-) -> Result<Reply> {
+) -> Result<Response> {
     let me = session_caller(caller)?;
     let current = Password::new(string_field(req, "current_password")?);
     let new = Password::new(string_field(req, "new_password")?);
@@ -456,7 +451,7 @@ async fn change_own_password(
     password::check_policy(new.expose(), &me.email)?;
     let ended = set_password(core, &me.user_id, &new, Some(&me.session_id)).await?;
     tracing::info!(request_id = %req.request_id, user_id = %me.user_id, ended, "password changed; other sessions ended");
-    Ok(data_reply(req, json!({ "sessions_ended": ended })))
+    Ok(Response::data(json!({ "sessions_ended": ended })))
 }
 
 /// Stores a new password and ends every session of the user but `keep`.
@@ -480,7 +475,7 @@ async fn set_password(
     sessions::revoke_all_for_user(&core.barrier, user_id, keep).await
 }
 
-async fn list_users(core: &Arc<Core>, req: &Request) -> Result<Reply> {
+async fn list_users(core: &Arc<Core>) -> Result<Response> {
     let all = users::list(&core.barrier, crate::engine::MAX_LIST).await?;
     let keys: Vec<&str> = all.iter().map(|u| u.id.as_str()).collect();
     let info: serde_json::Map<String, Value> = all
@@ -492,7 +487,7 @@ async fn list_users(core: &Arc<Core>, req: &Request) -> Result<Reply> {
             )
         })
         .collect();
-    Ok(data_reply(req, json!({ "keys": keys, "key_info": info })))
+    Ok(Response::data(json!({ "keys": keys, "key_info": info })))
 }
 
 fn policies_field(req: &Request) -> Result<Option<Vec<String>>> {
@@ -525,7 +520,7 @@ async fn create_user(
     core: &Arc<Core>,
     req: &Request,
     caller: Option<&TokenEntry>,
-) -> Result<Reply> {
+) -> Result<Response> {
     let email = users::normalize_email(string_field(req, "email")?)?;
     let key = core.token_key()?;
     if optional_bool(req, "invite")? == Some(true) {
@@ -553,15 +548,12 @@ async fn create_user(
         let created_by = caller.map(|c| c.display_name.clone()).unwrap_or_default();
         let (token, invite) = setup::create_invite(core, &email, ttl, &created_by).await?;
         let url = setup::setup_url(core, "").replace("/ui/setup#token=", "/ui/register#invite=");
-        return Ok(data_reply(
-            req,
-            json!({
-                "email": invite.email,
-                "invite_token": token.as_str(),
-                "url": format!("{url}{}", token.as_str()),
-                "expire_time": crate::tokens::rfc3339(invite.expires_at),
-            }),
-        ));
+        return Ok(Response::data(json!({
+            "email": invite.email,
+            "invite_token": token.as_str(),
+            "url": format!("{url}{}", token.as_str()),
+            "expire_time": crate::tokens::rfc3339(invite.expires_at),
+        })));
     }
     let display_name = optional_string(req, "display_name")?;
     if let Some(name) = display_name {
@@ -587,10 +579,10 @@ async fn create_user(
     user.policies = policies_field(req)?.unwrap_or_default();
     users::create(&core.barrier, &key, &user).await?;
     tracing::info!(request_id = %req.request_id, user_id = %user.id, admin = user.admin, "account created by an administrator");
-    Ok(data_reply(req, user.to_json()))
+    Ok(Response::data(user.to_json()))
 }
 
-async fn user(core: &Arc<Core>, req: &Request, which: &str, op: Operation) -> Result<Reply> {
+async fn user(core: &Arc<Core>, req: &Request, which: &str, op: Operation) -> Result<Response> {
     let key = core.token_key()?;
     let (found, _) = users::find(&core.barrier, &key, which)
         .await?
@@ -605,7 +597,7 @@ async fn user(core: &Arc<Core>, req: &Request, which: &str, op: Operation) -> Re
                     .map(|f| f.to_json(None))
                     .collect::<Vec<_>>()
             );
-            Ok(data_reply(req, data))
+            Ok(Response::data(data))
         }
         Operation::Delete => {
             // The deletion commits only if the other administrator it relies
@@ -637,7 +629,7 @@ async fn user(core: &Arc<Core>, req: &Request, which: &str, op: Operation) -> Re
             sessions::revoke_all_for_user(&core.barrier, &found.id, None).await?;
             crate::projects::forget_person(core, &found.id).await?;
             tracing::info!(request_id = %req.request_id, user_id = %found.id, "account deleted");
-            Ok(Reply::NoContent)
+            Ok(Response::NoContent)
         }
         Operation::Write => {
             let display_name = optional_string(req, "display_name")?;
@@ -688,7 +680,7 @@ async fn user(core: &Arc<Core>, req: &Request, which: &str, op: Operation) -> Re
                 sessions::revoke_all_for_user(&core.barrier, &found.id, None).await?;
             }
             tracing::info!(request_id = %req.request_id, user_id = %found.id, "account updated by an administrator");
-            Ok(data_reply(req, updated.to_json()))
+            Ok(Response::data(updated.to_json()))
         }
         _ => Err(Error::MethodNotAllowed("unsupported operation".into())),
     }

@@ -48,7 +48,7 @@ use zeroize::Zeroizing;
 
 use crate::barrier::{Barrier, BarrierError, Expect, Write};
 use crate::config::ConfigError;
-use crate::core::{Core, Reply, Request};
+use crate::core::{Core, Request, Response};
 use crate::error::{Error, Result};
 
 /// Pending logins (state → nonce, challenge, redirect URI), behind the barrier.
@@ -1039,13 +1039,10 @@ async fn read_json_any_status(mut response: reqwest::Response, what: &str) -> Re
 }
 
 /// `POST auth/oidc/auth_url`.
-pub async fn auth_url_route(core: &Arc<Core>, req: &Request) -> Result<Reply> {
+pub async fn auth_url_route(core: &Arc<Core>, req: &Request) -> Result<Response> {
     let oidc = configured(core)?;
     let data = oidc.auth_url(core, req).await?;
-    Ok(Reply::Json(
-        http::StatusCode::OK,
-        crate::engine::envelope(&req.request_id, Some(data), None, None),
-    ))
+    Ok(Response::data(data))
 }
 
 /// The configured OIDC login, or a 400 saying it is not.

@@ -27,7 +27,7 @@ use super::oidc::VerifiedIdentity;
 use super::sessions::{self, Origin};
 use super::users::{self, User};
 use crate::barrier::{BarrierError, Expect, Write};
-use crate::core::{Core, Reply, Request};
+use crate::core::{Core, Request, Response};
 use crate::error::{Error, Result};
 
 const SUBJECT_PREFIX: &str = "sys/people/oidc/subject/";
@@ -206,7 +206,7 @@ pub async fn account_for(core: &Core, id: &VerifiedIdentity) -> Result<User> {
 
 /// `POST auth/oidc/callback`: verify, find or create the account, start a
 /// session, answer like a password login.
-pub async fn callback_route(core: &Arc<Core>, req: &Request) -> Result<Reply> {
+pub async fn callback_route(core: &Arc<Core>, req: &Request) -> Result<Response> {
     let oidc = super::oidc::configured(core)?;
     let identity = oidc.callback(core, req).await?;
     let mut user = account_for(core, &identity).await?;
@@ -245,11 +245,12 @@ pub async fn callback_route(core: &Arc<Core>, req: &Request) -> Result<Reply> {
     )
     .await?;
     tracing::info!(request_id = %req.request_id, user_id = %user.id, session_id = %issued.session_id, issuer = %identity.issuer, "logged in with OIDC");
-    match super::api::auth_reply(req, &user, &issued) {
-        Reply::Json(status, mut body) => {
-            body["auth"]["metadata"]["oidc_roles"] = json!(roles);
-            Ok(Reply::Json(status, body))
-        }
-        other => Ok(other),
+    let mut reply = super::api::auth_reply(&user, &issued);
+    if let Response::Vault {
+        auth: Some(auth), ..
+    } = &mut reply
+    {
+        auth["metadata"]["oidc_roles"] = json!(roles);
     }
+    Ok(reply)
 }

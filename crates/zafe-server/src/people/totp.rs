@@ -19,16 +19,16 @@
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use totp_rs::{Algorithm, TOTP};
 use zafe_core::crypto::{constant_time_eq, random_bytes};
+use zafe_engine::Status;
 use zeroize::Zeroizing;
 
 use super::users::{self, User};
-use crate::core::{Core, Operation, Reply, Request};
+use crate::core::{Core, Operation, Request, Response};
 use crate::error::{Error, Result};
 use crate::tokens::TokenEntry;
 
@@ -210,7 +210,7 @@ pub async fn verify_and_use(core: &Core, user_id: &str, code: &str) -> Result<()
 
 /// For `auth/user/login`, after the password was right: `None` to go on,
 /// or the `mfa_required` answer when no code was given.
-pub async fn second_factor(core: &Core, req: &Request, user: &User) -> Result<Option<Reply>> {
+pub async fn second_factor(core: &Core, req: &Request, user: &User) -> Result<Option<Response>> {
     if !required(user) {
         return Ok(None);
     }
@@ -219,8 +219,8 @@ pub async fn second_factor(core: &Core, req: &Request, user: &User) -> Result<Op
         .and_then(Value::as_str)
         .filter(|c| !c.trim().is_empty());
     let Some(code) = code else {
-        return Ok(Some(Reply::Json(
-            StatusCode::BAD_REQUEST,
+        return Ok(Some(Response::Json(
+            Status::BAD_REQUEST,
             json!({ "errors": ["a TOTP code is required"], "mfa_required": true }),
         )));
     };
@@ -234,7 +234,7 @@ pub async fn handle(
     rest: &str,
     req: &Request,
     caller: Option<&TokenEntry>,
-) -> Result<Reply> {
+) -> Result<Response> {
     let me = caller
         .and_then(|c| c.user.as_ref())
         .ok_or_else(|| Error::bad_request("this endpoint needs a person's session token"))?;
@@ -247,7 +247,7 @@ pub async fn handle(
         "disable" => disable(core, req, &me.user_id, &me.email).await?,
         _ => return Err(Error::NotFound("unsupported path".into())),
     };
-    Ok(crate::engine::data_reply(req, data))
+    Ok(Response::data(data))
 }
 
 fn field<'a>(req: &'a Request, name: &str) -> Option<&'a str> {

@@ -20,22 +20,21 @@
 //! - TTLs are capped by the explicit maximum, the mount's maximum and the
 //!   parent's remaining lifetime.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use async_trait::async_trait;
-use http::StatusCode;
+use std::sync::Arc;
+
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use zafe_engine::params;
 
-use crate::core::{Operation, Reply, Request};
-use crate::engine::{Ctx, Engine, MAX_LIST, envelope};
+use crate::core::{Core, Operation, Request, Response};
+use crate::engine::View;
 use crate::error::{Error, Result};
+use crate::mounts::MountEntry;
 use crate::policies::Capability;
 use crate::tokens::{self, LifetimeRequest, NewToken, TokenEntry};
-
-pub struct TokenEngine;
 
 const ROLE_PREFIX: &str = "roles/";
 /// Background tidy at most this often (expired tokens that are presented
@@ -61,79 +60,86 @@ const CREATE_FIELDS: &[&str] = &[
     "lease",
 ];
 
-#[async_trait]
-impl Engine for TokenEngine {
-    async fn exists(&self, ctx: &Ctx<'_>, rel_path: &str) -> Result<bool> {
-        // Roles distinguish create from update, as in Vault; every other
-        // write is an update.
-        match rel_path.strip_prefix(ROLE_PREFIX) {
-            Some(name) => Ok(ctx.view.get(&role_key(&role_name(name)?)).await?.is_some()),
-            None => Ok(true),
-        }
-    }
+/// What the token store's endpoints get for one request. Unlike an engine's context this one
+/// holds the core: the token store is part of it.
+pub(crate) struct Ctx<'a> {
+    pub(crate) core: &'a Arc<Core>,
+    pub(crate) mount: &'a MountEntry,
+    pub(crate) view: View,
+    /// The token store has no public paths: there is always a caller.
+    pub(crate) caller: &'a TokenEntry,
+}
 
-    async fn handle(&self, ctx: &Ctx<'_>, req: &Request, rel_path: &str) -> Result<Reply> {
-        maybe_tidy(ctx);
-        let caller = ctx.caller.ok_or(Error::PermissionDenied)?;
-        let rel = rel_path.trim_end_matches('/');
-        use Operation::*;
-        match (rel, req.operation) {
-            ("create", Write) => create(ctx, req, caller, None, false).await,
-            ("create-orphan", Write) => create(ctx, req, caller, None, true).await,
-            (r, Write) if r.starts_with("create/") => {
-                let name = role_name(&r["create/".len()..])?;
-                create(ctx, req, caller, Some(&name), false).await
-            }
-            ("lookup", Write) => lookup(ctx, req).await,
-            ("lookup-self", Read | Write) => {
-                Ok(data_reply(req, lookup_data(caller, own_token(req), now())))
-            }
-            ("lookup-accessor", Write) => lookup_accessor(ctx, req).await,
-            ("renew", Write) => renew(ctx, req, Target::Token).await,
-            ("renew-self", Write) => renew(ctx, req, Target::Caller(caller)).await,
-            ("renew-accessor", Write) => renew(ctx, req, Target::Accessor).await,
-            ("revoke", Write) => revoke(ctx, req).await,
-            ("revoke-self", Write) => {
-                // A person's session: end the whole session, as logout does.
-                if let Some(user) = &caller.user {
-                    crate::people::sessions::revoke_family(&ctx.core.barrier, &user.session_id)
-                        .await?;
-                    return Ok(Reply::NoContent);
-                }
-                tokens::revoke_hash(&ctx.core.barrier, &ctx.core.token_key()?, &caller.id_hash)
-                    .await?;
-                Ok(Reply::NoContent)
-            }
-            ("revoke-accessor", Write) => revoke_accessor(ctx, req).await,
-            ("revoke-orphan", Write) => revoke_orphan(ctx, req, caller).await,
-            ("accessors", List) => accessors(ctx, req, caller).await,
-            ("roles", List) => list_roles(ctx, req).await,
-            (r, Read | Write | Delete) if r.starts_with(ROLE_PREFIX) => {
-                let name = role_name(&r[ROLE_PREFIX.len()..])?;
-                // A role is a grant: whoever may use create/<role> gets its
-                // allowed policies, whatever their own. Defining one is
-                // therefore granting those policies, and needs sudo.
-                if req.operation != Read && !has_sudo(ctx, caller, &req.path).await? {
-                    return Err(Error::PermissionDenied);
-                }
-                match req.operation {
-                    Read => read_role(ctx, req, &name).await,
-                    Write => write_role(ctx, req, &name).await,
-                    _ => {
-                        ctx.view.delete(&role_key(&name)).await?;
-                        Ok(Reply::NoContent)
-                    }
-                }
-            }
-            ("tidy", Write) => tidy(ctx, req, caller).await,
-            (
-                "create" | "create-orphan" | "lookup" | "lookup-self" | "lookup-accessor" | "renew"
-                | "renew-self" | "renew-accessor" | "revoke" | "revoke-self" | "revoke-accessor"
-                | "revoke-orphan" | "accessors" | "roles" | "tidy",
-                _,
-            ) => Err(Error::MethodNotAllowed("unsupported operation".into())),
-            _ => Err(Error::NotFound("unsupported path".into())),
+/// Whether a write creates or updates (see [`zafe_engine::Engine::exists`]).
+pub(crate) async fn exists(ctx: &Ctx<'_>, rel_path: &str) -> Result<bool> {
+    // Roles distinguish create from update, as in Vault; every other
+    // write is an update.
+    match rel_path.strip_prefix(ROLE_PREFIX) {
+        Some(name) => Ok(ctx.view.get(&role_key(&role_name(name)?)).await?.is_some()),
+        None => Ok(true),
+    }
+}
+
+/// `auth/token/...`.
+pub(crate) async fn handle(ctx: &Ctx<'_>, req: &Request, rel_path: &str) -> Result<Response> {
+    maybe_tidy(ctx);
+    let caller = ctx.caller;
+    let rel = rel_path.trim_end_matches('/');
+    use Operation::*;
+    match (rel, req.operation) {
+        ("create", Write) => create(ctx, req, caller, None, false).await,
+        ("create-orphan", Write) => create(ctx, req, caller, None, true).await,
+        (r, Write) if r.starts_with("create/") => {
+            let name = role_name(&r["create/".len()..])?;
+            create(ctx, req, caller, Some(&name), false).await
         }
+        ("lookup", Write) => lookup(ctx, req).await,
+        ("lookup-self", Read | Write) => {
+            Ok(Response::data(lookup_data(caller, own_token(req), now())))
+        }
+        ("lookup-accessor", Write) => lookup_accessor(ctx, req).await,
+        ("renew", Write) => renew(ctx, req, Target::Token).await,
+        ("renew-self", Write) => renew(ctx, req, Target::Caller(caller)).await,
+        ("renew-accessor", Write) => renew(ctx, req, Target::Accessor).await,
+        ("revoke", Write) => revoke(ctx, req).await,
+        ("revoke-self", Write) => {
+            // A person's session: end the whole session, as logout does.
+            if let Some(user) = &caller.user {
+                crate::people::sessions::revoke_family(&ctx.core.barrier, &user.session_id).await?;
+                return Ok(Response::NoContent);
+            }
+            tokens::revoke_hash(&ctx.core.barrier, &ctx.core.token_key()?, &caller.id_hash).await?;
+            Ok(Response::NoContent)
+        }
+        ("revoke-accessor", Write) => revoke_accessor(ctx, req).await,
+        ("revoke-orphan", Write) => revoke_orphan(ctx, req, caller).await,
+        ("accessors", List) => accessors(ctx, req, caller).await,
+        ("roles", List) => list_roles(ctx, req).await,
+        (r, Read | Write | Delete) if r.starts_with(ROLE_PREFIX) => {
+            let name = role_name(&r[ROLE_PREFIX.len()..])?;
+            // A role is a grant: whoever may use create/<role> gets its
+            // allowed policies, whatever their own. Defining one is
+            // therefore granting those policies, and needs sudo.
+            if req.operation != Read && !has_sudo(ctx, caller, &req.path).await? {
+                return Err(Error::PermissionDenied);
+            }
+            match req.operation {
+                Read => read_role(ctx, &name).await,
+                Write => write_role(ctx, req, &name).await,
+                _ => {
+                    ctx.view.delete(&role_key(&name)).await?;
+                    Ok(Response::NoContent)
+                }
+            }
+        }
+        ("tidy", Write) => tidy(ctx, req, caller).await,
+        (
+            "create" | "create-orphan" | "lookup" | "lookup-self" | "lookup-accessor" | "renew"
+            | "renew-self" | "renew-accessor" | "revoke" | "revoke-self" | "revoke-accessor"
+            | "revoke-orphan" | "accessors" | "roles" | "tidy",
+            _,
+        ) => Err(Error::MethodNotAllowed("unsupported operation".into())),
+        _ => Err(Error::NotFound("unsupported path".into())),
     }
 }
 
@@ -166,13 +172,6 @@ fn own_token(req: &Request) -> &str {
     req.token.as_deref().unwrap_or_default()
 }
 
-fn data_reply(req: &Request, data: Value) -> Reply {
-    Reply::Json(
-        StatusCode::OK,
-        envelope(&req.request_id, Some(data), None, None),
-    )
-}
-
 /// Whether the caller holds `sudo` on `path` (root always does).
 async fn has_sudo(ctx: &Ctx<'_>, caller: &TokenEntry, path: &str) -> Result<bool> {
     match ctx
@@ -194,7 +193,7 @@ async fn create(
     caller: &TokenEntry,
     role: Option<&str>,
     orphan_endpoint: bool,
-) -> Result<Reply> {
+) -> Result<Response> {
     if caller.user.is_some() {
         // A person's session is not a token of this store, so it cannot be a
         // parent: a token minted from it would be an orphan that outlives
@@ -322,13 +321,7 @@ async fn create(
     };
     let (token, entry) = tokens::issue(&ctx.core.barrier, &ctx.core.token_key()?, new).await?;
     warnings.extend(params::unknown_fields(req, CREATE_FIELDS));
-    Ok(auth_reply(
-        req,
-        &entry,
-        Some(&token),
-        warnings,
-        entry.created_at,
-    ))
+    Ok(auth_reply(&entry, Some(&token), warnings, entry.created_at))
 }
 
 /// The policies of a child token, by Vault's rules, with the subset rule
@@ -429,7 +422,7 @@ fn vault_display_name(name: Option<&str>) -> String {
 /// Vault's `auth` block for a token that was just issued or renewed at
 /// `granted_at`: `lease_duration` is the lifetime granted then, exactly (a
 /// reply written a second later must not say 3599 for a one-hour token).
-pub fn auth_block(entry: &TokenEntry, token: Option<&str>, granted_at: i64) -> Value {
+pub(crate) fn auth_block(entry: &TokenEntry, token: Option<&str>, granted_at: i64) -> Value {
     json!({
         "client_token": token.unwrap_or_default(),
         "accessor": entry.accessor,
@@ -446,23 +439,20 @@ pub fn auth_block(entry: &TokenEntry, token: Option<&str>, granted_at: i64) -> V
     })
 }
 
-pub fn auth_reply(
-    req: &Request,
+/// Vault's answer to a login or a token creation: the `auth` block (with the token itself only
+/// where it was just created or given by the caller).
+pub(crate) fn auth_reply(
     entry: &TokenEntry,
     token: Option<&str>,
     warnings: Vec<String>,
     granted_at: i64,
-) -> Reply {
-    let warnings = (!warnings.is_empty()).then_some(warnings);
-    Reply::Json(
-        StatusCode::OK,
-        envelope(
-            &req.request_id,
-            None,
-            Some(auth_block(entry, token, granted_at)),
-            warnings,
-        ),
-    )
+) -> Response {
+    Response::Vault {
+        status: zafe_engine::Status::OK,
+        data: None,
+        auth: Some(auth_block(entry, token, granted_at)),
+        warnings,
+    }
 }
 
 // ---- lookup ---------------------------------------------------------------
@@ -508,22 +498,22 @@ fn lookup_data(entry: &TokenEntry, id: &str, now: i64) -> Value {
     data
 }
 
-async fn lookup(ctx: &Ctx<'_>, req: &Request) -> Result<Reply> {
+async fn lookup(ctx: &Ctx<'_>, req: &Request) -> Result<Response> {
     let token = params::string(req, "token")?.unwrap_or_default();
     if token.is_empty() {
         // Vault looks up the caller's own token when none is given.
-        let caller = ctx.caller.ok_or(Error::PermissionDenied)?;
-        return Ok(data_reply(req, lookup_data(caller, own_token(req), now())));
+        let caller = ctx.caller;
+        return Ok(Response::data(lookup_data(caller, own_token(req), now())));
     }
     let entry = tokens::lookup(&ctx.core.barrier, &ctx.core.token_key()?, &token)
         .await?
         .ok_or(Error::PermissionDenied)?;
-    Ok(data_reply(req, lookup_data(&entry, &token, now())))
+    Ok(Response::data(lookup_data(&entry, &token, now())))
 }
 
-async fn lookup_accessor(ctx: &Ctx<'_>, req: &Request) -> Result<Reply> {
+async fn lookup_accessor(ctx: &Ctx<'_>, req: &Request) -> Result<Response> {
     let entry = by_accessor(ctx, req).await?;
-    Ok(data_reply(req, lookup_data(&entry, "", now())))
+    Ok(Response::data(lookup_data(&entry, "", now())))
 }
 
 async fn by_accessor(ctx: &Ctx<'_>, req: &Request) -> Result<TokenEntry> {
@@ -543,7 +533,7 @@ enum Target<'a> {
     Accessor,
 }
 
-async fn renew(ctx: &Ctx<'_>, req: &Request, target: Target<'_>) -> Result<Reply> {
+async fn renew(ctx: &Ctx<'_>, req: &Request, target: Target<'_>) -> Result<Response> {
     let increment = params::duration(req, "increment")?;
     let (hash, token) = match target {
         Target::Caller(caller) => (caller.id_hash.clone(), Some(own_token(req).to_string())),
@@ -560,7 +550,6 @@ async fn renew(ctx: &Ctx<'_>, req: &Request, target: Target<'_>) -> Result<Reply
     };
     let renewed = tokens::renew(&ctx.core.barrier, &hash, increment).await?;
     Ok(auth_reply(
-        req,
         &renewed.entry,
         token.as_deref(),
         renewed.warnings,
@@ -570,15 +559,15 @@ async fn renew(ctx: &Ctx<'_>, req: &Request, target: Target<'_>) -> Result<Reply
 
 // ---- revoke ---------------------------------------------------------------
 
-async fn revoke(ctx: &Ctx<'_>, req: &Request) -> Result<Reply> {
+async fn revoke(ctx: &Ctx<'_>, req: &Request) -> Result<Response> {
     let token = params::string(req, "token")?
         .filter(|t| !t.is_empty())
         .ok_or_else(|| Error::bad_request("missing token"))?;
     tokens::revoke(&ctx.core.barrier, &ctx.core.token_key()?, &token).await?;
-    Ok(Reply::NoContent)
+    Ok(Response::NoContent)
 }
 
-async fn revoke_accessor(ctx: &Ctx<'_>, req: &Request) -> Result<Reply> {
+async fn revoke_accessor(ctx: &Ctx<'_>, req: &Request) -> Result<Response> {
     let accessor = params::string(req, "accessor")?
         .filter(|a| !a.is_empty())
         .ok_or_else(|| Error::bad_request("missing accessor"))?;
@@ -586,22 +575,16 @@ async fn revoke_accessor(ctx: &Ctx<'_>, req: &Request) -> Result<Reply> {
     match tokens::lookup_accessor(&ctx.core.barrier, &key, &accessor).await? {
         Some(entry) => {
             tokens::revoke_hash(&ctx.core.barrier, &key, &entry.id_hash).await?;
-            Ok(Reply::NoContent)
+            Ok(Response::NoContent)
         }
         // Vault answers 200 with a warning.
-        None => Ok(Reply::Json(
-            StatusCode::OK,
-            envelope(
-                &req.request_id,
-                None,
-                None,
-                Some(vec!["No token found with this accessor".into()]),
-            ),
-        )),
+        None => Ok(Response::warnings(vec![
+            "No token found with this accessor".into(),
+        ])),
     }
 }
 
-async fn revoke_orphan(ctx: &Ctx<'_>, req: &Request, caller: &TokenEntry) -> Result<Reply> {
+async fn revoke_orphan(ctx: &Ctx<'_>, req: &Request, caller: &TokenEntry) -> Result<Response> {
     if !caller.is_root() && !has_sudo(ctx, caller, &req.path).await? {
         return Err(Error::bad_request(
             "root or sudo privileges required to revoke and orphan",
@@ -614,12 +597,12 @@ async fn revoke_orphan(ctx: &Ctx<'_>, req: &Request, caller: &TokenEntry) -> Res
     if let Some(entry) = tokens::lookup(&ctx.core.barrier, &key, &token).await? {
         tokens::revoke_orphan(&ctx.core.barrier, &key, &entry.id_hash).await?;
     }
-    Ok(Reply::NoContent)
+    Ok(Response::NoContent)
 }
 
 // ---- accessors and tidy ---------------------------------------------------
 
-async fn accessors(ctx: &Ctx<'_>, req: &Request, caller: &TokenEntry) -> Result<Reply> {
+async fn accessors(ctx: &Ctx<'_>, req: &Request, caller: &TokenEntry) -> Result<Response> {
     if !has_sudo(ctx, caller, &req.path).await? {
         return Err(Error::PermissionDenied);
     }
@@ -634,10 +617,10 @@ async fn accessors(ctx: &Ctx<'_>, req: &Request, caller: &TokenEntry) -> Result<
         // More than one page: pass this as `after` to continue.
         data["next_after"] = json!(next);
     }
-    Ok(data_reply(req, data))
+    Ok(Response::data(data))
 }
 
-async fn tidy(ctx: &Ctx<'_>, req: &Request, caller: &TokenEntry) -> Result<Reply> {
+async fn tidy(ctx: &Ctx<'_>, req: &Request, caller: &TokenEntry) -> Result<Response> {
     if !has_sudo(ctx, caller, &req.path).await? {
         return Err(Error::PermissionDenied);
     }
@@ -649,15 +632,7 @@ async fn tidy(ctx: &Ctx<'_>, req: &Request, caller: &TokenEntry) -> Result<Reply
             Err(e) => tracing::warn!(%request_id, error = %e, "token store tidy stopped"),
         }
     });
-    Ok(Reply::Json(
-        StatusCode::ACCEPTED,
-        envelope(
-            &req.request_id,
-            None,
-            None,
-            Some(vec!["Tidy operation successfully started. Any information from the operation will be printed to Zafe's server logs.".into()]),
-        ),
-    ))
+    Ok(Response::Vault { status: zafe_engine::Status::ACCEPTED, data: None, auth: None, warnings: vec!["Tidy operation successfully started. Any information from the operation will be printed to Zafe's server logs.".into()] })
 }
 
 // ---- roles ----------------------------------------------------------------
@@ -755,14 +730,14 @@ async fn load_role(ctx: &Ctx<'_>, name: &str) -> Result<Option<TokenRole>> {
         .map(|(r, _)| r))
 }
 
-async fn read_role(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Reply> {
+async fn read_role(ctx: &Ctx<'_>, name: &str) -> Result<Response> {
     let role = load_role(ctx, name)
         .await?
         .ok_or_else(|| Error::NotFound(String::new()))?;
-    Ok(data_reply(req, role.to_vault_json()))
+    Ok(Response::data(role.to_vault_json()))
 }
 
-async fn list_roles(ctx: &Ctx<'_>, req: &Request) -> Result<Reply> {
+async fn list_roles(ctx: &Ctx<'_>, req: &Request) -> Result<Response> {
     let limit = params::page_limit(req)?;
     let after = req.query("after").unwrap_or_default();
     let keys: Vec<String> = ctx
@@ -775,10 +750,10 @@ async fn list_roles(ctx: &Ctx<'_>, req: &Request) -> Result<Reply> {
     if keys.is_empty() {
         return Err(Error::NotFound(String::new()));
     }
-    Ok(data_reply(req, json!({ "keys": keys })))
+    Ok(Response::data(json!({ "keys": keys })))
 }
 
-async fn write_role(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Reply> {
+async fn write_role(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Response> {
     // Parse everything first: bad input changes nothing.
     let mut role = load_role(ctx, name)
         .await?
@@ -853,200 +828,12 @@ async fn write_role(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Reply> {
     ctx.view
         .update(&role_key(name), |_| Some(bytes.clone()))
         .await?;
-    Ok(Reply::NoContent)
+    Ok(Response::NoContent)
 }
 
 /// Parsing of request parameters the way Vault accepts them: lists as JSON
 /// arrays or comma-separated strings, durations as seconds or `"1h30m"`,
 /// numbers and booleans also as strings. Every bad value is a clear 400.
-pub(crate) mod params {
-    use super::*;
-
-    fn field<'a>(req: &'a Request, name: &str) -> Option<&'a Value> {
-        req.field(name).filter(|v| !v.is_null())
-    }
-
-    pub(crate) fn string(req: &Request, name: &str) -> Result<Option<String>> {
-        match field(req, name) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(_) => Err(Error::bad_request(format!("{name} must be a string"))),
-        }
-    }
-
-    pub(crate) fn boolean(req: &Request, name: &str) -> Result<Option<bool>> {
-        match field(req, name) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("true") || s == "1" => Ok(Some(true)),
-            Some(Value::String(s))
-                if s.eq_ignore_ascii_case("false") || s == "0" || s.is_empty() =>
-            {
-                Ok(Some(false))
-            }
-            Some(_) => Err(Error::bad_request(format!("{name} must be true or false"))),
-        }
-    }
-
-    pub(crate) fn uint(req: &Request, name: &str) -> Result<Option<u32>> {
-        let bad = || Error::bad_request(format!("{name} must be a non-negative integer"));
-        match field(req, name) {
-            None => Ok(None),
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .map(Some)
-                .ok_or_else(bad),
-            Some(Value::String(s)) if s.is_empty() => Ok(Some(0)),
-            Some(Value::String(s)) => s.trim().parse::<u32>().map(Some).map_err(|_| bad()),
-            Some(_) => Err(bad()),
-        }
-    }
-
-    /// Seconds, from a number or a duration string. At most ten years.
-    pub(crate) fn duration(req: &Request, name: &str) -> Result<Option<i64>> {
-        let Some(v) = field(req, name) else {
-            return Ok(None);
-        };
-        let secs = crate::mounts::parse_ttl(v).map_err(|_| Error::bad_request(format!("{name}: invalid duration (use seconds or a duration like \"90s\", \"15m\", \"1h30m\")")))?;
-        if secs > 10 * 365 * 86400 {
-            return Err(Error::bad_request(format!("{name} is too long")));
-        }
-        Ok(Some(secs as i64))
-    }
-
-    /// A list of strings: a JSON array or a comma-separated string.
-    pub(crate) fn string_list(req: &Request, name: &str) -> Result<Option<Vec<String>>> {
-        let bad = || {
-            Error::bad_request(format!(
-                "{name} must be a list of strings or a comma-separated string"
-            ))
-        };
-        let items: Vec<String> = match field(req, name) {
-            None => return Ok(None),
-            Some(Value::String(s)) => s.split(',').map(|p| p.trim().to_string()).collect(),
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|v| v.as_str().map(|s| s.trim().to_string()).ok_or_else(bad))
-                .collect::<Result<_>>()?,
-            Some(_) => return Err(bad()),
-        };
-        let items: Vec<String> = items.into_iter().filter(|s| !s.is_empty()).collect();
-        if items.len() > 100 {
-            return Err(Error::bad_request(format!("{name}: at most 100 entries")));
-        }
-        Ok(Some(items))
-    }
-
-    /// Policy names: trimmed, lower-cased (as Vault does), de-duplicated, sorted.
-    pub(crate) fn policies(req: &Request, name: &str) -> Result<Option<Vec<String>>> {
-        let Some(list) = string_list(req, name)? else {
-            return Ok(None);
-        };
-        let mut out = Vec::with_capacity(list.len());
-        for p in list {
-            if p.len() > 128 || p.chars().any(|c| c.is_control() || c == '/' || c == '*') {
-                return Err(Error::bad_request(format!(
-                    "{name}: invalid policy name {p:?}"
-                )));
-            }
-            out.push(p.to_lowercase());
-        }
-        out.sort();
-        out.dedup();
-        Ok(Some(out))
-    }
-
-    /// A map of strings: a JSON object, or a string holding one (AppRole's
-    /// `metadata`, as hvac sends it).
-    pub(crate) fn string_map(
-        req: &Request,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, String>>> {
-        let bad = || Error::bad_request(format!("{name} must be an object of strings"));
-        let parsed;
-        let object = match field(req, name) {
-            None => return Ok(None),
-            Some(Value::String(s)) if s.trim().is_empty() => return Ok(Some(BTreeMap::new())),
-            Some(Value::String(s)) => {
-                parsed = serde_json::from_str::<Value>(s).map_err(|_| bad())?;
-                &parsed
-            }
-            Some(v) => v,
-        };
-        let Value::Object(map) = object else {
-            return Err(bad());
-        };
-        map.iter()
-            .map(|(k, v)| {
-                v.as_str()
-                    .map(|s| (k.clone(), s.to_string()))
-                    .ok_or_else(bad)
-            })
-            .collect::<Result<_>>()
-            .map(Some)
-    }
-
-    /// Metadata limits: it is copied into every token and lookup.
-    pub(crate) fn check_meta(meta: &BTreeMap<String, String>) -> Result<()> {
-        if meta.len() > 64
-            || meta
-                .iter()
-                .any(|(k, v)| k.is_empty() || k.len() > 128 || v.len() > 1024)
-        {
-            return Err(Error::bad_request(
-                "metadata: at most 64 keys, keys of 1 to 128 characters, values up to 1024",
-            ));
-        }
-        Ok(())
-    }
-
-    /// CIDR blocks; a bare address is a /32 or /128.
-    pub(crate) fn cidrs(req: &Request, name: &str) -> Result<Option<Vec<IpNet>>> {
-        let Some(list) = string_list(req, name)? else {
-            return Ok(None);
-        };
-        list.iter()
-            .map(|s| {
-                s.parse::<IpNet>()
-                    .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map(|n| n.trunc())
-                    .map_err(|_| Error::bad_request(format!("{name}: invalid CIDR block {s:?}")))
-            })
-            .collect::<Result<_>>()
-            .map(Some)
-    }
-
-    /// `?limit=` for list endpoints, clamped to [`MAX_LIST`] (R-ACL-3).
-    pub(crate) fn page_limit(req: &Request) -> Result<usize> {
-        match req.query("limit") {
-            None => Ok(MAX_LIST),
-            Some(v) => v
-                .parse::<usize>()
-                .map(|n| n.clamp(1, MAX_LIST))
-                .map_err(|_| Error::bad_request("limit must be a positive integer")),
-        }
-    }
-
-    /// Vault's warning for parameters an endpoint does not know.
-    pub(crate) fn unknown_fields(req: &Request, known: &[&str]) -> Option<String> {
-        let object = req.body.as_ref()?.as_object()?;
-        let mut unknown: Vec<&str> = object
-            .keys()
-            .map(String::as_str)
-            .filter(|k| !known.contains(k))
-            .collect();
-        if unknown.is_empty() {
-            return None;
-        }
-        unknown.sort();
-        Some(format!(
-            "Endpoint ignored these unrecognized parameters: [{}]",
-            unknown.join(" ")
-        ))
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -24,20 +24,17 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use async_trait::async_trait;
-use http::StatusCode;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use zafe_core::crypto::{constant_time_eq, derive_key, hmac_sha256};
+use zafe_core::crypto::{constant_time_eq, hmac_sha256};
 use zafe_core::secret::SecretKey;
 use zafe_core::token::{self, TokenKind};
 
-use super::token::{auth_reply, params};
-use crate::barrier::{Expect, Write};
-use crate::core::{Operation, Reply, Request};
-use crate::engine::{Ctx, Engine, envelope};
-use crate::error::{Error, Result};
-use crate::tokens::{self, LifetimeRequest, NewToken};
+use zafe_engine::{
+    Ctx, Engine, Error, Expect, Grant, LifetimeRequest, Operation, Request, Response, Result,
+    Status, Write, params, rfc3339,
+};
 
 /// HKDF purpose of the key that hashes role ids, secret ids and accessors.
 const HMAC_PURPOSE: &str = "zafe/v1/approle-hmac";
@@ -50,7 +47,8 @@ const DECOY_KEY: &str = "decoy";
 /// The one error for every failed login, whatever was wrong.
 const INVALID: &str = "invalid role or secret ID";
 
-pub struct AppRoleEngine;
+/// The AppRole auth method of one mount.
+pub struct AppRole;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Role {
@@ -147,10 +145,10 @@ impl SecretIdEntry {
     fn to_vault_json(&self) -> Value {
         json!({
             "cidr_list": strings(&self.cidr_list),
-            "creation_time": tokens::rfc3339(self.created_at),
+            "creation_time": rfc3339(self.created_at),
             // Vault shows Go's zero time for "never".
-            "expiration_time": self.expires_at.map_or_else(|| "0001-01-01T00:00:00Z".to_string(), tokens::rfc3339),
-            "last_updated_time": tokens::rfc3339(self.updated_at),
+            "expiration_time": self.expires_at.map_or_else(|| "0001-01-01T00:00:00Z".to_string(), rfc3339),
+            "last_updated_time": rfc3339(self.updated_at),
             "metadata": self.metadata,
             "secret_id_accessor": self.accessor,
             "secret_id_num_uses": self.num_uses,
@@ -206,10 +204,7 @@ struct Hasher(SecretKey);
 
 impl Hasher {
     fn new(ctx: &Ctx<'_>) -> Result<Self> {
-        Ok(Self(derive_key(
-            ctx.core.token_key()?.expose(),
-            HMAC_PURPOSE,
-        )))
+        Ok(Self(ctx.system.derived_key(HMAC_PURPOSE)?))
     }
 
     /// Domain-separated, so a role id can never match a secret id.
@@ -242,7 +237,7 @@ fn no_role(name: &str) -> Error {
 }
 
 #[async_trait]
-impl Engine for AppRoleEngine {
+impl Engine for AppRole {
     fn is_public(&self, rel_path: &str, op: Operation) -> bool {
         rel_path.trim_end_matches('/') == "login" && op == Operation::Write
     }
@@ -257,7 +252,7 @@ impl Engine for AppRoleEngine {
         }
     }
 
-    async fn handle(&self, ctx: &Ctx<'_>, req: &Request, rel_path: &str) -> Result<Reply> {
+    async fn handle(&self, ctx: &Ctx<'_>, req: &Request, rel_path: &str) -> Result<Response> {
         let rel = rel_path.trim_end_matches('/');
         use Operation::*;
         if rel == "login" {
@@ -284,12 +279,12 @@ impl Engine for AppRoleEngine {
         let (name, sub) = rest.split_once('/').unwrap_or((rest, ""));
         let name = role_name(name)?;
         match (sub, req.operation) {
-            ("", Read) => read_role(ctx, req, &name).await,
+            ("", Read) => read_role(ctx, &name).await,
             ("", Write) => write_role(ctx, req, &name).await,
             ("", Delete) => delete_role(ctx, &name).await,
             ("role-id", Read) => {
                 let (role, _) = load_role(ctx, &name).await?.ok_or_else(|| no_role(&name))?;
-                Ok(data_reply(req, json!({ "role_id": role.role_id })))
+                Ok(Response::data(json!({ "role_id": role.role_id })))
             }
             ("role-id", Write) => set_role_id(ctx, req, &name).await,
             ("secret-id", Write) => generate_secret_id(ctx, req, &name, None).await,
@@ -325,27 +320,20 @@ impl Engine for AppRoleEngine {
     }
 }
 
-fn data_reply(req: &Request, data: Value) -> Reply {
-    Reply::Json(
-        StatusCode::OK,
-        envelope(&req.request_id, Some(data), None, None),
-    )
-}
-
 async fn load_role(ctx: &Ctx<'_>, name: &str) -> Result<Option<(Role, i64)>> {
     ctx.view.get_json::<Role>(&role_key(name)).await
 }
 
 // ---- roles ----------------------------------------------------------------
 
-async fn read_role(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Reply> {
+async fn read_role(ctx: &Ctx<'_>, name: &str) -> Result<Response> {
     let (role, _) = load_role(ctx, name)
         .await?
         .ok_or_else(|| Error::NotFound(String::new()))?;
-    Ok(data_reply(req, role.to_vault_json()))
+    Ok(Response::data(role.to_vault_json()))
 }
 
-async fn list_roles(ctx: &Ctx<'_>, req: &Request) -> Result<Reply> {
+async fn list_roles(ctx: &Ctx<'_>, req: &Request) -> Result<Response> {
     let limit = params::page_limit(req)?;
     let after = req.query("after").unwrap_or_default();
     let keys: Vec<String> = ctx
@@ -358,7 +346,7 @@ async fn list_roles(ctx: &Ctx<'_>, req: &Request) -> Result<Reply> {
     if keys.is_empty() {
         return Err(Error::NotFound(String::new()));
     }
-    Ok(data_reply(req, json!({ "keys": keys })))
+    Ok(Response::data(json!({ "keys": keys })))
 }
 
 /// Applies the request's fields to `role`; checks everything before any
@@ -450,7 +438,7 @@ fn check_role_id(role_id: &str) -> Result<()> {
     Ok(())
 }
 
-async fn write_role(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Reply> {
+async fn write_role(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Response> {
     let hasher = Hasher::new(ctx)?;
     for _ in 0..MAX_RETRIES {
         let current = load_role(ctx, name).await?;
@@ -492,7 +480,7 @@ async fn write_role(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Reply> {
         match ctx.view.commit(writes).await {
             Ok(()) => {
                 ensure_decoy(ctx).await?;
-                return Ok(Reply::NoContent);
+                return Ok(Response::NoContent);
             }
             Err(Error::Conflict { .. }) => continue,
             Err(e) => return Err(e),
@@ -536,14 +524,14 @@ fn role_id_swap(hasher: &Hasher, old: Option<&str>, role: &Role) -> Vec<Write> {
     writes
 }
 
-async fn set_role_id(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Reply> {
+async fn set_role_id(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Response> {
     let id = params::string(req, "role_id")?.unwrap_or_default();
     check_role_id(&id)?;
     let hasher = Hasher::new(ctx)?;
     for _ in 0..MAX_RETRIES {
         let (mut role, generation) = load_role(ctx, name).await?.ok_or_else(|| no_role(name))?;
         if role.role_id == id {
-            return Ok(Reply::NoContent);
+            return Ok(Response::NoContent);
         }
         if ctx
             .view
@@ -561,7 +549,7 @@ async fn set_role_id(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Reply> 
         }];
         writes.extend(role_id_swap(&hasher, Some(&old), &role));
         match ctx.view.commit(writes).await {
-            Ok(()) => return Ok(Reply::NoContent),
+            Ok(()) => return Ok(Response::NoContent),
             Err(Error::Conflict { .. }) => continue,
             Err(e) => return Err(e),
         }
@@ -571,9 +559,9 @@ async fn set_role_id(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Reply> 
     ))
 }
 
-async fn delete_role(ctx: &Ctx<'_>, name: &str) -> Result<Reply> {
+async fn delete_role(ctx: &Ctx<'_>, name: &str) -> Result<Response> {
     let Some((role, generation)) = load_role(ctx, name).await? else {
-        return Ok(Reply::NoContent);
+        return Ok(Response::NoContent);
     };
     let hasher = Hasher::new(ctx)?;
     ctx.view
@@ -592,7 +580,7 @@ async fn delete_role(ctx: &Ctx<'_>, name: &str) -> Result<Reply> {
     // remove them too.
     purge(ctx, &format!("secret_id/{}/", role.uuid)).await?;
     purge(ctx, &format!("accessor/{}/", role.uuid)).await?;
-    Ok(Reply::NoContent)
+    Ok(Response::NoContent)
 }
 
 async fn purge(ctx: &Ctx<'_>, folder: &str) -> Result<()> {
@@ -619,7 +607,7 @@ async fn generate_secret_id(
     req: &Request,
     name: &str,
     custom: Option<String>,
-) -> Result<Reply> {
+) -> Result<Response> {
     // Retried when a concurrent change to the role (another secret id being
     // created, say) wins the compare-and-swap on it.
     for _ in 0..MAX_RETRIES {
@@ -672,7 +660,7 @@ async fn generate_secret_id(
         if custom.is_some() && ctx.view.get(&secret_key(&role, &hash)).await?.is_some() {
             return Err(Error::bad_request("SecretID is already registered"));
         }
-        let now = crate::seal::now();
+        let now = ctx.system.now();
         let entry = SecretIdEntry {
             hash: hash.clone(),
             accessor: uuid::Uuid::new_v4().to_string(),
@@ -710,15 +698,12 @@ async fn generate_secret_id(
         ];
         match ctx.view.commit(writes).await {
             Ok(()) => {
-                return Ok(data_reply(
-                    req,
-                    json!({
-                        "secret_id": secret,
-                        "secret_id_accessor": entry.accessor,
-                        "secret_id_num_uses": entry.num_uses,
-                        "secret_id_ttl": entry.ttl,
-                    }),
-                ));
+                return Ok(Response::data(json!({
+                    "secret_id": secret,
+                    "secret_id_accessor": entry.accessor,
+                    "secret_id_num_uses": entry.num_uses,
+                    "secret_id_ttl": entry.ttl,
+                })));
             }
             Err(Error::Conflict { .. }) => continue,
             Err(e) => return Err(e),
@@ -744,7 +729,7 @@ async fn read_secret(
     if !constant_time_eq(entry.hash.as_bytes(), hash.as_bytes()) {
         return Err(Error::Integrity { key });
     }
-    if entry.is_expired(crate::seal::now()) {
+    if entry.is_expired(ctx.system.now()) {
         ctx.view
             .commit(delete_secret_writes(role, hasher, &entry, None))
             .await?;
@@ -771,20 +756,20 @@ fn delete_secret_writes(
     ]
 }
 
-async fn lookup_secret_id(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Reply> {
+async fn lookup_secret_id(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Response> {
     let (role, _) = load_role(ctx, name).await?.ok_or_else(|| no_role(name))?;
     let secret = params::string(req, "secret_id")?
         .filter(|s| !s.is_empty())
         .ok_or_else(|| Error::bad_request("missing secret_id"))?;
     let hasher = Hasher::new(ctx)?;
     match read_secret(ctx, &role, &hasher, &hasher.hash("secret_id", &secret)).await? {
-        Some((entry, _)) => Ok(data_reply(req, entry.to_vault_json())),
+        Some((entry, _)) => Ok(Response::data(entry.to_vault_json())),
         // Vault answers an unknown secret id with 204.
-        None => Ok(Reply::NoContent),
+        None => Ok(Response::NoContent),
     }
 }
 
-async fn destroy_secret_id(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Reply> {
+async fn destroy_secret_id(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Response> {
     let (role, _) = load_role(ctx, name).await?.ok_or_else(|| no_role(name))?;
     let secret = params::string(req, "secret_id")?
         .filter(|s| !s.is_empty())
@@ -797,7 +782,7 @@ async fn destroy_secret_id(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<R
             .commit(delete_secret_writes(&role, &hasher, &entry, None))
             .await?;
     }
-    Ok(Reply::NoContent)
+    Ok(Response::NoContent)
 }
 
 /// The entry an accessor names, if it is live.
@@ -825,7 +810,7 @@ fn accessor_field(req: &Request) -> Result<String> {
         .ok_or_else(|| Error::bad_request("missing secret_id_accessor"))
 }
 
-async fn lookup_accessor(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Reply> {
+async fn lookup_accessor(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Response> {
     let (role, _) = load_role(ctx, name).await?.ok_or_else(|| no_role(name))?;
     let accessor = accessor_field(req)?;
     let hasher = Hasher::new(ctx)?;
@@ -836,10 +821,10 @@ async fn lookup_accessor(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Rep
                 "failed to find accessor entry for secret_id_accessor: {accessor:?}"
             ))
         })?;
-    Ok(data_reply(req, entry.to_vault_json()))
+    Ok(Response::data(entry.to_vault_json()))
 }
 
-async fn destroy_accessor(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Reply> {
+async fn destroy_accessor(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Response> {
     let (role, _) = load_role(ctx, name).await?.ok_or_else(|| no_role(name))?;
     let accessor = accessor_field(req)?;
     let hasher = Hasher::new(ctx)?;
@@ -853,16 +838,16 @@ async fn destroy_accessor(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Re
     ctx.view
         .commit(delete_secret_writes(&role, &hasher, &entry, None))
         .await?;
-    Ok(Reply::NoContent)
+    Ok(Response::NoContent)
 }
 
-async fn list_secret_ids(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Reply> {
+async fn list_secret_ids(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Response> {
     let (role, _) = load_role(ctx, name).await?.ok_or_else(|| no_role(name))?;
     let limit = params::page_limit(req)?;
     let after = req.query("after").unwrap_or_default();
     let folder = format!("secret_id/{}/", role.uuid);
     let rows = ctx.view.list(&folder, after, limit).await?;
-    let now = crate::seal::now();
+    let now = ctx.system.now();
     let mut keys = Vec::with_capacity(rows.len());
     for row in &rows {
         if let Some((entry, _)) = ctx
@@ -883,32 +868,25 @@ async fn list_secret_ids(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Rep
     {
         data["next_after"] = json!(last);
     }
-    Ok(data_reply(req, data))
+    Ok(Response::data(data))
 }
 
 /// `tidy/secret-id`: removes expired secret ids, and those of roles that no
 /// longer exist, in the background.
-fn tidy(ctx: &Ctx<'_>, req: &Request) -> Result<Reply> {
+fn tidy(ctx: &Ctx<'_>, req: &Request) -> Result<Response> {
     let view = ctx.view.clone();
     let request_id = req.request_id.clone();
+    let now = ctx.system.now();
     tokio::spawn(async move {
-        match tidy_secret_ids(&view).await {
+        match tidy_secret_ids(&view, now).await {
             Ok(removed) => tracing::info!(%request_id, removed, "AppRole secret ids tidied"),
             Err(e) => tracing::warn!(%request_id, error = %e, "AppRole tidy stopped"),
         }
     });
-    Ok(Reply::Json(
-        StatusCode::ACCEPTED,
-        envelope(
-            &req.request_id,
-            None,
-            None,
-            Some(vec!["Tidy operation successfully started. Any information from the operation will be printed to Zafe's server logs.".into()]),
-        ),
-    ))
+    Ok(Response::Vault { status: Status::ACCEPTED, data: None, auth: None, warnings: vec!["Tidy operation successfully started. Any information from the operation will be printed to Zafe's server logs.".into()] })
 }
 
-async fn tidy_secret_ids(view: &crate::engine::View) -> Result<usize> {
+async fn tidy_secret_ids(view: &zafe_engine::View, now: i64) -> Result<usize> {
     let mut live_roles = std::collections::HashSet::new();
     let mut after = String::new();
     loop {
@@ -921,7 +899,6 @@ async fn tidy_secret_ids(view: &crate::engine::View) -> Result<usize> {
             }
         }
     }
-    let now = crate::seal::now();
     let mut removed = 0;
     let mut after = String::new();
     loop {
@@ -960,7 +937,7 @@ async fn tidy_secret_ids(view: &crate::engine::View) -> Result<usize> {
 
 // ---- login ----------------------------------------------------------------
 
-async fn login(ctx: &Ctx<'_>, req: &Request) -> Result<Reply> {
+async fn login(ctx: &Ctx<'_>, req: &Request) -> Result<Response> {
     let role_id = params::string(req, "role_id")?
         .filter(|s| !s.is_empty())
         .ok_or_else(|| Error::bad_request("missing role_id"))?;
@@ -1034,34 +1011,27 @@ async fn login(ctx: &Ctx<'_>, req: &Request) -> Result<Reply> {
         max_ttl: max,
         may_be_unlimited: false,
     };
-    let (lifetime, warnings) = tokens::plan_lifetime(&lifetime_req, None, crate::seal::now());
     let mount_name = ctx
         .mount
         .path
         .trim_start_matches("auth/")
         .trim_end_matches('/')
         .replace('/', "-");
-    let new = NewToken {
-        policies,
-        display_name: mount_name,
-        path: format!("{}login", ctx.mount.path),
-        meta,
-        parent: None,
-        num_uses: role.token_num_uses,
-        lifetime,
-        renewable: true,
-        role: None,
-        bound_cidrs,
-    };
-    let (token, entry) = tokens::issue(&ctx.core.barrier, &ctx.core.token_key()?, new).await?;
-    tracing::info!(request_id = %req.request_id, role = %role.name, accessor = %entry.accessor, "AppRole login");
-    Ok(auth_reply(
-        req,
-        &entry,
-        Some(&token),
-        warnings,
-        entry.created_at,
-    ))
+    tracing::info!(request_id = %req.request_id, role = %role.name, "AppRole login");
+    // The core mints the token from this grant.
+    Ok(Response::Login {
+        grant: Grant {
+            policies,
+            display_name: mount_name,
+            path: format!("{}login", ctx.mount.path),
+            meta,
+            num_uses: role.token_num_uses,
+            lifetime: lifetime_req,
+            renewable: true,
+            bound_cidrs,
+        },
+        warnings: Vec::new(),
+    })
 }
 
 fn cidr_refused(ip: IpAddr) -> Error {
@@ -1094,7 +1064,7 @@ async fn consume_secret_id(
             1 => delete_secret_writes(role, hasher, &entry, Some(generation)),
             n => {
                 entry.num_uses = n - 1;
-                entry.updated_at = crate::seal::now();
+                entry.updated_at = ctx.system.now();
                 vec![Write::Put {
                     key: secret_key(role, hash),
                     value: serde_json::to_vec(&entry).expect("serialisable"),

@@ -32,8 +32,8 @@
 //! metadata cannot both commit, so no acknowledged write is ever lost and
 //! every acknowledged write gets its own version number, also with several
 //! server nodes on one database. Inside one process, writers to the same path
-//! are serialised by a process-wide sharded async mutex first (see
-//! [`lock_path`]), so they queue instead of failing their compare-and-swap
+//! are serialised by the engine's sharded async mutex first (see
+//! [`Kv::lock_path`]), so they queue instead of failing their compare-and-swap
 //! over and over; a change that loses it to other nodes 32 times in a row is
 //! refused with a 409 and writes nothing.
 //!
@@ -44,17 +44,14 @@
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher as _;
-use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
-use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-
-use crate::barrier::{Expect, Write};
-use crate::core::{Operation, Reply, Request};
-use crate::engine::{Ctx, Engine, MAX_LIST, View, envelope};
-use crate::error::{Error, Result};
+use zafe_engine::{
+    Caller, Ctx, Engine, Error, Expect, MAX_LIST, Operation, Request, Response, Result, Status,
+    View, Write,
+};
 
 /// Versions kept when neither the mount nor the secret sets `max_versions`
 /// (Vault's default).
@@ -94,7 +91,7 @@ fn index_key(path: &str) -> String {
 
 /// The mount-wide settings (`<mount>/config`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct KvConfig {
+struct KvConfig {
     #[serde(default)]
     pub max_versions: u32,
     #[serde(default)]
@@ -240,42 +237,40 @@ enum Outcome<T> {
     Unchanged(T),
 }
 
-/// Per-path write serialisation within this process: the lock for one
-/// secret of one mount.
+/// The KV v2 engine of one mount.
 ///
-/// The table is process-wide rather than per engine: the router builds new
-/// engine instances whenever it reloads the mount table (the first requests
-/// after unseal, a mount change, a request to an unknown path), and writers
-/// holding an old and a new instance must still queue on the same lock, or
-/// they fall back to racing on the compare-and-swap. The key includes the
-/// core, so that two cores in one process (two nodes in a test) still meet
-/// only in storage. The hasher is seeded randomly per process, so nobody
-/// can choose paths that share a shard.
-async fn lock_path(ctx: &Ctx<'_>, path: &str) -> tokio::sync::MutexGuard<'static, ()> {
-    static TABLE: LazyLock<(
-        std::collections::hash_map::RandomState,
-        Vec<tokio::sync::Mutex<()>>,
-    )> = LazyLock::new(|| {
-        let shards = (0..LOCK_SHARDS)
-            .map(|_| tokio::sync::Mutex::new(()))
-            .collect();
-        (Default::default(), shards)
-    });
-    let (hasher, shards) = &*TABLE;
-    let core = Arc::as_ptr(ctx.core) as usize;
-    let shard =
-        (hasher.hash_one((core, ctx.mount.uuid.as_str(), path)) % shards.len() as u64) as usize;
-    shards[shard].lock().await
+/// It owns its write locks: a fixed table of shards, one of which serialises the writers of one
+/// secret within this process, so they queue instead of racing on the compare-and-swap. The
+/// router keeps one engine per mount for as long as the mount exists, so every writer of a
+/// mount meets the same table. The hasher is seeded randomly per engine, so nobody can choose
+/// paths that share a shard. Other processes (other nodes) still meet only in storage, where
+/// the compare-and-swap decides.
+pub struct Kv {
+    hasher: std::collections::hash_map::RandomState,
+    shards: Vec<tokio::sync::Mutex<()>>,
 }
 
-/// The engine keeps no state: see [`lock_path`] for why the write locks
-/// live outside it.
-#[derive(Debug, Default)]
-pub struct Kv;
-
 impl Kv {
+    /// An engine with its own lock table.
     pub fn new() -> Self {
-        Self
+        Self {
+            hasher: Default::default(),
+            shards: (0..LOCK_SHARDS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+
+    /// The lock for the writers of one secret.
+    async fn lock_path(&self, path: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let shard = (self.hasher.hash_one(path) % self.shards.len() as u64) as usize;
+        self.shards[shard].lock().await
+    }
+}
+
+impl Default for Kv {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -296,18 +291,18 @@ impl Engine for Kv {
         }
     }
 
-    async fn handle(&self, ctx: &Ctx<'_>, req: &Request, rel_path: &str) -> Result<Reply> {
+    async fn handle(&self, ctx: &Ctx<'_>, req: &Request, rel_path: &str) -> Result<Response> {
         use Operation::*;
         let (head, rest) = split(rel_path);
         let view = &ctx.view;
         match (head, req.operation) {
-            ("config", Read) if rest.is_empty() => config_read(view, req).await,
+            ("config", Read) if rest.is_empty() => config_read(view).await,
             ("config", Write) if rest.is_empty() => config_write(view, req).await,
             ("data", Read) => data_read(view, req, rest).await,
             ("data", Write) => self.data_write(ctx, req, rest).await,
             ("data", Patch) => self.data_patch(ctx, req, rest).await,
             ("data", Delete) => self.delete_latest(ctx, rest).await,
-            ("metadata", Read) => metadata_read(view, req, rest).await,
+            ("metadata", Read) => metadata_read(view, rest).await,
             ("metadata", List) => list(view, req, rest).await,
             ("metadata", Write) => self.metadata_write(ctx, req, rest, false).await,
             ("metadata", Patch) => self.metadata_write(ctx, req, rest, true).await,
@@ -318,19 +313,11 @@ impl Engine for Kv {
             // A known endpoint, asked for an operation it does not have.
             ("config", _) if rest.is_empty() => Err(unsupported()),
             ("data" | "metadata" | "delete" | "undelete" | "destroy", _) => Err(unsupported()),
-            _ => Ok(Reply::Json(
-                StatusCode::NOT_FOUND,
-                envelope(
-                    &req.request_id,
-                    None,
-                    None,
-                    Some(vec![
+            _ => Ok(Response::Vault { status: Status::NOT_FOUND, data: None, auth: None, warnings: vec![
                         "Invalid path for a versioned K/V secrets engine. See the API docs for the appropriate API \
                          endpoints to use. If using the Zafe CLI, use 'zafe kv get' for this operation."
                             .into(),
-                    ]),
-                ),
-            )),
+                    ] }),
         }
     }
 }
@@ -358,15 +345,11 @@ fn config_json(c: &KvConfig) -> Value {
     })
 }
 
-async fn config_read(view: &View, req: &Request) -> Result<Reply> {
-    Ok(data_reply(
-        req,
-        config_json(&load_config(view).await?),
-        None,
-    ))
+async fn config_read(view: &View) -> Result<Response> {
+    Ok(Response::data(config_json(&load_config(view).await?)))
 }
 
-async fn config_write(view: &View, req: &Request) -> Result<Reply> {
+async fn config_write(view: &View, req: &Request) -> Result<Response> {
     // Parse everything before changing anything: bad input changes nothing.
     let max_versions = opt_field(req, "max_versions", parse_max_versions)?;
     let cas_required = opt_field(req, "cas_required", |v| parse_bool(v, "cas_required"))?;
@@ -395,7 +378,7 @@ async fn config_write(view: &View, req: &Request) -> Result<Reply> {
             expect,
         };
         if view.try_commit(vec![write]).await? {
-            return Ok(Reply::NoContent);
+            return Ok(Response::NoContent);
         }
     }
     Err(Error::Internal(
@@ -405,7 +388,7 @@ async fn config_write(view: &View, req: &Request) -> Result<Reply> {
 
 // ---- data -------------------------------------------------------------------
 
-async fn data_read(view: &View, req: &Request, rest: &str) -> Result<Reply> {
+async fn data_read(view: &View, req: &Request, rest: &str) -> Result<Response> {
     let Ok(path) = validate_path(rest) else {
         return Ok(not_found());
     };
@@ -422,19 +405,14 @@ async fn data_read(view: &View, req: &Request, rest: &str) -> Result<Reply> {
         VersionRead::Missing => Ok(not_found()),
         // Vault answers 404 with the version's metadata, so clients can
         // tell "deleted" and "destroyed" from "never existed".
-        VersionRead::Gone { metadata } => Ok(Reply::Json(
-            StatusCode::NOT_FOUND,
-            envelope(
-                &req.request_id,
-                Some(json!({ "data": null, "metadata": metadata })),
-                None,
-                None,
-            ),
-        )),
-        VersionRead::Live { data, metadata } => Ok(data_reply(
-            req,
+        VersionRead::Gone { metadata } => Ok(Response::Vault {
+            status: Status::NOT_FOUND,
+            data: Some(json!({ "data": null, "metadata": metadata })),
+            auth: None,
+            warnings: Vec::new(),
+        }),
+        VersionRead::Live { data, metadata } => Ok(Response::data(
             json!({ "data": data, "metadata": metadata }),
-            None,
         )),
     }
 }
@@ -458,7 +436,7 @@ fn parse_version(raw: &str) -> Result<Option<u64>> {
 }
 
 /// One version of a secret, as [`read_secret_version`] found it.
-pub enum VersionRead {
+enum VersionRead {
     /// No such secret or version, or not a valid secret path.
     Missing,
     /// The version exists but is deleted or destroyed; its metadata.
@@ -474,11 +452,7 @@ pub enum VersionRead {
 /// through the mount's view. `GET data/<path>` and `sys/resolve` both read
 /// through here, so there is one way to read a KV v2 secret. The caller has
 /// authorised the read.
-pub async fn read_secret_version(
-    view: &View,
-    path: &str,
-    version: Option<u64>,
-) -> Result<VersionRead> {
+async fn read_secret_version(view: &View, path: &str, version: Option<u64>) -> Result<VersionRead> {
     let Ok(path) = validate_path(path) else {
         return Ok(VersionRead::Missing);
     };
@@ -638,7 +612,7 @@ fn effective_delete_after(mount: u64, secret: u64) -> Option<u64> {
 
 /// Who is writing, for [`VersionMeta::created_by`].
 fn author(ctx: &Ctx<'_>) -> String {
-    ctx.caller.map(crate::projects::actor).unwrap_or_default()
+    ctx.caller.map(Caller::actor).unwrap_or_default()
 }
 
 fn version_record(meta: &Meta, version: u64, data: Map<String, Value>) -> Vec<u8> {
@@ -651,9 +625,9 @@ fn version_record(meta: &Meta, version: u64, data: Map<String, Value>) -> Vec<u8
 }
 
 impl Kv {
-    async fn data_write(&self, ctx: &Ctx<'_>, req: &Request, rest: &str) -> Result<Reply> {
+    async fn data_write(&self, ctx: &Ctx<'_>, req: &Request, rest: &str) -> Result<Response> {
         let path = validate_write_path(rest)?;
-        let write = parse_write(req, ctx.core.config.max_body_bytes())?;
+        let write = parse_write(req, ctx.system.max_body_bytes())?;
         let warnings = unknown_params(req, &["data", "options"]);
         let config = load_config(&ctx.view).await?;
         let reply = self
@@ -675,38 +649,39 @@ impl Kv {
                 }))
             })
             .await?;
-        Ok(data_reply(req, reply, warnings))
+        Ok(Response::with_warnings(
+            Status::OK,
+            reply,
+            warnings.unwrap_or_default(),
+        ))
     }
 
     /// JSON merge patch (RFC 7396) of the latest version into a new version.
     /// Needs a live latest version, as in Vault.
-    async fn data_patch(&self, ctx: &Ctx<'_>, req: &Request, rest: &str) -> Result<Reply> {
+    async fn data_patch(&self, ctx: &Ctx<'_>, req: &Request, rest: &str) -> Result<Response> {
         let path = validate_write_path(rest)?;
-        let max_bytes = ctx.core.config.max_body_bytes();
+        let max_bytes = ctx.system.max_body_bytes();
         let patch = parse_write(req, max_bytes)?;
         let config = load_config(&ctx.view).await?;
         let view = &ctx.view;
-        let _guard = lock_path(ctx, path).await;
+        let _guard = self.lock_path(path).await;
         for _ in 0..MAX_CAS_ATTEMPTS {
             let (Some(mut meta), Some(generation)) = load_meta(view, path).await? else {
                 // OpenBao answers a patch of nothing with a bare 404.
-                return Ok(Reply::Status(StatusCode::NOT_FOUND));
+                return Ok(Response::Status(Status::NOT_FOUND));
             };
             let now = now_nanos();
             let current = meta.current_version;
             let Some(vm) = meta.versions.get(&current) else {
-                return Ok(Reply::Status(StatusCode::NOT_FOUND));
+                return Ok(Response::Status(Status::NOT_FOUND));
             };
             if !vm.is_live(now) {
-                return Ok(Reply::Json(
-                    StatusCode::NOT_FOUND,
-                    envelope(
-                        &req.request_id,
-                        Some(meta.version_json(current, vm)),
-                        None,
-                        None,
-                    ),
-                ));
+                return Ok(Response::Vault {
+                    status: Status::NOT_FOUND,
+                    data: Some(meta.version_json(current, vm)),
+                    auth: None,
+                    warnings: Vec::new(),
+                });
             }
             check_cas(patch.cas, config.cas_required || meta.cas_required, current)?;
             let Some(mut data) = read_version(view, path, &meta, current).await? else {
@@ -725,14 +700,14 @@ impl Kv {
                 reply,
             };
             if let Some(reply) = commit(view, path, Some(generation), true, change).await? {
-                return Ok(data_reply(req, reply, None));
+                return Ok(Response::data(reply));
             }
         }
         Err(conflict_error(path))
     }
 
     /// `DELETE data/<path>`: soft-deletes the latest version.
-    async fn delete_latest(&self, ctx: &Ctx<'_>, rest: &str) -> Result<Reply> {
+    async fn delete_latest(&self, ctx: &Ctx<'_>, rest: &str) -> Result<Response> {
         let path = validate_write_path(rest)?;
         self.modify(ctx, path, |meta, now| {
             let Some(mut meta) = meta else {
@@ -753,7 +728,7 @@ impl Kv {
             }
         })
         .await?;
-        Ok(Reply::NoContent)
+        Ok(Response::NoContent)
     }
 
     async fn versions_op(
@@ -762,7 +737,7 @@ impl Kv {
         req: &Request,
         rest: &str,
         op: VersionsOp,
-    ) -> Result<Reply> {
+    ) -> Result<Response> {
         let path = validate_write_path(rest)?;
         let versions = parse_versions(req.field("versions"))
             .map_err(Error::bad_request)?
@@ -809,7 +784,7 @@ impl Kv {
             }))
         })
         .await?;
-        Ok(Reply::NoContent)
+        Ok(Response::NoContent)
     }
 
     // ---- metadata ---------------------------------------------------------
@@ -822,7 +797,7 @@ impl Kv {
         req: &Request,
         rest: &str,
         patch: bool,
-    ) -> Result<Reply> {
+    ) -> Result<Response> {
         let path = validate_write_path(rest)?;
         let max_versions = opt_field(req, "max_versions", parse_max_versions)?;
         let cas_required = opt_field(req, "cas_required", |v| parse_bool(v, "cas_required"))?;
@@ -876,29 +851,21 @@ impl Kv {
             })
             .await?;
         if !found {
-            return Ok(Reply::Status(StatusCode::NOT_FOUND));
+            return Ok(Response::Status(Status::NOT_FOUND));
         }
         // As OpenBao: the write succeeds, with a warning, when it turns off a
         // check-and-set that the mount's configuration requires anyway.
         if cas_required == Some(false) && load_config(&ctx.view).await?.cas_required {
-            return Ok(Reply::Json(
-                StatusCode::OK,
-                envelope(
-                    &req.request_id,
-                    None,
-                    None,
-                    Some(vec![
+            return Ok(Response::warnings(vec![
                         "\"cas_required\" set to false, but is mandated by backend config. This value will be ignored."
                             .into(),
-                    ]),
-                ),
-            ));
+                    ]));
         }
-        Ok(Reply::NoContent)
+        Ok(Response::NoContent)
     }
 
     /// Deletes the metadata and every version, for good.
-    async fn metadata_delete(&self, ctx: &Ctx<'_>, rest: &str) -> Result<Reply> {
+    async fn metadata_delete(&self, ctx: &Ctx<'_>, rest: &str) -> Result<Response> {
         let path = validate_write_path(rest)?;
         self.modify(ctx, path, |meta, _now| {
             let Some(meta) = meta else {
@@ -918,7 +885,7 @@ impl Kv {
             }))
         })
         .await?;
-        Ok(Reply::NoContent)
+        Ok(Response::NoContent)
     }
 
     /// Read-modify-write of one secret: `f` gets the current metadata (if
@@ -929,7 +896,7 @@ impl Kv {
         F: FnMut(Option<Meta>, i64) -> Result<Outcome<T>>,
     {
         let view = &ctx.view;
-        let _guard = lock_path(ctx, path).await;
+        let _guard = self.lock_path(path).await;
         for _ in 0..MAX_CAS_ATTEMPTS {
             let (current, generation) = load_meta(view, path).await?;
             let existed = current.is_some();
@@ -1024,12 +991,12 @@ fn conflict_error(path: &str) -> Error {
     }
 }
 
-async fn metadata_read(view: &View, req: &Request, rest: &str) -> Result<Reply> {
+async fn metadata_read(view: &View, rest: &str) -> Result<Response> {
     let Ok(path) = validate_path(rest) else {
         return Ok(not_found());
     };
     match load_meta(view, path).await?.0 {
-        Some(meta) => Ok(data_reply(req, meta.to_json(), None)),
+        Some(meta) => Ok(Response::data(meta.to_json())),
         None => Ok(not_found()),
     }
 }
@@ -1053,7 +1020,7 @@ async fn load_meta(view: &View, path: &str) -> Result<(Option<Meta>, Option<i64>
 /// `/`), sorted. At most [`MAX_LIST`] per call (R-ACL-3); `?limit=` asks for
 /// fewer, `?after=<key>` continues after a key of an earlier page. A
 /// truncated answer says so in `warnings`.
-async fn list(view: &View, req: &Request, rest: &str) -> Result<Reply> {
+async fn list(view: &View, req: &Request, rest: &str) -> Result<Response> {
     let folder = rest.trim_end_matches('/');
     let prefix = if folder.is_empty() {
         String::new()
@@ -1086,7 +1053,11 @@ async fn list(view: &View, req: &Request, rest: &str) -> Result<Reply> {
             keys.last().map(String::as_str).unwrap_or_default()
         )]
     });
-    Ok(data_reply(req, json!({ "keys": keys }), warnings))
+    Ok(Response::with_warnings(
+        Status::OK,
+        json!({ "keys": keys }),
+        warnings.unwrap_or_default(),
+    ))
 }
 
 // ---- input ------------------------------------------------------------------
@@ -1168,7 +1139,7 @@ fn parse_duration(v: &Value, name: &str) -> Result<u64> {
     };
     match v {
         Value::Number(n) => n.as_u64().ok_or_else(bad),
-        Value::String(s) => crate::mounts::parse_duration(s).ok_or_else(bad),
+        Value::String(s) => zafe_engine::parse_duration(s).ok_or_else(bad),
         _ => Err(bad()),
     }
 }
@@ -1290,16 +1261,9 @@ fn unknown_params(req: &Request, known: &[&str]) -> Option<Vec<String>> {
 
 // ---- output -----------------------------------------------------------------
 
-fn data_reply(req: &Request, data: Value, warnings: Option<Vec<String>>) -> Reply {
-    Reply::Json(
-        StatusCode::OK,
-        envelope(&req.request_id, Some(data), None, warnings),
-    )
-}
-
 /// Vault's bare 404 for a secret that does not exist.
-fn not_found() -> Reply {
-    Reply::Json(StatusCode::NOT_FOUND, json!({ "errors": [] }))
+fn not_found() -> Response {
+    Response::Json(Status::NOT_FOUND, json!({ "errors": [] }))
 }
 
 /// RFC 7396 JSON merge patch of `patch` into `target`.

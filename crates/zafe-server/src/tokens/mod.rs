@@ -29,6 +29,8 @@
 //! - use counts are decremented with compare-and-swap, so each use is
 //!   counted exactly once, and the last use deletes the token.
 
+pub(crate) mod api;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -115,6 +117,23 @@ pub struct TokenEntry {
 }
 
 impl TokenEntry {
+    /// The caller as an engine sees it: a name, nothing to act with.
+    pub fn caller(&self) -> zafe_engine::Caller {
+        use zafe_engine::Caller;
+        match (&self.user, &self.service_account) {
+            (Some(user), _) => Caller::Person {
+                email: user.email.clone(),
+            },
+            (None, Some(account)) => Caller::ServiceAccount {
+                name: account.name.clone(),
+            },
+            (None, None) => Caller::Token {
+                accessor: self.accessor.clone(),
+                display_name: self.display_name.clone(),
+            },
+        }
+    }
+
     pub fn is_root(&self) -> bool {
         self.policies.iter().any(|p| p == "root")
     }
@@ -173,21 +192,7 @@ pub struct Lifetime {
     pub period: i64,
 }
 
-/// What a caller asked for, and the limits that apply.
-#[derive(Debug, Clone, Default)]
-pub struct LifetimeRequest {
-    /// Requested TTL; `None` or 0 takes the default.
-    pub ttl: Option<i64>,
-    pub explicit_max_ttl: i64,
-    pub period: i64,
-    /// Default TTL (mount or role); 0 is [`SYSTEM_MAX_TTL`].
-    pub default_ttl: i64,
-    /// Maximum TTL for non-periodic tokens (mount or role); 0 is
-    /// [`SYSTEM_MAX_TTL`].
-    pub max_ttl: i64,
-    /// A root-policy token asked for without a TTL never expires, as in Vault.
-    pub may_be_unlimited: bool,
-}
+pub use zafe_engine::LifetimeRequest;
 
 /// Decides a new token's TTL and hard limit, Vault's way, and caps both by
 /// the parent's remaining lifetime. Returns the lifetime and the warnings to
@@ -915,16 +920,7 @@ pub async fn tidy(barrier: &Barrier) -> Result<TidyReport> {
     Ok(report)
 }
 
-/// Unix seconds as RFC 3339, as Vault prints times.
-pub fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
+pub use zafe_engine::rfc3339;
 
 #[cfg(test)]
 mod tests {

@@ -37,17 +37,14 @@ use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD as B64URL
 use chacha20poly1305::ChaCha20Poly1305;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use hmac::{Hmac, Mac};
-use http::StatusCode;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha224, Sha256, Sha384, Sha512};
 use zafe_core::crypto::fill_random;
+use zafe_engine::{
+    Ctx, Engine, Error, Expect, MAX_LIST, Operation, Request, Response, Result, Status, Write,
+};
 use zeroize::Zeroizing;
-
-use crate::barrier::{Expect, Write};
-use crate::core::{Operation, Reply, Request};
-use crate::engine::{Ctx, Engine, MAX_LIST, envelope};
-use crate::error::{Error, Result};
 
 /// Where a named key lives inside the mount's view.
 const POLICY_PREFIX: &str = "policy/";
@@ -68,6 +65,7 @@ const LOCK_STRIPES: usize = 64;
 /// Vault's text for a version below `min_decryption_version`.
 const TOO_OLD: &str = "ciphertext or signature version is disallowed by policy (too old)";
 
+/// The transit engine of one mount: encryption as a service with named keys that never leave it.
 pub struct Transit {
     /// Serialises changes to one key on this node (CAS still guards
     /// against other nodes); indexed by a hash of the key name.
@@ -81,6 +79,7 @@ impl Default for Transit {
 }
 
 impl Transit {
+    /// An engine with its own key locks.
     pub fn new() -> Self {
         Self {
             locks: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
@@ -430,7 +429,7 @@ impl Transit {
 
 fn parse_policy(ctx: &Ctx<'_>, name: &str, bytes: &[u8]) -> Result<Policy> {
     serde_json::from_slice(bytes).map_err(|_| Error::Integrity {
-        key: format!("{}{}", ctx.mount.storage_prefix(), storage_key(name)),
+        key: ctx.view.full(&storage_key(name)),
     })
 }
 
@@ -630,37 +629,35 @@ fn batch_status(
     any_ok: bool,
     any_err: bool,
     warnings: &mut Vec<String>,
-) -> Result<StatusCode> {
+) -> Result<Status> {
     if !any_err {
-        return Ok(StatusCode::OK);
+        return Ok(Status::OK);
     }
     let code = Fields::of(req).int("partial_failure_response_code")?;
     match code {
         Some(c) if any_ok => match u16::try_from(c)
             .ok()
             .filter(|c| (1..=599).contains(c))
-            .and_then(|c| StatusCode::from_u16(c).ok())
+            .and_then(Status::new)
         {
             Some(status) => Ok(status),
             None => {
                 warnings.push("invalid HTTP response code override from partial_failure_response_code, reverting to 400".into());
-                Ok(StatusCode::BAD_REQUEST)
+                Ok(Status::BAD_REQUEST)
             }
         },
-        _ => Ok(StatusCode::BAD_REQUEST),
+        _ => Ok(Status::BAD_REQUEST),
     }
 }
 
-fn reply(req: &Request, status: StatusCode, data: Value, warnings: Vec<String>) -> Reply {
+fn reply(status: Status, data: Value, warnings: Vec<String>) -> Response {
     let warnings = (!warnings.is_empty()).then_some(warnings);
-    Reply::Json(
-        status,
-        envelope(&req.request_id, Some(data), None, warnings),
-    )
-}
-
-fn ok(req: &Request, data: Value) -> Reply {
-    reply(req, StatusCode::OK, data, Vec::new())
+    Response::Vault {
+        status: status,
+        data: Some(data),
+        auth: None,
+        warnings: warnings.unwrap_or_default(),
+    }
 }
 
 fn map(value: Value) -> Map<String, Value> {
@@ -928,7 +925,7 @@ impl Engine for Transit {
         }
     }
 
-    async fn handle(&self, ctx: &Ctx<'_>, req: &Request, rel_path: &str) -> Result<Reply> {
+    async fn handle(&self, ctx: &Ctx<'_>, req: &Request, rel_path: &str) -> Result<Response> {
         let route =
             Route::parse(rel_path).ok_or_else(|| Error::NotFound("unsupported path".into()))?;
         if !route.allows(req.operation) {
@@ -940,12 +937,12 @@ impl Engine for Transit {
         match route {
             Route::Keys => self.list(ctx, req).await,
             Route::Key(name) => match req.operation {
-                Operation::Read => self.read(ctx, req, name).await,
+                Operation::Read => self.read(ctx, name).await,
                 Operation::Delete => self.delete(ctx, name).await,
                 _ => self.create(ctx, req, name).await,
             },
             Route::KeyConfig(name) => self.config(ctx, req, name).await,
-            Route::KeyRotate(name) => self.rotate(ctx, req, name).await,
+            Route::KeyRotate(name) => self.rotate(ctx, name).await,
             Route::KeyTrim(name) => self.trim(ctx, req, name).await,
             Route::Encrypt(name) => self.encrypt(ctx, req, name).await,
             Route::Decrypt(name) => self.decrypt(ctx, req, name).await,
@@ -961,7 +958,7 @@ impl Engine for Transit {
                 self.sign(ctx, req, name).await
             }
             Route::Verify(name, alg) => self.verify(ctx, req, name, alg).await,
-            Route::Export(kind, name, version) => self.export(ctx, req, kind, name, version).await,
+            Route::Export(kind, name, version) => self.export(ctx, kind, name, version).await,
         }
     }
 }
@@ -969,7 +966,7 @@ impl Engine for Transit {
 // ---- Key management -------------------------------------------------------------
 
 impl Transit {
-    async fn list(&self, ctx: &Ctx<'_>, req: &Request) -> Result<Reply> {
+    async fn list(&self, ctx: &Ctx<'_>, req: &Request) -> Result<Response> {
         let fields = Fields::of(req);
         let after = fields.str("after")?.unwrap_or("");
         let limit = match fields.int("limit")? {
@@ -980,21 +977,21 @@ impl Transit {
         let keys = ctx.view.list(POLICY_PREFIX, after, limit).await?;
         if keys.is_empty() {
             // Vault answers an empty listing with a bare 404.
-            return Ok(Reply::Json(StatusCode::NOT_FOUND, json!({ "errors": [] })));
+            return Ok(Response::Json(Status::NOT_FOUND, json!({ "errors": [] })));
         }
-        Ok(ok(req, json!({ "keys": keys })))
+        Ok(Response::data(json!({ "keys": keys })))
     }
 
-    async fn read(&self, ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Reply> {
+    async fn read(&self, ctx: &Ctx<'_>, name: &str) -> Result<Response> {
         match self.load(ctx, name).await? {
-            Some((policy, _)) => Ok(ok(req, policy.to_json())),
+            Some((policy, _)) => Ok(Response::data(policy.to_json())),
             None => Err(Error::NotFound(format!("no transit key named {name:?}"))),
         }
     }
 
     /// `POST keys/<name>`: creates the key; an existing key is returned
     /// unchanged (as OpenBao does), with a warning if options were given.
-    async fn create(&self, ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Reply> {
+    async fn create(&self, ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Response> {
         let fields = Fields::of(req);
         let key_type = KeyType::parse(fields.str("type")?.unwrap_or("aes256-gcm96"))?;
         let exportable = fields.bool("exportable")?.unwrap_or(false);
@@ -1026,10 +1023,10 @@ impl Transit {
                 "key {name:?} already exists and was not changed; use keys/{name}/config to change its settings"
             ));
         }
-        Ok(reply(req, StatusCode::OK, policy.to_json(), warnings))
+        Ok(reply(Status::OK, policy.to_json(), warnings))
     }
 
-    async fn delete(&self, ctx: &Ctx<'_>, name: &str) -> Result<Reply> {
+    async fn delete(&self, ctx: &Ctx<'_>, name: &str) -> Result<Response> {
         let _serialised = self.lock(name).await;
         let Some((policy, generation)) = self.load(ctx, name).await? else {
             return Err(Error::bad_request(format!(
@@ -1049,10 +1046,10 @@ impl Transit {
                 expect: Some(Expect::Generation(generation)),
             }])
             .await?;
-        Ok(Reply::NoContent)
+        Ok(Response::NoContent)
     }
 
-    async fn config(&self, ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Reply> {
+    async fn config(&self, ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Response> {
         let fields = Fields::of(req);
         let min_decryption = fields.int("min_decryption_version")?;
         let min_encryption = fields.int("min_encryption_version")?;
@@ -1126,10 +1123,10 @@ impl Transit {
                 Ok(Change::Write(p))
             })
             .await?;
-        Ok(reply(req, StatusCode::OK, policy.to_json(), warnings))
+        Ok(reply(Status::OK, policy.to_json(), warnings))
     }
 
-    async fn rotate(&self, ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Reply> {
+    async fn rotate(&self, ctx: &Ctx<'_>, name: &str) -> Result<Response> {
         let policy = self
             .modify(ctx, name, |current| match current {
                 Some(mut p) => {
@@ -1141,12 +1138,12 @@ impl Transit {
                 ))),
             })
             .await?;
-        Ok(ok(req, policy.to_json()))
+        Ok(Response::data(policy.to_json()))
     }
 
     /// Permanently deletes the material of versions below
     /// `min_available_version` (Vault's rules).
-    async fn trim(&self, ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Reply> {
+    async fn trim(&self, ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Response> {
         let wanted = Fields::of(req)
             .int("min_available_version")?
             .ok_or_else(|| Error::bad_request("missing min_available_version"))?;
@@ -1182,17 +1179,16 @@ impl Transit {
                 Ok(Change::Write(p))
             })
             .await?;
-        Ok(ok(req, policy.to_json()))
+        Ok(Response::data(policy.to_json()))
     }
 
     async fn export(
         &self,
         ctx: &Ctx<'_>,
-        req: &Request,
         kind: &str,
         name: &str,
         version: Option<&str>,
-    ) -> Result<Reply> {
+    ) -> Result<Response> {
         if !matches!(
             kind,
             "encryption-key" | "signing-key" | "hmac-key" | "public-key"
@@ -1257,8 +1253,7 @@ impl Transit {
             };
             keys.insert(v.to_string(), json!(exported.as_str()));
         }
-        Ok(ok(
-            req,
+        Ok(Response::data(
             json!({ "keys": keys, "name": policy.name, "type": policy.key_type.as_str() }),
         ))
     }
@@ -1381,7 +1376,7 @@ fn require_encryption(policy: &Policy) -> Result<()> {
 }
 
 impl Transit {
-    async fn encrypt(&self, ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Reply> {
+    async fn encrypt(&self, ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Response> {
         let top = Fields::of(req);
         let batch = batch_input(req)?;
         if batch.is_none() && top.raw("plaintext").is_none() {
@@ -1397,8 +1392,7 @@ impl Transit {
         context_warning(&top, &mut warnings);
         match batch {
             None => Ok(reply(
-                req,
-                StatusCode::OK,
+                Status::OK,
                 Value::Object(encrypt_item(&policy, top)?),
                 warnings,
             )),
@@ -1412,12 +1406,7 @@ impl Transit {
                     |e| map(json!({ "error": e })),
                 );
                 let status = batch_status(req, any_ok, any_err, &mut warnings)?;
-                Ok(reply(
-                    req,
-                    status,
-                    json!({ "batch_results": results }),
-                    warnings,
-                ))
+                Ok(reply(status, json!({ "batch_results": results }), warnings))
             }
         }
     }
@@ -1443,7 +1432,7 @@ impl Transit {
         .await
     }
 
-    async fn decrypt(&self, ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Reply> {
+    async fn decrypt(&self, ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Response> {
         let top = Fields::of(req);
         let batch = batch_input(req)?;
         if batch.is_none() && top.raw("ciphertext").is_none() {
@@ -1452,7 +1441,7 @@ impl Transit {
         let policy = self.require(ctx, name, "encryption").await?;
         require_encryption(&policy)?;
         match batch {
-            None => Ok(ok(req, Value::Object(decrypt_item(&policy, top)?))),
+            None => Ok(Response::data(Value::Object(decrypt_item(&policy, top)?))),
             Some(items) => {
                 let (results, any_ok, any_err) = run_batch(
                     items,
@@ -1461,19 +1450,14 @@ impl Transit {
                 );
                 let mut warnings = Vec::new();
                 let status = batch_status(req, any_ok, any_err, &mut warnings)?;
-                Ok(reply(
-                    req,
-                    status,
-                    json!({ "batch_results": results }),
-                    warnings,
-                ))
+                Ok(reply(status, json!({ "batch_results": results }), warnings))
             }
         }
     }
 
     /// Decrypts and encrypts again with the latest (or the given) version,
     /// without the plaintext leaving the server.
-    async fn rewrap(&self, ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Reply> {
+    async fn rewrap(&self, ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Response> {
         let top = Fields::of(req);
         let batch = batch_input(req)?;
         if batch.is_none() && top.raw("ciphertext").is_none() {
@@ -1482,7 +1466,7 @@ impl Transit {
         let policy = self.require(ctx, name, "encryption").await?;
         require_encryption(&policy)?;
         match batch {
-            None => Ok(ok(req, Value::Object(rewrap_item(&policy, top)?))),
+            None => Ok(Response::data(Value::Object(rewrap_item(&policy, top)?))),
             Some(items) => {
                 // Vault answers 200 for rewrap batches, errors per item.
                 let (results, _, _) = run_batch(
@@ -1490,14 +1474,20 @@ impl Transit {
                     |f| rewrap_item(&policy, f),
                     |e| map(json!({ "error": e })),
                 );
-                Ok(ok(req, json!({ "batch_results": results })))
+                Ok(Response::data(json!({ "batch_results": results })))
             }
         }
     }
 
     /// `datakey/plaintext|wrapped/<name>`: a fresh random key, returned
     /// encrypted under the named key (and in the clear for `plaintext`).
-    async fn datakey(&self, ctx: &Ctx<'_>, req: &Request, kind: &str, name: &str) -> Result<Reply> {
+    async fn datakey(
+        &self,
+        ctx: &Ctx<'_>,
+        req: &Request,
+        kind: &str,
+        name: &str,
+    ) -> Result<Response> {
         let with_plaintext = match kind {
             "plaintext" => true,
             "wrapped" => false,
@@ -1533,7 +1523,7 @@ impl Transit {
         if with_plaintext {
             data["plaintext"] = json!(Zeroizing::new(B64.encode(datakey.expose())).as_str());
         }
-        Ok(ok(req, data))
+        Ok(Response::data(data))
     }
 }
 
@@ -1541,7 +1531,7 @@ impl Transit {
 
 /// `random[/<source>][/<bytes>]`; a single segment is the byte count when it
 /// is a number (Vault's `random/<bytes>`), else the source.
-fn random(req: &Request, first: Option<&str>, second: Option<&str>) -> Result<Reply> {
+fn random(req: &Request, first: Option<&str>, second: Option<&str>) -> Result<Response> {
     let fields = Fields::of(req);
     let (source, url_bytes) = match (first, second) {
         (Some(one), None) if one.chars().all(|c| c.is_ascii_digit()) => (None, Some(one)),
@@ -1572,10 +1562,10 @@ fn random(req: &Request, first: Option<&str>, second: Option<&str>) -> Result<Re
     let mut buf = Zeroizing::new(vec![0u8; bytes as usize]);
     fill_random(&mut buf);
     let encoded = Zeroizing::new(encode_as(format, "base64", &buf)?);
-    Ok(ok(req, json!({ "random_bytes": encoded.as_str() })))
+    Ok(Response::data(json!({ "random_bytes": encoded.as_str() })))
 }
 
-fn hash(req: &Request, url_alg: Option<&str>) -> Result<Reply> {
+fn hash(req: &Request, url_alg: Option<&str>) -> Result<Response> {
     let fields = Fields::of(req);
     let alg = HashAlg::parse(url_alg.or(fields.str("algorithm")?))?;
     let format = fields.str("format")?;
@@ -1583,7 +1573,7 @@ fn hash(req: &Request, url_alg: Option<&str>) -> Result<Reply> {
         .base64("input")?
         .ok_or_else(|| Error::bad_request("input missing"))?;
     let sum = encode_as(format, "hex", &alg.digest(&input))?;
-    Ok(ok(req, json!({ "sum": sum })))
+    Ok(Response::data(json!({ "sum": sum })))
 }
 
 fn hmac_item(policy: &Policy, alg: HashAlg, fields: Fields<'_>) -> Result<Map<String, Value>> {
@@ -1702,7 +1692,7 @@ impl Transit {
         req: &Request,
         name: &str,
         url_alg: Option<&str>,
-    ) -> Result<Reply> {
+    ) -> Result<Response> {
         let top = Fields::of(req);
         let alg = HashAlg::parse(url_alg.or(top.str("algorithm")?))?;
         let batch = batch_input(req)?;
@@ -1711,19 +1701,19 @@ impl Transit {
         }
         let policy = self.require(ctx, name, "encryption").await?;
         match batch {
-            None => Ok(ok(req, Value::Object(hmac_item(&policy, alg, top)?))),
+            None => Ok(Response::data(Value::Object(hmac_item(&policy, alg, top)?))),
             Some(items) => {
                 let (results, _, _) = run_batch(
                     items,
                     |f| hmac_item(&policy, alg, f),
                     |e| map(json!({ "error": e })),
                 );
-                Ok(ok(req, json!({ "batch_results": results })))
+                Ok(Response::data(json!({ "batch_results": results })))
             }
         }
     }
 
-    async fn sign(&self, ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Reply> {
+    async fn sign(&self, ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Response> {
         let top = Fields::of(req);
         let marshaling = Marshaling::parse(top.str("marshaling_algorithm")?)?;
         let batch = batch_input(req)?;
@@ -1738,14 +1728,16 @@ impl Transit {
             )));
         }
         match batch {
-            None => Ok(ok(req, Value::Object(sign_item(&policy, marshaling, top)?))),
+            None => Ok(Response::data(Value::Object(sign_item(
+                &policy, marshaling, top,
+            )?))),
             Some(items) => {
                 let (results, _, _) = run_batch(
                     items,
                     |f| sign_item(&policy, marshaling, f),
                     |e| map(json!({ "key_version": 0, "error": e })),
                 );
-                Ok(ok(req, json!({ "batch_results": results })))
+                Ok(Response::data(json!({ "batch_results": results })))
             }
         }
     }
@@ -1757,7 +1749,7 @@ impl Transit {
         req: &Request,
         name: &str,
         url_alg: Option<&str>,
-    ) -> Result<Reply> {
+    ) -> Result<Response> {
         let top = Fields::of(req);
         let batch = batch_input(req)?;
         // Which kind of verification: from the top level, or the first item.
@@ -1796,11 +1788,11 @@ impl Transit {
             }
         };
         match batch {
-            None => Ok(ok(req, Value::Object(one(top)?))),
+            None => Ok(Response::data(Value::Object(one(top)?))),
             Some(items) => {
                 let (results, _, _) =
                     run_batch(items, one, |e| map(json!({ "valid": false, "error": e })));
-                Ok(ok(req, json!({ "batch_results": results })))
+                Ok(Response::data(json!({ "batch_results": results })))
             }
         }
     }

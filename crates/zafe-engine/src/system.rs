@@ -1,0 +1,19 @@
+//! What an engine may ask of the core, and nothing else.
+
+use zafe_core::secret::SecretKey;
+
+use crate::error::Result;
+
+/// The system view: the core's answers to the few questions an engine may ask (as Vault's
+/// `logical.SystemView`). The core implements it; tests can implement it with a fixed clock.
+pub trait SystemView: Send + Sync {
+    /// Now, in Unix seconds: the one clock engines read for records they keep.
+    fn now(&self) -> i64;
+
+    /// The largest request body the server accepts, in bytes (limits of engine values follow it).
+    fn max_body_bytes(&self) -> usize;
+
+    /// A key for `purpose`, derived (HKDF) from the server's token key: the same for every node
+    /// and every restart, different for every purpose. [`crate::Error::Sealed`] when sealed.
+    fn derived_key(&self, purpose: &str) -> Result<SecretKey>;
+}
