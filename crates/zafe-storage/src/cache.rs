@@ -59,8 +59,8 @@ pub struct CacheConfig {
     /// count); keys known to be absent get a further quarter of this.
     pub max_entries: usize,
     /// The most bytes held (rounded up per shard): key and value lengths
-    /// plus a fixed per-entry overhead estimate. A value bigger than a
-    /// quarter of a shard's budget is never cached.
+    /// plus a fixed per-entry overhead estimate. An entry costing more than
+    /// a quarter of one shard's budget is never cached.
     pub max_bytes: usize,
 }
 
