@@ -57,8 +57,8 @@ pub enum CryptoError {
         "integrity check failed: the stored record was modified, moved or rolled back, or the key is wrong"
     )]
     Integrity,
-    /// The bytes are not an envelope this code can read (too short, unknown
-    /// format byte, bad length); the text says which.
+    /// The bytes are not an envelope this code can read (too short, an unknown
+    /// format byte); the text says which.
     #[error("malformed envelope: {0}")]
     Malformed(&'static str),
     /// The envelope names a key-encryption key version the keyring does not

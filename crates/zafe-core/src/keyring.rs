@@ -30,8 +30,7 @@ pub struct Keyring {
 
 /// The bytes given to [`Keyring::from_bytes`] are not a keyring (bad magic,
 /// truncated, trailing bytes, a repeated version, or an active version it
-/// does not hold). Names
-/// the defect, never key bytes.
+/// does not hold). Names the defect, never key bytes.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("the stored keyring is malformed: {0}")]
 pub struct KeyringError(&'static str);

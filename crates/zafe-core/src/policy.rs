@@ -204,7 +204,7 @@ pub enum Capability {
     Patch,
     /// `DELETE` of a path.
     Delete,
-    /// `LIST` of a path (and, for [`Acl::capabilities`], its folder form).
+    /// `LIST` of a path (its keys, without their values).
     List,
     /// Access to root-protected paths (in addition to the operation's own
     /// capability).

@@ -32,7 +32,7 @@ pub enum ShamirError {
         /// The requested threshold.
         threshold: usize,
     },
-    /// A threshold of one with several shares (each share would be the key).
+    /// A threshold of one with several shares (any single share would recover the key).
     #[error("secret_threshold must be greater than one for multiple shares")]
     ThresholdOneForMany,
     /// A share of the wrong length (it must be 33 bytes); carries the length

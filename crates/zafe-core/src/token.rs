@@ -59,7 +59,7 @@ impl TokenKind {
     ];
 
     /// The tag between `zafe_` and the random part (`s`, `sa`, `at`, ...).
-    /// Tags are never a prefix of each other's `tag_`, so a token has one kind.
+    /// No tag followed by `_` begins another tag, so a token has one kind.
     pub fn tag(self) -> &'static str {
         match self {
             TokenKind::Service => "s",
