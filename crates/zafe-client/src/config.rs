@@ -45,8 +45,9 @@ pub struct ClientConfig {
     /// The server's address: `http` or `https`, host, optional port and path.
     pub addr: Url,
     /// The token sent as `X-Vault-Token` on authenticated calls, and only
-    /// after the server has proven its identity; `None` for calls that need
-    /// none (status, init, unseal, login).
+    /// after the server has proven its identity. `None` when none is
+    /// configured: calls that need no token (status, init, unseal, login)
+    /// still work.
     pub token: Option<Token>,
     /// The refresh token of a person's session (`zafe login --email`), when
     /// `token` is that session's access token: the client uses it to get a

@@ -5,8 +5,8 @@
 //! one that does not is an impostor until the user says otherwise (`forget`
 //! for a replaced key, `migrate` for a moved server). The decisions live in
 //! `PinStore::verify_and_pin` (used by the client) and [`PinStore::migrate`],
-//! which take an
-//! already-fetched proof so that they can be tested without a network.
+//! which take an already-fetched proof so that they can be tested without a
+//! network.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -74,8 +74,8 @@ pub enum PinEvent {
     UpgradedToTls,
 }
 
-/// The outcome of an identity check that passed: only a `Checked` lets the
-/// client send credentials.
+/// The outcome of an identity check that passed. The client sends
+/// credentials only on a channel whose check produced one.
 #[derive(Debug, Clone)]
 pub struct Checked {
     /// What the proof established.
