@@ -62,7 +62,8 @@
 //! Values shorter than [`MIN_MASKED_LEN`] (4) bytes are not masked: masking
 //! `1`, `on` or `dev` would replace those letters everywhere in the output
 //! and make it unreadable, while telling a reader nothing they could not
-//! guess. Callers report how many were left out ([`MaskSet::skipped_short`]).
+//! guess. Callers report what was left out (`zafe run` names the variables;
+//! [`MaskSet::skipped_short`] counts them).
 //! Empty values are never patterns.
 //!
 //! # Streaming and idle flushes
