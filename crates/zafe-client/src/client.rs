@@ -33,6 +33,7 @@ use crate::types::{Health, InitResponse, SealStatus};
 /// A proof as fetched, before any check.
 #[derive(Debug, Clone)]
 pub struct FetchedProof {
+    /// The proof as the server sent it; nothing about it is trusted yet.
     pub proof: IdentityProof,
     /// The fresh random nonce the proof must answer.
     pub nonce: [u8; 32],
@@ -60,6 +61,11 @@ enum Channel {
     WithToken,
 }
 
+/// A connection to one server. Public endpoints (status, health, the
+/// identity proof itself) go out at once; everything else waits until the
+/// server has proven its identity on a connection pinned to the TLS key it
+/// was proven on, and only then carries the token. `Debug` shows the address
+/// only.
 pub struct Client {
     config: ClientConfig,
     /// The normalised address: the pin key and the base of every URL.
@@ -83,9 +89,11 @@ impl std::fmt::Debug for Client {
 }
 
 /// References per `sys/resolve` request: the server's limit.
-pub const RESOLVE_BATCH: usize = 1000;
+pub(crate) const RESOLVE_BATCH: usize = 1000;
 
 impl Client {
+    /// A client for `config`. Reads the CA file for https addresses but
+    /// sends nothing yet.
     pub fn new(config: ClientConfig) -> Result<Self> {
         let roots = match config.addr.scheme() {
             "https" => Some(tls::root_store(config.ca_cert.as_deref())?),
@@ -109,6 +117,7 @@ impl Client {
         })
     }
 
+    /// The configuration the client was made with.
     pub fn config(&self) -> &ClientConfig {
         &self.config
     }
@@ -118,6 +127,7 @@ impl Client {
         &self.addr
     }
 
+    /// The pin store this client checks identities against.
     pub fn pins(&self) -> &PinStore {
         &self.pins
     }
@@ -250,6 +260,8 @@ impl Client {
 
     // ---- sys/ endpoints ---------------------------------------------------
 
+    /// `sys/seal-status`, unauthenticated and before any identity check
+    /// (it sends nothing secret; its `server_id` is only a claim).
     pub async fn seal_status(&self) -> Result<SealStatus> {
         let resp = self
             .send(Method::GET, "/v1/sys/seal-status", None, Channel::Public)
@@ -335,7 +347,7 @@ impl Client {
     }
 
     /// Resolves `zafe://` references to their values with `POST
-    /// sys/resolve`: one request for up to [`RESOLVE_BATCH`] references (more
+    /// sys/resolve`: one request for up to 1000 references, the server's limit (more
     /// are sent in batches of that size). All or nothing: if any reference
     /// is missing or forbidden the server names them and no value is
     /// returned. Values are held as [`SecretString`]s (zeroized on drop,
@@ -430,7 +442,7 @@ impl Client {
     }
 
     /// The token requests carry now (a session's current access token).
-    pub fn current_token(&self) -> Option<Token> {
+    pub(crate) fn current_token(&self) -> Option<Token> {
         match self.session.lock().as_ref() {
             Some(session) => Some(session.access.clone()),
             None => self.config.token.clone(),
@@ -452,7 +464,7 @@ impl Client {
     /// Trades the session's refresh token for a new pair and stores it.
     /// `false` when there is no session or the server refused (expired,
     /// revoked): the caller then sees the original refusal.
-    pub async fn refresh_session(&self) -> Result<bool> {
+    pub(crate) async fn refresh_session(&self) -> Result<bool> {
         let Some(refresh) = self.session.lock().as_ref().map(|s| s.refresh.clone()) else {
             return Ok(false);
         };

@@ -10,14 +10,18 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 
-pub const DEFAULT_ADDR: &str = "http://127.0.0.1:8200";
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The address used when no flag or variable names one (Vault's default).
+pub(crate) const DEFAULT_ADDR: &str = "http://127.0.0.1:8200";
+/// How long one request may take, end to end.
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A bearer token. It zeroizes on drop and its `Debug` never prints it.
 #[derive(Clone)]
 pub struct Token(Zeroizing<String>);
 
 impl Token {
+    /// Wraps a token's text (taken as is: trim it first if it was read from
+    /// a file or the environment).
     pub fn new(token: impl Into<String>) -> Self {
         Self(Zeroizing::new(token.into()))
     }
@@ -34,10 +38,16 @@ impl fmt::Debug for Token {
     }
 }
 
+/// Everything a [`Client`](crate::Client) needs to connect. `Debug` is safe:
+/// tokens print redacted.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// The server's address: `http` or `https`, host, optional port and path.
     pub addr: Url,
+    /// The token sent as `X-Vault-Token` on authenticated calls, and only
+    /// after the server has proven its identity. `None` when none is
+    /// configured: calls that need no token (status, init, unseal, login)
+    /// still work.
     pub token: Option<Token>,
     /// The refresh token of a person's session (`zafe login --email`), when
     /// `token` is that session's access token: the client uses it to get a
@@ -50,18 +60,25 @@ pub struct ClientConfig {
     pub server_id: Option<String>,
     /// Holds `servers.toml` (the pins) and `token`.
     pub config_dir: PathBuf,
+    /// The limit on one request, end to end (connecting: at most 10 s of it).
     pub timeout: Duration,
 }
 
 /// Values from command-line flags; each overrides its environment variable.
 #[derive(Debug, Clone, Default)]
 pub struct Flags {
+    /// `--addr`, over `ZAFE_ADDR` and `VAULT_ADDR`.
     pub addr: Option<String>,
+    /// `--ca-cert`, over `ZAFE_CACERT` and `VAULT_CACERT`.
     pub ca_cert: Option<PathBuf>,
+    /// `--server-id`, over `ZAFE_SERVER_ID`.
     pub server_id: Option<String>,
 }
 
 impl ClientConfig {
+    /// A configuration for `addr` with no token, no CA file and no expected
+    /// server id; `addr` is used as given (check it with [`addr_key`] first
+    /// when it comes from a person).
     pub fn new(addr: Url, config_dir: PathBuf) -> Self {
         Self {
             addr,
@@ -83,7 +100,7 @@ impl ClientConfig {
 
     /// [`Self::from_env_and_flags`] with the environment given as a function,
     /// for tests.
-    pub fn from_lookup(flags: &Flags, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
+    pub(crate) fn from_lookup(flags: &Flags, env: impl Fn(&str) -> Option<String>) -> Result<Self> {
         // An empty variable counts as unset, as in most shells' `VAR= cmd`.
         let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
         let first = |names: &[&str]| names.iter().find_map(|n| var(n));
@@ -118,6 +135,7 @@ impl ClientConfig {
         })
     }
 
+    /// Where this configuration's token file is (`<config_dir>/token`).
     pub fn token_file(&self) -> PathBuf {
         token_file(&self.config_dir)
     }
@@ -137,13 +155,14 @@ fn config_dir_from_lookup(env: &impl Fn(&str) -> Option<String>) -> Result<PathB
     }
 }
 
+/// The token file of a configuration directory: `<config_dir>/token`.
 pub fn token_file(config_dir: &Path) -> PathBuf {
     config_dir.join("token")
 }
 
 /// Parses and checks a server address: `http` or `https` only, a host, no
 /// credentials, query or fragment.
-pub fn parse_addr(addr: &str) -> Result<Url> {
+pub(crate) fn parse_addr(addr: &str) -> Result<Url> {
     let invalid = |reason| Error::InvalidAddress {
         addr: addr.to_string(),
         reason,
@@ -168,7 +187,7 @@ pub fn parse_addr(addr: &str) -> Result<Url> {
 /// The canonical form of an address: `scheme://host:port[/path]` with the
 /// port explicit and no trailing slash. Pins are keyed by it, so
 /// `https://Zafe.example.com/` and `https://zafe.example.com:443` share one.
-pub fn normalize_addr(url: &Url) -> String {
+pub(crate) fn normalize_addr(url: &Url) -> String {
     // `Url` already lowercases the scheme and host and brackets IPv6 hosts.
     let host = url.host_str().unwrap_or_default();
     let port = url.port_or_known_default().unwrap_or(0);
@@ -176,14 +195,17 @@ pub fn normalize_addr(url: &Url) -> String {
     format!("{}://{host}:{port}{path}", url.scheme())
 }
 
-/// [`parse_addr`] then [`normalize_addr`].
+/// Checks a server address (`http` or `https`, a host, no credentials, query
+/// or fragment) and returns its canonical form, `scheme://host:port[/path]`
+/// with the port explicit and no trailing slash: the key pins and sessions
+/// are stored under.
 pub fn addr_key(addr: &str) -> Result<String> {
     parse_addr(addr).map(|u| normalize_addr(&u))
 }
 
 /// Reads the token file, if there is one. A file that group or others can
 /// read is refused: the token in it is as good as a password.
-pub fn read_token_file(path: &Path) -> Result<Option<Token>> {
+pub(crate) fn read_token_file(path: &Path) -> Result<Option<Token>> {
     let fail = |reason: String| Error::TokenFile {
         path: path.to_path_buf(),
         reason,
@@ -223,7 +245,7 @@ pub fn save_token(config_dir: &Path, token: &Token) -> Result<()> {
 
 /// Replaces `path` atomically with `contents`, readable by the owner only,
 /// creating its directory with mode 0700 if needed.
-pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

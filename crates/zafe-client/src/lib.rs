@@ -12,6 +12,25 @@
 //! - [`Client`]: identity verification and the API calls; it refreshes an
 //!   expired session once, transparently.
 //! - [`project_file`]: `.zafe.toml`, the project and environment of a repository.
+//! - [`path`]: percent-encoding of user input placed in request paths.
+//!
+//! Invariants the crate keeps:
+//!
+//! - Credentials ([`Token`], unseal shares, the root token in
+//!   [`InitResponse`]) are zeroized on drop and redacted in `Debug`; a token
+//!   goes out only as a sensitive `X-Vault-Token` header on a connection
+//!   whose server identity was verified and whose TLS key is the one the
+//!   proof named.
+//! - Every error message ([`Error`]) is meant for a person and never holds a
+//!   token, a share or a request body.
+//! - Files it writes that hold credentials or trust (the token file, the
+//!   refresh-token file, the pin store) are replaced atomically with mode
+//!   0600 (a missing directory is created 0700); a token file that group or
+//!   others can read is refused.
+//! - User input placed in a request path is escaped with [`path`], here and
+//!   in the callers, so it cannot change which endpoint is called.
+
+#![warn(missing_docs)]
 
 mod client;
 pub mod config;
@@ -24,7 +43,7 @@ pub mod session;
 mod tls;
 mod types;
 
-pub use client::{Client, FetchedProof, RESOLVE_BATCH};
+pub use client::{Client, FetchedProof};
 pub use config::{ClientConfig, Flags, Token};
 pub use error::{Error, Result};
 pub use pins::{Checked, Pin, PinEvent, PinStore};

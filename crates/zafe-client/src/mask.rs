@@ -10,7 +10,7 @@
 //!
 //! # The forms of a value
 //!
-//! For a value `v` (see [`forms_of`]):
+//! For a value `v`, these are its forms (built by the private `forms_of`):
 //! - `v` itself, byte-reversed and character-reversed (`rev`);
 //! - hex (any case: the automaton ignores ASCII case, which also catches
 //!   `tr a-z A-Z`), hex with a space between bytes (`od -An -tx1`), and in
@@ -33,7 +33,7 @@
 //! - each line of a multi-line value (a PEM key printed with `head`);
 //! - inside dumps of a longer stream, where each line starts with an
 //!   offset that depends on where the value sits: every run of
-//!   [`DUMP_RUN`] (4) bytes as one line of `od -tx1`/`od -An -tx1`,
+//!   4 (`DUMP_RUN`) bytes as one line of `od -tx1`/`od -An -tx1`,
 //!   `hexdump -C` (also across its middle gap), `xxd` (two-byte groups at
 //!   either parity), `xxd -p` and `od -c` print it, and the ASCII columns
 //!   of `xxd` and `hexdump -C` line by line; the union of the runs covers
@@ -49,7 +49,7 @@
 //!   discipline turns it.
 //!
 //! With [`MaskOptions::fragments`] (what `zafe mcp` uses), every run of
-//! [`FRAGMENT_BYTES`] consecutive bytes of the value, and the hex (also as
+//! 8 (`FRAGMENT_BYTES`) consecutive bytes of the value, and the hex (also as
 //! `xxd` and `od -tx1` group it), `od -c` and base64 of every such run, is
 //! masked too: a value printed in pieces, cut, or wrapped by a dump tool is
 //! caught except for pieces shorter than that (up to 7 bytes at each cut
@@ -62,7 +62,8 @@
 //! Values shorter than [`MIN_MASKED_LEN`] (4) bytes are not masked: masking
 //! `1`, `on` or `dev` would replace those letters everywhere in the output
 //! and make it unreadable, while telling a reader nothing they could not
-//! guess. Callers report how many were left out ([`MaskSet::skipped_short`]).
+//! guess. Callers report what was left out (`zafe run` names the variables;
+//! [`MaskSet::skipped_short`] counts them).
 //! Empty values are never patterns.
 //!
 //! # Streaming and idle flushes
@@ -75,7 +76,7 @@
 //! calls [`Masker::flush_idle`] once the child has been quiet for
 //! [`IDLE_FLUSH`]. The trade-off, and how it is bounded:
 //! - the idle flush emits what it holds, except a tail of at least
-//!   [`IDLE_HOLD_MIN`] bytes that is the beginning of some form: that stays
+//!   4 (`IDLE_HOLD_MIN`) bytes that is the beginning of some form: that stays
 //!   held until more output or the end. A prompt is delayed only if it ends
 //!   with four or more bytes that begin a secret's form;
 //! - a tail of 1 to 3 bytes that begins a form is emitted, and stays as
@@ -104,7 +105,7 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_S
 use zeroize::Zeroizing;
 
 /// What a masked form is replaced with.
-pub const MASK: &[u8] = b"***";
+pub(crate) const MASK: &[u8] = b"***";
 
 /// Values shorter than this many bytes are not masked (see the module
 /// documentation).
@@ -115,18 +116,18 @@ pub const MIN_MASKED_LEN: usize = 4;
 const MIN_BASE64_CORE: usize = 6;
 
 /// The length of the runs masked in fragment mode ([`MaskOptions::fragments`]).
-pub const FRAGMENT_BYTES: usize = 8;
+pub(crate) const FRAGMENT_BYTES: usize = 8;
 
 /// How long the child must be quiet before `zafe run` flushes held output.
 pub const IDLE_FLUSH: Duration = Duration::from_millis(25);
 
 /// An idle flush keeps holding a tail this long or longer that begins a form.
-pub const IDLE_HOLD_MIN: usize = 4;
+pub(crate) const IDLE_HOLD_MIN: usize = 4;
 
 /// How much masking to do.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MaskOptions {
-    /// Also mask every [`FRAGMENT_BYTES`]-byte run of a value and its hex and
+    /// Also mask every 8-byte (`FRAGMENT_BYTES`) run of a value and its hex and
     /// base64 encodings (for `zafe mcp`).
     pub fragments: bool,
 }
@@ -268,7 +269,7 @@ impl MaskSet {
 ///
 /// What it masks: the union of every occurrence of every form (occurrences
 /// may overlap: a multi-line dump is covered by the pieces of each line);
-/// each maximal run of masked bytes becomes one [`MASK`].
+/// each maximal run of masked bytes becomes one `***` (`MASK`).
 pub struct Masker {
     set: Arc<MaskSet>,
     /// Input not yet discarded: emitted context, then undecided bytes.
@@ -293,6 +294,9 @@ enum Decide {
 }
 
 impl Masker {
+    /// A masker for one output stream: each stream needs its own, as it
+    /// holds back that stream's undecided tail. That buffer may hold the
+    /// beginning of a secret and is zeroized on drop.
     pub fn new(set: Arc<MaskSet>) -> Self {
         Self {
             set,
@@ -427,7 +431,7 @@ impl Masker {
 
 /// Every form of `value` masked in normal mode (see the module
 /// documentation). Public for tests that scan output for leaks.
-pub fn forms_of(value: &[u8]) -> Vec<Vec<u8>> {
+pub(crate) fn forms_of(value: &[u8]) -> Vec<Vec<u8>> {
     let mut forms = vec![value.to_vec()];
     let reversed: Vec<u8> = value.iter().rev().copied().collect();
     forms.push(reversed.clone());
@@ -587,7 +591,7 @@ fn fragment_forms(value: &[u8]) -> Vec<Vec<u8>> {
 /// The length of the runs of a value masked inside one line of a dump (and
 /// of the base64 pieces masked in a wrapped stream): a value's bytes that
 /// share a line with other data are masked from this many on.
-pub const DUMP_RUN: usize = 4;
+pub(crate) const DUMP_RUN: usize = 4;
 
 /// Bytes per line of `od`, `xxd` and `hexdump -C`.
 const DUMP_LINE: usize = 16;

@@ -4,8 +4,9 @@
 //! first seen there. A later proof for that address must name the same key;
 //! one that does not is an impostor until the user says otherwise (`forget`
 //! for a replaced key, `migrate` for a moved server). The decisions live in
-//! [`PinStore::verify_and_pin`] and [`PinStore::migrate`], which take an
-//! already-fetched proof so that they can be tested without a network.
+//! `PinStore::verify_and_pin` (used by the client) and [`PinStore::migrate`],
+//! which take an already-fetched proof so that they can be tested without a
+//! network.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,12 +24,14 @@ use crate::error::{Error, Result};
 /// What was recorded the first time an address proved its identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pin {
+    /// The server id proven (`zs_...`).
     pub server_id: String,
     /// Standard base64 of the Ed25519 public key.
     pub public_key: String,
     /// Whether the proof covered the TLS key of the connection. Once true,
     /// an unbound proof for this address is refused as a downgrade.
     pub tls_bound: bool,
+    /// When the identity was first pinned (kept when `migrate` moves the pin).
     #[serde(with = "time::serde::rfc3339")]
     pub first_seen: OffsetDateTime,
 }
@@ -51,6 +54,7 @@ impl Pin {
         self.server_id == identity.server_id && key.as_deref() == Some(&identity.public_key[..])
     }
 
+    /// [`Pin::first_seen`] as RFC 3339 text, for display.
     pub fn first_seen_rfc3339(&self) -> String {
         self.first_seen
             .format(&time::format_description::well_known::Rfc3339)
@@ -70,10 +74,15 @@ pub enum PinEvent {
     UpgradedToTls,
 }
 
+/// The outcome of an identity check that passed. The client sends
+/// credentials only on a channel whose check produced one.
 #[derive(Debug, Clone)]
 pub struct Checked {
+    /// What the proof established.
     pub identity: VerifiedIdentity,
+    /// The pin as stored after the check.
     pub pin: Pin,
+    /// Whether the pin was matched, created or upgraded.
     pub event: PinEvent,
 }
 
@@ -83,18 +92,23 @@ struct PinFile {
     servers: BTreeMap<String, Pin>,
 }
 
+/// The pin file, `<config_dir>/servers.toml`. Holds public keys only, no
+/// secret; written atomically with mode 0600 all the same, since whoever can
+/// edit it can make the client trust another server.
 #[derive(Debug, Clone)]
 pub struct PinStore {
     path: PathBuf,
 }
 
 impl PinStore {
+    /// The store of `config_dir`; nothing is read until it is used.
     pub fn new(config_dir: &Path) -> Self {
         Self {
             path: config_dir.join("servers.toml"),
         }
     }
 
+    /// The pin file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -104,6 +118,7 @@ impl PinStore {
         Ok(self.load()?.servers)
     }
 
+    /// The pin for `addr` (normalised first), if any.
     pub fn get(&self, addr: &str) -> Result<Option<Pin>> {
         Ok(self.load()?.servers.remove(&addr_key(addr)?))
     }
@@ -123,7 +138,7 @@ impl PinStore {
     /// whose TLS key hash was `observed_tls`) and checks it against the pin
     /// for `addr` and against `expected_id` if one was given up front.
     /// Pins on first use.
-    pub fn verify_and_pin(
+    pub(crate) fn verify_and_pin(
         &self,
         addr: &str,
         proof: &IdentityProof,

@@ -18,17 +18,23 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// The file name looked for.
-pub const FILE_NAME: &str = ".zafe.toml";
+pub(crate) const FILE_NAME: &str = ".zafe.toml";
 
 /// Files larger than this are refused: a project file is a few lines.
 const MAX_FILE_BYTES: u64 = 64 * 1024;
 
+/// The contents of a `.zafe.toml`, checked by [`parse`]. Holds names and an
+/// address, never a secret, so the file can be committed.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectFile {
+    /// The project's slug ([`is_valid_name`]).
     pub project: String,
+    /// The default environment ([`is_valid_name`]); a flag overrides it.
     #[serde(default)]
     pub environment: Option<String>,
+    /// The server address to use when neither `--addr` nor `ZAFE_ADDR` /
+    /// `VAULT_ADDR` names one; must start with `http://` or `https://`.
     #[serde(default)]
     pub server: Option<String>,
 }
@@ -36,19 +42,32 @@ pub struct ProjectFile {
 /// A project file and where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
+    /// The `.zafe.toml` that was read.
     pub path: PathBuf,
+    /// What it says.
     pub file: ProjectFile,
 }
 
+/// Why a project file could not be used. Both variants name the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectFileError {
+    /// The file (or the working directory) could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
+        /// The file, or `.` for the working directory.
         path: PathBuf,
+        /// The operating system's error.
         source: std::io::Error,
     },
+    /// Not TOML, an unknown key, a malformed name or address, or too big
+    /// (over 64 KiB).
     #[error("{path} is not a valid project file: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the offending name or address quoted.
+        message: String,
+    },
 }
 
 /// Slugs and environment names, as the server accepts them:
@@ -113,7 +132,7 @@ pub fn load(path: &Path) -> Result<ProjectFile, ProjectFileError> {
 
 /// The nearest `.zafe.toml` in `start` or a directory above it, parsed;
 /// `None` when there is none up to the filesystem root.
-pub fn find_from(start: &Path) -> Result<Option<Found>, ProjectFileError> {
+pub(crate) fn find_from(start: &Path) -> Result<Option<Found>, ProjectFileError> {
     for dir in start.ancestors() {
         let candidate = dir.join(FILE_NAME);
         if candidate.is_file() {
@@ -128,7 +147,8 @@ pub fn find_from(start: &Path) -> Result<Option<Found>, ProjectFileError> {
     Ok(None)
 }
 
-/// [`find_from`] the current working directory.
+/// The nearest `.zafe.toml` in the working directory or a directory above
+/// it, parsed; `None` when there is none up to the filesystem root.
 pub fn find() -> Result<Option<Found>, ProjectFileError> {
     let cwd = std::env::current_dir().map_err(|source| ProjectFileError::Io {
         path: PathBuf::from("."),

@@ -31,7 +31,9 @@ const SERVICE: &str = "zafe";
 /// Both tokens of a session. `Debug` shows neither.
 #[derive(Clone)]
 pub struct Session {
+    /// The short-lived access token (`zafe_at_`), sent with requests.
     pub access: Token,
+    /// The refresh token (`zafe_rt_`), sent only to get a new pair.
     pub refresh: Token,
 }
 
@@ -44,7 +46,11 @@ impl std::fmt::Debug for Session {
 /// Where a session was stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stored {
+    /// In the OS credential store (macOS Keychain, Windows Credential
+    /// Manager).
     Keyring,
+    /// In owner-only files; the path is the access token's file (the refresh
+    /// token is beside it, in `refresh-token`).
     Files(PathBuf),
 }
 
@@ -54,7 +60,7 @@ struct Stashed {
     refresh_token: String,
 }
 
-pub fn refresh_token_file(config_dir: &Path) -> PathBuf {
+pub(crate) fn refresh_token_file(config_dir: &Path) -> PathBuf {
     config_dir.join("refresh-token")
 }
 

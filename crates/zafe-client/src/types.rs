@@ -8,11 +8,16 @@ use serde_json::{Map, Value};
 use zeroize::Zeroize as _;
 
 /// `GET /v1/sys/seal-status`, and the answer to `PUT /v1/sys/unseal`.
+/// Public: the server answers it before anyone has authenticated, and it
+/// holds nothing secret.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SealStatus {
+    /// The seal's type; `"shamir"` on Zafe.
     #[serde(rename = "type", default)]
     pub seal_type: String,
+    /// Whether `sys/init` has run.
     pub initialized: bool,
+    /// Whether the server is sealed (cannot decrypt anything).
     pub sealed: bool,
     /// The threshold: shares needed to unseal.
     #[serde(default)]
@@ -23,49 +28,70 @@ pub struct SealStatus {
     /// Shares accepted so far in this unseal attempt.
     #[serde(default)]
     pub progress: u32,
+    /// Identifies the current unseal attempt (empty when none is under way).
     #[serde(default)]
     pub nonce: String,
+    /// The server's version.
     #[serde(default)]
     pub version: String,
+    /// The storage backend (`"sqlite"`, `"postgres"`, or Vault's names).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_type: Option<String>,
+    /// The cluster's name; sent only while unsealed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_name: Option<String>,
+    /// The cluster's id; sent only while unsealed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_id: Option<String>,
+    /// Vault: whether the seal is an auto-unseal with recovery keys; always
+    /// false on Zafe.
     #[serde(default)]
     pub recovery_seal: bool,
+    /// Vault: whether a seal migration is under way; always false on Zafe.
     #[serde(default)]
     pub migration: bool,
     /// What the server *claims*; only a verified identity proves it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_id: Option<String>,
+    /// Every field not named above, as sent.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
 /// `GET /v1/sys/health` (answered with 200, 501 or 503; see
-/// [`crate::Client::health`]).
+/// [`crate::Client::health`]). Public, like [`SealStatus`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Health {
+    /// Whether `sys/init` has run.
     pub initialized: bool,
+    /// Whether the server is sealed.
     pub sealed: bool,
+    /// Vault: whether this node is a standby; always false on Zafe (every
+    /// node serves).
     #[serde(default)]
     pub standby: bool,
+    /// Vault Enterprise's performance standby; always false on Zafe.
     #[serde(default)]
     pub performance_standby: bool,
+    /// Vault Enterprise's replication mode; `"disabled"` on Zafe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_performance_mode: Option<String>,
+    /// Vault Enterprise's disaster-recovery mode; `"disabled"` on Zafe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_dr_mode: Option<String>,
+    /// The server's clock, in Unix seconds.
     #[serde(default)]
     pub server_time_utc: i64,
+    /// The server's version.
     #[serde(default)]
     pub version: String,
+    /// The cluster's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_name: Option<String>,
+    /// The cluster's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_id: Option<String>,
+    /// Every field not named above, as sent.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -78,6 +104,8 @@ pub struct InitResponse {
     pub keys: Vec<String>,
     /// The same shares in standard base64.
     pub keys_base64: Vec<String>,
+    /// The initial root token (`zafe_s_`): every capability. Revoke it once
+    /// other administrators exist.
     pub root_token: String,
 }
 

@@ -35,18 +35,20 @@ use crate::secret::{KEY_LEN, SecretKey};
 
 /// The only envelope format so far. A new format gets a new byte; old ones
 /// keep decrypting.
-pub const FORMAT_V1: u8 = 1;
+pub(crate) const FORMAT_V1: u8 = 1;
 
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 const WRAPPED_DEK_LEN: usize = KEY_LEN + TAG_LEN;
 const HEADER_LEN: usize = 1 + 4 + NONCE_LEN + WRAPPED_DEK_LEN;
 /// The smallest possible envelope: a header, a nonce and an empty message's tag.
-pub const MIN_ENVELOPE_LEN: usize = HEADER_LEN + NONCE_LEN + TAG_LEN;
+pub(crate) const MIN_ENVELOPE_LEN: usize = HEADER_LEN + NONCE_LEN + TAG_LEN;
 
 const DOMAIN_DEK: &[u8] = b"zafe/v1/wrapped-dek";
 const DOMAIN_DATA: &[u8] = b"zafe/v1/data";
 
+/// Why sealing or opening an envelope failed. No variant carries key
+/// material or plaintext.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CryptoError {
     /// Authentication failed: the ciphertext, its header or its location was
@@ -55,8 +57,12 @@ pub enum CryptoError {
         "integrity check failed: the stored record was modified, moved or rolled back, or the key is wrong"
     )]
     Integrity,
+    /// The bytes are not an envelope this code can read (too short, an unknown
+    /// format byte); the text says which.
     #[error("malformed envelope: {0}")]
     Malformed(&'static str),
+    /// The envelope names a key-encryption key version the keyring does not
+    /// hold (retired, or from another keyring).
     #[error("unknown key version {0}")]
     UnknownKeyVersion(u32),
 }

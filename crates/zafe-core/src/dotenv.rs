@@ -56,9 +56,13 @@ pub enum Entry {
 /// How a value was written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quote {
+    /// Unquoted: surrounding whitespace trimmed, no escapes.
     None,
+    /// `'...'`: literal.
     Single,
+    /// `"..."`: backslash escapes decoded.
     Double,
+    /// `` `...` `` (Node's dotenv): literal.
     Backtick,
 }
 
@@ -84,6 +88,7 @@ impl Assignment {
         self.line
     }
 
+    /// The variable's name, as written.
     pub fn key(&self) -> &str {
         &self.key
     }
@@ -93,6 +98,7 @@ impl Assignment {
         &self.value
     }
 
+    /// How the value was quoted in the file.
     pub fn quote(&self) -> Quote {
         self.quote
     }
@@ -125,29 +131,45 @@ impl Assignment {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {kind}")]
 pub struct DotenvError {
-    /// 1-based.
+    /// The 1-based line where the problem is (for an unclosed quote, the
+    /// line it opens on).
     pub line: usize,
+    /// What is wrong.
     pub kind: DotenvErrorKind,
 }
 
+/// What is wrong on the line of a [`DotenvError`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DotenvErrorKind {
+    /// The bytes are not UTF-8 (the line is the first with an invalid byte).
     #[error("the file is not valid UTF-8")]
     NotUtf8,
+    /// A NUL byte anywhere on the line.
     #[error("a NUL byte, which environment variables cannot hold")]
     Nul,
+    /// A line that is neither blank, a comment, nor `KEY=value`.
     #[error("expected KEY=value")]
     MissingEquals,
+    /// The key is not `[A-Za-z_][A-Za-z0-9_.-]*`.
     #[error(
         "invalid key: keys are letters, digits, '_', '.' and '-', starting with a letter or '_'"
     )]
     BadKey,
+    /// A quoted value runs to the end of the file; names the quote kind.
     #[error("the {0} quote opened here is never closed")]
     Unterminated(&'static str),
+    /// Text other than blanks and a `#` comment after a closing quote.
     #[error("unexpected text after the closing quote (only a # comment may follow)")]
     TextAfterQuote,
+    /// The same key set twice (loaders disagree on which wins, so neither
+    /// is guessed).
     #[error("the key {key} is already set on line {first}")]
-    DuplicateKey { key: String, first: usize },
+    DuplicateKey {
+        /// The repeated key (a name, never a value).
+        key: String,
+        /// The 1-based line of its first assignment.
+        first: usize,
+    },
 }
 
 /// Parses bytes read from a file (checks UTF-8 first, naming the line).
@@ -204,6 +226,7 @@ pub fn parse(text: &str) -> Result<Document, DotenvError> {
 }
 
 impl Document {
+    /// Every logical line, in file order.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }
@@ -216,6 +239,8 @@ impl Document {
         })
     }
 
+    /// The assignment of `key`, if the file sets it (at most once: a
+    /// duplicate is a parse error).
     pub fn get(&self, key: &str) -> Option<&Assignment> {
         self.assignments().find(|assignment| assignment.key == key)
     }

@@ -32,13 +32,18 @@ pub const NONCE_LEN_RANGE: std::ops::RangeInclusive<usize> = 16..=64;
 /// How far the server's clock may be from the client's, in seconds.
 pub const DEFAULT_MAX_SKEW_SECS: i64 = 120;
 
+/// The server's Ed25519 signing key. Its secret half leaves the type only
+/// through [`IdentityKey::seed`] (zeroized on drop, for the key file) and
+/// never through `Debug`, which prints the server id.
 pub struct IdentityKey(SigningKey);
 
 impl IdentityKey {
+    /// A new key from the operating system's CSPRNG.
     pub fn generate() -> Self {
         Self(SigningKey::generate(&mut rand_core::OsRng))
     }
 
+    /// The key whose secret seed is `seed` (as stored by [`IdentityKey::seed`]).
     pub fn from_seed(seed: &[u8; 32]) -> Self {
         Self(SigningKey::from_bytes(seed))
     }
@@ -48,15 +53,19 @@ impl IdentityKey {
         Zeroizing::new(self.0.to_bytes())
     }
 
+    /// The 32-byte Ed25519 public key.
     pub fn public_key(&self) -> [u8; 32] {
         self.0.verifying_key().to_bytes()
     }
 
+    /// This key's `server_id` ([`server_id_for`] its public key).
     pub fn server_id(&self) -> String {
         server_id_for(&self.public_key())
     }
 
-    /// Signs an identity proof for `nonce` at `timestamp` (Unix seconds).
+    /// Signs an identity proof for `nonce` at `timestamp` (Unix seconds),
+    /// bound to the TLS key whose SPKI hash is `tls_spki_sha256` when the
+    /// request arrived over TLS ([`spki_sha256`]). Checked by [`verify_proof`].
     pub fn prove(
         &self,
         nonce: &[u8],
@@ -129,7 +138,9 @@ pub fn server_id_for(public_key: &[u8; 32]) -> String {
 /// What `GET /v1/sys/identity` returns.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct IdentityProof {
+    /// The id the server claims; must be [`server_id_for`] `public_key`.
     pub server_id: String,
+    /// Always `"ed25519"`; anything else is refused.
     pub algorithm: String,
     /// Standard base64 of the 32-byte Ed25519 public key.
     pub public_key: String,
@@ -148,32 +159,59 @@ pub struct IdentityProof {
 /// What a client learns from a proof that verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedIdentity {
+    /// The proven id (`zs_` and 32 hex digits); what clients pin.
     pub server_id: String,
+    /// The Ed25519 public key the id derives from.
     pub public_key: [u8; 32],
     /// Whether the proof was bound to the TLS key on this connection.
     pub tls_bound: bool,
 }
 
+/// Why [`verify_proof`] refused a proof. Every variant means the client must
+/// not send a credential on this connection.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdentityError {
+    /// A field could not be decoded, or the algorithm is not Ed25519; names
+    /// the field.
     #[error("the identity proof is malformed: {0}")]
     Malformed(&'static str),
+    /// The claimed `server_id` is not the hash of the presented key: the
+    /// server claims an identity that is not its own.
     #[error(
         "the server_id {claimed} does not belong to the public key it presented (derived {derived})"
     )]
-    IdMismatch { claimed: String, derived: String },
+    IdMismatch {
+        /// The id in the proof.
+        claimed: String,
+        /// The id its public key actually hashes to.
+        derived: String,
+    },
+    /// The signature does not verify for our nonce although the nonce was
+    /// echoed: the server does not hold the key it presents.
     #[error("the identity signature is invalid: the server does not hold the key it claims")]
     BadSignature,
+    /// The proof was made for another nonce: a replayed or relayed proof.
     #[error("the identity proof answers a different nonce: it was replayed or relayed")]
     NonceMismatch,
+    /// The signed timestamp is further from our clock than allowed.
     #[error("the server's clock is {skew_secs}s away from ours (more than {max_secs}s allowed)")]
-    ClockSkew { skew_secs: i64, max_secs: i64 },
+    ClockSkew {
+        /// How far apart the clocks are, in seconds (absolute).
+        skew_secs: i64,
+        /// The allowed maximum, in seconds.
+        max_secs: i64,
+    },
+    /// The proof names a different TLS key than the one on our connection:
+    /// someone in between terminates TLS and relays the proof.
     #[error(
         "the server signed a different TLS key than the one on this connection: a proxy is relaying this connection"
     )]
     TlsKeyMismatch,
+    /// Over TLS, a proof that names no TLS key, and unbound proofs were not
+    /// allowed for this server.
     #[error("the connection uses TLS but the server's proof does not cover a TLS key")]
     TlsNotBound,
+    /// A proof that names a TLS key, over plain HTTP.
     #[error("the proof covers a TLS key but this connection is not TLS")]
     UnexpectedTlsBinding,
 }

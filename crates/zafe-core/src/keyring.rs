@@ -19,12 +19,18 @@ use crate::secret::{KEY_LEN, SecretKey};
 
 const MAGIC: &[u8; 4] = b"ZKR1";
 
+/// The barrier's keys: KEK versions and the derivation root. Key bytes leave
+/// it only as [`SecretKey`]s and through [`Keyring::to_bytes`] (to be sealed
+/// under the root key); `Debug` shows versions only.
 pub struct Keyring {
     keks: BTreeMap<u32, SecretKey>,
     active: u32,
     derivation_root: SecretKey,
 }
 
+/// The bytes given to [`Keyring::from_bytes`] are not a keyring (bad magic,
+/// truncated, trailing bytes, a repeated version, or an active version it
+/// does not hold). Names the defect, never key bytes.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("the stored keyring is malformed: {0}")]
 pub struct KeyringError(&'static str);
@@ -32,8 +38,13 @@ pub struct KeyringError(&'static str);
 /// Purposes of derived keys. One constant per purpose, so that two features
 /// can never derive the same key by accident.
 pub mod purpose {
+    /// The key under which tokens are hashed for storage and lookup
+    /// ([`crate::token::lookup_hash`]).
     pub const TOKEN_HMAC: &str = "zafe/v1/token-hmac";
+    /// The MAC key of the audit hash chain.
     pub const AUDIT_CHAIN: &str = "zafe/v1/audit-chain";
+    /// The key that HMACs identifying fields in audit entries, so that they
+    /// can be correlated without being readable.
     pub const AUDIT_FIELD_HMAC: &str = "zafe/v1/audit-field-hmac";
     /// The Argon2 secret (pepper) for passwords, when no password pepper
     /// is configured.
@@ -57,10 +68,13 @@ impl Keyring {
         (self.active, &self.keks[&self.active])
     }
 
+    /// The KEK of `version`, for reading records written under it; `None`
+    /// if this keyring never had it or has retired it.
     pub fn kek(&self, version: u32) -> Option<&SecretKey> {
         self.keks.get(&version)
     }
 
+    /// Every KEK version held, ascending.
     pub fn versions(&self) -> impl Iterator<Item = u32> + '_ {
         self.keks.keys().copied()
     }
@@ -73,7 +87,9 @@ impl Keyring {
         next
     }
 
-    /// Forgets KEK versions older than `version` once nothing uses them.
+    /// Forgets KEK versions older than `version` (never the active one).
+    /// The caller must first have re-wrapped every record off them: records
+    /// still under a forgotten version can no longer be read.
     pub fn retire_before(&mut self, version: u32) {
         let version = version.min(self.active);
         self.keks.retain(|v, _| *v >= version);
@@ -84,6 +100,9 @@ impl Keyring {
         derive_key(self.derivation_root.expose(), purpose)
     }
 
+    /// The serialised keyring (magic, active version, derivation root, every
+    /// KEK), zeroized on drop. Plaintext key material: seal it before it
+    /// leaves memory.
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
         let mut out = Zeroizing::new(Vec::with_capacity(
             4 + 4 + KEY_LEN + 4 + self.keks.len() * (4 + KEY_LEN),
@@ -99,6 +118,7 @@ impl Keyring {
         out
     }
 
+    /// Reads what [`Keyring::to_bytes`] wrote.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyringError> {
         let mut rest = bytes
             .strip_prefix(MAGIC.as_slice())

@@ -8,12 +8,30 @@
 //! - [`keyring`]: versioned key-encryption keys and the root of derived keys.
 //! - [`shamir`]: splitting the root key into unseal shares.
 //! - [`identity`]: the server's Ed25519 identity and its signed proofs.
+//! - [`policy`]: Vault's ACL policy language, parsed and evaluated (R-ACL-1).
 //! - [`token`]: the format of every bearer token Zafe issues.
-//! - [`reference`]: `zafe://` references, the one parser (R-DEV-1).
+//! - [`reference`](mod@reference): `zafe://` references, the one parser (R-DEV-1).
 //! - [`dotenv`]: the `.env` parser and writer with a lossless document model (R-DEV-2).
 //! - [`template`]: `{{ zafe://... }}` placeholders for `zafe inject` (R-DEV-4).
 //! - [`encoding`]: the one length-prefixed encoding used under every MAC and
 //!   signature, so that no two field lists can ever encode to the same bytes.
+//!
+//! Invariants every module keeps:
+//!
+//! - Key material and secret values live in [`SecretKey`] and
+//!   [`SecretString`] (zeroized on drop, `Debug` redacted, bytes reached only
+//!   through `expose`); nothing here logs, prints or returns them in an error.
+//! - Errors describe what is wrong and where (line, field, part), never the
+//!   input that may hold a secret.
+//! - Randomness comes only from the operating system's CSPRNG; primitives
+//!   come from RustCrypto, dalek and `vsss-rs`, nothing is hand-rolled.
+//!   Derived keys are separated by purpose ([`keyring::purpose`]) and signed
+//!   messages by a domain string, so no value made for one use verifies in
+//!   another.
+//! - No I/O: no files, network, clock or environment. Callers pass the time
+//!   in; the only system calls are `mlock` for key pages.
+
+#![warn(missing_docs)]
 
 pub mod crypto;
 pub mod dotenv;

@@ -83,11 +83,11 @@ use serde_json::{Map, Value};
 
 /// The built-in policy that allows everything. It cannot be written, deleted
 /// or combined with others; see [`Acl::root`].
-pub const ROOT_POLICY_NAME: &str = "root";
+pub(crate) const ROOT_POLICY_NAME: &str = "root";
 
 /// The built-in policy attached to every token unless asked otherwise. It can
 /// be rewritten but not deleted.
-pub const DEFAULT_POLICY_NAME: &str = "default";
+pub(crate) const DEFAULT_POLICY_NAME: &str = "default";
 
 /// Policy names Vault reserves for itself; writing one is refused.
 const RESERVED_POLICY_NAMES: &[&str] = &[ROOT_POLICY_NAME, "response-wrapping"];
@@ -194,17 +194,27 @@ path "identity/oidc/provider/+/authorize" {
 pub enum Capability {
     /// Explicitly refuses everything on the path; wins over every grant.
     Deny,
+    /// Writing a path that does not exist yet (`POST`/`PUT` that creates).
     Create,
+    /// `GET` of a path.
     Read,
+    /// Writing a path that exists (`POST`/`PUT` that changes).
     Update,
+    /// `PATCH` of a path (KV v2 patch).
     Patch,
+    /// `DELETE` of a path.
     Delete,
+    /// `LIST` of a path (its keys, without their values).
     List,
     /// Access to root-protected paths (in addition to the operation's own
     /// capability).
     Sudo,
+    /// OpenBao's recursive list. Accepted so that OpenBao policies load; it
+    /// grants only what a Zafe route checks it for.
     Scan,
+    /// HashiCorp Vault's event subscription; accepted like `Scan`.
     Subscribe,
+    /// HashiCorp Vault's snapshot recovery; accepted like `Scan`.
     Recover,
 }
 
@@ -398,44 +408,81 @@ impl fmt::Display for Capabilities {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PolicyError {
+    /// The name is empty.
     #[error("policy name must not be empty")]
     EmptyName,
 
+    /// The name contains a control character.
     #[error("policy name {name:?} must not contain control characters")]
-    InvalidName { name: String },
+    InvalidName {
+        /// The name, lowercased.
+        name: String,
+    },
 
+    /// `root` or `response-wrapping`, which are Vault's own.
     #[error("the {name:?} policy is built in and cannot be written")]
-    ReservedName { name: String },
+    ReservedName {
+        /// The name, lowercased.
+        name: String,
+    },
 
+    /// A delete of `root` or `default`.
     #[error("the {name:?} policy is built in and cannot be deleted")]
-    Undeletable { name: String },
+    Undeletable {
+        /// The name, lowercased.
+        name: String,
+    },
 
+    /// The document is empty or blank.
     #[error("policy {policy:?} is empty")]
-    Empty { policy: String },
+    Empty {
+        /// The policy's (normalised) name; so in every variant below.
+        policy: String,
+    },
 
     /// The text is not valid HCL or JSON.
     #[error("policy {policy:?}: invalid {format} at {location}: {message}")]
     Syntax {
+        /// The policy's name.
         policy: String,
+        /// `"HCL"` or `"JSON"`, whichever the text was read as.
         format: &'static str,
+        /// Where, as the parser reports it (`line 3, column 7`).
         location: String,
+        /// The parser's message.
         message: String,
     },
 
+    /// A top-level key other than `path` and `name`.
     #[error(
         "policy {policy:?}: unknown top-level key {key:?} (a policy holds `path` blocks and an optional `name`)"
     )]
-    UnknownTopLevelKey { policy: String, key: String },
+    UnknownTopLevelKey {
+        /// The policy's name.
+        policy: String,
+        /// The key found.
+        key: String,
+    },
 
+    /// A `path` block with no label or several.
     #[error(
         "policy {policy:?}: a `path` block takes exactly one label, the path, but this one has {labels}"
     )]
-    PathBlockLabels { policy: String, labels: usize },
+    PathBlockLabels {
+        /// The policy's name.
+        policy: String,
+        /// How many labels the block has.
+        labels: usize,
+    },
 
+    /// A key inside a path block that neither Vault nor OpenBao knows.
     #[error("policy {policy:?}, path {path:?}: unknown key {key:?}")]
     UnknownKey {
+        /// The policy's name.
         policy: String,
+        /// The path block's pattern.
         path: String,
+        /// The key found.
         key: String,
     },
 
@@ -444,25 +491,37 @@ pub enum PolicyError {
         "policy {policy:?}, path {path:?}: {key:?} is not supported by Zafe ({reason}); remove it"
     )]
     UnsupportedKey {
+        /// The policy's name.
         policy: String,
+        /// The path block's pattern.
         path: String,
+        /// The key found (`min_wrapping_ttl`, `mfa_methods`, ...).
         key: String,
+        /// What the key does in Vault, and that Zafe lacks it.
         reason: &'static str,
     },
 
+    /// The same key twice in one path block.
     #[error("policy {policy:?}, path {path:?}: key {key:?} is given more than once")]
     DuplicateKey {
+        /// The policy's name.
         policy: String,
+        /// The path block's pattern.
         path: String,
+        /// The repeated key.
         key: String,
     },
 
+    /// A capability name that is not one of [`Capability::ALL`].
     #[error(
         "policy {policy:?}, path {path:?}: invalid capability {capability:?} (valid: create, read, update, patch, delete, list, sudo, deny, scan, subscribe, recover)"
     )]
     UnknownCapability {
+        /// The policy's name.
         policy: String,
+        /// The path block's pattern.
         path: String,
+        /// The name found.
         capability: String,
     },
 
@@ -470,38 +529,74 @@ pub enum PolicyError {
     /// needed, an expression, an unknown legacy `policy` value, ...).
     #[error("policy {policy:?}, {location}: {message}")]
     InvalidValue {
+        /// The policy's name.
         policy: String,
+        /// Which key (`path "x", key "capabilities"`, `top level`, ...).
         location: String,
+        /// What is wrong with it.
         message: String,
     },
 
+    /// A pattern containing `+*`, which Vault refuses too.
     #[error("policy {policy:?}, path {path:?}: invalid use of wildcards ('+*' is forbidden)")]
-    InvalidWildcard { policy: String, path: String },
+    InvalidWildcard {
+        /// The policy's name.
+        policy: String,
+        /// The path block's pattern.
+        path: String,
+    },
 
+    /// A pattern with `{{` and `}}` that do not pair up.
     #[error(
         "policy {policy:?}, path {path:?}: unbalanced templating characters (every `{{{{` needs a `}}}}`)"
     )]
-    UnbalancedTemplate { policy: String, path: String },
+    UnbalancedTemplate {
+        /// The policy's name.
+        policy: String,
+        /// The path block's pattern.
+        path: String,
+    },
 }
 
-/// Why [`Acl::check`] refused a request.
+/// Why [`Acl::check`] refused a request. Names parameters, never their
+/// values (which may be secrets).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AclDenied {
+    /// The chosen rule does not grant the operation's capability (or denies).
     #[error("permission denied: no {capability} capability on this path")]
-    MissingCapability { capability: Capability },
+    MissingCapability {
+        /// The capability the operation needs.
+        capability: Capability,
+    },
 
+    /// A name of `required_parameters` is absent from the request.
     #[error("permission denied: required parameter {name:?} is missing")]
-    MissingRequiredParameter { name: String },
+    MissingRequiredParameter {
+        /// The parameter's name, lowercased.
+        name: String,
+    },
 
+    /// A parameter `denied_parameters` names (for any value, or this value).
     #[error("permission denied: parameter {name:?} is denied")]
-    DeniedParameter { name: String },
+    DeniedParameter {
+        /// The parameter's name, lowercased.
+        name: String,
+    },
 
+    /// `allowed_parameters` is set and does not name this parameter (nor `*`).
     #[error("permission denied: parameter {name:?} is not allowed")]
-    ParameterNotAllowed { name: String },
+    ParameterNotAllowed {
+        /// The parameter's name, lowercased.
+        name: String,
+    },
 
+    /// The parameter is allowed, but only with other values.
     #[error("permission denied: this value of parameter {name:?} is not allowed")]
-    ValueNotAllowed { name: String },
+    ValueNotAllowed {
+        /// The parameter's name, lowercased.
+        name: String,
+    },
 }
 
 // ---------------------------------------------------------------------------
@@ -543,6 +638,7 @@ pub fn check_policy_deletable(name: &str) -> Result<(), PolicyError> {
 /// How a policy path matches request paths (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PatternKind {
+    /// No wildcard: matches exactly this path and wins over every wildcard.
     Exact,
     /// A trailing `*` and no `+` segment.
     Prefix,
@@ -583,10 +679,12 @@ impl PathRule {
         &self.path
     }
 
+    /// How the pattern matches.
     pub fn kind(&self) -> PatternKind {
         self.kind
     }
 
+    /// What the rule grants (after merging every block with this pattern).
     pub fn capabilities(&self) -> Capabilities {
         self.capabilities
     }
@@ -1569,6 +1667,7 @@ impl Acl {
         }
     }
 
+    /// Whether this is [`Acl::root`] (which also allows `sudo` paths).
     pub fn is_root(&self) -> bool {
         self.root
     }

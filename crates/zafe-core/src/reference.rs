@@ -26,7 +26,7 @@
 //! - A project reference has no `#field`: its field is always `value` (the
 //!   project layout stores one KV secret per key as `{"value": ...}`). A path
 //!   reference must name its field.
-//! - At most [`MAX_REFERENCE_LEN`] bytes.
+//! - At most 2048 bytes (`MAX_REFERENCE_LEN`).
 //!
 //! Errors say what is wrong and where, and never repeat the input: a caller
 //! that wants to show the reference decides itself whether that is safe.
@@ -37,14 +37,14 @@ use std::str::FromStr;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
 /// The scheme and authority separator every reference starts with.
-pub const SCHEME: &str = "zafe://";
+pub(crate) const SCHEME: &str = "zafe://";
 
 /// The longest reference accepted, in bytes of its text.
-pub const MAX_REFERENCE_LEN: usize = 2048;
+pub(crate) const MAX_REFERENCE_LEN: usize = 2048;
 
 /// The KV field a project reference reads (the project layout stores each key
 /// as `{"value": "..."}`).
-pub const PROJECT_FIELD: &str = "value";
+pub(crate) const PROJECT_FIELD: &str = "value";
 
 /// The mount project secrets live on unless the project says otherwise.
 pub const DEFAULT_PROJECT_MOUNT: &str = "secret";
@@ -71,14 +71,20 @@ pub enum Target {
     /// `zafe://<project>/<env>/<KEY>`: field `value` of
     /// `<project mount>/data/<project>/<env>/<KEY>`.
     Project {
+        /// The project's name (decoded).
         project: String,
+        /// The environment's name (decoded).
         environment: String,
+        /// The variable's name (decoded).
         key: String,
     },
     /// `zafe:///<mount>/<path...>#<field>`: one field of any KV v2 secret.
     Path {
+        /// The mount, decoded; may contain `/` (`team/kv`).
         mount: String,
+        /// The secret's path inside the mount, one decoded segment each.
         path: Vec<String>,
+        /// The field of the secret's data (decoded).
         field: String,
     },
 }
@@ -98,45 +104,66 @@ pub struct KvLocation {
 
 /// Why a reference was rejected. Messages never contain the reference's text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// Variants that carry a `&'static str` name the part at fault: `"project"`,
+/// `"environment"`, `"key"`, `"mount"`, `"path segment"` or `"field"`.
 pub enum ReferenceError {
+    /// Longer than 2048 bytes.
     #[error("a reference is at most {MAX_REFERENCE_LEN} bytes")]
     TooLong,
+    /// Does not start with `zafe://`.
     #[error("a reference starts with zafe://")]
     Scheme,
+    /// Raw whitespace or a control character anywhere in the text.
     #[error("a reference may not contain control characters or whitespace")]
     ControlCharacter,
+    /// A character outside the URI path set that is not percent-encoded.
     #[error(
         "the {0} contains a character that must be percent-encoded (anything but letters, digits and -._~!$&'()*+,;=:@)"
     )]
     MustEncode(&'static str),
+    /// A `%` not followed by two hex digits.
     #[error("the {0} contains a '%' that is not followed by two hexadecimal digits")]
     BadPercent(&'static str),
+    /// Percent-decoding gives bytes that are not UTF-8.
     #[error("the {0} is not valid UTF-8 once percent-decoded")]
     NotUtf8(&'static str),
+    /// An empty segment (`//`, a trailing `/`, an empty `#` field).
     #[error("the {0} is empty")]
     Empty(&'static str),
+    /// A segment that decodes to `.` or `..`.
     #[error("the {0} may not be '.' or '..'")]
     DotSegment(&'static str),
+    /// `%2F` outside the mount, where it would alias another path.
     #[error("the {0} may not contain an encoded '/' (%2F)")]
     EncodedSlash(&'static str),
+    /// A segment that decodes to a control character.
     #[error("the {0} contains an encoded control character")]
     EncodedControl(&'static str),
+    /// A project reference without exactly project, environment and key.
     #[error(
         "a project reference is zafe://<project>/<env>/<KEY> (exactly three segments); for other secrets use zafe:///<mount>/<path>#<field>"
     )]
     ProjectShape,
+    /// A project reference with a `#field`.
     #[error("a project reference has no #field: its field is always \"value\"")]
     ProjectField,
+    /// A path reference without both a mount and a path.
     #[error("a path reference is zafe:///<mount>/<path>#<field>: it needs a mount and a path")]
     PathShape,
+    /// A path reference without `#field`.
     #[error("a path reference must name its field after '#' (zafe:///<mount>/<path>#<field>)")]
     MissingField,
+    /// An empty query or parameter (`?`, `&&`), or a parameter without `=`.
     #[error("the query is empty or malformed; the only parameter is version=<n>")]
     BadQuery,
+    /// A query parameter other than `version`.
     #[error("unknown query parameter; the only parameter is version=<n>")]
     UnknownParameter,
+    /// `version` twice.
     #[error("the version is given twice")]
     DuplicateVersion,
+    /// A version of 0, with leading zeros, or not a decimal `u64`.
     #[error("the version must be a positive decimal integer without leading zeros")]
     BadVersion,
 }

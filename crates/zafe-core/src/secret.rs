@@ -10,8 +10,10 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
 /// Length of every symmetric key Zafe uses: 256 bits.
-pub const KEY_LEN: usize = 32;
+pub(crate) const KEY_LEN: usize = 32;
 
+/// A 256-bit symmetric key: mlock'ed where possible, zeroized on drop,
+/// compared in constant time, `Debug` redacted. See the module docs.
 pub struct SecretKey(Box<[u8; KEY_LEN]>);
 
 impl SecretKey {
@@ -36,6 +38,8 @@ impl SecretKey {
         Some(Self::from_bytes(bytes))
     }
 
+    /// The key bytes: the only way to reach them. Do not copy them into
+    /// memory that is not wiped.
     pub fn expose(&self) -> &[u8; KEY_LEN] {
         &self.0
     }
@@ -83,10 +87,12 @@ impl std::fmt::Debug for SecretKey {
 pub struct SecretString(String);
 
 impl SecretString {
+    /// Takes ownership of `value` (no copy is left behind).
     pub fn new(value: String) -> Self {
         Self(value)
     }
 
+    /// The plaintext: the only way to reach it.
     pub fn expose(&self) -> &str {
         &self.0
     }

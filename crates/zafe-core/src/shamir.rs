@@ -15,22 +15,38 @@ use zeroize::Zeroizing;
 use crate::secret::{KEY_LEN, SecretKey};
 
 /// Length of an encoded share: the identifier byte and the 32 key bytes.
-pub const SHARE_LEN: usize = 1 + KEY_LEN;
+pub(crate) const SHARE_LEN: usize = 1 + KEY_LEN;
 
+/// Why a seal configuration or a set of shares was refused. Messages follow
+/// Vault's wording where Vault has one; none contains share bytes.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ShamirError {
+    /// `secret_shares` outside 1..=255 (GF(256) has 255 non-zero points).
     #[error("secret_shares must be between 1 and 255, got {0}")]
     BadShareCount(usize),
+    /// `secret_threshold` outside 1..=`secret_shares`.
     #[error("secret_threshold must be between 1 and secret_shares ({shares}), got {threshold}")]
-    BadThreshold { shares: usize, threshold: usize },
+    BadThreshold {
+        /// The requested number of shares.
+        shares: usize,
+        /// The requested threshold.
+        threshold: usize,
+    },
+    /// A threshold of one with several shares (any single share would recover the key).
     #[error("secret_threshold must be greater than one for multiple shares")]
     ThresholdOneForMany,
+    /// A share of the wrong length (it must be 33 bytes); carries the length
+    /// given.
     #[error("a key share must be {SHARE_LEN} bytes, got {0}")]
     BadLength(usize),
+    /// A share whose identifier byte is 0, or a set of shares the field
+    /// arithmetic cannot combine.
     #[error("a key share has an invalid identifier")]
     BadIdentifier,
+    /// Two shares with the same identifier.
     #[error("the same key share was given twice")]
     Duplicate,
+    /// [`combine`] was given no shares.
     #[error("no key shares given")]
     Empty,
 }
@@ -40,6 +56,8 @@ pub enum ShamirError {
 pub struct Share(Zeroizing<Vec<u8>>);
 
 impl Share {
+    /// A share as submitted (`identifier || 32 bytes`). Checks only the
+    /// length and the identifier: a share carries no integrity of its own.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ShamirError> {
         if bytes.len() != SHARE_LEN {
             return Err(ShamirError::BadLength(bytes.len()));
@@ -51,10 +69,12 @@ impl Share {
         Ok(Self(Zeroizing::new(bytes.to_vec())))
     }
 
+    /// The encoded share, for handing it to its holder once. Secret.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
+    /// The share's x coordinate (1..=255); not secret.
     pub fn identifier(&self) -> u8 {
         self.0[0]
     }

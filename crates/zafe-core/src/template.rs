@@ -26,15 +26,28 @@ enum Part<'a> {
     Reference(Reference),
 }
 
+/// Why a template was refused. Names the line, never any of the text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
+    /// A placeholder starts with `zafe://` but is not a valid reference.
     #[error("line {line}: invalid reference: {error}")]
-    Reference { line: usize, error: ReferenceError },
+    Reference {
+        /// The 1-based line the placeholder opens on.
+        line: usize,
+        /// Why the reference did not parse.
+        error: ReferenceError,
+    },
+    /// A `{{ zafe://` with no `}}` after it.
     #[error("line {line}: a {{{{ zafe://... placeholder is never closed with }}}}")]
-    Unclosed { line: usize },
+    Unclosed {
+        /// The 1-based line the placeholder opens on.
+        line: usize,
+    },
 }
 
 impl<'a> Template<'a> {
+    /// Finds every placeholder in `text` and parses its reference; the
+    /// first bad one is the error.
     pub fn parse(text: &'a str) -> Result<Self, TemplateError> {
         let mut parts = Vec::new();
         let mut copied = 0; // text[..copied] is in `parts`

@@ -46,6 +46,7 @@ pub enum TokenKind {
 }
 
 impl TokenKind {
+    /// Every kind, for classifying a token by its tag.
     pub const ALL: [TokenKind; 8] = [
         TokenKind::Service,
         TokenKind::ServiceAccount,
@@ -57,6 +58,8 @@ impl TokenKind {
         TokenKind::Invite,
     ];
 
+    /// The tag between `zafe_` and the random part (`s`, `sa`, `at`, ...).
+    /// No tag followed by `_` begins another tag, so a token has one kind.
     pub fn tag(self) -> &'static str {
         match self {
             TokenKind::Service => "s",

@@ -26,25 +26,38 @@ pub const GENESIS_HASH: [u8; 32] = [0; 32];
 /// order is by sequence number) and its opaque content.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditDraft {
+    /// When the event happened, in microseconds since the Unix epoch.
     pub time_us: i64,
+    /// The serialised event, opaque to this crate (the server stores JSON
+    /// whose sensitive fields are already HMACed).
     pub body: Vec<u8>,
 }
 
 /// A stored row of the chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditRow {
+    /// Position in the chain, assigned by the database: 1 for the first
+    /// row ever appended, then consecutive. Never reused, even after a sweep.
     pub seq: i64,
+    /// The draft's time, in microseconds since the Unix epoch.
     pub time_us: i64,
+    /// The `hash` of the row before (or [`GENESIS_HASH`]); unique across
+    /// the table, so the chain cannot fork.
     pub prev_hash: Vec<u8>,
+    /// This row's link, as the [`Linker`] computed it.
     pub hash: Vec<u8>,
+    /// The MAC over `hash`, as the [`Linker`] computed it.
     pub mac: Vec<u8>,
+    /// The draft's content, byte for byte.
     pub body: Vec<u8>,
 }
 
 /// What a [`Linker`] computes for a new row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditLink {
+    /// The row's hash; the next row's `prev_hash`.
     pub hash: Vec<u8>,
+    /// A MAC over the row, under a key this crate never sees.
     pub mac: Vec<u8>,
 }
 
@@ -62,7 +75,9 @@ pub type SharedLinker = std::sync::Arc<dyn Fn(i64, &[u8], &AuditDraft) -> AuditL
 /// first append. Kept in its own row, so it survives a sweep of every row.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditHead {
+    /// The sequence number of the newest row ever appended (0 if none).
     pub seq: i64,
+    /// That row's hash ([`GENESIS_HASH`] if none).
     pub hash: Vec<u8>,
 }
 
@@ -70,12 +85,21 @@ pub struct AuditHead {
 /// `id` is assigned by the database (pass 0 to append).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditCheckpoint {
+    /// Assigned by the database on append; orders checkpoints of one `seq`.
     pub id: i64,
+    /// The sequence number of the row the checkpoint vouches for.
     pub seq: i64,
+    /// That row's hash.
     pub hash: Vec<u8>,
+    /// When it was signed, in microseconds since the Unix epoch.
     pub time_us: i64,
+    /// Why it was made (the server writes `"periodic"`, among others); part of
+    /// the signed message.
     pub kind: String,
+    /// The signer's public key (the server's Ed25519 identity key).
     pub public_key: Vec<u8>,
+    /// The signature over `(kind, seq, hash, time_us)`. This crate stores it
+    /// and never checks it.
     pub signature: Vec<u8>,
 }
 

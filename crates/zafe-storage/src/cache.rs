@@ -49,22 +49,35 @@ const SHARDS: usize = 64;
 /// and value lengths.
 const ENTRY_OVERHEAD: usize = 160;
 
-/// How big the cache may get. Zero entries or zero bytes turns it off.
+/// How big the SQLite backend's entry cache may get (PostgreSQL has none:
+/// other nodes write to the same database). Zero entries or zero bytes turns
+/// it off. The cache holds only what the database holds (ciphertext and
+/// generations), so its size is a memory budget, not a security setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheConfig {
+    /// The most stored entries held (rounded up to a multiple of the shard
+    /// count); keys known to be absent get a further quarter of this.
     pub max_entries: usize,
+    /// The most bytes held (rounded up per shard): key and value lengths
+    /// plus a fixed per-entry overhead estimate. An entry costing more than
+    /// a quarter of one shard's budget is never cached.
     pub max_bytes: usize,
 }
 
 impl CacheConfig {
+    /// [`CacheConfig::max_entries`] when nothing is configured.
     pub const DEFAULT_ENTRIES: usize = 10_000;
+    /// [`CacheConfig::max_bytes`] when nothing is configured: 4 MiB.
     pub const DEFAULT_BYTES: usize = 4 * 1024 * 1024;
 
+    /// No cache: every read goes to the database. The default of
+    /// [`SqliteOptions`](crate::sqlite::SqliteOptions).
     pub const OFF: CacheConfig = CacheConfig {
         max_entries: 0,
         max_bytes: 0,
     };
 
+    /// Whether this configuration disables the cache (either limit is zero).
     pub fn is_off(&self) -> bool {
         self.max_entries == 0 || self.max_bytes == 0
     }

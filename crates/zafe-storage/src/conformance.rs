@@ -38,7 +38,7 @@ pub async fn ping(backend: &dyn Backend) {
 }
 
 /// A missing key reads as `None`; a written one reads back exactly.
-pub async fn get_missing_and_present(backend: &dyn Backend) {
+pub(crate) async fn get_missing_and_present(backend: &dyn Backend) {
     assert_eq!(get(backend, "get/missing").await, None);
     let entry = entry("get/present", b"ciphertext", 1);
     commit_ok(backend, vec![put(entry.clone(), Condition::Absent)]).await;
@@ -50,7 +50,7 @@ pub async fn get_missing_and_present(backend: &dyn Backend) {
 }
 
 /// The generation is stored as given, across the whole `i64` range.
-pub async fn generation_round_trip(backend: &dyn Backend) {
+pub(crate) async fn generation_round_trip(backend: &dyn Backend) {
     for (i, generation) in [0, 1, 42, -1, i64::MIN, i64::MAX].into_iter().enumerate() {
         let entry = entry(&format!("gen/{i}"), b"v", generation);
         commit_ok(backend, vec![put(entry.clone(), Condition::Any)]).await;
@@ -61,7 +61,7 @@ pub async fn generation_round_trip(backend: &dyn Backend) {
 
 /// Values are opaque bytes: every byte value, NUL included, and the empty
 /// value survive unchanged.
-pub async fn binary_values(backend: &dyn Backend) {
+pub(crate) async fn binary_values(backend: &dyn Backend) {
     let all_bytes: Vec<u8> = (0..=255u8).collect();
     let reversed: Vec<u8> = all_bytes.iter().rev().copied().collect();
     let large: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 7 + i / 251) as u8).collect();
@@ -82,7 +82,7 @@ pub async fn binary_values(backend: &dyn Backend) {
 }
 
 /// `Absent` creates a key once; a second attempt conflicts and changes nothing.
-pub async fn put_absent(backend: &dyn Backend) {
+pub(crate) async fn put_absent(backend: &dyn Backend) {
     let first = entry("absent/k", b"first", 1);
     commit_ok(backend, vec![put(first.clone(), Condition::Absent)]).await;
     let second = entry("absent/k", b"second", 2);
@@ -93,7 +93,7 @@ pub async fn put_absent(backend: &dyn Backend) {
 
 /// `Generation(g)` replaces a key only while it has generation `g`, and never
 /// creates one.
-pub async fn put_generation(backend: &dyn Backend) {
+pub(crate) async fn put_generation(backend: &dyn Backend) {
     let missing = entry("cas/missing", b"v", 1);
     expect_conflict(
         backend,
@@ -125,7 +125,7 @@ pub async fn put_generation(backend: &dyn Backend) {
 }
 
 /// `Any` creates and overwrites unconditionally.
-pub async fn put_any(backend: &dyn Backend) {
+pub(crate) async fn put_any(backend: &dyn Backend) {
     let v1 = entry("any/k", b"one", 5);
     commit_ok(backend, vec![put(v1.clone(), Condition::Any)]).await;
     assert_eq!(get(backend, "any/k").await, Some(v1));
@@ -137,7 +137,7 @@ pub async fn put_any(backend: &dyn Backend) {
 
 /// One failed condition anywhere in a commit writes nothing at all, and the
 /// conflict names the first op whose condition failed.
-pub async fn commit_is_atomic(backend: &dyn Backend) {
+pub(crate) async fn commit_is_atomic(backend: &dyn Backend) {
     let a = entry("atomic/a", b"a", 1);
     let b = entry("atomic/b", b"b", 1);
     let c = entry("atomic/c", b"c", 1);
@@ -208,7 +208,7 @@ pub async fn commit_is_atomic(backend: &dyn Backend) {
 }
 
 /// Deletes honour their conditions the same way puts do.
-pub async fn delete_conditions(backend: &dyn Backend) {
+pub(crate) async fn delete_conditions(backend: &dyn Backend) {
     let del = |key: &str, condition| Op::Delete {
         key: key.to_string(),
         condition,
@@ -267,7 +267,7 @@ pub async fn delete_conditions(backend: &dyn Backend) {
 /// `keys` returns full keys under a prefix in memcmp order, from `start_at`
 /// inclusive, at most `limit` of them; no collation, case folding, UTF-16
 /// ordering or `LIKE` wildcards.
-pub async fn keys_prefix_start_limit(backend: &dyn Backend) {
+pub(crate) async fn keys_prefix_start_limit(backend: &dyn Backend) {
     let stored = [
         "j",
         "k",
@@ -380,7 +380,7 @@ pub async fn keys_prefix_start_limit(backend: &dyn Backend) {
 
 /// [`list_children`] over this backend: folders are reported once, in order
 /// among the files, and pagination with `start_after` works across both.
-pub async fn list_children_folders(backend: &dyn Backend) {
+pub(crate) async fn list_children_folders(backend: &dyn Backend) {
     let stored = [
         "lc/",  // a key equal to the listed prefix: not its own child
         "lc/a", // a file

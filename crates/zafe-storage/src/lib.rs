@@ -10,6 +10,21 @@
 //! One trait, [`Backend`], with two implementations: [`sqlite::SqliteBackend`]
 //! (the embedded default) and [`postgres::PostgresBackend`] (several stateless
 //! server nodes over one database).
+//!
+//! What every backend guarantees (and [`conformance`] checks):
+//!
+//! - keys compare byte-wise (memcmp order), so listings and pagination are
+//!   the same on both;
+//! - [`Backend::commit`] is atomic and durable: all of its [`Op`]s or none,
+//!   on disk before it returns, and a failed [`Condition`] writes nothing;
+//! - the audit log ([`audit`]) is one append-only hash chain whose sequence
+//!   numbers come from the database, written in the same transaction as the
+//!   change it records ([`Backend::commit_audited`]);
+//! - nothing here interprets a value: the crate does no cryptography and holds
+//!   no keys, so whoever can read the database learns keys, sizes and
+//!   generations, never plaintext.
+
+#![warn(missing_docs)]
 
 use async_trait::async_trait;
 
@@ -26,6 +41,8 @@ pub use cache::CacheConfig;
 /// One stored row.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The storage key, a `/`-separated path chosen by the barrier (never
+    /// containing NUL). Keys compare byte-wise on every backend.
     pub key: String,
     /// Opaque bytes; always ciphertext for anything secret.
     pub value: Vec<u8>,
@@ -60,15 +77,33 @@ pub enum Condition {
 /// One write inside an atomic [`Backend::commit`].
 #[derive(Debug, Clone)]
 pub enum Op {
-    Put { entry: Entry, condition: Condition },
-    Delete { key: String, condition: Condition },
+    /// Writes `entry` (insert or overwrite) if `condition` holds for its key.
+    Put {
+        /// The row to store, with the generation the writer chose.
+        entry: Entry,
+        /// What must be true of `entry.key` beforehand.
+        condition: Condition,
+    },
+    /// Removes `key` if `condition` holds; deleting a missing key with
+    /// [`Condition::Any`] is not an error.
+    Delete {
+        /// The key to remove.
+        key: String,
+        /// What must be true of `key` beforehand.
+        condition: Condition,
+    },
 }
 
+/// Why a storage call failed. Messages name keys and database errors, never
+/// values (which are ciphertext anyway).
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// A condition of a commit did not hold; nothing was written.
     #[error("storage conflict on {key:?}: the record changed concurrently")]
-    Conflict { key: String },
+    Conflict {
+        /// The first key whose condition failed.
+        key: String,
+    },
     /// The database could not be reached or answered with an error.
     #[error("storage backend error: {0}")]
     Backend(String),
@@ -80,6 +115,7 @@ pub enum StorageError {
     Config(String),
 }
 
+/// The result of every storage call.
 pub type Result<T> = std::result::Result<T, StorageError>;
 
 /// The physical storage contract. Keys compare byte-wise (memcmp order) on

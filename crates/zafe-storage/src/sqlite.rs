@@ -13,13 +13,13 @@
 //! the writer and see the last committed state.
 //!
 //! For a file, [`Backend::commit`] and audit appends do not use that pool:
-//! they go to the group-commit writer thread ([`crate::sqlite_writer`]),
+//! they go to the group-commit writer thread (the private `sqlite_writer` module),
 //! which runs every commit queued meanwhile in one transaction with one
 //! fsync, each caller's batch atomic on its own. The pool stays for
 //! migrations and the rare audit maintenance writes (checkpoints, sweeps).
 //!
 //! Reads are served from a bounded cache of stored entries
-//! ([`crate::cache`], ciphertext only) when they can be, kept exact by every
+//! (the private `cache` module, ciphertext only) when they can be, kept exact by every
 //! commit of this backend; see [`SqliteOptions`].
 
 use std::path::{Path, PathBuf};
