@@ -22,8 +22,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::mounts::{Handler, MountTable, Mounted, Router};
 use crate::policies::Capability;
-use crate::policies::PolicyStore;
-use crate::seal::{Seal, Unsealed};
+use crate::policies::{AclCache, PolicyStore};
+use crate::seal::{self, Seal};
 use crate::sys::{self, Access};
 use crate::tokens::{self, TokenEntry, TokenSpec};
 use zafe_engine::{Caller, Ctx, Grant};
@@ -51,11 +51,19 @@ pub struct ClusterInfo {
     pub cluster_id: String,
 }
 
-/// Keys the core derives at unseal. Dropping this zeroizes them.
-struct UnsealedKeys {
+/// Everything the core holds only while unsealed: one value, so that sealing is one `take()`
+/// and nothing unsealed can outlive the seal by being forgotten in a field. The keys are
+/// zeroized when the last in-flight request lets go of them.
+struct Unsealed {
     token_key: SecretKey,
     /// Argon2's secret input for passwords (people/password.rs).
     password_pepper: SecretKey,
+    /// The mount table as a router; loaded on first use, replaced on a mount change.
+    router: RwLock<Option<Arc<Router>>>,
+    /// Compiled ACLs.
+    acls: AclCache,
+    /// An `operator rekey` in progress.
+    rekey: parking_lot::Mutex<Option<RekeyProgress>>,
 }
 
 pub struct Core {
@@ -68,13 +76,11 @@ pub struct Core {
     /// The same, for the certificate a TLS-terminating proxy presents.
     pub proxy_spki: Option<[u8; 32]>,
     token_pepper: Option<SecretKey>,
-    unsealed: RwLock<Option<Arc<UnsealedKeys>>>,
+    /// `None` while sealed.
+    unsealed: RwLock<Option<Arc<Unsealed>>>,
     cluster: RwLock<ClusterInfo>,
-    /// The mount table as a router; loaded after unseal, dropped at seal.
-    router: RwLock<Option<Arc<Router>>>,
     pub policies: PolicyStore,
     pub rewrap: RwLock<Option<Arc<RewrapProgress>>>,
-    rekey: parking_lot::Mutex<Option<RekeyProgress>>,
     /// Every request is written here before its response leaves (R-AUD-1).
     pub audit: crate::audit::AuditLog,
     /// Unix second of the last reload of the mount table on a routing miss.
@@ -124,10 +130,8 @@ impl Core {
             token_pepper: parts.token_pepper,
             unsealed: RwLock::new(None),
             cluster: RwLock::new(ClusterInfo::default()),
-            router: RwLock::new(None),
             policies: PolicyStore::default(),
             rewrap: RwLock::new(None),
-            rekey: parking_lot::Mutex::new(None),
             last_mount_reload: std::sync::atomic::AtomicI64::new(0),
             oidc: std::sync::OnceLock::new(),
             people,
@@ -197,7 +201,7 @@ impl Core {
     }
 
     /// Opens the barrier with unsealed keys.
-    pub fn open(&self, unsealed: Unsealed) {
+    pub fn open(&self, unsealed: seal::Unsealed) {
         let token_key = match &self.token_pepper {
             Some(pepper) => zafe_core::crypto::derive_key(pepper.expose(), purpose::TOKEN_HMAC),
             None => unsealed.keyring.derive(purpose::TOKEN_HMAC),
@@ -206,19 +210,21 @@ impl Core {
         // The audit keys first: no request may run unsealed without them.
         self.audit.unsealed(&unsealed.keyring);
         self.barrier.unseal(unsealed.root_key, unsealed.keyring);
-        *self.unsealed.write() = Some(Arc::new(UnsealedKeys {
+        *self.unsealed.write() = Some(Arc::new(Unsealed {
             token_key,
             password_pepper,
+            router: RwLock::new(None),
+            acls: AclCache::default(),
+            rekey: parking_lot::Mutex::new(None),
         }));
     }
 
     /// Seals: forgets every key (they are zeroized when the last in-flight
     /// request lets go of them) and any unseal progress.
     pub fn close(&self) {
+        // The core's keys, router, ACL cache and rekey progress, in one.
         self.unsealed.write().take();
-        self.router.write().take();
-        self.policies.clear();
-        self.rekey.lock().take();
+        // The parts below keep their own keys and forget them themselves.
         self.barrier.seal();
         self.seal.reset_progress();
         self.audit.sealed();
@@ -230,21 +236,25 @@ impl Core {
         Ok(())
     }
 
+    /// The unsealed state, or [`Error::Sealed`].
+    fn unsealed(&self) -> Result<Arc<Unsealed>> {
+        self.unsealed.read().clone().ok_or(Error::Sealed)
+    }
+
     pub fn token_key(&self) -> Result<SecretKey> {
-        self.unsealed
-            .read()
-            .as_ref()
-            .map(|u| u.token_key.duplicate())
-            .ok_or(Error::Sealed)
+        Ok(self.unsealed()?.token_key.duplicate())
+    }
+
+    /// Forgets every compiled ACL (after a policy change).
+    pub fn clear_acl_cache(&self) {
+        if let Some(unsealed) = self.unsealed.read().as_ref() {
+            unsealed.acls.clear();
+        }
     }
 
     /// The password pepper (Argon2's secret), while unsealed.
     pub fn password_pepper(&self) -> Result<SecretKey> {
-        self.unsealed
-            .read()
-            .as_ref()
-            .map(|u| u.password_pepper.duplicate())
-            .ok_or(Error::Sealed)
+        Ok(self.unsealed()?.password_pepper.duplicate())
     }
 
     /// Resolves the request's token. Every failure is the same 403: unknown,
@@ -277,7 +287,7 @@ impl Core {
             .inspect(crate::audit::note_caller);
         }
         // Borrowed, not `token_key()`: no copy of the key per request.
-        let keys = self.unsealed.read().clone().ok_or(Error::Sealed)?;
+        let keys = self.unsealed()?;
         if token.starts_with("zafe_at_") {
             // A person's session (people/sessions.rs).
             return crate::people::sessions::authenticate(&self.barrier, &keys.token_key, token)
@@ -481,7 +491,7 @@ impl Core {
         // A person who is not a member of the project a path is about gets
         // the same 404 whether the project exists or not (R-ACL-2).
         if let Some(user) = &caller.user {
-            let router = self.router.read().clone();
+            let router = self.unsealed()?.router.read().clone();
             if let Some(slug) = crate::projects::slug_in_path(path, router.as_deref()) {
                 let grants = crate::projects::grants_for(self, &user.user_id).await?;
                 if !grants.iter().any(|g| g.slug == slug) {
@@ -502,17 +512,23 @@ impl Core {
                 let grants = crate::projects::grants_for(self, &user.user_id).await?;
                 let generated: Vec<(String, String)> =
                     grants.iter().map(crate::projects::Grant::policy).collect();
-                self.policies
-                    .acl_for_generated(self, &generated, &caller.policies)
+                self.unsealed()?
+                    .acls
+                    .acl_for_generated(&self.barrier, &generated, &caller.policies)
                     .await
             }
-            None => self.policies.acl_for(self, &caller.policies).await,
+            None => {
+                self.unsealed()?
+                    .acls
+                    .acl_for(&self.barrier, &caller.policies)
+                    .await
+            }
         }
     }
 
     /// The routing table, loading it on first use after unseal.
     pub async fn router(self: &Arc<Self>) -> Result<Arc<Router>> {
-        if let Some(router) = self.router.read().clone() {
+        if let Some(router) = self.unsealed()?.router.read().clone() {
             return Ok(router);
         }
         self.reload_mounts_router().await
@@ -532,17 +548,19 @@ impl Core {
 
     async fn reload_mounts_router(self: &Arc<Self>) -> Result<Arc<Router>> {
         let table = crate::mounts::load_or_create(self).await?;
-        let previous = self.router.read().clone();
+        let unsealed = self.unsealed()?;
+        let previous = unsealed.router.read().clone();
         let router = Arc::new(Router::build(&table, previous.as_deref()));
-        *self.router.write() = Some(router.clone());
+        *unsealed.router.write() = Some(router.clone());
         Ok(router)
     }
 
     /// Rebuilds the router after a change to the mount table.
     pub async fn reload_mounts(self: &Arc<Self>) -> Result<MountTable> {
         let table = crate::mounts::load_or_create(self).await?;
-        let previous = self.router.read().clone();
-        *self.router.write() = Some(Arc::new(Router::build(&table, previous.as_deref())));
+        let unsealed = self.unsealed()?;
+        let previous = unsealed.router.read().clone();
+        *unsealed.router.write() = Some(Arc::new(Router::build(&table, previous.as_deref())));
         Ok(table)
     }
 
@@ -596,7 +614,7 @@ impl Core {
         zafe_core::shamir::validate(shares, threshold)
             .map_err(|e| Error::bad_request(format!("invalid seal configuration: {e}")))?;
         let nonce = uuid::Uuid::new_v4().to_string();
-        *self.rekey.lock() = Some(RekeyProgress {
+        *self.unsealed()?.rekey.lock() = Some(RekeyProgress {
             nonce: nonce.clone(),
             shares,
             threshold,
@@ -610,7 +628,8 @@ impl Core {
     /// `GET sys/rekey/init`: the rekey in progress, in Vault's shape.
     pub async fn rekey_status(&self) -> Result<Value> {
         let required = self.seal.config().await?.map_or(0, |c| c.secret_threshold);
-        let guard = self.rekey.lock();
+        let unsealed = self.unsealed()?;
+        let guard = unsealed.rekey.lock();
         Ok(match guard.as_ref() {
             Some(p) => serde_json::json!({
                 "started": true, "nonce": p.nonce, "t": p.threshold, "n": p.shares,
@@ -625,7 +644,9 @@ impl Core {
     }
 
     pub fn rekey_cancel(&self) {
-        self.rekey.lock().take();
+        if let Some(unsealed) = self.unsealed.read().as_ref() {
+            unsealed.rekey.lock().take();
+        }
     }
 
     /// Takes one current share; at the threshold, rekeys and returns the
@@ -638,7 +659,8 @@ impl Core {
             .ok_or(Error::NotInitialized)?
             .secret_threshold;
         let (shares, new_threshold, collected) = {
-            let mut guard = self.rekey.lock();
+            let unsealed = self.unsealed()?;
+            let mut guard = unsealed.rekey.lock();
             let progress = guard.as_mut().ok_or_else(|| {
                 Error::bad_request("no rekey is in progress: start one with sys/rekey/init")
             })?;
@@ -718,17 +740,18 @@ impl Core {
     /// audit log, password hasher): the test that a panic cannot wedge the server
     /// (http.rs, `a_panic_inside_locks_does_not_wedge_the_server`).
     pub(crate) fn panic_holding_locks(&self) {
+        let unsealed = self.unsealed.read().clone();
+        let _unsealed = unsealed
+            .as_ref()
+            .map(|u| (u.router.write(), u.rekey.lock(), u.acls.hold_locks()));
         let _core = (
             self.unsealed.write(),
             self.cluster.write(),
-            self.router.write(),
             self.rewrap.write(),
-            self.rekey.lock(),
         );
         let _parts = (
             self.barrier.hold_locks(),
             self.seal.hold_locks(),
-            self.policies.hold_locks(),
             self.audit.hold_locks(),
             self.people.limits.hold_locks(),
             self.people.hasher.hold_locks(),

@@ -608,6 +608,42 @@ async fn purge(core: &Arc<Core>, prefix: &str) -> Result<()> {
 mod tests {
     use super::*;
 
+    fn engine_of(router: &Router, path: &str) -> Arc<dyn Engine> {
+        match &router.resolve(path).expect("mounted").0.handler {
+            Handler::Engine(engine) => engine.clone(),
+            Handler::TokenStore => panic!("{path} is the token store"),
+        }
+    }
+
+    // An engine lives as long as its mount: a reload keeps the instance (and so its write
+    // locks), a new mount at the same path gets a new one, and the token store is the core's.
+    #[test]
+    fn reloads_keep_each_mounts_engine() {
+        let kv = MountEntry::new("secret/", "kv", false);
+        let token = MountEntry::new("auth/token/", "token", true);
+        let table = MountTable {
+            entries: vec![kv.clone(), token],
+        };
+        let first = Router::build(&table, None);
+        let second = Router::build(&table, Some(&first));
+        assert!(Arc::ptr_eq(
+            &engine_of(&first, "secret/data/x"),
+            &engine_of(&second, "secret/data/x")
+        ));
+        assert!(matches!(
+            second.resolve("auth/token/create").unwrap().0.handler,
+            Handler::TokenStore
+        ));
+        let remounted = MountTable {
+            entries: vec![MountEntry::new("secret/", "kv", false)],
+        };
+        let third = Router::build(&remounted, Some(&second));
+        assert!(!Arc::ptr_eq(
+            &engine_of(&second, "secret/data/x"),
+            &engine_of(&third, "secret/data/x")
+        ));
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_duration("90"), Some(90));

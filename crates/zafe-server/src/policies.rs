@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 pub use zafe_core::policy::Capability;
 use zafe_core::policy::{Acl, Policy};
 
-use crate::barrier::{BarrierError, Expect, Write};
+use crate::barrier::{Barrier, BarrierError, Expect, Write};
 use crate::core::{Core, Operation, Request, Response};
 use crate::error::{Error, Result};
 use crate::tokens::TokenEntry;
@@ -67,16 +67,22 @@ struct Stored {
     policy: String,
 }
 
-/// Compiled ACLs keyed by the sorted policy names of a token. Cleared when
-/// any policy changes (and at seal).
+/// The policy store's state in the core.
 #[derive(Default)]
 pub struct PolicyStore {
-    acls: RwLock<HashMap<Vec<String>, Arc<Acl>>>,
     /// Policy changes of this process, one at a time: every change also
     /// rewrites the one index record, so concurrent changes would only
     /// lose compare-and-swap races to each other (and, with dozens at once,
     /// run out of retries). Other nodes still race; the retries cover them.
     changes: tokio::sync::Mutex<()>,
+}
+
+/// Compiled ACLs, part of the core's unsealed state (dropped at seal). It reads policies through
+/// the barrier and nothing else of the core.
+#[derive(Default)]
+pub struct AclCache {
+    /// Keyed by the sorted policy names of a token. Cleared when any policy changes.
+    acls: RwLock<HashMap<Vec<String>, Arc<Acl>>>,
     /// ACLs of generated policies (project roles) plus stored ones, keyed by
     /// the generated texts themselves and the stored names: a key can never
     /// stand for another set of grants, so nothing here goes stale when a
@@ -90,7 +96,8 @@ type GeneratedKey = (Vec<(String, String)>, Vec<String>);
 /// Distinct generated ACLs kept before the cache starts over.
 const MAX_GENERATED: usize = 4096;
 
-impl PolicyStore {
+impl AclCache {
+    /// Forgets every compiled ACL.
     pub fn clear(&self) {
         self.acls.write().clear();
         self.generated.write().clear();
@@ -100,7 +107,7 @@ impl PolicyStore {
     /// policies by name, compiled by the one policy engine and cached.
     pub async fn acl_for_generated(
         &self,
-        core: &Core,
+        barrier: &Barrier,
         generated: &[(String, String)],
         names: &[String],
     ) -> Result<Arc<Acl>> {
@@ -121,9 +128,9 @@ impl PolicyStore {
                     .map_err(|e| Error::Internal(format!("generated policy {name}: {e}")))?,
             );
         }
-        let index = read_index(core).await?;
+        let index = read_index(barrier).await?;
         for name in &key.1 {
-            if let Some(policy) = load(core, index.as_ref(), name).await? {
+            if let Some(policy) = load(barrier, index.as_ref(), name).await? {
                 policies.push(policy);
             }
         }
@@ -136,7 +143,7 @@ impl PolicyStore {
         Ok(acl)
     }
 
-    pub async fn acl_for(&self, core: &Core, names: &[String]) -> Result<Arc<Acl>> {
+    pub async fn acl_for(&self, barrier: &Barrier, names: &[String]) -> Result<Arc<Acl>> {
         let mut key: Vec<String> = names.to_vec();
         key.sort();
         key.dedup();
@@ -144,9 +151,9 @@ impl PolicyStore {
             return Ok(acl.clone());
         }
         let mut policies = Vec::new();
-        let index = read_index(core).await?;
+        let index = read_index(barrier).await?;
         for name in &key {
-            if let Some(policy) = load(core, index.as_ref(), name).await? {
+            if let Some(policy) = load(barrier, index.as_ref(), name).await? {
                 policies.push(policy);
             }
         }
@@ -158,8 +165,8 @@ impl PolicyStore {
 
 /// A stored policy, or the built-in `default` while it has not been
 /// customised. `root` is never stored: root tokens bypass the ACL.
-async fn load(core: &Core, index: Option<&Index>, name: &str) -> Result<Option<Policy>> {
-    let text = match checked_text(core, index, name).await? {
+async fn load(barrier: &Barrier, index: Option<&Index>, name: &str) -> Result<Option<Policy>> {
+    let text = match checked_text(barrier, index, name).await? {
         Some(text) => text,
         None if name == "default" => zafe_core::policy::DEFAULT_POLICY_HCL.to_string(),
         None => return Ok(None),
@@ -173,8 +180,12 @@ async fn load(core: &Core, index: Option<&Index>, name: &str) -> Result<Option<P
 /// documentation): `None` for a policy that was never stored or was deleted
 /// through the API; an integrity error for a row that the index says must
 /// be there and is not, or must not be there and is.
-async fn checked_text(core: &Core, index: Option<&Index>, name: &str) -> Result<Option<String>> {
-    let text = read_text(core, name).await?;
+async fn checked_text(
+    barrier: &Barrier,
+    index: Option<&Index>,
+    name: &str,
+) -> Result<Option<String>> {
+    let text = read_text(barrier, name).await?;
     let Some(index) = index else {
         // A store from before the index: nothing to check against yet.
         return Ok(text);
@@ -190,12 +201,12 @@ async fn checked_text(core: &Core, index: Option<&Index>, name: &str) -> Result<
     }
 }
 
-async fn read_index(core: &Core) -> Result<Option<Index>> {
-    Ok(read_index_record(core).await?.map(|(index, _)| index))
+async fn read_index(barrier: &Barrier) -> Result<Option<Index>> {
+    Ok(read_index_record(barrier).await?.map(|(index, _)| index))
 }
 
-async fn read_index_record(core: &Core) -> Result<Option<(Index, i64)>> {
-    let Some(record) = core.barrier.get(INDEX_KEY).await? else {
+async fn read_index_record(barrier: &Barrier) -> Result<Option<(Index, i64)>> {
+    let Some(record) = barrier.get(INDEX_KEY).await? else {
         return Ok(None);
     };
     let index = serde_json::from_slice(&record.value).map_err(|_| Error::Integrity {
@@ -210,7 +221,7 @@ async fn change(core: &Core, name: &str, stored: Option<Vec<u8>>) -> Result<()> 
     let key = format!("{PREFIX}{name}");
     let _one_at_a_time = core.policies.changes.lock().await;
     for _ in 0..MAX_RETRIES {
-        let (mut index, index_expect) = match read_index_record(core).await? {
+        let (mut index, index_expect) = match read_index_record(&core.barrier).await? {
             Some((index, generation)) => (index, Expect::Generation(generation)),
             None => (index_of_stored_policies(core).await?, Expect::Absent),
         };
@@ -277,8 +288,8 @@ async fn index_of_stored_policies(core: &Core) -> Result<Index> {
     }
 }
 
-async fn read_text(core: &Core, name: &str) -> Result<Option<String>> {
-    let Some(record) = core.barrier.get(&format!("{PREFIX}{name}")).await? else {
+async fn read_text(barrier: &Barrier, name: &str) -> Result<Option<String>> {
+    let Some(record) = barrier.get(&format!("{PREFIX}{name}")).await? else {
         return Ok(None);
     };
     let stored: Stored = serde_json::from_slice(&record.value).map_err(|_| Error::Integrity {
@@ -322,8 +333,8 @@ pub async fn handle(
     let legacy = req.path.starts_with("sys/policy/");
     match op {
         Operation::Read => {
-            let index = read_index(core).await?;
-            let text = match checked_text(core, index.as_ref(), &name).await? {
+            let index = read_index(&core.barrier).await?;
+            let text = match checked_text(&core.barrier, index.as_ref(), &name).await? {
                 Some(text) => text,
                 None if name == "default" => zafe_core::policy::DEFAULT_POLICY_HCL.to_string(),
                 None if name == "root" => String::new(),
@@ -361,14 +372,14 @@ pub async fn handle(
             })
             .expect("serialisable");
             change(core, &name, Some(stored)).await?;
-            core.policies.clear();
+            core.clear_acl_cache();
             Ok(Response::NoContent)
         }
         Operation::Delete => {
             zafe_core::policy::check_policy_deletable(&name)
                 .map_err(|e| Error::bad_request(e.to_string()))?;
             change(core, &name, None).await?;
-            core.policies.clear();
+            core.clear_acl_cache();
             Ok(Response::NoContent)
         }
         _ => Err(Error::MethodNotAllowed("unsupported operation".into())),
@@ -431,7 +442,7 @@ pub async fn capabilities(
 }
 
 #[cfg(test)]
-impl PolicyStore {
+impl AclCache {
     /// Holds the ACL caches' locks, for the test that a panic cannot wedge the server.
     pub(crate) fn hold_locks(&self) -> impl Sized + '_ {
         (self.acls.write(), self.generated.write())

@@ -282,7 +282,7 @@ async fn an_old_policy_ciphertext_copied_back_after_delete_and_recreate_fails() 
     );
 
     copy_back_value(&*backend, "core/policy/app", wide.value.clone()).await;
-    h.core.policies.clear();
+    h.core.clear_acl_cache();
     assert_eq!(
         capabilities(&h, &token, "secret/data/other").await,
         Err(StatusCode::INTERNAL_SERVER_ERROR),
@@ -387,7 +387,7 @@ async fn a_deleted_policy_is_dropped_but_its_row_put_back_is_an_integrity_error(
     );
 
     raw_put(&*backend, extra_row).await;
-    h.core.policies.clear();
+    h.core.clear_acl_cache();
     assert_eq!(
         capabilities(&h, &token, "secret/data/other").await,
         Err(StatusCode::INTERNAL_SERVER_ERROR),
