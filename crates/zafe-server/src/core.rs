@@ -25,8 +25,10 @@ use crate::policies::Capability;
 use crate::policies::{AclCache, PolicyStore};
 use crate::seal::{self, Seal};
 use crate::sys::{self, Access};
-use crate::tokens::{self, TokenEntry, TokenSpec};
-use zafe_engine::{Caller, Ctx, Grant};
+use crate::tokens::{self, TokenSpec};
+use zafe_engine::{Caller as EngineCaller, Ctx, Grant};
+
+use crate::caller::Caller;
 
 const CLUSTER_KEY: &str = "seal/cluster-info";
 
@@ -260,7 +262,7 @@ impl Core {
     /// Resolves the request's token. Every failure is the same 403: unknown,
     /// expired, used up, or used from outside its bound CIDRs. A limited-use
     /// token has one use counted here (R-AUTH-10).
-    pub async fn authenticate(&self, req: &Request) -> Result<TokenEntry> {
+    pub async fn authenticate(&self, req: &Request) -> Result<Caller> {
         if self.is_sealed() {
             return Err(Error::Sealed);
         }
@@ -273,16 +275,7 @@ impl Core {
                 req.client_ip,
             )
             .await?
-            .map(|p| TokenEntry {
-                id_hash: p.token.id_hash,
-                accessor: p.token.accessor,
-                display_name: format!("service-account-{}", p.account.name),
-                created_at: p.token.created_at,
-                expires_at: p.token.expires_at,
-                path: "sys/service-accounts".into(),
-                service_account: Some(p.account),
-                ..Default::default()
-            })
+            .map(crate::service_accounts::Principal::into_caller)
             .ok_or(Error::PermissionDenied)
             .inspect(crate::audit::note_caller);
         }
@@ -297,6 +290,7 @@ impl Core {
         }
         tokens::authenticate(&self.barrier, &keys.token_key, token, req.client_ip)
             .await?
+            .map(Caller::Token)
             .ok_or(Error::PermissionDenied)
             .inspect(crate::audit::note_caller)
     }
@@ -372,7 +366,7 @@ impl Core {
         } else {
             Some(self.authenticate(&req).await?)
         };
-        let caller = entry.as_ref().map(TokenEntry::caller);
+        let caller = entry.as_ref().map(Caller::engine_caller);
         let ctx = self.engine_ctx(&mounted, caller.as_ref());
         if let Some(entry) = &entry {
             let exists = match req.operation {
@@ -389,7 +383,7 @@ impl Core {
     }
 
     /// What an engine gets for one request: its mount, its view, the caller, the system view.
-    fn engine_ctx<'a>(&'a self, mounted: &'a Mounted, caller: Option<&'a Caller>) -> Ctx<'a> {
+    fn engine_ctx<'a>(&'a self, mounted: &'a Mounted, caller: Option<&'a EngineCaller>) -> Ctx<'a> {
         Ctx {
             mount: &mounted.mount,
             view: crate::mounts::view_for(self, &mounted.entry),
@@ -403,14 +397,14 @@ impl Core {
     pub(crate) async fn call_engine(
         &self,
         mounted: &Mounted,
-        caller: &TokenEntry,
+        caller: &Caller,
         request: &Request,
         rel: &str,
     ) -> Result<Response> {
         let Handler::Engine(engine) = &mounted.handler else {
             return Err(Error::NotFound("unsupported path".into()));
         };
-        let caller = caller.caller();
+        let caller = caller.engine_caller();
         engine
             .handle(&self.engine_ctx(mounted, Some(&caller)), request, rel)
             .await
@@ -452,7 +446,7 @@ impl Core {
     /// grant `needed` on `path` (and `sudo` too, for root-protected paths).
     pub async fn authorize(
         &self,
-        caller: &TokenEntry,
+        caller: &Caller,
         path: &str,
         needed: Capability,
         sudo: bool,
@@ -469,7 +463,7 @@ impl Core {
         } else {
             path
         };
-        if let Some(account) = &caller.service_account {
+        if let Some(account) = caller.service_account() {
             // Service accounts read and list, nothing else, whatever their
             // scopes say (lessons.md: "read-only" accounts that could write
             // through a second API).
@@ -490,7 +484,7 @@ impl Core {
         }
         // A person who is not a member of the project a path is about gets
         // the same 404 whether the project exists or not (R-ACL-2).
-        if let Some(user) = &caller.user {
+        if let Some(user) = caller.person() {
             let router = self.unsealed()?.router.read().clone();
             if let Some(slug) = crate::projects::slug_in_path(path, router.as_deref()) {
                 let grants = crate::projects::grants_for(self, &user.user_id).await?;
@@ -506,21 +500,21 @@ impl Core {
     /// or for a person's session the role policies of their project
     /// memberships (read from storage on every call, so a removed member
     /// loses access at once) plus the extra policies they were given.
-    pub async fn acl_of(&self, caller: &TokenEntry) -> Result<Arc<zafe_core::policy::Acl>> {
-        match &caller.user {
+    pub async fn acl_of(&self, caller: &Caller) -> Result<Arc<zafe_core::policy::Acl>> {
+        match caller.person() {
             Some(user) => {
                 let grants = crate::projects::grants_for(self, &user.user_id).await?;
                 let generated: Vec<(String, String)> =
                     grants.iter().map(crate::projects::Grant::policy).collect();
                 self.unsealed()?
                     .acls
-                    .acl_for_generated(&self.barrier, &generated, &caller.policies)
+                    .acl_for_generated(&self.barrier, &generated, &caller.token().policies)
                     .await
             }
             None => {
                 self.unsealed()?
                     .acls
-                    .acl_for(&self.barrier, &caller.policies)
+                    .acl_for(&self.barrier, &caller.token().policies)
                     .await
             }
         }

@@ -36,9 +36,9 @@ pub use zafe_core::policy::Capability;
 use zafe_core::policy::{Acl, Policy};
 
 use crate::barrier::{Barrier, BarrierError, Expect, Write};
+use crate::caller::Caller;
 use crate::core::{Core, Operation, Request, Response};
 use crate::error::{Error, Result};
-use crate::tokens::TokenEntry;
 
 const PREFIX: &str = "core/policy/";
 /// The policy index (see the module documentation). Not under [`PREFIX`],
@@ -391,7 +391,7 @@ pub async fn handle(
 pub async fn capabilities(
     core: &Arc<Core>,
     req: &Request,
-    caller: Option<&TokenEntry>,
+    caller: Option<&Caller>,
 ) -> Result<Response> {
     let paths: Vec<String> = match (req.field("paths"), req.field("path")) {
         (Some(Value::Array(a)), _) => a
@@ -410,6 +410,7 @@ pub async fn capabilities(
                 .ok_or_else(|| Error::bad_request("'token' must be given"))?;
             crate::tokens::lookup(&core.barrier, &core.token_key()?, token)
                 .await?
+                .map(Caller::Token)
                 .ok_or_else(|| Error::bad_request("invalid token"))?
         }
     };

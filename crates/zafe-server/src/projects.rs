@@ -36,11 +36,11 @@ use serde_json::{Value, json};
 use zafe_engine::Status;
 
 use crate::barrier::{BarrierError, Expect, Write};
+use crate::caller::Caller;
 use crate::core::{Core, Operation, Request, Response};
 use crate::engine::MAX_LIST;
 use crate::error::{Error, Result};
 use crate::policies::Capability;
-use crate::tokens::TokenEntry;
 
 const PROJECT_PREFIX: &str = "sys/projects/project/";
 const ID_PREFIX: &str = "sys/projects/id/";
@@ -245,8 +245,8 @@ fn validate_name(name: &str, what: &str) -> Result<()> {
 
 /// Who did something, for records: a person's email, else the token's
 /// display name and accessor. Never a token.
-pub fn actor(caller: &TokenEntry) -> String {
-    caller.caller().actor()
+pub fn actor(caller: &Caller) -> String {
+    caller.engine_caller().actor()
 }
 
 fn parse<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
@@ -436,28 +436,28 @@ fn page(req: &Request) -> Result<(usize, String)> {
 /// `sys/projects`: the projects the caller can see (members their own,
 /// server administrators and holders of `list` on `sys/projects` all), and
 /// creation.
-pub async fn handle_root(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Result<Response> {
+pub async fn handle_root(core: &Arc<Core>, req: &Request, caller: &Caller) -> Result<Response> {
     match req.operation {
         Operation::Write => create(core, req, caller).await,
         _ => list_visible(core, req, caller).await,
     }
 }
 
-async fn list_visible(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Result<Response> {
+async fn list_visible(core: &Arc<Core>, req: &Request, caller: &Caller) -> Result<Response> {
     let (limit, after) = page(req)?;
     let sees_all = core
         .authorize(caller, "sys/projects", Capability::List, false)
         .await
         .is_ok();
     let mut roles: BTreeMap<String, Role> = BTreeMap::new();
-    if let Some(user) = &caller.user {
+    if let Some(user) = caller.person() {
         for grant in grants_for(core, &user.user_id).await? {
             roles.insert(grant.slug, grant.role);
         }
     }
     let mut slugs: Vec<String> = if sees_all {
         core.barrier.list(PROJECT_PREFIX, &after, limit + 1).await?
-    } else if caller.user.is_some() {
+    } else if caller.person().is_some() {
         roles
             .keys()
             .filter(|s| s.as_str() > after.as_str())
@@ -551,7 +551,7 @@ async fn check_mount(core: &Arc<Core>, raw: &str) -> Result<String> {
 async fn refuse_foreign_secrets(
     core: &Arc<Core>,
     req: &Request,
-    caller: &TokenEntry,
+    caller: &Caller,
     mount: &str,
     slug: &str,
 ) -> Result<()> {
@@ -593,7 +593,7 @@ async fn refuse_foreign_secrets(
 /// `POST sys/projects {slug, environments?, mount?, tags?}`: server
 /// administrators and holders of `create` on `sys/projects`. A person who
 /// creates a project becomes its admin in the same commit.
-async fn create(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Result<Response> {
+async fn create(core: &Arc<Core>, req: &Request, caller: &Caller) -> Result<Response> {
     core.authorize(caller, "sys/projects", Capability::Create, false)
         .await?;
     let slug = req
@@ -652,7 +652,7 @@ async fn create(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Result<
                 expect: Expect::Absent,
             });
         }
-        if let Some(user) = &caller.user {
+        if let Some(user) = caller.person() {
             let membership = Membership {
                 user_id: user.user_id.clone(),
                 email: user.email.clone(),
@@ -684,7 +684,7 @@ async fn create(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Result<
                 tracing::info!(request_id = %req.request_id, project = %slug, "project created");
                 return Ok(Response::data(project_json(
                     &project,
-                    caller.user.as_ref().map(|_| Role::Admin),
+                    caller.person().map(|_| Role::Admin),
                 )));
             }
             Err(BarrierError::Conflict { .. }) => {
@@ -710,7 +710,7 @@ pub async fn handle(
     core: &Arc<Core>,
     req: &Request,
     rest: &str,
-    caller: &TokenEntry,
+    caller: &Caller,
 ) -> Result<Response> {
     let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     let slug = parts[0];
@@ -720,7 +720,7 @@ pub async fn handle(
     use Operation::*;
     match (&parts[1..], req.operation) {
         ([], Read) => {
-            let role = match &caller.user {
+            let role = match caller.person() {
                 Some(user) => read_member(core, slug, &user.user_id)
                     .await?
                     .map(|(m, _)| m.role),
@@ -1037,7 +1037,7 @@ async fn add_environment(core: &Core, slug: &str, env: &str) -> Result<()> {
 async fn remove_environment(
     core: &Arc<Core>,
     req: &Request,
-    caller: &TokenEntry,
+    caller: &Caller,
     slug: &str,
     env: &str,
 ) -> Result<()> {
@@ -1064,7 +1064,7 @@ async fn remove_environment(
 async fn clear_secrets(
     core: &Arc<Core>,
     req: &Request,
-    caller: &TokenEntry,
+    caller: &Caller,
     project: &Project,
     folder: &str,
 ) -> Result<()> {
@@ -1093,7 +1093,7 @@ async fn clear_secrets(
 async fn delete_project(
     core: &Arc<Core>,
     req: &Request,
-    caller: &TokenEntry,
+    caller: &Caller,
     slug: &str,
 ) -> Result<()> {
     let Some((project, _)) = read(core, slug).await? else {
@@ -1152,7 +1152,7 @@ async fn delete_project(
 struct KvAccess<'a> {
     core: &'a Arc<Core>,
     req: &'a Request,
-    caller: &'a TokenEntry,
+    caller: &'a Caller,
     mounted: crate::mounts::Mounted,
 }
 
@@ -1160,7 +1160,7 @@ impl<'a> KvAccess<'a> {
     async fn new(
         core: &'a Arc<Core>,
         req: &'a Request,
-        caller: &'a TokenEntry,
+        caller: &'a Caller,
         mount: &str,
     ) -> Result<Self> {
         let router = core.router().await?;

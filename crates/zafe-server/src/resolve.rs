@@ -24,10 +24,10 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 use zafe_core::reference::{DEFAULT_PROJECT_MOUNT, KvLocation, Reference};
 
+use crate::caller::Caller;
 use crate::core::{Core, Operation, Request, Response};
 use crate::error::{Error, Result};
 use crate::policies::Capability;
-use crate::tokens::TokenEntry;
 use zafe_engine::Status;
 
 /// The most references one request may resolve.
@@ -36,7 +36,7 @@ pub const MAX_REFERENCES: usize = 1000;
 /// How many references an error message names before "and N more".
 const NAMED_IN_ERRORS: usize = 20;
 
-pub async fn resolve(core: &Arc<Core>, req: &Request, caller: &TokenEntry) -> Result<Response> {
+pub async fn resolve(core: &Arc<Core>, req: &Request, caller: &Caller) -> Result<Response> {
     let texts = reference_texts(req)?;
     if texts.len() > MAX_REFERENCES {
         return Err(Error::bad_request(format!(
@@ -152,7 +152,7 @@ async fn project_mount(core: &Core, slug: &str) -> Result<String> {
 async fn read_field(
     core: &Arc<Core>,
     req: &Request,
-    caller: &TokenEntry,
+    caller: &Caller,
     router: &crate::mounts::Router,
     location: &KvLocation,
 ) -> Result<Option<String>> {

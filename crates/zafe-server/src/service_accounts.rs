@@ -80,6 +80,25 @@ pub struct Principal {
     pub token: SaToken,
 }
 
+impl Principal {
+    /// The request's caller: the account, and its token as Vault's token lookups show it.
+    pub fn into_caller(self) -> crate::caller::Caller {
+        let token = crate::tokens::TokenEntry {
+            id_hash: self.token.id_hash,
+            accessor: self.token.accessor,
+            display_name: format!("service-account-{}", self.account.name),
+            created_at: self.token.created_at,
+            expires_at: self.token.expires_at,
+            path: "sys/service-accounts".into(),
+            ..Default::default()
+        };
+        crate::caller::Caller::ServiceAccount(crate::caller::AccountCaller {
+            account: self.account,
+            token,
+        })
+    }
+}
+
 fn account_key(name: &str) -> String {
     format!("{ACCOUNT_PREFIX}{name}")
 }

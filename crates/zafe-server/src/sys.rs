@@ -9,10 +9,10 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use zafe_engine::Status;
 
+use crate::caller::Caller;
 use crate::core::{Core, Operation, Request, Response};
 use crate::error::{Error, Result};
 use crate::seal::UnsealProgress;
-use crate::tokens::TokenEntry;
 use crate::{mounts, policies};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -367,7 +367,7 @@ pub async fn dispatch(
     id: RouteId,
     rest: &str,
     req: Request,
-    caller: Option<TokenEntry>,
+    caller: Option<Caller>,
 ) -> Result<Response> {
     match (id, req.operation) {
         (RouteId::Init, Read) => Ok(ok(json!({ "initialized": core.is_initialized().await? }))),

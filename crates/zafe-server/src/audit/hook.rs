@@ -31,7 +31,6 @@ use super::chain::{Actor, EVENT_VERSION, Event};
 use super::{AuditKeys, linker, now_us};
 use crate::core::Core;
 use crate::error::Error;
-use crate::tokens::TokenEntry;
 
 /// The caller, as the core authenticated it.
 #[derive(Debug, Clone, Default)]
@@ -78,7 +77,8 @@ tokio::task_local! {
 
 /// Called by the core when a request authenticates: the audit entry names
 /// this caller. Outside a request (tests, background jobs) it does nothing.
-pub fn note_caller(entry: &TokenEntry) {
+pub fn note_caller(caller: &crate::caller::Caller) {
+    let entry = caller.token();
     let _ = NOTED.try_with(|slot| {
         slot.noted.lock().caller = Some(Caller {
             accessor: entry.accessor.clone(),

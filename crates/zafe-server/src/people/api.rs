@@ -21,9 +21,9 @@ use super::sessions::{self, Issued, Origin, Refreshed};
 use super::users::{self, User};
 use super::{config::RegistrationMode, setup};
 use crate::barrier::BarrierError;
+use crate::caller::Caller;
 use crate::core::{Core, Operation, Request, Response};
 use crate::error::{Error, Result};
-use crate::tokens::TokenEntry;
 
 /// A user key that never exists (the nil UUID is never issued).
 const NO_SUCH_USER: &str = "sys/people/user/00000000-0000-0000-0000-000000000000";
@@ -53,7 +53,7 @@ pub async fn handle(
     endpoint: Endpoint,
     rest: &str,
     req: Request,
-    caller: Option<TokenEntry>,
+    caller: Option<Caller>,
 ) -> Result<Response> {
     match (endpoint, req.operation) {
         (Endpoint::Setup, Operation::Read) => Ok(Response::Json(
@@ -95,8 +95,8 @@ pub async fn handle(
     }
 }
 
-fn session_caller(caller: Option<&TokenEntry>) -> Result<&super::UserCaller> {
-    caller.and_then(|c| c.user.as_ref()).ok_or_else(|| {
+fn session_caller(caller: Option<&Caller>) -> Result<&super::UserCaller> {
+    caller.and_then(|c| c.person()).ok_or_else(|| {
         Error::bad_request("this endpoint needs a person's session token (zafe login --email)")
     })
 }
@@ -298,7 +298,10 @@ async fn sessions_user(core: &Core, issued: &Issued) -> Result<Option<(User, i64
     let key = core.token_key()?;
     match sessions::authenticate(&core.barrier, &key, &issued.access_token).await? {
         Some(entry) => {
-            let id = entry.user.map(|u| u.user_id).unwrap_or_default();
+            let id = entry
+                .person()
+                .map(|u| u.user_id.clone())
+                .unwrap_or_default();
             users::read(&core.barrier, &id).await
         }
         None => Ok(None),
@@ -435,7 +438,7 @@ async fn register(core: &Arc<Core>, req: &Request) -> Result<Response> {
 async fn change_own_password(
     core: &Arc<Core>,
     req: &Request,
-    caller: Option<&TokenEntry>,
+    caller: Option<&Caller>,
 ) -> Result<Response> {
     let me = session_caller(caller)?;
     let current = Password::new(string_field(req, "current_password")?);
@@ -516,11 +519,7 @@ fn policies_field(req: &Request) -> Result<Option<Vec<String>>> {
     Ok(Some(list))
 }
 
-async fn create_user(
-    core: &Arc<Core>,
-    req: &Request,
-    caller: Option<&TokenEntry>,
-) -> Result<Response> {
+async fn create_user(core: &Arc<Core>, req: &Request, caller: Option<&Caller>) -> Result<Response> {
     let email = users::normalize_email(string_field(req, "email")?)?;
     let key = core.token_key()?;
     if optional_bool(req, "invite")? == Some(true) {
@@ -545,7 +544,9 @@ async fn create_user(
                 "an account with this email address already exists",
             ));
         }
-        let created_by = caller.map(|c| c.display_name.clone()).unwrap_or_default();
+        let created_by = caller
+            .map(|c| c.token().display_name.clone())
+            .unwrap_or_default();
         let (token, invite) = setup::create_invite(core, &email, ttl, &created_by).await?;
         let url = setup::setup_url(core, "").replace("/ui/setup#token=", "/ui/register#invite=");
         return Ok(Response::data(json!({

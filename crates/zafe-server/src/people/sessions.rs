@@ -34,6 +34,7 @@ use zeroize::Zeroizing;
 use super::config::SessionConfig;
 use super::users::{self, User};
 use crate::barrier::{Barrier, BarrierError, Expect, Write};
+use crate::caller::{Caller, Person};
 use crate::error::{Error, Result};
 use crate::tokens::{TokenEntry, hash_of};
 
@@ -320,7 +321,7 @@ pub async fn authenticate(
     barrier: &Barrier,
     key: &SecretKey,
     presented: &str,
-) -> Result<Option<TokenEntry>> {
+) -> Result<Option<Caller>> {
     let Some((entry, _)) = lookup(barrier, key, presented, TokenKind::Access).await? else {
         return Ok(None);
     };
@@ -347,16 +348,16 @@ pub async fn authenticate(
     Ok(Some(caller_entry(&user, &entry)))
 }
 
-/// The `TokenEntry` a session's requests run as. A server administrator
+/// The caller a session's requests run as. A server administrator
 /// carries `root`; everyone else their extra policies (project roles are
 /// added by `Core::authorize`).
-fn caller_entry(user: &User, entry: &SessionToken) -> TokenEntry {
+fn caller_entry(user: &User, entry: &SessionToken) -> Caller {
     let policies = if user.admin {
         vec!["root".to_string()]
     } else {
         user.policies.clone()
     };
-    TokenEntry {
+    let session = TokenEntry {
         id_hash: entry.id_hash.clone(),
         // The session id is the non-secret handle audit entries name.
         accessor: entry.session_id.clone(),
@@ -370,14 +371,17 @@ fn caller_entry(user: &User, entry: &SessionToken) -> TokenEntry {
             ("email".to_string(), user.email.clone()),
         ]
         .into(),
-        user: Some(super::UserCaller {
+        ..TokenEntry::default()
+    };
+    Caller::Person(Person {
+        user: super::UserCaller {
             user_id: user.id.clone(),
             email: user.email.clone(),
             admin: user.admin,
             session_id: entry.session_id.clone(),
-        }),
-        ..TokenEntry::default()
-    }
+        },
+        session,
+    })
 }
 
 /// Trades a refresh token for a new pair (R-AUTH-4).

@@ -28,9 +28,9 @@ use zafe_engine::Status;
 use zeroize::Zeroizing;
 
 use super::users::{self, User};
+use crate::caller::Caller;
 use crate::core::{Core, Operation, Request, Response};
 use crate::error::{Error, Result};
-use crate::tokens::TokenEntry;
 
 const DIGITS: usize = 6;
 const STEP_SECS: u64 = 30;
@@ -233,10 +233,10 @@ pub async fn handle(
     core: &Arc<Core>,
     rest: &str,
     req: &Request,
-    caller: Option<&TokenEntry>,
+    caller: Option<&Caller>,
 ) -> Result<Response> {
     let me = caller
-        .and_then(|c| c.user.as_ref())
+        .and_then(|c| c.person())
         .ok_or_else(|| Error::bad_request("this endpoint needs a person's session token"))?;
     if req.operation != Operation::Write {
         return Err(Error::MethodNotAllowed("unsupported operation".into()));

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use zafe_engine::params;
 
+use crate::caller::Caller;
 use crate::core::{Core, Operation, Request, Response};
 use crate::engine::View;
 use crate::error::{Error, Result};
@@ -67,7 +68,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) mount: &'a MountEntry,
     pub(crate) view: View,
     /// The token store has no public paths: there is always a caller.
-    pub(crate) caller: &'a TokenEntry,
+    pub(crate) caller: &'a Caller,
 }
 
 /// Whether a write creates or updates (see [`zafe_engine::Engine::exists`]).
@@ -94,9 +95,11 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, req: &Request, rel_path: &str) -> Resu
             create(ctx, req, caller, Some(&name), false).await
         }
         ("lookup", Write) => lookup(ctx, req).await,
-        ("lookup-self", Read | Write) => {
-            Ok(Response::data(lookup_data(caller, own_token(req), now())))
-        }
+        ("lookup-self", Read | Write) => Ok(Response::data(lookup_data(
+            caller.token(),
+            own_token(req),
+            now(),
+        ))),
         ("lookup-accessor", Write) => lookup_accessor(ctx, req).await,
         ("renew", Write) => renew(ctx, req, Target::Token).await,
         ("renew-self", Write) => renew(ctx, req, Target::Caller(caller)).await,
@@ -104,11 +107,16 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, req: &Request, rel_path: &str) -> Resu
         ("revoke", Write) => revoke(ctx, req).await,
         ("revoke-self", Write) => {
             // A person's session: end the whole session, as logout does.
-            if let Some(user) = &caller.user {
+            if let Some(user) = caller.person() {
                 crate::people::sessions::revoke_family(&ctx.core.barrier, &user.session_id).await?;
                 return Ok(Response::NoContent);
             }
-            tokens::revoke_hash(&ctx.core.barrier, &ctx.core.token_key()?, &caller.id_hash).await?;
+            tokens::revoke_hash(
+                &ctx.core.barrier,
+                &ctx.core.token_key()?,
+                &caller.token().id_hash,
+            )
+            .await?;
             Ok(Response::NoContent)
         }
         ("revoke-accessor", Write) => revoke_accessor(ctx, req).await,
@@ -173,7 +181,7 @@ fn own_token(req: &Request) -> &str {
 }
 
 /// Whether the caller holds `sudo` on `path` (root always does).
-async fn has_sudo(ctx: &Ctx<'_>, caller: &TokenEntry, path: &str) -> Result<bool> {
+async fn has_sudo(ctx: &Ctx<'_>, caller: &Caller, path: &str) -> Result<bool> {
     match ctx
         .core
         .authorize(caller, path, Capability::Sudo, false)
@@ -190,11 +198,11 @@ async fn has_sudo(ctx: &Ctx<'_>, caller: &TokenEntry, path: &str) -> Result<bool
 async fn create(
     ctx: &Ctx<'_>,
     req: &Request,
-    caller: &TokenEntry,
+    caller: &Caller,
     role: Option<&str>,
     orphan_endpoint: bool,
 ) -> Result<Response> {
-    if caller.user.is_some() {
+    if caller.person().is_some() {
         // A person's session is not a token of this store, so it cannot be a
         // parent: a token minted from it would be an orphan that outlives
         // logout, password change, disabling the person and refresh-reuse
@@ -205,7 +213,12 @@ async fn create(
                 .into(),
         ));
     }
-    if caller.num_uses > 0 || caller.uses_exhausted {
+    // Only a token of this store can be a parent; a service account never gets this far (it
+    // may only read and list).
+    let Caller::Token(caller_entry) = caller else {
+        return Err(Error::PermissionDenied);
+    };
+    if caller_entry.num_uses > 0 || caller_entry.uses_exhausted {
         return Err(Error::bad_request(
             "restricted use token cannot generate child tokens",
         ));
@@ -264,7 +277,7 @@ async fn create(
         false
     };
 
-    let policies = child_policies(caller, requested, no_default, role.as_ref())?;
+    let policies = child_policies(caller_entry, requested, no_default, role.as_ref())?;
 
     let period = match &role {
         Some(r) if r.token_period > 0 => r.token_period,
@@ -302,7 +315,7 @@ async fn create(
         max_ttl: min_nonzero(mount_max, role_max),
         may_be_unlimited: policies == ["root"],
     };
-    let parent = (!orphan).then(|| caller.clone());
+    let parent = (!orphan).then(|| caller_entry.clone());
     let (lifetime, mut warnings) = tokens::plan_lifetime(&lifetime_req, parent.as_ref(), now());
     let new = NewToken {
         policies,
@@ -503,7 +516,11 @@ async fn lookup(ctx: &Ctx<'_>, req: &Request) -> Result<Response> {
     if token.is_empty() {
         // Vault looks up the caller's own token when none is given.
         let caller = ctx.caller;
-        return Ok(Response::data(lookup_data(caller, own_token(req), now())));
+        return Ok(Response::data(lookup_data(
+            caller.token(),
+            own_token(req),
+            now(),
+        )));
     }
     let entry = tokens::lookup(&ctx.core.barrier, &ctx.core.token_key()?, &token)
         .await?
@@ -528,7 +545,7 @@ async fn by_accessor(ctx: &Ctx<'_>, req: &Request) -> Result<TokenEntry> {
 // ---- renew ----------------------------------------------------------------
 
 enum Target<'a> {
-    Caller(&'a TokenEntry),
+    Caller(&'a Caller),
     Token,
     Accessor,
 }
@@ -536,7 +553,10 @@ enum Target<'a> {
 async fn renew(ctx: &Ctx<'_>, req: &Request, target: Target<'_>) -> Result<Response> {
     let increment = params::duration(req, "increment")?;
     let (hash, token) = match target {
-        Target::Caller(caller) => (caller.id_hash.clone(), Some(own_token(req).to_string())),
+        Target::Caller(caller) => (
+            caller.token().id_hash.clone(),
+            Some(own_token(req).to_string()),
+        ),
         Target::Token => {
             let token = params::string(req, "token")?
                 .filter(|t| !t.is_empty())
@@ -584,7 +604,7 @@ async fn revoke_accessor(ctx: &Ctx<'_>, req: &Request) -> Result<Response> {
     }
 }
 
-async fn revoke_orphan(ctx: &Ctx<'_>, req: &Request, caller: &TokenEntry) -> Result<Response> {
+async fn revoke_orphan(ctx: &Ctx<'_>, req: &Request, caller: &Caller) -> Result<Response> {
     if !caller.is_root() && !has_sudo(ctx, caller, &req.path).await? {
         return Err(Error::bad_request(
             "root or sudo privileges required to revoke and orphan",
@@ -602,7 +622,7 @@ async fn revoke_orphan(ctx: &Ctx<'_>, req: &Request, caller: &TokenEntry) -> Res
 
 // ---- accessors and tidy ---------------------------------------------------
 
-async fn accessors(ctx: &Ctx<'_>, req: &Request, caller: &TokenEntry) -> Result<Response> {
+async fn accessors(ctx: &Ctx<'_>, req: &Request, caller: &Caller) -> Result<Response> {
     if !has_sudo(ctx, caller, &req.path).await? {
         return Err(Error::PermissionDenied);
     }
@@ -620,7 +640,7 @@ async fn accessors(ctx: &Ctx<'_>, req: &Request, caller: &TokenEntry) -> Result<
     Ok(Response::data(data))
 }
 
-async fn tidy(ctx: &Ctx<'_>, req: &Request, caller: &TokenEntry) -> Result<Response> {
+async fn tidy(ctx: &Ctx<'_>, req: &Request, caller: &Caller) -> Result<Response> {
     if !has_sudo(ctx, caller, &req.path).await? {
         return Err(Error::PermissionDenied);
     }

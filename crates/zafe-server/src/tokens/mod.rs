@@ -105,35 +105,9 @@ pub struct TokenEntry {
     /// limited-use token's last use: the token is already gone.
     #[serde(skip)]
     pub uses_exhausted: bool,
-    /// Set (never stored) when the caller is a service account rather than
-    /// a token of this store: the core then allows only read and list,
-    /// against a policy generated from the account's scopes.
-    #[serde(skip)]
-    pub service_account: Option<crate::service_accounts::ServiceAccount>,
-    /// Set (never stored) when the caller is a person's session: their
-    /// access is built from project roles (docs/design/people-and-workflow.md).
-    #[serde(skip)]
-    pub user: Option<crate::people::UserCaller>,
 }
 
 impl TokenEntry {
-    /// The caller as an engine sees it: a name, nothing to act with.
-    pub fn caller(&self) -> zafe_engine::Caller {
-        use zafe_engine::Caller;
-        match (&self.user, &self.service_account) {
-            (Some(user), _) => Caller::Person {
-                email: user.email.clone(),
-            },
-            (None, Some(account)) => Caller::ServiceAccount {
-                name: account.name.clone(),
-            },
-            (None, None) => Caller::Token {
-                accessor: self.accessor.clone(),
-                display_name: self.display_name.clone(),
-            },
-        }
-    }
-
     pub fn is_root(&self) -> bool {
         self.policies.iter().any(|p| p == "root")
     }
@@ -374,8 +348,6 @@ async fn issue_with(
             role: new.role.clone(),
             bound_cidrs: new.bound_cidrs.clone(),
             uses_exhausted: false,
-            service_account: None,
-            user: None,
         };
         let mut writes = vec![
             Write::Put {
