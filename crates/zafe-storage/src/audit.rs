@@ -19,8 +19,9 @@
 //!
 //! [`Backend::audit_sweep`]: crate::Backend::audit_sweep
 
-/// The predecessor of the first row ever appended.
-pub const GENESIS_HASH: [u8; 32] = [0; 32];
+// The chain's pure types, shared with the server and the CLI's verifier:
+// one definition, in zafe-core.
+pub use zafe_core::audit::{AuditCheckpoint, GENESIS_HASH};
 
 /// A row to append: its time (for display and time-range lookups only;
 /// order is by sequence number) and its opaque content.
@@ -64,19 +65,6 @@ pub type SharedLinker = std::sync::Arc<dyn Fn(i64, &[u8], &AuditDraft) -> AuditL
 pub struct AuditHead {
     pub seq: i64,
     pub hash: Vec<u8>,
-}
-
-/// A signed statement that the chain had `hash` at `seq`. Stored as given;
-/// `id` is assigned by the database (pass 0 to append).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuditCheckpoint {
-    pub id: i64,
-    pub seq: i64,
-    pub hash: Vec<u8>,
-    pub time_us: i64,
-    pub kind: String,
-    pub public_key: Vec<u8>,
-    pub signature: Vec<u8>,
 }
 
 /// Which end of a time range [`Backend::audit_seq_at`] looks for.

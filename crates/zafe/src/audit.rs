@@ -34,7 +34,7 @@ use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use serde::{Deserialize, Serialize};
 use zafe_client::{Client, Method};
-use zafe_server::audit::chain::{Line, Report, Verifier};
+use zafe_core::audit::{Line, Report, Verifier};
 
 use crate::cli::Format;
 use crate::output::Out;
@@ -169,7 +169,7 @@ fn usage(message: &str) -> anyhow::Result<ExitCode> {
 }
 
 fn decode_key(b64: &str) -> Option<[u8; 32]> {
-    zafe_server::audit::chain::public_key_from_b64(b64)
+    zafe_core::audit::public_key_from_b64(b64)
 }
 
 // ---- verify --------------------------------------------------------------
@@ -665,7 +665,7 @@ async fn export(
 // ---- tail ----------------------------------------------------------------
 
 /// A successful read of the audit log itself: what `tail` does when it polls.
-fn audit_read(e: &zafe_server::audit::chain::EntryLine) -> bool {
+fn audit_read(e: &zafe_core::audit::EntryLine) -> bool {
     e.status < 400
         && e.method == "GET"
         && matches!(
@@ -727,7 +727,7 @@ async fn tail(
     }
 }
 
-fn print_entry(out: Out, e: &zafe_server::audit::chain::EntryLine) {
+fn print_entry(out: Out, e: &zafe_core::audit::EntryLine) {
     if matches!(out.format, Format::Json | Format::Jsonl) {
         println!("{}", Line::Entry(Box::new(e.clone())).to_json());
         return;
@@ -770,7 +770,7 @@ mod tests {
 
     #[test]
     fn keys_must_be_32_bytes() {
-        assert!(decode_key(&zafe_server::audit::chain::b64(&[7u8; 32])).is_some());
+        assert!(decode_key(&zafe_core::audit::b64(&[7u8; 32])).is_some());
         assert!(decode_key("AAAA").is_none());
         assert!(decode_key("not base64!").is_none());
     }
