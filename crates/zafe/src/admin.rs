@@ -11,10 +11,11 @@ use zafe_client::{Client, Method};
 use zeroize::Zeroizing;
 
 use crate::output::Out;
+use crate::output::outln;
 
 // ---- Policies ------------------------------------------------------------
 
-pub(crate) async fn policy_list(client: &Client, out: Out) -> anyhow::Result<()> {
+pub(crate) async fn policy_list(client: &Client, out: Out<'_>) -> anyhow::Result<()> {
     let body = client
         .request_json(Method::GET, "/v1/sys/policy", None)
         .await?
@@ -24,12 +25,12 @@ pub(crate) async fn policy_list(client: &Client, out: Out) -> anyhow::Result<()>
         return out.print_json(&names);
     }
     for name in names {
-        println!("{}", name.as_str().unwrap_or_default());
+        outln!(out, "{}", name.as_str().unwrap_or_default());
     }
     Ok(())
 }
 
-pub(crate) async fn policy_read(client: &Client, out: Out, name: &str) -> anyhow::Result<()> {
+pub(crate) async fn policy_read(client: &Client, out: Out<'_>, name: &str) -> anyhow::Result<()> {
     let path = format!("/v1/sys/policy/{}", encode(name));
     let body = client
         .request_json(Method::GET, &path, None)
@@ -38,7 +39,7 @@ pub(crate) async fn policy_read(client: &Client, out: Out, name: &str) -> anyhow
     if out.json() {
         return out.print_json(&body["data"]);
     }
-    println!("{}", body["rules"].as_str().unwrap_or_default());
+    outln!(out, "{}", body["rules"].as_str().unwrap_or_default());
     Ok(())
 }
 
@@ -73,7 +74,7 @@ pub(crate) async fn policy_delete(client: &Client, name: &str) -> anyhow::Result
 
 // ---- Secrets engines -----------------------------------------------------
 
-pub(crate) async fn secrets_list(client: &Client, out: Out) -> anyhow::Result<()> {
+pub(crate) async fn secrets_list(client: &Client, out: Out<'_>) -> anyhow::Result<()> {
     let body = client
         .request_json(Method::GET, "/v1/sys/mounts", None)
         .await?
@@ -83,16 +84,23 @@ pub(crate) async fn secrets_list(client: &Client, out: Out) -> anyhow::Result<()
         return out.print_json(&data);
     }
     let width = data.keys().map(String::len).max().unwrap_or(4).max(4);
-    println!(
+    outln!(
+        out,
         "{:width$}    {:10}    {:24}    Description",
-        "Path", "Type", "Accessor"
+        "Path",
+        "Type",
+        "Accessor"
     );
-    println!(
+    outln!(
+        out,
         "{:width$}    {:10}    {:24}    -----------",
-        "----", "----", "--------"
+        "----",
+        "----",
+        "--------"
     );
     for (path, mount) in data {
-        println!(
+        outln!(
+            out,
             "{path:width$}    {:10}    {:24}    {}",
             mount["type"].as_str().unwrap_or_default(),
             mount["accessor"].as_str().unwrap_or_default(),
@@ -139,7 +147,7 @@ pub(crate) async fn secrets_disable(client: &Client, path: &str) -> anyhow::Resu
 
 // ---- Keys ----------------------------------------------------------------
 
-pub(crate) async fn key_status(client: &Client, out: Out) -> anyhow::Result<()> {
+pub(crate) async fn key_status(client: &Client, out: Out<'_>) -> anyhow::Result<()> {
     let body = client
         .request_json(Method::GET, "/v1/sys/key-status", None)
         .await?
@@ -174,7 +182,7 @@ pub(crate) fn key_rows(data: &Value) -> Vec<(&'static str, String)> {
 
 /// Rotates the key-encryption key and follows the re-wrap until it ends,
 /// with a progress bar on a terminal.
-pub(crate) async fn rotate(client: &Client, out: Out, wait: bool) -> anyhow::Result<()> {
+pub(crate) async fn rotate(client: &Client, out: Out<'_>, wait: bool) -> anyhow::Result<()> {
     client
         .request_json(Method::PUT, "/v1/sys/rotate", None)
         .await?;
@@ -236,7 +244,7 @@ pub(crate) async fn rotate(client: &Client, out: Out, wait: bool) -> anyhow::Res
 /// `operator rekey`: new unseal shares from `threshold` current ones.
 pub(crate) async fn rekey(
     client: &Client,
-    out: Out,
+    out: Out<'_>,
     shares: u8,
     threshold: u8,
 ) -> anyhow::Result<()> {
@@ -294,14 +302,15 @@ pub(crate) async fn rekey(
                 .iter()
                 .enumerate()
             {
-                println!(
+                outln!(
+                    out,
                     "New Unseal Key {}: {}",
                     i + 1,
                     key.as_str().unwrap_or_default()
                 );
             }
-            println!();
-            println!(
+            outln!(out);
+            outln!(out,
                 "{}",
                 out.yellow("Zafe has new unseal keys; the old ones no longer work. Store each new key separately: they are shown only once.")
             );

@@ -12,6 +12,7 @@ use zafe_client::{Client, Method};
 
 use crate::login::read_secret;
 use crate::output::Out;
+use crate::output::outln;
 use crate::token::{display, parse_key_value, print_object};
 
 #[derive(Debug, Args)]
@@ -219,7 +220,7 @@ pub(crate) struct Which {
     pub stdin: bool,
 }
 
-pub(crate) async fn run(client: &Client, out: Out, args: ApproleArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(client: &Client, out: Out<'_>, args: ApproleArgs) -> anyhow::Result<()> {
     let base = format!("/v1/auth/{}", encode_path(args.path.trim_matches('/')));
     let role_path = |name: &str| format!("{base}/role/{}", encode_segment(name));
     match args.cmd {
@@ -426,7 +427,7 @@ async fn list(client: &Client, path: &str) -> anyhow::Result<Vec<String>> {
     }
 }
 
-fn print_keys(out: Out, keys: &[String]) -> anyhow::Result<()> {
+fn print_keys(out: Out<'_>, keys: &[String]) -> anyhow::Result<()> {
     if out.json() {
         return out.print_json(&keys);
     }
@@ -434,16 +435,16 @@ fn print_keys(out: Out, keys: &[String]) -> anyhow::Result<()> {
         eprintln!("No entries found.");
     }
     for k in keys {
-        println!("{k}");
+        outln!(out, "{k}");
     }
     Ok(())
 }
 
-fn done(out: Out, message: &str) -> anyhow::Result<()> {
+fn done(out: Out<'_>, message: &str) -> anyhow::Result<()> {
     if out.json() {
         return out.print_json(&json!({ "ok": true }));
     }
-    println!("{message}");
+    outln!(out, "{message}");
     Ok(())
 }
 

@@ -38,6 +38,7 @@ use zafe_core::audit::{Line, Report, Verifier};
 
 use crate::cli::Format;
 use crate::output::Out;
+use crate::output::outln;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCmd {
@@ -117,7 +118,7 @@ pub(crate) async fn run(
     cmd: AuditCmd,
     client: impl FnOnce() -> anyhow::Result<Client>,
     expected_id: Option<String>,
-    out: Out,
+    out: Out<'_>,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
         AuditCmd::Verify {
@@ -179,7 +180,7 @@ fn verify_file(
     path: &Path,
     public_key: Option<&str>,
     expected_id: Option<&str>,
-    out: Out,
+    out: Out<'_>,
 ) -> anyhow::Result<ExitCode> {
     let key = match (public_key, expected_id) {
         (Some(b64), _) => match decode_key(b64) {
@@ -293,7 +294,7 @@ fn first_checkpoint_key(path: &Path) -> anyhow::Result<Option<[u8; 32]>> {
 async fn verify_server(
     client: &Client,
     public_key: Option<&str>,
-    out: Out,
+    out: Out<'_>,
 ) -> anyhow::Result<ExitCode> {
     let pinned = client.verify_identity().await?.identity;
     let key = match public_key {
@@ -516,7 +517,7 @@ impl Kept {
     }
 }
 
-fn report_and_exit(out: Out, what: &str, report: &Report) -> anyhow::Result<ExitCode> {
+fn report_and_exit(out: Out<'_>, what: &str, report: &Report) -> anyhow::Result<ExitCode> {
     if out.json() {
         out.print_json(report)?;
     } else {
@@ -529,7 +530,7 @@ fn report_and_exit(out: Out, what: &str, report: &Report) -> anyhow::Result<Exit
     })
 }
 
-fn print_report(out: Out, title: &str, r: &Report) {
+fn print_report(out: Out<'_>, title: &str, r: &Report) {
     let range = match (r.first_seq, r.last_seq) {
         (Some(a), Some(b)) => format!("{a}..={b}"),
         _ => "none".into(),
@@ -539,7 +540,7 @@ fn print_report(out: Out, title: &str, r: &Report) {
     } else {
         out.red("TAMPERED")
     };
-    println!("{}: {state}", out.bold(title));
+    outln!(out, "{}: {state}", out.bold(title));
     let mut rows = vec![
         ("Entries", format!("{} (seq {range})", r.entries)),
         (
@@ -576,7 +577,7 @@ fn print_report(out: Out, title: &str, r: &Report) {
     out.print_table(&rows);
 }
 
-fn progress(out: Out, total: Option<u64>) -> Option<indicatif::ProgressBar> {
+fn progress(out: Out<'_>, total: Option<u64>) -> Option<indicatif::ProgressBar> {
     if !std::io::stderr().is_terminal() || out.json() {
         return None;
     }
@@ -620,7 +621,7 @@ fn export_path(format: &str, since: Option<&str>, until: Option<&str>) -> String
 
 async fn export(
     client: &Client,
-    out: Out,
+    out: Out<'_>,
     since: Option<&str>,
     until: Option<&str>,
     output: Option<&Path>,
@@ -676,7 +677,7 @@ fn audit_read(e: &zafe_core::audit::EntryLine) -> bool {
 
 async fn tail(
     client: &Client,
-    out: Out,
+    out: Out<'_>,
     lines: u64,
     follow: bool,
     interval: Duration,
@@ -718,7 +719,7 @@ async fn tail(
                 }
             }
         }
-        std::io::stdout().flush()?;
+        out.flush()?;
         if !follow {
             return Ok(());
         }
@@ -727,9 +728,9 @@ async fn tail(
     }
 }
 
-fn print_entry(out: Out, e: &zafe_core::audit::EntryLine) {
+fn print_entry(out: Out<'_>, e: &zafe_core::audit::EntryLine) {
     if matches!(out.format, Format::Json | Format::Jsonl) {
-        println!("{}", Line::Entry(Box::new(e.clone())).to_json());
+        outln!(out, "{}", Line::Entry(Box::new(e.clone())).to_json());
         return;
     }
     let who = match e.actor.kind.as_str() {
@@ -749,7 +750,7 @@ fn print_entry(out: Out, e: &zafe_core::audit::EntryLine) {
     if !e.error.is_empty() {
         text.push_str(&format!("  ({})", e.error));
     }
-    println!("{text}");
+    outln!(out, "{text}");
 }
 
 #[cfg(test)]

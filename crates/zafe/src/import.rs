@@ -38,6 +38,7 @@ use zeroize::Zeroizing;
 
 use crate::files;
 use crate::output::Out;
+use crate::output::outln;
 
 /// The largest env file read, in bytes.
 pub(crate) const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
@@ -242,7 +243,11 @@ struct Planned<'d> {
     change: Change,
 }
 
-pub(crate) async fn run(client: &Client, out: Out, args: ImportArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(
+    client: &Client,
+    out: Out<'_>,
+    args: ImportArgs,
+) -> anyhow::Result<ExitCode> {
     let file = &args.file;
     let bytes = read_env_file(file)?;
     let document = dotenv::parse_bytes(&bytes).map_err(|e| anyhow!("{}: {e}", file.display()))?;
@@ -306,7 +311,8 @@ pub(crate) async fn run(client: &Client, out: Out, args: ImportArgs) -> anyhow::
     if planned.iter().all(|p| p.change == Change::Reference) {
         // An empty file, or a references file (.env.zafe) given by mistake:
         // there is nothing to store, and nothing on disk should move.
-        println!(
+        outln!(
+            out,
             "Nothing to import: {} holds no values, only {} reference(s). Nothing was changed.",
             file.display(),
             planned.len()
@@ -677,8 +683,9 @@ fn keys_with<'p>(planned: &'p [Planned<'_>], change: Change) -> Vec<&'p str> {
         .collect()
 }
 
-fn print_report(out: Out, report: &Value, planned: &[Planned<'_>]) {
-    println!(
+fn print_report(out: Out<'_>, report: &Value, planned: &[Planned<'_>]) {
+    outln!(
+        out,
         "Imported {} into {}/{} ({} keys)",
         report["file"].as_str().unwrap_or_default(),
         report["project"].as_str().unwrap_or_default(),
@@ -696,7 +703,8 @@ fn print_report(out: Out, report: &Value, planned: &[Planned<'_>]) {
             continue;
         }
         let text = format!("  {label:<18} {:>4}  {}", keys.len(), keys.join(", "));
-        println!(
+        outln!(
+            out,
             "{}",
             match change {
                 Change::Added => out.green(&text),
@@ -705,21 +713,23 @@ fn print_report(out: Out, report: &Value, planned: &[Planned<'_>]) {
             }
         );
     }
-    println!(
+    outln!(
+        out,
         "Wrote {} (references only: safe to commit)",
         report["output"].as_str().unwrap_or_default()
     );
     if let Some(backup) = report["backup"].as_str() {
-        println!("Backed up the original to {backup} (mode 0600)");
+        outln!(out, "Backed up the original to {backup} (mode 0600)");
     }
     if report["original_removed"] == true {
-        println!(
+        outln!(
+            out,
             "Removed {}: `zafe run` reads the references file",
             report["file"].as_str().unwrap_or_default()
         );
     }
     if report["gitignore_updated"] == true {
-        println!("Added it to .gitignore");
+        outln!(out, "Added it to .gitignore");
     }
 }
 

@@ -15,6 +15,7 @@ use zafe_client::{Client, Method, Token};
 use zeroize::Zeroizing;
 
 use crate::output::Out;
+use crate::output::outln;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LoginMethod {
@@ -55,7 +56,7 @@ pub(crate) struct LoginArgs {
     pub oidc_timeout: u64,
 }
 
-pub(crate) async fn run(client: &Client, out: Out, args: LoginArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(client: &Client, out: Out<'_>, args: LoginArgs) -> anyhow::Result<()> {
     if args.oidc {
         // No token goes to a login endpoint.
         let anonymous = with_token(client, None)?;
@@ -150,7 +151,8 @@ pub(crate) async fn run(client: &Client, out: Out, args: LoginArgs) -> anyhow::R
         );
     }
     if !out.json() {
-        println!(
+        outln!(
+            out,
             "Success! You are now authenticated. The token is stored in {} and will be used by later commands.\n",
             zafe_client::config::token_file(config_dir).display()
         );
@@ -158,7 +160,7 @@ pub(crate) async fn run(client: &Client, out: Out, args: LoginArgs) -> anyhow::R
     print(out, &info)
 }
 
-fn print(out: Out, info: &Value) -> anyhow::Result<()> {
+fn print(out: Out<'_>, info: &Value) -> anyhow::Result<()> {
     if out.json() {
         return out.print_json(info);
     }

@@ -53,7 +53,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let out = Out::new(cli.global.format, cli.global.no_color);
+    let out = Out::stdout(cli.global.format, cli.global.no_color);
     match cli.command {
         Command::Server(args) => return server(args).await,
         Command::Mcp(args) => {
@@ -70,7 +70,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .iter()
                     .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
             });
-            setup::run(args, addr)?;
+            setup::run(args, addr, out)?;
         }
         Command::Run(args) => {
             harden::forbid_inspection();

@@ -7,11 +7,12 @@ use zafe_client::Client;
 use zeroize::Zeroizing;
 
 use crate::output::Out;
+use crate::output::outln;
 use crate::status::seal_rows;
 
 pub(crate) async fn init(
     client: &Client,
-    out: Out,
+    out: Out<'_>,
     shares: u8,
     threshold: u8,
 ) -> anyhow::Result<()> {
@@ -23,14 +24,18 @@ pub(crate) async fn init(
         return out.print_json(&init);
     }
     for (i, key) in init.keys_base64.iter().enumerate() {
-        println!("Unseal Key {}: {key}", i + 1);
+        outln!(out, "Unseal Key {}: {key}", i + 1);
     }
-    println!();
-    println!("Initial Root Token: {}", init.root_token);
-    println!();
-    println!("Zafe initialized with {shares} key shares and a key threshold of {threshold}.");
-    println!();
-    println!(
+    outln!(out);
+    outln!(out, "Initial Root Token: {}", init.root_token);
+    outln!(out);
+    outln!(
+        out,
+        "Zafe initialized with {shares} key shares and a key threshold of {threshold}."
+    );
+    outln!(out);
+    outln!(
+        out,
         "{}",
         out.yellow(&format!(
             "WARNING: the unseal keys and the root token are shown only this once. Store each key \
@@ -45,7 +50,7 @@ pub(crate) async fn init(
 
 pub(crate) async fn unseal(
     client: &Client,
-    out: Out,
+    out: Out<'_>,
     key: Option<zafe_core::secret::SecretString>,
     reset: bool,
 ) -> anyhow::Result<()> {
@@ -85,12 +90,12 @@ fn read_key() -> anyhow::Result<Zeroizing<String>> {
     Ok(line)
 }
 
-pub(crate) async fn seal(client: &Client, out: Out) -> anyhow::Result<()> {
+pub(crate) async fn seal(client: &Client, out: Out<'_>) -> anyhow::Result<()> {
     client.seal().await?;
     if out.json() {
         out.print_json(&serde_json::json!({ "sealed": true }))
     } else {
-        println!("Success! Zafe is sealed.");
+        outln!(out, "Success! Zafe is sealed.");
         Ok(())
     }
 }

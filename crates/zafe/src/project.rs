@@ -12,7 +12,7 @@
 //! read values to compare or copy them, but never print one.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::io::{IsTerminal as _, Read as _};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, anyhow, bail};
@@ -24,6 +24,7 @@ use zafe_client::{Client, Method};
 use zeroize::Zeroizing;
 
 use crate::output::Out;
+use crate::output::outln;
 
 pub(crate) const PROJECT_EXAMPLES: &str = "\
 Examples:
@@ -295,7 +296,7 @@ Examples:
 /// What a command runs against: the project, and where its secrets live.
 struct Ctx<'a> {
     client: &'a Client,
-    out: Out,
+    out: Out<'a>,
 }
 
 /// A project as the server describes it.
@@ -424,7 +425,7 @@ impl ProjectInfo {
 }
 
 /// A progress bar on a terminal (never in JSON output or pipes).
-fn progress(out: Out, len: usize, what: &str) -> Option<indicatif::ProgressBar> {
+fn progress(out: Out<'_>, len: usize, what: &str) -> Option<indicatif::ProgressBar> {
     if !std::io::stderr().is_terminal() || out.json() || len < 20 {
         return None;
     }
@@ -501,7 +502,7 @@ async fn read_data(
 
 pub(crate) async fn project(
     client: &Client,
-    out: Out,
+    out: Out<'_>,
     cmd: ProjectCmd,
 ) -> anyhow::Result<ExitCode> {
     let ctx = Ctx { client, out };
@@ -554,12 +555,16 @@ pub(crate) async fn project(
             } else if projects.is_empty() {
                 eprintln!("No projects.");
             } else {
-                println!(
+                outln!(
+                    out,
                     "{:24}  {:9}  {:12}  Environments",
-                    "Project", "Role", "Mount"
+                    "Project",
+                    "Role",
+                    "Mount"
                 );
                 for (slug, p) in &projects {
-                    println!(
+                    outln!(
+                        out,
                         "{slug:24}  {:9}  {:12}  {}",
                         p["role"].as_str().unwrap_or("-"),
                         p["mount"].as_str().unwrap_or_default(),
@@ -613,7 +618,7 @@ pub(crate) async fn project(
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn env(client: &Client, out: Out, cmd: EnvCmd) -> anyhow::Result<ExitCode> {
+pub(crate) async fn env(client: &Client, out: Out<'_>, cmd: EnvCmd) -> anyhow::Result<ExitCode> {
     let ctx = Ctx { client, out };
     let found = project_file()?;
     match cmd {
@@ -627,7 +632,7 @@ pub(crate) async fn env(client: &Client, out: Out, cmd: EnvCmd) -> anyhow::Resul
                 out.print_json(&project.environments)?;
             } else {
                 for env in &project.environments {
-                    println!("{env}");
+                    outln!(out, "{env}");
                 }
             }
         }
@@ -751,10 +756,11 @@ async fn diff(
             if keys.is_empty() {
                 continue;
             }
-            println!("{} ({}):", out.bold(&title), keys.len());
+            outln!(out, "{} ({}):", out.bold(&title), keys.len());
             for key in keys {
                 let line = format!("  {mark} {key}");
-                println!(
+                outln!(
+                    out,
                     "{}",
                     match mark {
                         "-" => out.red(&line),
@@ -766,7 +772,7 @@ async fn diff(
             }
         }
         if from_keys.is_empty() && to_keys.is_empty() {
-            println!("Both environments are empty.");
+            outln!(out, "Both environments are empty.");
         }
     }
     Ok(if exit_code && differs {
@@ -871,19 +877,23 @@ async fn copy(
         }))?;
     } else {
         for (what, keys) in &report {
-            println!("{what} ({}): {}", keys.len(), keys.join(", "));
+            outln!(out, "{what} ({}): {}", keys.len(), keys.join(", "));
         }
         if report.contains_key("skipped") && !overwrite {
             eprintln!("Keys that exist in {to} were skipped; use --overwrite to replace them.");
         }
         if keys.is_empty() {
-            println!("Nothing to copy: {slug}/{from} is empty.");
+            outln!(out, "Nothing to copy: {slug}/{from} is empty.");
         }
     }
     Ok(())
 }
 
-pub(crate) async fn member(client: &Client, out: Out, cmd: MemberCmd) -> anyhow::Result<ExitCode> {
+pub(crate) async fn member(
+    client: &Client,
+    out: Out<'_>,
+    cmd: MemberCmd,
+) -> anyhow::Result<ExitCode> {
     let ctx = Ctx { client, out };
     let found = project_file()?;
     let member_path = |slug: &str, who: &str| {
@@ -917,9 +927,10 @@ pub(crate) async fn member(client: &Client, out: Out, cmd: MemberCmd) -> anyhow:
             if out.json() {
                 out.print_json(&members)?;
             } else {
-                println!("{:36}  {:9}  Added by", "Email", "Role");
+                outln!(out, "{:36}  {:9}  Added by", "Email", "Role");
                 for m in &members {
-                    println!(
+                    outln!(
+                        out,
                         "{:36}  {:9}  {}",
                         m["email"].as_str().unwrap_or_default(),
                         m["role"].as_str().unwrap_or_default(),
@@ -1006,7 +1017,7 @@ fn check_key(key: &str) -> anyhow::Result<()> {
 
 pub(crate) async fn secret(
     client: &Client,
-    out: Out,
+    out: Out<'_>,
     args: SecretArgs,
 ) -> anyhow::Result<ExitCode> {
     let ctx = Ctx { client, out };
@@ -1051,10 +1062,9 @@ pub(crate) async fn secret(
             if out.json() {
                 out.print_json(&reply["data"])?;
             } else if let Some(text) = value.as_str() {
-                let mut stdout = std::io::stdout().lock();
-                stdout.write_all(text.as_bytes())?;
-                if stdout.is_terminal() {
-                    stdout.write_all(b"\n")?;
+                out.write_raw(text.as_bytes())?;
+                if out.terminal() {
+                    out.write_raw(b"\n")?;
                 }
             } else {
                 bail!(
@@ -1068,7 +1078,7 @@ pub(crate) async fn secret(
                 out.print_json(&keys)?;
             } else {
                 for key in keys {
-                    println!("{key}");
+                    outln!(out, "{key}");
                 }
             }
         }
@@ -1089,7 +1099,7 @@ pub(crate) async fn secret(
                     .filter_map(|(n, v)| n.parse().ok().map(|n| (n, v)))
                     .collect();
                 rows.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
-                println!("{:7}  {:30}  {:12}  By", "Version", "Created", "State");
+                outln!(out, "{:7}  {:30}  {:12}  By", "Version", "Created", "State");
                 for (n, v) in rows {
                     let state = if v["destroyed"].as_bool() == Some(true) {
                         "destroyed"
@@ -1098,7 +1108,8 @@ pub(crate) async fn secret(
                     } else {
                         "live"
                     };
-                    println!(
+                    outln!(
+                        out,
                         "{n:7}  {:30}  {state:12}  {}",
                         v["created_time"].as_str().unwrap_or_default(),
                         v["created_by"].as_str().unwrap_or("-")

@@ -5,9 +5,10 @@ use serde_json::json;
 use zafe_client::{Client, PinStore};
 
 use crate::output::Out;
+use crate::output::outln;
 use crate::status::{identity_json, identity_rows};
 
-pub(crate) async fn show(client: &Client, out: Out) -> anyhow::Result<()> {
+pub(crate) async fn show(client: &Client, out: Out<'_>) -> anyhow::Result<()> {
     let checked = client.verify_identity().await?;
     if out.json() {
         let mut value = identity_json(&checked);
@@ -22,13 +23,14 @@ pub(crate) async fn show(client: &Client, out: Out) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn list(pins: &PinStore, out: Out) -> anyhow::Result<()> {
+pub(crate) fn list(pins: &PinStore, out: Out<'_>) -> anyhow::Result<()> {
     let all = pins.list()?;
     if out.json() {
         return out.print_json(&all);
     }
     if all.is_empty() {
-        println!(
+        outln!(
+            out,
             "No server identity is pinned yet ({}).",
             pins.path().display()
         );
@@ -40,16 +42,23 @@ pub(crate) fn list(pins: &PinStore, out: Out) -> anyhow::Result<()> {
         .max()
         .unwrap_or(0)
         .max("Address".len());
-    println!(
+    outln!(
+        out,
         "{:width$}    {:35}    {:9}    First Seen",
-        "Address", "Server ID", "TLS-Bound"
+        "Address",
+        "Server ID",
+        "TLS-Bound"
     );
-    println!(
+    outln!(
+        out,
         "{:width$}    {:35}    {:9}    ----------",
-        "-------", "---------", "---------"
+        "-------",
+        "---------",
+        "---------"
     );
     for (addr, pin) in &all {
-        println!(
+        outln!(
+            out,
             "{addr:width$}    {:35}    {:9}    {}",
             pin.server_id,
             pin.tls_bound,
@@ -59,7 +68,7 @@ pub(crate) fn list(pins: &PinStore, out: Out) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn forget(pins: &PinStore, out: Out, addr: &str) -> anyhow::Result<()> {
+pub(crate) fn forget(pins: &PinStore, out: Out<'_>, addr: &str) -> anyhow::Result<()> {
     let key = zafe_client::config::addr_key(addr)?;
     let Some(pin) = pins.forget(addr)? else {
         bail!("no identity is pinned for {key}");
@@ -67,8 +76,13 @@ pub(crate) fn forget(pins: &PinStore, out: Out, addr: &str) -> anyhow::Result<()
     if out.json() {
         return out.print_json(&json!({ "addr": key, "forgotten": pin }));
     }
-    println!("Forgot the identity pinned for {key} ({}).", pin.server_id);
-    println!(
+    outln!(
+        out,
+        "Forgot the identity pinned for {key} ({}).",
+        pin.server_id
+    );
+    outln!(
+        out,
         "{}",
         out.yellow(
             "The next connection to this address pins whatever identity the server there proves: \
@@ -79,13 +93,14 @@ pub(crate) fn forget(pins: &PinStore, out: Out, addr: &str) -> anyhow::Result<()
 }
 
 /// `client` points at NEW.
-pub(crate) async fn migrate(client: &Client, out: Out, old: &str) -> anyhow::Result<()> {
+pub(crate) async fn migrate(client: &Client, out: Out<'_>, old: &str) -> anyhow::Result<()> {
     let pin = client.migrate_pin_from(old).await?;
     let old = zafe_client::config::addr_key(old)?;
     if out.json() {
         return out.print_json(&json!({ "from": old, "to": client.addr(), "pin": pin }));
     }
-    println!(
+    outln!(
+        out,
         "Moved the pin for {} from {old} to {}: the server there proved the same identity key.",
         pin.server_id,
         client.addr()

@@ -5,10 +5,11 @@ use zafe_client::path::encode_segment;
 use zafe_client::{Client, Method};
 
 use crate::output::Out;
+use crate::output::outln;
 
 pub(crate) async fn create(
     client: &Client,
-    out: Out,
+    out: Out<'_>,
     name: &str,
     scopes: &[String],
     cidrs: &[String],
@@ -29,7 +30,7 @@ pub(crate) async fn create(
 
 pub(crate) async fn token(
     client: &Client,
-    out: Out,
+    out: Out<'_>,
     name: &str,
     ttl: Option<&str>,
 ) -> anyhow::Result<()> {
@@ -48,11 +49,11 @@ pub(crate) async fn token(
 
 /// The token is printed once, alone on stdout, so it can be piped into a
 /// CI secret store without ever being displayed next to anything else.
-fn print_token(out: Out, data: &Value, what: &str) -> anyhow::Result<()> {
+fn print_token(out: Out<'_>, data: &Value, what: &str) -> anyhow::Result<()> {
     if out.json() {
         return out.print_json(data);
     }
-    println!("{}", data["token"].as_str().unwrap_or_default());
+    outln!(out, "{}", data["token"].as_str().unwrap_or_default());
     eprintln!(
         "{}",
         out.yellow(&format!(
@@ -62,7 +63,7 @@ fn print_token(out: Out, data: &Value, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn list(client: &Client, out: Out) -> anyhow::Result<()> {
+pub(crate) async fn list(client: &Client, out: Out<'_>) -> anyhow::Result<()> {
     let reply = client
         .request_json(Method::GET, "/v1/sys/service-accounts?list=true", None)
         .await?
@@ -75,12 +76,12 @@ pub(crate) async fn list(client: &Client, out: Out) -> anyhow::Result<()> {
         return out.print_json(&keys);
     }
     for k in keys {
-        println!("{}", k.as_str().unwrap_or_default());
+        outln!(out, "{}", k.as_str().unwrap_or_default());
     }
     Ok(())
 }
 
-pub(crate) async fn read(client: &Client, out: Out, name: &str) -> anyhow::Result<()> {
+pub(crate) async fn read(client: &Client, out: Out<'_>, name: &str) -> anyhow::Result<()> {
     let path = format!("/v1/sys/service-accounts/{}", encode_segment(name));
     let reply = client
         .request_json(Method::GET, &path, None)

@@ -10,6 +10,7 @@
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::PathBuf;
 
+use crate::output::{Out, outln};
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
@@ -97,12 +98,12 @@ fn entry(args: &SetupMcpArgs, addr: Option<&str>) -> anyhow::Result<Value> {
     Ok(server)
 }
 
-pub(crate) fn run(args: SetupMcpArgs, addr: Option<String>) -> anyhow::Result<()> {
+pub(crate) fn run(args: SetupMcpArgs, addr: Option<String>, out: Out<'_>) -> anyhow::Result<()> {
     let (path, servers_key) = target(args.editor)?;
     let server = entry(&args, addr.as_deref())?;
     if !args.write {
         let snippet = json!({ servers_key: { "zafe": server } });
-        println!("{}", serde_json::to_string_pretty(&snippet)?);
+        outln!(out, "{}", serde_json::to_string_pretty(&snippet)?);
         eprintln!(
             "zafe: add this to {} (or run with --write). It holds no token: zafe mcp reads \
              ZAFE_TOKEN or the token file when it starts.",

@@ -7,7 +7,7 @@ use zafe_client::{Checked, Client, SealStatus};
 
 use crate::output::Out;
 
-pub(crate) async fn run(client: &Client, out: Out) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(client: &Client, out: Out<'_>) -> anyhow::Result<ExitCode> {
     // Identity first: nothing the server says is worth showing if it is not
     // the server that was pinned.
     let checked = client.verify_identity().await?;
@@ -61,7 +61,7 @@ pub(crate) async fn run(client: &Client, out: Out) -> anyhow::Result<ExitCode> {
 }
 
 /// The rows `vault status` and `vault operator unseal` show.
-pub(crate) fn seal_rows(seal: &SealStatus, out: Out) -> Vec<(&'static str, String)> {
+pub(crate) fn seal_rows(seal: &SealStatus, out: Out<'_>) -> Vec<(&'static str, String)> {
     let sealed = if seal.sealed {
         out.red("true")
     } else {
@@ -93,7 +93,7 @@ pub(crate) fn seal_rows(seal: &SealStatus, out: Out) -> Vec<(&'static str, Strin
     rows
 }
 
-pub(crate) fn identity_rows(checked: &Checked, out: Out) -> Vec<(&'static str, String)> {
+pub(crate) fn identity_rows(checked: &Checked, out: Out<'_>) -> Vec<(&'static str, String)> {
     let binding = if checked.identity.tls_bound {
         out.green("verified, bound to the TLS certificate")
     } else if checked.pin.tls_bound {

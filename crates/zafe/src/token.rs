@@ -12,6 +12,7 @@ use zafe_client::{Client, Method};
 
 use crate::login::read_secret;
 use crate::output::Out;
+use crate::output::outln;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TokenCmd {
@@ -145,7 +146,7 @@ pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
-pub(crate) async fn run(client: &Client, out: Out, cmd: TokenCmd) -> anyhow::Result<()> {
+pub(crate) async fn run(client: &Client, out: Out<'_>, cmd: TokenCmd) -> anyhow::Result<()> {
     match cmd {
         TokenCmd::Create(args) => create(client, out, args).await,
         TokenCmd::Lookup(target) => lookup(client, out, target).await,
@@ -160,7 +161,7 @@ pub(crate) async fn run(client: &Client, out: Out, cmd: TokenCmd) -> anyhow::Res
     }
 }
 
-async fn create(client: &Client, out: Out, args: CreateArgs) -> anyhow::Result<()> {
+async fn create(client: &Client, out: Out<'_>, args: CreateArgs) -> anyhow::Result<()> {
     let mut body = Map::new();
     if !args.policies.is_empty() {
         body.insert("policies".into(), json!(args.policies));
@@ -208,7 +209,7 @@ async fn create(client: &Client, out: Out, args: CreateArgs) -> anyhow::Result<(
     print_auth(out, &answer["auth"], true)
 }
 
-async fn lookup(client: &Client, out: Out, target: Target) -> anyhow::Result<()> {
+async fn lookup(client: &Client, out: Out<'_>, target: Target) -> anyhow::Result<()> {
     let answer = if let Some(accessor) = target.accessor {
         client
             .request_json(
@@ -232,6 +233,12 @@ async fn lookup(client: &Client, out: Out, target: Target) -> anyhow::Result<()>
             .await?
     }
     .unwrap_or_default();
+    show_lookup(out, &answer)
+}
+
+/// What `token lookup` prints of the server's answer: its data, without the
+/// token itself, as JSON or a sorted Key/Value table.
+fn show_lookup(out: Out<'_>, answer: &Value) -> anyhow::Result<()> {
     let mut data = answer["data"].clone();
     // The token itself is never printed.
     if let Some(map) = data.as_object_mut() {
@@ -246,7 +253,7 @@ async fn lookup(client: &Client, out: Out, target: Target) -> anyhow::Result<()>
 
 async fn renew(
     client: &Client,
-    out: Out,
+    out: Out<'_>,
     target: Target,
     increment: Option<String>,
 ) -> anyhow::Result<()> {
@@ -274,7 +281,7 @@ async fn renew(
 
 async fn revoke(
     client: &Client,
-    out: Out,
+    out: Out<'_>,
     self_: bool,
     accessor: Option<String>,
     stdin: bool,
@@ -306,7 +313,8 @@ async fn revoke(
     if out.json() {
         return out.print_json(&json!({ "revoked": true }));
     }
-    println!(
+    outln!(
+        out,
         "Success! Revoked {what}{}.",
         if orphan {
             "; its children are now orphans"
@@ -319,7 +327,7 @@ async fn revoke(
 
 async fn capabilities(
     client: &Client,
-    out: Out,
+    out: Out<'_>,
     paths: Vec<String>,
     stdin: bool,
 ) -> anyhow::Result<()> {
@@ -355,7 +363,7 @@ async fn capabilities(
         return out.print_json(&per_path);
     }
     if paths.len() == 1 {
-        println!("{}", display(&per_path[&paths[0]]));
+        outln!(out, "{}", display(&per_path[&paths[0]]));
     } else {
         let rows: Vec<(&str, String)> = per_path
             .iter()
@@ -367,7 +375,7 @@ async fn capabilities(
 }
 
 /// Vault's rows for a new or renewed token.
-fn print_auth(out: Out, auth: &Value, show_token: bool) -> anyhow::Result<()> {
+fn print_auth(out: Out<'_>, auth: &Value, show_token: bool) -> anyhow::Result<()> {
     let mut shown = json!({
         "token_accessor": auth["accessor"],
         "token_duration": auth["lease_duration"],
@@ -402,7 +410,7 @@ fn print_auth(out: Out, auth: &Value, show_token: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_warnings(out: Out, answer: &Value) {
+fn print_warnings(out: Out<'_>, answer: &Value) {
     for w in answer["warnings"].as_array().into_iter().flatten() {
         eprintln!(
             "{}",
@@ -412,7 +420,7 @@ fn print_warnings(out: Out, answer: &Value) {
 }
 
 /// Key/value rows of an object, sorted by key.
-pub(crate) fn print_object(out: Out, data: &Value) {
+pub(crate) fn print_object(out: Out<'_>, data: &Value) {
     let mut rows: Vec<(&str, String)> = data
         .as_object()
         .into_iter()
@@ -456,5 +464,58 @@ mod tests {
         assert_eq!(display(&json!(["a", "b"])), "[a b]");
         assert_eq!(display(&json!({"k": "v"})), "map[k:v]");
         assert_eq!(display(&Value::Null), "n/a");
+    }
+}
+
+/// What `token lookup` prints, rendered in-process.
+#[cfg(test)]
+mod output_tests {
+    use super::*;
+    use crate::cli::Format;
+    use crate::output::Captured;
+
+    fn answer() -> Value {
+        json!({
+            "data": {
+                "id": "zafe_s_THE_TOKEN_ITSELF",
+                "accessor": "9f2c",
+                "display_name": "token-ci",
+                "policies": ["default", "deploy"],
+                "ttl": 3600,
+                "expire_time": null,
+                "meta": { "team": "ops" }
+            }
+        })
+    }
+
+    #[test]
+    fn token_lookup_prints_a_sorted_table_without_the_token() {
+        let captured = Captured::new();
+        show_lookup(captured.out(Format::Table), &answer()).unwrap();
+        assert_eq!(
+            captured.text(),
+            "\
+Key             Value
+---             -----
+accessor        9f2c
+display_name    token-ci
+expire_time     n/a
+meta            map[team:ops]
+policies        [default deploy]
+ttl             3600
+"
+        );
+    }
+
+    #[test]
+    fn token_lookup_prints_json_without_the_token() {
+        let captured = Captured::new();
+        show_lookup(captured.out(Format::Json), &answer()).unwrap();
+        let text = captured.text();
+        assert!(!text.contains("THE_TOKEN_ITSELF"), "{text}");
+        let mut expected = answer()["data"].clone();
+        expected.as_object_mut().unwrap().remove("id");
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), expected);
+        assert!(text.ends_with("}\n"));
     }
 }

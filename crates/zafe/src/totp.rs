@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::login::read_secret;
 use crate::output::Out;
+use crate::output::outln;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TotpCmd {
@@ -38,7 +39,7 @@ Examples:
 Once TOTP is on, `zafe login` asks for a code after the password. Answers are read from the
 terminal, or one line each from standard input.";
 
-pub(crate) async fn run(client: &Client, out: Out, cmd: TotpCmd) -> anyhow::Result<()> {
+pub(crate) async fn run(client: &Client, out: Out<'_>, cmd: TotpCmd) -> anyhow::Result<()> {
     match cmd {
         TotpCmd::Enroll => enroll(client, out).await,
         TotpCmd::Disable { password } => disable(client, out, password).await,
@@ -72,7 +73,7 @@ fn read_line(prompt: &str) -> anyhow::Result<Zeroizing<String>> {
     Ok(trimmed)
 }
 
-async fn enroll(client: &Client, out: Out) -> anyhow::Result<()> {
+async fn enroll(client: &Client, out: Out<'_>) -> anyhow::Result<()> {
     let password =
         read_secret("Password (will be hidden): ", None).context("reading the password")?;
     let enrolled = post(client, "enroll", json!({ "password": password.as_str() }))
@@ -114,17 +115,18 @@ async fn enroll(client: &Client, out: Out) -> anyhow::Result<()> {
     if out.json() {
         return out.print_json(&json!({ "enabled": true, "recovery_codes": codes }));
     }
-    println!(
+    outln!(
+        out,
         "{}\n\nRecovery codes: each works once instead of a code. They are shown only now;\nkeep them somewhere safe, apart from this device:\n",
         out.green("TOTP is on: `zafe login` will ask for a code after the password.")
     );
     for code in &codes {
-        println!("    {code}");
+        outln!(out, "    {code}");
     }
     Ok(())
 }
 
-async fn disable(client: &Client, out: Out, with_password: bool) -> anyhow::Result<()> {
+async fn disable(client: &Client, out: Out<'_>, with_password: bool) -> anyhow::Result<()> {
     let body = if with_password {
         let password =
             read_secret("Password (will be hidden): ", None).context("reading the password")?;
@@ -139,6 +141,6 @@ async fn disable(client: &Client, out: Out, with_password: bool) -> anyhow::Resu
     if out.json() {
         return out.print_json(&json!({ "enabled": false }));
     }
-    println!("TOTP is off for this account.");
+    outln!(out, "TOTP is off for this account.");
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! `@FILE`. Decrypted plaintext goes to standard output as raw bytes, so it
 //! can be piped on without an extra decoding step.
 
-use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::io::{IsTerminal as _, Read as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,6 +20,7 @@ use zafe_client::{Client, Method};
 use zeroize::Zeroizing;
 
 use crate::output::Out;
+use crate::output::outln;
 
 pub(crate) const EXAMPLES: &str = "\
 Examples:
@@ -239,7 +240,11 @@ Examples:
     },
 }
 
-pub(crate) async fn run(client: &Client, out: Out, args: TransitArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(
+    client: &Client,
+    out: Out<'_>,
+    args: TransitArgs,
+) -> anyhow::Result<ExitCode> {
     let mount = encode_path(args.mount.trim_matches('/'));
     if mount.is_empty() {
         bail!("--mount cannot be empty");
@@ -311,9 +316,7 @@ pub(crate) async fn run(client: &Client, out: Out, args: TransitArgs) -> anyhow:
                     B64.decode(data["plaintext"].as_str().unwrap_or_default())
                         .context("the server's plaintext is not valid base64")?,
                 );
-                let mut stdout = std::io::stdout().lock();
-                stdout.write_all(&plaintext)?;
-                stdout.flush()?;
+                out.write_raw(&plaintext)?;
             }
         }
         TransitCmd::Rewrap {
@@ -415,7 +418,7 @@ pub(crate) async fn run(client: &Client, out: Out, args: TransitArgs) -> anyhow:
 
 struct Transit<'a> {
     client: &'a Client,
-    out: Out,
+    out: Out<'a>,
     /// Already percent-encoded, without slashes at either end.
     mount: String,
 }
@@ -463,9 +466,9 @@ impl Transit<'_> {
             eprintln!("No keys under {}/", self.mount);
             return Ok(());
         }
-        println!("Keys\n----");
+        outln!(self.out, "Keys\n----");
         for name in names {
-            println!("{}", name.as_str().unwrap_or_default());
+            outln!(self.out, "{}", name.as_str().unwrap_or_default());
         }
         Ok(())
     }

@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 
 use crate::login::with_token;
 use crate::output::Out;
+use crate::output::outln;
 
 pub(crate) const USER_EXAMPLES: &str = "\
 Examples:
@@ -182,7 +183,7 @@ fn stdin_line() -> anyhow::Result<Zeroizing<String>> {
 /// `zafe login --email`: a password login; the session is stored.
 pub(crate) async fn login(
     client: &Client,
-    out: Out,
+    out: Out<'_>,
     email: &str,
     password_stdin: bool,
 ) -> anyhow::Result<()> {
@@ -222,7 +223,7 @@ pub(crate) async fn login(
 /// token the server printed at its first start (ZAFE_SETUP_TOKEN or prompt).
 pub(crate) async fn bootstrap_admin(
     client: &Client,
-    out: Out,
+    out: Out<'_>,
     email: &str,
     display_name: Option<&str>,
     password_stdin: bool,
@@ -267,7 +268,7 @@ pub(crate) async fn bootstrap_admin(
 
 pub(crate) fn store_session(
     client: &Client,
-    out: Out,
+    out: Out<'_>,
     answer: &Value,
     done: &str,
 ) -> anyhow::Result<()> {
@@ -306,7 +307,8 @@ pub(crate) fn store_session(
     if out.json() {
         return out.print_json(&info);
     }
-    println!(
+    outln!(
+        out,
         "{done}. The session is kept in {} and refreshed automatically.\n",
         info["stored_in"].as_str().unwrap_or_default()
     );
@@ -315,7 +317,7 @@ pub(crate) fn store_session(
 }
 
 /// `zafe logout`: ends the session on the server and forgets it here.
-pub(crate) async fn logout(client: &Client, out: Out) -> anyhow::Result<()> {
+pub(crate) async fn logout(client: &Client, out: Out<'_>) -> anyhow::Result<()> {
     let config = client.config();
     if config.refresh_token.is_none() {
         bail!(
@@ -330,7 +332,10 @@ pub(crate) async fn logout(client: &Client, out: Out) -> anyhow::Result<()> {
     match ended {
         Ok(_) => {
             if !out.json() {
-                println!("Logged out: the session has ended and is forgotten here.");
+                outln!(
+                    out,
+                    "Logged out: the session has ended and is forgotten here."
+                );
             } else {
                 out.print_json(&json!({ "logged_out": true }))?;
             }
@@ -348,7 +353,7 @@ pub(crate) async fn logout(client: &Client, out: Out) -> anyhow::Result<()> {
     }
 }
 
-pub(crate) async fn run(client: &Client, out: Out, cmd: UserCmd) -> anyhow::Result<()> {
+pub(crate) async fn run(client: &Client, out: Out<'_>, cmd: UserCmd) -> anyhow::Result<()> {
     match cmd {
         UserCmd::Create {
             email,
@@ -385,7 +390,7 @@ pub(crate) async fn run(client: &Client, out: Out, cmd: UserCmd) -> anyhow::Resu
                 return out.print_json(data);
             }
             // The invitation alone on stdout, so it can be piped on.
-            println!("{}", data["url"].as_str().unwrap_or_default());
+            outln!(out, "{}", data["url"].as_str().unwrap_or_default());
             eprintln!(
                 "{}",
                 out.yellow(&format!(
@@ -406,9 +411,13 @@ pub(crate) async fn run(client: &Client, out: Out, cmd: UserCmd) -> anyhow::Resu
                 return out.print_json(data);
             }
             let info = &data["key_info"];
-            println!(
+            outln!(
+                out,
                 "{:36}  {:32}  {:5}  {:8}",
-                "ID", "Email", "Admin", "Disabled"
+                "ID",
+                "Email",
+                "Admin",
+                "Disabled"
             );
             for id in data["keys"]
                 .as_array()
@@ -417,7 +426,8 @@ pub(crate) async fn run(client: &Client, out: Out, cmd: UserCmd) -> anyhow::Resu
                 .filter_map(Value::as_str)
             {
                 let u = &info[id];
-                println!(
+                outln!(
+                    out,
                     "{id:36}  {:32}  {:5}  {:8}",
                     u["email"].as_str().unwrap_or_default(),
                     u["admin"].as_bool().unwrap_or_default(),
@@ -440,7 +450,7 @@ pub(crate) async fn run(client: &Client, out: Out, cmd: UserCmd) -> anyhow::Resu
                 .request_json(Method::DELETE, &user_path(&user), None)
                 .await?;
             if !out.json() {
-                println!("Deleted {user}; their sessions have ended.");
+                outln!(out, "Deleted {user}; their sessions have ended.");
             }
             Ok(())
         }
@@ -455,7 +465,7 @@ fn user_path(user: &str) -> String {
     format!("/v1/sys/users/{}", encode_segment(user))
 }
 
-async fn update(client: &Client, out: Out, user: &str, body: Value) -> anyhow::Result<()> {
+async fn update(client: &Client, out: Out<'_>, user: &str, body: Value) -> anyhow::Result<()> {
     let reply = client
         .request_json(Method::POST, &user_path(user), Some(&body))
         .await?
@@ -465,7 +475,7 @@ async fn update(client: &Client, out: Out, user: &str, body: Value) -> anyhow::R
 
 async fn passwd(
     client: &Client,
-    out: Out,
+    out: Out<'_>,
     user: Option<&str>,
     password_stdin: bool,
 ) -> anyhow::Result<()> {
@@ -501,7 +511,8 @@ async fn passwd(
             if out.json() {
                 return out.print_json(&reply["data"]);
             }
-            println!(
+            outln!(
+                out,
                 "Password changed. {} other session(s) ended; this one goes on.",
                 reply["data"]["sessions_ended"].as_u64().unwrap_or(0)
             );
@@ -510,7 +521,7 @@ async fn passwd(
     }
 }
 
-fn print_user(out: Out, data: &Value) -> anyhow::Result<()> {
+fn print_user(out: Out<'_>, data: &Value) -> anyhow::Result<()> {
     if out.json() {
         return out.print_json(data);
     }
@@ -522,7 +533,7 @@ fn print_user(out: Out, data: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_object(out: Out, info: &Value) {
+fn print_object(out: Out<'_>, info: &Value) {
     let rows: Vec<(&str, String)> = info
         .as_object()
         .into_iter()
