@@ -10,10 +10,11 @@ use serde_json::{Map, Value, json};
 use zafe_client::path::{encode_path, encode_segment};
 use zafe_client::{Client, Method};
 
-use crate::login::read_secret;
 use crate::output::Out;
 use crate::output::outln;
-use crate::token::{display, parse_key_value, print_object};
+use crate::output::{display, print_object};
+use crate::prompt::read_secret;
+use crate::token::parse_key_value;
 
 #[derive(Debug, Args)]
 pub(crate) struct ApproleArgs {

@@ -5,8 +5,6 @@
 //! or piped on standard input; an AppRole secret id comes from
 //! `ZAFE_SECRET_ID` or standard input.
 
-use std::io::{BufRead as _, IsTerminal as _};
-
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
@@ -16,6 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::output::Out;
 use crate::output::outln;
+use crate::prompt::read_secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LoginMethod {
@@ -68,7 +67,7 @@ pub(crate) async fn run(client: &Client, out: Out<'_>, args: LoginArgs) -> anyho
             // used up, so ask for the code and go through the browser again
             // (the identity provider usually remembers the person).
             Err(e) if crate::user::is_totp_required(&e) => {
-                let code = crate::user::prompt_totp_code()?;
+                let code = crate::prompt::prompt_totp_code()?;
                 eprintln!("Completing the login in the browser once more, with the code.");
                 crate::oidc_login::login(&anonymous, args.no_browser, timeout, Some(code.as_str()))
                     .await?
@@ -168,7 +167,7 @@ fn print(out: Out<'_>, info: &Value) -> anyhow::Result<()> {
         .as_object()
         .into_iter()
         .flatten()
-        .map(|(k, v)| (k.as_str(), crate::token::display(v)))
+        .map(|(k, v)| (k.as_str(), crate::output::display(v)))
         .collect();
     out.print_table(&rows);
     Ok(())
@@ -179,27 +178,4 @@ pub(crate) fn with_token(client: &Client, token: Option<Token>) -> anyhow::Resul
     let mut config = client.config().clone();
     config.token = token;
     Ok(Client::new(config)?)
-}
-
-/// A secret from `env` if set, else a hidden prompt on a terminal, else one
-/// line of standard input.
-pub(crate) fn read_secret(prompt: &str, env: Option<&str>) -> anyhow::Result<Zeroizing<String>> {
-    if let Some(name) = env
-        && let Ok(value) = std::env::var(name)
-        && !value.trim().is_empty()
-    {
-        return Ok(Zeroizing::new(value.trim().to_string()));
-    }
-    let value = if std::io::stdin().is_terminal() {
-        Zeroizing::new(rpassword::prompt_password(prompt)?)
-    } else {
-        let mut line = Zeroizing::new(String::new());
-        std::io::stdin().lock().read_line(&mut line)?;
-        line
-    };
-    let trimmed = Zeroizing::new(value.trim().to_string());
-    if trimmed.is_empty() {
-        bail!("nothing was given");
-    }
-    Ok(trimmed)
 }

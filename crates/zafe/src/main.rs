@@ -21,6 +21,7 @@ mod oidc_login;
 mod operator;
 mod output;
 mod project;
+mod prompt;
 mod run;
 mod server_id;
 mod service_account;

@@ -1,8 +1,6 @@
 //! `zafe operator init | unseal | seal`.
 
-use std::io::{BufRead as _, IsTerminal as _};
-
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use zafe_client::Client;
 use zeroize::Zeroizing;
 
@@ -59,7 +57,7 @@ pub(crate) async fn unseal(
     } else {
         let key = match key {
             Some(key) => Zeroizing::new(key.expose().to_string()),
-            None => read_key()?,
+            None => crate::prompt::read_unseal_key()?,
         };
         let key = key.trim();
         if key.is_empty() {
@@ -73,21 +71,6 @@ pub(crate) async fn unseal(
         out.print_table(&seal_rows(&status, out));
         Ok(())
     }
-}
-
-/// Prompts without echo on a terminal; otherwise reads one line of stdin.
-fn read_key() -> anyhow::Result<Zeroizing<String>> {
-    if std::io::stdin().is_terminal() {
-        return rpassword::prompt_password("Unseal Key (will be hidden): ")
-            .map(Zeroizing::new)
-            .context("reading the unseal key");
-    }
-    let mut line = Zeroizing::new(String::new());
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .context("reading the unseal key from standard input")?;
-    Ok(line)
 }
 
 pub(crate) async fn seal(client: &Client, out: Out<'_>) -> anyhow::Result<()> {

@@ -10,6 +10,8 @@
 use std::io::{IsTerminal as _, Write};
 use std::sync::{LazyLock, Mutex};
 
+use serde_json::Value;
+
 use crate::cli::Format;
 
 /// The writer of the binary's output: standard output.
@@ -134,6 +136,36 @@ impl<'w> Out<'w> {
             self.line(format_args!("{key:width$}    {value}"));
         }
     }
+}
+
+/// A value as Vault's table shows it: strings bare, lists as `[a b]`,
+/// maps as `map[k:v]`, nothing as `n/a`.
+pub(crate) fn display(v: &Value) -> String {
+    match v {
+        Value::Null => "n/a".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => format!("[{}]", a.iter().map(display).collect::<Vec<_>>().join(" ")),
+        Value::Object(m) => format!(
+            "map[{}]",
+            m.iter()
+                .map(|(k, v)| format!("{k}:{}", display(v)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// Key/value rows of an object, sorted by key.
+pub(crate) fn print_object(out: Out<'_>, data: &Value) {
+    let mut rows: Vec<(&str, String)> = data
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), display(v)))
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    out.print_table(&rows);
 }
 
 /// `println!` for [`Out`]: `outln!(out)` prints an empty line,

@@ -10,9 +10,9 @@ use serde_json::{Map, Value, json};
 use zafe_client::path::encode_segment;
 use zafe_client::{Client, Method};
 
-use crate::login::read_secret;
-use crate::output::Out;
 use crate::output::outln;
+use crate::output::{Out, display, print_object};
+use crate::prompt::read_secret;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TokenCmd {
@@ -416,36 +416,6 @@ fn print_warnings(out: Out<'_>, answer: &Value) {
             "{}",
             out.yellow(&format!("Warning: {}", w.as_str().unwrap_or_default()))
         );
-    }
-}
-
-/// Key/value rows of an object, sorted by key.
-pub(crate) fn print_object(out: Out<'_>, data: &Value) {
-    let mut rows: Vec<(&str, String)> = data
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| (k.as_str(), display(v)))
-        .collect();
-    rows.sort_by(|a, b| a.0.cmp(b.0));
-    out.print_table(&rows);
-}
-
-/// A value as Vault's table shows it: strings bare, lists as `[a b]`,
-/// maps as `map[k:v]`, nothing as `n/a`.
-pub(crate) fn display(v: &Value) -> String {
-    match v {
-        Value::Null => "n/a".into(),
-        Value::String(s) => s.clone(),
-        Value::Array(a) => format!("[{}]", a.iter().map(display).collect::<Vec<_>>().join(" ")),
-        Value::Object(m) => format!(
-            "map[{}]",
-            m.iter()
-                .map(|(k, v)| format!("{k}:{}", display(v)))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
-        other => other.to_string(),
     }
 }
 

@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 use zafe_client::{Client, Method};
 use zeroize::Zeroizing;
 
-use crate::login::read_secret;
 use crate::output::Out;
 use crate::output::outln;
+use crate::prompt::read_secret;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TotpCmd {

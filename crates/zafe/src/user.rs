@@ -6,7 +6,7 @@
 //! twice when it is a new one), or one line of standard input with
 //! `--password-stdin`.
 
-use std::io::{BufRead as _, IsTerminal as _};
+use std::io::IsTerminal as _;
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
@@ -19,6 +19,7 @@ use zeroize::Zeroizing;
 use crate::login::with_token;
 use crate::output::Out;
 use crate::output::outln;
+use crate::prompt::{read_code, read_password, stdin_line};
 
 pub(crate) const USER_EXAMPLES: &str = "\
 Examples:
@@ -111,52 +112,6 @@ pub(crate) enum UserCmd {
     },
 }
 
-/// Reads a password: a hidden prompt (twice for a new one) on a terminal,
-/// else one line of standard input when `from_stdin`.
-fn read_password(
-    prompt: &str,
-    confirm: bool,
-    from_stdin: bool,
-    lines: &mut dyn FnMut() -> anyhow::Result<Zeroizing<String>>,
-) -> anyhow::Result<Zeroizing<String>> {
-    let password = if from_stdin {
-        lines()?
-    } else if std::io::stdin().is_terminal() {
-        let first = Zeroizing::new(rpassword::prompt_password(prompt)?);
-        if confirm {
-            let again = Zeroizing::new(rpassword::prompt_password("Again, to confirm: ")?);
-            if *again != *first {
-                bail!("the two passwords differ");
-            }
-        }
-        first
-    } else {
-        bail!("no terminal to ask for the password on: pass --password-stdin and pipe it in");
-    };
-    if password.is_empty() {
-        bail!("the password is empty");
-    }
-    Ok(password)
-}
-
-/// The TOTP code (or a recovery code): a visible prompt on a terminal, else
-/// the next line of standard input (after the password with --password-stdin).
-fn read_code(
-    from_stdin: bool,
-    line: &mut dyn FnMut() -> anyhow::Result<Zeroizing<String>>,
-) -> anyhow::Result<Zeroizing<String>> {
-    use std::io::IsTerminal as _;
-    if !from_stdin && std::io::stdin().is_terminal() {
-        eprint!("TOTP code (or a recovery code): ");
-        std::io::Write::flush(&mut std::io::stderr())?;
-    }
-    let code = Zeroizing::new(line()?.trim().to_string());
-    if code.is_empty() {
-        bail!("a TOTP code is required for this account");
-    }
-    Ok(code)
-}
-
 /// Whether a login failed only because the account's TOTP code is missing.
 pub(crate) fn is_totp_required(error: &anyhow::Error) -> bool {
     matches!(
@@ -164,20 +119,6 @@ pub(crate) fn is_totp_required(error: &anyhow::Error) -> bool {
         Some(zafe_client::Error::ServerError { status: 400, errors })
             if errors.iter().any(|e| e == "a TOTP code is required")
     )
-}
-
-/// Asks for the TOTP code (or a recovery code) on the terminal or stdin.
-pub(crate) fn prompt_totp_code() -> anyhow::Result<Zeroizing<String>> {
-    read_code(false, &mut stdin_line)
-}
-
-/// One line of standard input, without its line break.
-fn stdin_line() -> anyhow::Result<Zeroizing<String>> {
-    let mut line = Zeroizing::new(String::new());
-    std::io::stdin().lock().read_line(&mut line)?;
-    Ok(Zeroizing::new(
-        line.trim_end_matches(['\r', '\n']).to_string(),
-    ))
 }
 
 /// `zafe login --email`: a password login; the session is stored.
@@ -538,7 +479,7 @@ fn print_object(out: Out<'_>, info: &Value) {
         .as_object()
         .into_iter()
         .flatten()
-        .map(|(k, v)| (k.as_str(), crate::token::display(v)))
+        .map(|(k, v)| (k.as_str(), crate::output::display(v)))
         .collect();
     out.print_table(&rows);
 }
