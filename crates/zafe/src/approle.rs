@@ -5,19 +5,21 @@
 //! read from standard input (`--stdin`) or named by its accessor, never
 //! given as an argument.
 
-use clap::{ArgGroup, Args, Subcommand};
+use clap::{ArgGroup, Subcommand};
 use serde_json::{Map, Value, json};
+use std::process::ExitCode;
 use zafe_client::path::{encode_path, encode_segment};
 use zafe_client::{Client, Method};
 
+use crate::ctx::Ctx;
 use crate::output::Out;
 use crate::output::outln;
 use crate::output::{display, print_object};
 use crate::prompt::read_secret;
 use crate::token::parse_key_value;
 
-#[derive(Debug, Args)]
-pub(crate) struct ApproleArgs {
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
     /// Where the AppRole auth method is mounted (under auth/)
     #[arg(long, global = true, value_name = "PATH", default_value = "approle")]
     pub path: String,
@@ -107,7 +109,7 @@ Examples:
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, clap::Args)]
 pub(crate) struct RoleSettings {
     /// The role
     #[arg(value_name = "ROLE")]
@@ -211,7 +213,7 @@ Examples:
 }
 
 /// A secret id by its accessor, or itself on standard input.
-#[derive(Debug, Args)]
+#[derive(Debug, clap::Args)]
 pub(crate) struct Which {
     /// The secret id's accessor
     #[arg(long, value_name = "ACCESSOR")]
@@ -221,7 +223,12 @@ pub(crate) struct Which {
     pub stdin: bool,
 }
 
-pub(crate) async fn run(client: &Client, out: Out<'_>, args: ApproleArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
+    dispatch(&ctx.client()?, ctx.out(), args).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dispatch(client: &Client, out: Out<'_>, args: Args) -> anyhow::Result<()> {
     let base = format!("/v1/auth/{}", encode_path(args.path.trim_matches('/')));
     let role_path = |name: &str| format!("{base}/role/{}", encode_segment(name));
     match args.cmd {

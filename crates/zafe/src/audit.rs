@@ -37,11 +37,12 @@ use zafe_client::{Client, Method};
 use zafe_core::audit::{Line, Report, Verifier};
 
 use crate::cli::Format;
+use crate::ctx::Ctx;
 use crate::output::Out;
 use crate::output::outln;
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum AuditCmd {
+pub(crate) enum Args {
     /// Check that the audit log is intact: nothing edited, removed, inserted or reordered
     #[command(after_help = "\
 Examples:
@@ -114,22 +115,21 @@ makes when it polls) are left out unless --all is given.")]
 /// Longest line accepted from a file (a real line is under 4 KiB).
 const MAX_LINE: u64 = 1 << 20;
 
-pub(crate) async fn run(
-    cmd: AuditCmd,
-    client: impl FnOnce() -> anyhow::Result<Client>,
-    expected_id: Option<String>,
-    out: Out<'_>,
-) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(ctx: &Ctx<'_>, cmd: Args) -> anyhow::Result<ExitCode> {
+    // A client only when the server is asked: offline verification needs none.
+    let client = || ctx.client();
+    let expected_id: Option<String> = ctx.server_id().map(str::to_owned);
+    let out = ctx.out();
     match cmd {
-        AuditCmd::Verify {
+        Args::Verify {
             from_export: Some(file),
             public_key,
         } => verify_file(&file, public_key.as_deref(), expected_id.as_deref(), out),
-        AuditCmd::Verify {
+        Args::Verify {
             from_export: None,
             public_key,
         } => verify_server(&client()?, public_key.as_deref(), out).await,
-        AuditCmd::Export {
+        Args::Export {
             since,
             until,
             output,
@@ -144,7 +144,7 @@ pub(crate) async fn run(
             .await?;
             Ok(ExitCode::SUCCESS)
         }
-        AuditCmd::Tail {
+        Args::Tail {
             lines,
             follow,
             interval,

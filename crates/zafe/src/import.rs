@@ -27,7 +27,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, anyhow, bail};
-use clap::Args;
 use serde_json::{Value, json};
 use zafe_client::path::{encode_path, encode_segment};
 use zafe_client::{Client, Method};
@@ -36,6 +35,7 @@ use zafe_core::reference::{DEFAULT_PROJECT_MOUNT, Reference};
 use zafe_core::secret::SecretString;
 use zeroize::Zeroizing;
 
+use crate::ctx::Ctx;
 use crate::files;
 use crate::output::Out;
 use crate::output::outln;
@@ -64,8 +64,8 @@ reported and not written again.
 Exit codes: 0 success, 1 error (nothing on disk changed), 2 usage error or values that differ
 from the stored ones without --force.";
 
-#[derive(Debug, Args)]
-pub(crate) struct ImportArgs {
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
     /// The env file to import
     #[arg(default_value = ".env", value_name = "FILE")]
     pub file: PathBuf,
@@ -88,7 +88,7 @@ pub(crate) struct ImportArgs {
 
 /// `--project` / `--env`: flags, else `ZAFE_PROJECT` / `ZAFE_ENV`, else the
 /// `.zafe.toml` found from the working directory upward.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ProjectEnvArgs {
     /// Project (slug) [default: `project` in .zafe.toml]
     #[arg(long, short = 'p', env = "ZAFE_PROJECT", value_name = "PROJECT")]
@@ -243,11 +243,9 @@ struct Planned<'d> {
     change: Change,
 }
 
-pub(crate) async fn run(
-    client: &Client,
-    out: Out<'_>,
-    args: ImportArgs,
-) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
+    let client = &ctx.project_client()?;
+    let out = ctx.out();
     let file = &args.file;
     let bytes = read_env_file(file)?;
     let document = dotenv::parse_bytes(&bytes).map_err(|e| anyhow!("{}: {e}", file.display()))?;

@@ -17,14 +17,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, anyhow, bail};
-use clap::Args;
-use zafe_client::Client;
 use zafe_core::dotenv;
 use zafe_core::reference::Reference;
 use zafe_core::template::Template;
 use zeroize::Zeroizing;
 
 use crate::cli::Format;
+use crate::ctx::Ctx;
 use crate::files;
 use crate::import::ProjectEnvArgs;
 
@@ -48,8 +47,8 @@ Examples:
 Formats: dotenv (default; read back exactly by `zafe import` and common loaders), json (an
 object of strings), shell (export KEY='value' lines, safe to eval for any value).";
 
-#[derive(Debug, Args)]
-pub(crate) struct InjectArgs {
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
     /// The template [default: standard input]
     #[arg(long, short = 'i', value_name = "FILE")]
     pub input: Option<PathBuf>,
@@ -59,7 +58,7 @@ pub(crate) struct InjectArgs {
     pub output: Option<PathBuf>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, clap::Args)]
 pub(crate) struct ExportArgs {
     #[command(flatten)]
     pub target: ProjectEnvArgs,
@@ -72,7 +71,9 @@ pub(crate) struct ExportArgs {
 /// The largest template read, in bytes.
 const MAX_TEMPLATE_BYTES: u64 = 16 * 1024 * 1024;
 
-pub(crate) async fn inject(client: &Client, args: InjectArgs) -> anyhow::Result<ExitCode> {
+/// `zafe inject`.
+pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
+    let client = &ctx.project_client()?;
     let text = Zeroizing::new(read_input(args.input.as_ref())?);
     let source = args
         .input
@@ -95,11 +96,10 @@ pub(crate) async fn inject(client: &Client, args: InjectArgs) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn export(
-    client: &Client,
-    format: Format,
-    args: ExportArgs,
-) -> anyhow::Result<ExitCode> {
+/// `zafe export`.
+pub(crate) async fn export(ctx: &Ctx<'_>, args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let client = &ctx.project_client()?;
+    let format = ctx.format();
     let format = match format {
         Format::Table | Format::Dotenv => ExportFormat::Dotenv,
         Format::Json => ExportFormat::Json,

@@ -21,13 +21,14 @@ use std::io::Read as _;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, anyhow, bail};
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use serde_json::{Map, Value, json};
 use zafe_client::path::encode_path;
 use zafe_client::{Client, Method};
 use zafe_core::secret::SecretString;
 use zeroize::Zeroizing;
 
+use crate::ctx::Ctx;
 use crate::output::Out;
 use crate::output::outln;
 
@@ -51,8 +52,8 @@ Examples:
 The mount is the first segment of PATH unless --mount is given.
 Exit codes: 0 success, 1 error, 2 usage error or nothing at PATH.";
 
-#[derive(Debug, Args)]
-pub(crate) struct KvArgs {
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
     /// Where the KV engine is mounted; without it, the first segment of PATH is the mount
     #[arg(long, global = true, value_name = "MOUNT")]
     pub mount: Option<String>,
@@ -251,7 +252,7 @@ Examples:
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, clap::Args)]
 pub(crate) struct MetadataFields {
     /// Versions to keep (0: the mount's setting, or 10)
     #[arg(long, value_name = "N")]
@@ -300,7 +301,9 @@ pub(crate) fn vault_style_args(args: impl IntoIterator<Item = OsString>) -> Vec<
     out
 }
 
-pub(crate) async fn run(client: &Client, out: Out<'_>, args: KvArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
+    let client = &ctx.client()?;
+    let out = ctx.out();
     let kv = Kv {
         client,
         out,

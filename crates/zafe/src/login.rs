@@ -6,12 +6,14 @@
 //! `ZAFE_SECRET_ID` or standard input.
 
 use anyhow::{Context as _, bail};
-use clap::{Args, ValueEnum};
+use clap::ValueEnum;
 use serde_json::{Value, json};
+use std::process::ExitCode;
 use zafe_client::path::encode_path;
 use zafe_client::{Client, Method, Token};
 use zeroize::Zeroizing;
 
+use crate::ctx::Ctx;
 use crate::output::Out;
 use crate::output::outln;
 use crate::prompt::read_secret;
@@ -24,8 +26,8 @@ pub(crate) enum LoginMethod {
     Approle,
 }
 
-#[derive(Debug, Args)]
-pub(crate) struct LoginArgs {
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
     /// Log in as this person, with a password (prompted for without echo)
     #[arg(long, value_name = "EMAIL", conflicts_with_all = ["role_id", "no_store"])]
     pub email: Option<String>,
@@ -55,7 +57,12 @@ pub(crate) struct LoginArgs {
     pub oidc_timeout: u64,
 }
 
-pub(crate) async fn run(client: &Client, out: Out<'_>, args: LoginArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
+    dispatch(&ctx.client()?, ctx.out(), args).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dispatch(client: &Client, out: Out<'_>, args: Args) -> anyhow::Result<()> {
     if args.oidc {
         // No token goes to a login endpoint.
         let anonymous = with_token(client, None)?;

@@ -23,6 +23,7 @@ use zafe_client::project_file::{self, Found};
 use zafe_client::{Client, Method};
 use zeroize::Zeroizing;
 
+use crate::ctx::Ctx as RunCtx;
 use crate::output::Out;
 use crate::output::outln;
 
@@ -294,7 +295,7 @@ Examples:
 }
 
 /// What a command runs against: the project, and where its secrets live.
-struct Ctx<'a> {
+struct Conn<'a> {
     client: &'a Client,
     out: Out<'a>,
 }
@@ -362,7 +363,7 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-impl Ctx<'_> {
+impl Conn<'_> {
     async fn call(
         &self,
         method: Method,
@@ -438,7 +439,7 @@ fn progress(out: Out<'_>, len: usize, what: &str) -> Option<indicatif::ProgressB
 }
 
 /// Every key of an environment (sub-folders included, as `folder/KEY`).
-async fn env_keys(ctx: &Ctx<'_>, project: &ProjectInfo, env: &str) -> anyhow::Result<Vec<String>> {
+async fn env_keys(ctx: &Conn<'_>, project: &ProjectInfo, env: &str) -> anyhow::Result<Vec<String>> {
     let mut keys = Vec::new();
     let mut pending = vec![String::new()];
     while let Some(folder) = pending.pop() {
@@ -478,7 +479,7 @@ async fn env_keys(ctx: &Ctx<'_>, project: &ProjectInfo, env: &str) -> anyhow::Re
 
 /// A secret's latest data (the whole object), or `None` when it has none.
 async fn read_data(
-    ctx: &Ctx<'_>,
+    ctx: &Conn<'_>,
     project: &ProjectInfo,
     env: &str,
     key: &str,
@@ -500,12 +501,10 @@ async fn read_data(
     }
 }
 
-pub(crate) async fn project(
-    client: &Client,
-    out: Out<'_>,
-    cmd: ProjectCmd,
-) -> anyhow::Result<ExitCode> {
-    let ctx = Ctx { client, out };
+pub(crate) async fn project(ctx: &RunCtx<'_>, cmd: ProjectCmd) -> anyhow::Result<ExitCode> {
+    let client = &ctx.project_client()?;
+    let out = ctx.out();
+    let ctx = Conn { client, out };
     let found = project_file()?;
     match cmd {
         ProjectCmd::Create {
@@ -618,8 +617,10 @@ pub(crate) async fn project(
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn env(client: &Client, out: Out<'_>, cmd: EnvCmd) -> anyhow::Result<ExitCode> {
-    let ctx = Ctx { client, out };
+pub(crate) async fn env(ctx: &RunCtx<'_>, cmd: EnvCmd) -> anyhow::Result<ExitCode> {
+    let client = &ctx.project_client()?;
+    let out = ctx.out();
+    let ctx = Conn { client, out };
     let found = project_file()?;
     match cmd {
         EnvCmd::List { project } => {
@@ -698,7 +699,7 @@ struct Diff {
 }
 
 async fn diff(
-    ctx: &Ctx<'_>,
+    ctx: &Conn<'_>,
     slug: &str,
     from: &str,
     to: &str,
@@ -783,7 +784,7 @@ async fn diff(
 }
 
 async fn copy(
-    ctx: &Ctx<'_>,
+    ctx: &Conn<'_>,
     slug: &str,
     from: &str,
     to: &str,
@@ -889,12 +890,10 @@ async fn copy(
     Ok(())
 }
 
-pub(crate) async fn member(
-    client: &Client,
-    out: Out<'_>,
-    cmd: MemberCmd,
-) -> anyhow::Result<ExitCode> {
-    let ctx = Ctx { client, out };
+pub(crate) async fn member(ctx: &RunCtx<'_>, cmd: MemberCmd) -> anyhow::Result<ExitCode> {
+    let client = &ctx.project_client()?;
+    let out = ctx.out();
+    let ctx = Conn { client, out };
     let found = project_file()?;
     let member_path = |slug: &str, who: &str| {
         format!(
@@ -1015,12 +1014,10 @@ fn check_key(key: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn secret(
-    client: &Client,
-    out: Out<'_>,
-    args: SecretArgs,
-) -> anyhow::Result<ExitCode> {
-    let ctx = Ctx { client, out };
+pub(crate) async fn secret(ctx: &RunCtx<'_>, args: SecretArgs) -> anyhow::Result<ExitCode> {
+    let client = &ctx.project_client()?;
+    let out = ctx.out();
+    let ctx = Conn { client, out };
     let found = project_file()?;
     let slug = match args.scope.project {
         Some(p) => p,

@@ -9,10 +9,12 @@
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
+use crate::ctx::Ctx;
 use crate::output::{Out, outln};
 use anyhow::{Context as _, bail};
-use clap::{Args, ValueEnum};
+use clap::ValueEnum;
 use serde_json::{Value, json};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -27,7 +29,7 @@ pub(crate) enum Editor {
     Windsurf,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, clap::Args)]
 pub(crate) struct SetupMcpArgs {
     /// The editor to configure
     #[arg(long, value_enum, default_value_t = Editor::Claude)]
@@ -98,7 +100,21 @@ fn entry(args: &SetupMcpArgs, addr: Option<&str>) -> anyhow::Result<Value> {
     Ok(server)
 }
 
-pub(crate) fn run(args: SetupMcpArgs, addr: Option<String>, out: Out<'_>) -> anyhow::Result<()> {
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Args {
+    /// Print or write the configuration that registers `zafe mcp` with an AI editor
+    #[command(after_help = EXAMPLES)]
+    Mcp(SetupMcpArgs),
+}
+
+pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
+    match args {
+        Args::Mcp(args) => mcp(args, ctx.addr(), ctx.out())?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mcp(args: SetupMcpArgs, addr: Option<String>, out: Out<'_>) -> anyhow::Result<()> {
     let (path, servers_key) = target(args.editor)?;
     let server = entry(&args, addr.as_deref())?;
     if !args.write {

@@ -3,11 +3,14 @@
 use std::process::ExitCode;
 
 use serde_json::json;
-use zafe_client::{Checked, Client, SealStatus};
+use zafe_client::{Checked, SealStatus};
 
+use crate::ctx::Ctx;
 use crate::output::Out;
 
-pub(crate) async fn run(client: &Client, out: Out<'_>) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(ctx: &Ctx<'_>) -> anyhow::Result<ExitCode> {
+    let client = &ctx.client()?;
+    let out = ctx.out();
     // Identity first: nothing the server says is worth showing if it is not
     // the server that was pinned.
     let checked = client.verify_identity().await?;
@@ -48,7 +51,7 @@ pub(crate) async fn run(client: &Client, out: Out<'_>) -> anyhow::Result<ExitCod
                 .request_json(zafe_client::Method::GET, "/v1/sys/key-status", None)
                 .await
         {
-            rows.extend(crate::admin::key_rows(&keys["data"]));
+            rows.extend(crate::operator::key_rows(&keys["data"]));
         }
         out.print_table(&rows);
     }

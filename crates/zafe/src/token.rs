@@ -5,17 +5,19 @@
 //! Lookups never print a token (`id` is left out).
 
 use anyhow::bail;
-use clap::{ArgGroup, Args, Subcommand};
+use clap::{ArgGroup, Subcommand};
 use serde_json::{Map, Value, json};
+use std::process::ExitCode;
 use zafe_client::path::encode_segment;
 use zafe_client::{Client, Method};
 
+use crate::ctx::Ctx;
 use crate::output::outln;
 use crate::output::{Out, display, print_object};
 use crate::prompt::read_secret;
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum TokenCmd {
+pub(crate) enum Args {
     /// Create a child token (or an orphan) of the current token
     #[command(after_help = "\
 Examples:
@@ -91,7 +93,7 @@ Examples:
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, clap::Args)]
 pub(crate) struct CreateArgs {
     /// A policy for the new token (repeat for more); default: the current token's policies
     #[arg(long = "policy", value_name = "NAME")]
@@ -129,7 +131,7 @@ pub(crate) struct CreateArgs {
 }
 
 /// Which token a command is about: the caller's own unless one of these.
-#[derive(Debug, Args)]
+#[derive(Debug, clap::Args)]
 pub(crate) struct Target {
     /// The token with this accessor
     #[arg(long, value_name = "ACCESSOR", conflicts_with = "stdin")]
@@ -146,18 +148,23 @@ pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
-pub(crate) async fn run(client: &Client, out: Out<'_>, cmd: TokenCmd) -> anyhow::Result<()> {
+pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
+    dispatch(&ctx.client()?, ctx.out(), args).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dispatch(client: &Client, out: Out<'_>, cmd: Args) -> anyhow::Result<()> {
     match cmd {
-        TokenCmd::Create(args) => create(client, out, args).await,
-        TokenCmd::Lookup(target) => lookup(client, out, target).await,
-        TokenCmd::Renew { target, increment } => renew(client, out, target, increment).await,
-        TokenCmd::Revoke {
+        Args::Create(args) => create(client, out, args).await,
+        Args::Lookup(target) => lookup(client, out, target).await,
+        Args::Renew { target, increment } => renew(client, out, target, increment).await,
+        Args::Revoke {
             self_,
             accessor,
             stdin,
             orphan,
         } => revoke(client, out, self_, accessor, stdin, orphan).await,
-        TokenCmd::Capabilities { paths, stdin } => capabilities(client, out, paths, stdin).await,
+        Args::Capabilities { paths, stdin } => capabilities(client, out, paths, stdin).await,
     }
 }
 

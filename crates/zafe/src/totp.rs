@@ -2,6 +2,7 @@
 //! (R-AUTH-9), with the session `zafe login` stored.
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
@@ -9,12 +10,13 @@ use serde_json::{Value, json};
 use zafe_client::{Client, Method};
 use zeroize::Zeroizing;
 
+use crate::ctx::Ctx;
 use crate::output::Out;
 use crate::output::outln;
 use crate::prompt::read_secret;
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum TotpCmd {
+pub(crate) enum Args {
     /// Turn TOTP on: asks for the password, shows a QR code for an authenticator app,
     /// checks one code, and prints ten single-use recovery codes (once)
     #[command(
@@ -39,10 +41,15 @@ Examples:
 Once TOTP is on, `zafe login` asks for a code after the password. Answers are read from the
 terminal, or one line each from standard input.";
 
-pub(crate) async fn run(client: &Client, out: Out<'_>, cmd: TotpCmd) -> anyhow::Result<()> {
+pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
+    dispatch(&ctx.client()?, ctx.out(), args).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dispatch(client: &Client, out: Out<'_>, cmd: Args) -> anyhow::Result<()> {
     match cmd {
-        TotpCmd::Enroll => enroll(client, out).await,
-        TotpCmd::Disable { password } => disable(client, out, password).await,
+        Args::Enroll => enroll(client, out).await,
+        Args::Disable { password } => disable(client, out, password).await,
     }
 }
 

@@ -13,12 +13,13 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use clap::{ArgGroup, Args, Subcommand};
+use clap::{ArgGroup, Subcommand};
 use serde_json::{Map, Value, json};
 use zafe_client::path::{encode_path, encode_segment};
 use zafe_client::{Client, Method};
 use zeroize::Zeroizing;
 
+use crate::ctx::Ctx;
 use crate::output::Out;
 use crate::output::outln;
 
@@ -36,8 +37,8 @@ Examples:
 
 Plaintext is read from standard input or @FILE, never from the command line.";
 
-#[derive(Debug, Args)]
-pub(crate) struct TransitArgs {
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
     /// Where the transit engine is mounted
     #[arg(long, global = true, default_value = "transit", value_name = "PATH")]
     pub mount: String,
@@ -240,11 +241,9 @@ Examples:
     },
 }
 
-pub(crate) async fn run(
-    client: &Client,
-    out: Out<'_>,
-    args: TransitArgs,
-) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
+    let client = &ctx.client()?;
+    let out = ctx.out();
     let mount = encode_path(args.mount.trim_matches('/'));
     if mount.is_empty() {
         bail!("--mount cannot be empty");

@@ -7,6 +7,7 @@
 //! `--password-stdin`.
 
 use std::io::IsTerminal as _;
+use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
@@ -16,6 +17,7 @@ use zafe_client::session::{self, Session, Stored};
 use zafe_client::{Client, Method, Token};
 use zeroize::Zeroizing;
 
+use crate::ctx::Ctx;
 use crate::login::with_token;
 use crate::output::Out;
 use crate::output::outln;
@@ -36,7 +38,7 @@ Examples:
 Managing other people needs a server administrator's session (or a root token).";
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum UserCmd {
+pub(crate) enum Args {
     /// Create an account with a password (administrators)
     #[command(
         after_help = "Examples:\n  zafe user create bob@example.com --display-name Bob\n  zafe user create ops@example.com --admin --password-stdin < pw.txt\n  zafe user create sso-only@example.com --no-password"
@@ -258,7 +260,13 @@ pub(crate) fn store_session(
 }
 
 /// `zafe logout`: ends the session on the server and forgets it here.
-pub(crate) async fn logout(client: &Client, out: Out<'_>) -> anyhow::Result<()> {
+/// `zafe logout`.
+pub(crate) async fn logout(ctx: &Ctx<'_>) -> anyhow::Result<ExitCode> {
+    end_session(&ctx.client()?, ctx.out()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn end_session(client: &Client, out: Out<'_>) -> anyhow::Result<()> {
     let config = client.config();
     if config.refresh_token.is_none() {
         bail!(
@@ -294,9 +302,14 @@ pub(crate) async fn logout(client: &Client, out: Out<'_>) -> anyhow::Result<()> 
     }
 }
 
-pub(crate) async fn run(client: &Client, out: Out<'_>, cmd: UserCmd) -> anyhow::Result<()> {
+pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
+    dispatch(&ctx.client()?, ctx.out(), args).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dispatch(client: &Client, out: Out<'_>, cmd: Args) -> anyhow::Result<()> {
     match cmd {
-        UserCmd::Create {
+        Args::Create {
             email,
             display_name,
             admin,
@@ -320,7 +333,7 @@ pub(crate) async fn run(client: &Client, out: Out<'_>, cmd: UserCmd) -> anyhow::
                 .unwrap_or_default();
             print_user(out, &reply["data"])
         }
-        UserCmd::Invite { email, ttl } => {
+        Args::Invite { email, ttl } => {
             let body = json!({ "email": email, "invite": true, "ttl": ttl });
             let reply = client
                 .request_json(Method::POST, "/v1/sys/users", Some(&body))
@@ -342,7 +355,7 @@ pub(crate) async fn run(client: &Client, out: Out<'_>, cmd: UserCmd) -> anyhow::
             );
             Ok(())
         }
-        UserCmd::List => {
+        Args::List => {
             let reply = client
                 .request_json(Method::GET, "/v1/sys/users?list=true", None)
                 .await?
@@ -377,16 +390,16 @@ pub(crate) async fn run(client: &Client, out: Out<'_>, cmd: UserCmd) -> anyhow::
             }
             Ok(())
         }
-        UserCmd::Read { user } => {
+        Args::Read { user } => {
             let reply = client
                 .request_json(Method::GET, &user_path(&user), None)
                 .await?
                 .unwrap_or_default();
             print_user(out, &reply["data"])
         }
-        UserCmd::Disable { user } => update(client, out, &user, json!({ "disabled": true })).await,
-        UserCmd::Enable { user } => update(client, out, &user, json!({ "disabled": false })).await,
-        UserCmd::Delete { user } => {
+        Args::Disable { user } => update(client, out, &user, json!({ "disabled": true })).await,
+        Args::Enable { user } => update(client, out, &user, json!({ "disabled": false })).await,
+        Args::Delete { user } => {
             client
                 .request_json(Method::DELETE, &user_path(&user), None)
                 .await?;
@@ -395,7 +408,7 @@ pub(crate) async fn run(client: &Client, out: Out<'_>, cmd: UserCmd) -> anyhow::
             }
             Ok(())
         }
-        UserCmd::Passwd {
+        Args::Passwd {
             user,
             password_stdin,
         } => passwd(client, out, user.as_deref(), password_stdin).await,
