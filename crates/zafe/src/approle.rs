@@ -5,18 +5,17 @@
 //! read from standard input (`--stdin`) or named by its accessor, never
 //! given as an argument.
 
+use std::process::ExitCode;
+
 use clap::{ArgGroup, Subcommand};
 use serde_json::{Map, Value, json};
-use std::process::ExitCode;
 use zafe_client::path::{encode_path, encode_segment};
 use zafe_client::{Client, Method};
 
+use crate::cli::parse_key_value;
 use crate::ctx::Ctx;
-use crate::output::Out;
-use crate::output::outln;
-use crate::output::{display, print_object};
+use crate::output::{Out, display, outln, print_object};
 use crate::prompt::read_secret;
-use crate::token::parse_key_value;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {

@@ -38,8 +38,7 @@ use zafe_core::audit::{Line, Report, Verifier};
 
 use crate::cli::Format;
 use crate::ctx::Ctx;
-use crate::output::Out;
-use crate::output::outln;
+use crate::output::{Out, outln};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Args {

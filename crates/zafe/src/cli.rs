@@ -279,6 +279,14 @@ Examples:
     Audit(crate::audit::Args),
 }
 
+/// A `KEY=VALUE` argument (`--metadata`), split at the first `=`.
+pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

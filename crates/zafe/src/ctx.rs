@@ -4,7 +4,7 @@
 //! or only when it needs one (`audit verify --from-export`, `run` without
 //! references).
 
-use zafe_client::{Client, ClientConfig, Flags, PinStore};
+use zafe_client::{Client, ClientConfig, Flags, PinStore, Token};
 
 use crate::cli::{Format, Global};
 use crate::output::Out;
@@ -85,4 +85,11 @@ impl<'w> Ctx<'w> {
     pub(crate) fn pin_store(&self) -> anyhow::Result<PinStore> {
         Ok(PinStore::new(&zafe_client::config::config_dir_from_env()?))
     }
+}
+
+/// The same client settings with another token (or none).
+pub(crate) fn with_token(client: &Client, token: Option<Token>) -> anyhow::Result<Client> {
+    let mut config = client.config().clone();
+    config.token = token;
+    Ok(Client::new(config)?)
 }

@@ -37,8 +37,7 @@ use zeroize::Zeroizing;
 
 use crate::ctx::Ctx;
 use crate::files;
-use crate::output::Out;
-use crate::output::outln;
+use crate::output::{Out, outln};
 
 /// The largest env file read, in bytes.
 pub(crate) const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;

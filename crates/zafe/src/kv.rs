@@ -29,8 +29,7 @@ use zafe_core::secret::SecretString;
 use zeroize::Zeroizing;
 
 use crate::ctx::Ctx;
-use crate::output::Out;
-use crate::output::outln;
+use crate::output::{Out, outln};
 
 pub(crate) const EXAMPLES: &str = "\
 Examples:

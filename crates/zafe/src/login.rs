@@ -5,17 +5,17 @@
 //! or piped on standard input; an AppRole secret id comes from
 //! `ZAFE_SECRET_ID` or standard input.
 
+use std::process::ExitCode;
+
 use anyhow::{Context as _, bail};
 use clap::ValueEnum;
 use serde_json::{Value, json};
-use std::process::ExitCode;
 use zafe_client::path::encode_path;
 use zafe_client::{Client, Method, Token};
 use zeroize::Zeroizing;
 
-use crate::ctx::Ctx;
-use crate::output::Out;
-use crate::output::outln;
+use crate::ctx::{Ctx, with_token};
+use crate::output::{Out, outln};
 use crate::prompt::read_secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -178,11 +178,4 @@ fn print(out: Out<'_>, info: &Value) -> anyhow::Result<()> {
         .collect();
     out.print_table(&rows);
     Ok(())
-}
-
-/// The same client settings with another token (or none).
-pub(crate) fn with_token(client: &Client, token: Option<Token>) -> anyhow::Result<Client> {
-    let mut config = client.config().clone();
-    config.token = token;
-    Ok(Client::new(config)?)
 }

@@ -10,8 +10,7 @@ use zafe_client::{Client, Method};
 use zeroize::Zeroizing;
 
 use crate::ctx::Ctx;
-use crate::output::Out;
-use crate::output::outln;
+use crate::output::{Out, outln};
 use crate::status::seal_rows;
 
 #[derive(Debug, clap::Subcommand)]
@@ -154,12 +153,7 @@ pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn init(
-    client: &Client,
-    out: Out<'_>,
-    shares: u8,
-    threshold: u8,
-) -> anyhow::Result<()> {
+async fn init(client: &Client, out: Out<'_>, shares: u8, threshold: u8) -> anyhow::Result<()> {
     if threshold > shares {
         bail!("the key threshold ({threshold}) cannot exceed the number of key shares ({shares})");
     }

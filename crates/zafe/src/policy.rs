@@ -9,8 +9,7 @@ use zafe_client::path::encode_segment as encode;
 use zafe_client::{Client, Method};
 
 use crate::ctx::Ctx;
-use crate::output::Out;
-use crate::output::outln;
+use crate::output::{Out, outln};
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Args {

@@ -24,8 +24,7 @@ use zafe_client::{Client, Method};
 use zeroize::Zeroizing;
 
 use crate::ctx::Ctx as RunCtx;
-use crate::output::Out;
-use crate::output::outln;
+use crate::output::{Out, outln};
 
 pub(crate) const PROJECT_EXAMPLES: &str = "\
 Examples:

@@ -8,8 +8,7 @@ use zafe_client::{Client, PinStore};
 
 use crate::ctx::Ctx;
 
-use crate::output::Out;
-use crate::output::outln;
+use crate::output::{Out, outln};
 use crate::status::{identity_json, identity_rows};
 
 #[derive(Debug, clap::Subcommand)]

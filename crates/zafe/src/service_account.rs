@@ -8,8 +8,7 @@ use zafe_client::{Client, Method};
 
 use crate::ctx::Ctx;
 
-use crate::output::Out;
-use crate::output::outln;
+use crate::output::{Out, outln};
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Args {

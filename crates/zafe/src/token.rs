@@ -4,16 +4,17 @@
 //! accessor, or one piped on standard input (`--stdin`): never an argument.
 //! Lookups never print a token (`id` is left out).
 
+use std::process::ExitCode;
+
 use anyhow::bail;
 use clap::{ArgGroup, Subcommand};
 use serde_json::{Map, Value, json};
-use std::process::ExitCode;
 use zafe_client::path::encode_segment;
 use zafe_client::{Client, Method};
 
+use crate::cli::parse_key_value;
 use crate::ctx::Ctx;
-use crate::output::outln;
-use crate::output::{Out, display, print_object};
+use crate::output::{Out, display, outln, print_object};
 use crate::prompt::read_secret;
 
 #[derive(Debug, Subcommand)]
@@ -139,13 +140,6 @@ pub(crate) struct Target {
     /// Read the token from standard input
     #[arg(long)]
     pub stdin: bool,
-}
-
-pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
-    }
 }
 
 pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {

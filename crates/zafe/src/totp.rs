@@ -11,8 +11,7 @@ use zafe_client::{Client, Method};
 use zeroize::Zeroizing;
 
 use crate::ctx::Ctx;
-use crate::output::Out;
-use crate::output::outln;
+use crate::output::{Out, outln};
 use crate::prompt::read_secret;
 
 #[derive(Debug, Subcommand)]

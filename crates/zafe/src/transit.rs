@@ -20,8 +20,7 @@ use zafe_client::{Client, Method};
 use zeroize::Zeroizing;
 
 use crate::ctx::Ctx;
-use crate::output::Out;
-use crate::output::outln;
+use crate::output::{Out, outln};
 
 pub(crate) const EXAMPLES: &str = "\
 Examples:

@@ -17,10 +17,8 @@ use zafe_client::session::{self, Session, Stored};
 use zafe_client::{Client, Method, Token};
 use zeroize::Zeroizing;
 
-use crate::ctx::Ctx;
-use crate::login::with_token;
-use crate::output::Out;
-use crate::output::outln;
+use crate::ctx::{Ctx, with_token};
+use crate::output::{Out, outln};
 use crate::prompt::{read_code, read_password, stdin_line};
 
 pub(crate) const USER_EXAMPLES: &str = "\
