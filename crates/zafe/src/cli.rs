@@ -154,20 +154,20 @@ Examples:
     Transit(crate::transit::Args),
 
     /// Create, list, show and delete projects
-    #[command(subcommand, after_help = crate::project::PROJECT_EXAMPLES)]
-    Project(crate::project::ProjectCmd),
+    #[command(subcommand, after_help = crate::project::EXAMPLES)]
+    Project(crate::project::Args),
 
     /// A project's environments: list, create, delete, diff and copy
-    #[command(subcommand, after_help = crate::project::ENV_EXAMPLES)]
-    Env(crate::project::EnvCmd),
+    #[command(subcommand, after_help = crate::env::EXAMPLES)]
+    Env(crate::env::Args),
 
     /// A project's members and their roles
-    #[command(subcommand, after_help = crate::project::MEMBER_EXAMPLES)]
-    Member(crate::project::MemberCmd),
+    #[command(subcommand, after_help = crate::member::EXAMPLES)]
+    Member(crate::member::Args),
 
     /// A project's secrets, one per key (project and environment from .zafe.toml or flags)
-    #[command(after_help = crate::project::SECRET_EXAMPLES)]
-    Secret(crate::project::SecretArgs),
+    #[command(after_help = crate::secret::EXAMPLES)]
+    Secret(crate::secret::Args),
 
     /// Read, write, list and version key/value secrets (KV v2, like `vault kv`)
     #[command(after_help = crate::kv::EXAMPLES)]

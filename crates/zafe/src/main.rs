@@ -10,6 +10,7 @@ mod audit;
 mod child;
 mod cli;
 mod ctx;
+mod env;
 mod files;
 mod harden;
 mod import;
@@ -17,6 +18,7 @@ mod inject;
 mod kv;
 mod login;
 mod mcp;
+mod member;
 mod oidc_login;
 mod operator;
 mod output;
@@ -24,6 +26,7 @@ mod policy;
 mod project;
 mod prompt;
 mod run;
+mod secret;
 mod secrets;
 mod server;
 mod server_id;
@@ -74,10 +77,10 @@ async fn run(ctx: &Ctx<'_>, command: Command) -> anyhow::Result<ExitCode> {
         Command::Import(args) => import::run(ctx, args).await,
         Command::Inject(args) => inject::run(ctx, args).await,
         Command::Export(args) => inject::export(ctx, args).await,
-        Command::Project(args) => project::project(ctx, args).await,
-        Command::Env(args) => project::env(ctx, args).await,
-        Command::Member(args) => project::member(ctx, args).await,
-        Command::Secret(args) => project::secret(ctx, args).await,
+        Command::Project(args) => project::run(ctx, args).await,
+        Command::Env(args) => env::run(ctx, args).await,
+        Command::Member(args) => member::run(ctx, args).await,
+        Command::Secret(args) => secret::run(ctx, args).await,
         Command::ServiceAccount(args) => service_account::run(ctx, args).await,
         Command::Secrets(args) => secrets::run(ctx, args).await,
         Command::ServerId(args) => server_id::run(ctx, args).await,
