@@ -178,12 +178,12 @@ Examples:
     Import(crate::import::Args),
 
     /// Render a template, replacing {{ zafe://... }} with secret values
-    #[command(after_help = crate::inject::INJECT_EXAMPLES)]
+    #[command(after_help = crate::inject::EXAMPLES)]
     Inject(crate::inject::Args),
 
     /// Write a project environment's secrets as dotenv, JSON or shell exports
-    #[command(after_help = crate::inject::EXPORT_EXAMPLES)]
-    Export(crate::inject::ExportArgs),
+    #[command(after_help = crate::export::EXAMPLES)]
+    Export(crate::export::Args),
 
     /// Show, forget or move the server identities this client has pinned
     #[command(

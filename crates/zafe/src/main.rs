@@ -11,6 +11,7 @@ mod child;
 mod cli;
 mod ctx;
 mod env;
+mod export;
 mod files;
 mod harden;
 mod import;
@@ -76,7 +77,7 @@ async fn run(ctx: &Ctx<'_>, command: Command) -> anyhow::Result<ExitCode> {
         Command::Kv(args) => kv::run(ctx, args).await,
         Command::Import(args) => import::run(ctx, args).await,
         Command::Inject(args) => inject::run(ctx, args).await,
-        Command::Export(args) => inject::export(ctx, args).await,
+        Command::Export(args) => export::run(ctx, args).await,
         Command::Project(args) => project::run(ctx, args).await,
         Command::Env(args) => env::run(ctx, args).await,
         Command::Member(args) => member::run(ctx, args).await,
