@@ -87,7 +87,7 @@ async fn run(ctx: &Ctx<'_>, command: Command) -> anyhow::Result<ExitCode> {
         Command::ServerId(args) => server_id::run(ctx, args).await,
         Command::Login(args) => login::run(ctx, args).await,
         Command::Totp(args) => totp::run(ctx, args).await,
-        Command::Logout => user::logout(ctx).await,
+        Command::Logout => login::logout(ctx).await,
         Command::User(args) => user::run(ctx, args).await,
         Command::Token(args) => token::run(ctx, args).await,
         Command::Approle(args) => approle::run(ctx, args).await,

@@ -4,13 +4,14 @@ use std::io::{BufRead as _, IsTerminal as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 use zafe_client::{Client, Method};
 use zeroize::Zeroizing;
 
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, with_token};
 use crate::output::{Out, outln};
+use crate::prompt::{read_password, stdin_line};
 use crate::status::seal_rows;
 
 #[derive(Debug, clap::Subcommand)]
@@ -132,16 +133,7 @@ pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
             email,
             display_name,
             password_stdin,
-        } => {
-            crate::user::bootstrap_admin(
-                client,
-                out,
-                &email,
-                display_name.as_deref(),
-                password_stdin,
-            )
-            .await?
-        }
+        } => bootstrap_admin(client, out, &email, display_name.as_deref(), password_stdin).await?,
         Args::Seal => seal(client, out).await?,
         Args::Rotate { no_wait } => rotate(client, out, !no_wait).await?,
         Args::KeyStatus => key_status(client, out).await?,
@@ -221,6 +213,55 @@ async fn seal(client: &Client, out: Out<'_>) -> anyhow::Result<()> {
         outln!(out, "Success! Zafe is sealed.");
         Ok(())
     }
+}
+
+// ---- The first administrator ------------------------------------------
+
+/// `zafe operator bootstrap-admin`: the first administrator, with the setup
+/// token the server printed at its first start (ZAFE_SETUP_TOKEN or prompt).
+async fn bootstrap_admin(
+    client: &Client,
+    out: Out<'_>,
+    email: &str,
+    display_name: Option<&str>,
+    password_stdin: bool,
+) -> anyhow::Result<()> {
+    let token = match std::env::var("ZAFE_SETUP_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => Zeroizing::new(t.trim().to_string()),
+        _ if std::io::stdin().is_terminal() => Zeroizing::new(
+            rpassword::prompt_password(
+                "Setup token from the server's first-run message (hidden): ",
+            )?
+            .trim()
+            .to_string(),
+        ),
+        _ => bail!(
+            "set ZAFE_SETUP_TOKEN to the zafe_su_... token the server printed at its first start"
+        ),
+    };
+    let password = read_password(
+        "New administrator password (hidden): ",
+        true,
+        password_stdin,
+        &mut stdin_line,
+    )?;
+    let body = json!({
+        "token": token.as_str(),
+        "email": email,
+        "password": password.as_str(),
+        "display_name": display_name,
+    });
+    let answer = with_token(client, None)?
+        .request_json(Method::POST, "/v1/sys/setup", Some(&body))
+        .await
+        .context("creating the first administrator failed")?
+        .unwrap_or_default();
+    crate::login::store_session(
+        client,
+        out,
+        &answer,
+        "Created the first administrator and logged in",
+    )
 }
 
 // ---- Keys ----------------------------------------------------------------

@@ -168,6 +168,17 @@ pub(crate) fn print_object(out: Out<'_>, data: &Value) {
     out.print_table(&rows);
 }
 
+/// Key/value rows of an object, in its order.
+pub(crate) fn print_fields(out: Out<'_>, info: &Value) {
+    let rows: Vec<(&str, String)> = info
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), display(v)))
+        .collect();
+    out.print_table(&rows);
+}
+
 /// `println!` for [`Out`]: `outln!(out)` prints an empty line,
 /// `outln!(out, "{x}")` a formatted one.
 macro_rules! outln {

@@ -1,25 +1,21 @@
-//! People on the command line: `zafe login --email` (password login),
-//! `zafe logout`, `zafe operator bootstrap-admin` (first administrator,
-//! headless) and `zafe user create|list|read|enable|disable|delete|passwd|invite`.
+//! `zafe user create|list|read|enable|disable|delete|passwd|invite`: people's
+//! accounts. (Logging in and out is [`crate::login`]; the first
+//! administrator, `zafe operator bootstrap-admin`, is [`crate::operator`].)
 //!
 //! Passwords are never arguments: a hidden prompt on a terminal (asked
 //! twice when it is a new one), or one line of standard input with
 //! `--password-stdin`.
 
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use serde_json::{Value, json};
 use zafe_client::path::encode_segment;
-use zafe_client::session::{self, Session, Stored};
-use zafe_client::{Client, Method, Token};
-use zeroize::Zeroizing;
+use zafe_client::{Client, Method};
 
-use crate::ctx::{Ctx, with_token};
-use crate::output::{Out, outln};
-use crate::prompt::{read_code, read_password, stdin_line};
+use crate::ctx::Ctx;
+use crate::output::{Out, outln, print_fields};
+use crate::prompt::{read_password, stdin_line};
 
 pub(crate) const USER_EXAMPLES: &str = "\
 Examples:
@@ -110,194 +106,6 @@ pub(crate) enum Args {
         #[arg(long)]
         password_stdin: bool,
     },
-}
-
-/// Whether a login failed only because the account's TOTP code is missing.
-pub(crate) fn is_totp_required(error: &anyhow::Error) -> bool {
-    matches!(
-        error.downcast_ref::<zafe_client::Error>(),
-        Some(zafe_client::Error::ServerError { status: 400, errors })
-            if errors.iter().any(|e| e == "a TOTP code is required")
-    )
-}
-
-/// `zafe login --email`: a password login; the session is stored.
-pub(crate) async fn login(
-    client: &Client,
-    out: Out<'_>,
-    email: &str,
-    password_stdin: bool,
-) -> anyhow::Result<()> {
-    let password = read_password(
-        "Password (will be hidden): ",
-        false,
-        password_stdin,
-        &mut stdin_line,
-    )?;
-    let mut body = json!({ "email": email, "password": password.as_str() });
-    // No token goes to a login endpoint.
-    let anonymous = with_token(client, None)?;
-    let answer = match anonymous
-        .request_json(Method::POST, "/v1/auth/user/login", Some(&body))
-        .await
-    {
-        // R-AUTH-9: the password was right and TOTP is on: ask for a code
-        // (or a recovery code), then log in again with both.
-        Err(zafe_client::Error::ServerError {
-            status: 400,
-            errors,
-        }) if errors.iter().any(|e| e == "a TOTP code is required") => {
-            let code = read_code(password_stdin, &mut stdin_line)?;
-            body["totp_code"] = json!(code.as_str());
-            anonymous
-                .request_json(Method::POST, "/v1/auth/user/login", Some(&body))
-                .await
-        }
-        other => other,
-    }
-    .context("login failed")?
-    .unwrap_or_default();
-    store_session(client, out, &answer, "Logged in")
-}
-
-/// `zafe operator bootstrap-admin`: the first administrator, with the setup
-/// token the server printed at its first start (ZAFE_SETUP_TOKEN or prompt).
-pub(crate) async fn bootstrap_admin(
-    client: &Client,
-    out: Out<'_>,
-    email: &str,
-    display_name: Option<&str>,
-    password_stdin: bool,
-) -> anyhow::Result<()> {
-    let token = match std::env::var("ZAFE_SETUP_TOKEN") {
-        Ok(t) if !t.trim().is_empty() => Zeroizing::new(t.trim().to_string()),
-        _ if std::io::stdin().is_terminal() => Zeroizing::new(
-            rpassword::prompt_password(
-                "Setup token from the server's first-run message (hidden): ",
-            )?
-            .trim()
-            .to_string(),
-        ),
-        _ => bail!(
-            "set ZAFE_SETUP_TOKEN to the zafe_su_... token the server printed at its first start"
-        ),
-    };
-    let password = read_password(
-        "New administrator password (hidden): ",
-        true,
-        password_stdin,
-        &mut stdin_line,
-    )?;
-    let body = json!({
-        "token": token.as_str(),
-        "email": email,
-        "password": password.as_str(),
-        "display_name": display_name,
-    });
-    let answer = with_token(client, None)?
-        .request_json(Method::POST, "/v1/sys/setup", Some(&body))
-        .await
-        .context("creating the first administrator failed")?
-        .unwrap_or_default();
-    store_session(
-        client,
-        out,
-        &answer,
-        "Created the first administrator and logged in",
-    )
-}
-
-pub(crate) fn store_session(
-    client: &Client,
-    out: Out<'_>,
-    answer: &Value,
-    done: &str,
-) -> anyhow::Result<()> {
-    let auth = &answer["auth"];
-    let (Some(access), Some(refresh)) = (
-        auth["client_token"].as_str(),
-        auth["refresh_token"].as_str(),
-    ) else {
-        bail!("the server's answer holds no session");
-    };
-    let session = Session {
-        access: Token::new(access),
-        refresh: Token::new(refresh),
-    };
-    let stored = session::save(&client.config().config_dir, client.addr(), &session)?;
-    if std::env::var_os("ZAFE_TOKEN").is_some_and(|v| !v.is_empty())
-        || std::env::var_os("VAULT_TOKEN").is_some_and(|v| !v.is_empty())
-    {
-        eprintln!(
-            "{}",
-            out.yellow("Warning: ZAFE_TOKEN or VAULT_TOKEN is set and takes precedence over this session; unset it to use it.")
-        );
-    }
-    let info = json!({
-        "email": auth["metadata"]["email"],
-        "user_id": auth["metadata"]["user_id"],
-        "session_id": auth["session_id"],
-        "policies": auth["policies"],
-        "token_duration": auth["lease_duration"],
-        "refresh_expires_in": auth["refresh_expires_in"],
-        "stored_in": match &stored {
-            Stored::Keyring => "the OS credential store".to_string(),
-            Stored::Files(path) => path.display().to_string(),
-        },
-    });
-    if out.json() {
-        return out.print_json(&info);
-    }
-    outln!(
-        out,
-        "{done}. The session is kept in {} and refreshed automatically.\n",
-        info["stored_in"].as_str().unwrap_or_default()
-    );
-    print_object(out, &info);
-    Ok(())
-}
-
-/// `zafe logout`: ends the session on the server and forgets it here.
-/// `zafe logout`.
-pub(crate) async fn logout(ctx: &Ctx<'_>) -> anyhow::Result<ExitCode> {
-    end_session(&ctx.client()?, ctx.out()).await?;
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn end_session(client: &Client, out: Out<'_>) -> anyhow::Result<()> {
-    let config = client.config();
-    if config.refresh_token.is_none() {
-        bail!(
-            "not logged in with a session here (`zafe login --email`); a token from ZAFE_TOKEN or `zafe login` is revoked with `zafe token revoke`"
-        );
-    }
-    // An expired access token is refreshed first, so the server ends it.
-    let ended = client
-        .request_json(Method::POST, "/v1/auth/user/logout", None)
-        .await;
-    session::clear(&config.config_dir, client.addr());
-    match ended {
-        Ok(_) => {
-            if !out.json() {
-                outln!(
-                    out,
-                    "Logged out: the session has ended and is forgotten here."
-                );
-            } else {
-                out.print_json(&json!({ "logged_out": true }))?;
-            }
-            Ok(())
-        }
-        Err(e) => {
-            eprintln!(
-                "{}",
-                out.yellow(&format!(
-                    "The session is forgotten here, but the server did not confirm its end: {e}"
-                ))
-            );
-            Ok(())
-        }
-    }
 }
 
 pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
@@ -481,16 +289,6 @@ fn print_user(out: Out<'_>, data: &Value) -> anyhow::Result<()> {
     if let Some(sessions) = data.get("sessions").and_then(Value::as_array) {
         shown["sessions"] = json!(sessions.len());
     }
-    print_object(out, &shown);
+    print_fields(out, &shown);
     Ok(())
-}
-
-fn print_object(out: Out<'_>, info: &Value) {
-    let rows: Vec<(&str, String)> = info
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| (k.as_str(), crate::output::display(v)))
-        .collect();
-    out.print_table(&rows);
 }
