@@ -2,7 +2,7 @@
 //! secrets) or from standard input. Prompts go to stderr, never to the
 //! command's output.
 
-use std::io::{BufRead as _, IsTerminal as _};
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
 
 use anyhow::{Context as _, bail};
 use zeroize::Zeroizing;
@@ -104,4 +104,29 @@ pub(crate) fn read_unseal_key() -> anyhow::Result<Zeroizing<String>> {
         .read_line(&mut line)
         .context("reading the unseal key from standard input")?;
     Ok(line)
+}
+
+/// A visible prompt on a terminal, else one line of standard input.
+pub(crate) fn read_visible(prompt: &str) -> anyhow::Result<Zeroizing<String>> {
+    if std::io::stdin().is_terminal() {
+        eprint!("{prompt}");
+        std::io::stderr().flush()?;
+    }
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin().lock().read_line(&mut line)?;
+    let trimmed = Zeroizing::new(line.trim().to_string());
+    if trimmed.is_empty() {
+        bail!("nothing was given");
+    }
+    Ok(trimmed)
+}
+
+/// Asks a yes/no question on stderr and reads the answer from standard
+/// input: only `y` or `yes` (either case of the first letter) is a yes.
+pub(crate) fn confirm(question: &str) -> anyhow::Result<bool> {
+    eprint!("{question}");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
 }

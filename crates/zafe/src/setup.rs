@@ -7,7 +7,7 @@
 //! `zafe mcp` reads its token from the environment or the token file when
 //! it starts.
 
-use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -149,14 +149,10 @@ fn mcp(args: SetupMcpArgs, addr: Option<String>, out: Out<'_>) -> anyhow::Result
         if !std::io::stdin().is_terminal() {
             bail!("--write asks for confirmation on a terminal; add --yes to write without asking");
         }
-        eprint!(
+        if !crate::prompt::confirm(&format!(
             "Write the zafe MCP server entry to {}? [y/N] ",
             path.display()
-        );
-        std::io::stderr().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes") {
+        ))? {
             bail!("nothing written");
         }
     }

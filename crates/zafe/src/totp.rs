@@ -1,10 +1,10 @@
 //! `zafe totp enroll|disable`: the TOTP second factor of a password account
 //! (R-AUTH-9), with the session `zafe login` stored.
 
-use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Subcommand;
 use serde_json::{Value, json};
 use zafe_client::{Client, Method};
@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 use crate::ctx::Ctx;
 use crate::output::{Out, outln};
-use crate::prompt::read_secret;
+use crate::prompt::{read_secret, read_visible};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Args {
@@ -64,21 +64,6 @@ async fn post(client: &Client, what: &str, body: Value) -> anyhow::Result<Value>
         .clone())
 }
 
-/// A visible prompt on a terminal, else one line of standard input.
-fn read_line(prompt: &str) -> anyhow::Result<Zeroizing<String>> {
-    if std::io::stdin().is_terminal() {
-        eprint!("{prompt}");
-        std::io::stderr().flush()?;
-    }
-    let mut line = Zeroizing::new(String::new());
-    std::io::stdin().lock().read_line(&mut line)?;
-    let trimmed = Zeroizing::new(line.trim().to_string());
-    if trimmed.is_empty() {
-        bail!("nothing was given");
-    }
-    Ok(trimmed)
-}
-
 async fn enroll(client: &Client, out: Out<'_>) -> anyhow::Result<()> {
     let password =
         read_secret("Password (will be hidden): ", None).context("reading the password")?;
@@ -108,7 +93,7 @@ async fn enroll(client: &Client, out: Out<'_>) -> anyhow::Result<()> {
         secret.as_str(),
         uri.as_str()
     );
-    let code = read_line("Code from the app: ").context("reading the code")?;
+    let code = read_visible("Code from the app: ").context("reading the code")?;
     let confirmed = post(client, "confirm", json!({ "code": code.as_str() }))
         .await
         .context("the code was not accepted; run `zafe totp enroll` again")?;
@@ -138,7 +123,7 @@ async fn disable(client: &Client, out: Out<'_>, with_password: bool) -> anyhow::
             read_secret("Password (will be hidden): ", None).context("reading the password")?;
         json!({ "password": password.as_str() })
     } else {
-        let code = read_line("Current code or a recovery code: ").context("reading the code")?;
+        let code = read_visible("Current code or a recovery code: ").context("reading the code")?;
         json!({ "code": code.as_str() })
     };
     post(client, "disable", body)
