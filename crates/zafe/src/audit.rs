@@ -775,3 +775,79 @@ mod tests {
         assert!(decode_key("not base64!").is_none());
     }
 }
+
+/// What `audit verify` and `audit tail` print, rendered in-process.
+#[cfg(test)]
+mod output_tests {
+    use zafe_core::audit::{Actor, EntryLine, Event};
+
+    use super::*;
+    use crate::output::Captured;
+
+    #[test]
+    fn a_verification_report_is_a_titled_table() {
+        let report = Report {
+            ok: false,
+            entries: 9,
+            first_seq: Some(1),
+            last_seq: Some(9),
+            checkpoints: 2,
+            last_checkpoint_seq: Some(8),
+            first_bad_seq: Some(4),
+            problem: Some("entry 4 was altered".into()),
+            ..Report::default()
+        };
+        let captured = Captured::new();
+        print_report(captured.out(Format::Table), "audit.jsonl", &report);
+        assert_eq!(
+            captured.text(),
+            "\
+audit.jsonl: TAMPERED
+Key              Value
+---              -----
+Entries          9 (seq 1..=9)
+Checkpoints      2 verified, newest at seq 8
+MACs checked     false
+First bad seq    4
+Problem          entry 4 was altered
+"
+        );
+    }
+
+    #[test]
+    fn tail_prints_one_line_per_entry_or_its_json_line() {
+        let event = Event {
+            v: 2,
+            time_us: 1_700_000_000_000_000,
+            request_id: "r1".into(),
+            client_ip: "127.0.0.1".into(),
+            method: "GET".into(),
+            path: "secret/data/app".into(),
+            operation: "read".into(),
+            actor: Actor {
+                kind: "token".into(),
+                display_name: "ci".into(),
+                ..Actor::default()
+            },
+            decision: "denied".into(),
+            status: 403,
+            error: "permission denied".into(),
+            ..Event::default()
+        };
+        let entry = EntryLine::new(7, event, &[0; 32], &[1; 32], &[2; 32]);
+        let captured = Captured::new();
+        print_entry(captured.out(Format::Table), &entry);
+        assert_eq!(
+            captured.text(),
+            "       7  2023-11-14T22:13:20Z  denied   403  GET    secret/data/app  ci  127.0.0.1  (permission denied)\n"
+        );
+        let captured = Captured::new();
+        print_entry(captured.out(Format::Jsonl), &entry);
+        let text = captured.text();
+        assert_eq!(text.lines().count(), 1);
+        assert_eq!(
+            Line::parse(text.trim_end()).unwrap(),
+            Line::Entry(Box::new(entry))
+        );
+    }
+}
