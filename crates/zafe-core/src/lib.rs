@@ -13,6 +13,8 @@
 //! - [`reference`](mod@reference): `zafe://` references, the one parser (R-DEV-1).
 //! - [`dotenv`]: the `.env` parser and writer with a lossless document model (R-DEV-2).
 //! - [`template`]: `{{ zafe://... }}` placeholders for `zafe inject` (R-DEV-4).
+//! - [`audit`]: the audit chain's formats and its verifier (hashes, MACs,
+//!   signed checkpoints, export lines), shared by the server and the CLI.
 //! - [`encoding`]: the one length-prefixed encoding used under every MAC and
 //!   signature, so that no two field lists can ever encode to the same bytes.
 //!
@@ -33,6 +35,7 @@
 
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod crypto;
 pub mod dotenv;
 pub mod encoding;

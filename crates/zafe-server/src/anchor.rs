@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 use zafe_storage::Backend;
 use zafe_storage::audit::AuditCheckpoint;
 
-use crate::audit::chain::{CheckpointLine, checkpoint_signed_by, render_time};
 use crate::config::check_private_file;
+use zafe_core::audit::{CheckpointLine, checkpoint_signed_by, render_time};
 
 /// The command-line flag and the environment variable that accept a
 /// detected rollback.

@@ -263,7 +263,7 @@ async fn start_configured(config: Config, accept_rollback: bool) -> Result<Arc<C
     if let Some(detected) = accepted {
         // Buffered like every entry made while sealed; written at unseal.
         let event = crate::audit::Event {
-            v: crate::audit::chain::EVENT_VERSION,
+            v: zafe_core::audit::EVENT_VERSION,
             time_us: crate::audit::now_us(),
             method: "START".into(),
             path: "server/accept-rollback".into(),

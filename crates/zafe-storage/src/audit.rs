@@ -19,8 +19,9 @@
 //!
 //! [`Backend::audit_sweep`]: crate::Backend::audit_sweep
 
-/// The predecessor of the first row ever appended.
-pub const GENESIS_HASH: [u8; 32] = [0; 32];
+// The chain's pure types, shared with the server and the CLI's verifier:
+// one definition, in zafe-core.
+pub use zafe_core::audit::{AuditCheckpoint, GENESIS_HASH};
 
 /// A row to append: its time (for display and time-range lookups only;
 /// order is by sequence number) and its opaque content.
@@ -79,28 +80,6 @@ pub struct AuditHead {
     pub seq: i64,
     /// That row's hash ([`GENESIS_HASH`] if none).
     pub hash: Vec<u8>,
-}
-
-/// A signed statement that the chain had `hash` at `seq`. Stored as given;
-/// `id` is assigned by the database (pass 0 to append).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuditCheckpoint {
-    /// Assigned by the database on append; orders checkpoints of one `seq`.
-    pub id: i64,
-    /// The sequence number of the row the checkpoint vouches for.
-    pub seq: i64,
-    /// That row's hash.
-    pub hash: Vec<u8>,
-    /// When it was signed, in microseconds since the Unix epoch.
-    pub time_us: i64,
-    /// Why it was made (the server writes `"periodic"`, among others); part of
-    /// the signed message.
-    pub kind: String,
-    /// The signer's public key (the server's Ed25519 identity key).
-    pub public_key: Vec<u8>,
-    /// The signature over `(kind, seq, hash, time_us)`. This crate stores it
-    /// and never checks it.
-    pub signature: Vec<u8>,
 }
 
 /// Which end of a time range [`Backend::audit_seq_at`] looks for.

@@ -5,17 +5,20 @@
 //! read from standard input (`--stdin`) or named by its accessor, never
 //! given as an argument.
 
-use clap::{ArgGroup, Args, Subcommand};
+use std::process::ExitCode;
+
+use clap::{ArgGroup, Subcommand};
 use serde_json::{Map, Value, json};
 use zafe_client::path::{encode_path, encode_segment};
 use zafe_client::{Client, Method};
 
-use crate::login::read_secret;
-use crate::output::Out;
-use crate::token::{display, parse_key_value, print_object};
+use crate::cli::parse_key_value;
+use crate::ctx::Ctx;
+use crate::output::{Out, display, outln, print_object};
+use crate::prompt::read_secret;
 
-#[derive(Debug, Args)]
-pub(crate) struct ApproleArgs {
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
     /// Where the AppRole auth method is mounted (under auth/)
     #[arg(long, global = true, value_name = "PATH", default_value = "approle")]
     pub path: String,
@@ -105,7 +108,7 @@ Examples:
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, clap::Args)]
 pub(crate) struct RoleSettings {
     /// The role
     #[arg(value_name = "ROLE")]
@@ -209,7 +212,7 @@ Examples:
 }
 
 /// A secret id by its accessor, or itself on standard input.
-#[derive(Debug, Args)]
+#[derive(Debug, clap::Args)]
 pub(crate) struct Which {
     /// The secret id's accessor
     #[arg(long, value_name = "ACCESSOR")]
@@ -219,7 +222,12 @@ pub(crate) struct Which {
     pub stdin: bool,
 }
 
-pub(crate) async fn run(client: &Client, out: Out, args: ApproleArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
+    dispatch(&ctx.client()?, ctx.out(), args).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dispatch(client: &Client, out: Out<'_>, args: Args) -> anyhow::Result<()> {
     let base = format!("/v1/auth/{}", encode_path(args.path.trim_matches('/')));
     let role_path = |name: &str| format!("{base}/role/{}", encode_segment(name));
     match args.cmd {
@@ -426,7 +434,7 @@ async fn list(client: &Client, path: &str) -> anyhow::Result<Vec<String>> {
     }
 }
 
-fn print_keys(out: Out, keys: &[String]) -> anyhow::Result<()> {
+fn print_keys(out: Out<'_>, keys: &[String]) -> anyhow::Result<()> {
     if out.json() {
         return out.print_json(&keys);
     }
@@ -434,16 +442,16 @@ fn print_keys(out: Out, keys: &[String]) -> anyhow::Result<()> {
         eprintln!("No entries found.");
     }
     for k in keys {
-        println!("{k}");
+        outln!(out, "{k}");
     }
     Ok(())
 }
 
-fn done(out: Out, message: &str) -> anyhow::Result<()> {
+fn done(out: Out<'_>, message: &str) -> anyhow::Result<()> {
     if out.json() {
         return out.print_json(&json!({ "ok": true }));
     }
-    println!("{message}");
+    outln!(out, "{message}");
     Ok(())
 }
 

@@ -34,13 +34,14 @@ use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use serde::{Deserialize, Serialize};
 use zafe_client::{Client, Method};
-use zafe_server::audit::chain::{Line, Report, Verifier};
+use zafe_core::audit::{Line, Report, Verifier};
 
 use crate::cli::Format;
-use crate::output::Out;
+use crate::ctx::Ctx;
+use crate::output::{Out, outln};
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum AuditCmd {
+pub(crate) enum Args {
     /// Check that the audit log is intact: nothing edited, removed, inserted or reordered
     #[command(after_help = "\
 Examples:
@@ -113,22 +114,21 @@ makes when it polls) are left out unless --all is given.")]
 /// Longest line accepted from a file (a real line is under 4 KiB).
 const MAX_LINE: u64 = 1 << 20;
 
-pub(crate) async fn run(
-    cmd: AuditCmd,
-    client: impl FnOnce() -> anyhow::Result<Client>,
-    expected_id: Option<String>,
-    out: Out,
-) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(ctx: &Ctx<'_>, cmd: Args) -> anyhow::Result<ExitCode> {
+    // A client only when the server is asked: offline verification needs none.
+    let client = || ctx.client();
+    let expected_id: Option<String> = ctx.server_id().map(str::to_owned);
+    let out = ctx.out();
     match cmd {
-        AuditCmd::Verify {
+        Args::Verify {
             from_export: Some(file),
             public_key,
         } => verify_file(&file, public_key.as_deref(), expected_id.as_deref(), out),
-        AuditCmd::Verify {
+        Args::Verify {
             from_export: None,
             public_key,
         } => verify_server(&client()?, public_key.as_deref(), out).await,
-        AuditCmd::Export {
+        Args::Export {
             since,
             until,
             output,
@@ -143,7 +143,7 @@ pub(crate) async fn run(
             .await?;
             Ok(ExitCode::SUCCESS)
         }
-        AuditCmd::Tail {
+        Args::Tail {
             lines,
             follow,
             interval,
@@ -169,7 +169,7 @@ fn usage(message: &str) -> anyhow::Result<ExitCode> {
 }
 
 fn decode_key(b64: &str) -> Option<[u8; 32]> {
-    zafe_server::audit::chain::public_key_from_b64(b64)
+    zafe_core::audit::public_key_from_b64(b64)
 }
 
 // ---- verify --------------------------------------------------------------
@@ -179,7 +179,7 @@ fn verify_file(
     path: &Path,
     public_key: Option<&str>,
     expected_id: Option<&str>,
-    out: Out,
+    out: Out<'_>,
 ) -> anyhow::Result<ExitCode> {
     let key = match (public_key, expected_id) {
         (Some(b64), _) => match decode_key(b64) {
@@ -293,7 +293,7 @@ fn first_checkpoint_key(path: &Path) -> anyhow::Result<Option<[u8; 32]>> {
 async fn verify_server(
     client: &Client,
     public_key: Option<&str>,
-    out: Out,
+    out: Out<'_>,
 ) -> anyhow::Result<ExitCode> {
     let pinned = client.verify_identity().await?.identity;
     let key = match public_key {
@@ -516,7 +516,7 @@ impl Kept {
     }
 }
 
-fn report_and_exit(out: Out, what: &str, report: &Report) -> anyhow::Result<ExitCode> {
+fn report_and_exit(out: Out<'_>, what: &str, report: &Report) -> anyhow::Result<ExitCode> {
     if out.json() {
         out.print_json(report)?;
     } else {
@@ -529,7 +529,7 @@ fn report_and_exit(out: Out, what: &str, report: &Report) -> anyhow::Result<Exit
     })
 }
 
-fn print_report(out: Out, title: &str, r: &Report) {
+fn print_report(out: Out<'_>, title: &str, r: &Report) {
     let range = match (r.first_seq, r.last_seq) {
         (Some(a), Some(b)) => format!("{a}..={b}"),
         _ => "none".into(),
@@ -539,7 +539,7 @@ fn print_report(out: Out, title: &str, r: &Report) {
     } else {
         out.red("TAMPERED")
     };
-    println!("{}: {state}", out.bold(title));
+    outln!(out, "{}: {state}", out.bold(title));
     let mut rows = vec![
         ("Entries", format!("{} (seq {range})", r.entries)),
         (
@@ -576,7 +576,7 @@ fn print_report(out: Out, title: &str, r: &Report) {
     out.print_table(&rows);
 }
 
-fn progress(out: Out, total: Option<u64>) -> Option<indicatif::ProgressBar> {
+fn progress(out: Out<'_>, total: Option<u64>) -> Option<indicatif::ProgressBar> {
     if !std::io::stderr().is_terminal() || out.json() {
         return None;
     }
@@ -620,7 +620,7 @@ fn export_path(format: &str, since: Option<&str>, until: Option<&str>) -> String
 
 async fn export(
     client: &Client,
-    out: Out,
+    out: Out<'_>,
     since: Option<&str>,
     until: Option<&str>,
     output: Option<&Path>,
@@ -665,7 +665,7 @@ async fn export(
 // ---- tail ----------------------------------------------------------------
 
 /// A successful read of the audit log itself: what `tail` does when it polls.
-fn audit_read(e: &zafe_server::audit::chain::EntryLine) -> bool {
+fn audit_read(e: &zafe_core::audit::EntryLine) -> bool {
     e.status < 400
         && e.method == "GET"
         && matches!(
@@ -676,7 +676,7 @@ fn audit_read(e: &zafe_server::audit::chain::EntryLine) -> bool {
 
 async fn tail(
     client: &Client,
-    out: Out,
+    out: Out<'_>,
     lines: u64,
     follow: bool,
     interval: Duration,
@@ -718,7 +718,7 @@ async fn tail(
                 }
             }
         }
-        std::io::stdout().flush()?;
+        out.flush()?;
         if !follow {
             return Ok(());
         }
@@ -727,9 +727,9 @@ async fn tail(
     }
 }
 
-fn print_entry(out: Out, e: &zafe_server::audit::chain::EntryLine) {
+fn print_entry(out: Out<'_>, e: &zafe_core::audit::EntryLine) {
     if matches!(out.format, Format::Json | Format::Jsonl) {
-        println!("{}", Line::Entry(Box::new(e.clone())).to_json());
+        outln!(out, "{}", Line::Entry(Box::new(e.clone())).to_json());
         return;
     }
     let who = match e.actor.kind.as_str() {
@@ -749,7 +749,7 @@ fn print_entry(out: Out, e: &zafe_server::audit::chain::EntryLine) {
     if !e.error.is_empty() {
         text.push_str(&format!("  ({})", e.error));
     }
-    println!("{text}");
+    outln!(out, "{text}");
 }
 
 #[cfg(test)]
@@ -770,8 +770,84 @@ mod tests {
 
     #[test]
     fn keys_must_be_32_bytes() {
-        assert!(decode_key(&zafe_server::audit::chain::b64(&[7u8; 32])).is_some());
+        assert!(decode_key(&zafe_core::audit::b64(&[7u8; 32])).is_some());
         assert!(decode_key("AAAA").is_none());
         assert!(decode_key("not base64!").is_none());
+    }
+}
+
+/// What `audit verify` and `audit tail` print, rendered in-process.
+#[cfg(test)]
+mod output_tests {
+    use zafe_core::audit::{Actor, EntryLine, Event};
+
+    use super::*;
+    use crate::output::Captured;
+
+    #[test]
+    fn a_verification_report_is_a_titled_table() {
+        let report = Report {
+            ok: false,
+            entries: 9,
+            first_seq: Some(1),
+            last_seq: Some(9),
+            checkpoints: 2,
+            last_checkpoint_seq: Some(8),
+            first_bad_seq: Some(4),
+            problem: Some("entry 4 was altered".into()),
+            ..Report::default()
+        };
+        let captured = Captured::new();
+        print_report(captured.out(Format::Table), "audit.jsonl", &report);
+        assert_eq!(
+            captured.text(),
+            "\
+audit.jsonl: TAMPERED
+Key              Value
+---              -----
+Entries          9 (seq 1..=9)
+Checkpoints      2 verified, newest at seq 8
+MACs checked     false
+First bad seq    4
+Problem          entry 4 was altered
+"
+        );
+    }
+
+    #[test]
+    fn tail_prints_one_line_per_entry_or_its_json_line() {
+        let event = Event {
+            v: 2,
+            time_us: 1_700_000_000_000_000,
+            request_id: "r1".into(),
+            client_ip: "127.0.0.1".into(),
+            method: "GET".into(),
+            path: "secret/data/app".into(),
+            operation: "read".into(),
+            actor: Actor {
+                kind: "token".into(),
+                display_name: "ci".into(),
+                ..Actor::default()
+            },
+            decision: "denied".into(),
+            status: 403,
+            error: "permission denied".into(),
+            ..Event::default()
+        };
+        let entry = EntryLine::new(7, event, &[0; 32], &[1; 32], &[2; 32]);
+        let captured = Captured::new();
+        print_entry(captured.out(Format::Table), &entry);
+        assert_eq!(
+            captured.text(),
+            "       7  2023-11-14T22:13:20Z  denied   403  GET    secret/data/app  ci  127.0.0.1  (permission denied)\n"
+        );
+        let captured = Captured::new();
+        print_entry(captured.out(Format::Jsonl), &entry);
+        let text = captured.text();
+        assert_eq!(text.lines().count(), 1);
+        assert_eq!(
+            Line::parse(text.trim_end()).unwrap(),
+            Line::Entry(Box::new(entry))
+        );
     }
 }

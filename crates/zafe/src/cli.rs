@@ -2,7 +2,6 @@
 //! they come from ZAFE_TOKEN / VAULT_TOKEN or the token file, so that they
 //! never land in shell history or in `ps`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -95,7 +94,7 @@ Examples:
   zafe operator unseal
   zafe operator seal"
     )]
-    Operator(Operator),
+    Operator(crate::operator::Args),
 
     /// Manage ACL policies
     #[command(
@@ -108,7 +107,7 @@ Examples:
   echo 'path \"secret/data/app/*\" { capabilities = [\"read\"] }' | zafe policy write app-reader -
   zafe policy delete app-reader"
     )]
-    Policy(PolicyCmd),
+    Policy(crate::policy::Args),
 
     /// Manage service accounts: read-only, scoped machine tokens for CI
     #[command(
@@ -124,7 +123,7 @@ Examples:
 
 A service account can only read and list, and only inside its scopes."
     )]
-    ServiceAccount(ServiceAccountCmd),
+    ServiceAccount(crate::service_account::Args),
 
     /// Enable, disable and list secrets engines
     #[command(
@@ -136,55 +135,55 @@ Examples:
   zafe secrets enable --path team-kv kv
   zafe secrets disable team-kv"
     )]
-    Secrets(SecretsCmd),
+    Secrets(crate::secrets::Args),
 
     /// Run a command with the secrets its environment and env files refer to (output masked)
     #[command(after_help = crate::run::EXAMPLES)]
-    Run(crate::run::RunArgs),
+    Run(crate::run::Args),
 
     /// Serve the Model Context Protocol on stdio for AI coding assistants (no tool returns a value)
     #[command(after_help = crate::mcp::EXAMPLES)]
-    Mcp(crate::mcp::McpArgs),
+    Mcp(crate::mcp::Args),
 
     /// Configure other tools to use Zafe
     #[command(subcommand, after_help = crate::setup::EXAMPLES)]
-    Setup(SetupCmd),
+    Setup(crate::setup::Args),
 
     /// Encrypt, decrypt, sign and verify with named keys kept by the server (transit engine)
     #[command(after_help = crate::transit::EXAMPLES)]
-    Transit(crate::transit::TransitArgs),
+    Transit(crate::transit::Args),
 
     /// Create, list, show and delete projects
-    #[command(subcommand, after_help = crate::project::PROJECT_EXAMPLES)]
-    Project(crate::project::ProjectCmd),
+    #[command(subcommand, after_help = crate::project::EXAMPLES)]
+    Project(crate::project::Args),
 
     /// A project's environments: list, create, delete, diff and copy
-    #[command(subcommand, after_help = crate::project::ENV_EXAMPLES)]
-    Env(crate::project::EnvCmd),
+    #[command(subcommand, after_help = crate::env::EXAMPLES)]
+    Env(crate::env::Args),
 
     /// A project's members and their roles
-    #[command(subcommand, after_help = crate::project::MEMBER_EXAMPLES)]
-    Member(crate::project::MemberCmd),
+    #[command(subcommand, after_help = crate::member::EXAMPLES)]
+    Member(crate::member::Args),
 
     /// A project's secrets, one per key (project and environment from .zafe.toml or flags)
-    #[command(after_help = crate::project::SECRET_EXAMPLES)]
-    Secret(crate::project::SecretArgs),
+    #[command(after_help = crate::secret::EXAMPLES)]
+    Secret(crate::secret::Args),
 
     /// Read, write, list and version key/value secrets (KV v2, like `vault kv`)
     #[command(after_help = crate::kv::EXAMPLES)]
-    Kv(crate::kv::KvArgs),
+    Kv(crate::kv::Args),
 
     /// Store a .env file's values in Zafe and write .env.zafe with zafe:// references instead
     #[command(after_help = crate::import::EXAMPLES)]
-    Import(crate::import::ImportArgs),
+    Import(crate::import::Args),
 
     /// Render a template, replacing {{ zafe://... }} with secret values
-    #[command(after_help = crate::inject::INJECT_EXAMPLES)]
-    Inject(crate::inject::InjectArgs),
+    #[command(after_help = crate::inject::EXAMPLES)]
+    Inject(crate::inject::Args),
 
     /// Write a project environment's secrets as dotenv, JSON or shell exports
-    #[command(after_help = crate::inject::EXPORT_EXAMPLES)]
-    Export(crate::inject::ExportArgs),
+    #[command(after_help = crate::export::EXAMPLES)]
+    Export(crate::export::Args),
 
     /// Show, forget or move the server identities this client has pinned
     #[command(
@@ -200,7 +199,7 @@ Examples:
 The first connection to an address pins the identity the server proves there; later
 connections must prove the same identity, or the client refuses to send credentials."
     )]
-    ServerId(ServerId),
+    ServerId(crate::server_id::Args),
 
     /// Log in with your email and password, your identity provider (OIDC), a token, or AppRole
     #[command(after_help = "\
@@ -219,11 +218,11 @@ or in files readable only by you (<config dir>/token and refresh-token) where th
 and refreshes it automatically. A token is checked with the server before it is stored.
 Passwords, tokens and secret ids are never command-line arguments: they would end up in shell
 history and in `ps`.")]
-    Login(crate::login::LoginArgs),
+    Login(crate::login::Args),
 
     /// Turn the TOTP second factor of your password account on or off
     #[command(subcommand, after_help = crate::totp::EXAMPLES)]
-    Totp(crate::totp::TotpCmd),
+    Totp(crate::totp::Args),
     /// End your session (from `zafe login --email`) on the server and forget it here
     #[command(after_help = "\
 Examples:
@@ -232,7 +231,7 @@ Examples:
 
     /// Manage people's accounts: create, invite, list, disable, delete, change passwords
     #[command(subcommand, after_help = crate::user::USER_EXAMPLES)]
-    User(crate::user::UserCmd),
+    User(crate::user::Args),
 
     /// Create, look up, renew and revoke tokens
     #[command(
@@ -245,7 +244,7 @@ Examples:
   zafe token revoke --accessor 9f2c...
   zafe token capabilities secret/data/app"
     )]
-    Token(crate::token::TokenCmd),
+    Token(crate::token::Args),
 
     /// Manage AppRole roles, role ids and secret ids
     #[command(after_help = "\
@@ -255,7 +254,7 @@ Examples:
   zafe approle secret-id create ci
   zafe --format json approle role list
   zafe approle --path ci-approle role read deployer")]
-    Approle(crate::approle::ApproleArgs),
+    Approle(crate::approle::Args),
 
     /// Run a Zafe server
     #[command(after_help = "\
@@ -266,7 +265,7 @@ Examples:
   zafe server --listen 0.0.0.0:8200            Quick start in the default data directory
 
 Logging: ZAFE_LOG sets the level or filter (default info), ZAFE_LOG_FORMAT=json logs JSON lines.")]
-    Server(ServerArgs),
+    Server(crate::server::Args),
 
     /// Verify, export and follow the tamper-evident audit log
     #[command(
@@ -277,177 +276,15 @@ Examples:
   zafe audit export --format csv --since 2024-01-01T00:00:00Z -o audit.csv
   zafe audit tail --follow"
     )]
-    Audit(crate::audit::AuditCmd),
+    Audit(crate::audit::Args),
 }
 
-#[derive(Debug, Subcommand)]
-pub(crate) enum Operator {
-    /// Initialise a new server: create the root key and split it into unseal keys
-    #[command(after_help = "\
-Examples:
-  zafe operator init
-  zafe operator init --key-shares 5 --key-threshold 3
-  zafe operator init --key-shares 1 --key-threshold 1 --format json > init.json
-
-The unseal keys and the root token are shown once. Store each key separately and securely:
-the server cannot show them again.")]
-    Init {
-        /// Number of unseal keys to create
-        #[arg(long, visible_alias = "shares", default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..))]
-        key_shares: u8,
-        /// Number of unseal keys needed to unseal
-        #[arg(long, visible_alias = "threshold", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..))]
-        key_threshold: u8,
-    },
-
-    /// Submit one unseal key (repeat with different keys until the threshold is met)
-    #[command(after_help = "\
-Examples:
-  zafe operator unseal                 Prompt for the key without echo
-  zafe operator unseal < key.txt       Read one key from standard input
-  zafe operator unseal --reset         Discard the keys submitted so far
-
-A key given as an argument ends up in your shell history; prefer the prompt.")]
-    Unseal {
-        /// The unseal key, in hex or base64 (prompted for when omitted)
-        #[arg(value_name = "KEY", conflicts_with = "reset")]
-        key: Option<zafe_core::secret::SecretString>,
-        /// Discard the keys submitted so far and start over
-        #[arg(long)]
-        reset: bool,
-    },
-
-    /// Rotate the key-encryption key; older records are re-encrypted in the background
-    #[command(after_help = "\
-Examples:
-  zafe operator rotate             Rotate and follow the re-encryption with a progress display
-  zafe operator rotate --no-wait   Rotate and return at once
-
-New writes use the new key at once; older records stay readable and are re-encrypted in the
-background. Needs a token with sudo on sys/rotate.")]
-    Rotate {
-        /// Return right after the rotation instead of following the re-encryption
-        #[arg(long)]
-        no_wait: bool,
-    },
-
-    /// Show the active key term and the progress of the last re-encryption
-    #[command(
-        name = "key-status",
-        after_help = "\
-Examples:
-  zafe operator key-status
-  zafe operator key-status --format json"
-    )]
-    KeyStatus,
-
-    /// Issue new unseal keys (the data is not re-encrypted; the old keys stop working)
-    #[command(after_help = "\
-Examples:
-  zafe operator rekey --key-shares 5 --key-threshold 3    Prompts for the current keys
-  zafe operator rekey < current-keys.txt                  One current key per line
-
-Needs a token with sudo and a threshold of the current unseal keys.")]
-    Rekey {
-        /// Number of new unseal keys
-        #[arg(long, visible_alias = "shares", default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..))]
-        key_shares: u8,
-        /// Number of new keys needed to unseal
-        #[arg(long, visible_alias = "threshold", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..))]
-        key_threshold: u8,
-    },
-
-    /// Create the first administrator with the setup token a new server prints (headless first run)
-    #[command(
-        name = "bootstrap-admin",
-        after_help = "\
-Examples:
-  ZAFE_SETUP_TOKEN=zafe_su_... zafe operator bootstrap-admin --email you@example.com
-  ZAFE_SETUP_TOKEN=zafe_su_... zafe operator bootstrap-admin --email ops@example.com --password-stdin < pw.txt
-
-While no account exists, the server prints a one-time setup link at start-up (valid 15 minutes);
-its token goes in ZAFE_SETUP_TOKEN (or is asked for at a hidden prompt). You are logged in after."
-    )]
-    BootstrapAdmin {
-        /// The administrator's email address
-        #[arg(long)]
-        email: String,
-        #[arg(long)]
-        display_name: Option<String>,
-        /// Read the password from one line of standard input
-        #[arg(long)]
-        password_stdin: bool,
-    },
-
-    /// Seal the server: wipe its keys from memory until it is unsealed again (needs a root token)
-    #[command(after_help = "\
-Examples:
-  zafe operator seal          The token comes from ZAFE_TOKEN or the token file")]
-    Seal,
-}
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum ServerId {
-    /// Verify and show the identity of the server at --addr (pinning it on first use)
-    #[command(after_help = "\
-Examples:
-  zafe server-id show
-  zafe --addr https://zafe.example.com:8200 server-id show --format json")]
-    Show,
-
-    /// List every pinned server identity
-    #[command(after_help = "\
-Examples:
-  zafe server-id list
-  zafe server-id list --format json")]
-    List,
-
-    /// Forget the pinned identity of an address (after its identity key was deliberately replaced)
-    #[command(after_help = "\
-Examples:
-  zafe server-id forget https://zafe.example.com:8200
-
-The next connection to that address pins whatever identity the server there proves: check it.")]
-    Forget {
-        /// The server address whose pin to remove
-        #[arg(value_name = "ADDR")]
-        addr: String,
-    },
-
-    /// Move a pin to a new address, once the server there proves the same identity key
-    #[command(after_help = "\
-Examples:
-  zafe server-id migrate https://old.example.com:8200 https://zafe.example.com:8200
-
-The server at NEW must prove the key pinned for OLD; otherwise nothing changes.")]
-    Migrate {
-        /// The address the identity is pinned for now
-        #[arg(value_name = "OLD")]
-        old: String,
-        /// The server's new address
-        #[arg(value_name = "NEW")]
-        new: String,
-    },
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct ServerArgs {
-    /// Configuration file (TOML)
-    #[arg(long, value_name = "FILE", conflicts_with = "dev")]
-    pub config: Option<PathBuf>,
-    /// Development mode: in-memory storage, unsealed, root token printed. Never for real secrets
-    #[arg(long)]
-    pub dev: bool,
-    /// Root token for --dev (default: a random one)
-    #[arg(long, value_name = "TOKEN", requires = "dev")]
-    pub dev_root_token: Option<zafe_core::secret::SecretString>,
-    /// Address to listen on, e.g. 127.0.0.1:8200 (overrides the configuration file)
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-    /// Start although the database is older than the last audit checkpoint this
-    /// server saw (a restored backup). Recorded in the audit log. Also ZAFE_ACCEPT_ROLLBACK=1
-    #[arg(long)]
-    pub accept_rollback: bool,
+/// A `KEY=VALUE` argument (`--metadata`), split at the first `=`.
+pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
 }
 
 #[cfg(test)]
@@ -515,124 +352,4 @@ mod tests {
             assert!(!shown.contains(secret), "{shown}");
         }
     }
-}
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum PolicyCmd {
-    /// List policy names
-    #[command(after_help = "Examples:\n  zafe policy list\n  zafe policy list --format json")]
-    List,
-    /// Show a policy's text
-    #[command(
-        after_help = "Examples:\n  zafe policy read default\n  zafe policy read app-reader --format json"
-    )]
-    Read {
-        #[arg(value_name = "NAME")]
-        name: String,
-    },
-    /// Create or replace a policy from a file (`-` for standard input)
-    #[command(
-        after_help = "Examples:\n  zafe policy write app-reader app-reader.hcl\n  zafe policy write app-reader - < app-reader.hcl\n\nThe policy is parsed before it is stored: a policy with an error is never saved."
-    )]
-    Write {
-        #[arg(value_name = "NAME")]
-        name: String,
-        #[arg(value_name = "FILE")]
-        file: String,
-    },
-    /// Delete a policy
-    #[command(
-        after_help = "Examples:\n  zafe policy delete app-reader\n\nThe root and default policies cannot be deleted."
-    )]
-    Delete {
-        #[arg(value_name = "NAME")]
-        name: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum SecretsCmd {
-    /// List enabled secrets engines
-    #[command(after_help = "Examples:\n  zafe secrets list\n  zafe secrets list --format json")]
-    List,
-    /// Enable a secrets engine: kv (version 2) or transit
-    #[command(
-        after_help = "Examples:\n  zafe secrets enable transit\n  zafe secrets enable --path team-kv --description 'team secrets' kv"
-    )]
-    Enable {
-        /// Engine type: kv, kv-v2 or transit
-        #[arg(value_name = "TYPE")]
-        kind: String,
-        /// Mount path (default: the type's name)
-        #[arg(long)]
-        path: Option<String>,
-        #[arg(long)]
-        description: Option<String>,
-    },
-    /// Disable a secrets engine and delete all of its data
-    #[command(
-        after_help = "Examples:\n  zafe secrets disable team-kv\n\nEvery secret stored in the engine is deleted."
-    )]
-    Disable {
-        #[arg(value_name = "PATH")]
-        path: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum ServiceAccountCmd {
-    /// Create a service account and print its first token (once)
-    #[command(
-        after_help = "Examples:\n  zafe service-account create ci --scope project:myapp\n  zafe service-account create deploy --scope 'secret/data/shared/*' --cidr 203.0.113.0/24 --ttl 30d\n\nScopes: project:<slug>, or a path glob in policy syntax (read and list only)."
-    )]
-    Create {
-        #[arg(value_name = "NAME")]
-        name: String,
-        /// A scope (repeatable): project:<slug> or a path glob
-        #[arg(long = "scope", required = true)]
-        scopes: Vec<String>,
-        /// A client network the tokens may be used from (repeatable); default anywhere
-        #[arg(long = "cidr")]
-        cidrs: Vec<String>,
-        /// Lifetime of the account, e.g. 90d, 12h
-        #[arg(long)]
-        ttl: Option<String>,
-        #[arg(long)]
-        description: Option<String>,
-    },
-    /// List service accounts
-    #[command(after_help = "Examples:\n  zafe service-account list --format json")]
-    List,
-    /// Show a service account, its scopes and its tokens' last use
-    #[command(after_help = "Examples:\n  zafe service-account read ci")]
-    Read {
-        #[arg(value_name = "NAME")]
-        name: String,
-    },
-    /// Issue another token for a service account
-    #[command(after_help = "Examples:\n  zafe service-account token ci --ttl 7d")]
-    Token {
-        #[arg(value_name = "NAME")]
-        name: String,
-        /// Lifetime of this token (never beyond the account's)
-        #[arg(long)]
-        ttl: Option<String>,
-    },
-    /// Revoke one token (by accessor) or, without one, delete the account and all its tokens
-    #[command(
-        after_help = "Examples:\n  zafe service-account revoke ci\n  zafe service-account revoke ci --accessor 3f2a..."
-    )]
-    Revoke {
-        #[arg(value_name = "NAME")]
-        name: String,
-        #[arg(long)]
-        accessor: Option<String>,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum SetupCmd {
-    /// Print or write the configuration that registers `zafe mcp` with an AI editor
-    #[command(after_help = crate::setup::EXAMPLES)]
-    Mcp(crate::setup::SetupMcpArgs),
 }

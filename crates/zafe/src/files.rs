@@ -14,10 +14,21 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
+use crate::output::Out;
+
 /// Mode of files holding secret values: owner read/write only.
 pub(crate) const PRIVATE: u32 = 0o600;
 /// Mode of files without secrets (`.env.zafe`, `.gitignore`).
 pub(crate) const PUBLIC: u32 = 0o644;
+
+/// Writes a command's result: to `path` (private, replaced atomically) when
+/// given, else to the command's output as it is.
+pub(crate) fn write_output(out: Out<'_>, path: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
+    match path {
+        Some(path) => write_atomic(path, bytes, PRIVATE),
+        None => Ok(out.write_raw(bytes)?),
+    }
+}
 
 /// Replaces `path` with `contents`, atomically, with `mode`.
 pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {

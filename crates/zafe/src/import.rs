@@ -27,7 +27,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, anyhow, bail};
-use clap::Args;
 use serde_json::{Value, json};
 use zafe_client::path::{encode_path, encode_segment};
 use zafe_client::{Client, Method};
@@ -36,8 +35,9 @@ use zafe_core::reference::{DEFAULT_PROJECT_MOUNT, Reference};
 use zafe_core::secret::SecretString;
 use zeroize::Zeroizing;
 
+use crate::ctx::Ctx;
 use crate::files;
-use crate::output::Out;
+use crate::output::{Out, outln};
 
 /// The largest env file read, in bytes.
 pub(crate) const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
@@ -63,8 +63,8 @@ reported and not written again.
 Exit codes: 0 success, 1 error (nothing on disk changed), 2 usage error or values that differ
 from the stored ones without --force.";
 
-#[derive(Debug, Args)]
-pub(crate) struct ImportArgs {
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
     /// The env file to import
     #[arg(default_value = ".env", value_name = "FILE")]
     pub file: PathBuf,
@@ -87,7 +87,7 @@ pub(crate) struct ImportArgs {
 
 /// `--project` / `--env`: flags, else `ZAFE_PROJECT` / `ZAFE_ENV`, else the
 /// `.zafe.toml` found from the working directory upward.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ProjectEnvArgs {
     /// Project (slug) [default: `project` in .zafe.toml]
     #[arg(long, short = 'p', env = "ZAFE_PROJECT", value_name = "PROJECT")]
@@ -242,7 +242,9 @@ struct Planned<'d> {
     change: Change,
 }
 
-pub(crate) async fn run(client: &Client, out: Out, args: ImportArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
+    let client = &ctx.project_client()?;
+    let out = ctx.out();
     let file = &args.file;
     let bytes = read_env_file(file)?;
     let document = dotenv::parse_bytes(&bytes).map_err(|e| anyhow!("{}: {e}", file.display()))?;
@@ -306,7 +308,8 @@ pub(crate) async fn run(client: &Client, out: Out, args: ImportArgs) -> anyhow::
     if planned.iter().all(|p| p.change == Change::Reference) {
         // An empty file, or a references file (.env.zafe) given by mistake:
         // there is nothing to store, and nothing on disk should move.
-        println!(
+        outln!(
+            out,
             "Nothing to import: {} holds no values, only {} reference(s). Nothing was changed.",
             file.display(),
             planned.len()
@@ -677,8 +680,9 @@ fn keys_with<'p>(planned: &'p [Planned<'_>], change: Change) -> Vec<&'p str> {
         .collect()
 }
 
-fn print_report(out: Out, report: &Value, planned: &[Planned<'_>]) {
-    println!(
+fn print_report(out: Out<'_>, report: &Value, planned: &[Planned<'_>]) {
+    outln!(
+        out,
         "Imported {} into {}/{} ({} keys)",
         report["file"].as_str().unwrap_or_default(),
         report["project"].as_str().unwrap_or_default(),
@@ -696,7 +700,8 @@ fn print_report(out: Out, report: &Value, planned: &[Planned<'_>]) {
             continue;
         }
         let text = format!("  {label:<18} {:>4}  {}", keys.len(), keys.join(", "));
-        println!(
+        outln!(
+            out,
             "{}",
             match change {
                 Change::Added => out.green(&text),
@@ -705,21 +710,23 @@ fn print_report(out: Out, report: &Value, planned: &[Planned<'_>]) {
             }
         );
     }
-    println!(
+    outln!(
+        out,
         "Wrote {} (references only: safe to commit)",
         report["output"].as_str().unwrap_or_default()
     );
     if let Some(backup) = report["backup"].as_str() {
-        println!("Backed up the original to {backup} (mode 0600)");
+        outln!(out, "Backed up the original to {backup} (mode 0600)");
     }
     if report["original_removed"] == true {
-        println!(
+        outln!(
+            out,
             "Removed {}: `zafe run` reads the references file",
             report["file"].as_str().unwrap_or_default()
         );
     }
     if report["gitignore_updated"] == true {
-        println!("Added it to .gitignore");
+        outln!(out, "Added it to .gitignore");
     }
 }
 

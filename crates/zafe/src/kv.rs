@@ -17,18 +17,19 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::io::Read as _;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, anyhow, bail};
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use serde_json::{Map, Value, json};
 use zafe_client::path::encode_path;
 use zafe_client::{Client, Method};
 use zafe_core::secret::SecretString;
 use zeroize::Zeroizing;
 
-use crate::output::Out;
+use crate::ctx::Ctx;
+use crate::output::{Out, outln};
 
 pub(crate) const EXAMPLES: &str = "\
 Examples:
@@ -50,8 +51,8 @@ Examples:
 The mount is the first segment of PATH unless --mount is given.
 Exit codes: 0 success, 1 error, 2 usage error or nothing at PATH.";
 
-#[derive(Debug, Args)]
-pub(crate) struct KvArgs {
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
     /// Where the KV engine is mounted; without it, the first segment of PATH is the mount
     #[arg(long, global = true, value_name = "MOUNT")]
     pub mount: Option<String>,
@@ -250,7 +251,7 @@ Examples:
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, clap::Args)]
 pub(crate) struct MetadataFields {
     /// Versions to keep (0: the mount's setting, or 10)
     #[arg(long, value_name = "N")]
@@ -299,7 +300,9 @@ pub(crate) fn vault_style_args(args: impl IntoIterator<Item = OsString>) -> Vec<
     out
 }
 
-pub(crate) async fn run(client: &Client, out: Out, args: KvArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
+    let client = &ctx.client()?;
+    let out = ctx.out();
     let kv = Kv {
         client,
         out,
@@ -356,7 +359,7 @@ fn exit2(message: impl std::fmt::Display) -> ExitCode {
 
 struct Kv<'a> {
     client: &'a Client,
-    out: Out,
+    out: Out<'a>,
     mount: Option<String>,
 }
 
@@ -446,37 +449,7 @@ impl Kv<'_> {
             Err(e) if is_not_found(&e) => return self.explain_missing(&t, version).await,
             Err(e) => return Err(e.into()),
         };
-        let data = &reply["data"]["data"];
-        if let Some(field) = field {
-            let Some(value) = data.get(field) else {
-                return Ok(exit2(format!(
-                    "Field {field:?} not present in secret {}",
-                    t.display()
-                )));
-            };
-            if self.out.json() {
-                return self.out.print_json(value).map(|()| ExitCode::SUCCESS);
-            }
-            // Raw, for `$(zafe kv get --field ...)`; a newline only for a person.
-            let mut stdout = std::io::stdout().lock();
-            stdout.write_all(plain(value).as_bytes())?;
-            if stdout.is_terminal() {
-                stdout.write_all(b"\n")?;
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
-        if self.out.json() {
-            self.out.print_json(&reply)?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        section("Secret Path", &t.display_api("data"));
-        println!();
-        section_title("Metadata");
-        self.print_map(&reply["data"]["metadata"]);
-        println!();
-        section_title("Data");
-        self.print_map(data);
-        Ok(ExitCode::SUCCESS)
+        show_secret(self.out, &t, &reply, field)
     }
 
     /// After a 404 on a read: say whether the version is deleted or
@@ -544,10 +517,10 @@ impl Kv<'_> {
         if self.out.json() {
             self.out.print_json(&reply)?;
         } else {
-            section("Secret Path", &t.display_api("data"));
-            println!();
-            section_title("Metadata");
-            self.print_map(&reply["data"]);
+            section(self.out, "Secret Path", &t.display_api("data"));
+            outln!(self.out);
+            section_title(self.out, "Metadata");
+            print_map(self.out, &reply["data"]);
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -586,10 +559,10 @@ impl Kv<'_> {
         if self.out.json() {
             self.out.print_json(&keys)?;
         } else {
-            println!("Keys");
-            println!("----");
+            outln!(self.out, "Keys");
+            outln!(self.out, "----");
             for k in keys.iter().filter_map(Value::as_str) {
-                println!("{k}");
+                outln!(self.out, "{k}");
             }
         }
         Ok(ExitCode::SUCCESS)
@@ -660,10 +633,10 @@ impl Kv<'_> {
             .as_object_mut()
             .and_then(|o| o.remove("versions"))
             .unwrap_or(Value::Null);
-        section("Metadata Path", &t.display_api("metadata"));
-        println!();
-        section_title("Metadata");
-        self.print_map(&m);
+        section(self.out, "Metadata Path", &t.display_api("metadata"));
+        outln!(self.out);
+        section_title(self.out, "Metadata");
+        print_map(self.out, &m);
         let mut numbered: Vec<(u64, &Value)> = versions
             .as_object()
             .map(|o| {
@@ -674,9 +647,9 @@ impl Kv<'_> {
             .unwrap_or_default();
         numbered.sort_by_key(|(n, _)| *n);
         for (n, v) in numbered {
-            println!();
-            section_title(&format!("Version {n}"));
-            self.print_map(v);
+            outln!(self.out);
+            section_title(self.out, &format!("Version {n}"));
+            print_map(self.out, v);
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -811,9 +784,14 @@ impl Kv<'_> {
                 ]
             })
             .collect();
-        print_columns(["Version", "Created", "State", "Deletion Time"], &table);
+        print_columns(
+            self.out,
+            ["Version", "Created", "State", "Deletion Time"],
+            &table,
+        );
         if m["oldest_version"].as_u64().unwrap_or(0) > 0 {
-            println!(
+            outln!(
+                self.out,
                 "\nVersions before {} were pruned (max_versions).",
                 m["oldest_version"]
             );
@@ -878,14 +856,15 @@ impl Kv<'_> {
         if self.out.json() {
             self.out.print_json(&reply)?;
         } else {
-            println!(
+            outln!(
+                self.out,
                 "Restored version {version} of {} as version {}.",
                 t.display(),
                 reply["data"]["version"]
             );
-            println!();
-            section_title("Metadata");
-            self.print_map(&reply["data"]);
+            outln!(self.out);
+            section_title(self.out, "Metadata");
+            print_map(self.out, &reply["data"]);
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -896,30 +875,70 @@ impl Kv<'_> {
             self.out
                 .print_json(&json!({ "success": true, "path": t.display_api(endpoint) }))?;
         } else {
-            println!("{message}");
+            outln!(self.out, "{message}");
         }
         Ok(ExitCode::SUCCESS)
     }
+}
 
-    /// A JSON object as a Key/Value table, keys sorted, as Vault prints it.
-    fn print_map(&self, v: &Value) {
-        let map: BTreeMap<&String, &Value> = v
-            .as_object()
-            .map(|o| o.iter().collect())
-            .unwrap_or_default();
-        let rows: Vec<(&str, String)> = map
-            .iter()
-            .map(|(k, v)| {
-                let shown = match v {
-                    Value::Null => "<nil>".to_string(),
-                    Value::String(s) if s.is_empty() && k.ends_with("_time") => "n/a".to_string(),
-                    other => plain(other),
-                };
-                (k.as_str(), shown)
-            })
-            .collect();
-        self.out.print_table(&rows);
+/// What `kv get` prints of a secret read from the server (`reply`): one
+/// field raw, or the whole reply as JSON, or Vault's sections as tables.
+fn show_secret(
+    out: Out<'_>,
+    t: &Target,
+    reply: &Value,
+    field: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let data = &reply["data"]["data"];
+    if let Some(field) = field {
+        let Some(value) = data.get(field) else {
+            return Ok(exit2(format!(
+                "Field {field:?} not present in secret {}",
+                t.display()
+            )));
+        };
+        if out.json() {
+            return out.print_json(value).map(|()| ExitCode::SUCCESS);
+        }
+        // Raw, for `$(zafe kv get --field ...)`; a newline only for a person.
+        out.write_raw(plain(value).as_bytes())?;
+        if out.terminal() {
+            out.write_raw(b"\n")?;
+        }
+        return Ok(ExitCode::SUCCESS);
     }
+    if out.json() {
+        out.print_json(reply)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    section(out, "Secret Path", &t.display_api("data"));
+    outln!(out);
+    section_title(out, "Metadata");
+    print_map(out, &reply["data"]["metadata"]);
+    outln!(out);
+    section_title(out, "Data");
+    print_map(out, data);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A JSON object as a Key/Value table, keys sorted, as Vault prints it.
+fn print_map(out: Out<'_>, v: &Value) {
+    let map: BTreeMap<&String, &Value> = v
+        .as_object()
+        .map(|o| o.iter().collect())
+        .unwrap_or_default();
+    let rows: Vec<(&str, String)> = map
+        .iter()
+        .map(|(k, v)| {
+            let shown = match v {
+                Value::Null => "<nil>".to_string(),
+                Value::String(s) if s.is_empty() && k.ends_with("_time") => "n/a".to_string(),
+                other => plain(other),
+            };
+            (k.as_str(), shown)
+        })
+        .collect();
+    out.print_table(&rows);
 }
 
 /// A value for a person or a script: strings as they are, the rest as JSON.
@@ -947,17 +966,17 @@ fn version_state(v: &Value, now: time::OffsetDateTime) -> &'static str {
     }
 }
 
-fn section(title: &str, body: &str) {
-    section_title(title);
-    println!("{body}");
+fn section(out: Out<'_>, title: &str, body: &str) {
+    section_title(out, title);
+    outln!(out, "{body}");
 }
 
-fn section_title(title: &str) {
+fn section_title(out: Out<'_>, title: &str) {
     let bar = "=".repeat(6);
-    println!("{bar} {title} {bar}");
+    outln!(out, "{bar} {title} {bar}");
 }
 
-fn print_columns<const N: usize>(headers: [&str; N], rows: &[[String; N]]) {
+fn print_columns<const N: usize>(out: Out<'_>, headers: [&str; N], rows: &[[String; N]]) {
     let mut widths = headers.map(str::len);
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -970,7 +989,7 @@ fn print_columns<const N: usize>(headers: [&str; N], rows: &[[String; N]]) {
             .zip(widths)
             .map(|(c, w)| format!("{c:w$}"))
             .collect();
-        println!("{}", parts.join("    ").trim_end());
+        outln!(out, "{}", parts.join("    ").trim_end());
     };
     line(headers.to_vec());
     line(
@@ -1178,5 +1197,99 @@ mod tests {
         assert!(t(None, "secret", false).is_err());
         assert_eq!(t(None, "secret/", true).unwrap().2, "/v1/secret/data");
         assert!(t(None, "", true).is_err());
+    }
+}
+
+/// What `kv get` prints, rendered in-process (no server, no binary).
+#[cfg(test)]
+mod output_tests {
+    use super::*;
+    use crate::cli::Format;
+    use crate::output::Captured;
+
+    fn reply() -> Value {
+        json!({
+            "request_id": "r1",
+            "data": {
+                "data": { "password": "hunter2", "user": "app", "port": 5432 },
+                "metadata": {
+                    "created_time": "2024-05-01T10:00:00Z",
+                    "custom_metadata": null,
+                    "deletion_time": "",
+                    "destroyed": false,
+                    "version": 3
+                }
+            }
+        })
+    }
+
+    fn target() -> Target {
+        split_target(None, "secret/app/db", false).unwrap()
+    }
+
+    #[test]
+    fn kv_get_prints_vault_sections_as_tables() {
+        let captured = Captured::new();
+        let code = show_secret(captured.out(Format::Table), &target(), &reply(), None).unwrap();
+        assert_eq!(code, ExitCode::SUCCESS);
+        assert_eq!(
+            captured.text(),
+            "\
+====== Secret Path ======
+secret/data/app/db
+
+====== Metadata ======
+Key                Value
+---                -----
+created_time       2024-05-01T10:00:00Z
+custom_metadata    <nil>
+deletion_time      n/a
+destroyed          false
+version            3
+
+====== Data ======
+Key         Value
+---         -----
+password    hunter2
+port        5432
+user        app
+"
+        );
+    }
+
+    #[test]
+    fn kv_get_prints_the_reply_as_json_and_one_field_raw() {
+        let captured = Captured::new();
+        show_secret(captured.out(Format::Json), &target(), &reply(), None).unwrap();
+        let printed: Value = serde_json::from_str(&captured.text()).unwrap();
+        assert_eq!(printed, reply());
+        assert!(captured.text().starts_with("{\n  \""), "indented");
+
+        // One field: the bare value, no newline when not at a terminal.
+        let captured = Captured::new();
+        let out = captured.out(Format::Table);
+        show_secret(out, &target(), &reply(), Some("password")).unwrap();
+        show_secret(out, &target(), &reply(), Some("port")).unwrap();
+        assert_eq!(captured.text(), "hunter25432");
+        let captured = Captured::new();
+        show_secret(
+            captured.out(Format::Json),
+            &target(),
+            &reply(),
+            Some("user"),
+        )
+        .unwrap();
+        assert_eq!(captured.text(), "\"app\"\n");
+
+        // A missing field prints nothing and exits 2.
+        let captured = Captured::new();
+        let code = show_secret(
+            captured.out(Format::Table),
+            &target(),
+            &reply(),
+            Some("nope"),
+        );
+        assert_eq!(code.unwrap(), ExitCode::from(2));
+        assert_eq!(captured.text(), "");
     }
 }

@@ -1,20 +1,25 @@
-//! `zafe login`: get a token and keep it in the token file (mode 0600).
+//! `zafe login` and `zafe logout`: get a token or a session and keep it (a
+//! token in the token file, mode 0600; a password or OIDC login's session
+//! in the OS credential store or private files), and end it again.
 //!
 //! Tokens and secret ids are never command-line arguments (they would land
 //! in shell history and in `ps`): a token is typed at a prompt without echo
 //! or piped on standard input; an AppRole secret id comes from
 //! `ZAFE_SECRET_ID` or standard input.
 
-use std::io::{BufRead as _, IsTerminal as _};
+use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
-use clap::{Args, ValueEnum};
+use clap::ValueEnum;
 use serde_json::{Value, json};
 use zafe_client::path::encode_path;
+use zafe_client::session::{self, Session, Stored};
 use zafe_client::{Client, Method, Token};
 use zeroize::Zeroizing;
 
-use crate::output::Out;
+use crate::ctx::{Ctx, with_token};
+use crate::output::{Out, outln, print_fields};
+use crate::prompt::{read_code, read_password, read_secret, stdin_line};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LoginMethod {
@@ -24,8 +29,8 @@ pub(crate) enum LoginMethod {
     Approle,
 }
 
-#[derive(Debug, Args)]
-pub(crate) struct LoginArgs {
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
     /// Log in as this person, with a password (prompted for without echo)
     #[arg(long, value_name = "EMAIL", conflicts_with_all = ["role_id", "no_store"])]
     pub email: Option<String>,
@@ -55,7 +60,12 @@ pub(crate) struct LoginArgs {
     pub oidc_timeout: u64,
 }
 
-pub(crate) async fn run(client: &Client, out: Out, args: LoginArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
+    dispatch(&ctx.client()?, ctx.out(), args).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dispatch(client: &Client, out: Out<'_>, args: Args) -> anyhow::Result<()> {
     if args.oidc {
         // No token goes to a login endpoint.
         let anonymous = with_token(client, None)?;
@@ -66,18 +76,18 @@ pub(crate) async fn run(client: &Client, out: Out, args: LoginArgs) -> anyhow::R
             // R-AUTH-9: the account has TOTP on. The first login's state is
             // used up, so ask for the code and go through the browser again
             // (the identity provider usually remembers the person).
-            Err(e) if crate::user::is_totp_required(&e) => {
-                let code = crate::user::prompt_totp_code()?;
+            Err(e) if is_totp_required(&e) => {
+                let code = crate::prompt::prompt_totp_code()?;
                 eprintln!("Completing the login in the browser once more, with the code.");
                 crate::oidc_login::login(&anonymous, args.no_browser, timeout, Some(code.as_str()))
                     .await?
             }
             other => other?,
         };
-        return crate::user::store_session(client, out, &answer, "Logged in with OIDC");
+        return store_session(client, out, &answer, "Logged in with OIDC");
     }
     if let Some(email) = &args.email {
-        return crate::user::login(client, out, email, args.password_stdin).await;
+        return password_login(client, out, email, args.password_stdin).await;
     }
     let (token, info) = match args.method {
         LoginMethod::Token => {
@@ -150,7 +160,8 @@ pub(crate) async fn run(client: &Client, out: Out, args: LoginArgs) -> anyhow::R
         );
     }
     if !out.json() {
-        println!(
+        outln!(
+            out,
             "Success! You are now authenticated. The token is stored in {} and will be used by later commands.\n",
             zafe_client::config::token_file(config_dir).display()
         );
@@ -158,7 +169,7 @@ pub(crate) async fn run(client: &Client, out: Out, args: LoginArgs) -> anyhow::R
     print(out, &info)
 }
 
-fn print(out: Out, info: &Value) -> anyhow::Result<()> {
+fn print(out: Out<'_>, info: &Value) -> anyhow::Result<()> {
     if out.json() {
         return out.print_json(info);
     }
@@ -166,38 +177,149 @@ fn print(out: Out, info: &Value) -> anyhow::Result<()> {
         .as_object()
         .into_iter()
         .flatten()
-        .map(|(k, v)| (k.as_str(), crate::token::display(v)))
+        .map(|(k, v)| (k.as_str(), crate::output::display(v)))
         .collect();
     out.print_table(&rows);
     Ok(())
 }
 
-/// The same client settings with another token (or none).
-pub(crate) fn with_token(client: &Client, token: Option<Token>) -> anyhow::Result<Client> {
-    let mut config = client.config().clone();
-    config.token = token;
-    Ok(Client::new(config)?)
+/// Whether a login failed only because the account's TOTP code is missing.
+pub(crate) fn is_totp_required(error: &anyhow::Error) -> bool {
+    matches!(
+        error.downcast_ref::<zafe_client::Error>(),
+        Some(zafe_client::Error::ServerError { status: 400, errors })
+            if errors.iter().any(|e| e == "a TOTP code is required")
+    )
 }
 
-/// A secret from `env` if set, else a hidden prompt on a terminal, else one
-/// line of standard input.
-pub(crate) fn read_secret(prompt: &str, env: Option<&str>) -> anyhow::Result<Zeroizing<String>> {
-    if let Some(name) = env
-        && let Ok(value) = std::env::var(name)
-        && !value.trim().is_empty()
+/// `zafe login --email`: a password login; the session is stored.
+pub(crate) async fn password_login(
+    client: &Client,
+    out: Out<'_>,
+    email: &str,
+    password_stdin: bool,
+) -> anyhow::Result<()> {
+    let password = read_password(
+        "Password (will be hidden): ",
+        false,
+        password_stdin,
+        &mut stdin_line,
+    )?;
+    let mut body = json!({ "email": email, "password": password.as_str() });
+    // No token goes to a login endpoint.
+    let anonymous = with_token(client, None)?;
+    let answer = match anonymous
+        .request_json(Method::POST, "/v1/auth/user/login", Some(&body))
+        .await
     {
-        return Ok(Zeroizing::new(value.trim().to_string()));
+        // R-AUTH-9: the password was right and TOTP is on: ask for a code
+        // (or a recovery code), then log in again with both.
+        Err(zafe_client::Error::ServerError {
+            status: 400,
+            errors,
+        }) if errors.iter().any(|e| e == "a TOTP code is required") => {
+            let code = read_code(password_stdin, &mut stdin_line)?;
+            body["totp_code"] = json!(code.as_str());
+            anonymous
+                .request_json(Method::POST, "/v1/auth/user/login", Some(&body))
+                .await
+        }
+        other => other,
     }
-    let value = if std::io::stdin().is_terminal() {
-        Zeroizing::new(rpassword::prompt_password(prompt)?)
-    } else {
-        let mut line = Zeroizing::new(String::new());
-        std::io::stdin().lock().read_line(&mut line)?;
-        line
+    .context("login failed")?
+    .unwrap_or_default();
+    store_session(client, out, &answer, "Logged in")
+}
+
+/// Keeps the session a login answered with, and shows what it is.
+pub(crate) fn store_session(
+    client: &Client,
+    out: Out<'_>,
+    answer: &Value,
+    done: &str,
+) -> anyhow::Result<()> {
+    let auth = &answer["auth"];
+    let (Some(access), Some(refresh)) = (
+        auth["client_token"].as_str(),
+        auth["refresh_token"].as_str(),
+    ) else {
+        bail!("the server's answer holds no session");
     };
-    let trimmed = Zeroizing::new(value.trim().to_string());
-    if trimmed.is_empty() {
-        bail!("nothing was given");
+    let session = Session {
+        access: Token::new(access),
+        refresh: Token::new(refresh),
+    };
+    let stored = session::save(&client.config().config_dir, client.addr(), &session)?;
+    if std::env::var_os("ZAFE_TOKEN").is_some_and(|v| !v.is_empty())
+        || std::env::var_os("VAULT_TOKEN").is_some_and(|v| !v.is_empty())
+    {
+        eprintln!(
+            "{}",
+            out.yellow("Warning: ZAFE_TOKEN or VAULT_TOKEN is set and takes precedence over this session; unset it to use it.")
+        );
     }
-    Ok(trimmed)
+    let info = json!({
+        "email": auth["metadata"]["email"],
+        "user_id": auth["metadata"]["user_id"],
+        "session_id": auth["session_id"],
+        "policies": auth["policies"],
+        "token_duration": auth["lease_duration"],
+        "refresh_expires_in": auth["refresh_expires_in"],
+        "stored_in": match &stored {
+            Stored::Keyring => "the OS credential store".to_string(),
+            Stored::Files(path) => path.display().to_string(),
+        },
+    });
+    if out.json() {
+        return out.print_json(&info);
+    }
+    outln!(
+        out,
+        "{done}. The session is kept in {} and refreshed automatically.\n",
+        info["stored_in"].as_str().unwrap_or_default()
+    );
+    print_fields(out, &info);
+    Ok(())
+}
+
+/// `zafe logout`: ends the session on the server and forgets it here.
+pub(crate) async fn logout(ctx: &Ctx<'_>) -> anyhow::Result<ExitCode> {
+    end_session(&ctx.client()?, ctx.out()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn end_session(client: &Client, out: Out<'_>) -> anyhow::Result<()> {
+    let config = client.config();
+    if config.refresh_token.is_none() {
+        bail!(
+            "not logged in with a session here (`zafe login --email`); a token from ZAFE_TOKEN or `zafe login` is revoked with `zafe token revoke`"
+        );
+    }
+    // An expired access token is refreshed first, so the server ends it.
+    let ended = client
+        .request_json(Method::POST, "/v1/auth/user/logout", None)
+        .await;
+    session::clear(&config.config_dir, client.addr());
+    match ended {
+        Ok(_) => {
+            if !out.json() {
+                outln!(
+                    out,
+                    "Logged out: the session has ended and is forgotten here."
+                );
+            } else {
+                out.print_json(&json!({ "logged_out": true }))?;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!(
+                "{}",
+                out.yellow(&format!(
+                    "The session is forgotten here, but the server did not confirm its end: {e}"
+                ))
+            );
+            Ok(())
+        }
+    }
 }

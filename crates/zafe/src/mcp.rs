@@ -29,10 +29,10 @@
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clap::Args;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
@@ -47,6 +47,7 @@ use zafe_core::dotenv;
 use zafe_core::reference::{DEFAULT_PROJECT_MOUNT, Reference};
 use zeroize::Zeroizing;
 
+use crate::ctx::Ctx;
 use crate::run::{Local, Prepared};
 
 /// `run_command` time limit when the caller gives none, and the most it may ask.
@@ -68,8 +69,8 @@ values; `zafe run -- CMD` gives a program the real values. Use run_command to ru
 that needs secrets: its output comes back with every secret value masked as ***. If the user \
 gives you a secret value, store it with set_secret and use its reference from then on.";
 
-#[derive(Debug, Args)]
-pub(crate) struct McpArgs {
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
     /// The project tools use when a call names none [default: `project` in .zafe.toml]
     #[arg(long, value_name = "SLUG", env = "ZAFE_PROJECT")]
     pub project: Option<String>,
@@ -89,7 +90,17 @@ The server uses ZAFE_ADDR and the token from ZAFE_TOKEN or the token file (zafe 
 it starts. Tools: list_projects, list_secrets, get_reference, check_env_file, set_secret,
 run_command. No tool ever returns a secret value.";
 
-pub(crate) async fn serve(args: McpArgs, client: Client) -> anyhow::Result<()> {
+pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
+    crate::harden::forbid_inspection();
+    let client = ctx.client()?;
+    // The client holds the token now; the commands run_command
+    // starts must not find it in our environment block.
+    crate::harden::scrub_environment(&crate::harden::CREDENTIAL_VARIABLES);
+    serve(args, client).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(args: Args, client: Client) -> anyhow::Result<()> {
     let root = std::env::current_dir()?.canonicalize()?;
     // Defaults: the flags, else the repository's .zafe.toml.
     let found = match (&args.project, &args.environment) {

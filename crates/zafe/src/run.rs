@@ -27,7 +27,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::{Arc, LazyLock};
 
-use clap::Args;
 use rand_core::RngCore as _;
 use zafe_client::Client;
 use zafe_client::mask::{MIN_MASKED_LEN, MaskOptions, MaskSet};
@@ -37,6 +36,7 @@ use zafe_core::secret::SecretString;
 use zeroize::Zeroizing;
 
 use crate::child;
+use crate::ctx::Ctx;
 
 /// A reference could not be resolved (missing, forbidden or malformed);
 /// the command did not run.
@@ -78,8 +78,8 @@ Exit codes: the command's own exit code (128+N when killed by signal N);
   126  the command could not be executed
   127  the command was not found";
 
-#[derive(Debug, Args)]
-pub(crate) struct RunArgs {
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
     /// A dotenv file whose values (plain or `zafe://` references) the command gets; repeatable,
     /// later files win
     #[arg(long = "env-file", value_name = "FILE")]
@@ -404,21 +404,20 @@ fn names_holding(vars: &BTreeMap<OsString, Source>, reference: &str) -> String {
         .join(", ")
 }
 
-pub(crate) async fn run(
-    args: RunArgs,
-    client: impl FnOnce() -> anyhow::Result<Client>,
-) -> ExitCode {
-    match prepare_and_run(args, client).await {
+pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
+    crate::harden::forbid_inspection();
+    // The client only when a reference needs resolving.
+    Ok(match prepare_and_run(args, || ctx.client()).await {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
             eprintln!("zafe run: {}", failure.message);
             ExitCode::from(failure.code)
         }
-    }
+    })
 }
 
 async fn prepare_and_run(
-    args: RunArgs,
+    args: Args,
     client: impl FnOnce() -> anyhow::Result<Client>,
 ) -> Result<u8, Failure> {
     let local = Local::collect(&args.env_files)?;

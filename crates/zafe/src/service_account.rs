@@ -1,14 +1,99 @@
 //! `zafe service-account create|list|read|token|revoke` (R-AUTH-12).
 
+use std::process::ExitCode;
+
 use serde_json::{Value, json};
 use zafe_client::path::encode_segment;
 use zafe_client::{Client, Method};
 
-use crate::output::Out;
+use crate::ctx::Ctx;
 
-pub(crate) async fn create(
+use crate::output::{Out, outln};
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Args {
+    /// Create a service account and print its first token (once)
+    #[command(
+        after_help = "Examples:\n  zafe service-account create ci --scope project:myapp\n  zafe service-account create deploy --scope 'secret/data/shared/*' --cidr 203.0.113.0/24 --ttl 30d\n\nScopes: project:<slug>, or a path glob in policy syntax (read and list only)."
+    )]
+    Create {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// A scope (repeatable): project:<slug> or a path glob
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// A client network the tokens may be used from (repeatable); default anywhere
+        #[arg(long = "cidr")]
+        cidrs: Vec<String>,
+        /// Lifetime of the account, e.g. 90d, 12h
+        #[arg(long)]
+        ttl: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List service accounts
+    #[command(after_help = "Examples:\n  zafe service-account list --format json")]
+    List,
+    /// Show a service account, its scopes and its tokens' last use
+    #[command(after_help = "Examples:\n  zafe service-account read ci")]
+    Read {
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Issue another token for a service account
+    #[command(after_help = "Examples:\n  zafe service-account token ci --ttl 7d")]
+    Token {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Lifetime of this token (never beyond the account's)
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Revoke one token (by accessor) or, without one, delete the account and all its tokens
+    #[command(
+        after_help = "Examples:\n  zafe service-account revoke ci\n  zafe service-account revoke ci --accessor 3f2a..."
+    )]
+    Revoke {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(long)]
+        accessor: Option<String>,
+    },
+}
+
+pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
+    let client = &ctx.client()?;
+    let out = ctx.out();
+    match args {
+        Args::Create {
+            name,
+            scopes,
+            cidrs,
+            ttl,
+            description,
+        } => {
+            create(
+                client,
+                out,
+                &name,
+                &scopes,
+                &cidrs,
+                ttl.as_deref(),
+                description.as_deref(),
+            )
+            .await?
+        }
+        Args::List => list(client, out).await?,
+        Args::Read { name } => read(client, out, &name).await?,
+        Args::Token { name, ttl } => token(client, out, &name, ttl.as_deref()).await?,
+        Args::Revoke { name, accessor } => revoke(client, &name, accessor.as_deref()).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn create(
     client: &Client,
-    out: Out,
+    out: Out<'_>,
     name: &str,
     scopes: &[String],
     cidrs: &[String],
@@ -27,12 +112,7 @@ pub(crate) async fn create(
     print_token(out, &reply["data"], &format!("service account {name}"))
 }
 
-pub(crate) async fn token(
-    client: &Client,
-    out: Out,
-    name: &str,
-    ttl: Option<&str>,
-) -> anyhow::Result<()> {
+async fn token(client: &Client, out: Out<'_>, name: &str, ttl: Option<&str>) -> anyhow::Result<()> {
     let body = ttl.map(|t| json!({ "token_ttl": t }));
     let path = format!("/v1/sys/service-accounts/{}/token", encode_segment(name));
     let reply = client
@@ -48,11 +128,11 @@ pub(crate) async fn token(
 
 /// The token is printed once, alone on stdout, so it can be piped into a
 /// CI secret store without ever being displayed next to anything else.
-fn print_token(out: Out, data: &Value, what: &str) -> anyhow::Result<()> {
+fn print_token(out: Out<'_>, data: &Value, what: &str) -> anyhow::Result<()> {
     if out.json() {
         return out.print_json(data);
     }
-    println!("{}", data["token"].as_str().unwrap_or_default());
+    outln!(out, "{}", data["token"].as_str().unwrap_or_default());
     eprintln!(
         "{}",
         out.yellow(&format!(
@@ -62,7 +142,7 @@ fn print_token(out: Out, data: &Value, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn list(client: &Client, out: Out) -> anyhow::Result<()> {
+async fn list(client: &Client, out: Out<'_>) -> anyhow::Result<()> {
     let reply = client
         .request_json(Method::GET, "/v1/sys/service-accounts?list=true", None)
         .await?
@@ -75,12 +155,12 @@ pub(crate) async fn list(client: &Client, out: Out) -> anyhow::Result<()> {
         return out.print_json(&keys);
     }
     for k in keys {
-        println!("{}", k.as_str().unwrap_or_default());
+        outln!(out, "{}", k.as_str().unwrap_or_default());
     }
     Ok(())
 }
 
-pub(crate) async fn read(client: &Client, out: Out, name: &str) -> anyhow::Result<()> {
+async fn read(client: &Client, out: Out<'_>, name: &str) -> anyhow::Result<()> {
     let path = format!("/v1/sys/service-accounts/{}", encode_segment(name));
     let reply = client
         .request_json(Method::GET, &path, None)
@@ -131,11 +211,7 @@ pub(crate) async fn read(client: &Client, out: Out, name: &str) -> anyhow::Resul
 }
 
 /// Without an accessor: deletes the account and every token it has.
-pub(crate) async fn revoke(
-    client: &Client,
-    name: &str,
-    accessor: Option<&str>,
-) -> anyhow::Result<()> {
+async fn revoke(client: &Client, name: &str, accessor: Option<&str>) -> anyhow::Result<()> {
     let path = match accessor {
         Some(a) => format!(
             "/v1/sys/service-accounts/{}/token/{}",

@@ -7,11 +7,14 @@
 //! `zafe mcp` reads its token from the environment or the token file when
 //! it starts.
 
-use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
+use crate::ctx::Ctx;
+use crate::output::{Out, outln};
 use anyhow::{Context as _, bail};
-use clap::{Args, ValueEnum};
+use clap::ValueEnum;
 use serde_json::{Value, json};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -26,7 +29,7 @@ pub(crate) enum Editor {
     Windsurf,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, clap::Args)]
 pub(crate) struct SetupMcpArgs {
     /// The editor to configure
     #[arg(long, value_enum, default_value_t = Editor::Claude)]
@@ -97,12 +100,26 @@ fn entry(args: &SetupMcpArgs, addr: Option<&str>) -> anyhow::Result<Value> {
     Ok(server)
 }
 
-pub(crate) fn run(args: SetupMcpArgs, addr: Option<String>) -> anyhow::Result<()> {
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Args {
+    /// Print or write the configuration that registers `zafe mcp` with an AI editor
+    #[command(after_help = EXAMPLES)]
+    Mcp(SetupMcpArgs),
+}
+
+pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
+    match args {
+        Args::Mcp(args) => mcp(args, ctx.addr(), ctx.out())?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mcp(args: SetupMcpArgs, addr: Option<String>, out: Out<'_>) -> anyhow::Result<()> {
     let (path, servers_key) = target(args.editor)?;
     let server = entry(&args, addr.as_deref())?;
     if !args.write {
         let snippet = json!({ servers_key: { "zafe": server } });
-        println!("{}", serde_json::to_string_pretty(&snippet)?);
+        outln!(out, "{}", serde_json::to_string_pretty(&snippet)?);
         eprintln!(
             "zafe: add this to {} (or run with --write). It holds no token: zafe mcp reads \
              ZAFE_TOKEN or the token file when it starts.",
@@ -132,14 +149,10 @@ pub(crate) fn run(args: SetupMcpArgs, addr: Option<String>) -> anyhow::Result<()
         if !std::io::stdin().is_terminal() {
             bail!("--write asks for confirmation on a terminal; add --yes to write without asking");
         }
-        eprint!(
+        if !crate::prompt::confirm(&format!(
             "Write the zafe MCP server entry to {}? [y/N] ",
             path.display()
-        );
-        std::io::stderr().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes") {
+        ))? {
             bail!("nothing written");
         }
     }

@@ -3,11 +3,14 @@
 use std::process::ExitCode;
 
 use serde_json::json;
-use zafe_client::{Checked, Client, SealStatus};
+use zafe_client::{Checked, SealStatus};
 
+use crate::ctx::Ctx;
 use crate::output::Out;
 
-pub(crate) async fn run(client: &Client, out: Out) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(ctx: &Ctx<'_>) -> anyhow::Result<ExitCode> {
+    let client = &ctx.client()?;
+    let out = ctx.out();
     // Identity first: nothing the server says is worth showing if it is not
     // the server that was pinned.
     let checked = client.verify_identity().await?;
@@ -48,7 +51,7 @@ pub(crate) async fn run(client: &Client, out: Out) -> anyhow::Result<ExitCode> {
                 .request_json(zafe_client::Method::GET, "/v1/sys/key-status", None)
                 .await
         {
-            rows.extend(crate::admin::key_rows(&keys["data"]));
+            rows.extend(crate::operator::key_rows(&keys["data"]));
         }
         out.print_table(&rows);
     }
@@ -61,7 +64,7 @@ pub(crate) async fn run(client: &Client, out: Out) -> anyhow::Result<ExitCode> {
 }
 
 /// The rows `vault status` and `vault operator unseal` show.
-pub(crate) fn seal_rows(seal: &SealStatus, out: Out) -> Vec<(&'static str, String)> {
+pub(crate) fn seal_rows(seal: &SealStatus, out: Out<'_>) -> Vec<(&'static str, String)> {
     let sealed = if seal.sealed {
         out.red("true")
     } else {
@@ -93,7 +96,7 @@ pub(crate) fn seal_rows(seal: &SealStatus, out: Out) -> Vec<(&'static str, Strin
     rows
 }
 
-pub(crate) fn identity_rows(checked: &Checked, out: Out) -> Vec<(&'static str, String)> {
+pub(crate) fn identity_rows(checked: &Checked, out: Out<'_>) -> Vec<(&'static str, String)> {
     let binding = if checked.identity.tls_bound {
         out.green("verified, bound to the TLS certificate")
     } else if checked.pin.tls_bound {

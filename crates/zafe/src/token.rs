@@ -4,17 +4,21 @@
 //! accessor, or one piped on standard input (`--stdin`): never an argument.
 //! Lookups never print a token (`id` is left out).
 
+use std::process::ExitCode;
+
 use anyhow::bail;
-use clap::{ArgGroup, Args, Subcommand};
+use clap::{ArgGroup, Subcommand};
 use serde_json::{Map, Value, json};
 use zafe_client::path::encode_segment;
 use zafe_client::{Client, Method};
 
-use crate::login::read_secret;
-use crate::output::Out;
+use crate::cli::parse_key_value;
+use crate::ctx::Ctx;
+use crate::output::{Out, display, outln, print_object};
+use crate::prompt::read_secret;
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum TokenCmd {
+pub(crate) enum Args {
     /// Create a child token (or an orphan) of the current token
     #[command(after_help = "\
 Examples:
@@ -90,7 +94,7 @@ Examples:
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, clap::Args)]
 pub(crate) struct CreateArgs {
     /// A policy for the new token (repeat for more); default: the current token's policies
     #[arg(long = "policy", value_name = "NAME")]
@@ -128,7 +132,7 @@ pub(crate) struct CreateArgs {
 }
 
 /// Which token a command is about: the caller's own unless one of these.
-#[derive(Debug, Args)]
+#[derive(Debug, clap::Args)]
 pub(crate) struct Target {
     /// The token with this accessor
     #[arg(long, value_name = "ACCESSOR", conflicts_with = "stdin")]
@@ -138,29 +142,27 @@ pub(crate) struct Target {
     pub stdin: bool,
 }
 
-pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
-    }
+pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
+    dispatch(&ctx.client()?, ctx.out(), args).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn run(client: &Client, out: Out, cmd: TokenCmd) -> anyhow::Result<()> {
+async fn dispatch(client: &Client, out: Out<'_>, cmd: Args) -> anyhow::Result<()> {
     match cmd {
-        TokenCmd::Create(args) => create(client, out, args).await,
-        TokenCmd::Lookup(target) => lookup(client, out, target).await,
-        TokenCmd::Renew { target, increment } => renew(client, out, target, increment).await,
-        TokenCmd::Revoke {
+        Args::Create(args) => create(client, out, args).await,
+        Args::Lookup(target) => lookup(client, out, target).await,
+        Args::Renew { target, increment } => renew(client, out, target, increment).await,
+        Args::Revoke {
             self_,
             accessor,
             stdin,
             orphan,
         } => revoke(client, out, self_, accessor, stdin, orphan).await,
-        TokenCmd::Capabilities { paths, stdin } => capabilities(client, out, paths, stdin).await,
+        Args::Capabilities { paths, stdin } => capabilities(client, out, paths, stdin).await,
     }
 }
 
-async fn create(client: &Client, out: Out, args: CreateArgs) -> anyhow::Result<()> {
+async fn create(client: &Client, out: Out<'_>, args: CreateArgs) -> anyhow::Result<()> {
     let mut body = Map::new();
     if !args.policies.is_empty() {
         body.insert("policies".into(), json!(args.policies));
@@ -208,7 +210,7 @@ async fn create(client: &Client, out: Out, args: CreateArgs) -> anyhow::Result<(
     print_auth(out, &answer["auth"], true)
 }
 
-async fn lookup(client: &Client, out: Out, target: Target) -> anyhow::Result<()> {
+async fn lookup(client: &Client, out: Out<'_>, target: Target) -> anyhow::Result<()> {
     let answer = if let Some(accessor) = target.accessor {
         client
             .request_json(
@@ -232,6 +234,12 @@ async fn lookup(client: &Client, out: Out, target: Target) -> anyhow::Result<()>
             .await?
     }
     .unwrap_or_default();
+    show_lookup(out, &answer)
+}
+
+/// What `token lookup` prints of the server's answer: its data, without the
+/// token itself, as JSON or a sorted Key/Value table.
+fn show_lookup(out: Out<'_>, answer: &Value) -> anyhow::Result<()> {
     let mut data = answer["data"].clone();
     // The token itself is never printed.
     if let Some(map) = data.as_object_mut() {
@@ -246,7 +254,7 @@ async fn lookup(client: &Client, out: Out, target: Target) -> anyhow::Result<()>
 
 async fn renew(
     client: &Client,
-    out: Out,
+    out: Out<'_>,
     target: Target,
     increment: Option<String>,
 ) -> anyhow::Result<()> {
@@ -274,7 +282,7 @@ async fn renew(
 
 async fn revoke(
     client: &Client,
-    out: Out,
+    out: Out<'_>,
     self_: bool,
     accessor: Option<String>,
     stdin: bool,
@@ -306,7 +314,8 @@ async fn revoke(
     if out.json() {
         return out.print_json(&json!({ "revoked": true }));
     }
-    println!(
+    outln!(
+        out,
         "Success! Revoked {what}{}.",
         if orphan {
             "; its children are now orphans"
@@ -319,7 +328,7 @@ async fn revoke(
 
 async fn capabilities(
     client: &Client,
-    out: Out,
+    out: Out<'_>,
     paths: Vec<String>,
     stdin: bool,
 ) -> anyhow::Result<()> {
@@ -355,7 +364,7 @@ async fn capabilities(
         return out.print_json(&per_path);
     }
     if paths.len() == 1 {
-        println!("{}", display(&per_path[&paths[0]]));
+        outln!(out, "{}", display(&per_path[&paths[0]]));
     } else {
         let rows: Vec<(&str, String)> = per_path
             .iter()
@@ -367,7 +376,7 @@ async fn capabilities(
 }
 
 /// Vault's rows for a new or renewed token.
-fn print_auth(out: Out, auth: &Value, show_token: bool) -> anyhow::Result<()> {
+fn print_auth(out: Out<'_>, auth: &Value, show_token: bool) -> anyhow::Result<()> {
     let mut shown = json!({
         "token_accessor": auth["accessor"],
         "token_duration": auth["lease_duration"],
@@ -402,42 +411,12 @@ fn print_auth(out: Out, auth: &Value, show_token: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_warnings(out: Out, answer: &Value) {
+fn print_warnings(out: Out<'_>, answer: &Value) {
     for w in answer["warnings"].as_array().into_iter().flatten() {
         eprintln!(
             "{}",
             out.yellow(&format!("Warning: {}", w.as_str().unwrap_or_default()))
         );
-    }
-}
-
-/// Key/value rows of an object, sorted by key.
-pub(crate) fn print_object(out: Out, data: &Value) {
-    let mut rows: Vec<(&str, String)> = data
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| (k.as_str(), display(v)))
-        .collect();
-    rows.sort_by(|a, b| a.0.cmp(b.0));
-    out.print_table(&rows);
-}
-
-/// A value as Vault's table shows it: strings bare, lists as `[a b]`,
-/// maps as `map[k:v]`, nothing as `n/a`.
-pub(crate) fn display(v: &Value) -> String {
-    match v {
-        Value::Null => "n/a".into(),
-        Value::String(s) => s.clone(),
-        Value::Array(a) => format!("[{}]", a.iter().map(display).collect::<Vec<_>>().join(" ")),
-        Value::Object(m) => format!(
-            "map[{}]",
-            m.iter()
-                .map(|(k, v)| format!("{k}:{}", display(v)))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
-        other => other.to_string(),
     }
 }
 
@@ -456,5 +435,58 @@ mod tests {
         assert_eq!(display(&json!(["a", "b"])), "[a b]");
         assert_eq!(display(&json!({"k": "v"})), "map[k:v]");
         assert_eq!(display(&Value::Null), "n/a");
+    }
+}
+
+/// What `token lookup` prints, rendered in-process.
+#[cfg(test)]
+mod output_tests {
+    use super::*;
+    use crate::cli::Format;
+    use crate::output::Captured;
+
+    fn answer() -> Value {
+        json!({
+            "data": {
+                "id": "zafe_s_THE_TOKEN_ITSELF",
+                "accessor": "9f2c",
+                "display_name": "token-ci",
+                "policies": ["default", "deploy"],
+                "ttl": 3600,
+                "expire_time": null,
+                "meta": { "team": "ops" }
+            }
+        })
+    }
+
+    #[test]
+    fn token_lookup_prints_a_sorted_table_without_the_token() {
+        let captured = Captured::new();
+        show_lookup(captured.out(Format::Table), &answer()).unwrap();
+        assert_eq!(
+            captured.text(),
+            "\
+Key             Value
+---             -----
+accessor        9f2c
+display_name    token-ci
+expire_time     n/a
+meta            map[team:ops]
+policies        [default deploy]
+ttl             3600
+"
+        );
+    }
+
+    #[test]
+    fn token_lookup_prints_json_without_the_token() {
+        let captured = Captured::new();
+        show_lookup(captured.out(Format::Json), &answer()).unwrap();
+        let text = captured.text();
+        assert!(!text.contains("THE_TOKEN_ITSELF"), "{text}");
+        let mut expected = answer()["data"].clone();
+        expected.as_object_mut().unwrap().remove("id");
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), expected);
+        assert!(text.ends_with("}\n"));
     }
 }

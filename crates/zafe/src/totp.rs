@@ -1,19 +1,21 @@
 //! `zafe totp enroll|disable`: the TOTP second factor of a password account
 //! (R-AUTH-9), with the session `zafe login` stored.
 
-use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Subcommand;
 use serde_json::{Value, json};
 use zafe_client::{Client, Method};
 use zeroize::Zeroizing;
 
-use crate::login::read_secret;
-use crate::output::Out;
+use crate::ctx::Ctx;
+use crate::output::{Out, outln};
+use crate::prompt::{read_secret, read_visible};
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum TotpCmd {
+pub(crate) enum Args {
     /// Turn TOTP on: asks for the password, shows a QR code for an authenticator app,
     /// checks one code, and prints ten single-use recovery codes (once)
     #[command(
@@ -38,10 +40,15 @@ Examples:
 Once TOTP is on, `zafe login` asks for a code after the password. Answers are read from the
 terminal, or one line each from standard input.";
 
-pub(crate) async fn run(client: &Client, out: Out, cmd: TotpCmd) -> anyhow::Result<()> {
+pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
+    dispatch(&ctx.client()?, ctx.out(), args).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dispatch(client: &Client, out: Out<'_>, cmd: Args) -> anyhow::Result<()> {
     match cmd {
-        TotpCmd::Enroll => enroll(client, out).await,
-        TotpCmd::Disable { password } => disable(client, out, password).await,
+        Args::Enroll => enroll(client, out).await,
+        Args::Disable { password } => disable(client, out, password).await,
     }
 }
 
@@ -57,22 +64,7 @@ async fn post(client: &Client, what: &str, body: Value) -> anyhow::Result<Value>
         .clone())
 }
 
-/// A visible prompt on a terminal, else one line of standard input.
-fn read_line(prompt: &str) -> anyhow::Result<Zeroizing<String>> {
-    if std::io::stdin().is_terminal() {
-        eprint!("{prompt}");
-        std::io::stderr().flush()?;
-    }
-    let mut line = Zeroizing::new(String::new());
-    std::io::stdin().lock().read_line(&mut line)?;
-    let trimmed = Zeroizing::new(line.trim().to_string());
-    if trimmed.is_empty() {
-        bail!("nothing was given");
-    }
-    Ok(trimmed)
-}
-
-async fn enroll(client: &Client, out: Out) -> anyhow::Result<()> {
+async fn enroll(client: &Client, out: Out<'_>) -> anyhow::Result<()> {
     let password =
         read_secret("Password (will be hidden): ", None).context("reading the password")?;
     let enrolled = post(client, "enroll", json!({ "password": password.as_str() }))
@@ -101,7 +93,7 @@ async fn enroll(client: &Client, out: Out) -> anyhow::Result<()> {
         secret.as_str(),
         uri.as_str()
     );
-    let code = read_line("Code from the app: ").context("reading the code")?;
+    let code = read_visible("Code from the app: ").context("reading the code")?;
     let confirmed = post(client, "confirm", json!({ "code": code.as_str() }))
         .await
         .context("the code was not accepted; run `zafe totp enroll` again")?;
@@ -114,23 +106,24 @@ async fn enroll(client: &Client, out: Out) -> anyhow::Result<()> {
     if out.json() {
         return out.print_json(&json!({ "enabled": true, "recovery_codes": codes }));
     }
-    println!(
+    outln!(
+        out,
         "{}\n\nRecovery codes: each works once instead of a code. They are shown only now;\nkeep them somewhere safe, apart from this device:\n",
         out.green("TOTP is on: `zafe login` will ask for a code after the password.")
     );
     for code in &codes {
-        println!("    {code}");
+        outln!(out, "    {code}");
     }
     Ok(())
 }
 
-async fn disable(client: &Client, out: Out, with_password: bool) -> anyhow::Result<()> {
+async fn disable(client: &Client, out: Out<'_>, with_password: bool) -> anyhow::Result<()> {
     let body = if with_password {
         let password =
             read_secret("Password (will be hidden): ", None).context("reading the password")?;
         json!({ "password": password.as_str() })
     } else {
-        let code = read_line("Current code or a recovery code: ").context("reading the code")?;
+        let code = read_visible("Current code or a recovery code: ").context("reading the code")?;
         json!({ "code": code.as_str() })
     };
     post(client, "disable", body)
@@ -139,6 +132,6 @@ async fn disable(client: &Client, out: Out, with_password: bool) -> anyhow::Resu
     if out.json() {
         return out.print_json(&json!({ "enabled": false }));
     }
-    println!("TOTP is off for this account.");
+    outln!(out, "TOTP is off for this account.");
     Ok(())
 }

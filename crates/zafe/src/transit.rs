@@ -6,20 +6,21 @@
 //! `@FILE`. Decrypted plaintext goes to standard output as raw bytes, so it
 //! can be piped on without an extra decoding step.
 
-use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::io::{IsTerminal as _, Read as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use clap::{ArgGroup, Args, Subcommand};
+use clap::{ArgGroup, Subcommand};
 use serde_json::{Map, Value, json};
 use zafe_client::path::{encode_path, encode_segment};
 use zafe_client::{Client, Method};
 use zeroize::Zeroizing;
 
-use crate::output::Out;
+use crate::ctx::Ctx;
+use crate::output::{Out, outln};
 
 pub(crate) const EXAMPLES: &str = "\
 Examples:
@@ -35,8 +36,8 @@ Examples:
 
 Plaintext is read from standard input or @FILE, never from the command line.";
 
-#[derive(Debug, Args)]
-pub(crate) struct TransitArgs {
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
     /// Where the transit engine is mounted
     #[arg(long, global = true, default_value = "transit", value_name = "PATH")]
     pub mount: String,
@@ -239,7 +240,9 @@ Examples:
     },
 }
 
-pub(crate) async fn run(client: &Client, out: Out, args: TransitArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
+    let client = &ctx.client()?;
+    let out = ctx.out();
     let mount = encode_path(args.mount.trim_matches('/'));
     if mount.is_empty() {
         bail!("--mount cannot be empty");
@@ -311,9 +314,7 @@ pub(crate) async fn run(client: &Client, out: Out, args: TransitArgs) -> anyhow:
                     B64.decode(data["plaintext"].as_str().unwrap_or_default())
                         .context("the server's plaintext is not valid base64")?,
                 );
-                let mut stdout = std::io::stdout().lock();
-                stdout.write_all(&plaintext)?;
-                stdout.flush()?;
+                out.write_raw(&plaintext)?;
             }
         }
         TransitCmd::Rewrap {
@@ -415,7 +416,7 @@ pub(crate) async fn run(client: &Client, out: Out, args: TransitArgs) -> anyhow:
 
 struct Transit<'a> {
     client: &'a Client,
-    out: Out,
+    out: Out<'a>,
     /// Already percent-encoded, without slashes at either end.
     mount: String,
 }
@@ -463,9 +464,9 @@ impl Transit<'_> {
             eprintln!("No keys under {}/", self.mount);
             return Ok(());
         }
-        println!("Keys\n----");
+        outln!(self.out, "Keys\n----");
         for name in names {
-            println!("{}", name.as_str().unwrap_or_default());
+            outln!(self.out, "{}", name.as_str().unwrap_or_default());
         }
         Ok(())
     }

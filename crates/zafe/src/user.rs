@@ -1,23 +1,21 @@
-//! People on the command line: `zafe login --email` (password login),
-//! `zafe logout`, `zafe operator bootstrap-admin` (first administrator,
-//! headless) and `zafe user create|list|read|enable|disable|delete|passwd|invite`.
+//! `zafe user create|list|read|enable|disable|delete|passwd|invite`: people's
+//! accounts. (Logging in and out is [`crate::login`]; the first
+//! administrator, `zafe operator bootstrap-admin`, is [`crate::operator`].)
 //!
 //! Passwords are never arguments: a hidden prompt on a terminal (asked
 //! twice when it is a new one), or one line of standard input with
 //! `--password-stdin`.
 
-use std::io::{BufRead as _, IsTerminal as _};
+use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use serde_json::{Value, json};
 use zafe_client::path::encode_segment;
-use zafe_client::session::{self, Session, Stored};
-use zafe_client::{Client, Method, Token};
-use zeroize::Zeroizing;
+use zafe_client::{Client, Method};
 
-use crate::login::with_token;
-use crate::output::Out;
+use crate::ctx::Ctx;
+use crate::output::{Out, outln, print_fields};
+use crate::prompt::{read_password, stdin_line};
 
 pub(crate) const USER_EXAMPLES: &str = "\
 Examples:
@@ -34,7 +32,7 @@ Examples:
 Managing other people needs a server administrator's session (or a root token).";
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum UserCmd {
+pub(crate) enum Args {
     /// Create an account with a password (administrators)
     #[command(
         after_help = "Examples:\n  zafe user create bob@example.com --display-name Bob\n  zafe user create ops@example.com --admin --password-stdin < pw.txt\n  zafe user create sso-only@example.com --no-password"
@@ -110,247 +108,14 @@ pub(crate) enum UserCmd {
     },
 }
 
-/// Reads a password: a hidden prompt (twice for a new one) on a terminal,
-/// else one line of standard input when `from_stdin`.
-fn read_password(
-    prompt: &str,
-    confirm: bool,
-    from_stdin: bool,
-    lines: &mut dyn FnMut() -> anyhow::Result<Zeroizing<String>>,
-) -> anyhow::Result<Zeroizing<String>> {
-    let password = if from_stdin {
-        lines()?
-    } else if std::io::stdin().is_terminal() {
-        let first = Zeroizing::new(rpassword::prompt_password(prompt)?);
-        if confirm {
-            let again = Zeroizing::new(rpassword::prompt_password("Again, to confirm: ")?);
-            if *again != *first {
-                bail!("the two passwords differ");
-            }
-        }
-        first
-    } else {
-        bail!("no terminal to ask for the password on: pass --password-stdin and pipe it in");
-    };
-    if password.is_empty() {
-        bail!("the password is empty");
-    }
-    Ok(password)
+pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
+    dispatch(&ctx.client()?, ctx.out(), args).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
-/// The TOTP code (or a recovery code): a visible prompt on a terminal, else
-/// the next line of standard input (after the password with --password-stdin).
-fn read_code(
-    from_stdin: bool,
-    line: &mut dyn FnMut() -> anyhow::Result<Zeroizing<String>>,
-) -> anyhow::Result<Zeroizing<String>> {
-    use std::io::IsTerminal as _;
-    if !from_stdin && std::io::stdin().is_terminal() {
-        eprint!("TOTP code (or a recovery code): ");
-        std::io::Write::flush(&mut std::io::stderr())?;
-    }
-    let code = Zeroizing::new(line()?.trim().to_string());
-    if code.is_empty() {
-        bail!("a TOTP code is required for this account");
-    }
-    Ok(code)
-}
-
-/// Whether a login failed only because the account's TOTP code is missing.
-pub(crate) fn is_totp_required(error: &anyhow::Error) -> bool {
-    matches!(
-        error.downcast_ref::<zafe_client::Error>(),
-        Some(zafe_client::Error::ServerError { status: 400, errors })
-            if errors.iter().any(|e| e == "a TOTP code is required")
-    )
-}
-
-/// Asks for the TOTP code (or a recovery code) on the terminal or stdin.
-pub(crate) fn prompt_totp_code() -> anyhow::Result<Zeroizing<String>> {
-    read_code(false, &mut stdin_line)
-}
-
-/// One line of standard input, without its line break.
-fn stdin_line() -> anyhow::Result<Zeroizing<String>> {
-    let mut line = Zeroizing::new(String::new());
-    std::io::stdin().lock().read_line(&mut line)?;
-    Ok(Zeroizing::new(
-        line.trim_end_matches(['\r', '\n']).to_string(),
-    ))
-}
-
-/// `zafe login --email`: a password login; the session is stored.
-pub(crate) async fn login(
-    client: &Client,
-    out: Out,
-    email: &str,
-    password_stdin: bool,
-) -> anyhow::Result<()> {
-    let password = read_password(
-        "Password (will be hidden): ",
-        false,
-        password_stdin,
-        &mut stdin_line,
-    )?;
-    let mut body = json!({ "email": email, "password": password.as_str() });
-    // No token goes to a login endpoint.
-    let anonymous = with_token(client, None)?;
-    let answer = match anonymous
-        .request_json(Method::POST, "/v1/auth/user/login", Some(&body))
-        .await
-    {
-        // R-AUTH-9: the password was right and TOTP is on: ask for a code
-        // (or a recovery code), then log in again with both.
-        Err(zafe_client::Error::ServerError {
-            status: 400,
-            errors,
-        }) if errors.iter().any(|e| e == "a TOTP code is required") => {
-            let code = read_code(password_stdin, &mut stdin_line)?;
-            body["totp_code"] = json!(code.as_str());
-            anonymous
-                .request_json(Method::POST, "/v1/auth/user/login", Some(&body))
-                .await
-        }
-        other => other,
-    }
-    .context("login failed")?
-    .unwrap_or_default();
-    store_session(client, out, &answer, "Logged in")
-}
-
-/// `zafe operator bootstrap-admin`: the first administrator, with the setup
-/// token the server printed at its first start (ZAFE_SETUP_TOKEN or prompt).
-pub(crate) async fn bootstrap_admin(
-    client: &Client,
-    out: Out,
-    email: &str,
-    display_name: Option<&str>,
-    password_stdin: bool,
-) -> anyhow::Result<()> {
-    let token = match std::env::var("ZAFE_SETUP_TOKEN") {
-        Ok(t) if !t.trim().is_empty() => Zeroizing::new(t.trim().to_string()),
-        _ if std::io::stdin().is_terminal() => Zeroizing::new(
-            rpassword::prompt_password(
-                "Setup token from the server's first-run message (hidden): ",
-            )?
-            .trim()
-            .to_string(),
-        ),
-        _ => bail!(
-            "set ZAFE_SETUP_TOKEN to the zafe_su_... token the server printed at its first start"
-        ),
-    };
-    let password = read_password(
-        "New administrator password (hidden): ",
-        true,
-        password_stdin,
-        &mut stdin_line,
-    )?;
-    let body = json!({
-        "token": token.as_str(),
-        "email": email,
-        "password": password.as_str(),
-        "display_name": display_name,
-    });
-    let answer = with_token(client, None)?
-        .request_json(Method::POST, "/v1/sys/setup", Some(&body))
-        .await
-        .context("creating the first administrator failed")?
-        .unwrap_or_default();
-    store_session(
-        client,
-        out,
-        &answer,
-        "Created the first administrator and logged in",
-    )
-}
-
-pub(crate) fn store_session(
-    client: &Client,
-    out: Out,
-    answer: &Value,
-    done: &str,
-) -> anyhow::Result<()> {
-    let auth = &answer["auth"];
-    let (Some(access), Some(refresh)) = (
-        auth["client_token"].as_str(),
-        auth["refresh_token"].as_str(),
-    ) else {
-        bail!("the server's answer holds no session");
-    };
-    let session = Session {
-        access: Token::new(access),
-        refresh: Token::new(refresh),
-    };
-    let stored = session::save(&client.config().config_dir, client.addr(), &session)?;
-    if std::env::var_os("ZAFE_TOKEN").is_some_and(|v| !v.is_empty())
-        || std::env::var_os("VAULT_TOKEN").is_some_and(|v| !v.is_empty())
-    {
-        eprintln!(
-            "{}",
-            out.yellow("Warning: ZAFE_TOKEN or VAULT_TOKEN is set and takes precedence over this session; unset it to use it.")
-        );
-    }
-    let info = json!({
-        "email": auth["metadata"]["email"],
-        "user_id": auth["metadata"]["user_id"],
-        "session_id": auth["session_id"],
-        "policies": auth["policies"],
-        "token_duration": auth["lease_duration"],
-        "refresh_expires_in": auth["refresh_expires_in"],
-        "stored_in": match &stored {
-            Stored::Keyring => "the OS credential store".to_string(),
-            Stored::Files(path) => path.display().to_string(),
-        },
-    });
-    if out.json() {
-        return out.print_json(&info);
-    }
-    println!(
-        "{done}. The session is kept in {} and refreshed automatically.\n",
-        info["stored_in"].as_str().unwrap_or_default()
-    );
-    print_object(out, &info);
-    Ok(())
-}
-
-/// `zafe logout`: ends the session on the server and forgets it here.
-pub(crate) async fn logout(client: &Client, out: Out) -> anyhow::Result<()> {
-    let config = client.config();
-    if config.refresh_token.is_none() {
-        bail!(
-            "not logged in with a session here (`zafe login --email`); a token from ZAFE_TOKEN or `zafe login` is revoked with `zafe token revoke`"
-        );
-    }
-    // An expired access token is refreshed first, so the server ends it.
-    let ended = client
-        .request_json(Method::POST, "/v1/auth/user/logout", None)
-        .await;
-    session::clear(&config.config_dir, client.addr());
-    match ended {
-        Ok(_) => {
-            if !out.json() {
-                println!("Logged out: the session has ended and is forgotten here.");
-            } else {
-                out.print_json(&json!({ "logged_out": true }))?;
-            }
-            Ok(())
-        }
-        Err(e) => {
-            eprintln!(
-                "{}",
-                out.yellow(&format!(
-                    "The session is forgotten here, but the server did not confirm its end: {e}"
-                ))
-            );
-            Ok(())
-        }
-    }
-}
-
-pub(crate) async fn run(client: &Client, out: Out, cmd: UserCmd) -> anyhow::Result<()> {
+async fn dispatch(client: &Client, out: Out<'_>, cmd: Args) -> anyhow::Result<()> {
     match cmd {
-        UserCmd::Create {
+        Args::Create {
             email,
             display_name,
             admin,
@@ -374,7 +139,7 @@ pub(crate) async fn run(client: &Client, out: Out, cmd: UserCmd) -> anyhow::Resu
                 .unwrap_or_default();
             print_user(out, &reply["data"])
         }
-        UserCmd::Invite { email, ttl } => {
+        Args::Invite { email, ttl } => {
             let body = json!({ "email": email, "invite": true, "ttl": ttl });
             let reply = client
                 .request_json(Method::POST, "/v1/sys/users", Some(&body))
@@ -385,7 +150,7 @@ pub(crate) async fn run(client: &Client, out: Out, cmd: UserCmd) -> anyhow::Resu
                 return out.print_json(data);
             }
             // The invitation alone on stdout, so it can be piped on.
-            println!("{}", data["url"].as_str().unwrap_or_default());
+            outln!(out, "{}", data["url"].as_str().unwrap_or_default());
             eprintln!(
                 "{}",
                 out.yellow(&format!(
@@ -396,7 +161,7 @@ pub(crate) async fn run(client: &Client, out: Out, cmd: UserCmd) -> anyhow::Resu
             );
             Ok(())
         }
-        UserCmd::List => {
+        Args::List => {
             let reply = client
                 .request_json(Method::GET, "/v1/sys/users?list=true", None)
                 .await?
@@ -406,9 +171,13 @@ pub(crate) async fn run(client: &Client, out: Out, cmd: UserCmd) -> anyhow::Resu
                 return out.print_json(data);
             }
             let info = &data["key_info"];
-            println!(
+            outln!(
+                out,
                 "{:36}  {:32}  {:5}  {:8}",
-                "ID", "Email", "Admin", "Disabled"
+                "ID",
+                "Email",
+                "Admin",
+                "Disabled"
             );
             for id in data["keys"]
                 .as_array()
@@ -417,7 +186,8 @@ pub(crate) async fn run(client: &Client, out: Out, cmd: UserCmd) -> anyhow::Resu
                 .filter_map(Value::as_str)
             {
                 let u = &info[id];
-                println!(
+                outln!(
+                    out,
                     "{id:36}  {:32}  {:5}  {:8}",
                     u["email"].as_str().unwrap_or_default(),
                     u["admin"].as_bool().unwrap_or_default(),
@@ -426,25 +196,25 @@ pub(crate) async fn run(client: &Client, out: Out, cmd: UserCmd) -> anyhow::Resu
             }
             Ok(())
         }
-        UserCmd::Read { user } => {
+        Args::Read { user } => {
             let reply = client
                 .request_json(Method::GET, &user_path(&user), None)
                 .await?
                 .unwrap_or_default();
             print_user(out, &reply["data"])
         }
-        UserCmd::Disable { user } => update(client, out, &user, json!({ "disabled": true })).await,
-        UserCmd::Enable { user } => update(client, out, &user, json!({ "disabled": false })).await,
-        UserCmd::Delete { user } => {
+        Args::Disable { user } => update(client, out, &user, json!({ "disabled": true })).await,
+        Args::Enable { user } => update(client, out, &user, json!({ "disabled": false })).await,
+        Args::Delete { user } => {
             client
                 .request_json(Method::DELETE, &user_path(&user), None)
                 .await?;
             if !out.json() {
-                println!("Deleted {user}; their sessions have ended.");
+                outln!(out, "Deleted {user}; their sessions have ended.");
             }
             Ok(())
         }
-        UserCmd::Passwd {
+        Args::Passwd {
             user,
             password_stdin,
         } => passwd(client, out, user.as_deref(), password_stdin).await,
@@ -455,7 +225,7 @@ fn user_path(user: &str) -> String {
     format!("/v1/sys/users/{}", encode_segment(user))
 }
 
-async fn update(client: &Client, out: Out, user: &str, body: Value) -> anyhow::Result<()> {
+async fn update(client: &Client, out: Out<'_>, user: &str, body: Value) -> anyhow::Result<()> {
     let reply = client
         .request_json(Method::POST, &user_path(user), Some(&body))
         .await?
@@ -465,7 +235,7 @@ async fn update(client: &Client, out: Out, user: &str, body: Value) -> anyhow::R
 
 async fn passwd(
     client: &Client,
-    out: Out,
+    out: Out<'_>,
     user: Option<&str>,
     password_stdin: bool,
 ) -> anyhow::Result<()> {
@@ -501,7 +271,8 @@ async fn passwd(
             if out.json() {
                 return out.print_json(&reply["data"]);
             }
-            println!(
+            outln!(
+                out,
                 "Password changed. {} other session(s) ended; this one goes on.",
                 reply["data"]["sessions_ended"].as_u64().unwrap_or(0)
             );
@@ -510,7 +281,7 @@ async fn passwd(
     }
 }
 
-fn print_user(out: Out, data: &Value) -> anyhow::Result<()> {
+fn print_user(out: Out<'_>, data: &Value) -> anyhow::Result<()> {
     if out.json() {
         return out.print_json(data);
     }
@@ -518,16 +289,6 @@ fn print_user(out: Out, data: &Value) -> anyhow::Result<()> {
     if let Some(sessions) = data.get("sessions").and_then(Value::as_array) {
         shown["sessions"] = json!(sessions.len());
     }
-    print_object(out, &shown);
+    print_fields(out, &shown);
     Ok(())
-}
-
-fn print_object(out: Out, info: &Value) {
-    let rows: Vec<(&str, String)> = info
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| (k.as_str(), crate::token::display(v)))
-        .collect();
-    out.print_table(&rows);
 }

@@ -18,10 +18,10 @@ use futures_util::StreamExt as _;
 use serde_json::{Value, json};
 use zafe_storage::audit::TimeBound;
 
-use super::chain::{CheckpointLine, EXPORT_FORMAT, EntryLine, ExportHeader, Line, b64};
 use super::{Item, Merged};
 use crate::core::{Core, Operation, Request, Response};
 use crate::error::{Error, Result};
+use zafe_core::audit::{CheckpointLine, EXPORT_FORMAT, ExportHeader, Line, b64};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -180,7 +180,7 @@ fn render(items: &[Item], format: Format) -> String {
     for item in items {
         match (item, format) {
             (Item::Row(row), Format::Jsonl) => {
-                match EntryLine::from_row(row) {
+                match super::entry_line(row) {
                     Some(line) => out.push_str(&Line::Entry(Box::new(line)).to_json()),
                     None => {
                         out.push_str(&json!({ "type": "unreadable", "seq": row.seq }).to_string())
@@ -193,7 +193,7 @@ fn render(items: &[Item], format: Format) -> String {
                 out.push('\n');
             }
             (Item::Row(row), Format::Csv) => {
-                let cells: Vec<String> = match EntryLine::from_row(row) {
+                let cells: Vec<String> = match super::entry_line(row) {
                     Some(e) => vec![
                         e.seq.to_string(),
                         e.time,

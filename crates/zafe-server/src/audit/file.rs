@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use zafe_storage::Backend;
 use zafe_storage::audit::AuditRow;
 
-use super::chain::{CheckpointLine, EntryLine, Line, sign_checkpoint};
 use super::{AuditKeys, FileFsync, now_us, verified_hash};
+use zafe_core::audit::{CheckpointLine, Line, sign_checkpoint};
 use zafe_core::identity::IdentityKey;
 
 pub(crate) struct FileSink {
@@ -259,7 +259,7 @@ impl FileSink {
 }
 
 fn push_row(text: &mut String, row: &AuditRow) {
-    match EntryLine::from_row(row) {
+    match super::entry_line(row) {
         Some(line) => text.push_str(&Line::Entry(Box::new(line)).to_json()),
         // Not an event: copy what there is, and let verification say so.
         None => {

@@ -27,10 +27,10 @@ use std::sync::Arc;
 use zafe_storage::audit::AuditDraft;
 use zafe_storage::{Backend, Op};
 
-use super::chain::{Actor, EVENT_VERSION, Event};
 use super::{AuditKeys, linker, now_us};
 use crate::core::Core;
 use crate::error::Error;
+use zafe_core::audit::{Actor, EVENT_VERSION, Event};
 
 /// The caller, as the core authenticated it.
 #[derive(Debug, Clone, Default)]

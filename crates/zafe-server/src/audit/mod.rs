@@ -13,7 +13,8 @@
 //!   previous batch was written into one transaction (group commit: one
 //!   fsync for many requests), the sealed-time buffer, checkpoints and the
 //!   retention sweep.
-//! - [`chain`] has the formats, hashing, signing and the verifier.
+//! - [`zafe_core::audit`] has the formats, hashing, signing and the verifier
+//!   (pure: the CLI verifies exports with the same code).
 //! - [`api`] serves `sys/audit-log/{export,verify,checkpoints}`.
 //!
 //! Keys: the chain's MAC key and the key for keyed hashes of identifiers
@@ -34,7 +35,6 @@
 //! one exception, the answer to `sys/init`, is buffered like the rest.
 
 pub mod api;
-pub mod chain;
 mod file;
 pub mod hook;
 
@@ -55,12 +55,14 @@ use zafe_storage::audit::{
     AuditCheckpoint, AuditDraft, AuditLink, AuditRow, SharedLinker, TimeBound,
 };
 
-pub use chain::{Actor, Event, Report};
 pub use hook::{note_caller, note_resources};
+pub use zafe_core::audit::{Actor, Event, Report};
 
 use crate::config::ConfigError;
-use chain::{CheckpointLine, Verifier, entry_hash, entry_mac, sign_checkpoint};
 use file::FileSink;
+use zafe_core::audit::{
+    self, CheckpointLine, EntryLine, Verifier, entry_hash, entry_mac, sign_checkpoint,
+};
 
 /// At most this many entries wait while sealed.
 pub const SEALED_BUFFER: usize = 10_000;
@@ -137,12 +139,17 @@ impl AuditKeys {
 
     /// `hmac-sha256:<hex>` of an identifier.
     pub fn hmac(&self, value: &str) -> String {
-        chain::field_hmac(&self.field, value)
+        audit::field_hmac(&self.field, value)
     }
 
     pub fn chain_key(&self) -> SecretKey {
         self.chain.duplicate()
     }
+}
+
+/// A stored row as an export line; `None` if its body is not an event.
+pub(crate) fn entry_line(row: &AuditRow) -> Option<EntryLine> {
+    EntryLine::from_stored(row.seq, &row.body, &row.prev_hash, &row.hash, &row.mac)
 }
 
 pub fn now_us() -> i64 {
@@ -526,7 +533,7 @@ impl AuditLog {
         last: Option<(i64, Vec<u8>)>,
         from_seq: Option<i64>,
         to_seq: Option<i64>,
-    ) -> Result<chain::EndLine, String> {
+    ) -> Result<audit::EndLine, String> {
         let keys = self.keys().ok_or("the server is sealed")?;
         let backend = &*self.shared.backend;
         if let Some((seq, hash)) = &last
@@ -538,7 +545,7 @@ impl AuditLog {
         }
         let latest = self.shared.latest.lock().clone();
         still_holds(backend, latest.as_ref()).await?;
-        Ok(chain::sign_export_end(
+        Ok(audit::sign_export_end(
             &self.shared.identity,
             last.as_ref().map(|(s, h)| (*s, h.as_slice())),
             from_seq,
@@ -573,7 +580,14 @@ impl AuditLog {
             for item in items {
                 match item {
                     Item::Row(row) => {
-                        verifier.row(&row);
+                        verifier.stored(
+                            row.seq,
+                            row.time_us,
+                            &row.body,
+                            &row.prev_hash,
+                            &row.hash,
+                            &row.mac,
+                        );
                         last_hash = Some(row.hash);
                     }
                     Item::Checkpoint(cp) => verifier.checkpoint(cp),
@@ -1022,7 +1036,7 @@ mod tests {
 
     fn event(method: &str, path: &str, status: u16) -> Event {
         Event {
-            v: chain::EVENT_VERSION,
+            v: audit::EVENT_VERSION,
             time_us: now_us(),
             method: method.into(),
             path: path.into(),
@@ -1127,7 +1141,7 @@ mod tests {
         assert_eq!(backend.audit_head().await.unwrap().seq, 200);
         let cp = log.checkpoint("manual").await.unwrap().unwrap();
         assert_eq!(cp.seq, 200);
-        assert!(chain::checkpoint_signed_by(&cp, &log.public_key()));
+        assert!(audit::checkpoint_signed_by(&cp, &log.public_key()));
         // Nothing new: a periodic checkpoint is skipped.
         assert!(log.checkpoint("periodic").await.unwrap().is_none());
         assert!(log.verify().await.unwrap().ok);

@@ -27,10 +27,10 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use sqlx::Connection;
 use tower::ServiceExt;
+use zafe_core::audit::{Line, Report, Verifier, entry_hash};
 use zafe_core::identity::IdentityKey;
 use zafe_core::secret::SecretKey;
 use zafe_server::Config;
-use zafe_server::audit::chain::{Line, Report, Verifier, entry_hash};
 use zafe_server::audit::{Event, now_us};
 use zafe_server::core::{Core, CoreParts};
 use zafe_storage::Backend;
@@ -989,7 +989,7 @@ async fn tamper_case(h: &Harness, raw: &mut Raw, seed: &[u8; 32], tamper: Tamper
     assert!(offline(&export(h, "format=jsonl").await, public_key(seed)).ok);
     // What an auditor keeps from this verification.
     let a = root(h, "GET", "sys/audit-log/checkpoints?limit=1000", None).await;
-    let kept: zafe_server::audit::chain::CheckpointLine = serde_json::from_value(
+    let kept: zafe_core::audit::CheckpointLine = serde_json::from_value(
         a.json["data"]["checkpoints"]
             .as_array()
             .unwrap()
@@ -1167,7 +1167,7 @@ async fn record_old(h: &Harness, ago_secs: i64, n: usize) {
     let time_us = now_us() - ago_secs * 1_000_000;
     for i in 0..n {
         let event = Event {
-            v: zafe_server::audit::chain::EVENT_VERSION,
+            v: zafe_core::audit::EVENT_VERSION,
             time_us: time_us + i as i64,
             request_id: format!("old-{i}"),
             method: "GET".into(),
@@ -1259,7 +1259,7 @@ async fn entries_unsigned_longer_than_the_interval_allows_fail_verification() {
     let backend = h.core.backend().clone();
     let signed = head(&*backend).await;
     let row = backend.audit_read(signed, 1).await.unwrap().remove(0);
-    let old_checkpoint = zafe_server::audit::chain::sign_checkpoint(
+    let old_checkpoint = zafe_core::audit::sign_checkpoint(
         &IdentityKey::from_seed(&seed),
         "periodic",
         signed,

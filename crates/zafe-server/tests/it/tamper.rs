@@ -405,7 +405,7 @@ async fn a_store_behind_or_beside_the_anchor_is_detected() {
 
     async fn log_entry(log: &AuditLog) {
         let event = Event {
-            v: zafe_server::audit::chain::EVENT_VERSION,
+            v: zafe_core::audit::EVENT_VERSION,
             time_us: zafe_server::audit::now_us(),
             method: "GET".into(),
             path: "sys/health".into(),

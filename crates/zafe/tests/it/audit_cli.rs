@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::support::*;
 use serde_json::{Value, json};
 use sqlx::Connection;
-use zafe_server::audit::chain::Line;
+use zafe_core::audit::Line;
 
 struct Cli {
     dir: PathBuf,
@@ -235,8 +235,7 @@ async fn verify_export_and_tail_from_the_command_line() {
         file,
     ]);
     assert_eq!(code, 1, "{out}");
-    let other =
-        zafe_server::audit::chain::b64(&zafe_core::identity::IdentityKey::generate().public_key());
+    let other = zafe_core::audit::b64(&zafe_core::identity::IdentityKey::generate().public_key());
     let (code, out, _) = cli.run(&[
         "audit",
         "verify",

@@ -10,7 +10,7 @@
 //! mac       = HMAC-SHA256(audit chain key, hash)
 //! ```
 //!
-//! `fields` is `zafe_core::encoding::fields`, injective, so no two entries
+//! `fields` is [`crate::encoding::fields`], injective, so no two entries
 //! encode alike. The hash is publicly recomputable: anyone can check the
 //! links. The MAC needs the chain key (HKDF from the keyring, purpose
 //! `AUDIT_CHAIN`, only ever inside the server): it catches a rewrite that
@@ -22,15 +22,38 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use crate::crypto::{constant_time_eq, hmac_sha256};
+use crate::encoding::fields;
+use crate::identity::IdentityKey;
+use crate::secret::SecretKey;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use zafe_core::crypto::{constant_time_eq, hmac_sha256};
-use zafe_core::encoding::fields;
-use zafe_core::identity::IdentityKey;
-use zafe_core::secret::SecretKey;
-use zafe_storage::audit::{AuditCheckpoint, AuditRow, GENESIS_HASH};
+
+/// The predecessor of the first entry ever appended to the chain.
+pub const GENESIS_HASH: [u8; 32] = [0; 32];
+
+/// A signed statement that the chain had `hash` at `seq`: what the server
+/// signs with its identity key and stores. `id` is assigned by the database
+/// that stores it (0 for one not stored).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditCheckpoint {
+    /// The database's id of the stored checkpoint; 0 when not stored.
+    pub id: i64,
+    /// The sequence number of the entry it covers.
+    pub seq: i64,
+    /// That entry's hash.
+    pub hash: Vec<u8>,
+    /// When it was signed, in microseconds since the Unix epoch.
+    pub time_us: i64,
+    /// Why it was signed (`periodic`, `anchor`, ...).
+    pub kind: String,
+    /// The Ed25519 public key it is signed with.
+    pub public_key: Vec<u8>,
+    /// The Ed25519 signature of `(kind, seq, hash, time_us)`.
+    pub signature: Vec<u8>,
+}
 
 /// The version of [`Event`]'s canonical encoding.
 /// 2 added `resources`; entries of version 1 keep their encoding.
@@ -53,22 +76,27 @@ pub const EXPORT_FORMAT: u32 = 1;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Event {
+    /// The version of the canonical encoding ([`EVENT_VERSION`] for new entries).
     pub v: u32,
     /// Microseconds since the Unix epoch, by the clock of the node that
     /// handled the request. For people and time ranges only: order is by
     /// sequence number.
     pub time_us: i64,
+    /// The request's id (`X-Request-Id`), as the caller saw it.
     pub request_id: String,
     /// After `trusted_proxies` (R-OPS-2).
     pub client_ip: String,
+    /// The HTTP method.
     pub method: String,
     /// Without `/v1/` and without the query string.
     pub path: String,
     /// read, list, write, delete, patch, head; empty for other methods.
     pub operation: String,
+    /// Who made the request.
     pub actor: Actor,
     /// allowed, denied (401/403) or failed (any other error).
     pub decision: String,
+    /// The HTTP status of the response.
     pub status: u16,
     /// The error message the caller got, if any.
     pub error: String,
@@ -84,12 +112,15 @@ pub struct Event {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// Who made an audited request: never a token, only keyed hashes of it.
 pub struct Actor {
     /// "token" when the request authenticated, else "anonymous".
     pub kind: String,
     /// `hmac-sha256:<hex>` of the token's accessor; empty when anonymous.
     pub accessor: String,
+    /// The token's display name (empty when anonymous).
     pub display_name: String,
+    /// The token's policies.
     pub policies: Vec<String>,
     /// `hmac-sha256:<hex>` of the token the request presented (also when it
     /// failed), so failed attempts with one token correlate; empty if none,
@@ -135,6 +166,7 @@ pub fn entry_hash(seq: i64, event: &Event, prev_hash: &[u8]) -> [u8; 32] {
     Sha256::digest(fields(&[ENTRY_DOMAIN, &canonical(seq, event), prev_hash])).into()
 }
 
+/// `HMAC-SHA256(chain_key, hash)`: the MAC of an entry, which only the server can compute.
 pub fn entry_mac(chain_key: &SecretKey, hash: &[u8]) -> [u8; 32] {
     hmac_sha256(chain_key, hash)
 }
@@ -185,7 +217,7 @@ pub fn checkpoint_signed_by(cp: &AuditCheckpoint, public_key: &[u8; 32]) -> bool
     };
     let (s, t) = (cp.seq.to_be_bytes(), cp.time_us.to_be_bytes());
     cp.public_key.as_slice() == public_key.as_slice()
-        && zafe_core::identity::verify_fields(
+        && crate::identity::verify_fields(
             public_key,
             CHECKPOINT_DOMAIN,
             &checkpoint_fields(&cp.kind, &s, &cp.hash, &t),
@@ -251,7 +283,7 @@ pub fn end_signed_by(end: &EndLine, public_key: &[u8; 32]) -> bool {
     };
     key.as_slice() == public_key.as_slice()
         && end.time == render_time(end.time_us)
-        && zafe_core::identity::verify_fields(
+        && crate::identity::verify_fields(
             public_key,
             EXPORT_END_DOMAIN,
             &[&end_message(end, &hash)],
@@ -283,6 +315,7 @@ pub fn render_time(time_us: i64) -> String {
         .unwrap_or_default()
 }
 
+/// Standard base64 with padding, as keys and signatures appear in export lines.
 pub fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
@@ -302,7 +335,9 @@ pub fn public_key_from_b64(text: &str) -> Option<[u8; 32]> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportHeader {
+    /// The line format's version ([`EXPORT_FORMAT`]).
     pub format: u32,
+    /// The id of the server that made the export (from its identity key).
     pub server_id: String,
     /// Set when the export was asked to start later than the oldest entry:
     /// its first entry's predecessor is then not in the export.
@@ -315,30 +350,49 @@ pub struct ExportHeader {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EntryLine {
+    /// The entry's sequence number.
     pub seq: i64,
     /// Derived from `time_us`.
     pub time: String,
+    /// The entry's time: see [`Event::time_us`].
     pub time_us: i64,
+    /// See [`Event::request_id`].
     pub request_id: String,
+    /// See [`Event::client_ip`].
     pub client_ip: String,
+    /// See [`Event::method`].
     pub method: String,
+    /// See [`Event::path`].
     pub path: String,
+    /// See [`Event::operation`].
     pub operation: String,
+    /// See [`Event::actor`].
     pub actor: Actor,
+    /// See [`Event::decision`].
     pub decision: String,
+    /// See [`Event::status`].
     pub status: u16,
+    /// See [`Event::error`].
     pub error: String,
+    /// See [`Event::buffered`].
     pub buffered: bool,
+    /// See [`Event::dropped`].
     pub dropped: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// See [`Event::resources`].
     pub resources: Vec<String>,
+    /// See [`Event::v`].
     pub v: u32,
+    /// The previous entry's hash, in hex.
     pub prev_hash: String,
+    /// This entry's hash, in hex.
     pub hash: String,
+    /// This entry's MAC, in hex.
     pub mac: String,
 }
 
 impl EntryLine {
+    /// An entry line from its event and its chain fields.
     pub fn new(seq: i64, e: Event, prev_hash: &[u8], hash: &[u8], mac: &[u8]) -> Self {
         Self {
             seq,
@@ -363,18 +417,20 @@ impl EntryLine {
         }
     }
 
-    /// From a stored row; `None` if its body is not an [`Event`].
-    pub fn from_row(row: &AuditRow) -> Option<Self> {
-        let event: Event = serde_json::from_slice(&row.body).ok()?;
-        Some(Self::new(
-            row.seq,
-            event,
-            &row.prev_hash,
-            &row.hash,
-            &row.mac,
-        ))
+    /// From a stored entry (its sequence number, its body, the JSON of an
+    /// [`Event`], and its chain fields); `None` if the body is not an event.
+    pub fn from_stored(
+        seq: i64,
+        body: &[u8],
+        prev_hash: &[u8],
+        hash: &[u8],
+        mac: &[u8],
+    ) -> Option<Self> {
+        let event: Event = serde_json::from_slice(body).ok()?;
+        Some(Self::new(seq, event, prev_hash, hash, mac))
     }
 
+    /// The [`Event`] this line shows, for hashing.
     pub fn event(&self) -> Event {
         Event {
             v: self.v,
@@ -399,17 +455,24 @@ impl EntryLine {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointLine {
+    /// Why it was signed (`periodic`, `anchor`, ...).
     pub kind: String,
+    /// The sequence number of the entry it covers.
     pub seq: i64,
+    /// That entry's hash, in hex.
     pub hash: String,
     /// Derived from `time_us`.
     pub time: String,
+    /// When it was signed, in microseconds since the Unix epoch.
     pub time_us: i64,
+    /// The signing public key, in standard base64.
     pub public_key: String,
+    /// The signature, in standard base64.
     pub signature: String,
 }
 
 impl CheckpointLine {
+    /// The line of a stored checkpoint.
     pub fn new(cp: &AuditCheckpoint) -> Self {
         Self {
             kind: cp.kind.clone(),
@@ -422,6 +485,7 @@ impl CheckpointLine {
         }
     }
 
+    /// The checkpoint this line shows; `None` if a field does not decode.
     pub fn checkpoint(&self) -> Option<AuditCheckpoint> {
         let std = base64::engine::general_purpose::STANDARD;
         Some(AuditCheckpoint {
@@ -454,17 +518,24 @@ pub struct EndLine {
     pub interval_secs: u64,
     /// The export's bounds, as in its header.
     pub from_seq: Option<i64>,
+    /// The export's upper bound, as in its header.
     pub to_seq: Option<i64>,
+    /// The signing public key, in standard base64.
     pub public_key: String,
+    /// The signature, in standard base64.
     pub signature: String,
 }
 
 /// One line of an export or of the file sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Line {
+    /// The first line of an export.
     Header(ExportHeader),
+    /// An entry.
     Entry(Box<EntryLine>),
+    /// A signed checkpoint.
     Checkpoint(CheckpointLine),
+    /// The signed last line of an export.
     End(EndLine),
 }
 
@@ -521,12 +592,17 @@ fn first_line(message: &str) -> String {
 /// The outcome of a verification.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
+    /// Whether the chain verified.
     pub ok: bool,
+    /// How many entries were checked.
     pub entries: u64,
+    /// The first entry's sequence number.
     pub first_seq: Option<i64>,
+    /// The last entry's sequence number.
     pub last_seq: Option<i64>,
     /// Checkpoints whose signature and hash were checked against the chain.
     pub checkpoints: u64,
+    /// The newest checkpoint matched against the chain.
     pub last_checkpoint_seq: Option<i64>,
     /// Whether MACs were checked (only the server holds the chain key).
     pub macs_checked: bool,
@@ -535,6 +611,7 @@ pub struct Report {
     pub partial: bool,
     /// The first sequence number that is missing, altered or out of place.
     pub first_bad_seq: Option<i64>,
+    /// What is wrong, for people; `None` when `ok`.
     pub problem: Option<String>,
 }
 
@@ -645,6 +722,7 @@ impl Verifier {
         self.done
     }
 
+    /// How many entries were checked so far.
     pub fn entries(&self) -> u64 {
         self.report.entries
     }
@@ -752,25 +830,26 @@ impl Verifier {
         self.entry(e.seq, &e.event(), &prev, &hash, &mac);
     }
 
-    /// Feeds a stored row.
-    pub fn row(&mut self, row: &AuditRow) {
-        match serde_json::from_slice::<Event>(&row.body) {
-            Ok(event) if event.time_us == row.time_us => {
-                self.entry(row.seq, &event, &row.prev_hash, &row.hash, &row.mac)
-            }
+    /// Feeds a stored entry: its sequence number, its time column, its body
+    /// (the JSON of an [`Event`]) and its chain fields.
+    pub fn stored(
+        &mut self,
+        seq: i64,
+        time_us: i64,
+        body: &[u8],
+        prev_hash: &[u8],
+        hash: &[u8],
+        mac: &[u8],
+    ) {
+        match serde_json::from_slice::<Event>(body) {
+            Ok(event) if event.time_us == time_us => self.entry(seq, &event, prev_hash, hash, mac),
             Ok(_) => self.fail(
-                row.seq,
-                format!(
-                    "entry {}'s time column does not match its content (altered)",
-                    row.seq
-                ),
+                seq,
+                format!("entry {seq}'s time column does not match its content (altered)"),
             ),
             Err(_) => self.fail(
-                row.seq,
-                format!(
-                    "entry {}'s content is not an audit event (altered)",
-                    row.seq
-                ),
+                seq,
+                format!("entry {seq}'s content is not an audit event (altered)"),
             ),
         }
     }
