@@ -36,12 +36,24 @@ use crate::config::check_private_file;
 /// The command-line flag and the environment variable that accept a
 /// detected rollback.
 pub const OVERRIDE_FLAG: &str = "--accept-rollback";
-pub const OVERRIDE_ENV: &str = "ZAFE_ACCEPT_ROLLBACK";
+pub(crate) const OVERRIDE_ENV: &str = "ZAFE_ACCEPT_ROLLBACK";
 
+/// Why start-up refused, or could not check, the rollback anchor. Every
+/// message names the anchor file; `Behind` and `Diverged` also name both
+/// positions and how to override.
 #[derive(Debug, thiserror::Error)]
 pub enum AnchorError {
+    /// The anchor file could not be read, parsed, checked or written (for
+    /// example: wrong mode, bad signature, not signed by this identity).
     #[error("rollback anchor file {path}: {message}")]
-    File { path: String, message: String },
+    File {
+        /// The anchor file.
+        path: String,
+        /// What went wrong, without the file's content.
+        message: String,
+    },
+    /// The store's audit chain ends before the entry the anchor recorded: the
+    /// database was restored from an older copy, or its newest entries removed.
     #[error(
         "ROLLBACK DETECTED: the database's audit log ends at entry {store_seq}, but this server \
          already saw entry {anchor_seq} (signed {anchor_time}; anchor file {path}). The database \
@@ -50,11 +62,18 @@ pub enum AnchorError {
          recorded in the audit log."
     )]
     Behind {
+        /// Sequence number of the store's newest audit entry.
         store_seq: i64,
+        /// Sequence number of the entry the anchor recorded.
         anchor_seq: i64,
+        /// When the anchor's checkpoint was signed (RFC 3339, UTC).
         anchor_time: String,
+        /// The anchor file.
         path: String,
     },
+    /// The store reaches the anchor's sequence number, but that entry is
+    /// missing or has another hash: the database was replaced by another copy
+    /// or its audit log rewritten.
     #[error(
         "ROLLBACK DETECTED: audit entry {anchor_seq}, which this server saw (signed \
          {anchor_time}; anchor file {path}), {what} in the database (its audit log ends at entry \
@@ -63,12 +82,18 @@ pub enum AnchorError {
          {OVERRIDE_ENV}=1); that is recorded in the audit log."
     )]
     Diverged {
+        /// Sequence number of the store's newest audit entry.
         store_seq: i64,
+        /// Sequence number of the entry the anchor recorded.
         anchor_seq: i64,
+        /// When the anchor's checkpoint was signed (RFC 3339, UTC).
         anchor_time: String,
+        /// What is wrong with the entry: `"is missing"` or `"is different"`.
         what: &'static str,
+        /// The anchor file.
         path: String,
     },
+    /// The store could not be read while checking the anchor.
     #[error("storage: {0}")]
     Storage(String),
 }

@@ -30,16 +30,33 @@ use crate::audit::hook::commit as audited_commit;
 /// How often a read-modify-write retries a lost compare-and-swap race.
 const MAX_CAS_RETRIES: usize = 64;
 
+/// Why a barrier operation failed. Messages name the storage key at most,
+/// never a value.
 #[derive(Debug, thiserror::Error)]
 pub enum BarrierError {
+    /// The barrier holds no keyring: the server is sealed.
     #[error("sealed")]
     Sealed,
+    /// A record does not decrypt under its key and generation: it was
+    /// modified, moved from another key, or an older copy was put back.
     #[error("integrity check failed for {key}")]
-    Integrity { key: String },
+    Integrity {
+        /// The storage key of the record.
+        key: String,
+    },
+    /// A compare-and-swap condition did not hold (someone else wrote first),
+    /// or a read-modify-write kept losing the race.
     #[error("conflict on {key}")]
-    Conflict { key: String },
+    Conflict {
+        /// The storage key written.
+        key: String,
+    },
+    /// The storage key is not one the barrier accepts (under `seal/`, a NUL
+    /// byte, longer than 4096 bytes, an empty, `.` or `..` segment); the
+    /// message names the key.
     #[error("{0}")]
     InvalidKey(String),
+    /// The storage backend failed (other than a CAS conflict).
     #[error(transparent)]
     Storage(StorageError),
 }
@@ -53,6 +70,7 @@ impl From<StorageError> for BarrierError {
     }
 }
 
+/// The barrier's result type.
 pub type Result<T> = std::result::Result<T, BarrierError>;
 
 pub use zafe_engine::{Expect, Record, Write};
@@ -64,6 +82,9 @@ struct Keys {
     keyring: Arc<Keyring>,
 }
 
+/// The encryption barrier over one storage backend. Holds the root key and
+/// the keyring while unsealed (zeroized when the last holder drops them);
+/// every record passes through it encrypted, bound to its key and generation.
 pub struct Barrier {
     backend: Arc<dyn Backend>,
     keys: RwLock<Option<Arc<Keys>>>,
@@ -93,6 +114,7 @@ pub fn location(key: &str, generation: i64) -> Vec<u8> {
 }
 
 impl Barrier {
+    /// A sealed barrier over `backend`; [`Barrier::unseal`] opens it.
     pub fn new(backend: Arc<dyn Backend>) -> Self {
         Self {
             backend,
@@ -100,6 +122,9 @@ impl Barrier {
         }
     }
 
+    /// The physical storage below the barrier. Only for what lives outside
+    /// it (the seal's records, the audit log): anything else written here
+    /// bypasses the encryption.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
     }
@@ -118,6 +143,7 @@ impl Barrier {
         self.keys.write().take();
     }
 
+    /// Whether the barrier holds no keys.
     pub fn is_sealed(&self) -> bool {
         self.keys.read().is_none()
     }
@@ -131,6 +157,7 @@ impl Barrier {
         Ok(self.keys()?.root_key.duplicate())
     }
 
+    /// The keyring, while unsealed; [`BarrierError::Sealed`] otherwise.
     pub fn keyring(&self) -> Result<Arc<Keyring>> {
         Ok(self.keys()?.keyring.clone())
     }
@@ -234,6 +261,9 @@ impl Barrier {
         }
     }
 
+    /// Reads and decrypts the record at `key`; `None` if absent.
+    /// [`BarrierError::Integrity`] if it does not decrypt under its key and
+    /// generation.
     pub async fn get(&self, key: &str) -> Result<Option<Record>> {
         check_key(key)?;
         let keyring = self.keyring()?;
@@ -304,6 +334,7 @@ impl Barrier {
         })
     }
 
+    /// Deletes the record at `key`, unconditionally (absent is not an error).
     pub async fn delete(&self, key: &str) -> Result<()> {
         self.commit(vec![Write::Delete {
             key: key.to_string(),
@@ -366,8 +397,11 @@ impl Barrier {
 /// Progress of a re-wrap, readable while it runs.
 #[derive(Debug, Default)]
 pub struct RewrapProgress {
+    /// Records looked at so far (outside `seal/`).
     pub scanned: std::sync::atomic::AtomicU64,
+    /// Records re-encrypted under the active key so far.
     pub rewrapped: std::sync::atomic::AtomicU64,
+    /// Set once the job has finished (successfully or not).
     pub done: std::sync::atomic::AtomicBool,
 }
 
