@@ -87,20 +87,27 @@ pub struct AuditConfig {
     pub retention_days: Option<u64>,
 }
 
+/// When the file sink flushes to disk (`audit.file_fsync`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FileFsync {
+    /// Before answering the requests of each batch (the default): an entry the
+    /// client saw acknowledged survives a crash of the machine.
     #[default]
     EveryBatch,
+    /// Never; the operating system writes when it likes. Faster, but a machine
+    /// crash may lose the file's last entries (the database still has them).
     Never,
 }
 
 impl AuditConfig {
-    pub fn checkpoint_interval(&self) -> Duration {
+    /// `checkpoint_interval_secs`, default 60 seconds.
+    pub(crate) fn checkpoint_interval(&self) -> Duration {
         Duration::from_secs(self.checkpoint_interval_secs.unwrap_or(60))
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Refuses an interval or retention of 0.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |name, message: &str| ConfigError::Invalid {
             name,
             message: message.into(),
@@ -128,7 +135,8 @@ pub struct AuditKeys {
 }
 
 impl AuditKeys {
-    pub fn from_keyring(keyring: &Keyring) -> Self {
+    /// Derives the chain key and the field key from the keyring.
+    pub(crate) fn from_keyring(keyring: &Keyring) -> Self {
         Self {
             chain: keyring.derive(purpose::AUDIT_CHAIN),
             field: keyring.derive(purpose::AUDIT_FIELD_HMAC),
@@ -140,11 +148,14 @@ impl AuditKeys {
         chain::field_hmac(&self.field, value)
     }
 
-    pub fn chain_key(&self) -> SecretKey {
+    /// A copy of the chain (MAC) key, for a verifier. Never log it.
+    pub(crate) fn chain_key(&self) -> SecretKey {
         self.chain.duplicate()
     }
 }
 
+/// The current time in microseconds since the Unix epoch: the unit of an
+/// audit entry's `time_us`. 0 if the clock is before 1970.
 pub fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -327,6 +338,7 @@ pub struct AuditLog {
 /// What a retention sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SweepReport {
+    /// How many entries were deleted.
     pub deleted: u64,
     /// The newest deleted entry, which the signed anchor names.
     pub anchor_seq: Option<i64>,
@@ -371,10 +383,13 @@ impl AuditLog {
         *self.shared.anchor.lock() = Some(path);
     }
 
+    /// The `[audit]` settings the log started with.
     pub fn config(&self) -> &AuditConfig {
         &self.shared.config
     }
 
+    /// The storage the log writes to, below the barrier (the log is
+    /// authenticated by its own chain and MACs, not encrypted).
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.shared.backend
     }
@@ -396,6 +411,8 @@ impl AuditLog {
         self.shared.keys.write().take();
     }
 
+    /// The audit keys while unsealed, `None` while sealed. A request takes
+    /// them when it starts and hands them to [`AuditLog::record`].
     pub fn keys(&self) -> Option<Arc<AuditKeys>> {
         self.shared.keys.read().clone()
     }
