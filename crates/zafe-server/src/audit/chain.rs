@@ -53,22 +53,29 @@ pub const EXPORT_FORMAT: u32 = 1;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Event {
+    /// Version of the canonical encoding this entry was hashed with
+    /// ([`EVENT_VERSION`] for new entries).
     pub v: u32,
     /// Microseconds since the Unix epoch, by the clock of the node that
     /// handled the request. For people and time ranges only: order is by
     /// sequence number.
     pub time_us: i64,
+    /// The request's id: the client's `X-Request-Id` when acceptable, else a
+    /// fresh uuid; the same id is in the response and the server's logs.
     pub request_id: String,
     /// After `trusted_proxies` (R-OPS-2).
     pub client_ip: String,
+    /// The HTTP method.
     pub method: String,
     /// Without `/v1/` and without the query string.
     pub path: String,
     /// read, list, write, delete, patch, head; empty for other methods.
     pub operation: String,
+    /// Who made the request, as far as the server could tell.
     pub actor: Actor,
     /// allowed, denied (401/403) or failed (any other error).
     pub decision: String,
+    /// The HTTP status of the response.
     pub status: u16,
     /// The error message the caller got, if any.
     pub error: String,
@@ -82,6 +89,8 @@ pub struct Event {
     pub resources: Vec<String>,
 }
 
+/// Who made an audited request. Identifiers that could be correlated
+/// outside the log (token, accessor) appear only as keyed hashes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Actor {
@@ -89,7 +98,9 @@ pub struct Actor {
     pub kind: String,
     /// `hmac-sha256:<hex>` of the token's accessor; empty when anonymous.
     pub accessor: String,
+    /// The token's display name; empty when anonymous.
     pub display_name: String,
+    /// The token's policies; empty when anonymous.
     pub policies: Vec<String>,
     /// `hmac-sha256:<hex>` of the token the request presented (also when it
     /// failed), so failed attempts with one token correlate; empty if none,
@@ -135,7 +146,8 @@ pub fn entry_hash(seq: i64, event: &Event, prev_hash: &[u8]) -> [u8; 32] {
     Sha256::digest(fields(&[ENTRY_DOMAIN, &canonical(seq, event), prev_hash])).into()
 }
 
-pub fn entry_mac(chain_key: &SecretKey, hash: &[u8]) -> [u8; 32] {
+/// `HMAC-SHA256(chain key, hash)`: the entry's MAC.
+pub(crate) fn entry_mac(chain_key: &SecretKey, hash: &[u8]) -> [u8; 32] {
     hmac_sha256(chain_key, hash)
 }
 
@@ -283,6 +295,8 @@ pub fn render_time(time_us: i64) -> String {
         .unwrap_or_default()
 }
 
+/// Standard base64 (with padding), the encoding of keys and signatures in
+/// export lines.
 pub fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
@@ -302,7 +316,9 @@ pub fn public_key_from_b64(text: &str) -> Option<[u8; 32]> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportHeader {
+    /// The line format's version ([`EXPORT_FORMAT`]).
     pub format: u32,
+    /// The exporting server's identity (server id).
     pub server_id: String,
     /// Set when the export was asked to start later than the oldest entry:
     /// its first entry's predecessor is then not in the export.
@@ -315,30 +331,51 @@ pub struct ExportHeader {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EntryLine {
+    /// The entry's sequence number: consecutive, from 1 (retention may have
+    /// removed the oldest).
     pub seq: i64,
     /// Derived from `time_us`.
     pub time: String,
+    /// Microseconds since the Unix epoch (see [`Event::time_us`]).
     pub time_us: i64,
+    /// See [`Event::request_id`].
     pub request_id: String,
+    /// See [`Event::client_ip`].
     pub client_ip: String,
+    /// See [`Event::method`].
     pub method: String,
+    /// See [`Event::path`].
     pub path: String,
+    /// See [`Event::operation`].
     pub operation: String,
+    /// See [`Event::actor`].
     pub actor: Actor,
+    /// See [`Event::decision`].
     pub decision: String,
+    /// See [`Event::status`].
     pub status: u16,
+    /// See [`Event::error`].
     pub error: String,
+    /// See [`Event::buffered`].
     pub buffered: bool,
+    /// See [`Event::dropped`].
     pub dropped: u64,
+    /// See [`Event::resources`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<String>,
+    /// See [`Event::v`].
     pub v: u32,
+    /// Hex of the previous entry's hash (the genesis hash for the first entry).
     pub prev_hash: String,
+    /// Hex of this entry's hash ([`entry_hash`]).
     pub hash: String,
+    /// Hex of this entry's MAC under the chain key; only the server can check it.
     pub mac: String,
 }
 
 impl EntryLine {
+    /// The line for entry `seq` with its event and raw chain fields (hex-encoded
+    /// here; `time` rendered from `time_us`).
     pub fn new(seq: i64, e: Event, prev_hash: &[u8], hash: &[u8], mac: &[u8]) -> Self {
         Self {
             seq,
@@ -375,6 +412,8 @@ impl EntryLine {
         ))
     }
 
+    /// The event again, as it was hashed (what the verifier recomputes the
+    /// hash from).
     pub fn event(&self) -> Event {
         Event {
             v: self.v,
@@ -399,17 +438,25 @@ impl EntryLine {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointLine {
+    /// Why it was signed: `periodic`, `unseal`, `shutdown`, `sweep` (retention
+    /// removed entries), `manual` or `anchor`.
     pub kind: String,
+    /// Sequence number of the entry it covers (the chain head then).
     pub seq: i64,
+    /// Hex of that entry's hash.
     pub hash: String,
     /// Derived from `time_us`.
     pub time: String,
+    /// When it was signed, in microseconds since the Unix epoch; signed too.
     pub time_us: i64,
+    /// Base64 of the Ed25519 identity public key that signed it.
     pub public_key: String,
+    /// Base64 of the Ed25519 signature over `(kind, seq, hash, time_us)`.
     pub signature: String,
 }
 
 impl CheckpointLine {
+    /// The line for a stored checkpoint.
     pub fn new(cp: &AuditCheckpoint) -> Self {
         Self {
             kind: cp.kind.clone(),
@@ -422,6 +469,8 @@ impl CheckpointLine {
         }
     }
 
+    /// Back to a checkpoint (id 0); `None` if the hex or base64 fields do not
+    /// decode. The signature is not checked here.
     pub fn checkpoint(&self) -> Option<AuditCheckpoint> {
         let std = base64::engine::general_purpose::STANDARD;
         Some(AuditCheckpoint {
@@ -454,17 +503,25 @@ pub struct EndLine {
     pub interval_secs: u64,
     /// The export's bounds, as in its header.
     pub from_seq: Option<i64>,
+    /// See [`ExportHeader::to_seq`].
     pub to_seq: Option<i64>,
+    /// Base64 of the identity public key that signed this line.
     pub public_key: String,
+    /// Base64 of the Ed25519 signature over `(seq, hash, time_us,
+    /// interval_secs, from_seq, to_seq)`; `time` is derived, not signed.
     pub signature: String,
 }
 
 /// One line of an export or of the file sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Line {
+    /// `"type": "export"`: the first line of an export.
     Header(ExportHeader),
+    /// `"type": "entry"`: one audit entry.
     Entry(Box<EntryLine>),
+    /// `"type": "checkpoint"`: a signed chain head.
     Checkpoint(CheckpointLine),
+    /// `"type": "end"`: the signed last line of an export.
     End(EndLine),
 }
 
@@ -521,12 +578,17 @@ fn first_line(message: &str) -> String {
 /// The outcome of a verification.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
+    /// Whether the whole input verified (no problem found).
     pub ok: bool,
+    /// How many entries were checked.
     pub entries: u64,
+    /// Sequence number of the first entry seen.
     pub first_seq: Option<i64>,
+    /// Sequence number of the last entry seen.
     pub last_seq: Option<i64>,
     /// Checkpoints whose signature and hash were checked against the chain.
     pub checkpoints: u64,
+    /// Sequence number covered by the newest checkpoint that verified.
     pub last_checkpoint_seq: Option<i64>,
     /// Whether MACs were checked (only the server holds the chain key).
     pub macs_checked: bool,
@@ -535,6 +597,8 @@ pub struct Report {
     pub partial: bool,
     /// The first sequence number that is missing, altered or out of place.
     pub first_bad_seq: Option<i64>,
+    /// What was wrong at `first_bad_seq`, in a sentence that never quotes the
+    /// input.
     pub problem: Option<String>,
 }
 
@@ -645,6 +709,7 @@ impl Verifier {
         self.done
     }
 
+    /// How many entries were checked so far.
     pub fn entries(&self) -> u64 {
         self.report.entries
     }
