@@ -29,8 +29,11 @@ use zeroize::{Zeroize, Zeroizing};
 use super::config::PasswordConfig;
 use crate::error::{Error, Result};
 
-pub const MIN_PASSWORD_CHARS: usize = 12;
-pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Shortest password accepted, in characters.
+pub(crate) const MIN_PASSWORD_CHARS: usize = 12;
+/// Longest password accepted, in bytes (bounds the hashing work an
+/// attacker can ask for).
+pub(crate) const MAX_PASSWORD_BYTES: usize = 1024;
 
 const COMMON_PASSWORDS: &str = include_str!("common-passwords.txt");
 
@@ -38,11 +41,13 @@ const COMMON_PASSWORDS: &str = include_str!("common-passwords.txt");
 pub struct Password(Zeroizing<String>);
 
 impl Password {
+    /// Takes ownership of the text; it is zeroized when the `Password` drops.
     pub fn new(text: impl Into<String>) -> Self {
         Self(Zeroizing::new(text.into()))
     }
 
-    pub fn expose(&self) -> &str {
+    /// The password itself, to check or hash. Never log or return it.
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -108,7 +113,9 @@ pub struct Hasher {
 }
 
 impl Hasher {
-    pub fn new(config: &PasswordConfig) -> Result<Self> {
+    /// A hasher with `config`'s Argon2id costs and pool size; an internal error
+    /// if the costs are not valid Argon2 parameters.
+    pub(crate) fn new(config: &PasswordConfig) -> Result<Self> {
         let params = Params::new(config.m_cost, config.t_cost, config.p_cost, None)
             .map_err(|e| Error::Internal(format!("invalid Argon2 parameters: {e}")))?;
         let threads = match config.max_concurrent_hashes {

@@ -54,10 +54,16 @@ struct SetupRecord {
 /// An invitation to create an account for one email address.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Invite {
+    /// Keyed hash of the invitation token (the record's storage key); the token
+    /// itself is shown once and never stored.
     pub hash: String,
+    /// The only address the invitation registers (lower-cased).
     pub email: String,
+    /// When the invitation stops working (Unix seconds).
     pub expires_at: i64,
+    /// Display name of whoever created it; empty if unknown.
     pub created_by: String,
+    /// When it was created (Unix seconds).
     pub created_at: i64,
 }
 

@@ -17,9 +17,11 @@ use zafe_core::secret::SecretKey;
 use crate::barrier::{Barrier, BarrierError, Expect, Write};
 use crate::error::{Error, Result};
 
-pub const USER_PREFIX: &str = "sys/people/user/";
+/// Storage prefix of user records (`sys/people/user/<id>`).
+pub(crate) const USER_PREFIX: &str = "sys/people/user/";
 const EMAIL_PREFIX: &str = "sys/people/email/";
-pub const MAX_EMAIL_LEN: usize = 254;
+/// Longest email address accepted, in bytes (RFC 5321's limit).
+pub(crate) const MAX_EMAIL_LEN: usize = 254;
 const MAX_DISPLAY_NAME: usize = 128;
 /// How often a compare-and-swap update retries.
 const MAX_RETRIES: usize = 32;
@@ -31,6 +33,7 @@ pub struct User {
     pub id: String,
     /// Lower-cased; unique (the email index).
     pub email: String,
+    /// Name shown for the person; may be empty; at most 128 characters.
     #[serde(default)]
     pub display_name: String,
     /// Argon2id PHC string; `None` for accounts that log in only with OIDC.
@@ -45,8 +48,12 @@ pub struct User {
     /// Extra ACL policies an administrator gave this person.
     #[serde(default)]
     pub policies: Vec<String>,
+    /// When the account was created (Unix seconds).
     pub created_at: i64,
+    /// When the record last changed (Unix seconds).
     pub updated_at: i64,
+    /// When the person last changed their password (Unix seconds); `None` if
+    /// never changed since the account was made.
     #[serde(default)]
     pub password_changed_at: Option<i64>,
     /// IdP identities that log in as this person (people/oidc_accounts.rs).
