@@ -8,7 +8,7 @@
 //! checkpoint this node signed (sequence number, entry hash, time, Ed25519
 //! signature by the identity key). It is rewritten at every checkpoint
 //! (periodic, and the last one at shutdown), but never moved to a store that
-//! no longer reaches it (see [`advance`]).
+//! no longer reaches it (see `advance`).
 //!
 //! At start-up, before anything is served, the store's audit chain must
 //! still reach the anchor: its head at or past the anchor's entry, and that
@@ -35,7 +35,7 @@ use crate::config::check_private_file;
 
 /// The command-line flag and the environment variable that accept a
 /// detected rollback.
-pub const OVERRIDE_FLAG: &str = "--accept-rollback";
+pub(crate) const OVERRIDE_FLAG: &str = "--accept-rollback";
 pub(crate) const OVERRIDE_ENV: &str = "ZAFE_ACCEPT_ROLLBACK";
 
 /// Why start-up refused, or could not check, the rollback anchor. Every
@@ -195,7 +195,7 @@ pub async fn check(
 /// database restored under a running server (PostgreSQL restored while the
 /// node runs) is then logged as an error and the anchor is kept, so the next
 /// start refuses. Never fails: a checkpoint is stored either way.
-pub async fn advance(
+pub(crate) async fn advance(
     backend: &dyn Backend,
     path: &Path,
     public_key: &[u8; 32],
@@ -221,7 +221,7 @@ pub async fn advance(
 
 /// Accepting a detected rollback: keeps the old anchor as
 /// `<anchor>.superseded` for the record; the next checkpoint anchors anew.
-pub fn supersede(path: &Path) -> std::io::Result<PathBuf> {
+pub(crate) fn supersede(path: &Path) -> std::io::Result<PathBuf> {
     let mut name = path.as_os_str().to_os_string();
     name.push(".superseded");
     let aside = PathBuf::from(name);

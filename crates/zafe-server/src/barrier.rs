@@ -10,7 +10,7 @@
 //!
 //! Generations are never reused for a key (R-KEY-9): every write, a create
 //! as much as an update, draws a fresh random 63-bit generation (see
-//! [`fresh_generation`]), so a record deleted and re-created does not start
+//! `fresh_generation`), so a record deleted and re-created does not start
 //! again at a number its older ciphertexts were bound to, and an old
 //! ciphertext copied back alone fails even then.
 //!
@@ -94,14 +94,14 @@ pub struct Barrier {
 /// records (configuration, the keyring sealed under the root key), the
 /// identity's public half, the cluster id. The barrier refuses to touch it,
 /// and the re-wrap job skips it.
-pub const RAW_PREFIX: &str = "seal/";
+pub(crate) const RAW_PREFIX: &str = "seal/";
 
 /// Where the keyring lives, sealed under the root key.
-pub const KEYRING_KEY: &str = "seal/keyring";
+pub(crate) const KEYRING_KEY: &str = "seal/keyring";
 
 /// The version number used in envelope headers when the root key (or the
 /// master key) acts as the key-encryption key.
-pub const ROOT_KEK_VERSION: u32 = 0;
+pub(crate) const ROOT_KEK_VERSION: u32 = 0;
 
 /// The associated data of the record at `key`, written at `generation`.
 /// Shared with the seal, which stores the keyring itself the same way.
@@ -153,7 +153,7 @@ impl Barrier {
     }
 
     /// A copy of the root key, for `operator rekey` to compare shares with.
-    pub fn root_key(&self) -> Result<SecretKey> {
+    pub(crate) fn root_key(&self) -> Result<SecretKey> {
         Ok(self.keys()?.root_key.duplicate())
     }
 
@@ -163,7 +163,7 @@ impl Barrier {
     }
 
     /// Re-reads the keyring record (after another node rotated it).
-    pub async fn reload_keyring(&self) -> Result<()> {
+    pub(crate) async fn reload_keyring(&self) -> Result<()> {
         let keys = self.keys()?;
         let (keyring, _) = read_keyring(&*self.backend, &keys.root_key).await?;
         let root_key = keys.root_key.duplicate();
@@ -205,7 +205,7 @@ impl Barrier {
     /// Replaces the root key (for `operator rekey`): the same keyring,
     /// sealed under `new_root`, written together with `extra` ops (the new
     /// seal configuration) in one atomic commit.
-    pub async fn replace_root_key(&self, new_root: SecretKey, extra: Vec<Op>) -> Result<()> {
+    pub(crate) async fn replace_root_key(&self, new_root: SecretKey, extra: Vec<Op>) -> Result<()> {
         let keys = self.keys()?;
         let (keyring, generation) = read_keyring(&*self.backend, &keys.root_key).await?;
         let next = generation + 1;
@@ -406,7 +406,7 @@ pub struct RewrapProgress {
 }
 
 /// The keyring record encrypted under `root_key`, bound to its location.
-pub fn seal_keyring(root_key: &SecretKey, keyring: &Keyring, generation: i64) -> Vec<u8> {
+pub(crate) fn seal_keyring(root_key: &SecretKey, keyring: &Keyring, generation: i64) -> Vec<u8> {
     crypto::seal(
         root_key,
         ROOT_KEK_VERSION,
@@ -417,7 +417,10 @@ pub fn seal_keyring(root_key: &SecretKey, keyring: &Keyring, generation: i64) ->
 
 /// Reads and decrypts the keyring record; a wrong root key, like a
 /// tampered record, is an integrity failure.
-pub async fn read_keyring(backend: &dyn Backend, root_key: &SecretKey) -> Result<(Keyring, i64)> {
+pub(crate) async fn read_keyring(
+    backend: &dyn Backend,
+    root_key: &SecretKey,
+) -> Result<(Keyring, i64)> {
     let integrity = || BarrierError::Integrity {
         key: KEYRING_KEY.into(),
     };
@@ -444,7 +447,7 @@ pub async fn read_keyring(backend: &dyn Backend, root_key: &SecretKey) -> Result
 /// share a generation with probability 2^-63 per pair, which nobody can
 /// influence. Nothing relies on generations growing: compare-and-swap only
 /// compares them for equality.
-pub fn fresh_generation(expect: Expect) -> i64 {
+pub(crate) fn fresh_generation(expect: Expect) -> i64 {
     loop {
         let draw = (u64::from_be_bytes(crypto::random_bytes::<8>()) >> 1) as i64;
         if draw != 0 && expect != Expect::Generation(draw) {

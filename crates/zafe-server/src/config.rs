@@ -249,7 +249,7 @@ pub(crate) fn process_env(name: &str) -> Option<String> {
 impl Config {
     /// Reads and parses a TOML file, refusing one that others can write and
     /// warning about one that others can read.
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+    pub(crate) fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let mode = file_mode(path)?;
         if mode & 0o022 != 0 {
             return Err(ConfigError::Permissions {
@@ -271,7 +271,7 @@ impl Config {
     }
 
     /// Applies `ZAFE_...` environment variables over the file's settings.
-    pub fn apply_env(&mut self, env: Env) -> Result<(), ConfigError> {
+    pub(crate) fn apply_env(&mut self, env: Env) -> Result<(), ConfigError> {
         if let Some(v) = env("ZAFE_LISTEN") {
             self.listen = Some(v.parse().map_err(|e| invalid("ZAFE_LISTEN", e))?);
         }
@@ -379,7 +379,7 @@ impl Config {
     /// Whether people may log in with an internal password: off with
     /// `[auth.password] enabled = false`, or `[oidc] password_login = false`
     /// for OIDC-only deployments.
-    pub fn password_login_enabled(&self) -> bool {
+    pub(crate) fn password_login_enabled(&self) -> bool {
         self.auth.password.enabled && self.oidc.as_ref().is_none_or(|o| o.password_login)
     }
 
@@ -507,7 +507,7 @@ pub(crate) fn read_secret_file(path: &Path) -> Result<String, ConfigError> {
 }
 
 /// Refuses a file that group or other users can access (on Unix).
-pub fn check_private_file(path: &Path) -> Result<(), ConfigError> {
+pub(crate) fn check_private_file(path: &Path) -> Result<(), ConfigError> {
     let mode = file_mode(path)?;
     if mode & 0o077 != 0 {
         return Err(ConfigError::Permissions {
@@ -538,7 +538,7 @@ fn file_mode(path: &Path) -> Result<u32, ConfigError> {
 }
 
 /// R-OPS-5: http or https only, no credentials, no whitespace, a host.
-pub fn validate_public_url(raw: &str) -> Result<(), String> {
+pub(crate) fn validate_public_url(raw: &str) -> Result<(), String> {
     if raw.chars().any(char::is_whitespace) {
         return Err("must not contain whitespace".into());
     }

@@ -69,7 +69,7 @@ pub enum IdentityFileError {
 
 /// Loads the identity key from `path`, creating it (mode 0600) on the very
 /// first start, and checks it against the identity recorded in storage.
-pub async fn load_or_create(
+pub(crate) async fn load_or_create(
     path: &Path,
     backend: &dyn Backend,
 ) -> Result<IdentityKey, IdentityFileError> {

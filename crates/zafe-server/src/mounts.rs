@@ -87,7 +87,7 @@ impl MountEntry {
     }
 
     /// The mount as its engine sees it.
-    pub fn engine_mount(&self) -> Mount {
+    pub(crate) fn engine_mount(&self) -> Mount {
         Mount {
             path: self.path.clone(),
             kind: self.kind.clone(),
@@ -98,7 +98,7 @@ impl MountEntry {
     }
 
     /// Where this mount's engine keeps its data.
-    pub fn storage_prefix(&self) -> String {
+    pub(crate) fn storage_prefix(&self) -> String {
         format!(
             "{}/{}/",
             if self.auth { "auth" } else { "logical" },
@@ -107,7 +107,7 @@ impl MountEntry {
     }
 
     /// Vault's JSON for one mount in `sys/mounts` and `sys/auth`.
-    pub fn to_vault_json(&self) -> Value {
+    pub(crate) fn to_vault_json(&self) -> Value {
         json!({
             "type": self.kind,
             "description": self.description,
@@ -249,13 +249,13 @@ impl Engine for Unavailable {
 }
 
 /// The storage view of a mount: its engine's rows, and no one else's.
-pub fn view_for(core: &Core, entry: &MountEntry) -> View {
+pub(crate) fn view_for(core: &Core, entry: &MountEntry) -> View {
     View::new(core.barrier.clone(), entry.storage_prefix())
 }
 
 /// Checks and normalises a mount path: trailing slash, no empty or dot
 /// segments, not reserved, not nested in or around another mount.
-pub fn normalise_path(raw: &str, auth: bool, existing: &MountTable) -> Result<String> {
+pub(crate) fn normalise_path(raw: &str, auth: bool, existing: &MountTable) -> Result<String> {
     let trimmed = raw.trim_matches('/');
     if trimmed.is_empty()
         || trimmed.len() > 200
@@ -296,7 +296,7 @@ pub fn normalise_path(raw: &str, auth: bool, existing: &MountTable) -> Result<St
 
 /// Reads the table, creating the default mounts (`secret/` KV v2 and the
 /// token store at `auth/token/`) the first time.
-pub async fn load_or_create(core: &Arc<Core>) -> Result<MountTable> {
+pub(crate) async fn load_or_create(core: &Arc<Core>) -> Result<MountTable> {
     if let Some(record) = core.barrier.get(TABLE_KEY).await? {
         return serde_json::from_slice(&record.value).map_err(|_| Error::Integrity {
             key: TABLE_KEY.into(),
@@ -328,7 +328,7 @@ pub async fn load_or_create(core: &Arc<Core>) -> Result<MountTable> {
 
 /// Applies `change` to the stored table with compare-and-swap, then
 /// rebuilds the router.
-pub async fn modify<F>(core: &Arc<Core>, mut change: F) -> Result<MountTable>
+pub(crate) async fn modify<F>(core: &Arc<Core>, mut change: F) -> Result<MountTable>
 where
     F: FnMut(&mut MountTable) -> Result<()>,
 {

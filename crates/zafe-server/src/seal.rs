@@ -67,7 +67,7 @@ pub struct Initialized {
 }
 
 /// What submitting one unseal share achieved.
-pub enum UnsealProgress {
+pub(crate) enum UnsealProgress {
     /// The share was accepted; more are needed to reach the threshold.
     Collecting,
     /// The threshold was reached and the shares opened the keyring.
@@ -211,7 +211,7 @@ impl Seal {
     /// shares this server issued, is refused with a 400 and changes nothing:
     /// shares already collected stay, so one bad share never wedges
     /// unsealing. The same share twice is ignored, as in Vault.
-    pub async fn submit_share(&self, encoded: &str) -> Result<UnsealProgress> {
+    pub(crate) async fn submit_share(&self, encoded: &str) -> Result<UnsealProgress> {
         let config = self.config().await?.ok_or(Error::NotInitialized)?;
         let bytes = decode_share(encoded)?;
         let share = Share::from_bytes(&bytes)
@@ -254,7 +254,7 @@ impl Seal {
     }
 
     /// Forgets the shares collected so far (`sys/unseal` with `reset`).
-    pub fn reset_progress(&self) {
+    pub(crate) fn reset_progress(&self) {
         *self.progress.lock() = Progress::default();
     }
 
@@ -390,7 +390,7 @@ fn decode_share(encoded: &str) -> Result<Vec<u8>> {
 }
 
 /// Parses a master key: 32 bytes as 64 hex characters or as base64.
-pub fn parse_master_key(text: &str) -> std::result::Result<SecretKey, String> {
+pub(crate) fn parse_master_key(text: &str) -> std::result::Result<SecretKey, String> {
     use base64::Engine as _;
     let text = zeroize::Zeroizing::new(text.trim().to_string());
     let bytes = zeroize::Zeroizing::new(

@@ -38,14 +38,14 @@ pub const EVENT_VERSION: u32 = 2;
 const EVENT_DOMAIN: &[u8] = b"zafe/v1/audit-event";
 const ENTRY_DOMAIN: &[u8] = b"zafe/v1/audit-entry";
 /// Domain of checkpoint signatures (distinct from identity proofs).
-pub const CHECKPOINT_DOMAIN: &[u8] = b"zafe/v1/audit-checkpoint";
+pub(crate) const CHECKPOINT_DOMAIN: &[u8] = b"zafe/v1/audit-checkpoint";
 /// Domain of the signed end line of an export (distinct from checkpoints,
 /// so neither can stand in for the other).
-pub const EXPORT_END_DOMAIN: &[u8] = b"zafe/v1/audit-export-end";
+pub(crate) const EXPORT_END_DOMAIN: &[u8] = b"zafe/v1/audit-export-end";
 /// The prefix of keyed hashes of correlatable identifiers, as in Vault.
-pub const HMAC_PREFIX: &str = "hmac-sha256:";
+pub(crate) const HMAC_PREFIX: &str = "hmac-sha256:";
 /// Version of the export / file sink line format.
-pub const EXPORT_FORMAT: u32 = 1;
+pub(crate) const EXPORT_FORMAT: u32 = 1;
 
 /// One audited request. No request or response body, no token, no secret:
 /// only what an auditor needs to know who did what, from where, and how it
@@ -152,7 +152,7 @@ pub(crate) fn entry_mac(chain_key: &SecretKey, hash: &[u8]) -> [u8; 32] {
 }
 
 /// `hmac-sha256:<hex>` of a correlatable identifier.
-pub fn field_hmac(field_key: &SecretKey, value: &str) -> String {
+pub(crate) fn field_hmac(field_key: &SecretKey, value: &str) -> String {
     format!(
         "{HMAC_PREFIX}{}",
         hex::encode(hmac_sha256(field_key, value.as_bytes()))
@@ -191,7 +191,7 @@ pub fn sign_checkpoint(
 }
 
 /// Whether `cp` is signed by `public_key`.
-pub fn checkpoint_signed_by(cp: &AuditCheckpoint, public_key: &[u8; 32]) -> bool {
+pub(crate) fn checkpoint_signed_by(cp: &AuditCheckpoint, public_key: &[u8; 32]) -> bool {
     let Ok(signature) = <[u8; 64]>::try_from(cp.signature.as_slice()) else {
         return false;
     };
@@ -223,7 +223,7 @@ fn end_message(end: &EndLine, hash: &[u8]) -> Vec<u8> {
 /// The signed end of an export: the last entry it holds (`seq` 0 and no hash
 /// when it holds none), the export's bounds, when it was made and the
 /// checkpoint interval the server runs with, signed with the identity key.
-pub fn sign_export_end(
+pub(crate) fn sign_export_end(
     identity: &IdentityKey,
     last: Option<(i64, &[u8])>,
     from_seq: Option<i64>,
@@ -249,7 +249,7 @@ pub fn sign_export_end(
 }
 
 /// Whether `end` is signed by `public_key` (and shows the time it signs).
-pub fn end_signed_by(end: &EndLine, public_key: &[u8; 32]) -> bool {
+pub(crate) fn end_signed_by(end: &EndLine, public_key: &[u8; 32]) -> bool {
     let std = base64::engine::general_purpose::STANDARD;
     let (Ok(hash), Ok(key), Ok(signature)) = (
         hex::decode(&end.hash),
@@ -274,7 +274,7 @@ pub fn end_signed_by(end: &EndLine, public_key: &[u8; 32]) -> bool {
 /// How long an entry may wait for its first signed checkpoint: the interval,
 /// once more for a tick delayed by load or a retention sweep, and 30 s for
 /// clock differences between nodes.
-pub fn freshness_allowance_us(interval_secs: u64) -> i64 {
+pub(crate) fn freshness_allowance_us(interval_secs: u64) -> i64 {
     i64::try_from(interval_secs)
         .unwrap_or(i64::MAX / 4_000_000)
         .min(i64::MAX / 4_000_000)
@@ -285,7 +285,7 @@ pub fn freshness_allowance_us(interval_secs: u64) -> i64 {
 
 /// RFC 3339 in UTC, for people; derived from `time_us` and checked against
 /// it by the verifier, so it cannot be edited on its own.
-pub fn render_time(time_us: i64) -> String {
+pub(crate) fn render_time(time_us: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(time_us) * 1000)
         .ok()
         .and_then(|t| {
@@ -316,7 +316,7 @@ pub fn public_key_from_b64(text: &str) -> Option<[u8; 32]> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportHeader {
-    /// The line format's version ([`EXPORT_FORMAT`]).
+    /// The line format's version (`EXPORT_FORMAT`, now 1).
     pub format: u32,
     /// The exporting server's identity (server id).
     pub server_id: String,
@@ -401,7 +401,7 @@ impl EntryLine {
     }
 
     /// From a stored row; `None` if its body is not an [`Event`].
-    pub fn from_row(row: &AuditRow) -> Option<Self> {
+    pub(crate) fn from_row(row: &AuditRow) -> Option<Self> {
         let event: Event = serde_json::from_slice(&row.body).ok()?;
         Some(Self::new(
             row.seq,
@@ -689,7 +689,7 @@ impl Verifier {
     /// checkpoint must be younger than the interval allows
     /// ([`freshness_allowance_us`]) relative to the newest entry, and to
     /// `now_us` when given (the server's own log).
-    pub fn freshness(&mut self, interval_secs: u64, now_us: Option<i64>) {
+    pub(crate) fn freshness(&mut self, interval_secs: u64, now_us: Option<i64>) {
         self.interval_secs = Some(interval_secs);
         self.now_us = now_us;
     }

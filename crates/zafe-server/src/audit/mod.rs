@@ -63,7 +63,7 @@ use chain::{CheckpointLine, Verifier, entry_hash, entry_mac, sign_checkpoint};
 use file::FileSink;
 
 /// At most this many entries wait while sealed.
-pub const SEALED_BUFFER: usize = 10_000;
+pub(crate) const SEALED_BUFFER: usize = 10_000;
 /// At most this many entries per transaction.
 const MAX_BATCH: usize = 2048;
 /// Rows per page when reading the log (verification, export, sweep).
@@ -437,7 +437,7 @@ impl AuditLog {
     /// Brings the file sink up to the database (entries that went in with
     /// their changes, R-AUD-0), before returning `Ok`: contiguous, in
     /// sequence order, fsynced as configured. Immediate without a file.
-    pub async fn sync_file(&self, keys: Arc<AuditKeys>, seq: i64) -> Result<(), String> {
+    pub(crate) async fn sync_file(&self, keys: Arc<AuditKeys>, seq: i64) -> Result<(), String> {
         if self.shared.config.file_path.is_none() {
             return Ok(());
         }
@@ -528,7 +528,7 @@ impl AuditLog {
     /// of an unseal a moment ago) is stored, so that verification and
     /// exports do not find the newest entries unsigned while their
     /// checkpoint waits in the queue.
-    pub async fn settled(&self) {
+    pub(crate) async fn settled(&self) {
         let (ack, done) = oneshot::channel();
         if self.tx.send(Job::Barrier(ack)).await.is_ok() {
             let _ = done.await;
@@ -538,7 +538,7 @@ impl AuditLog {
     /// Signs the end of an export whose last entry is `last` (seq, hash),
     /// after checking that entry (content and MAC) and that the log still
     /// holds the newest checkpoint this node signed.
-    pub async fn sign_export_end(
+    pub(crate) async fn sign_export_end(
         &self,
         last: Option<(i64, Vec<u8>)>,
         from_seq: Option<i64>,

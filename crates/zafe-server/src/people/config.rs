@@ -151,7 +151,7 @@ impl RegistrationConfig {
     }
 
     /// Whether an email address may register without an invitation.
-    pub fn allows_domain_of(&self, email: &str) -> bool {
+    pub(crate) fn allows_domain_of(&self, email: &str) -> bool {
         self.mode == RegistrationMode::Domains
             && email.rsplit_once('@').is_some_and(|(_, domain)| {
                 self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))

@@ -73,7 +73,7 @@ impl People {
 
     /// Sets the configured pepper; only before the first unseal matters,
     /// and only the first call counts.
-    pub fn set_configured_pepper(&self, pepper: SecretKey) {
+    pub(crate) fn set_configured_pepper(&self, pepper: SecretKey) {
         let _ = self.configured_pepper.set(pepper);
     }
 

@@ -54,13 +54,13 @@ use crate::error::{Error, Result};
 /// Pending logins (state → nonce, challenge, redirect URI), behind the barrier.
 const STATE_PREFIX: &str = "sys/people/oidc/state/";
 /// A login must come back within this long, and only once.
-pub const STATE_TTL_SECS: i64 = 600;
+pub(crate) const STATE_TTL_SECS: i64 = 600;
 /// Clock skew allowed on `exp`, `nbf` and `iat`: 60 s unless configured, never more than 300 s.
-pub const DEFAULT_CLOCK_SKEW_SECS: u64 = 60;
+pub(crate) const DEFAULT_CLOCK_SKEW_SECS: u64 = 60;
 /// Largest `clock_skew_secs` accepted.
 pub(crate) const MAX_CLOCK_SKEW_SECS: u64 = 300;
 /// Every call to the IdP (connect and whole request): 5 s unless configured, at most 30 s.
-pub const DEFAULT_TIMEOUT_SECS: u64 = 5;
+pub(crate) const DEFAULT_TIMEOUT_SECS: u64 = 5;
 /// Largest `timeout_secs` accepted.
 pub(crate) const MAX_TIMEOUT_SECS: u64 = 30;
 /// The largest answer read from the IdP (discovery, JWKS, token endpoint).
@@ -253,7 +253,7 @@ impl OidcConfig {
 }
 
 /// `"<project>:<role>"` with one of the project roles.
-pub fn parse_role_grant(grant: &str) -> std::result::Result<(&str, &str), String> {
+pub(crate) fn parse_role_grant(grant: &str) -> std::result::Result<(&str, &str), String> {
     let (project, role) = grant
         .split_once(':')
         .ok_or_else(|| format!("{grant:?} is not <project>:<role>"))?;
@@ -817,7 +817,7 @@ impl Oidc {
     }
 
     /// The project roles the configured group mapping gives these groups.
-    pub fn roles_for(&self, groups: &[String]) -> Vec<String> {
+    pub(crate) fn roles_for(&self, groups: &[String]) -> Vec<String> {
         let mut roles: Vec<String> = groups
             .iter()
             .filter_map(|g| self.config.group_roles.get(g))
@@ -1068,7 +1068,7 @@ async fn read_json_any_status(mut response: reqwest::Response, what: &str) -> Re
 }
 
 /// `POST auth/oidc/auth_url`.
-pub async fn auth_url_route(core: &Arc<Core>, req: &Request) -> Result<Response> {
+pub(crate) async fn auth_url_route(core: &Arc<Core>, req: &Request) -> Result<Response> {
     let oidc = configured(core)?;
     let data = oidc.auth_url(core, req).await?;
     Ok(Response::data(data))

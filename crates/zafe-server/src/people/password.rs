@@ -13,9 +13,9 @@
 //!   flood of 25 logins grew a server from 17 MB to 626 MB for good.
 //! - An unknown user costs exactly what a known one does: [`Hasher::verify`]
 //!   is given a dummy hash made with the same parameters, and
-//!   [`Hasher::verify_dummy`] spends the same work on it.
+//!   `Hasher::verify_dummy` spends the same work on it.
 //! - Hashes made with older parameters still verify (the PHC string carries
-//!   them) and [`Hasher::needs_rehash`] says when to re-hash after a login.
+//!   them) and `Hasher::needs_rehash` says when to re-hash after a login.
 
 use parking_lot::Mutex;
 use std::sync::{Arc, OnceLock, mpsc};
@@ -60,7 +60,7 @@ impl std::fmt::Debug for Password {
 
 /// Refuses passwords that are too short or long, on the common list, or
 /// the account's own email address. Messages never repeat the password.
-pub fn check_policy(password: &str, email: &str) -> Result<()> {
+pub(crate) fn check_policy(password: &str, email: &str) -> Result<()> {
     if password.len() > MAX_PASSWORD_BYTES {
         return Err(Error::bad_request(format!(
             "the password is too long: at most {MAX_PASSWORD_BYTES} bytes"
@@ -222,7 +222,7 @@ impl Hasher {
 
     /// The same work as [`Self::verify`] on an account that does not exist,
     /// so that the answer takes as long (lessons.md: 248 ms against 2 ms).
-    pub async fn verify_dummy(&self, pepper: &SecretKey, password: &Password) -> Result<()> {
+    pub(crate) async fn verify_dummy(&self, pepper: &SecretKey, password: &Password) -> Result<()> {
         let dummy = match self.dummy.get() {
             Some(d) => d.clone(),
             None => {
@@ -235,7 +235,7 @@ impl Hasher {
     }
 
     /// Whether a stored hash was made with other parameters than today's.
-    pub fn needs_rehash(&self, phc: &str) -> bool {
+    pub(crate) fn needs_rehash(&self, phc: &str) -> bool {
         PasswordHash::new(phc)
             .ok()
             .and_then(|h| {
@@ -252,7 +252,7 @@ impl Hasher {
     }
 
     /// How long a verification takes these days (a moving average).
-    pub fn typical_verify_time(&self) -> Duration {
+    pub(crate) fn typical_verify_time(&self) -> Duration {
         *self.typical.lock()
     }
 
