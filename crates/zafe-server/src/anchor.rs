@@ -8,7 +8,7 @@
 //! checkpoint this node signed (sequence number, entry hash, time, Ed25519
 //! signature by the identity key). It is rewritten at every checkpoint
 //! (periodic, and the last one at shutdown), but never moved to a store that
-//! no longer reaches it (see [`advance`]).
+//! no longer reaches it (see `advance`).
 //!
 //! At start-up, before anything is served, the store's audit chain must
 //! still reach the anchor: its head at or past the anchor's entry, and that
@@ -35,13 +35,25 @@ use zafe_core::audit::{CheckpointLine, checkpoint_signed_by, render_time};
 
 /// The command-line flag and the environment variable that accept a
 /// detected rollback.
-pub const OVERRIDE_FLAG: &str = "--accept-rollback";
-pub const OVERRIDE_ENV: &str = "ZAFE_ACCEPT_ROLLBACK";
+pub(crate) const OVERRIDE_FLAG: &str = "--accept-rollback";
+pub(crate) const OVERRIDE_ENV: &str = "ZAFE_ACCEPT_ROLLBACK";
 
+/// Why start-up refused, or could not check, the rollback anchor. Every
+/// message names the anchor file; `Behind` and `Diverged` also name both
+/// positions and how to override.
 #[derive(Debug, thiserror::Error)]
 pub enum AnchorError {
+    /// The anchor file could not be read, parsed, checked or written (for
+    /// example: wrong mode, bad signature, not signed by this identity).
     #[error("rollback anchor file {path}: {message}")]
-    File { path: String, message: String },
+    File {
+        /// The anchor file.
+        path: String,
+        /// What went wrong, without the file's content.
+        message: String,
+    },
+    /// The store's audit chain ends before the entry the anchor recorded: the
+    /// database was restored from an older copy, or its newest entries removed.
     #[error(
         "ROLLBACK DETECTED: the database's audit log ends at entry {store_seq}, but this server \
          already saw entry {anchor_seq} (signed {anchor_time}; anchor file {path}). The database \
@@ -50,11 +62,18 @@ pub enum AnchorError {
          recorded in the audit log."
     )]
     Behind {
+        /// Sequence number of the store's newest audit entry.
         store_seq: i64,
+        /// Sequence number of the entry the anchor recorded.
         anchor_seq: i64,
+        /// When the anchor's checkpoint was signed (RFC 3339, UTC).
         anchor_time: String,
+        /// The anchor file.
         path: String,
     },
+    /// The store reaches the anchor's sequence number, but that entry is
+    /// missing or has another hash: the database was replaced by another copy
+    /// or its audit log rewritten.
     #[error(
         "ROLLBACK DETECTED: audit entry {anchor_seq}, which this server saw (signed \
          {anchor_time}; anchor file {path}), {what} in the database (its audit log ends at entry \
@@ -63,12 +82,18 @@ pub enum AnchorError {
          {OVERRIDE_ENV}=1); that is recorded in the audit log."
     )]
     Diverged {
+        /// Sequence number of the store's newest audit entry.
         store_seq: i64,
+        /// Sequence number of the entry the anchor recorded.
         anchor_seq: i64,
+        /// When the anchor's checkpoint was signed (RFC 3339, UTC).
         anchor_time: String,
+        /// What is wrong with the entry: `"is missing"` or `"is different"`.
         what: &'static str,
+        /// The anchor file.
         path: String,
     },
+    /// The store could not be read while checking the anchor.
     #[error("storage: {0}")]
     Storage(String),
 }
@@ -170,7 +195,7 @@ pub async fn check(
 /// database restored under a running server (PostgreSQL restored while the
 /// node runs) is then logged as an error and the anchor is kept, so the next
 /// start refuses. Never fails: a checkpoint is stored either way.
-pub async fn advance(
+pub(crate) async fn advance(
     backend: &dyn Backend,
     path: &Path,
     public_key: &[u8; 32],
@@ -196,7 +221,7 @@ pub async fn advance(
 
 /// Accepting a detected rollback: keeps the old anchor as
 /// `<anchor>.superseded` for the record; the next checkpoint anchors anew.
-pub fn supersede(path: &Path) -> std::io::Result<PathBuf> {
+pub(crate) fn supersede(path: &Path) -> std::io::Result<PathBuf> {
     let mut name = path.as_os_str().to_os_string();
     name.push(".superseded");
     let aside = PathBuf::from(name);

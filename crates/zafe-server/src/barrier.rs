@@ -10,7 +10,7 @@
 //!
 //! Generations are never reused for a key (R-KEY-9): every write, a create
 //! as much as an update, draws a fresh random 63-bit generation (see
-//! [`fresh_generation`]), so a record deleted and re-created does not start
+//! `fresh_generation`), so a record deleted and re-created does not start
 //! again at a number its older ciphertexts were bound to, and an old
 //! ciphertext copied back alone fails even then.
 //!
@@ -30,16 +30,33 @@ use crate::audit::hook::commit as audited_commit;
 /// How often a read-modify-write retries a lost compare-and-swap race.
 const MAX_CAS_RETRIES: usize = 64;
 
+/// Why a barrier operation failed. Messages name the storage key at most,
+/// never a value.
 #[derive(Debug, thiserror::Error)]
 pub enum BarrierError {
+    /// The barrier holds no keyring: the server is sealed.
     #[error("sealed")]
     Sealed,
+    /// A record does not decrypt under its key and generation: it was
+    /// modified, moved from another key, or an older copy was put back.
     #[error("integrity check failed for {key}")]
-    Integrity { key: String },
+    Integrity {
+        /// The storage key of the record.
+        key: String,
+    },
+    /// A compare-and-swap condition did not hold (someone else wrote first),
+    /// or a read-modify-write kept losing the race.
     #[error("conflict on {key}")]
-    Conflict { key: String },
+    Conflict {
+        /// The storage key written.
+        key: String,
+    },
+    /// The storage key is not one the barrier accepts (under `seal/`, a NUL
+    /// byte, longer than 4096 bytes, an empty, `.` or `..` segment); the
+    /// message names the key.
     #[error("{0}")]
     InvalidKey(String),
+    /// The storage backend failed (other than a CAS conflict).
     #[error(transparent)]
     Storage(StorageError),
 }
@@ -53,6 +70,7 @@ impl From<StorageError> for BarrierError {
     }
 }
 
+/// The barrier's result type.
 pub type Result<T> = std::result::Result<T, BarrierError>;
 
 pub use zafe_engine::{Expect, Record, Write};
@@ -64,6 +82,9 @@ struct Keys {
     keyring: Arc<Keyring>,
 }
 
+/// The encryption barrier over one storage backend. Holds the root key and
+/// the keyring while unsealed (zeroized when the last holder drops them);
+/// every record passes through it encrypted, bound to its key and generation.
 pub struct Barrier {
     backend: Arc<dyn Backend>,
     keys: RwLock<Option<Arc<Keys>>>,
@@ -73,14 +94,14 @@ pub struct Barrier {
 /// records (configuration, the keyring sealed under the root key), the
 /// identity's public half, the cluster id. The barrier refuses to touch it,
 /// and the re-wrap job skips it.
-pub const RAW_PREFIX: &str = "seal/";
+pub(crate) const RAW_PREFIX: &str = "seal/";
 
 /// Where the keyring lives, sealed under the root key.
-pub const KEYRING_KEY: &str = "seal/keyring";
+pub(crate) const KEYRING_KEY: &str = "seal/keyring";
 
 /// The version number used in envelope headers when the root key (or the
 /// master key) acts as the key-encryption key.
-pub const ROOT_KEK_VERSION: u32 = 0;
+pub(crate) const ROOT_KEK_VERSION: u32 = 0;
 
 /// The associated data of the record at `key`, written at `generation`.
 /// Shared with the seal, which stores the keyring itself the same way.
@@ -93,6 +114,7 @@ pub fn location(key: &str, generation: i64) -> Vec<u8> {
 }
 
 impl Barrier {
+    /// A sealed barrier over `backend`; [`Barrier::unseal`] opens it.
     pub fn new(backend: Arc<dyn Backend>) -> Self {
         Self {
             backend,
@@ -100,6 +122,9 @@ impl Barrier {
         }
     }
 
+    /// The physical storage below the barrier. Only for what lives outside
+    /// it (the seal's records, the audit log): anything else written here
+    /// bypasses the encryption.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
     }
@@ -118,6 +143,7 @@ impl Barrier {
         self.keys.write().take();
     }
 
+    /// Whether the barrier holds no keys.
     pub fn is_sealed(&self) -> bool {
         self.keys.read().is_none()
     }
@@ -127,16 +153,17 @@ impl Barrier {
     }
 
     /// A copy of the root key, for `operator rekey` to compare shares with.
-    pub fn root_key(&self) -> Result<SecretKey> {
+    pub(crate) fn root_key(&self) -> Result<SecretKey> {
         Ok(self.keys()?.root_key.duplicate())
     }
 
+    /// The keyring, while unsealed; [`BarrierError::Sealed`] otherwise.
     pub fn keyring(&self) -> Result<Arc<Keyring>> {
         Ok(self.keys()?.keyring.clone())
     }
 
     /// Re-reads the keyring record (after another node rotated it).
-    pub async fn reload_keyring(&self) -> Result<()> {
+    pub(crate) async fn reload_keyring(&self) -> Result<()> {
         let keys = self.keys()?;
         let (keyring, _) = read_keyring(&*self.backend, &keys.root_key).await?;
         let root_key = keys.root_key.duplicate();
@@ -178,7 +205,7 @@ impl Barrier {
     /// Replaces the root key (for `operator rekey`): the same keyring,
     /// sealed under `new_root`, written together with `extra` ops (the new
     /// seal configuration) in one atomic commit.
-    pub async fn replace_root_key(&self, new_root: SecretKey, extra: Vec<Op>) -> Result<()> {
+    pub(crate) async fn replace_root_key(&self, new_root: SecretKey, extra: Vec<Op>) -> Result<()> {
         let keys = self.keys()?;
         let (keyring, generation) = read_keyring(&*self.backend, &keys.root_key).await?;
         let next = generation + 1;
@@ -234,6 +261,9 @@ impl Barrier {
         }
     }
 
+    /// Reads and decrypts the record at `key`; `None` if absent.
+    /// [`BarrierError::Integrity`] if it does not decrypt under its key and
+    /// generation.
     pub async fn get(&self, key: &str) -> Result<Option<Record>> {
         check_key(key)?;
         let keyring = self.keyring()?;
@@ -304,6 +334,7 @@ impl Barrier {
         })
     }
 
+    /// Deletes the record at `key`, unconditionally (absent is not an error).
     pub async fn delete(&self, key: &str) -> Result<()> {
         self.commit(vec![Write::Delete {
             key: key.to_string(),
@@ -366,13 +397,16 @@ impl Barrier {
 /// Progress of a re-wrap, readable while it runs.
 #[derive(Debug, Default)]
 pub struct RewrapProgress {
+    /// Records looked at so far (outside `seal/`).
     pub scanned: std::sync::atomic::AtomicU64,
+    /// Records re-encrypted under the active key so far.
     pub rewrapped: std::sync::atomic::AtomicU64,
+    /// Set once the job has finished (successfully or not).
     pub done: std::sync::atomic::AtomicBool,
 }
 
 /// The keyring record encrypted under `root_key`, bound to its location.
-pub fn seal_keyring(root_key: &SecretKey, keyring: &Keyring, generation: i64) -> Vec<u8> {
+pub(crate) fn seal_keyring(root_key: &SecretKey, keyring: &Keyring, generation: i64) -> Vec<u8> {
     crypto::seal(
         root_key,
         ROOT_KEK_VERSION,
@@ -383,7 +417,10 @@ pub fn seal_keyring(root_key: &SecretKey, keyring: &Keyring, generation: i64) ->
 
 /// Reads and decrypts the keyring record; a wrong root key, like a
 /// tampered record, is an integrity failure.
-pub async fn read_keyring(backend: &dyn Backend, root_key: &SecretKey) -> Result<(Keyring, i64)> {
+pub(crate) async fn read_keyring(
+    backend: &dyn Backend,
+    root_key: &SecretKey,
+) -> Result<(Keyring, i64)> {
     let integrity = || BarrierError::Integrity {
         key: KEYRING_KEY.into(),
     };
@@ -410,7 +447,7 @@ pub async fn read_keyring(backend: &dyn Backend, root_key: &SecretKey) -> Result
 /// share a generation with probability 2^-63 per pair, which nobody can
 /// influence. Nothing relies on generations growing: compare-and-swap only
 /// compares them for equality.
-pub fn fresh_generation(expect: Expect) -> i64 {
+pub(crate) fn fresh_generation(expect: Expect) -> i64 {
     loop {
         let draw = (u64::from_be_bytes(crypto::random_bytes::<8>()) >> 1) as i64;
         if draw != 0 && expect != Expect::Generation(draw) {

@@ -14,17 +14,25 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use zafe_core::secret::SecretKey;
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8200";
-pub const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8200";
+pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
+/// The server's configuration: the TOML file's settings with `ZAFE_...`
+/// environment variables applied over them. Secrets are named here only by
+/// the files or variables that hold them; [`Config::secrets`] reads them.
+/// The one exception is a PostgreSQL URL written inline (`storage.url`),
+/// which `Debug` shows, password included: prefer `url_file`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Address to listen on (`ZAFE_LISTEN`); default `127.0.0.1:8200`.
     pub listen: Option<SocketAddr>,
     /// The address clients use, e.g. `https://zafe.example.com`.
     pub public_url: Option<String>,
     /// Where the identity key and (by default) the SQLite database live.
     pub data_dir: Option<PathBuf>,
+    /// Largest request body accepted, in bytes (`ZAFE_MAX_BODY_BYTES`);
+    /// default 2 MiB.
     pub max_body_bytes: Option<usize>,
     /// Peers whose `X-Forwarded-For` is believed (R-OPS-2).
     #[serde(default)]
@@ -32,14 +40,22 @@ pub struct Config {
     /// Browser origins allowed to call the API; none by default (CORS off).
     #[serde(default)]
     pub cors_origins: Vec<String>,
+    /// Name reported by `sys/health` and `sys/seal-status`, fixed when the cluster is
+    /// first initialised (`ZAFE_CLUSTER_NAME`); default `zafe-cluster-` and the
+    /// start of the cluster id.
     pub cluster_name: Option<String>,
+    /// `[storage]`: where the data lives.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// `[tls]`: serve HTTPS; plain HTTP when absent.
     pub tls: Option<TlsConfig>,
+    /// `[seal]`: the optional master key for auto-unseal.
     #[serde(default)]
     pub seal: SealConfig,
+    /// `[identity]`: the server's Ed25519 identity key.
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// `[auth]`: peppers, passwords, sessions, registration.
     #[serde(default)]
     pub auth: AuthConfig,
     /// `[audit]`: file sink, checkpoints, retention (R-AUD-1..6).
@@ -49,20 +65,25 @@ pub struct Config {
     pub oidc: Option<crate::people::oidc::OidcConfig>,
 }
 
+/// Which storage backend holds the data (`ZAFE_STORAGE_KIND`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StorageKind {
+    /// One SQLite file, one node (the default).
     #[default]
     Sqlite,
+    /// PostgreSQL, shared by every node of a cluster.
     Postgres,
     /// In-memory SQLite, for `zafe server --dev` only.
     #[serde(skip)]
     Memory,
 }
 
+/// `[storage]`: the backend and how to reach it.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
+    /// SQLite (default) or PostgreSQL.
     #[serde(default)]
     pub kind: StorageKind,
     /// SQLite database file; default `<data_dir>/zafe.db`.
@@ -70,6 +91,8 @@ pub struct StorageConfig {
     /// PostgreSQL URL. Prefer `url_file`, which keeps the password out of
     /// the configuration file.
     pub url: Option<String>,
+    /// File holding the PostgreSQL URL (mode 0600; `ZAFE_STORAGE_URL_FILE`);
+    /// wins over `url` and `ZAFE_STORAGE_URL`.
     pub url_file: Option<PathBuf>,
     /// The read cache of stored entries (ciphertext) in front of SQLite:
     /// at most this many entries (default 10,000; 0 turns it off;
@@ -94,13 +117,18 @@ impl StorageConfig {
     }
 }
 
+/// `[tls]`: the certificate and key to serve HTTPS with. Both
+/// `ZAFE_TLS_CERT_FILE` and `ZAFE_TLS_KEY_FILE` together override it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
+    /// PEM certificate chain.
     pub cert_file: PathBuf,
+    /// PEM private key. Its mode is not checked here: keep it 0600.
     pub key_file: PathBuf,
 }
 
+/// `[seal]`: auto-unseal.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SealConfig {
@@ -109,6 +137,7 @@ pub struct SealConfig {
     pub master_key_file: Option<PathBuf>,
 }
 
+/// `[identity]`: the server's identity key.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
@@ -120,10 +149,15 @@ pub struct IdentityConfig {
     pub proxy_cert_file: Option<PathBuf>,
 }
 
+/// `[auth]`: how people and tokens authenticate.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
+    /// File holding the token pepper (`ZAFE_TOKEN_PEPPER`,
+    /// `ZAFE_TOKEN_PEPPER_FILE` override it); the password pepper when unset.
     pub token_pepper_file: Option<PathBuf>,
+    /// File holding the password pepper (`ZAFE_PASSWORD_PEPPER`,
+    /// `ZAFE_PASSWORD_PEPPER_FILE` override it).
     pub password_pepper_file: Option<PathBuf>,
     /// `[auth.password]`: Argon2id cost and login rate limits.
     #[serde(default)]
@@ -136,28 +170,59 @@ pub struct AuthConfig {
     pub registration: crate::people::config::RegistrationConfig,
 }
 
+/// Why the configuration could not be loaded. Messages name the file or
+/// setting, never a secret value.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A file could not be read.
     #[error("cannot read {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The configuration file is not valid TOML or has unknown keys.
     #[error("invalid configuration file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A setting has an invalid value.
     #[error("invalid setting {name}: {message}")]
-    Invalid { name: &'static str, message: String },
+    Invalid {
+        /// The setting (an environment variable or a file key).
+        name: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A file that holds secrets (or the configuration file, if writable) is
+    /// accessible by group or other users.
     #[error("{path} is accessible by group or other users (mode {mode:o}); run `chmod 600 {path}`")]
-    Permissions { path: PathBuf, mode: u32 },
+    Permissions {
+        /// The file.
+        path: PathBuf,
+        /// Its Unix mode bits.
+        mode: u32,
+    },
 }
 
 /// Secret settings, resolved from the environment and files.
 #[derive(Default)]
 pub struct Secrets {
+    /// Master key for auto-unseal; `None` means unsealing needs the shares.
     pub master_key: Option<SecretKey>,
+    /// Key for hashing tokens before they are stored (the password pepper
+    /// when not set on its own).
     pub token_pepper: Option<SecretKey>,
+    /// Key mixed into password hashes, so a stolen database alone cannot be
+    /// brute-forced.
     pub password_pepper: Option<SecretKey>,
+    /// PostgreSQL URL, which may hold a password: never log it.
     pub postgres_url: Option<String>,
+    /// The OIDC client secret, when OIDC login uses one.
     pub oidc_client_secret: Option<zeroize::Zeroizing<String>>,
 }
 
@@ -176,14 +241,15 @@ impl std::fmt::Debug for Secrets {
 /// Reads environment variables; a trait object so tests can pass a map.
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-pub fn process_env(name: &str) -> Option<String> {
+/// The process environment, treating an empty variable as unset.
+pub(crate) fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 impl Config {
     /// Reads and parses a TOML file, refusing one that others can write and
     /// warning about one that others can read.
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+    pub(crate) fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let mode = file_mode(path)?;
         if mode & 0o022 != 0 {
             return Err(ConfigError::Permissions {
@@ -205,7 +271,7 @@ impl Config {
     }
 
     /// Applies `ZAFE_...` environment variables over the file's settings.
-    pub fn apply_env(&mut self, env: Env) -> Result<(), ConfigError> {
+    pub(crate) fn apply_env(&mut self, env: Env) -> Result<(), ConfigError> {
         if let Some(v) = env("ZAFE_LISTEN") {
             self.listen = Some(v.parse().map_err(|e| invalid("ZAFE_LISTEN", e))?);
         }
@@ -313,31 +379,37 @@ impl Config {
     /// Whether people may log in with an internal password: off with
     /// `[auth.password] enabled = false`, or `[oidc] password_login = false`
     /// for OIDC-only deployments.
-    pub fn password_login_enabled(&self) -> bool {
+    pub(crate) fn password_login_enabled(&self) -> bool {
         self.auth.password.enabled && self.oidc.as_ref().is_none_or(|o| o.password_login)
     }
 
+    /// Address to listen on: `listen`, or `127.0.0.1:8200`.
     pub fn listen(&self) -> SocketAddr {
         self.listen
             .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"))
     }
 
+    /// Largest request body in bytes: `max_body_bytes`, or 2 MiB.
     pub fn max_body_bytes(&self) -> usize {
         self.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES)
     }
 
-    pub fn data_dir(&self) -> PathBuf {
+    /// `data_dir` (`ZAFE_DATA_DIR`), or [`default_data_dir`].
+    pub(crate) fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(default_data_dir)
     }
 
-    pub fn sqlite_path(&self) -> PathBuf {
+    /// The SQLite file: `storage.path`, or `<data_dir>/zafe.db`.
+    pub(crate) fn sqlite_path(&self) -> PathBuf {
         self.storage
             .path
             .clone()
             .unwrap_or_else(|| self.data_dir().join("zafe.db"))
     }
 
-    pub fn identity_key_file(&self) -> PathBuf {
+    /// The identity key file: `identity.key_file`, or
+    /// `<data_dir>/identity.key`.
+    pub(crate) fn identity_key_file(&self) -> PathBuf {
         self.identity
             .key_file
             .clone()
@@ -423,7 +495,9 @@ fn secret_setting(
     file.map(|f| read_secret_file(&f)).transpose()
 }
 
-pub fn read_secret_file(path: &Path) -> Result<String, ConfigError> {
+/// Reads a secret from a file that only its owner may access, trimmed of
+/// surrounding whitespace.
+pub(crate) fn read_secret_file(path: &Path) -> Result<String, ConfigError> {
     check_private_file(path)?;
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.into(),
@@ -433,7 +507,7 @@ pub fn read_secret_file(path: &Path) -> Result<String, ConfigError> {
 }
 
 /// Refuses a file that group or other users can access (on Unix).
-pub fn check_private_file(path: &Path) -> Result<(), ConfigError> {
+pub(crate) fn check_private_file(path: &Path) -> Result<(), ConfigError> {
     let mode = file_mode(path)?;
     if mode & 0o077 != 0 {
         return Err(ConfigError::Permissions {
@@ -464,7 +538,7 @@ fn file_mode(path: &Path) -> Result<u32, ConfigError> {
 }
 
 /// R-OPS-5: http or https only, no credentials, no whitespace, a host.
-pub fn validate_public_url(raw: &str) -> Result<(), String> {
+pub(crate) fn validate_public_url(raw: &str) -> Result<(), String> {
     if raw.chars().any(char::is_whitespace) {
         return Err("must not contain whitespace".into());
     }
@@ -484,7 +558,9 @@ pub fn validate_public_url(raw: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub fn default_data_dir() -> PathBuf {
+/// `$XDG_DATA_HOME/zafe`, else `~/.local/share/zafe`, else `./zafe`: the
+/// data directory when `data_dir` is not set.
+pub(crate) fn default_data_dir() -> PathBuf {
     dirs_data_dir().join("zafe")
 }
 

@@ -10,7 +10,7 @@
 /// file, and (on Linux) marks the process non-dumpable, which also stops
 /// other processes of the same user from attaching a debugger or reading
 /// `/proc/<pid>/mem`. Returns what could not be done, for a warning.
-pub fn disable_core_dumps() -> Vec<&'static str> {
+pub(crate) fn disable_core_dumps() -> Vec<&'static str> {
     let mut failed = Vec::new();
     #[cfg(unix)]
     {

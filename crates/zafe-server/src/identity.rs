@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 
 use crate::config::check_private_file;
 
-pub const RECORD_KEY: &str = "seal/identity";
+pub(crate) const RECORD_KEY: &str = "seal/identity";
 
 #[derive(Serialize, Deserialize)]
 struct Record {
@@ -25,31 +25,51 @@ struct Record {
     public_key: String,
 }
 
+/// Why the identity key file and the store's identity record do not agree,
+/// or could not be read. Start-up refuses on any of these: a server must
+/// never answer under an identity its clients did not pin.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityFileError {
+    /// The file could not be read, created or parsed, or its mode is too open.
     #[error("identity key file {path}: {message}")]
-    File { path: String, message: String },
+    File {
+        /// The identity key file.
+        path: String,
+        /// What went wrong; never the key itself.
+        message: String,
+    },
+    /// The store already belongs to an identity, but the key file is absent.
     #[error(
         "the identity key file {path} is missing, but this server's data belongs to identity {server_id}. \
          Restore the file from backup (every node of a cluster needs the same file). \
          Creating a new identity would make every client that pinned {server_id} refuse this server."
     )]
-    Missing { path: String, server_id: String },
+    Missing {
+        /// Where the key file was expected.
+        path: String,
+        /// The identity (server id) the store records.
+        server_id: String,
+    },
+    /// The key file holds another identity than the one the store records.
     #[error(
         "the identity key file {path} holds identity {found}, but this server's data belongs to {expected}"
     )]
     Mismatch {
+        /// The identity key file.
         path: String,
+        /// Server id derived from the key in the file.
         found: String,
+        /// Server id the store records.
         expected: String,
     },
+    /// The store's identity record could not be read, written or parsed.
     #[error("storage: {0}")]
     Storage(String),
 }
 
 /// Loads the identity key from `path`, creating it (mode 0600) on the very
 /// first start, and checks it against the identity recorded in storage.
-pub async fn load_or_create(
+pub(crate) async fn load_or_create(
     path: &Path,
     backend: &dyn Backend,
 ) -> Result<IdentityKey, IdentityFileError> {

@@ -18,9 +18,15 @@ use crate::core::{Core, CoreParts};
 /// How `zafe server` was invoked.
 #[derive(Debug, Default, Clone)]
 pub struct Launch {
+    /// `--config`: the configuration file; none means defaults and environment.
     pub config_path: Option<PathBuf>,
+    /// `--dev`: in-memory storage, initialised and unsealed at start, with a
+    /// root token printed (or `dev_root_token`). Never for real secrets.
     pub dev: bool,
+    /// `--dev-root-token`: the root token a dev server uses instead of a
+    /// random one.
     pub dev_root_token: Option<zafe_core::secret::SecretString>,
+    /// `--listen`: overrides `listen` from the configuration.
     pub listen: Option<SocketAddr>,
     /// Start even though the store is older than this node's rollback
     /// anchor (`--accept-rollback`; also `ZAFE_ACCEPT_ROLLBACK=1`).

@@ -19,35 +19,49 @@ pub use zafe_engine::{parse_duration, parse_ttl};
 use crate::core::{Core, Request, Response};
 use crate::error::{Error, Result};
 
-pub const TABLE_KEY: &str = "core/mounts";
+pub(crate) const TABLE_KEY: &str = "core/mounts";
 
 /// Paths no secrets engine may be mounted at.
 const RESERVED: &[&str] = &["sys/", "auth/", "identity/", "cubbyhole/", "v1/"];
 
+/// One row of the mount table: an engine or auth method mounted at a path,
+/// with Vault's mount settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MountEntry {
     /// With a trailing slash: `secret/`, `auth/approle/`.
     pub path: String,
     /// Engine kind: `kv`, `transit`, `token`, `approle`.
     pub kind: String,
+    /// Random, fixed at creation. Names the mount's storage prefix
+    /// (`logical/<uuid>/` or `auth/<uuid>/`), so a later mount at the same path
+    /// never sees this one's data.
     pub uuid: String,
+    /// Vault's mount accessor: `<kind>_<8 hex digits>` (`auth_<kind>_...` for an
+    /// auth method).
     pub accessor: String,
+    /// Free text set by whoever enabled or tuned the mount.
     #[serde(default)]
     pub description: String,
+    /// Engine options as Vault passes them (for KV, `version` is always `2`).
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// Default lease TTL in seconds; 0 means the system default.
     #[serde(default)]
     pub default_lease_ttl: u64,
+    /// Maximum lease TTL in seconds; 0 means the system maximum.
     #[serde(default)]
     pub max_lease_ttl: u64,
     /// An auth method (under `auth/`) rather than a secrets engine.
     #[serde(default)]
     pub auth: bool,
+    /// When the mount was enabled (Unix seconds).
     #[serde(default)]
     pub created_at: i64,
 }
 
 impl MountEntry {
+    /// A new mount of engine `kind` at `path` (with its trailing slash), with a
+    /// fresh uuid and accessor and no options or TTLs.
     pub fn new(path: &str, kind: &str, auth: bool) -> Self {
         let uuid = uuid::Uuid::new_v4().to_string();
         let short = &uuid[..8];
@@ -73,7 +87,7 @@ impl MountEntry {
     }
 
     /// The mount as its engine sees it.
-    pub fn engine_mount(&self) -> Mount {
+    pub(crate) fn engine_mount(&self) -> Mount {
         Mount {
             path: self.path.clone(),
             kind: self.kind.clone(),
@@ -84,7 +98,7 @@ impl MountEntry {
     }
 
     /// Where this mount's engine keeps its data.
-    pub fn storage_prefix(&self) -> String {
+    pub(crate) fn storage_prefix(&self) -> String {
         format!(
             "{}/{}/",
             if self.auth { "auth" } else { "logical" },
@@ -93,7 +107,7 @@ impl MountEntry {
     }
 
     /// Vault's JSON for one mount in `sys/mounts` and `sys/auth`.
-    pub fn to_vault_json(&self) -> Value {
+    pub(crate) fn to_vault_json(&self) -> Value {
         json!({
             "type": self.kind,
             "description": self.description,
@@ -124,12 +138,13 @@ impl MountEntry {
     }
 }
 
+/// The whole mount table, as stored behind the barrier at `core/mounts`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MountTable {
+    /// Every mount, in the order they were enabled.
     pub entries: Vec<MountEntry>,
 }
 
-/// A mount with its running engine.
 /// What serves a mount.
 #[derive(Clone)]
 pub enum Handler {
@@ -139,11 +154,15 @@ pub enum Handler {
     Engine(Arc<dyn Engine>),
 }
 
+/// A mount with what serves it: one entry of the [`Router`].
 #[derive(Clone)]
 pub struct Mounted {
+    /// The mount table's row.
     pub entry: MountEntry,
     /// The mount as its engine may know it.
     pub mount: Mount,
+    /// The token store or the engine instance, kept across reloads of the
+    /// table while the mount lives.
     pub handler: Handler,
 }
 
@@ -195,6 +214,7 @@ impl Router {
         })
     }
 
+    /// Every mounted entry, longest path first.
     pub fn entries(&self) -> impl Iterator<Item = &MountEntry> {
         self.mounts.iter().map(|m| &m.entry)
     }
@@ -229,13 +249,13 @@ impl Engine for Unavailable {
 }
 
 /// The storage view of a mount: its engine's rows, and no one else's.
-pub fn view_for(core: &Core, entry: &MountEntry) -> View {
+pub(crate) fn view_for(core: &Core, entry: &MountEntry) -> View {
     View::new(core.barrier.clone(), entry.storage_prefix())
 }
 
 /// Checks and normalises a mount path: trailing slash, no empty or dot
 /// segments, not reserved, not nested in or around another mount.
-pub fn normalise_path(raw: &str, auth: bool, existing: &MountTable) -> Result<String> {
+pub(crate) fn normalise_path(raw: &str, auth: bool, existing: &MountTable) -> Result<String> {
     let trimmed = raw.trim_matches('/');
     if trimmed.is_empty()
         || trimmed.len() > 200
@@ -276,7 +296,7 @@ pub fn normalise_path(raw: &str, auth: bool, existing: &MountTable) -> Result<St
 
 /// Reads the table, creating the default mounts (`secret/` KV v2 and the
 /// token store at `auth/token/`) the first time.
-pub async fn load_or_create(core: &Arc<Core>) -> Result<MountTable> {
+pub(crate) async fn load_or_create(core: &Arc<Core>) -> Result<MountTable> {
     if let Some(record) = core.barrier.get(TABLE_KEY).await? {
         return serde_json::from_slice(&record.value).map_err(|_| Error::Integrity {
             key: TABLE_KEY.into(),
@@ -308,7 +328,7 @@ pub async fn load_or_create(core: &Arc<Core>) -> Result<MountTable> {
 
 /// Applies `change` to the stored table with compare-and-swap, then
 /// rebuilds the router.
-pub async fn modify<F>(core: &Arc<Core>, mut change: F) -> Result<MountTable>
+pub(crate) async fn modify<F>(core: &Arc<Core>, mut change: F) -> Result<MountTable>
 where
     F: FnMut(&mut MountTable) -> Result<()>,
 {
@@ -344,7 +364,7 @@ where
 }
 
 /// `sys/mounts` and `sys/auth` handlers.
-pub async fn list(core: &Arc<Core>, auth: bool) -> Result<Response> {
+pub(crate) async fn list(core: &Arc<Core>, auth: bool) -> Result<Response> {
     let router = core.router().await?;
     let mut map = serde_json::Map::new();
     for entry in router.entries().filter(|e| e.auth == auth) {
@@ -362,7 +382,16 @@ pub async fn list(core: &Arc<Core>, auth: bool) -> Result<Response> {
     })
 }
 
-pub async fn enable(core: &Arc<Core>, req: &Request, raw_path: &str, auth: bool) -> Result<()> {
+/// `POST sys/mounts/<path>` and `sys/auth/<path>`: mounts an engine
+/// (`type`, `description`, `options`, `config.*_lease_ttl`). A bad request if
+/// the kind does not belong under that endpoint, the path is taken or
+/// reserved, or a TTL does not parse.
+pub(crate) async fn enable(
+    core: &Arc<Core>,
+    req: &Request,
+    raw_path: &str,
+    auth: bool,
+) -> Result<()> {
     let kind = req
         .field("type")
         .and_then(Value::as_str)
@@ -411,7 +440,10 @@ pub async fn enable(core: &Arc<Core>, req: &Request, raw_path: &str, auth: bool)
     Ok(())
 }
 
-pub async fn disable(core: &Arc<Core>, raw_path: &str, auth: bool) -> Result<()> {
+/// `DELETE sys/mounts/<path>` and `sys/auth/<path>`: unmounts and deletes
+/// every record of the mount. Not mounted is not an error (as in Vault);
+/// `auth/token/` cannot be disabled.
+pub(crate) async fn disable(core: &Arc<Core>, raw_path: &str, auth: bool) -> Result<()> {
     let trimmed = raw_path.trim_matches('/');
     let path = if auth {
         format!("auth/{trimmed}/")
@@ -443,14 +475,16 @@ pub async fn disable(core: &Arc<Core>, raw_path: &str, auth: bool) -> Result<()>
 }
 
 /// `GET sys/mounts/<path>`: one mount's configuration.
-pub async fn read_one(core: &Arc<Core>, raw_path: &str, auth: bool) -> Result<Response> {
+pub(crate) async fn read_one(core: &Arc<Core>, raw_path: &str, auth: bool) -> Result<Response> {
     let entry = find(core, raw_path, auth).await?;
     let data = entry.to_vault_json();
     let top_level = data.as_object().cloned().unwrap_or_default();
     Ok(Response::VaultWithTopLevel { data, top_level })
 }
 
-pub async fn read_tune(core: &Arc<Core>, raw_path: &str, auth: bool) -> Result<Response> {
+/// `GET sys/mounts/<path>/tune`: the TTLs in force (the system maximum when
+/// unset), description and options.
+pub(crate) async fn read_tune(core: &Arc<Core>, raw_path: &str, auth: bool) -> Result<Response> {
     let entry = find(core, raw_path, auth).await?;
     let mut data = tune_data(&entry);
     if auth {
@@ -470,7 +504,14 @@ fn tune_data(entry: &MountEntry) -> Value {
     })
 }
 
-pub async fn tune(core: &Arc<Core>, req: &Request, raw_path: &str, auth: bool) -> Result<()> {
+/// `POST sys/mounts/<path>/tune`: changes the TTLs, description or options
+/// of a mount. A KV mount's `version` option can only be `2`.
+pub(crate) async fn tune(
+    core: &Arc<Core>,
+    req: &Request,
+    raw_path: &str,
+    auth: bool,
+) -> Result<()> {
     let entry = find(core, raw_path, auth).await?;
     let default_lease_ttl = req.field("default_lease_ttl").map(parse_ttl).transpose()?;
     let max_lease_ttl = req.field("max_lease_ttl").map(parse_ttl).transpose()?;

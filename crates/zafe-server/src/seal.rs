@@ -30,35 +30,47 @@ use zafe_storage::{Backend, Condition, Entry, Op, StorageError};
 use crate::barrier::{KEYRING_KEY, ROOT_KEK_VERSION, location, read_keyring, seal_keyring};
 use crate::error::{Error, Result};
 
-pub const CONFIG_KEY: &str = "seal/config";
-pub const MASTER_WRAPPED_ROOT_KEY: &str = "seal/root-key/master";
+pub(crate) const CONFIG_KEY: &str = "seal/config";
+pub(crate) const MASTER_WRAPPED_ROOT_KEY: &str = "seal/root-key/master";
 
 /// Not secret: how many shares exist, how many unseal, and digests that let
 /// the server recognise its own shares.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SealConfig {
+    /// How many unseal shares `init` produced.
     pub secret_shares: usize,
+    /// How many of them unseal.
     pub secret_threshold: usize,
+    /// A digest of each share (not the share), so the server can tell its own
+    /// shares from foreign ones.
     pub share_digests: Vec<String>,
     /// Whether a master-key-sealed copy of the root key exists.
     pub auto_unseal: bool,
+    /// When the server was initialised (Unix seconds).
     pub created_at: i64,
 }
 
 /// Everything that must be in memory while the server is unsealed.
 pub struct Unsealed {
+    /// The key that seals the keyring; zeroized on drop.
     pub root_key: SecretKey,
+    /// The key-encryption keys and the derivation root.
     pub keyring: Keyring,
 }
 
 /// What `init` hands back to the caller, exactly once.
 pub struct Initialized {
+    /// The unseal shares, to hand to the operators; never stored.
     pub shares: Vec<Share>,
+    /// The keys that open the barrier right away.
     pub unsealed: Unsealed,
 }
 
-pub enum UnsealProgress {
+/// What submitting one unseal share achieved.
+pub(crate) enum UnsealProgress {
+    /// The share was accepted; more are needed to reach the threshold.
     Collecting,
+    /// The threshold was reached and the shares opened the keyring.
     Done(Unsealed),
 }
 
@@ -69,6 +81,9 @@ struct Progress {
     nonce: String,
 }
 
+/// Initialisation and unsealing: the seal configuration, the keyring sealed
+/// under the root key, the optional master key, and the shares collected so
+/// far in an unseal attempt. Its records live outside the barrier.
 pub struct Seal {
     backend: Arc<dyn Backend>,
     master_key: Option<SecretKey>,
@@ -76,6 +91,8 @@ pub struct Seal {
 }
 
 impl Seal {
+    /// A seal over `backend`; `master_key` (if configured) lets the server
+    /// unseal itself at start.
     pub fn new(backend: Arc<dyn Backend>, master_key: Option<SecretKey>) -> Self {
         Self {
             backend,
@@ -84,10 +101,12 @@ impl Seal {
         }
     }
 
-    pub fn has_master_key(&self) -> bool {
+    pub(crate) fn has_master_key(&self) -> bool {
         self.master_key.is_some()
     }
 
+    /// The seal configuration; `None` before `init`. [`Error::Integrity`] if the
+    /// record does not parse.
     pub async fn config(&self) -> Result<Option<SealConfig>> {
         let Some(entry) = self.backend.get(CONFIG_KEY).await.map_err(storage)? else {
             return Ok(None);
@@ -192,7 +211,7 @@ impl Seal {
     /// shares this server issued, is refused with a 400 and changes nothing:
     /// shares already collected stay, so one bad share never wedges
     /// unsealing. The same share twice is ignored, as in Vault.
-    pub async fn submit_share(&self, encoded: &str) -> Result<UnsealProgress> {
+    pub(crate) async fn submit_share(&self, encoded: &str) -> Result<UnsealProgress> {
         let config = self.config().await?.ok_or(Error::NotInitialized)?;
         let bytes = decode_share(encoded)?;
         let share = Share::from_bytes(&bytes)
@@ -234,7 +253,8 @@ impl Seal {
         Ok(UnsealProgress::Done(Unsealed { root_key, keyring }))
     }
 
-    pub fn reset_progress(&self) {
+    /// Forgets the shares collected so far (`sys/unseal` with `reset`).
+    pub(crate) fn reset_progress(&self) {
         *self.progress.lock() = Progress::default();
     }
 
@@ -370,7 +390,7 @@ fn decode_share(encoded: &str) -> Result<Vec<u8>> {
 }
 
 /// Parses a master key: 32 bytes as 64 hex characters or as base64.
-pub fn parse_master_key(text: &str) -> std::result::Result<SecretKey, String> {
+pub(crate) fn parse_master_key(text: &str) -> std::result::Result<SecretKey, String> {
     use base64::Engine as _;
     let text = zeroize::Zeroizing::new(text.trim().to_string());
     let bytes = zeroize::Zeroizing::new(
@@ -403,7 +423,9 @@ fn storage(e: StorageError) -> Error {
     Error::StorageUnavailable(e.to_string())
 }
 
-pub fn now() -> i64 {
+/// The current time in Unix seconds (UTC): the clock the whole server uses
+/// for expiries and timestamps.
+pub(crate) fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 

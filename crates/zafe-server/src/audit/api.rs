@@ -232,7 +232,7 @@ fn render(items: &[Item], format: Format) -> String {
 /// One CSV cell: a cell a spreadsheet would run as a formula (`=`, `+`,
 /// `-`, `@`, tab, carriage return first) gets a leading `'`; cells with
 /// separators, quotes or line breaks are quoted (RFC 4180).
-pub fn csv_cell(value: &str) -> String {
+pub(crate) fn csv_cell(value: &str) -> String {
     let neutral = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{value}")
     } else {

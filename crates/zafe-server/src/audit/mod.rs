@@ -65,7 +65,7 @@ use zafe_core::audit::{
 };
 
 /// At most this many entries wait while sealed.
-pub const SEALED_BUFFER: usize = 10_000;
+pub(crate) const SEALED_BUFFER: usize = 10_000;
 /// At most this many entries per transaction.
 const MAX_BATCH: usize = 2048;
 /// Rows per page when reading the log (verification, export, sweep).
@@ -89,20 +89,27 @@ pub struct AuditConfig {
     pub retention_days: Option<u64>,
 }
 
+/// When the file sink flushes to disk (`audit.file_fsync`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FileFsync {
+    /// Before answering the requests of each batch (the default): an entry the
+    /// client saw acknowledged survives a crash of the machine.
     #[default]
     EveryBatch,
+    /// Never; the operating system writes when it likes. Faster, but a machine
+    /// crash may lose the file's last entries (the database still has them).
     Never,
 }
 
 impl AuditConfig {
-    pub fn checkpoint_interval(&self) -> Duration {
+    /// `checkpoint_interval_secs`, default 60 seconds.
+    pub(crate) fn checkpoint_interval(&self) -> Duration {
         Duration::from_secs(self.checkpoint_interval_secs.unwrap_or(60))
     }
 
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Refuses an interval or retention of 0.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |name, message: &str| ConfigError::Invalid {
             name,
             message: message.into(),
@@ -130,7 +137,8 @@ pub struct AuditKeys {
 }
 
 impl AuditKeys {
-    pub fn from_keyring(keyring: &Keyring) -> Self {
+    /// Derives the chain key and the field key from the keyring.
+    pub(crate) fn from_keyring(keyring: &Keyring) -> Self {
         Self {
             chain: keyring.derive(purpose::AUDIT_CHAIN),
             field: keyring.derive(purpose::AUDIT_FIELD_HMAC),
@@ -142,7 +150,8 @@ impl AuditKeys {
         audit::field_hmac(&self.field, value)
     }
 
-    pub fn chain_key(&self) -> SecretKey {
+    /// A copy of the chain (MAC) key, for a verifier. Never log it.
+    pub(crate) fn chain_key(&self) -> SecretKey {
         self.chain.duplicate()
     }
 }
@@ -152,6 +161,8 @@ pub(crate) fn entry_line(row: &AuditRow) -> Option<EntryLine> {
     EntryLine::from_stored(row.seq, &row.body, &row.prev_hash, &row.hash, &row.mac)
 }
 
+/// The current time in microseconds since the Unix epoch: the unit of an
+/// audit entry's `time_us`. 0 if the clock is before 1970.
 pub fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -334,6 +345,7 @@ pub struct AuditLog {
 /// What a retention sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SweepReport {
+    /// How many entries were deleted.
     pub deleted: u64,
     /// The newest deleted entry, which the signed anchor names.
     pub anchor_seq: Option<i64>,
@@ -378,10 +390,13 @@ impl AuditLog {
         *self.shared.anchor.lock() = Some(path);
     }
 
+    /// The `[audit]` settings the log started with.
     pub fn config(&self) -> &AuditConfig {
         &self.shared.config
     }
 
+    /// The storage the log writes to, below the barrier (the log is
+    /// authenticated by its own chain and MACs, not encrypted).
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.shared.backend
     }
@@ -403,6 +418,8 @@ impl AuditLog {
         self.shared.keys.write().take();
     }
 
+    /// The audit keys while unsealed, `None` while sealed. A request takes
+    /// them when it starts and hands them to [`AuditLog::record`].
     pub fn keys(&self) -> Option<Arc<AuditKeys>> {
         self.shared.keys.read().clone()
     }
@@ -427,7 +444,7 @@ impl AuditLog {
     /// Brings the file sink up to the database (entries that went in with
     /// their changes, R-AUD-0), before returning `Ok`: contiguous, in
     /// sequence order, fsynced as configured. Immediate without a file.
-    pub async fn sync_file(&self, keys: Arc<AuditKeys>, seq: i64) -> Result<(), String> {
+    pub(crate) async fn sync_file(&self, keys: Arc<AuditKeys>, seq: i64) -> Result<(), String> {
         if self.shared.config.file_path.is_none() {
             return Ok(());
         }
@@ -518,7 +535,7 @@ impl AuditLog {
     /// of an unseal a moment ago) is stored, so that verification and
     /// exports do not find the newest entries unsigned while their
     /// checkpoint waits in the queue.
-    pub async fn settled(&self) {
+    pub(crate) async fn settled(&self) {
         let (ack, done) = oneshot::channel();
         if self.tx.send(Job::Barrier(ack)).await.is_ok() {
             let _ = done.await;
@@ -528,7 +545,7 @@ impl AuditLog {
     /// Signs the end of an export whose last entry is `last` (seq, hash),
     /// after checking that entry (content and MAC) and that the log still
     /// holds the newest checkpoint this node signed.
-    pub async fn sign_export_end(
+    pub(crate) async fn sign_export_end(
         &self,
         last: Option<(i64, Vec<u8>)>,
         from_seq: Option<i64>,

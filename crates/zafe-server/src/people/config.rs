@@ -93,16 +93,19 @@ pub enum RegistrationMode {
     Domains,
 }
 
+/// `[auth.registration]`: who may create their own account.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrationConfig {
+    /// Off (the default), invite or domains.
     pub mode: RegistrationMode,
     /// Lower-case domains, without `@`, for `mode = "domains"`.
     pub domains: Vec<String>,
 }
 
 impl PasswordConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    /// Refuses Argon2 costs Argon2 does not accept and rate limits of 0.
+    pub(crate) fn validate(&self) -> Result<(), String> {
         argon2::Params::new(self.m_cost, self.t_cost, self.p_cost, None)
             .map_err(|e| format!("invalid Argon2 parameters: {e}"))?;
         if self.per_ip_per_minute == 0 || self.per_account_per_minute == 0 {
@@ -113,7 +116,8 @@ impl PasswordConfig {
 }
 
 impl SessionConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    /// Refuses a lifetime of 0 or less.
+    pub(crate) fn validate(&self) -> Result<(), String> {
         for (name, v) in [
             ("access_ttl_secs", self.access_ttl_secs),
             ("refresh_ttl_secs", self.refresh_ttl_secs),
@@ -130,7 +134,9 @@ impl SessionConfig {
 }
 
 impl RegistrationConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    /// Refuses `domains` mode without domains, and domains that are empty or
+    /// hold `@` or whitespace.
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if self.mode == RegistrationMode::Domains && self.domains.is_empty() {
             return Err("mode = \"domains\" needs at least one domain".into());
         }
@@ -145,7 +151,7 @@ impl RegistrationConfig {
     }
 
     /// Whether an email address may register without an invitation.
-    pub fn allows_domain_of(&self, email: &str) -> bool {
+    pub(crate) fn allows_domain_of(&self, email: &str) -> bool {
         self.mode == RegistrationMode::Domains
             && email.rsplit_once('@').is_some_and(|(_, domain)| {
                 self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))

@@ -49,8 +49,12 @@ const KNOWN_PER_ACCOUNT: usize = 8;
 /// Why an attempt was refused (for logs; the caller sees nothing of it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limited {
+    /// Too many recent failures from this address on this account: wait.
     BackOff,
+    /// Too many attempts from this address this minute (all accounts).
     PerAddress,
+    /// Too many attempts on this account this minute, from addresses it has
+    /// not logged in from before.
     PerAccount,
 }
 
@@ -61,6 +65,10 @@ struct Failures {
     last: Instant,
 }
 
+/// Login rate limits and back-off, in memory and per node: per address,
+/// per account (addresses the account logged in from before are exempt),
+/// and exponential back-off per (account, address) after repeated failures.
+/// Accounts are keyed by a SHA-256 of the name, not the name itself.
 pub struct LoginLimits {
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
     per_account: DefaultKeyedRateLimiter<AccountKey>,
@@ -83,7 +91,8 @@ fn per_minute(n: u32) -> Quota {
 }
 
 impl LoginLimits {
-    pub fn new(config: &PasswordConfig) -> Self {
+    /// Limits as `[auth.password]` sets them.
+    pub(crate) fn new(config: &PasswordConfig) -> Self {
         Self {
             per_ip: RateLimiter::keyed(per_minute(config.per_ip_per_minute)),
             per_account: RateLimiter::keyed(per_minute(config.per_account_per_minute)),

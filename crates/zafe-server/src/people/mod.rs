@@ -33,6 +33,7 @@ pub mod totp;
 /// Who a session belongs to, as the core sees it for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserCaller {
+    /// The user's id (a UUID).
     pub user_id: String,
     /// Lower-cased.
     pub email: String,
@@ -44,8 +45,10 @@ pub struct UserCaller {
 
 /// Server-wide state for people: built once from the configuration.
 pub struct People {
-    pub hasher: password::Hasher,
-    pub limits: limits::LoginLimits,
+    /// Argon2id hashing, with its bounded thread pool.
+    pub(crate) hasher: password::Hasher,
+    /// Password login rate limits and back-off.
+    pub(crate) limits: limits::LoginLimits,
     /// Per-account limit on TOTP and recovery code checks.
     pub totp_limits: totp::TotpLimits,
     /// The configured password pepper (`ZAFE_PASSWORD_PEPPER`), if any;
@@ -56,7 +59,9 @@ pub struct People {
 }
 
 impl People {
-    pub fn new(config: &crate::config::AuthConfig) -> Result<Self> {
+    /// Builds the hasher and limits from `[auth]`; an error if the Argon2
+    /// parameters are invalid.
+    pub(crate) fn new(config: &crate::config::AuthConfig) -> Result<Self> {
         Ok(Self {
             hasher: password::Hasher::new(&config.password)?,
             limits: limits::LoginLimits::new(&config.password),
@@ -68,7 +73,7 @@ impl People {
 
     /// Sets the configured pepper; only before the first unseal matters,
     /// and only the first call counts.
-    pub fn set_configured_pepper(&self, pepper: SecretKey) {
+    pub(crate) fn set_configured_pepper(&self, pepper: SecretKey) {
         let _ = self.configured_pepper.set(pepper);
     }
 

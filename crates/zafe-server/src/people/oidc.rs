@@ -54,13 +54,15 @@ use crate::error::{Error, Result};
 /// Pending logins (state → nonce, challenge, redirect URI), behind the barrier.
 const STATE_PREFIX: &str = "sys/people/oidc/state/";
 /// A login must come back within this long, and only once.
-pub const STATE_TTL_SECS: i64 = 600;
+pub(crate) const STATE_TTL_SECS: i64 = 600;
 /// Clock skew allowed on `exp`, `nbf` and `iat`: 60 s unless configured, never more than 300 s.
-pub const DEFAULT_CLOCK_SKEW_SECS: u64 = 60;
-pub const MAX_CLOCK_SKEW_SECS: u64 = 300;
+pub(crate) const DEFAULT_CLOCK_SKEW_SECS: u64 = 60;
+/// Largest `clock_skew_secs` accepted.
+pub(crate) const MAX_CLOCK_SKEW_SECS: u64 = 300;
 /// Every call to the IdP (connect and whole request): 5 s unless configured, at most 30 s.
-pub const DEFAULT_TIMEOUT_SECS: u64 = 5;
-pub const MAX_TIMEOUT_SECS: u64 = 30;
+pub(crate) const DEFAULT_TIMEOUT_SECS: u64 = 5;
+/// Largest `timeout_secs` accepted.
+pub(crate) const MAX_TIMEOUT_SECS: u64 = 30;
 /// The largest answer read from the IdP (discovery, JWKS, token endpoint).
 const MAX_IDP_RESPONSE_BYTES: usize = 1024 * 1024;
 /// The JWKS is fetched again for an unknown key id at most this often.
@@ -99,8 +101,11 @@ fn default_true() -> bool {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenAuthMethod {
+    /// HTTP Basic authentication with the form-encoded client id and secret
+    /// (RFC 6749, section 2.3.1); the default.
     #[default]
     ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
     ClientSecretPost,
 }
 
@@ -112,25 +117,35 @@ pub enum TokenAuthMethod {
 pub struct OidcConfig {
     /// The IdP's issuer identifier; ID tokens must carry exactly this `iss`.
     pub issuer: String,
+    /// The client id the IdP registered for Zafe.
     pub client_id: String,
+    /// File holding the client secret (mode 0600); `ZAFE_OIDC_CLIENT_SECRET`
+    /// and `ZAFE_OIDC_CLIENT_SECRET_FILE` override it. None: a public client
+    /// (PKCE only).
     pub client_secret_file: Option<PathBuf>,
     /// The `aud` ID tokens must carry; defaults to `client_id`.
     pub audience: Option<String>,
     /// Where the signing keys are: a URL of the IdP, or a local file. When
     /// neither is given, discovery's `jwks_uri` is used.
     pub jwks_url: Option<String>,
+    /// A local JWKS file, read at start (instead of `jwks_url`).
     pub jwks_file: Option<PathBuf>,
     /// Endpoints; discovered from the issuer when not given.
     pub authorization_endpoint: Option<String>,
+    /// The token endpoint; discovered when not given.
     pub token_endpoint: Option<String>,
+    /// How the server authenticates at the token endpoint, when it has a
+    /// client secret.
     #[serde(default)]
     pub token_auth_method: TokenAuthMethod,
     /// Redirect URIs clients may ask for; `*` as the port matches any port
     /// (the CLI listens on an ephemeral loopback port).
     #[serde(default = "default_redirect_uris")]
     pub allowed_redirect_uris: Vec<String>,
+    /// Scopes requested; must include `openid`. Default `openid email profile`.
     #[serde(default = "default_scopes")]
     pub scopes: Vec<String>,
+    /// The claim holding the person's email address; default `email`.
     #[serde(default = "default_email_claim")]
     pub email_claim: String,
     /// The claim holding the person's groups, if the IdP sends one.
@@ -150,20 +165,26 @@ pub struct OidcConfig {
     /// `false` turns internal password login off: OIDC-only deployments.
     #[serde(default = "default_true")]
     pub password_login: bool,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds; default 60,
+    /// at most 300.
     pub clock_skew_secs: Option<u64>,
+    /// Timeout of every call to the IdP, in seconds; default 5, at most 30.
     pub timeout_secs: Option<u64>,
 }
 
 impl OidcConfig {
-    pub fn audience(&self) -> &str {
+    /// The `aud` ID tokens must carry: `audience`, or `client_id`.
+    pub(crate) fn audience(&self) -> &str {
         self.audience.as_deref().unwrap_or(&self.client_id)
     }
 
-    pub fn clock_skew(&self) -> u64 {
+    /// `clock_skew_secs`, or 60 seconds.
+    pub(crate) fn clock_skew(&self) -> u64 {
         self.clock_skew_secs.unwrap_or(DEFAULT_CLOCK_SKEW_SECS)
     }
 
-    pub fn timeout(&self) -> Duration {
+    /// `timeout_secs`, or 5 seconds.
+    pub(crate) fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS))
     }
 
@@ -232,7 +253,7 @@ impl OidcConfig {
 }
 
 /// `"<project>:<role>"` with one of the project roles.
-pub fn parse_role_grant(grant: &str) -> std::result::Result<(&str, &str), String> {
+pub(crate) fn parse_role_grant(grant: &str) -> std::result::Result<(&str, &str), String> {
     let (project, role) = grant
         .split_once(':')
         .ok_or_else(|| format!("{grant:?} is not <project>:<role>"))?;
@@ -322,12 +343,19 @@ struct JwksCache {
 /// What a verified ID token says about the person.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedIdentity {
+    /// The issuer (`iss`), exactly as configured.
     pub issuer: String,
+    /// The subject (`sub`): the IdP's stable id for the person, at most 255
+    /// bytes. With the issuer, it is what an account links to.
     pub subject: String,
     /// Lower-cased.
     pub email: Option<String>,
+    /// Whether the IdP says the email is verified (`email_verified` true or
+    /// `"true"`); only then may a first login link by email.
     pub email_verified: bool,
+    /// The `name` claim, cut to 200 characters.
     pub name: Option<String>,
+    /// The groups from `groups_claim` (at most 256); empty without one.
     pub groups: Vec<String>,
 }
 
@@ -344,6 +372,7 @@ struct Pending {
 /// OIDC login as configured: the HTTP client for the IdP, the discovered
 /// endpoints and the JWKS cache.
 pub struct Oidc {
+    /// The `[oidc]` settings it was built with (no client secret in them).
     pub config: OidcConfig,
     client_secret: Option<Zeroizing<String>>,
     http: reqwest::Client,
@@ -788,7 +817,7 @@ impl Oidc {
     }
 
     /// The project roles the configured group mapping gives these groups.
-    pub fn roles_for(&self, groups: &[String]) -> Vec<String> {
+    pub(crate) fn roles_for(&self, groups: &[String]) -> Vec<String> {
         let mut roles: Vec<String> = groups
             .iter()
             .filter_map(|g| self.config.group_roles.get(g))
@@ -1039,7 +1068,7 @@ async fn read_json_any_status(mut response: reqwest::Response, what: &str) -> Re
 }
 
 /// `POST auth/oidc/auth_url`.
-pub async fn auth_url_route(core: &Arc<Core>, req: &Request) -> Result<Response> {
+pub(crate) async fn auth_url_route(core: &Arc<Core>, req: &Request) -> Result<Response> {
     let oidc = configured(core)?;
     let data = oidc.auth_url(core, req).await?;
     Ok(Response::data(data))

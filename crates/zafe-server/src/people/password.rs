@@ -13,9 +13,9 @@
 //!   flood of 25 logins grew a server from 17 MB to 626 MB for good.
 //! - An unknown user costs exactly what a known one does: [`Hasher::verify`]
 //!   is given a dummy hash made with the same parameters, and
-//!   [`Hasher::verify_dummy`] spends the same work on it.
+//!   `Hasher::verify_dummy` spends the same work on it.
 //! - Hashes made with older parameters still verify (the PHC string carries
-//!   them) and [`Hasher::needs_rehash`] says when to re-hash after a login.
+//!   them) and `Hasher::needs_rehash` says when to re-hash after a login.
 
 use parking_lot::Mutex;
 use std::sync::{Arc, OnceLock, mpsc};
@@ -29,8 +29,11 @@ use zeroize::{Zeroize, Zeroizing};
 use super::config::PasswordConfig;
 use crate::error::{Error, Result};
 
-pub const MIN_PASSWORD_CHARS: usize = 12;
-pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Shortest password accepted, in characters.
+pub(crate) const MIN_PASSWORD_CHARS: usize = 12;
+/// Longest password accepted, in bytes (bounds the hashing work an
+/// attacker can ask for).
+pub(crate) const MAX_PASSWORD_BYTES: usize = 1024;
 
 const COMMON_PASSWORDS: &str = include_str!("common-passwords.txt");
 
@@ -38,11 +41,13 @@ const COMMON_PASSWORDS: &str = include_str!("common-passwords.txt");
 pub struct Password(Zeroizing<String>);
 
 impl Password {
+    /// Takes ownership of the text; it is zeroized when the `Password` drops.
     pub fn new(text: impl Into<String>) -> Self {
         Self(Zeroizing::new(text.into()))
     }
 
-    pub fn expose(&self) -> &str {
+    /// The password itself, to check or hash. Never log or return it.
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -55,7 +60,7 @@ impl std::fmt::Debug for Password {
 
 /// Refuses passwords that are too short or long, on the common list, or
 /// the account's own email address. Messages never repeat the password.
-pub fn check_policy(password: &str, email: &str) -> Result<()> {
+pub(crate) fn check_policy(password: &str, email: &str) -> Result<()> {
     if password.len() > MAX_PASSWORD_BYTES {
         return Err(Error::bad_request(format!(
             "the password is too long: at most {MAX_PASSWORD_BYTES} bytes"
@@ -108,7 +113,9 @@ pub struct Hasher {
 }
 
 impl Hasher {
-    pub fn new(config: &PasswordConfig) -> Result<Self> {
+    /// A hasher with `config`'s Argon2id costs and pool size; an internal error
+    /// if the costs are not valid Argon2 parameters.
+    pub(crate) fn new(config: &PasswordConfig) -> Result<Self> {
         let params = Params::new(config.m_cost, config.t_cost, config.p_cost, None)
             .map_err(|e| Error::Internal(format!("invalid Argon2 parameters: {e}")))?;
         let threads = match config.max_concurrent_hashes {
@@ -215,7 +222,7 @@ impl Hasher {
 
     /// The same work as [`Self::verify`] on an account that does not exist,
     /// so that the answer takes as long (lessons.md: 248 ms against 2 ms).
-    pub async fn verify_dummy(&self, pepper: &SecretKey, password: &Password) -> Result<()> {
+    pub(crate) async fn verify_dummy(&self, pepper: &SecretKey, password: &Password) -> Result<()> {
         let dummy = match self.dummy.get() {
             Some(d) => d.clone(),
             None => {
@@ -228,7 +235,7 @@ impl Hasher {
     }
 
     /// Whether a stored hash was made with other parameters than today's.
-    pub fn needs_rehash(&self, phc: &str) -> bool {
+    pub(crate) fn needs_rehash(&self, phc: &str) -> bool {
         PasswordHash::new(phc)
             .ok()
             .and_then(|h| {
@@ -245,7 +252,7 @@ impl Hasher {
     }
 
     /// How long a verification takes these days (a moving average).
-    pub fn typical_verify_time(&self) -> Duration {
+    pub(crate) fn typical_verify_time(&self) -> Duration {
         *self.typical.lock()
     }
 

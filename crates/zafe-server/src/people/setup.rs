@@ -40,9 +40,9 @@ const SETUP_KEY: &str = "sys/people/setup";
 const INVITE_PREFIX: &str = "sys/people/invite/";
 
 /// The one message for every unusable setup token.
-pub const SETUP_REFUSED: &str = "the setup token is invalid, expired or already used";
+pub(crate) const SETUP_REFUSED: &str = "the setup token is invalid, expired or already used";
 /// The one message for every unusable invitation.
-pub const INVITE_REFUSED: &str = "the invitation is invalid, expired or already used";
+pub(crate) const INVITE_REFUSED: &str = "the invitation is invalid, expired or already used";
 
 #[derive(Serialize, Deserialize)]
 struct SetupRecord {
@@ -53,17 +53,23 @@ struct SetupRecord {
 
 /// An invitation to create an account for one email address.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Invite {
+pub(crate) struct Invite {
+    /// Keyed hash of the invitation token (the record's storage key); the token
+    /// itself is shown once and never stored.
     pub hash: String,
+    /// The only address the invitation registers (lower-cased).
     pub email: String,
+    /// When the invitation stops working (Unix seconds).
     pub expires_at: i64,
+    /// Display name of whoever created it; empty if unknown.
     pub created_by: String,
+    /// When it was created (Unix seconds).
     pub created_at: i64,
 }
 
 /// After an unseal: if no account exists, make a setup token and print the
 /// link (at most once per process). Errors are logged, never fatal.
-pub async fn announce_if_needed(core: &Core) {
+pub(crate) async fn announce_if_needed(core: &Core) {
     if core.is_sealed() || core.people.setup_announced.load(Ordering::SeqCst) {
         return;
     }
@@ -91,7 +97,7 @@ pub async fn announce_if_needed(core: &Core) {
 }
 
 /// `<public url or listen address>/ui/setup#token=...`
-pub fn setup_url(core: &Core, token: &str) -> String {
+pub(crate) fn setup_url(core: &Core, token: &str) -> String {
     let base = match &core.config.public_url {
         Some(url) => url.trim_end_matches('/').to_string(),
         None => {
@@ -135,7 +141,11 @@ pub async fn required(core: &Core) -> Result<bool> {
 
 /// Checks the setup token and returns the writes that consume it; to be
 /// committed with the writes that create the administrator.
-pub async fn consume_writes(core: &Core, key: &SecretKey, presented: &str) -> Result<Vec<Write>> {
+pub(crate) async fn consume_writes(
+    core: &Core,
+    key: &SecretKey,
+    presented: &str,
+) -> Result<Vec<Write>> {
     let refused = || Error::bad_request(SETUP_REFUSED);
     if !token::is_well_formed(presented, TokenKind::Setup) {
         return Err(refused());
@@ -160,7 +170,7 @@ pub async fn consume_writes(core: &Core, key: &SecretKey, presented: &str) -> Re
 
 /// Commits writes that consume the setup token or an invitation and create
 /// an account: a lost race on the token is the same refusal as a used one.
-pub async fn commit_consuming(core: &Core, writes: Vec<Write>, refused: &str) -> Result<()> {
+pub(crate) async fn commit_consuming(core: &Core, writes: Vec<Write>, refused: &str) -> Result<()> {
     match core.barrier.commit(writes).await {
         Ok(()) => Ok(()),
         Err(BarrierError::Conflict { key })
@@ -180,7 +190,7 @@ fn invite_key(hash: &str) -> String {
 }
 
 /// Creates an invitation; returns the token (shown once) and the record.
-pub async fn create_invite(
+pub(crate) async fn create_invite(
     core: &Core,
     email: &str,
     ttl_secs: i64,
@@ -207,7 +217,7 @@ pub async fn create_invite(
 }
 
 /// Checks an invitation for `email`; returns the write that consumes it.
-pub async fn consume_invite_writes(
+pub(crate) async fn consume_invite_writes(
     core: &Core,
     key: &SecretKey,
     presented: &str,

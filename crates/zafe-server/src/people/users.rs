@@ -17,9 +17,11 @@ use zafe_core::secret::SecretKey;
 use crate::barrier::{Barrier, BarrierError, Expect, Write};
 use crate::error::{Error, Result};
 
-pub const USER_PREFIX: &str = "sys/people/user/";
+/// Storage prefix of user records (`sys/people/user/<id>`).
+pub(crate) const USER_PREFIX: &str = "sys/people/user/";
 const EMAIL_PREFIX: &str = "sys/people/email/";
-pub const MAX_EMAIL_LEN: usize = 254;
+/// Longest email address accepted, in bytes (RFC 5321's limit).
+pub(crate) const MAX_EMAIL_LEN: usize = 254;
 const MAX_DISPLAY_NAME: usize = 128;
 /// How often a compare-and-swap update retries.
 const MAX_RETRIES: usize = 32;
@@ -31,6 +33,7 @@ pub struct User {
     pub id: String,
     /// Lower-cased; unique (the email index).
     pub email: String,
+    /// Name shown for the person; may be empty; at most 128 characters.
     #[serde(default)]
     pub display_name: String,
     /// Argon2id PHC string; `None` for accounts that log in only with OIDC.
@@ -45,8 +48,12 @@ pub struct User {
     /// Extra ACL policies an administrator gave this person.
     #[serde(default)]
     pub policies: Vec<String>,
+    /// When the account was created (Unix seconds).
     pub created_at: i64,
+    /// When the record last changed (Unix seconds).
     pub updated_at: i64,
+    /// When the person last changed their password (Unix seconds); `None` if
+    /// never changed since the account was made.
     #[serde(default)]
     pub password_changed_at: Option<i64>,
     /// IdP identities that log in as this person (people/oidc_accounts.rs).
@@ -130,7 +137,7 @@ impl User {
 /// that mixes scripts (`racе` with a Cyrillic `е`), or that is written
 /// wholly in a non-Latin script whose letters all look like Latin ones
 /// (`расе`), would be a second account that looks like the first.
-pub fn normalize_email(raw: &str) -> Result<String> {
+pub(crate) fn normalize_email(raw: &str) -> Result<String> {
     use unicode_normalization::UnicodeNormalization;
     let email: String = raw.trim().nfkc().collect::<String>().to_lowercase();
     let email: String = email.nfkc().collect();
@@ -171,7 +178,7 @@ fn is_look_alike(part: &str) -> bool {
 }
 
 /// Checks a display name: at most 128 characters, no control characters.
-pub fn check_display_name(name: &str) -> Result<()> {
+pub(crate) fn check_display_name(name: &str) -> Result<()> {
     if name.chars().count() > MAX_DISPLAY_NAME || name.chars().any(char::is_control) {
         return Err(Error::bad_request(
             "display_name must be at most 128 characters without control characters",
@@ -206,7 +213,7 @@ fn decode(key: &str, bytes: &[u8]) -> Result<User> {
 }
 
 /// Whether any account exists (first-run setup is offered until one does).
-pub async fn any_exist(barrier: &Barrier) -> Result<bool> {
+pub(crate) async fn any_exist(barrier: &Barrier) -> Result<bool> {
     Ok(!barrier.list(USER_PREFIX, "", 1).await?.is_empty())
 }
 
@@ -223,7 +230,7 @@ pub async fn read(barrier: &Barrier, id: &str) -> Result<Option<(User, i64)>> {
 }
 
 /// A user by (normalised) email.
-pub async fn find_by_email(
+pub(crate) async fn find_by_email(
     barrier: &Barrier,
     key: &SecretKey,
     email: &str,
@@ -260,7 +267,7 @@ pub async fn find(
 /// The writes that create `user` with its email index; a taken email fails
 /// the whole commit with a conflict. Callers may add writes (the setup
 /// record, an invitation) to make one atomic step.
-pub fn create_writes(key: &SecretKey, user: &User) -> Vec<Write> {
+pub(crate) fn create_writes(key: &SecretKey, user: &User) -> Vec<Write> {
     vec![
         Write::Put {
             key: user_key(&user.id),
@@ -286,7 +293,7 @@ pub async fn create(barrier: &Barrier, key: &SecretKey, user: &User) -> Result<(
 
 /// Commits writes that include [`create_writes`], turning a conflict into
 /// the message a person understands.
-pub async fn commit_create(barrier: &Barrier, writes: Vec<Write>) -> Result<()> {
+pub(crate) async fn commit_create(barrier: &Barrier, writes: Vec<Write>) -> Result<()> {
     match barrier.commit(writes).await {
         Ok(()) => Ok(()),
         Err(BarrierError::Conflict { key }) if key.starts_with(EMAIL_PREFIX) => Err(
@@ -330,12 +337,12 @@ fn active_admin(user: &User) -> bool {
 }
 
 /// The refusal when a change would leave the server without an administrator.
-pub fn last_admin() -> Error {
+pub(crate) fn last_admin() -> Error {
     Error::bad_request("this is the last administrator; make another one first")
 }
 
 /// Another active administrator than `id`, with the generation it was read at.
-pub async fn another_admin(barrier: &Barrier, id: &str) -> Result<Option<(User, i64)>> {
+pub(crate) async fn another_admin(barrier: &Barrier, id: &str) -> Result<Option<(User, i64)>> {
     for user in list(barrier, usize::MAX).await? {
         if user.id == id || !active_admin(&user) {
             continue;
@@ -354,7 +361,7 @@ pub async fn another_admin(barrier: &Barrier, id: &str) -> Result<Option<(User, 
 /// administrator exists" stays true up to the commit that relies on it: two
 /// administrators demoting (or deleting) each other at once cannot both
 /// succeed.
-pub fn witness_write(witness: &User, generation: i64) -> Write {
+pub(crate) fn witness_write(witness: &User, generation: i64) -> Write {
     Write::Put {
         key: user_key(&witness.id),
         value: serde_json::to_vec(witness).expect("serialisable"),
@@ -365,7 +372,11 @@ pub fn witness_write(witness: &User, generation: i64) -> Write {
 /// As [`update`], but refused with [`last_admin`] when the change would
 /// take away the last active administrator; the check and the change are
 /// one conditional commit (see [`witness_write`]).
-pub async fn update_keeping_an_admin<F>(barrier: &Barrier, id: &str, mut change: F) -> Result<User>
+pub(crate) async fn update_keeping_an_admin<F>(
+    barrier: &Barrier,
+    id: &str,
+    mut change: F,
+) -> Result<User>
 where
     F: FnMut(&mut User) -> Result<()>,
 {
@@ -396,7 +407,7 @@ where
 }
 
 /// The writes that delete a user and its email index.
-pub fn delete_writes(key: &SecretKey, user: &User) -> Vec<Write> {
+pub(crate) fn delete_writes(key: &SecretKey, user: &User) -> Vec<Write> {
     vec![
         Write::Delete {
             key: user_key(&user.id),
