@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 mod caller;
+mod clock;
 mod engine;
 mod error;
 pub mod params;
@@ -22,6 +23,7 @@ mod storage;
 mod system;
 
 pub use caller::Caller;
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use engine::{Ctx, Engine, Mount};
 pub use error::{Error, Result};
 pub use params::{LifetimeRequest, MAX_LIST, parse_duration, parse_ttl, rfc3339, str_field};

@@ -2,13 +2,14 @@
 
 use zafe_core::secret::SecretKey;
 
+use crate::clock::Timestamp;
 use crate::error::Result;
 
 /// The system view: the core's answers to the few questions an engine may ask (as Vault's
 /// `logical.SystemView`). The core implements it; tests can implement it with a fixed clock.
 pub trait SystemView: Send + Sync {
-    /// Now, in Unix seconds: the one clock engines read for records they keep.
-    fn now(&self) -> i64;
+    /// Now: the server's one clock (a manual one in tests).
+    fn now(&self) -> Timestamp;
 
     /// The largest request body the server accepts, in bytes (limits of engine values follow it).
     fn max_body_bytes(&self) -> usize;

@@ -660,7 +660,7 @@ async fn generate_secret_id(
         if custom.is_some() && ctx.view.get(&secret_key(&role, &hash)).await?.is_some() {
             return Err(Error::bad_request("SecretID is already registered"));
         }
-        let now = ctx.system.now();
+        let now = ctx.system.now().secs();
         let entry = SecretIdEntry {
             hash: hash.clone(),
             accessor: uuid::Uuid::new_v4().to_string(),
@@ -729,7 +729,7 @@ async fn read_secret(
     if !constant_time_eq(entry.hash.as_bytes(), hash.as_bytes()) {
         return Err(Error::Integrity { key });
     }
-    if entry.is_expired(ctx.system.now()) {
+    if entry.is_expired(ctx.system.now().secs()) {
         ctx.view
             .commit(delete_secret_writes(role, hasher, &entry, None))
             .await?;
@@ -847,7 +847,7 @@ async fn list_secret_ids(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Res
     let after = req.query("after").unwrap_or_default();
     let folder = format!("secret_id/{}/", role.uuid);
     let rows = ctx.view.list(&folder, after, limit).await?;
-    let now = ctx.system.now();
+    let now = ctx.system.now().secs();
     let mut keys = Vec::with_capacity(rows.len());
     for row in &rows {
         if let Some((entry, _)) = ctx
@@ -876,7 +876,7 @@ async fn list_secret_ids(ctx: &Ctx<'_>, req: &Request, name: &str) -> Result<Res
 fn tidy(ctx: &Ctx<'_>, req: &Request) -> Result<Response> {
     let view = ctx.view.clone();
     let request_id = req.request_id.clone();
-    let now = ctx.system.now();
+    let now = ctx.system.now().secs();
     tokio::spawn(async move {
         match tidy_secret_ids(&view, now).await {
             Ok(removed) => tracing::info!(%request_id, removed, "AppRole secret ids tidied"),
@@ -1064,7 +1064,7 @@ async fn consume_secret_id(
             1 => delete_secret_writes(role, hasher, &entry, Some(generation)),
             n => {
                 entry.num_uses = n - 1;
-                entry.updated_at = ctx.system.now();
+                entry.updated_at = ctx.system.now().secs();
                 vec![Write::Put {
                     key: secret_key(role, hash),
                     value: serde_json::to_vec(&entry).expect("serialisable"),

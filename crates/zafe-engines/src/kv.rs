@@ -298,7 +298,7 @@ impl Engine for Kv {
         match (head, req.operation) {
             ("config", Read) if rest.is_empty() => config_read(view).await,
             ("config", Write) if rest.is_empty() => config_write(view, req).await,
-            ("data", Read) => data_read(view, req, rest).await,
+            ("data", Read) => data_read(view, req, rest, ctx.system.now().nanos()).await,
             ("data", Write) => self.data_write(ctx, req, rest).await,
             ("data", Patch) => self.data_patch(ctx, req, rest).await,
             ("data", Delete) => self.delete_latest(ctx, rest).await,
@@ -388,7 +388,8 @@ async fn config_write(view: &View, req: &Request) -> Result<Response> {
 
 // ---- data -------------------------------------------------------------------
 
-async fn data_read(view: &View, req: &Request, rest: &str) -> Result<Response> {
+/// `now`: Unix nanoseconds, from the system view's clock.
+async fn data_read(view: &View, req: &Request, rest: &str, now: i64) -> Result<Response> {
     let Ok(path) = validate_path(rest) else {
         return Ok(not_found());
     };
@@ -401,7 +402,7 @@ async fn data_read(view: &View, req: &Request, rest: &str) -> Result<Response> {
             Some(_) => return Err(Error::bad_request(VERSION_REFUSED)),
         },
     };
-    match read_secret_version(view, path, version).await? {
+    match read_secret_version(view, path, version, now).await? {
         VersionRead::Missing => Ok(not_found()),
         // Vault answers 404 with the version's metadata, so clients can
         // tell "deleted" and "destroyed" from "never existed".
@@ -452,7 +453,12 @@ enum VersionRead {
 /// through the mount's view. `GET data/<path>` and `sys/resolve` both read
 /// through here, so there is one way to read a KV v2 secret. The caller has
 /// authorised the read.
-async fn read_secret_version(view: &View, path: &str, version: Option<u64>) -> Result<VersionRead> {
+async fn read_secret_version(
+    view: &View,
+    path: &str,
+    version: Option<u64>,
+    now: i64,
+) -> Result<VersionRead> {
     let Ok(path) = validate_path(path) else {
         return Ok(VersionRead::Missing);
     };
@@ -466,7 +472,6 @@ async fn read_secret_version(view: &View, path: &str, version: Option<u64>) -> R
         let Some(vm) = meta.versions.get(&version) else {
             return Ok(VersionRead::Missing);
         };
-        let now = now_nanos();
         let metadata = meta.version_json(version, vm);
         if !vm.is_live(now) {
             return Ok(VersionRead::Gone { metadata });
@@ -670,7 +675,7 @@ impl Kv {
                 // OpenBao answers a patch of nothing with a bare 404.
                 return Ok(Response::Status(Status::NOT_FOUND));
             };
-            let now = now_nanos();
+            let now = ctx.system.now().nanos();
             let current = meta.current_version;
             let Some(vm) = meta.versions.get(&current) else {
                 return Ok(Response::Status(Status::NOT_FOUND));
@@ -699,7 +704,7 @@ impl Kv {
                 remove: pruned,
                 reply,
             };
-            if let Some(reply) = commit(view, path, Some(generation), true, change).await? {
+            if let Some(reply) = commit(view, path, Some(generation), true, change, now).await? {
                 return Ok(Response::data(reply));
             }
         }
@@ -900,11 +905,12 @@ impl Kv {
         for _ in 0..MAX_CAS_ATTEMPTS {
             let (current, generation) = load_meta(view, path).await?;
             let existed = current.is_some();
-            let change = match f(current, now_nanos())? {
+            let now = ctx.system.now().nanos();
+            let change = match f(current, now)? {
                 Outcome::Unchanged(reply) => return Ok(reply),
                 Outcome::Write(change) => change,
             };
-            if let Some(reply) = commit(view, path, generation, existed, change).await? {
+            if let Some(reply) = commit(view, path, generation, existed, change, now).await? {
                 return Ok(reply);
             }
         }
@@ -928,6 +934,7 @@ async fn commit<T>(
     generation: Option<i64>,
     existed: bool,
     change: Change<T>,
+    now: i64,
 ) -> Result<Option<T>> {
     let key = meta_key(path);
     let expect = generation.map_or(Expect::Absent, Expect::Generation);
@@ -954,7 +961,7 @@ async fn commit<T>(
             // A tombstone, not a deletion: see `load_meta`.
             let tombstone = Meta {
                 deleted: true,
-                ..Meta::new(now_nanos())
+                ..Meta::new(now)
             };
             writes.push(Write::Put {
                 key,
@@ -1286,11 +1293,6 @@ fn merge_patch_map(target: &mut Map<String, Value>, patch: &Map<String, Value>) 
             }
         }
     }
-}
-
-fn now_nanos() -> i64 {
-    let ns = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
-    i64::try_from(ns).unwrap_or(i64::MAX)
 }
 
 /// RFC 3339 in UTC with nanoseconds, trailing zeros dropped, as Go's

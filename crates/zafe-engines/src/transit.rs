@@ -42,7 +42,8 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha224, Sha256, Sha384, Sha512};
 use zafe_core::crypto::fill_random;
 use zafe_engine::{
-    Ctx, Engine, Error, Expect, MAX_LIST, Operation, Request, Response, Result, Status, Write,
+    Ctx, Engine, Error, Expect, MAX_LIST, Operation, Request, Response, Result, Status, Timestamp,
+    Write,
 };
 use zeroize::Zeroizing;
 
@@ -193,15 +194,13 @@ struct KeyVersion {
 }
 
 impl KeyVersion {
-    fn generate() -> Self {
-        let now = time::OffsetDateTime::now_utc();
+    /// A new version made at `now`.
+    fn generate(now: Timestamp) -> Self {
         Self {
             key: KeyBytes::random(32),
             hmac_key: KeyBytes::random(32),
-            created: now.unix_timestamp(),
-            creation_time: now
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
+            created: now.secs(),
+            creation_time: zafe_engine::rfc3339(now.secs()),
         }
     }
 
@@ -233,9 +232,9 @@ struct Policy {
 }
 
 impl Policy {
-    fn new(name: &str, key_type: KeyType, exportable: bool) -> Self {
+    fn new(name: &str, key_type: KeyType, exportable: bool, now: Timestamp) -> Self {
         let mut versions = BTreeMap::new();
-        versions.insert(1, KeyVersion::generate());
+        versions.insert(1, KeyVersion::generate(now));
         Self {
             name: name.to_string(),
             key_type,
@@ -249,10 +248,10 @@ impl Policy {
         }
     }
 
-    fn rotate(&mut self) {
+    fn rotate(&mut self, now: Timestamp) {
         self.latest_version += 1;
         self.versions
-            .insert(self.latest_version, KeyVersion::generate());
+            .insert(self.latest_version, KeyVersion::generate(now));
     }
 
     /// The version a new ciphertext (or datakey) uses, checked as Vault does.
@@ -1005,6 +1004,7 @@ impl Transit {
         }
         reject_unsupported_options(&fields)?;
         let mut existed = false;
+        let now = ctx.system.now();
         let policy = self
             .modify(ctx, name, |current| match current {
                 Some(existing) => {
@@ -1013,7 +1013,7 @@ impl Transit {
                 }
                 None => {
                     existed = false;
-                    Ok(Change::Write(Policy::new(name, key_type, exportable)))
+                    Ok(Change::Write(Policy::new(name, key_type, exportable, now)))
                 }
             })
             .await?;
@@ -1127,10 +1127,11 @@ impl Transit {
     }
 
     async fn rotate(&self, ctx: &Ctx<'_>, name: &str) -> Result<Response> {
+        let now = ctx.system.now();
         let policy = self
             .modify(ctx, name, |current| match current {
                 Some(mut p) => {
-                    p.rotate();
+                    p.rotate(now);
                     Ok(Change::Write(p))
                 }
                 None => Err(Error::bad_request(format!(
@@ -1425,9 +1426,10 @@ impl Transit {
                 "convergent encryption is not supported by Zafe's transit engine",
             ));
         }
+        let now = ctx.system.now();
         self.modify(ctx, name, |current| match current {
             Some(existing) => Ok(Change::Keep(existing)),
-            None => Ok(Change::Write(Policy::new(name, key_type, false))),
+            None => Ok(Change::Write(Policy::new(name, key_type, false, now))),
         })
         .await
     }
@@ -1803,7 +1805,12 @@ mod tests {
     use super::*;
 
     fn policy_with(key_type: KeyType, key: &[u8]) -> Policy {
-        let mut p = Policy::new("vector", key_type, true);
+        let mut p = Policy::new(
+            "vector",
+            key_type,
+            true,
+            Timestamp::from_secs(1_700_000_000),
+        );
         let v = p.versions.get_mut(&1).unwrap();
         v.key = KeyBytes(Zeroizing::new(key.to_vec()));
         p
@@ -1875,7 +1882,13 @@ mod tests {
 
     #[test]
     fn key_records_never_show_material_in_debug_or_errors() {
-        let json = serde_json::to_vec(&Policy::new("k", KeyType::Aes256Gcm96, false)).unwrap();
+        let json = serde_json::to_vec(&Policy::new(
+            "k",
+            KeyType::Aes256Gcm96,
+            false,
+            Timestamp::from_secs(1_700_000_000),
+        ))
+        .unwrap();
         // Garbled material fails with a message that does not echo it.
         let text = String::from_utf8(json).unwrap();
         let garbled = text.replacen("\"key\":\"", "\"key\":\"!!SECRET", 1);

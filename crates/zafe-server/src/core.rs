@@ -26,7 +26,7 @@ use crate::policies::{AclCache, PolicyStore};
 use crate::seal::{self, Seal};
 use crate::sys::{self, Access};
 use crate::tokens::{self, TokenSpec};
-use zafe_engine::{Caller as EngineCaller, Ctx, Grant};
+use zafe_engine::{Caller as EngineCaller, Clock, Ctx, Grant, Timestamp};
 
 use crate::caller::Caller;
 
@@ -70,6 +70,8 @@ struct Unsealed {
 
 pub struct Core {
     pub config: Config,
+    /// The one clock every decision about time reads.
+    clock: Arc<dyn Clock>,
     pub barrier: Arc<Barrier>,
     pub seal: Seal,
     pub identity: IdentityKey,
@@ -105,6 +107,8 @@ struct RekeyProgress {
 /// Everything [`Core::new`] needs.
 pub struct CoreParts {
     pub config: Config,
+    /// The one clock (the system's; a manual one in tests).
+    pub clock: Arc<dyn Clock>,
     pub backend: Arc<dyn Backend>,
     pub identity: IdentityKey,
     pub master_key: Option<SecretKey>,
@@ -124,6 +128,7 @@ impl Core {
         let people = crate::people::People::new(&parts.config.auth)?;
         let core = Arc::new(Self {
             config: parts.config,
+            clock: parts.clock,
             barrier: Arc::new(Barrier::new(parts.backend.clone())),
             seal: Seal::new(parts.backend, parts.master_key),
             identity: parts.identity,
@@ -160,6 +165,16 @@ impl Core {
         self.barrier.backend()
     }
 
+    /// Now, by the core's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Now in Unix seconds, the unit of the token store and of sessions.
+    pub fn now_secs(&self) -> i64 {
+        self.clock.now().secs()
+    }
+
     pub fn is_sealed(&self) -> bool {
         self.unsealed.read().is_none()
     }
@@ -181,7 +196,10 @@ impl Core {
         threshold: usize,
         root_token: Option<&str>,
     ) -> Result<(Vec<zafe_core::shamir::Share>, String)> {
-        let init = self.seal.initialize(shares, threshold).await?;
+        let init = self
+            .seal
+            .initialize(shares, threshold, self.now_secs())
+            .await?;
         self.ensure_cluster_info().await?;
         self.open(init.unsealed);
         let created = tokens::create(
@@ -193,6 +211,7 @@ impl Core {
                 ttl_secs: None,
             },
             root_token,
+            self.now_secs(),
         )
         .await;
         if !self.seal.has_master_key() {
@@ -273,6 +292,7 @@ impl Core {
                 &self.token_key()?,
                 token,
                 req.client_ip,
+                self.now_secs(),
             )
             .await?
             .map(crate::service_accounts::Principal::into_caller)
@@ -283,16 +303,27 @@ impl Core {
         let keys = self.unsealed()?;
         if token.starts_with("zafe_at_") {
             // A person's session (people/sessions.rs).
-            return crate::people::sessions::authenticate(&self.barrier, &keys.token_key, token)
-                .await?
-                .ok_or(Error::PermissionDenied)
-                .inspect(crate::audit::note_caller);
-        }
-        tokens::authenticate(&self.barrier, &keys.token_key, token, req.client_ip)
+            return crate::people::sessions::authenticate(
+                &self.barrier,
+                &keys.token_key,
+                token,
+                self.now_secs(),
+            )
             .await?
-            .map(Caller::Token)
             .ok_or(Error::PermissionDenied)
-            .inspect(crate::audit::note_caller)
+            .inspect(crate::audit::note_caller);
+        }
+        tokens::authenticate(
+            &self.barrier,
+            &keys.token_key,
+            token,
+            req.client_ip,
+            self.now_secs(),
+        )
+        .await?
+        .map(Caller::Token)
+        .ok_or(Error::PermissionDenied)
+        .inspect(crate::audit::note_caller)
     }
 
     pub async fn revoke_token(&self, token: &str) -> Result<()> {
@@ -418,7 +449,7 @@ impl Core {
         grant: Grant,
         mut warnings: Vec<String>,
     ) -> Result<Response> {
-        let (lifetime, planned) = tokens::plan_lifetime(&grant.lifetime, None, crate::seal::now());
+        let (lifetime, planned) = tokens::plan_lifetime(&grant.lifetime, None, self.now_secs());
         warnings.extend(planned);
         let new = tokens::NewToken {
             policies: grant.policies,
@@ -432,7 +463,8 @@ impl Core {
             role: None,
             bound_cidrs: grant.bound_cidrs,
         };
-        let (token, entry) = tokens::issue(&self.barrier, &self.token_key()?, new).await?;
+        let (token, entry) =
+            tokens::issue(&self.barrier, &self.token_key()?, new, self.now_secs()).await?;
         tracing::info!(mount = %mounted.entry.path, accessor = %entry.accessor, "login");
         Ok(crate::tokens::api::auth_reply(
             &entry,
@@ -531,7 +563,7 @@ impl Core {
     /// At most one reload-on-miss per second.
     fn may_reload_mounts(&self) -> bool {
         use std::sync::atomic::Ordering;
-        let now = crate::seal::now();
+        let now = self.now_secs();
         let last = self.last_mount_reload.load(Ordering::Relaxed);
         now > last
             && self

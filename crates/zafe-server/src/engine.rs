@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use zafe_core::crypto::derive_key;
 use zafe_core::secret::SecretKey;
+use zafe_engine::Timestamp;
 pub use zafe_engine::{Ctx, Engine, Expect, MAX_LIST, Record, Storage, View, Write, str_field};
 
 use crate::barrier::Barrier;
@@ -43,8 +44,8 @@ impl Storage for Barrier {
 }
 
 impl zafe_engine::SystemView for Core {
-    fn now(&self) -> i64 {
-        crate::seal::now()
+    fn now(&self) -> Timestamp {
+        Core::now(self)
     }
 
     fn max_body_bytes(&self) -> usize {

@@ -586,6 +586,7 @@ mod tests {
             Arc::new(zafe_storage::sqlite::SqliteBackend::memory().await.unwrap());
         let core = Core::new(crate::core::CoreParts {
             config: Default::default(),
+            clock: std::sync::Arc::new(zafe_engine::SystemClock),
             backend,
             identity: zafe_core::identity::IdentityKey::generate(),
             master_key: None,
@@ -657,6 +658,7 @@ mod tests {
             Arc::new(zafe_storage::sqlite::SqliteBackend::memory().await.unwrap());
         let core = Core::new(crate::core::CoreParts {
             config: Default::default(),
+            clock: std::sync::Arc::new(zafe_engine::SystemClock),
             backend,
             identity: zafe_core::identity::IdentityKey::generate(),
             master_key: None,

@@ -131,6 +131,7 @@ async fn start_dev(
     let backend: Arc<dyn Backend> = Arc::new(SqliteBackend::memory().await?);
     let core = Core::new(CoreParts {
         config,
+        clock: std::sync::Arc::new(zafe_engine::SystemClock),
         backend,
         // Ephemeral by design, like everything else in dev mode.
         identity: IdentityKey::generate(),
@@ -258,6 +259,7 @@ async fn start_configured(config: Config, accept_rollback: bool) -> Result<Arc<C
     };
     let core = Core::new(CoreParts {
         config,
+        clock: std::sync::Arc::new(zafe_engine::SystemClock),
         backend,
         identity,
         master_key: secrets.master_key,

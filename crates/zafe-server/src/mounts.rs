@@ -62,7 +62,8 @@ pub struct MountEntry {
 impl MountEntry {
     /// A new mount of engine `kind` at `path` (with its trailing slash), with a
     /// fresh uuid and accessor and no options or TTLs.
-    pub fn new(path: &str, kind: &str, auth: bool) -> Self {
+    /// A new mount created at `now` (Unix seconds).
+    pub fn new(path: &str, kind: &str, auth: bool, now: i64) -> Self {
         let uuid = uuid::Uuid::new_v4().to_string();
         let short = &uuid[..8];
         Self {
@@ -82,7 +83,7 @@ impl MountEntry {
             default_lease_ttl: 0,
             max_lease_ttl: 0,
             auth,
-            created_at: crate::seal::now(),
+            created_at: now,
         }
     }
 
@@ -302,10 +303,10 @@ pub(crate) async fn load_or_create(core: &Arc<Core>) -> Result<MountTable> {
             key: TABLE_KEY.into(),
         });
     }
-    let mut secret = MountEntry::new("secret/", "kv", false);
+    let mut secret = MountEntry::new("secret/", "kv", false, core.now_secs());
     secret.options.insert("version".into(), "2".into());
     secret.description = "key/value secret storage".into();
-    let mut token = MountEntry::new("auth/token/", "token", true);
+    let mut token = MountEntry::new("auth/token/", "token", true, core.now_secs());
     token.description = "token based credentials".into();
     let table = MountTable {
         entries: vec![secret, token],
@@ -428,7 +429,7 @@ pub(crate) async fn enable(
     let max_lease_ttl = ttl("max_lease_ttl")?.unwrap_or(0);
     modify(core, |table| {
         let path = normalise_path(raw_path, auth, table)?;
-        let mut entry = MountEntry::new(&path, &kind, auth);
+        let mut entry = MountEntry::new(&path, &kind, auth, core.now_secs());
         entry.description = description.clone();
         entry.options = std::mem::take(&mut options);
         entry.default_lease_ttl = default_lease_ttl;
@@ -660,8 +661,8 @@ mod tests {
     // locks), a new mount at the same path gets a new one, and the token store is the core's.
     #[test]
     fn reloads_keep_each_mounts_engine() {
-        let kv = MountEntry::new("secret/", "kv", false);
-        let token = MountEntry::new("auth/token/", "token", true);
+        let kv = MountEntry::new("secret/", "kv", false, 0);
+        let token = MountEntry::new("auth/token/", "token", true, 0);
         let table = MountTable {
             entries: vec![kv.clone(), token],
         };
@@ -676,7 +677,7 @@ mod tests {
             Handler::TokenStore
         ));
         let remounted = MountTable {
-            entries: vec![MountEntry::new("secret/", "kv", false)],
+            entries: vec![MountEntry::new("secret/", "kv", false, 0)],
         };
         let third = Router::build(&remounted, Some(&second));
         assert!(!Arc::ptr_eq(
@@ -700,7 +701,7 @@ mod tests {
     #[test]
     fn mount_paths() {
         let table = MountTable {
-            entries: vec![MountEntry::new("secret/", "kv", false)],
+            entries: vec![MountEntry::new("secret/", "kv", false, 0)],
         };
         assert_eq!(normalise_path("team/", false, &table).unwrap(), "team/");
         assert_eq!(normalise_path("/team", false, &table).unwrap(), "team/");

@@ -408,7 +408,7 @@ pub async fn capabilities(
                 .field("token")
                 .and_then(Value::as_str)
                 .ok_or_else(|| Error::bad_request("'token' must be given"))?;
-            crate::tokens::lookup(&core.barrier, &core.token_key()?, token)
+            crate::tokens::lookup(&core.barrier, &core.token_key()?, token, core.now_secs())
                 .await?
                 .map(Caller::Token)
                 .ok_or_else(|| Error::bad_request("invalid token"))?

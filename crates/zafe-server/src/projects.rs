@@ -218,10 +218,6 @@ fn tag_key(tag: &str, slug: &str) -> String {
     format!("{TAG_PREFIX}{tag}/{slug}")
 }
 
-fn now() -> i64 {
-    crate::seal::now()
-}
-
 /// `[a-z0-9][a-z0-9_-]{0,62}`: slugs, environment names and tags.
 pub fn is_valid_name(name: &str) -> bool {
     let bytes = name.as_bytes();
@@ -630,7 +626,7 @@ async fn create(core: &Arc<Core>, req: &Request, caller: &Caller) -> Result<Resp
         environments,
         tags,
         created_by: actor(caller),
-        created_at: now(),
+        created_at: core.now_secs(),
     };
     for _ in 0..MAX_ATTEMPTS {
         let mut writes = vec![
@@ -889,7 +885,9 @@ pub async fn set_member(
                     added_by: current
                         .as_ref()
                         .map_or_else(|| by.to_string(), |(m, _)| m.added_by.clone()),
-                    added_at: current.as_ref().map_or_else(now, |(m, _)| m.added_at),
+                    added_at: current
+                        .as_ref()
+                        .map_or_else(|| core.now_secs(), |(m, _)| m.added_at),
                 };
                 writes.push(Write::Put {
                     key: member_key(slug, user_id),

@@ -122,7 +122,12 @@ impl Seal {
     /// concurrent initialisations (even on two nodes): every record is
     /// created with `Condition::Absent` in one atomic commit, so exactly one
     /// wins and the other gets [`Error::AlreadyInitialized`].
-    pub async fn initialize(&self, shares: usize, threshold: usize) -> Result<Initialized> {
+    pub async fn initialize(
+        &self,
+        shares: usize,
+        threshold: usize,
+        now: i64,
+    ) -> Result<Initialized> {
         shamir::validate(shares, threshold)
             .map_err(|e| Error::bad_request(format!("invalid seal configuration: {e}")))?;
         if self.config().await?.is_some() {
@@ -137,7 +142,7 @@ impl Seal {
             secret_threshold: threshold,
             share_digests: issued.iter().map(|s| hex::encode(s.digest())).collect(),
             auto_unseal: self.master_key.is_some(),
-            created_at: now(),
+            created_at: now,
         };
 
         let mut ops = vec![
@@ -423,12 +428,6 @@ fn storage(e: StorageError) -> Error {
     Error::StorageUnavailable(e.to_string())
 }
 
-/// The current time in Unix seconds (UTC): the clock the whole server uses
-/// for expiries and timestamps.
-pub(crate) fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
 #[cfg(test)]
 impl Seal {
     /// Holds the seal's lock, for the test that a panic cannot wedge the server.
@@ -450,7 +449,7 @@ mod tests {
     #[tokio::test]
     async fn threshold_shares_unseal_and_a_wrong_share_is_refused_without_losing_progress() {
         let (seal, _) = seal_with(None).await;
-        let init = seal.initialize(5, 3).await.unwrap();
+        let init = seal.initialize(5, 3, 1_700_000_000).await.unwrap();
         let hexes: Vec<String> = init
             .shares
             .iter()
@@ -486,9 +485,9 @@ mod tests {
     #[tokio::test]
     async fn a_second_initialisation_is_refused() {
         let (seal, _) = seal_with(None).await;
-        seal.initialize(1, 1).await.unwrap();
+        seal.initialize(1, 1, 1_700_000_000).await.unwrap();
         assert!(matches!(
-            seal.initialize(1, 1).await,
+            seal.initialize(1, 1, 1_700_000_000).await,
             Err(Error::AlreadyInitialized)
         ));
     }
@@ -500,9 +499,9 @@ mod tests {
         let mut tasks = Vec::new();
         for _ in 0..8 {
             let s = seal.clone();
-            tasks.push(tokio::spawn(
-                async move { s.initialize(3, 2).await.is_ok() },
-            ));
+            tasks.push(tokio::spawn(async move {
+                s.initialize(3, 2, 1_700_000_000).await.is_ok()
+            }));
         }
         let mut wins = 0;
         for t in tasks {
@@ -515,7 +514,7 @@ mod tests {
     async fn master_key_unseals_and_a_wrong_one_fails_clearly() {
         let master = SecretKey::generate();
         let (seal, backend) = seal_with(Some(master.duplicate())).await;
-        let init = seal.initialize(1, 1).await.unwrap();
+        let init = seal.initialize(1, 1, 1_700_000_000).await.unwrap();
         let again = Seal::new(backend.clone(), Some(master))
             .unseal_with_master_key()
             .await

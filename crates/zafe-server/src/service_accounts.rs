@@ -107,10 +107,6 @@ fn token_key(hash: &str) -> String {
     format!("{TOKEN_PREFIX}{hash}")
 }
 
-fn now() -> i64 {
-    crate::seal::now()
-}
-
 /// Names: lowercase letters, digits, `-` and `_`, 1 to 64 characters.
 fn validate_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -232,7 +228,7 @@ fn compile_check(scope: &Scope) -> Result<()> {
         .map_err(|e| Error::bad_request(format!("invalid path scope: {e}")))
 }
 
-fn parse_request(name: &str, body: Option<&Value>) -> Result<ServiceAccount> {
+fn parse_request(name: &str, body: Option<&Value>, now: i64) -> Result<ServiceAccount> {
     validate_name(name)?;
     let body = body.ok_or_else(|| Error::bad_request("a JSON body with scopes is required"))?;
     let scopes: Vec<String> = match body.get("scopes") {
@@ -284,7 +280,7 @@ fn parse_request(name: &str, body: Option<&Value>) -> Result<ServiceAccount> {
         None | Some(Value::Null) => None,
         Some(v) => {
             let secs = crate::mounts::parse_ttl(v)?;
-            (secs > 0).then(|| now() + secs as i64)
+            (secs > 0).then(|| now + secs as i64)
         }
     };
     Ok(ServiceAccount {
@@ -297,7 +293,7 @@ fn parse_request(name: &str, body: Option<&Value>) -> Result<ServiceAccount> {
         scopes,
         allowed_cidrs,
         expires_at,
-        created_at: now(),
+        created_at: now,
         tokens: Vec::new(),
     })
 }
@@ -308,9 +304,10 @@ pub async fn create(
     key: &SecretKey,
     name: &str,
     body: Option<&Value>,
+    now: i64,
 ) -> Result<(ServiceAccount, String, SaToken)> {
-    let mut account = parse_request(name, body)?;
-    let (token, record) = new_token(key, &account, token_ttl(body)?);
+    let mut account = parse_request(name, body, now)?;
+    let (token, record) = new_token(key, &account, token_ttl(body, now)?, now);
     account.tokens.push(record.accessor.clone());
     let writes = vec![
         Write::Put {
@@ -333,12 +330,12 @@ pub async fn create(
     }
 }
 
-fn token_ttl(body: Option<&Value>) -> Result<Option<i64>> {
+fn token_ttl(body: Option<&Value>, now: i64) -> Result<Option<i64>> {
     match body.and_then(|b| b.get("token_ttl")) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => {
             let secs = crate::mounts::parse_ttl(v)?;
-            Ok((secs > 0).then(|| now() + secs as i64))
+            Ok((secs > 0).then(|| now + secs as i64))
         }
     }
 }
@@ -347,13 +344,14 @@ fn new_token(
     key: &SecretKey,
     account: &ServiceAccount,
     expires_at: Option<i64>,
+    now: i64,
 ) -> (String, SaToken) {
     let token = token::generate(TokenKind::ServiceAccount);
     let record = SaToken {
         account: account.name.clone(),
         accessor: hex::encode(zafe_core::crypto::random_bytes::<16>()),
         id_hash: hex::encode(token::lookup_hash(key, &token)),
-        created_at: now(),
+        created_at: now,
         expires_at: match (expires_at, account.expires_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -369,13 +367,14 @@ pub async fn issue_token(
     key: &SecretKey,
     name: &str,
     body: Option<&Value>,
+    now: i64,
 ) -> Result<(String, SaToken)> {
-    let expires = token_ttl(body)?;
+    let expires = token_ttl(body, now)?;
     for _ in 0..16 {
         let (account, generation) = read(barrier, name)
             .await?
             .ok_or_else(|| Error::NotFound(format!("no service account {name}")))?;
-        let (token, record) = new_token(key, &account, expires);
+        let (token, record) = new_token(key, &account, expires, now);
         let mut updated = account.clone();
         updated.tokens.push(record.accessor.clone());
         let writes = vec![
@@ -463,6 +462,7 @@ pub async fn authenticate(
     key: &SecretKey,
     presented: &str,
     client_ip: IpAddr,
+    now: i64,
 ) -> Result<Option<Principal>> {
     if !token::is_well_formed(presented, TokenKind::ServiceAccount) {
         return Ok(None);
@@ -480,7 +480,6 @@ pub async fn authenticate(
             key: token_key(&hash),
         });
     }
-    let now = now();
     if sa_token.expires_at.is_some_and(|t| t <= now) {
         return Ok(None);
     }

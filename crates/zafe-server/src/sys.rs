@@ -607,7 +607,7 @@ async fn health(core: &Arc<Core>, req: &Request, head: bool) -> Result<Response>
         "performance_standby": false,
         "replication_performance_mode": "disabled",
         "replication_dr_mode": "disabled",
-        "server_time_utc": crate::seal::now(),
+        "server_time_utc": core.now_secs(),
         "version": VERSION,
         "enterprise": false,
         "cluster_name": cluster.cluster_name,
@@ -645,7 +645,7 @@ fn identity(core: &Arc<Core>, req: &Request) -> Result<Response> {
         .filter(|n| zafe_core::identity::NONCE_LEN_RANGE.contains(&n.len()))
         .ok_or_else(|| Error::bad_request("nonce must be 16 to 64 bytes written in hex"))?;
     let tls = core.tls_spki.or(core.proxy_spki);
-    let proof = core.identity.prove(&nonce, crate::seal::now(), tls);
+    let proof = core.identity.prove(&nonce, core.now_secs(), tls);
     Ok(ok(serde_json::to_value(proof).expect("serialisable")))
 }
 
@@ -669,8 +669,14 @@ async fn service_account(
             Ok(envelope(data))
         }
         ([name], Write) => {
-            let (account, token, record) =
-                sa::create(&core.barrier, &core.token_key()?, name, req.body.as_deref()).await?;
+            let (account, token, record) = sa::create(
+                &core.barrier,
+                &core.token_key()?,
+                name,
+                req.body.as_deref(),
+                core.now_secs(),
+            )
+            .await?;
             let mut data = sa::to_json(&account);
             data["token"] = json!(token);
             data["token_info"] = sa::token_json(&record);
@@ -681,9 +687,14 @@ async fn service_account(
             Ok(Response::NoContent)
         }
         ([name, "token"], Write) => {
-            let (token, record) =
-                sa::issue_token(&core.barrier, &core.token_key()?, name, req.body.as_deref())
-                    .await?;
+            let (token, record) = sa::issue_token(
+                &core.barrier,
+                &core.token_key()?,
+                name,
+                req.body.as_deref(),
+                core.now_secs(),
+            )
+            .await?;
             let mut data = sa::token_json(&record);
             data["token"] = json!(token);
             Ok(envelope(data))

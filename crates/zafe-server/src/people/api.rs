@@ -82,7 +82,7 @@ pub async fn handle(
         (Endpoint::Password, _) => change_own_password(core, &req, caller.as_ref()).await,
         (Endpoint::Sessions, _) => {
             let me = session_caller(caller.as_ref())?;
-            let list = sessions::list_for_user(&core.barrier, &me.user_id).await?;
+            let list = sessions::list_for_user(&core.barrier, &me.user_id, core.now_secs()).await?;
             let data: Vec<Value> = list
                 .iter()
                 .map(|f| f.to_json(Some(&me.session_id)))
@@ -135,8 +135,8 @@ fn origin(req: &Request, method: &'static str) -> Origin {
 }
 
 /// The Vault-shaped login answer: the tokens, shown once.
-pub fn auth_reply(user: &User, issued: &Issued) -> Response {
-    let now = crate::seal::now();
+/// `now`: Unix seconds, by the core's clock.
+pub fn auth_reply(user: &User, issued: &Issued, now: i64) -> Response {
     let policies: Vec<String> = if user.admin {
         vec!["root".into()]
     } else {
@@ -228,7 +228,7 @@ pub async fn verify_password_login(
         // Parameters changed since this hash was made: re-hash now that we
         // have the password. Losing a race with a password change is fine.
         let fresh = hasher.hash(&pepper, password).await?;
-        let result = users::update(&core.barrier, &user.id, |u| {
+        let result = users::update(&core.barrier, &user.id, core.now_secs(), |u| {
             if u.password_hash.as_deref() == Some(phc.as_str()) {
                 u.password_hash = Some(fresh.clone());
             }
@@ -250,29 +250,38 @@ async fn login(core: &Arc<Core>, req: &Request) -> Result<Response> {
     if let Some(mfa_required) = super::totp::second_factor(core, req, &user).await? {
         return Ok(mfa_required);
     }
-    sessions::sweep_expired(&core.barrier, &user.id).await?;
+    sessions::sweep_expired(&core.barrier, &user.id, core.now_secs()).await?;
     let issued = sessions::issue(
         &core.barrier,
         &core.token_key()?,
         &core.config.auth.sessions,
         &user,
         &origin(req, "password"),
+        core.now_secs(),
     )
     .await?;
     tracing::info!(request_id = %req.request_id, user_id = %user.id, session_id = %issued.session_id, "logged in with a password");
-    Ok(auth_reply(&user, &issued))
+    Ok(auth_reply(&user, &issued, core.now_secs()))
 }
 
 async fn refresh(core: &Arc<Core>, req: &Request) -> Result<Response> {
     let presented = string_field(req, "refresh_token")?;
     let key = core.token_key()?;
-    match sessions::refresh(&core.barrier, &key, &core.config.auth.sessions, presented).await? {
+    match sessions::refresh(
+        &core.barrier,
+        &key,
+        &core.config.auth.sessions,
+        presented,
+        core.now_secs(),
+    )
+    .await?
+    {
         Refreshed::Rotated(issued) => {
             let (user, _) = match sessions_user(core, &issued).await? {
                 Some(u) => u,
                 None => return Err(Error::bad_request("invalid or expired refresh token")),
             };
-            Ok(auth_reply(&user, &issued))
+            Ok(auth_reply(&user, &issued, core.now_secs()))
         }
         Refreshed::Invalid => Err(Error::bad_request("invalid or expired refresh token")),
         Refreshed::Reused {
@@ -296,7 +305,8 @@ async fn refresh(core: &Arc<Core>, req: &Request) -> Result<Response> {
 
 async fn sessions_user(core: &Core, issued: &Issued) -> Result<Option<(User, i64)>> {
     let key = core.token_key()?;
-    match sessions::authenticate(&core.barrier, &key, &issued.access_token).await? {
+    match sessions::authenticate(&core.barrier, &key, &issued.access_token, core.now_secs()).await?
+    {
         Some(entry) => {
             let id = entry
                 .person()
@@ -328,7 +338,7 @@ async fn complete_setup(core: &Arc<Core>, req: &Request) -> Result<Response> {
         .hasher
         .hash(&core.password_pepper()?, &password)
         .await?;
-    let mut user = User::new(&email, display_name, Some(phc));
+    let mut user = User::new(&email, display_name, Some(phc), core.now_secs());
     user.admin = true;
     // The operator holding the setup link chose this address.
     user.email_verified = true;
@@ -344,9 +354,10 @@ async fn complete_setup(core: &Arc<Core>, req: &Request) -> Result<Response> {
         &core.config.auth.sessions,
         &user,
         &origin(req, "setup"),
+        core.now_secs(),
     )
     .await?;
-    Ok(auth_reply(&user, &issued))
+    Ok(auth_reply(&user, &issued, core.now_secs()))
 }
 
 async fn register(core: &Arc<Core>, req: &Request) -> Result<Response> {
@@ -403,7 +414,7 @@ async fn register(core: &Arc<Core>, req: &Request) -> Result<Response> {
         .hasher
         .hash(&core.password_pepper()?, &password)
         .await?;
-    let mut user = User::new(&email, display_name, Some(phc));
+    let mut user = User::new(&email, display_name, Some(phc), core.now_secs());
     // An invitation was sent to this address (and is bound to it), so its
     // use proves the address; a self-registration proves nothing.
     user.email_verified = invited;
@@ -469,9 +480,9 @@ async fn set_password(
         .hasher
         .hash(&core.password_pepper()?, new)
         .await?;
-    users::update(&core.barrier, user_id, |u| {
+    users::update(&core.barrier, user_id, core.now_secs(), |u| {
         u.password_hash = Some(phc.clone());
-        u.password_changed_at = Some(crate::seal::now());
+        u.password_changed_at = Some(core.now_secs());
         Ok(())
     })
     .await?;
@@ -573,7 +584,7 @@ async fn create_user(core: &Arc<Core>, req: &Request, caller: Option<&Caller>) -
         }
         None => None,
     };
-    let mut user = User::new(&email, display_name, phc);
+    let mut user = User::new(&email, display_name, phc, core.now_secs());
     // An administrator chose this address for this person.
     user.email_verified = true;
     user.admin = optional_bool(req, "admin")?.unwrap_or(false);
@@ -592,7 +603,7 @@ async fn user(core: &Arc<Core>, req: &Request, which: &str, op: Operation) -> Re
         Operation::Read => {
             let mut data = found.to_json();
             data["sessions"] = json!(
-                sessions::list_for_user(&core.barrier, &found.id)
+                sessions::list_for_user(&core.barrier, &found.id, core.now_secs())
                     .await?
                     .iter()
                     .map(|f| f.to_json(None))
@@ -656,25 +667,26 @@ async fn user(core: &Arc<Core>, req: &Request, which: &str, op: Operation) -> Re
                 password::check_policy(p.expose(), &found.email)?;
             }
             // The last-admin check and the change are one conditional commit.
-            let updated = users::update_keeping_an_admin(&core.barrier, &found.id, |u| {
-                if let Some(name) = display_name {
-                    u.display_name = name.to_string();
-                }
-                if let Some(a) = admin {
-                    u.admin = a;
-                }
-                if let Some(d) = disabled {
-                    u.disabled = d;
-                }
-                if let Some(p) = &policies {
-                    u.policies = p.clone();
-                }
-                if totp_off {
-                    u.totp = None;
-                }
-                Ok(())
-            })
-            .await?;
+            let updated =
+                users::update_keeping_an_admin(&core.barrier, &found.id, core.now_secs(), |u| {
+                    if let Some(name) = display_name {
+                        u.display_name = name.to_string();
+                    }
+                    if let Some(a) = admin {
+                        u.admin = a;
+                    }
+                    if let Some(d) = disabled {
+                        u.disabled = d;
+                    }
+                    if let Some(p) = &policies {
+                        u.policies = p.clone();
+                    }
+                    if totp_off {
+                        u.totp = None;
+                    }
+                    Ok(())
+                })
+                .await?;
             if let Some(p) = &password {
                 set_password(core, &found.id, p, None).await?;
             } else if disabled == Some(true) {

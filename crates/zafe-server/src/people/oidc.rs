@@ -569,7 +569,7 @@ impl Oidc {
             client_nonce,
             code_challenge: code_challenge.clone(),
             redirect_uri: redirect.to_string(),
-            expires_at: crate::seal::now() + STATE_TTL_SECS,
+            expires_at: core.now_secs() + STATE_TTL_SECS,
         };
         core.barrier
             .put(
@@ -604,7 +604,7 @@ impl Oidc {
         }
         // Take the pending login first, whatever follows: a state works once.
         let pending = take_pending(&core.barrier, &state).await?;
-        if pending.expires_at < crate::seal::now() {
+        if pending.expires_at < core.now_secs() {
             return Err(refused("the login took too long; start again"));
         }
         let redirect = self.allowed_redirect(&redirect_uri)?;
@@ -633,7 +633,7 @@ impl Oidc {
         let id_token = self
             .exchange_code(&endpoints, &code, &verifier, redirect.as_str())
             .await?;
-        self.verify_id_token(&endpoints, &id_token, &pending.nonce)
+        self.verify_id_token(&endpoints, &id_token, &pending.nonce, core.now_secs())
             .await
     }
 
@@ -699,6 +699,7 @@ impl Oidc {
         endpoints: &Endpoints,
         token: &str,
         expected_nonce: &str,
+        now: i64,
     ) -> Result<VerifiedIdentity> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| refused("the ID token is malformed or uses an unsupported algorithm"))?;
@@ -726,7 +727,7 @@ impl Oidc {
         let mut last = refused("the ID token's signature is not valid");
         for key in keys {
             match jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key, &validation) {
-                Ok(data) => return self.identity_from(data.claims, expected_nonce, skew),
+                Ok(data) => return self.identity_from(data.claims, expected_nonce, skew, now),
                 Err(e) => {
                     last = token_error(&e);
                     if !matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) {
@@ -743,8 +744,8 @@ impl Oidc {
         claims: serde_json::Map<String, Value>,
         expected_nonce: &str,
         skew: u64,
+        now: i64,
     ) -> Result<VerifiedIdentity> {
-        let now = crate::seal::now();
         let iat = claims
             .get("iat")
             .and_then(Value::as_i64)
@@ -864,7 +865,7 @@ impl Oidc {
     /// background.
     fn sweep_later(&self, core: &Arc<Core>) {
         use std::sync::atomic::Ordering;
-        let now = crate::seal::now();
+        let now = core.now_secs();
         let last = self.last_sweep.load(Ordering::Relaxed);
         if now - last < SWEEP_INTERVAL_SECS
             || self

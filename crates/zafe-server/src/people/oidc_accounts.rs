@@ -129,9 +129,9 @@ async fn link_by_email(core: &Core, id: &VerifiedIdentity, email: &str) -> Resul
     user.oidc_links.push(OidcLink {
         issuer: id.issuer.clone(),
         subject: id.subject.clone(),
-        linked_at: crate::seal::now(),
+        linked_at: core.now_secs(),
     });
-    user.updated_at = crate::seal::now();
+    user.updated_at = core.now_secs();
     match core
         .barrier
         .commit(link_writes(&user, id, Expect::Generation(generation)))
@@ -166,7 +166,7 @@ async fn create(core: &Core, id: &VerifiedIdentity, email: &str) -> Result<User>
             "no administrator exists yet: the first account is created with the setup link",
         ));
     }
-    let mut user = User::new(email, id.name.as_deref(), None);
+    let mut user = User::new(email, id.name.as_deref(), None, core.now_secs());
     // Checked above: the IdP verified the address.
     user.email_verified = true;
     user.oidc_links.push(OidcLink {
@@ -223,14 +223,14 @@ pub async fn callback_route(core: &Arc<Core>, req: &Request) -> Result<Response>
     }
     let roles = oidc.roles_for(&identity.groups);
     if user.oidc_roles != roles {
-        user = users::update(&core.barrier, &user.id, |u| {
+        user = users::update(&core.barrier, &user.id, core.now_secs(), |u| {
             u.oidc_roles = roles.clone();
             Ok(())
         })
         .await?;
     }
     let key = core.token_key()?;
-    sessions::sweep_expired(&core.barrier, &user.id).await?;
+    sessions::sweep_expired(&core.barrier, &user.id, core.now_secs()).await?;
     let origin = Origin {
         client_ip: req.client_ip,
         user_agent: req.user_agent.clone(),
@@ -242,10 +242,11 @@ pub async fn callback_route(core: &Arc<Core>, req: &Request) -> Result<Response>
         &core.config.auth.sessions,
         &user,
         &origin,
+        core.now_secs(),
     )
     .await?;
     tracing::info!(request_id = %req.request_id, user_id = %user.id, session_id = %issued.session_id, issuer = %identity.issuer, "logged in with OIDC");
-    let mut reply = super::api::auth_reply(&user, &issued);
+    let mut reply = super::api::auth_reply(&user, &issued, core.now_secs());
     if let Response::Vault {
         auth: Some(auth), ..
     } = &mut reply

@@ -173,6 +173,7 @@ fn new_token_record(
     session_id: &str,
     user_id: &str,
     expires_at: i64,
+    now: i64,
 ) -> (Zeroizing<String>, SessionToken) {
     let token = Zeroizing::new(token::generate(match kind {
         SessionTokenKind::Access => TokenKind::Access,
@@ -184,7 +185,7 @@ fn new_token_record(
         session_id: session_id.to_string(),
         user_id: user_id.to_string(),
         expires_at,
-        created_at: crate::seal::now(),
+        created_at: now,
         rotated: false,
     };
     (token, record)
@@ -197,8 +198,8 @@ pub async fn issue(
     config: &SessionConfig,
     user: &User,
     origin: &Origin,
+    now: i64,
 ) -> Result<Issued> {
-    let now = crate::seal::now();
     let session_id = uuid::Uuid::new_v4().to_string();
     let expires_at = now + config.max_session_secs;
     let access_expires_at = (now + config.access_ttl_secs).min(expires_at);
@@ -209,6 +210,7 @@ pub async fn issue(
         &session_id,
         &user.id,
         access_expires_at,
+        now,
     );
     let (refresh, refresh_record) = new_token_record(
         SessionTokenKind::Refresh,
@@ -216,6 +218,7 @@ pub async fn issue(
         &session_id,
         &user.id,
         refresh_expires_at,
+        now,
     );
     let family = Family {
         session_id: session_id.clone(),
@@ -321,11 +324,12 @@ pub async fn authenticate(
     barrier: &Barrier,
     key: &SecretKey,
     presented: &str,
+    now: i64,
 ) -> Result<Option<Caller>> {
     let Some((entry, _)) = lookup(barrier, key, presented, TokenKind::Access).await? else {
         return Ok(None);
     };
-    if entry.kind != SessionTokenKind::Access || entry.expires_at <= crate::seal::now() {
+    if entry.kind != SessionTokenKind::Access || entry.expires_at <= now {
         return Ok(None);
     }
     let Some((family, _)) = read_family(barrier, &entry.session_id).await? else {
@@ -390,6 +394,7 @@ pub async fn refresh(
     key: &SecretKey,
     config: &SessionConfig,
     presented: &str,
+    now: i64,
 ) -> Result<Refreshed> {
     for _ in 0..MAX_RETRIES {
         let Some((entry, entry_generation)) =
@@ -411,7 +416,6 @@ pub async fn refresh(
                 user_id: family.user_id,
             });
         }
-        let now = crate::seal::now();
         if entry.expires_at <= now || family.expires_at <= now {
             revoke_family(barrier, &family.session_id).await?;
             return Ok(Refreshed::Invalid);
@@ -435,6 +439,7 @@ pub async fn refresh(
             &family.session_id,
             &family.user_id,
             access_expires_at,
+            now,
         );
         let (refresh, refresh_record) = new_token_record(
             SessionTokenKind::Refresh,
@@ -442,6 +447,7 @@ pub async fn refresh(
             &family.session_id,
             &family.user_id,
             refresh_expires_at,
+            now,
         );
         let mut updated = family.clone();
         updated.retired.push(entry.id_hash.clone());
@@ -590,8 +596,7 @@ pub async fn revoke_all_for_user(
 }
 
 /// The live sessions of a user.
-pub async fn list_for_user(barrier: &Barrier, user_id: &str) -> Result<Vec<Family>> {
-    let now = crate::seal::now();
+pub async fn list_for_user(barrier: &Barrier, user_id: &str, now: i64) -> Result<Vec<Family>> {
     let mut out = Vec::new();
     for session_id in session_ids(barrier, user_id).await? {
         if let Some((family, _)) = read_family(barrier, &session_id).await?
@@ -605,8 +610,7 @@ pub async fn list_for_user(barrier: &Barrier, user_id: &str) -> Result<Vec<Famil
 }
 
 /// Removes a user's sessions that can no longer be refreshed.
-pub async fn sweep_expired(barrier: &Barrier, user_id: &str) -> Result<()> {
-    let now = crate::seal::now();
+pub async fn sweep_expired(barrier: &Barrier, user_id: &str, now: i64) -> Result<()> {
     for session_id in session_ids(barrier, user_id).await? {
         match read_family(barrier, &session_id).await? {
             Some((family, _)) if family.expires_at > now && family.refresh_expires_at > now => {}

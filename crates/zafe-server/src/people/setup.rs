@@ -122,7 +122,7 @@ pub async fn new_setup_token(core: &Core) -> Result<Option<Zeroizing<String>>> {
     let token = Zeroizing::new(token::generate(TokenKind::Setup));
     let record = SetupRecord {
         hash: hash_of(&key, &token),
-        expires_at: crate::seal::now() + core.config.auth.sessions.setup_token_ttl_secs,
+        expires_at: core.now_secs() + core.config.auth.sessions.setup_token_ttl_secs,
         consumed: false,
     };
     let value = serde_json::to_vec(&record).expect("serialisable");
@@ -157,7 +157,7 @@ pub(crate) async fn consume_writes(
         })?;
     let hash = hash_of(key, presented);
     let matches = zafe_core::crypto::constant_time_eq(setup.hash.as_bytes(), hash.as_bytes());
-    if !matches || setup.consumed || setup.expires_at <= crate::seal::now() {
+    if !matches || setup.consumed || setup.expires_at <= core.now_secs() {
         return Err(refused());
     }
     setup.consumed = true;
@@ -198,7 +198,7 @@ pub(crate) async fn create_invite(
 ) -> Result<(Zeroizing<String>, Invite)> {
     let key = core.token_key()?;
     let token = Zeroizing::new(token::generate(TokenKind::Invite));
-    let now = crate::seal::now();
+    let now = core.now_secs();
     let invite = Invite {
         hash: hash_of(&key, &token),
         email: email.to_string(),
@@ -237,7 +237,7 @@ pub(crate) async fn consume_invite_writes(
         key: invite_key(&hash),
     })?;
     if !zafe_core::crypto::constant_time_eq(invite.hash.as_bytes(), hash.as_bytes())
-        || invite.expires_at <= crate::seal::now()
+        || invite.expires_at <= core.now_secs()
         || invite.email != email
     {
         return Err(refused());

@@ -162,10 +162,6 @@ fn new_recovery_codes() -> Vec<Zeroizing<String>> {
         .collect()
 }
 
-fn now_secs() -> u64 {
-    crate::seal::now().max(0) as u64
-}
-
 /// Whether this account must give a second factor to log in.
 pub fn required(user: &User) -> bool {
     user.totp.as_ref().is_some_and(|t| t.confirmed)
@@ -176,9 +172,9 @@ pub fn required(user: &User) -> bool {
 pub async fn verify_and_use(core: &Core, user_id: &str, code: &str) -> Result<()> {
     core.people.totp_limits.check(user_id)?;
     let code = code.trim();
-    let now = now_secs();
+    let now = core.now_secs().max(0) as u64;
     // A refused code makes the closure fail, so nothing is written.
-    users::update(&core.barrier, user_id, |u| {
+    users::update(&core.barrier, user_id, core.now_secs(), |u| {
         let wrong = || Error::bad_request("invalid TOTP or recovery code");
         let (email, id) = (u.email.clone(), u.id.clone());
         let state = u.totp.as_mut().filter(|t| t.confirmed).ok_or_else(wrong)?;
@@ -291,9 +287,9 @@ async fn enroll(core: &Core, req: &Request, user_id: &str, email: &str) -> Resul
         confirmed: false,
         last_step: 0,
         recovery_hashes: Vec::new(),
-        enrolled_at: crate::seal::now(),
+        enrolled_at: core.now_secs(),
     };
-    users::update(&core.barrier, user_id, |u| {
+    users::update(&core.barrier, user_id, core.now_secs(), |u| {
         if required(u) {
             return Err(Error::bad_request("TOTP is already on for this account"));
         }
@@ -320,8 +316,8 @@ async fn confirm(core: &Core, req: &Request, user_id: &str) -> Result<Value> {
     core.people.totp_limits.check(user_id)?;
     let codes = new_recovery_codes();
     let hashes: Vec<String> = codes.iter().map(|c| recovery_hash(user_id, c)).collect();
-    let now = now_secs();
-    users::update(&core.barrier, user_id, |u| {
+    let now = core.now_secs().max(0) as u64;
+    users::update(&core.barrier, user_id, core.now_secs(), |u| {
         let email = u.email.clone();
         let state =
             u.totp.as_mut().filter(|t| !t.confirmed).ok_or_else(|| {
@@ -349,7 +345,7 @@ async fn disable(core: &Core, req: &Request, user_id: &str, email: &str) -> Resu
             ));
         }
     }
-    users::update(&core.barrier, user_id, |u| {
+    users::update(&core.barrier, user_id, core.now_secs(), |u| {
         u.totp = None;
         Ok(())
     })

@@ -89,8 +89,13 @@ impl std::fmt::Debug for User {
 
 impl User {
     /// A new account (not yet stored).
-    pub fn new(email: &str, display_name: Option<&str>, password_hash: Option<String>) -> Self {
-        let now = crate::seal::now();
+    /// `now`: Unix seconds, by the core's clock.
+    pub fn new(
+        email: &str,
+        display_name: Option<&str>,
+        password_hash: Option<String>,
+        now: i64,
+    ) -> Self {
         Self {
             id: uuid::Uuid::new_v4().to_string(),
             email: email.to_string(),
@@ -305,7 +310,7 @@ pub(crate) async fn commit_create(barrier: &Barrier, writes: Vec<Write>) -> Resu
 
 /// Read-modify-write of one user with compare-and-swap; `change` may refuse
 /// with an error. Returns the user as stored.
-pub async fn update<F>(barrier: &Barrier, id: &str, mut change: F) -> Result<User>
+pub async fn update<F>(barrier: &Barrier, id: &str, now: i64, mut change: F) -> Result<User>
 where
     F: FnMut(&mut User) -> Result<()>,
 {
@@ -314,7 +319,7 @@ where
             .await?
             .ok_or_else(|| Error::NotFound("no such user".into()))?;
         change(&mut user)?;
-        user.updated_at = crate::seal::now();
+        user.updated_at = now;
         match barrier
             .put(
                 &user_key(id),
@@ -375,6 +380,7 @@ pub(crate) fn witness_write(witness: &User, generation: i64) -> Write {
 pub(crate) async fn update_keeping_an_admin<F>(
     barrier: &Barrier,
     id: &str,
+    now: i64,
     mut change: F,
 ) -> Result<User>
 where
@@ -386,7 +392,7 @@ where
             .ok_or_else(|| Error::NotFound("no such user".into()))?;
         let was_admin = active_admin(&user);
         change(&mut user)?;
-        user.updated_at = crate::seal::now();
+        user.updated_at = now;
         let mut writes = vec![Write::Put {
             key: user_key(id),
             value: serde_json::to_vec(&user).expect("serialisable"),
@@ -488,7 +494,12 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_hash() {
-        let u = User::new("a@example.com", None, Some("$argon2id$secret-hash".into()));
+        let u = User::new(
+            "a@example.com",
+            None,
+            Some("$argon2id$secret-hash".into()),
+            1_700_000_000,
+        );
         assert!(!format!("{u:?}").contains("secret-hash"));
         assert!(!u.to_json().to_string().contains("secret-hash"));
     }

@@ -98,7 +98,7 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, req: &Request, rel_path: &str) -> Resu
         ("lookup-self", Read | Write) => Ok(Response::data(lookup_data(
             caller.token(),
             own_token(req),
-            now(),
+            ctx.core.now_secs(),
         ))),
         ("lookup-accessor", Write) => lookup_accessor(ctx, req).await,
         ("renew", Write) => renew(ctx, req, Target::Token).await,
@@ -151,13 +151,9 @@ pub(crate) async fn handle(ctx: &Ctx<'_>, req: &Request, rel_path: &str) -> Resu
     }
 }
 
-fn now() -> i64 {
-    crate::seal::now()
-}
-
 /// Starts a background tidy when the last one is old enough.
 fn maybe_tidy(ctx: &Ctx<'_>) {
-    let now = now();
+    let now = ctx.core.now_secs();
     let last = LAST_TIDY.load(Ordering::Relaxed);
     if now - last < TIDY_EVERY_SECS
         || LAST_TIDY
@@ -168,7 +164,7 @@ fn maybe_tidy(ctx: &Ctx<'_>) {
     }
     let core = ctx.core.clone();
     tokio::spawn(async move {
-        match tokens::tidy(&core.barrier).await {
+        match tokens::tidy(&core.barrier, core.now_secs()).await {
             Ok(report) => tracing::info!(?report, "token store tidied"),
             Err(e) => tracing::warn!(error = %e, "token store tidy stopped"),
         }
@@ -316,7 +312,8 @@ async fn create(
         may_be_unlimited: policies == ["root"],
     };
     let parent = (!orphan).then(|| caller_entry.clone());
-    let (lifetime, mut warnings) = tokens::plan_lifetime(&lifetime_req, parent.as_ref(), now());
+    let (lifetime, mut warnings) =
+        tokens::plan_lifetime(&lifetime_req, parent.as_ref(), ctx.core.now_secs());
     let new = NewToken {
         policies,
         display_name: vault_display_name(display_name.as_deref()),
@@ -332,7 +329,13 @@ async fn create(
             .map(|r| r.token_bound_cidrs.clone())
             .unwrap_or_default(),
     };
-    let (token, entry) = tokens::issue(&ctx.core.barrier, &ctx.core.token_key()?, new).await?;
+    let (token, entry) = tokens::issue(
+        &ctx.core.barrier,
+        &ctx.core.token_key()?,
+        new,
+        ctx.core.now_secs(),
+    )
+    .await?;
     warnings.extend(params::unknown_fields(req, CREATE_FIELDS));
     Ok(auth_reply(&entry, Some(&token), warnings, entry.created_at))
 }
@@ -519,27 +522,41 @@ async fn lookup(ctx: &Ctx<'_>, req: &Request) -> Result<Response> {
         return Ok(Response::data(lookup_data(
             caller.token(),
             own_token(req),
-            now(),
+            ctx.core.now_secs(),
         )));
     }
-    let entry = tokens::lookup(&ctx.core.barrier, &ctx.core.token_key()?, &token)
-        .await?
-        .ok_or(Error::PermissionDenied)?;
-    Ok(Response::data(lookup_data(&entry, &token, now())))
+    let entry = tokens::lookup(
+        &ctx.core.barrier,
+        &ctx.core.token_key()?,
+        &token,
+        ctx.core.now_secs(),
+    )
+    .await?
+    .ok_or(Error::PermissionDenied)?;
+    Ok(Response::data(lookup_data(
+        &entry,
+        &token,
+        ctx.core.now_secs(),
+    )))
 }
 
 async fn lookup_accessor(ctx: &Ctx<'_>, req: &Request) -> Result<Response> {
     let entry = by_accessor(ctx, req).await?;
-    Ok(Response::data(lookup_data(&entry, "", now())))
+    Ok(Response::data(lookup_data(&entry, "", ctx.core.now_secs())))
 }
 
 async fn by_accessor(ctx: &Ctx<'_>, req: &Request) -> Result<TokenEntry> {
     let accessor = params::string(req, "accessor")?
         .filter(|a| !a.is_empty())
         .ok_or_else(|| Error::bad_request("missing accessor"))?;
-    tokens::lookup_accessor(&ctx.core.barrier, &ctx.core.token_key()?, &accessor)
-        .await?
-        .ok_or_else(|| Error::bad_request("invalid accessor"))
+    tokens::lookup_accessor(
+        &ctx.core.barrier,
+        &ctx.core.token_key()?,
+        &accessor,
+        ctx.core.now_secs(),
+    )
+    .await?
+    .ok_or_else(|| Error::bad_request("invalid accessor"))
 }
 
 // ---- renew ----------------------------------------------------------------
@@ -561,14 +578,19 @@ async fn renew(ctx: &Ctx<'_>, req: &Request, target: Target<'_>) -> Result<Respo
             let token = params::string(req, "token")?
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| Error::bad_request("missing token"))?;
-            let entry = tokens::lookup(&ctx.core.barrier, &ctx.core.token_key()?, &token)
-                .await?
-                .ok_or_else(|| Error::bad_request("token not found"))?;
+            let entry = tokens::lookup(
+                &ctx.core.barrier,
+                &ctx.core.token_key()?,
+                &token,
+                ctx.core.now_secs(),
+            )
+            .await?
+            .ok_or_else(|| Error::bad_request("token not found"))?;
             (entry.id_hash, Some(token))
         }
         Target::Accessor => (by_accessor(ctx, req).await?.id_hash, None),
     };
-    let renewed = tokens::renew(&ctx.core.barrier, &hash, increment).await?;
+    let renewed = tokens::renew(&ctx.core.barrier, &hash, increment, ctx.core.now_secs()).await?;
     Ok(auth_reply(
         &renewed.entry,
         token.as_deref(),
@@ -592,7 +614,7 @@ async fn revoke_accessor(ctx: &Ctx<'_>, req: &Request) -> Result<Response> {
         .filter(|a| !a.is_empty())
         .ok_or_else(|| Error::bad_request("missing accessor"))?;
     let key = ctx.core.token_key()?;
-    match tokens::lookup_accessor(&ctx.core.barrier, &key, &accessor).await? {
+    match tokens::lookup_accessor(&ctx.core.barrier, &key, &accessor, ctx.core.now_secs()).await? {
         Some(entry) => {
             tokens::revoke_hash(&ctx.core.barrier, &key, &entry.id_hash).await?;
             Ok(Response::NoContent)
@@ -614,7 +636,9 @@ async fn revoke_orphan(ctx: &Ctx<'_>, req: &Request, caller: &Caller) -> Result<
         .filter(|t| !t.is_empty())
         .ok_or_else(|| Error::bad_request("missing token"))?;
     let key = ctx.core.token_key()?;
-    if let Some(entry) = tokens::lookup(&ctx.core.barrier, &key, &token).await? {
+    if let Some(entry) =
+        tokens::lookup(&ctx.core.barrier, &key, &token, ctx.core.now_secs()).await?
+    {
         tokens::revoke_orphan(&ctx.core.barrier, &key, &entry.id_hash).await?;
     }
     Ok(Response::NoContent)
@@ -647,7 +671,7 @@ async fn tidy(ctx: &Ctx<'_>, req: &Request, caller: &Caller) -> Result<Response>
     let core = ctx.core.clone();
     let request_id = req.request_id.clone();
     tokio::spawn(async move {
-        match tokens::tidy(&core.barrier).await {
+        match tokens::tidy(&core.barrier, core.now_secs()).await {
             Ok(report) => tracing::info!(%request_id, ?report, "token store tidied"),
             Err(e) => tracing::warn!(%request_id, error = %e, "token store tidy stopped"),
         }

@@ -291,8 +291,8 @@ pub async fn create(
     key: &SecretKey,
     spec: TokenSpec,
     fixed: Option<&str>,
+    now: i64,
 ) -> Result<(String, TokenEntry)> {
-    let now = crate::seal::now();
     let ttl = spec.ttl_secs.unwrap_or(0);
     let new = NewToken {
         policies: spec.policies,
@@ -306,7 +306,7 @@ pub async fn create(
         },
         ..NewToken::default()
     };
-    issue_with(barrier, key, new, fixed).await
+    issue_with(barrier, key, new, fixed, now).await
 }
 
 /// Issues a new token; returns the token (shown once) and its entry.
@@ -314,8 +314,9 @@ pub async fn issue(
     barrier: &Barrier,
     key: &SecretKey,
     new: NewToken,
+    now: i64,
 ) -> Result<(String, TokenEntry)> {
-    issue_with(barrier, key, new, None).await
+    issue_with(barrier, key, new, None, now).await
 }
 
 async fn issue_with(
@@ -323,6 +324,7 @@ async fn issue_with(
     key: &SecretKey,
     new: NewToken,
     fixed: Option<&str>,
+    now: i64,
 ) -> Result<(String, TokenEntry)> {
     for _ in 0..MAX_RETRIES {
         let token = fixed
@@ -334,7 +336,7 @@ async fn issue_with(
             accessor: hex::encode(zafe_core::crypto::random_bytes::<16>()),
             policies: new.policies.clone(),
             display_name: new.display_name.clone(),
-            created_at: crate::seal::now(),
+            created_at: now,
             expires_at: new.lifetime.expires_at,
             path: new.path.clone(),
             meta: new.meta.clone(),
@@ -429,21 +431,24 @@ async fn read_live(
 /// The live entry for `token`, or `None` for unknown, malformed or expired
 /// tokens (all indistinguishable to the caller). One barrier read. Does not
 /// count a use: see [`authenticate`].
-pub async fn lookup(barrier: &Barrier, key: &SecretKey, token: &str) -> Result<Option<TokenEntry>> {
+pub async fn lookup(
+    barrier: &Barrier,
+    key: &SecretKey,
+    token: &str,
+    now: i64,
+) -> Result<Option<TokenEntry>> {
     if token.is_empty() || token.len() > 256 {
         return Ok(None);
     }
-    Ok(read_live(barrier, &hash_of(key, token), crate::seal::now())
+    Ok(read_live(barrier, &hash_of(key, token), now)
         .await?
         .map(|(e, _)| e))
 }
 
 /// The live entry for a token, by hash (for the parent of a renewal, and
 /// for engines that hold a hash).
-pub async fn lookup_hash(barrier: &Barrier, id_hash: &str) -> Result<Option<TokenEntry>> {
-    Ok(read_live(barrier, id_hash, crate::seal::now())
-        .await?
-        .map(|(e, _)| e))
+pub async fn lookup_hash(barrier: &Barrier, id_hash: &str, now: i64) -> Result<Option<TokenEntry>> {
+    Ok(read_live(barrier, id_hash, now).await?.map(|(e, _)| e))
 }
 
 /// The live entry an accessor names.
@@ -451,6 +456,7 @@ pub async fn lookup_accessor(
     barrier: &Barrier,
     key: &SecretKey,
     accessor: &str,
+    now: i64,
 ) -> Result<Option<TokenEntry>> {
     if accessor.is_empty() || accessor.len() > 128 {
         return Ok(None);
@@ -466,7 +472,7 @@ pub async fn lookup_accessor(
     if index.accessor != accessor {
         return Err(Error::Integrity { key: index_key });
     }
-    let entry = lookup_hash(barrier, &index.id_hash).await?;
+    let entry = lookup_hash(barrier, &index.id_hash, now).await?;
     Ok(entry.filter(|e| e.accessor == accessor))
 }
 
@@ -479,13 +485,13 @@ pub async fn authenticate(
     key: &SecretKey,
     token: &str,
     client_ip: IpAddr,
+    now: i64,
 ) -> Result<Option<TokenEntry>> {
     if token.is_empty() || token.len() > 256 {
         return Ok(None);
     }
     let id_hash = hash_of(key, token);
     for _ in 0..MAX_RETRIES {
-        let now = crate::seal::now();
         let Some((mut entry, generation)) = read_live(barrier, &id_hash, now).await? else {
             return Ok(None);
         };
@@ -678,9 +684,13 @@ pub struct Renewed {
 /// Renews a token: a periodic one by its period, others by `increment` (or
 /// their creation TTL), never past their hard limit or their parent's
 /// expiry. A renewal to an earlier expiry caps the token's subtree too.
-pub async fn renew(barrier: &Barrier, id_hash: &str, increment: Option<i64>) -> Result<Renewed> {
+pub async fn renew(
+    barrier: &Barrier,
+    id_hash: &str,
+    increment: Option<i64>,
+    now: i64,
+) -> Result<Renewed> {
     for _ in 0..MAX_RETRIES {
-        let now = crate::seal::now();
         let Some((mut entry, generation)) = read_live(barrier, id_hash, now).await? else {
             return Err(Error::bad_request("token not found"));
         };
@@ -811,9 +821,8 @@ pub struct TidyReport {
 
 /// Removes expired tokens (with their subtrees) and index rows that point
 /// at tokens that no longer exist.
-pub async fn tidy(barrier: &Barrier) -> Result<TidyReport> {
+pub async fn tidy(barrier: &Barrier, now: i64) -> Result<TidyReport> {
     let mut report = TidyReport::default();
-    let now = crate::seal::now();
     let mut after = String::new();
     loop {
         let hashes = barrier.list(ID_PREFIX, &after, PAGE).await?;

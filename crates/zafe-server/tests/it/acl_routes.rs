@@ -286,7 +286,7 @@ async fn an_expired_token_is_refused() {
             .status,
         StatusCode::OK
     );
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    h.clock.advance(std::time::Duration::from_millis(2100));
     assert_eq!(
         h.call("GET", "/v1/auth/token/lookup-self", Some(&token), None)
             .await

@@ -342,7 +342,7 @@ async fn secret_ids_expire() {
             .unwrap()
             .ends_with('Z')
     );
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    h.clock.advance(Duration::from_millis(1300));
     let a = login(&h, &rid, &sid).await;
     assert_eq!(
         (a.status, a.json["errors"][0].as_str()),

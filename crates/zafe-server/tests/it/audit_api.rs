@@ -49,8 +49,10 @@ async fn node(
     seed: &[u8; 32],
     master: &SecretKey,
 ) -> Harness {
+    let clock = std::sync::Arc::new(zafe_engine::ManualClock::starting_now());
     let core = Core::new(CoreParts {
         config,
+        clock: clock.clone(),
         backend,
         identity: IdentityKey::from_seed(seed),
         master_key: Some(master.duplicate()),
@@ -64,7 +66,7 @@ async fn node(
         core.unseal_with_master_key().await.unwrap();
     }
     let app = zafe_server::http::router(core.clone());
-    Harness { core, app }
+    Harness { core, app, clock }
 }
 
 /// An initialised, unsealed node (auto-unseal) with the root token [`ROOT`].

@@ -13,23 +13,29 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 use zafe_core::identity::IdentityKey;
 use zafe_core::secret::SecretKey;
+use zafe_engine::ManualClock;
 use zafe_server::Config;
 use zafe_server::core::{Core, CoreParts};
 use zafe_storage::Backend;
 use zafe_storage::sqlite::SqliteBackend;
 
-/// One server: its core and the router in front of it.
+/// One server: its core, the router in front of it, and its clock.
 pub struct Harness {
     pub core: Arc<Core>,
     pub app: Router,
+    /// The core's clock: it stands still until a test moves it, so expiry tests advance it
+    /// instead of sleeping.
+    pub clock: Arc<ManualClock>,
 }
 
 /// A fresh, uninitialised server over in-memory SQLite; with a master key
 /// it unseals itself (auto-unseal mode).
 pub async fn harness_with(config: Config, master_key: Option<SecretKey>) -> Harness {
     let backend: Arc<dyn Backend> = Arc::new(SqliteBackend::memory().await.unwrap());
+    let clock = Arc::new(ManualClock::starting_now());
     let core = Core::new(CoreParts {
         config,
+        clock: clock.clone(),
         backend,
         identity: IdentityKey::generate(),
         master_key,
@@ -40,7 +46,7 @@ pub async fn harness_with(config: Config, master_key: Option<SecretKey>) -> Harn
     .await
     .unwrap();
     let app = zafe_server::http::router(core.clone());
-    Harness { core, app }
+    Harness { core, app, clock }
 }
 
 /// A fresh, uninitialised server with the default configuration.

@@ -549,7 +549,7 @@ async fn delete_version_after_expires_versions() {
         h.root("GET", "secret/data/exp", None).await.status,
         StatusCode::OK
     );
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    h.clock.advance(Duration::from_millis(1100));
     let a = h.root("GET", "secret/data/exp", None).await;
     assert_eq!(
         a.status,
@@ -1255,10 +1255,16 @@ async fn writes_need_create_or_update_like_vault() {
                 display_name: policy.into(),
                 ttl_secs: None,
             };
-            zafe_server::tokens::create(&core.barrier, &core.token_key().unwrap(), spec, None)
-                .await
-                .unwrap()
-                .0
+            zafe_server::tokens::create(
+                &core.barrier,
+                &core.token_key().unwrap(),
+                spec,
+                None,
+                core.now_secs(),
+            )
+            .await
+            .unwrap()
+            .0
         }
     };
     let (creator, updater, patcher) = (
@@ -1445,8 +1451,10 @@ async fn two_nodes_on_one_database_never_lose_an_update() {
     let node = |master: SecretKey| {
         let backend = backend.clone();
         async move {
+            let clock = std::sync::Arc::new(zafe_engine::ManualClock::starting_now());
             let core = Core::new(CoreParts {
                 config: Config::default(),
+                clock: clock.clone(),
                 backend,
                 identity: IdentityKey::generate(),
                 master_key: Some(master),
@@ -1457,7 +1465,7 @@ async fn two_nodes_on_one_database_never_lose_an_update() {
             .await
             .unwrap();
             let app = zafe_server::http::router(core.clone());
-            Harness { core, app }
+            Harness { core, app, clock }
         }
     };
     let a = node(master.duplicate()).await;

@@ -201,7 +201,7 @@ async fn the_setup_link_expires() {
     c.auth.sessions.setup_token_ttl_secs = 3;
     let (h, _) = auto_unsealed(c).await;
     let token = setup_token(&h).await;
-    tokio::time::sleep(Duration::from_millis(4100)).await;
+    h.clock.advance(Duration::from_millis(4100));
     let a = h
         .call(
             "POST",
@@ -353,10 +353,9 @@ async fn access_tokens_expire() {
     let (h, _root, admin) = with_admin(c).await;
     create_alice(&h, &admin).await;
     let (access, refresh_token) = login(&h, ALICE, ALICE_PASSWORD).await;
-    let issued = std::time::Instant::now();
     assert_eq!(status_with(&h, &access).await, StatusCode::OK);
-    // Expiry is checked in whole seconds: wait past the next boundary.
-    tokio::time::sleep(Duration::from_millis(4100).saturating_sub(issued.elapsed())).await;
+    // Expiry is checked in whole seconds: move past the next boundary.
+    h.clock.advance(Duration::from_millis(4100));
     assert_eq!(status_with(&h, &access).await, StatusCode::FORBIDDEN);
     let a = refresh(&h, &refresh_token).await;
     assert_eq!(a.status, StatusCode::OK);
@@ -899,8 +898,10 @@ async fn logins_rehash_passwords_made_with_old_parameters() {
         async move {
             let mut c = config();
             c.auth.password.m_cost = m_cost;
+            let clock = std::sync::Arc::new(zafe_engine::ManualClock::starting_now());
             let core = Core::new(CoreParts {
                 config: c,
+                clock: clock.clone(),
                 backend,
                 identity: zafe_core::identity::IdentityKey::generate(),
                 master_key: Some(master),
@@ -914,7 +915,7 @@ async fn logins_rehash_passwords_made_with_old_parameters() {
                 core.unseal_with_master_key().await.unwrap();
             }
             let app = zafe_server::http::router(core.clone());
-            Harness { core, app }
+            Harness { core, app, clock }
         }
     };
     let old = start(1024).await;

@@ -245,7 +245,7 @@ async fn expiry_revocation_and_last_use() {
         StatusCode::FORBIDDEN
     );
 
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    h.clock.advance(std::time::Duration::from_millis(2100));
     assert_eq!(
         h.call_from(ip, "GET", "/v1/secret/data/myapp/dev", Some(&short), None)
             .await

@@ -535,7 +535,7 @@ async fn expired_tokens_are_refused_and_removed() {
         child_ttl <= 2,
         "the child cannot outlive its parent: {child_ttl}"
     );
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    h.clock.advance(Duration::from_millis(2200));
     assert_eq!(lookup_self(&h, &t).await.status, StatusCode::FORBIDDEN);
     assert_eq!(lookup_self(&h, &child).await.status, StatusCode::FORBIDDEN);
     let a = h
@@ -1200,7 +1200,9 @@ async fn tidy_finishes_interrupted_revocations() {
             .status,
         StatusCode::ACCEPTED
     );
-    zafe_server::tokens::tidy(&h.core.barrier).await.unwrap();
+    zafe_server::tokens::tidy(&h.core.barrier, h.core.now_secs())
+        .await
+        .unwrap();
     assert_eq!(
         lookup_self(&h, &c1).await.status,
         StatusCode::FORBIDDEN,

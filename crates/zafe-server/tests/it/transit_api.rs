@@ -1394,6 +1394,7 @@ path "transit/decrypt/*" { capabilities = ["update"] }
             ttl_secs: Some(600),
         },
         None,
+        h.core.now_secs(),
     )
     .await
     .unwrap();
@@ -1433,8 +1434,10 @@ async fn concurrent_rotations_on_two_nodes_never_lose_a_version() {
         Arc::new(zafe_storage::sqlite::SqliteBackend::memory().await.unwrap());
     let master = SecretKey::generate();
     let node = |backend: Arc<dyn Backend>, master: SecretKey| async move {
+        let clock = std::sync::Arc::new(zafe_engine::ManualClock::starting_now());
         let core = zafe_server::core::Core::new(zafe_server::core::CoreParts {
             config: zafe_server::Config::default(),
+            clock: clock.clone(),
             backend,
             identity: zafe_core::identity::IdentityKey::generate(),
             master_key: Some(master),
@@ -1445,7 +1448,7 @@ async fn concurrent_rotations_on_two_nodes_never_lose_a_version() {
         .await
         .unwrap();
         let app = zafe_server::http::router(core.clone());
-        Harness { core, app }
+        Harness { core, app, clock }
     };
     let one = node(backend.clone(), master.duplicate()).await;
     let (_, root) = one.init(1, 1).await;
