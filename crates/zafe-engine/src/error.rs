@@ -5,7 +5,7 @@
 //! The mapping to HTTP is [`Error::status`] plus Vault's `{"errors": [...]}` body, built at the
 //! edge and nowhere else.
 
-use crate::response::Status;
+use crate::status::Status;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]

@@ -19,6 +19,7 @@ mod error;
 pub mod params;
 mod request;
 mod response;
+mod status;
 mod storage;
 mod system;
 
@@ -28,6 +29,7 @@ pub use engine::{Ctx, Engine, Mount};
 pub use error::{Error, Result};
 pub use params::{LifetimeRequest, MAX_LIST, parse_duration, parse_ttl, rfc3339, str_field};
 pub use request::{Operation, Request, RequestBody, RequestToken};
-pub use response::{Grant, Response, Status};
+pub use response::{Grant, Response};
+pub use status::Status;
 pub use storage::{Expect, Record, Storage, View, Write};
 pub use system::SystemView;

@@ -72,6 +72,8 @@ pub struct Core {
     pub config: Config,
     /// The one clock every decision about time reads.
     clock: Arc<dyn Clock>,
+    /// The project rule the authorisation decision asks.
+    projects: Arc<dyn ProjectRule>,
     pub barrier: Arc<Barrier>,
     pub seal: Seal,
     pub identity: IdentityKey,
@@ -104,11 +106,41 @@ struct RekeyProgress {
     collected: Vec<String>,
 }
 
+/// The project rule, as the core asks it: what a person's memberships grant, which paths a
+/// person must not learn about, and what a service account's scopes allow. `projects`
+/// implements it and the core holds it, so the core's authorisation imports no project code
+/// (OpenBao's policy store depends on a small interface instead of the core in the same way).
+#[async_trait::async_trait]
+pub trait ProjectRule: Send + Sync {
+    /// The role policies (name, HCL) `user_id` holds through their memberships, read from
+    /// storage now, so a removed member loses access at once.
+    async fn role_policies(&self, core: &Core, user_id: &str) -> Result<Vec<(String, String)>>;
+
+    /// Refuses with the project's 404 when `path` is about a project `user_id` is not a member
+    /// of, whether the project exists or not (R-ACL-2).
+    async fn check_visible(
+        &self,
+        core: &Core,
+        user_id: &str,
+        path: &str,
+        router: Option<&Router>,
+    ) -> Result<()>;
+
+    /// The ACL a service account's scopes make (the core allows it read and list only).
+    async fn account_acl(
+        &self,
+        core: &Core,
+        account: &crate::service_accounts::ServiceAccount,
+    ) -> Result<zafe_core::policy::Acl>;
+}
+
 /// Everything [`Core::new`] needs.
 pub struct CoreParts {
     pub config: Config,
     /// The one clock (the system's; a manual one in tests).
     pub clock: Arc<dyn Clock>,
+    /// The project rule (`projects::rule()`).
+    pub projects: Arc<dyn ProjectRule>,
     pub backend: Arc<dyn Backend>,
     pub identity: IdentityKey,
     pub master_key: Option<SecretKey>,
@@ -129,6 +161,7 @@ impl Core {
         let core = Arc::new(Self {
             config: parts.config,
             clock: parts.clock,
+            projects: parts.projects,
             barrier: Arc::new(Barrier::new(parts.backend.clone())),
             seal: Seal::new(parts.backend, parts.master_key),
             identity: parts.identity,
@@ -501,7 +534,9 @@ impl Core {
             // through a second API).
             let permitted = matches!(needed, Capability::Read | Capability::List)
                 && !sudo
-                && crate::projects::service_account_acl(self, account)
+                && self
+                    .projects
+                    .account_acl(self, account)
                     .await?
                     .allows(path, needed);
             return if permitted {
@@ -518,12 +553,9 @@ impl Core {
         // the same 404 whether the project exists or not (R-ACL-2).
         if let Some(user) = caller.person() {
             let router = self.unsealed()?.router.read().clone();
-            if let Some(slug) = crate::projects::slug_in_path(path, router.as_deref()) {
-                let grants = crate::projects::grants_for(self, &user.user_id).await?;
-                if !grants.iter().any(|g| g.slug == slug) {
-                    return Err(crate::projects::hidden());
-                }
-            }
+            self.projects
+                .check_visible(self, &user.user_id, path, router.as_deref())
+                .await?;
         }
         Err(Error::PermissionDenied)
     }
@@ -535,9 +567,7 @@ impl Core {
     pub async fn acl_of(&self, caller: &Caller) -> Result<Arc<zafe_core::policy::Acl>> {
         match caller.person() {
             Some(user) => {
-                let grants = crate::projects::grants_for(self, &user.user_id).await?;
-                let generated: Vec<(String, String)> =
-                    grants.iter().map(crate::projects::Grant::policy).collect();
+                let generated = self.projects.role_policies(self, &user.user_id).await?;
                 self.unsealed()?
                     .acls
                     .acl_for_generated(&self.barrier, &generated, &caller.token().policies)

@@ -587,6 +587,7 @@ mod tests {
         let core = Core::new(crate::core::CoreParts {
             config: Default::default(),
             clock: std::sync::Arc::new(zafe_engine::SystemClock),
+            projects: crate::projects::rule(),
             backend,
             identity: zafe_core::identity::IdentityKey::generate(),
             master_key: None,
@@ -659,6 +660,7 @@ mod tests {
         let core = Core::new(crate::core::CoreParts {
             config: Default::default(),
             clock: std::sync::Arc::new(zafe_engine::SystemClock),
+            projects: crate::projects::rule(),
             backend,
             identity: zafe_core::identity::IdentityKey::generate(),
             master_key: None,

@@ -132,6 +132,7 @@ async fn start_dev(
     let core = Core::new(CoreParts {
         config,
         clock: std::sync::Arc::new(zafe_engine::SystemClock),
+        projects: crate::projects::rule(),
         backend,
         // Ephemeral by design, like everything else in dev mode.
         identity: IdentityKey::generate(),
@@ -260,6 +261,7 @@ async fn start_configured(config: Config, accept_rollback: bool) -> Result<Arc<C
     let core = Core::new(CoreParts {
         config,
         clock: std::sync::Arc::new(zafe_engine::SystemClock),
+        projects: crate::projects::rule(),
         backend,
         identity,
         master_key: secrets.master_key,

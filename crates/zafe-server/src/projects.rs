@@ -64,6 +64,55 @@ const KV_ENDPOINTS: [&str; 5] = ["data", "metadata", "delete", "undelete", "dest
 
 /// The one answer for a project that does not exist or that the caller may
 /// not know about. Both cases must stay byte-for-byte identical.
+/// The project rule the core holds (see [`crate::core::ProjectRule`]).
+pub fn rule() -> Arc<dyn crate::core::ProjectRule> {
+    Arc::new(Rule)
+}
+
+struct Rule;
+
+#[async_trait::async_trait]
+impl crate::core::ProjectRule for Rule {
+    async fn role_policies(&self, core: &Core, user_id: &str) -> Result<Vec<(String, String)>> {
+        Ok(grants_for(core, user_id)
+            .await?
+            .iter()
+            .map(Grant::policy)
+            .collect())
+    }
+
+    async fn check_visible(
+        &self,
+        core: &Core,
+        user_id: &str,
+        path: &str,
+        router: Option<&crate::mounts::Router>,
+    ) -> Result<()> {
+        let Some(slug) = slug_in_path(path, router) else {
+            return Ok(());
+        };
+        if grants_for(core, user_id)
+            .await?
+            .iter()
+            .any(|g| g.slug == slug)
+        {
+            Ok(())
+        } else {
+            Err(hidden())
+        }
+    }
+
+    async fn account_acl(
+        &self,
+        core: &Core,
+        account: &crate::service_accounts::ServiceAccount,
+    ) -> Result<zafe_core::policy::Acl> {
+        service_account_acl(core, account).await
+    }
+}
+
+/// The one answer for a project a person may not know about: the same 404 whether it exists
+/// or not.
 pub fn hidden() -> Error {
     Error::NotFound("no such project".into())
 }

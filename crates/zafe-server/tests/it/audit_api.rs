@@ -53,6 +53,7 @@ async fn node(
     let core = Core::new(CoreParts {
         config,
         clock: clock.clone(),
+        projects: zafe_server::projects::rule(),
         backend,
         identity: IdentityKey::from_seed(seed),
         master_key: Some(master.duplicate()),

@@ -36,6 +36,7 @@ pub async fn harness_with(config: Config, master_key: Option<SecretKey>) -> Harn
     let core = Core::new(CoreParts {
         config,
         clock: clock.clone(),
+        projects: zafe_server::projects::rule(),
         backend,
         identity: IdentityKey::generate(),
         master_key,

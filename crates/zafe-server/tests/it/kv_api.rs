@@ -1455,6 +1455,7 @@ async fn two_nodes_on_one_database_never_lose_an_update() {
             let core = Core::new(CoreParts {
                 config: Config::default(),
                 clock: clock.clone(),
+                projects: zafe_server::projects::rule(),
                 backend,
                 identity: IdentityKey::generate(),
                 master_key: Some(master),

@@ -902,6 +902,7 @@ async fn logins_rehash_passwords_made_with_old_parameters() {
             let core = Core::new(CoreParts {
                 config: c,
                 clock: clock.clone(),
+                projects: zafe_server::projects::rule(),
                 backend,
                 identity: zafe_core::identity::IdentityKey::generate(),
                 master_key: Some(master),

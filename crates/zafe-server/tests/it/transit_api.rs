@@ -1438,6 +1438,7 @@ async fn concurrent_rotations_on_two_nodes_never_lose_a_version() {
         let core = zafe_server::core::Core::new(zafe_server::core::CoreParts {
             config: zafe_server::Config::default(),
             clock: clock.clone(),
+            projects: zafe_server::projects::rule(),
             backend,
             identity: zafe_core::identity::IdentityKey::generate(),
             master_key: Some(master),
