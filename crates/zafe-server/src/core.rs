@@ -47,9 +47,12 @@ pub fn capability(op: Operation, exists: bool) -> Capability {
 
 pub use zafe_engine::{Operation, Request, RequestBody, RequestToken, Response};
 
+/// The cluster's name and id, as Vault's `sys/health` and `sys/leader` show them; the same on every node.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ClusterInfo {
+    /// A readable name, generated once at initialisation.
     pub cluster_name: String,
+    /// A random uuid, generated once at initialisation.
     pub cluster_id: String,
 }
 
@@ -68,14 +71,20 @@ struct Unsealed {
     rekey: parking_lot::Mutex<Option<RekeyProgress>>,
 }
 
+/// The core: the barrier, the seal, the token store's keys, the policy store, the audit broker and the router,
+/// and the one place every `/v1/` request is authenticated, authorised and dispatched ([`Core::handle`]).
 pub struct Core {
+    /// The server configuration, as loaded at start.
     pub config: Config,
     /// The one clock every decision about time reads.
     clock: Arc<dyn Clock>,
     /// The project rule the authorisation decision asks.
     projects: Arc<dyn ProjectRule>,
+    /// The encryption barrier: the only way to storage for everything above it.
     pub barrier: Arc<Barrier>,
+    /// Init, unseal shares and the seal configuration.
     pub seal: Seal,
+    /// The server's Ed25519 identity key (outside the barrier: it proves who the server is while sealed). Never log it.
     pub identity: IdentityKey,
     /// SHA-256 of the SPKI of the certificate our own TLS listener presents.
     pub tls_spki: Option<[u8; 32]>,
@@ -85,7 +94,9 @@ pub struct Core {
     /// `None` while sealed.
     unsealed: RwLock<Option<Arc<Unsealed>>>,
     cluster: RwLock<ClusterInfo>,
+    /// The policy store (serialises policy changes of this process).
     pub policies: PolicyStore,
+    /// The progress of the last key-encryption-key re-wrap, for `sys/key-status`.
     pub rewrap: RwLock<Option<Arc<RewrapProgress>>>,
     /// Every request is written here before its response leaves (R-AUD-1).
     pub audit: crate::audit::AuditLog,
@@ -136,20 +147,28 @@ pub trait ProjectRule: Send + Sync {
 
 /// Everything [`Core::new`] needs.
 pub struct CoreParts {
+    /// The server configuration, as loaded at start.
     pub config: Config,
     /// The one clock (the system's; a manual one in tests).
     pub clock: Arc<dyn Clock>,
     /// The project rule (`projects::rule()`).
     pub projects: Arc<dyn ProjectRule>,
+    /// Physical storage (SQLite or PostgreSQL).
     pub backend: Arc<dyn Backend>,
+    /// The server's Ed25519 identity key (outside the barrier: it proves who the server is while sealed). Never log it.
     pub identity: IdentityKey,
+    /// A master key for auto-unseal (`ZAFE_MASTER_KEY`), if configured; otherwise Shamir shares.
     pub master_key: Option<SecretKey>,
+    /// A configured secret the token key is derived from (so several nodes hash tokens alike), if any; otherwise it comes from the keyring.
     pub token_pepper: Option<SecretKey>,
+    /// SHA-256 of the SPKI of the server's own TLS certificate, bound into identity proofs.
     pub tls_spki: Option<[u8; 32]>,
+    /// The same for a TLS-terminating proxy's certificate, when one is configured.
     pub proxy_spki: Option<[u8; 32]>,
 }
 
 impl Core {
+    /// A sealed core over its parts: starts the audit broker and reads the cluster identity.
     pub async fn new(parts: CoreParts) -> Result<Arc<Self>> {
         let audit = crate::audit::AuditLog::start(
             parts.backend.clone(),
@@ -190,10 +209,12 @@ impl Core {
         }
     }
 
+    /// OIDC login, when `[oidc]` is configured.
     pub fn oidc(&self) -> Option<&crate::people::oidc::Oidc> {
         self.oidc.get()
     }
 
+    /// Physical storage (ciphertext only), for the parts that write below the barrier: seal, audit.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         self.barrier.backend()
     }
@@ -208,14 +229,17 @@ impl Core {
         self.clock.now().secs()
     }
 
+    /// Whether the core holds no keys.
     pub fn is_sealed(&self) -> bool {
         self.unsealed.read().is_none()
     }
 
+    /// The cluster's name and id.
     pub fn cluster(&self) -> ClusterInfo {
         self.cluster.read().clone()
     }
 
+    /// Whether `sys/init` has run (a seal configuration is stored).
     pub async fn is_initialized(&self) -> Result<bool> {
         Ok(self.seal.config().await?.is_some())
     }
@@ -284,6 +308,7 @@ impl Core {
         self.audit.sealed();
     }
 
+    /// Unseals with the configured master key (auto-unseal).
     pub async fn unseal_with_master_key(&self) -> Result<()> {
         let unsealed = self.seal.unseal_with_master_key().await?;
         self.open(unsealed);
@@ -295,6 +320,7 @@ impl Core {
         self.unsealed.read().clone().ok_or(Error::Sealed)
     }
 
+    /// A copy of the token store's HMAC key, while unsealed. Never log it.
     pub fn token_key(&self) -> Result<SecretKey> {
         Ok(self.unsealed()?.token_key.duplicate())
     }
@@ -359,6 +385,7 @@ impl Core {
         .inspect(crate::audit::note_caller)
     }
 
+    /// Revokes a token of the token store and its children.
     pub async fn revoke_token(&self, token: &str) -> Result<()> {
         tokens::revoke(&self.barrier, &self.token_key()?, token).await
     }
@@ -699,6 +726,7 @@ impl Core {
         })
     }
 
+    /// Forgets the `operator rekey` in progress, if any.
     pub fn rekey_cancel(&self) {
         if let Some(unsealed) = self.unsealed.read().as_ref() {
             unsealed.rekey.lock().take();

@@ -50,6 +50,7 @@ const USER_PREFIX: &str = "sys/projects/user/";
 
 /// Environments a project gets when the request names none.
 pub const DEFAULT_ENVIRONMENTS: [&str; 3] = ["dev", "staging", "prod"];
+/// The KV mount a project lives on unless it names another.
 pub const DEFAULT_MOUNT: &str = "secret";
 const MAX_ENVIRONMENTS: usize = 64;
 const MAX_TAGS: usize = 32;
@@ -123,15 +124,21 @@ pub fn hidden() -> Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// Reads and lists the project's secrets.
     Readonly,
+    /// Also writes secrets.
     Member,
+    /// Also deletes and destroys them, and manages environments.
     Operator,
+    /// Also manages members and the project itself.
     Admin,
 }
 
 impl Role {
+    /// Every role, weakest first.
     pub const ALL: [Role; 4] = [Role::Readonly, Role::Member, Role::Operator, Role::Admin];
 
+    /// The name used in the API and in policies (`readonly`, `member`, `operator`, `admin`).
     pub fn name(self) -> &'static str {
         match self {
             Role::Readonly => "readonly",
@@ -141,6 +148,7 @@ impl Role {
         }
     }
 
+    /// A role from its name; a 400 naming the roles otherwise.
     pub fn parse(text: &str) -> Result<Role> {
         Role::ALL
             .into_iter()
@@ -198,8 +206,11 @@ impl Role {
 /// One membership as the ACL sees it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Grant {
+    /// The project.
     pub slug: String,
+    /// Its KV mount, without a trailing slash.
     pub mount: String,
+    /// The person's role on it.
     pub role: Role,
 }
 
@@ -215,13 +226,18 @@ impl Grant {
 
 // ---- records ------------------------------------------------------------------
 
+/// A project: a folder of secrets on a KV mount, with environments, tags and members.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Project {
+    /// A random uuid, never reused (service-account scopes can name it: `project-id:<uuid>`).
     pub id: String,
+    /// Its unique name: lower-case letters, digits and dashes; the folder on the mount.
     pub slug: String,
     /// The KV v2 mount, without a trailing slash.
     pub mount: String,
+    /// Its environments (`dev`, `prod`, ...): folders under the project.
     pub environments: Vec<String>,
+    /// Tags, which service-account scopes can name (`tag:<tag>`).
     #[serde(default)]
     pub tags: Vec<String>,
     /// Who created it: an email, or a token's display name and accessor.
@@ -230,12 +246,18 @@ pub struct Project {
     pub created_at: i64,
 }
 
+/// A person's role on a project.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Membership {
+    /// The person's account id.
     pub user_id: String,
+    /// Their email, lower-cased, as shown in member lists.
     pub email: String,
+    /// Their role.
     pub role: Role,
+    /// Who added them (an actor name, never a token).
     pub added_by: String,
+    /// When, in Unix seconds.
     pub added_at: i64,
 }
 
