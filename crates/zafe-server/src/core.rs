@@ -80,6 +80,8 @@ pub struct Core {
     clock: Arc<dyn Clock>,
     /// The project rule the authorisation decision asks.
     projects: Arc<dyn ProjectRule>,
+    /// The engines mounts can use.
+    engines: crate::mounts::Engines,
     /// The encryption barrier: the only way to storage for everything above it.
     pub barrier: Arc<Barrier>,
     /// Init, unseal shares and the seal configuration.
@@ -153,6 +155,8 @@ pub struct CoreParts {
     pub clock: Arc<dyn Clock>,
     /// The project rule (`projects::rule()`).
     pub projects: Arc<dyn ProjectRule>,
+    /// The engines mounts can use (`zafe_engines::build`).
+    pub engines: crate::mounts::Engines,
     /// Physical storage (SQLite or PostgreSQL).
     pub backend: Arc<dyn Backend>,
     /// The server's Ed25519 identity key (outside the barrier: it proves who the server is while sealed). Never log it.
@@ -181,6 +185,7 @@ impl Core {
             config: parts.config,
             clock: parts.clock,
             projects: parts.projects,
+            engines: parts.engines,
             barrier: Arc::new(Barrier::new(parts.backend.clone())),
             seal: Seal::new(parts.backend, parts.master_key),
             identity: parts.identity,
@@ -633,7 +638,7 @@ impl Core {
         let table = crate::mounts::load_or_create(self).await?;
         let unsealed = self.unsealed()?;
         let previous = unsealed.router.read().clone();
-        let router = Arc::new(Router::build(&table, previous.as_deref()));
+        let router = Arc::new(Router::build(&table, previous.as_deref(), self.engines));
         *unsealed.router.write() = Some(router.clone());
         Ok(router)
     }
@@ -643,7 +648,11 @@ impl Core {
         let table = crate::mounts::load_or_create(self).await?;
         let unsealed = self.unsealed()?;
         let previous = unsealed.router.read().clone();
-        *unsealed.router.write() = Some(Arc::new(Router::build(&table, previous.as_deref())));
+        *unsealed.router.write() = Some(Arc::new(Router::build(
+            &table,
+            previous.as_deref(),
+            self.engines,
+        )));
         Ok(table)
     }
 

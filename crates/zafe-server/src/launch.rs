@@ -16,7 +16,7 @@ use crate::config::{self, Config, StorageKind};
 use crate::core::{Core, CoreParts};
 
 /// How `zafe server` was invoked.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Launch {
     /// `--config`: the configuration file; none means defaults and environment.
     pub config_path: Option<PathBuf>,
@@ -31,6 +31,9 @@ pub struct Launch {
     /// Start even though the store is older than this node's rollback
     /// anchor (`--accept-rollback`; also `ZAFE_ACCEPT_ROLLBACK=1`).
     pub accept_rollback: bool,
+    /// The engines mounts can use (the binary passes `zafe_engines::build`), so that the
+    /// server's crate does not depend on the engines'.
+    pub engines: crate::mounts::Engines,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,14 +104,15 @@ pub async fn run(launch: Launch) -> Result<(), LaunchError> {
                     .dev_root_token
                     .as_ref()
                     .map(zafe_core::secret::SecretString::expose),
+                launch.engines,
             )
             .await?
         }
         Mode::Configured => (
-            start_configured(config, accept_rollback(&launch)).await?,
+            start_configured(config, accept_rollback(&launch), launch.engines).await?,
             None,
         ),
-        Mode::Quick => start_quick(config, accept_rollback(&launch)).await?,
+        Mode::Quick => start_quick(config, accept_rollback(&launch), launch.engines).await?,
     };
     serve(core, banner, listener).await
 }
@@ -127,12 +131,14 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, LaunchError> {
 async fn start_dev(
     config: Config,
     dev_root_token: Option<&str>,
+    engines: crate::mounts::Engines,
 ) -> Result<(Arc<Core>, Option<String>), LaunchError> {
     let backend: Arc<dyn Backend> = Arc::new(SqliteBackend::memory().await?);
     let core = Core::new(CoreParts {
         config,
         clock: std::sync::Arc::new(zafe_engine::SystemClock),
         projects: crate::projects::rule(),
+        engines,
         backend,
         // Ephemeral by design, like everything else in dev mode.
         identity: IdentityKey::generate(),
@@ -162,6 +168,7 @@ async fn start_dev(
 async fn start_quick(
     mut config: Config,
     accept_rollback: bool,
+    engines: crate::mounts::Engines,
 ) -> Result<(Arc<Core>, Option<String>), LaunchError> {
     let data_dir = config.data_dir();
     create_private_dir(&data_dir)?;
@@ -188,7 +195,7 @@ async fn start_quick(
         }
         config.seal.master_key_file = Some(key_file);
     }
-    let core = start_configured(config, accept_rollback).await?;
+    let core = start_configured(config, accept_rollback, engines).await?;
     let mut banner = None;
     if !core.is_initialized().await? {
         let (shares, root_token) = core.initialize(1, 1, None).await?;
@@ -210,7 +217,11 @@ async fn start_quick(
 /// Production start: storage, identity, secrets, and auto-unseal when a
 /// master key is configured. Without one the server waits, sealed, for
 /// `zafe operator init` / `unseal`.
-async fn start_configured(config: Config, accept_rollback: bool) -> Result<Arc<Core>, LaunchError> {
+async fn start_configured(
+    config: Config,
+    accept_rollback: bool,
+    engines: crate::mounts::Engines,
+) -> Result<Arc<Core>, LaunchError> {
     config.validate()?;
     let secrets = config.secrets(&config::process_env)?;
     let backend: Arc<dyn Backend> = match config.storage.kind {
@@ -262,6 +273,7 @@ async fn start_configured(config: Config, accept_rollback: bool) -> Result<Arc<C
         config,
         clock: std::sync::Arc::new(zafe_engine::SystemClock),
         projects: crate::projects::rule(),
+        engines,
         backend,
         identity,
         master_key: secrets.master_key,

@@ -24,7 +24,6 @@
 //! [`anchor`] (the server's identity key and the rollback anchor kept
 //! beside it), [`config`] and [`run`] (starting a server from a [`Launch`]).
 
-
 pub mod anchor;
 pub mod audit;
 pub mod barrier;

@@ -177,7 +177,7 @@ impl Router {
     /// The routing table for `table`. An engine that `previous` already ran for the same mount
     /// (same uuid and kind) is kept, so engine state such as write locks lives exactly as long
     /// as its mount, across reloads.
-    pub fn build(table: &MountTable, previous: Option<&Router>) -> Self {
+    pub fn build(table: &MountTable, previous: Option<&Router>, engines: Engines) -> Self {
         let mut mounts: Vec<Mounted> = table
             .entries
             .iter()
@@ -189,7 +189,7 @@ impl Router {
                 });
                 let handler = match kept {
                     Some(m) => m.handler.clone(),
-                    None => handler_for(entry),
+                    None => handler_for(entry, engines),
                 };
                 Mounted {
                     handler,
@@ -221,11 +221,16 @@ impl Router {
     }
 }
 
-fn handler_for(entry: &MountEntry) -> Handler {
+/// The engines this server can mount: a new engine of a kind (`kv`, `transit`, `approle`), or
+/// `None` for a kind it does not have. The binary passes `zafe_engines::build`; the core never
+/// names an engine.
+pub type Engines = fn(&str) -> Option<Arc<dyn Engine>>;
+
+fn handler_for(entry: &MountEntry, engines: Engines) -> Handler {
     if entry.kind == "token" {
         return Handler::TokenStore;
     }
-    match zafe_engines::build(&entry.kind) {
+    match engines(&entry.kind) {
         Some(engine) => Handler::Engine(engine),
         // One mount whose engine cannot start (a mount table written by a newer Zafe) must not
         // take the others down: it answers 503 until fixed.
@@ -666,8 +671,8 @@ mod tests {
         let table = MountTable {
             entries: vec![kv.clone(), token],
         };
-        let first = Router::build(&table, None);
-        let second = Router::build(&table, Some(&first));
+        let first = Router::build(&table, None, zafe_engines::build);
+        let second = Router::build(&table, Some(&first), zafe_engines::build);
         assert!(Arc::ptr_eq(
             &engine_of(&first, "secret/data/x"),
             &engine_of(&second, "secret/data/x")
@@ -679,7 +684,7 @@ mod tests {
         let remounted = MountTable {
             entries: vec![MountEntry::new("secret/", "kv", false, 0)],
         };
-        let third = Router::build(&remounted, Some(&second));
+        let third = Router::build(&remounted, Some(&second), zafe_engines::build);
         assert!(!Arc::ptr_eq(
             &engine_of(&second, "secret/data/x"),
             &engine_of(&third, "secret/data/x")

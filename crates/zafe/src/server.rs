@@ -35,6 +35,7 @@ pub(crate) async fn run(_ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> 
         dev_root_token: args.dev_root_token,
         listen: args.listen,
         accept_rollback: args.accept_rollback,
+        engines: zafe_engines::build,
     })
     .await?;
     Ok(ExitCode::SUCCESS)

@@ -54,6 +54,7 @@ async fn node(
         config,
         clock: clock.clone(),
         projects: zafe_server::projects::rule(),
+        engines: zafe_engines::build,
         backend,
         identity: IdentityKey::from_seed(seed),
         master_key: Some(master.duplicate()),

@@ -37,6 +37,7 @@ pub async fn harness_with(config: Config, master_key: Option<SecretKey>) -> Harn
         config,
         clock: clock.clone(),
         projects: zafe_server::projects::rule(),
+        engines: zafe_engines::build,
         backend,
         identity: IdentityKey::generate(),
         master_key,

@@ -1456,6 +1456,7 @@ async fn two_nodes_on_one_database_never_lose_an_update() {
                 config: Config::default(),
                 clock: clock.clone(),
                 projects: zafe_server::projects::rule(),
+                engines: zafe_engines::build,
                 backend,
                 identity: IdentityKey::generate(),
                 master_key: Some(master),

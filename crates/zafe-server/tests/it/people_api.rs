@@ -903,6 +903,7 @@ async fn logins_rehash_passwords_made_with_old_parameters() {
                 config: c,
                 clock: clock.clone(),
                 projects: zafe_server::projects::rule(),
+                engines: zafe_engines::build,
                 backend,
                 identity: zafe_core::identity::IdentityKey::generate(),
                 master_key: Some(master),

@@ -1439,6 +1439,7 @@ async fn concurrent_rotations_on_two_nodes_never_lose_a_version() {
             config: zafe_server::Config::default(),
             clock: clock.clone(),
             projects: zafe_server::projects::rule(),
+            engines: zafe_engines::build,
             backend,
             identity: zafe_core::identity::IdentityKey::generate(),
             master_key: Some(master),
