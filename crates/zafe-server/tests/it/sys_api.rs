@@ -453,3 +453,46 @@ async fn master_key_mode_stays_unsealed_after_init() {
     h.core.unseal_with_master_key().await.unwrap();
     assert!(!h.core.is_sealed());
 }
+
+// Sealing forgets everything unsealed at once: the token key, the password
+// pepper, the router (and with it every engine), compiled ACLs and a rekey
+// in progress. After unsealing again, all of it is rebuilt from storage.
+#[tokio::test]
+async fn sealing_forgets_every_unsealed_thing_at_once() {
+    let h = harness().await;
+    let (keys, root) = h.init(1, 1).await;
+    h.unseal(&keys[0]).await;
+    let put = h
+        .call(
+            "POST",
+            "/v1/secret/data/app",
+            Some(&root),
+            Some(json!({"data": {"k": "v"}})),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::OK, "{:?}", put.json);
+    let started = h
+        .call(
+            "PUT",
+            "/v1/sys/rekey/init",
+            Some(&root),
+            Some(json!({"secret_shares": 1, "secret_threshold": 1})),
+        )
+        .await;
+    assert_eq!(started.status, StatusCode::OK, "{:?}", started.json);
+    assert!(h.core.token_key().is_ok() && h.core.password_pepper().is_ok());
+
+    h.core.close();
+    assert!(h.core.token_key().is_err());
+    assert!(h.core.password_pepper().is_err());
+    assert!(h.core.router().await.is_err());
+
+    h.unseal(&keys[0]).await;
+    let read = h
+        .call("GET", "/v1/secret/data/app", Some(&root), None)
+        .await;
+    assert_eq!(read.json["data"]["data"]["k"], "v", "{:?}", read.json);
+    // The rekey that was in progress did not survive the seal.
+    let status = h.call("GET", "/v1/sys/rekey/init", Some(&root), None).await;
+    assert_eq!(status.json["started"], false, "{:?}", status.json);
+}
