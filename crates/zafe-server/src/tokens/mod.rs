@@ -69,8 +69,9 @@ pub struct TokenEntry {
     pub accessor: String,
     /// The names of the policies it carries; `root` grants everything.
     pub policies: Vec<String>,
-    /// A label for people and the audit log (`root`, `token-<name>`,
-    /// `approle`), never used for an authorization decision.
+    /// A label for people and the audit log (`root` for the root token,
+    /// `token-<name>` from `auth/token/create`), never used for an
+    /// authorization decision.
     pub display_name: String,
     /// Unix seconds.
     pub created_at: i64,
@@ -104,7 +105,7 @@ pub struct TokenEntry {
     /// A periodic token renews by this many seconds each time.
     #[serde(default)]
     pub period: i64,
-    /// Whether [`renew`] may extend it (a token that never expires cannot
+    /// Whether a renewal may extend it (a token that never expires cannot
     /// be renewed either way).
     #[serde(default)]
     pub renewable: bool,
