@@ -35,15 +35,15 @@ pub mod totp;
 
 /// Who a session belongs to, as the core sees it for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserCaller {
+pub(crate) struct UserCaller {
     /// The user's id (a UUID).
-    pub user_id: String,
+    pub(crate) user_id: String,
     /// Lower-cased.
-    pub email: String,
+    pub(crate) email: String,
     /// A server administrator: the session carries the `root` policy.
-    pub admin: bool,
+    pub(crate) admin: bool,
     /// The session family the access token belongs to.
-    pub session_id: String,
+    pub(crate) session_id: String,
 }
 
 /// Server-wide state for people: built once from the configuration.

@@ -64,61 +64,61 @@ pub(crate) const SYSTEM_MAX_TTL: i64 = 32 * 24 * 3600;
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TokenEntry {
     /// Hex of the token's keyed hash; also the last segment of its storage key.
-    pub id_hash: String,
+    pub(crate) id_hash: String,
     /// A non-secret handle for the token (for listing and revoking it).
-    pub accessor: String,
+    pub(crate) accessor: String,
     /// The names of the policies it carries; `root` grants everything.
-    pub policies: Vec<String>,
+    pub(crate) policies: Vec<String>,
     /// A label for people and the audit log (`root` for the root token,
     /// `token-<name>` from `auth/token/create`), never used for an
     /// authorization decision.
-    pub display_name: String,
+    pub(crate) display_name: String,
     /// Unix seconds.
-    pub created_at: i64,
+    pub(crate) created_at: i64,
     /// Unix seconds; `None` never expires (the root token).
-    pub expires_at: Option<i64>,
+    pub(crate) expires_at: Option<i64>,
     /// The path that created it: `auth/token/create`, `auth/approle/login`.
     #[serde(default)]
-    pub path: String,
+    pub(crate) path: String,
     /// Free-form key/value metadata given at creation (Vault's `meta`),
     /// returned by lookups.
     #[serde(default)]
-    pub meta: BTreeMap<String, String>,
+    pub(crate) meta: BTreeMap<String, String>,
     /// The parent's hash; `None` for orphans.
     #[serde(default)]
-    pub parent: Option<String>,
+    pub(crate) parent: Option<String>,
     /// Uses left; 0 is unlimited.
     #[serde(default)]
-    pub num_uses: u32,
+    pub(crate) num_uses: u32,
     /// The TTL it was created with, in seconds (what a renewal without an
     /// increment extends by).
     #[serde(default)]
-    pub creation_ttl: i64,
+    pub(crate) creation_ttl: i64,
     /// The explicit maximum TTL asked for at creation, in seconds; 0 is
     /// none (only the mount's or system maximum applies).
     #[serde(default)]
-    pub explicit_max_ttl: i64,
+    pub(crate) explicit_max_ttl: i64,
     /// The hard limit no renewal can pass: creation + explicit max TTL or
     /// the mount's maximum, and never later than the parent's limit.
     #[serde(default)]
-    pub max_expires_at: Option<i64>,
+    pub(crate) max_expires_at: Option<i64>,
     /// A periodic token renews by this many seconds each time.
     #[serde(default)]
-    pub period: i64,
+    pub(crate) period: i64,
     /// Whether a renewal may extend it (a token that never expires cannot
     /// be renewed either way).
     #[serde(default)]
-    pub renewable: bool,
+    pub(crate) renewable: bool,
     /// The token role it was created from, if any.
     #[serde(default)]
-    pub role: Option<String>,
+    pub(crate) role: Option<String>,
     /// Client addresses the token may be used from; empty is anywhere.
     #[serde(default)]
-    pub bound_cidrs: Vec<IpNet>,
+    pub(crate) bound_cidrs: Vec<IpNet>,
     /// Set (never stored) on the entry handed to the request that took a
     /// limited-use token's last use: the token is already gone.
     #[serde(skip)]
-    pub uses_exhausted: bool,
+    pub(crate) uses_exhausted: bool,
 }
 
 impl TokenEntry {
@@ -134,7 +134,7 @@ impl TokenEntry {
     }
 
     /// Seconds left, 0 for a token that never expires.
-    pub fn ttl(&self, now: i64) -> i64 {
+    pub(crate) fn ttl(&self, now: i64) -> i64 {
         self.expires_at.map_or(0, |t| (t - now).max(0))
     }
 
@@ -864,14 +864,14 @@ pub(crate) async fn list_accessors(
 pub struct TidyReport {
     /// Expired tokens revoked, each with its subtree (the subtree's tokens
     /// are not counted).
-    pub expired_revoked: usize,
+    pub(crate) expired_revoked: usize,
     /// Accessor index rows removed because their token was gone (or the
     /// row unreadable).
-    pub dangling_accessors: usize,
+    pub(crate) dangling_accessors: usize,
     /// Parent-to-child rows removed because the child or the parent was
     /// gone, and children made orphans for an unfinished orphan
     /// revocation.
-    pub dangling_children: usize,
+    pub(crate) dangling_children: usize,
 }
 
 /// Removes expired tokens (with their subtrees) and index rows that point
