@@ -2,7 +2,7 @@
 //!
 //! The token store's [`TokenEntry`] is a stored record and only that; what kind of caller a
 //! request has (a token, a person's session, a service account) is this enum, and the core's
-//! decisions match on it. Engines see less: [`Caller::engine_caller`], a name to record.
+//! decisions match on it. Engines see less: `Caller::engine_caller`, a name to record.
 
 use crate::people::UserCaller;
 use crate::service_accounts::ServiceAccount;
