@@ -2,7 +2,7 @@
 //!
 //! The token store's [`TokenEntry`] is a stored record and only that; what kind of caller a
 //! request has (a token, a person's session, a service account) is this enum, and the core's
-//! decisions match on it. Engines see less: [`Caller::engine_caller`], a name to record.
+//! decisions match on it. Engines see less: `Caller::engine_caller`, a name to record.
 
 use crate::people::UserCaller;
 use crate::service_accounts::ServiceAccount;
@@ -23,25 +23,25 @@ pub enum Caller {
 #[derive(Debug, Clone)]
 pub struct Person {
     /// Whose session it is.
-    pub user: UserCaller,
+    pub(crate) user: UserCaller,
     /// The session's access token as Vault's token lookups show it: `root` for a server
     /// administrator, otherwise the person's extra policies (project roles are added by
     /// `Core::authorize`); never stored in the token store.
-    pub session: TokenEntry,
+    pub(crate) session: TokenEntry,
 }
 
 /// A service account, for one request.
 #[derive(Debug, Clone)]
 pub struct AccountCaller {
     /// The account: its scopes decide what it may read.
-    pub account: ServiceAccount,
+    pub(crate) account: ServiceAccount,
     /// Its token as Vault's token lookups show it; never stored in the token store.
-    pub token: TokenEntry,
+    pub(crate) token: TokenEntry,
 }
 
 impl Caller {
     /// The token the caller presented, as lookups and audit entries show it.
-    pub fn token(&self) -> &TokenEntry {
+    pub(crate) fn token(&self) -> &TokenEntry {
         match self {
             Caller::Token(entry) => entry,
             Caller::Person(person) => &person.session,
@@ -50,12 +50,12 @@ impl Caller {
     }
 
     /// Whether the caller holds the `root` policy (root tokens, administrators' sessions).
-    pub fn is_root(&self) -> bool {
+    pub(crate) fn is_root(&self) -> bool {
         self.token().is_root()
     }
 
     /// The person, for a session.
-    pub fn person(&self) -> Option<&UserCaller> {
+    pub(crate) fn person(&self) -> Option<&UserCaller> {
         match self {
             Caller::Person(person) => Some(&person.user),
             _ => None,
@@ -63,7 +63,7 @@ impl Caller {
     }
 
     /// The account, for a service account.
-    pub fn service_account(&self) -> Option<&ServiceAccount> {
+    pub(crate) fn service_account(&self) -> Option<&ServiceAccount> {
         match self {
             Caller::ServiceAccount(account) => Some(&account.account),
             _ => None,
@@ -71,7 +71,7 @@ impl Caller {
     }
 
     /// The caller as an engine sees it: a name, nothing to act with.
-    pub fn engine_caller(&self) -> zafe_engine::Caller {
+    pub(crate) fn engine_caller(&self) -> zafe_engine::Caller {
         match self {
             Caller::Person(person) => zafe_engine::Caller::Person {
                 email: person.user.email.clone(),

@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use zafe_core::crypto::derive_key;
 use zafe_core::secret::SecretKey;
 use zafe_engine::Timestamp;
-pub use zafe_engine::{Ctx, Engine, Expect, MAX_LIST, Record, Storage, View, Write, str_field};
+use zafe_engine::{Expect, Record, Storage, Write};
+pub(crate) use zafe_engine::{MAX_LIST, View};
 
 use crate::barrier::Barrier;
 use crate::core::Core;

@@ -2,7 +2,7 @@
 //! it); this module adds what only the server knows: how a barrier failure reads as one. The
 //! mapping to HTTP is in [`crate::http`], in one place.
 
-pub use zafe_engine::{Error, Result};
+pub(crate) use zafe_engine::{Error, Result};
 
 use crate::barrier::BarrierError;
 

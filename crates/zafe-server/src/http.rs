@@ -34,11 +34,23 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Per-request facts the middleware establishes for handlers.
 #[derive(Debug, Clone)]
-pub struct RequestContext {
-    pub request_id: String,
-    pub client_ip: IpAddr,
+struct RequestContext {
+    /// The checked `X-Request-Id`, or a new UUID.
+    request_id: String,
+    /// The client's address, after trusted proxies ([`client_ip`]).
+    client_ip: IpAddr,
 }
 
+/// The whole HTTP API of one core: `/v1/...` goes to the core, any other
+/// path is a JSON 404. Around it: CORS for the configured origins only,
+/// request tracing (the path, never the query string), and outermost the
+/// guard that gives every request its id and client address, refuses a
+/// declared body over the limit with 413, audits it (a request whose audit
+/// entry cannot be written fails), turns a panic into a bare 500, and sets
+/// the security headers.
+///
+/// Serve it with `into_make_service_with_connect_info::<SocketAddr>()`:
+/// without the peer address every request seems to come from 127.0.0.1.
 pub fn router(core: Arc<Core>) -> Router {
     let mut app = Router::new()
         .route("/v1/{*path}", axum::routing::any(v1))
@@ -215,7 +227,7 @@ fn set_security_headers(headers: &mut HeaderMap, tls: bool) {
 /// walk `X-Forwarded-For` from the right (the hops our proxies appended) and
 /// take the first address that is not a trusted proxy. The leftmost entries
 /// are whatever the client chose to send and are never believed on their own.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;
@@ -412,7 +424,7 @@ async fn error_message(response: Response) -> (Response, String) {
 
 /// The one mapping from a core error to HTTP: its status and Vault's `{"errors": [...]}` body,
 /// whose message is written for the caller and never carries secrets or internal details.
-pub fn error_response(e: &Error) -> Response {
+fn error_response(e: &Error) -> Response {
     (
         http_status(e.status()),
         axum::Json(json!({ "errors": [e.to_string()] })),
@@ -439,7 +451,7 @@ fn http_status(status: Status) -> StatusCode {
 
 /// Vault's response envelope, built here and nowhere else. Vault clients read every one of
 /// these keys, so each is present even when null.
-pub fn envelope(
+fn envelope(
     request_id: &str,
     data: Option<Value>,
     auth: Option<Value>,

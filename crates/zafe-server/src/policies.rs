@@ -7,7 +7,7 @@
 //!
 //! # Policies that a token names but that are not there (R-KEY-9)
 //!
-//! Beside the policies, one record, the index at [`INDEX_KEY`], names every
+//! Beside the policies, one record, the index at `core/policy-index`, names every
 //! policy ever stored and whether it still exists; it is written in the same
 //! atomic commit as every policy write and delete. So when a token names a
 //! policy:
@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-pub use zafe_core::policy::Capability;
+pub(crate) use zafe_core::policy::Capability;
 use zafe_core::policy::{Acl, Policy};
 
 use crate::barrier::{Barrier, BarrierError, Expect, Write};
@@ -43,7 +43,7 @@ use crate::error::{Error, Result};
 const PREFIX: &str = "core/policy/";
 /// The policy index (see the module documentation). Not under [`PREFIX`],
 /// so listings of policies never show it.
-pub const INDEX_KEY: &str = "core/policy-index";
+const INDEX_KEY: &str = "core/policy-index";
 
 /// How often a policy change retries a lost compare-and-swap race.
 const MAX_RETRIES: usize = 64;
@@ -80,7 +80,7 @@ pub struct PolicyStore {
 /// Compiled ACLs, part of the core's unsealed state (dropped at seal). It reads policies through
 /// the barrier and nothing else of the core.
 #[derive(Default)]
-pub struct AclCache {
+pub(crate) struct AclCache {
     /// Keyed by the sorted policy names of a token. Cleared when any policy changes.
     acls: RwLock<HashMap<Vec<String>, Arc<Acl>>>,
     /// ACLs of generated policies (project roles) plus stored ones, keyed by
@@ -98,14 +98,14 @@ const MAX_GENERATED: usize = 4096;
 
 impl AclCache {
     /// Forgets every compiled ACL.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.acls.write().clear();
         self.generated.write().clear();
     }
 
     /// The ACL of generated policies (name, HCL) together with stored
     /// policies by name, compiled by the one policy engine and cached.
-    pub async fn acl_for_generated(
+    pub(crate) async fn acl_for_generated(
         &self,
         barrier: &Barrier,
         generated: &[(String, String)],
@@ -143,7 +143,12 @@ impl AclCache {
         Ok(acl)
     }
 
-    pub async fn acl_for(&self, barrier: &Barrier, names: &[String]) -> Result<Arc<Acl>> {
+    /// The ACL of the stored policies `names` (a token's), compiled by the
+    /// one policy engine and cached by the sorted set of names (`default`
+    /// is the built-in one until customised). Names that were never stored,
+    /// or were deleted through the API, are ignored; a policy whose row and
+    /// index disagree is [`Error::Integrity`].
+    pub(crate) async fn acl_for(&self, barrier: &Barrier, names: &[String]) -> Result<Arc<Acl>> {
         let mut key: Vec<String> = names.to_vec();
         key.sort();
         key.dedup();
@@ -315,7 +320,7 @@ async fn names(core: &Core) -> Result<Vec<String>> {
 }
 
 /// `GET sys/policy` and `LIST sys/policies/acl`.
-pub async fn list_reply(core: &Arc<Core>) -> Result<Response> {
+pub(crate) async fn list_reply(core: &Arc<Core>) -> Result<Response> {
     let names = names(core).await?;
     let data = json!({ "keys": names, "policies": names });
     let top_level = data.as_object().cloned().unwrap_or_default();
@@ -323,7 +328,7 @@ pub async fn list_reply(core: &Arc<Core>) -> Result<Response> {
 }
 
 /// `sys/policy/<name>` and `sys/policies/acl/<name>`.
-pub async fn handle(
+pub(crate) async fn handle(
     core: &Arc<Core>,
     req: &Request,
     name: &str,
@@ -388,7 +393,7 @@ pub async fn handle(
 
 /// `sys/capabilities-self` (for the caller) and `sys/capabilities` (for a
 /// token given in the body; needs the right to call it, checked by the core).
-pub async fn capabilities(
+pub(crate) async fn capabilities(
     core: &Arc<Core>,
     req: &Request,
     caller: Option<&Caller>,

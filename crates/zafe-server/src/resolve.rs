@@ -36,7 +36,15 @@ pub const MAX_REFERENCES: usize = 1000;
 /// How many references an error message names before "and N more".
 const NAMED_IN_ERRORS: usize = 20;
 
-pub async fn resolve(core: &Arc<Core>, req: &Request, caller: &Caller) -> Result<Response> {
+/// Serves `sys/resolve` for an authenticated `caller`: every reference in
+/// the body parsed, authorized, then read, all or nothing (see the module
+/// docs). A body that is not `{"references": [strings]}`, more than
+/// [`MAX_REFERENCES`] references or a malformed one is a 400 before
+/// anything is read; forbidden references a 403 that names them; missing
+/// ones (or ones in a project the person may not see) a 404 that names
+/// them. The answer maps each reference, as spelled in the request, to its
+/// value; only names, never values, go to the audit entry.
+pub(crate) async fn resolve(core: &Arc<Core>, req: &Request, caller: &Caller) -> Result<Response> {
     let texts = reference_texts(req)?;
     if texts.len() > MAX_REFERENCES {
         return Err(Error::bad_request(format!(

@@ -46,43 +46,67 @@ const TOKEN_PREFIX: &str = "sys/service-account/token/";
 const LAST_USED_RESOLUTION_SECS: i64 = 60;
 const MAX_SCOPES: usize = 64;
 
+/// A service account, stored behind the barrier at
+/// `sys/service-account/account/<name>`. It holds no token, only the
+/// accessors of its tokens.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ServiceAccount {
-    pub name: String,
+    /// Its name: 1 to 64 lowercase letters, digits, `-` and `_`.
+    pub(crate) name: String,
+    /// Free text for people.
     #[serde(default)]
-    pub description: String,
-    pub scopes: Vec<String>,
+    pub(crate) description: String,
+    /// What it may read, as given (1 to 64 of them); parsed with
+    /// [`Scope::parse`] and resolved against the project registry at
+    /// every request.
+    pub(crate) scopes: Vec<String>,
+    /// The client networks its tokens may be used from; empty is anywhere.
     #[serde(default)]
-    pub allowed_cidrs: Vec<IpNet>,
+    pub(crate) allowed_cidrs: Vec<IpNet>,
     /// Unix seconds; the account and all its tokens stop working then.
-    pub expires_at: Option<i64>,
-    pub created_at: i64,
+    pub(crate) expires_at: Option<i64>,
+    /// Unix seconds.
+    pub(crate) created_at: i64,
     /// Accessors of its live tokens.
     #[serde(default)]
-    pub tokens: Vec<String>,
+    pub(crate) tokens: Vec<String>,
 }
 
+/// One `zafe_sa_` token, stored at `sys/service-account/token/<hash>`
+/// under its keyed hash (the token itself is never stored). It works only
+/// while its accessor is in its account's `tokens`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SaToken {
-    pub account: String,
-    pub accessor: String,
-    pub id_hash: String,
-    pub created_at: i64,
-    pub expires_at: Option<i64>,
+pub(crate) struct SaToken {
+    /// The account's name.
+    pub(crate) account: String,
+    /// A non-secret handle (hex), for listing and revoking it.
+    pub(crate) accessor: String,
+    /// Hex of the token's keyed hash; repeats the storage key's, checked in
+    /// constant time on use.
+    pub(crate) id_hash: String,
+    /// Unix seconds.
+    pub(crate) created_at: i64,
+    /// Unix seconds; `None` never. Set at creation to no later than the
+    /// account's expiry, which also applies on its own at every use.
+    pub(crate) expires_at: Option<i64>,
+    /// The last request it authenticated, in Unix seconds, written at most
+    /// once a minute.
     #[serde(default)]
-    pub last_used_at: Option<i64>,
+    pub(crate) last_used_at: Option<i64>,
 }
 
 /// Who a service-account token belongs to, after authentication.
 #[derive(Debug, Clone)]
-pub struct Principal {
-    pub account: ServiceAccount,
-    pub token: SaToken,
+pub(crate) struct Principal {
+    /// The account, as read for this request.
+    pub(crate) account: ServiceAccount,
+    /// The token that was presented.
+    pub(crate) token: SaToken,
 }
 
 impl Principal {
     /// The request's caller: the account, and its token as Vault's token lookups show it.
-    pub fn into_caller(self) -> crate::caller::Caller {
+    pub(crate) fn into_caller(self) -> crate::caller::Caller {
         let token = crate::tokens::TokenEntry {
             id_hash: self.token.id_hash,
             accessor: self.token.accessor,
@@ -125,7 +149,7 @@ fn validate_name(name: &str) -> Result<()> {
 
 /// One scope of a service account.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// `project:<slug>`
     Project(String),
     /// `project-id:<uuid>`: the project with that id, whatever its slug.
@@ -137,7 +161,10 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub fn parse(scope: &str) -> Result<Scope> {
+    /// Parses one scope as written in an account. A bad project slug, tag
+    /// or id, an unknown `kind:` prefix, or a path under `sys/` or `auth/`
+    /// is a 400 that says which.
+    pub(crate) fn parse(scope: &str) -> Result<Scope> {
         let scope = scope.trim();
         let name = |kind: &str, value: &str| {
             if crate::projects::is_valid_name(value) {
@@ -178,7 +205,7 @@ impl Scope {
 
 /// The read/list policy of one project: its secrets on `mount`, and its
 /// registry entry and environments.
-pub fn project_policy(slug: &str, mount: &str) -> String {
+pub(crate) fn project_policy(slug: &str, mount: &str) -> String {
     let m = mount.trim_end_matches('/');
     format!(
         "path \"{m}/data/{slug}/*\" {{ capabilities = [\"read\"] }}\n\
@@ -192,7 +219,7 @@ pub fn project_policy(slug: &str, mount: &str) -> String {
 
 /// The HCL policy of scopes once project ids and tags are resolved to
 /// `(slug, mount)` pairs: read and list only.
-pub fn policy_for(projects: &[(String, String)], scopes: &[Scope]) -> String {
+pub(crate) fn policy_for(projects: &[(String, String)], scopes: &[Scope]) -> String {
     let mut hcl = String::new();
     for (slug, mount) in projects {
         hcl.push_str(&project_policy(slug, mount));
@@ -209,7 +236,7 @@ pub fn policy_for(projects: &[(String, String)], scopes: &[Scope]) -> String {
 
 /// Compiles a generated policy with the one policy engine.
 /// Empty text (every scope resolved to nothing) grants nothing.
-pub fn compile(account: &ServiceAccount, text: &str) -> Result<Acl> {
+pub(crate) fn compile(account: &ServiceAccount, text: &str) -> Result<Acl> {
     if text.trim().is_empty() {
         return Ok(Acl::new(std::iter::empty::<&Policy>()));
     }
@@ -299,7 +326,7 @@ fn parse_request(name: &str, body: Option<&Value>, now: i64) -> Result<ServiceAc
 }
 
 /// Creates an account and its first token; the token is returned once.
-pub async fn create(
+pub(crate) async fn create(
     barrier: &Barrier,
     key: &SecretKey,
     name: &str,
@@ -362,7 +389,7 @@ fn new_token(
 }
 
 /// Issues another token for an existing account.
-pub async fn issue_token(
+pub(crate) async fn issue_token(
     barrier: &Barrier,
     key: &SecretKey,
     name: &str,
@@ -400,7 +427,10 @@ pub async fn issue_token(
     ))
 }
 
-pub async fn read(barrier: &Barrier, name: &str) -> Result<Option<(ServiceAccount, i64)>> {
+/// The account named `name` and its record's generation (for a
+/// compare-and-swap update), or `None`. An invalid name is a 400; a record
+/// that does not parse is [`Error::Integrity`].
+pub(crate) async fn read(barrier: &Barrier, name: &str) -> Result<Option<(ServiceAccount, i64)>> {
     validate_name(name)?;
     let Some(record) = barrier.get(&account_key(name)).await? else {
         return Ok(None);
@@ -411,14 +441,16 @@ pub async fn read(barrier: &Barrier, name: &str) -> Result<Option<(ServiceAccoun
     Ok(Some((account, record.generation)))
 }
 
-pub async fn list(barrier: &Barrier) -> Result<Vec<String>> {
+/// The names of the accounts, at most
+/// [`MAX_LIST`](crate::engine::MAX_LIST) of them.
+pub(crate) async fn list(barrier: &Barrier) -> Result<Vec<String>> {
     Ok(barrier
         .list(ACCOUNT_PREFIX, "", crate::engine::MAX_LIST)
         .await?)
 }
 
 /// Deletes the account and every token it has: they stop working at once.
-pub async fn delete(barrier: &Barrier, name: &str) -> Result<()> {
+pub(crate) async fn delete(barrier: &Barrier, name: &str) -> Result<()> {
     let Some((account, _)) = read(barrier, name).await? else {
         return Ok(());
     };
@@ -457,7 +489,7 @@ pub async fn delete(barrier: &Barrier, name: &str) -> Result<()> {
 /// Resolves a `zafe_sa_` token: unknown, expired (token or account), or
 /// used from outside the allowlist are all `None`, indistinguishable to
 /// the caller.
-pub async fn authenticate(
+pub(crate) async fn authenticate(
     barrier: &Barrier,
     key: &SecretKey,
     presented: &str,
@@ -521,7 +553,7 @@ pub async fn authenticate(
 }
 
 /// Vault-style JSON for an account (never a token).
-pub fn to_json(account: &ServiceAccount) -> Value {
+pub(crate) fn to_json(account: &ServiceAccount) -> Value {
     json!({
         "name": account.name,
         "description": account.description,
@@ -534,7 +566,7 @@ pub fn to_json(account: &ServiceAccount) -> Value {
 }
 
 /// Token details shown at creation (the token itself is added by the caller, once).
-pub fn token_json(record: &SaToken) -> Value {
+pub(crate) fn token_json(record: &SaToken) -> Value {
     json!({
         "accessor": record.accessor,
         "expire_time": record.expires_at.map(crate::tokens::rfc3339),
@@ -543,7 +575,7 @@ pub fn token_json(record: &SaToken) -> Value {
 }
 
 /// Last-use times of an account's tokens, for `read`.
-pub async fn token_usage(barrier: &Barrier, account: &ServiceAccount) -> Result<Vec<Value>> {
+pub(crate) async fn token_usage(barrier: &Barrier, account: &ServiceAccount) -> Result<Vec<Value>> {
     let mut out = Vec::new();
     let mut after = String::new();
     loop {
@@ -573,7 +605,7 @@ pub async fn token_usage(barrier: &Barrier, account: &ServiceAccount) -> Result<
 }
 
 /// Revokes one token of an account by accessor.
-pub async fn revoke_token(barrier: &Barrier, name: &str, accessor: &str) -> Result<()> {
+pub(crate) async fn revoke_token(barrier: &Barrier, name: &str, accessor: &str) -> Result<()> {
     for _ in 0..16 {
         let (account, generation) = read(barrier, name)
             .await?

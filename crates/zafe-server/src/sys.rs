@@ -15,7 +15,9 @@ use crate::error::{Error, Result};
 use crate::seal::UnsealProgress;
 use crate::{mounts, policies};
 
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The server's version (the crate's), reported by `sys/seal-status` and
+/// `sys/health`.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +33,10 @@ pub enum Access {
     Authenticated,
 }
 
+/// Which handler serves a route: one per entry of [`ROUTES`] (whose path
+/// says what each is), and [`dispatch`] matches on it with the operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteId {
+pub(crate) enum RouteId {
     Init,
     Unseal,
     SealStatus,
@@ -71,15 +75,24 @@ pub enum RouteId {
 /// A route: an exact path, or with `/*` a prefix whose rest is passed to
 /// the handler.
 pub struct Route {
+    /// The path after `/v1/`, without a leading or trailing slash
+    /// (`sys/health`, `auth/user/login`); ending in `/*` it is a prefix.
     pub path: &'static str,
+    /// Who may call it; checked by the core before the handler runs.
     pub access: Access,
-    pub operations: &'static [Operation],
-    pub id: RouteId,
+    /// The operations it accepts; the core refuses any other with 405, and
+    /// only after the access check, so strangers learn nothing from it.
+    pub(crate) operations: &'static [Operation],
+    /// The handler.
+    pub(crate) id: RouteId,
 }
 
 use crate::people::api::Endpoint as P;
 use Operation::*;
 
+/// Every route the system backend serves (`sys/...` and the people and
+/// OIDC routes under `auth/`): the first entry whose path matches serves a
+/// request. A path in none of them goes to the mount table.
 pub const ROUTES: &[Route] = &[
     Route {
         path: "sys/init",
@@ -350,7 +363,7 @@ pub const ROUTES: &[Route] = &[
 ];
 
 /// The route serving `path`, and the rest of the path after a `/*` route.
-pub fn find(path: &str) -> Option<(&'static Route, &str)> {
+pub(crate) fn find(path: &str) -> Option<(&'static Route, &str)> {
     let exact = path.trim_end_matches('/');
     ROUTES.iter().find_map(|r| match r.path.strip_suffix("/*") {
         Some(prefix) => path
@@ -362,7 +375,10 @@ pub fn find(path: &str) -> Option<(&'static Route, &str)> {
     })
 }
 
-pub async fn dispatch(
+/// Runs the handler `id` for a request the core has already authorized
+/// against the route's [`Access`] (`caller` is `None` on public routes);
+/// `rest` is the path after a `/*` route's prefix, empty otherwise.
+pub(crate) async fn dispatch(
     core: &Arc<Core>,
     id: RouteId,
     rest: &str,
@@ -567,7 +583,10 @@ async fn unseal(core: &Arc<Core>, req: &Request) -> Result<Response> {
     Ok(ok(seal_status(core).await?))
 }
 
-pub async fn seal_status(core: &Arc<Core>) -> Result<Value> {
+/// Vault's `sys/seal-status` body: whether the server is initialised and
+/// sealed, the threshold and share count, the unseal progress, and, once
+/// unsealed, the cluster's name and id. Never a key or a share.
+async fn seal_status(core: &Arc<Core>) -> Result<Value> {
     let config = core.seal.config().await?;
     let (progress, nonce) = core.seal.progress();
     let sealed = core.is_sealed();

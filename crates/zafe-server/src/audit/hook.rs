@@ -1,12 +1,12 @@
 //! Auditing every request at the one place every request passes: the HTTP
-//! guard (R-AUD-1). [`Pending::start`] notes what the request is before it
-//! runs, [`Pending::run`] lets the core name the caller once it has
-//! authenticated one ([`note_caller`]), and [`Pending::finish`] writes the
+//! guard (R-AUD-1). `Pending::start` notes what the request is before it
+//! runs, `Pending::run` lets the core name the caller once it has
+//! authenticated one ([`note_caller`]), and `Pending::finish` writes the
 //! entry and only then lets the response go; if the entry cannot be
 //! written, the response is replaced by a 503 and nothing of it leaves.
 //!
 //! A request that changes something writes its entry **with** its change
-//! (R-AUD-0): [`commit`], through which the barrier commits, sends the
+//! (R-AUD-0): `commit`, through which the barrier commits, sends the
 //! request's entry (as known then: caller, path, operation, resources;
 //! allowed, status 200) to storage together with the ops, in one
 //! transaction. If the entry cannot be stored, nothing changes and the
@@ -190,21 +190,24 @@ impl Known {
 }
 
 /// What the HTTP edge saw of a request, for its audit entry.
-pub struct Seen<'a> {
+pub(crate) struct Seen<'a> {
     /// The HTTP method, as sent.
-    pub method: &'a str,
+    pub(crate) method: &'a str,
     /// The path without `/v1/`, percent-decoded.
-    pub path: &'a str,
+    pub(crate) path: &'a str,
     /// A `GET` with `?list=true`.
-    pub listing: bool,
+    pub(crate) listing: bool,
     /// The token the request presents, if any (only its HMAC is recorded).
-    pub token: Option<&'a str>,
-    pub request_id: &'a str,
-    pub client_ip: IpAddr,
+    pub(crate) token: Option<&'a str>,
+    /// The request id the guard settled on (the caller's, if plain, or a
+    /// new UUID).
+    pub(crate) request_id: &'a str,
+    /// The client's address, after trusted proxies.
+    pub(crate) client_ip: IpAddr,
 }
 
 /// An audit entry in the making.
-pub struct Pending {
+pub(crate) struct Pending {
     context: Arc<Context>,
     /// Only to make sure it appears in no error message; zeroized on drop.
     token: Option<zeroize::Zeroizing<String>>,
@@ -216,7 +219,7 @@ const MAX_FIELD: usize = 1024;
 impl Pending {
     /// Notes the request before it runs. The audit keys are the ones the
     /// request starts with: a request that starts sealed is buffered.
-    pub fn start(core: &Core, seen: Seen<'_>) -> Self {
+    pub(crate) fn start(core: &Core, seen: Seen<'_>) -> Self {
         let keys = core.audit.keys();
         let token_hmac = match (seen.token, &keys) {
             (Some(token), Some(keys)) => keys.hmac(token),
@@ -251,14 +254,14 @@ impl Pending {
 
     /// Runs the request so that the core can name its caller (and the
     /// barrier can commit its entry with its change).
-    pub async fn run<F: Future>(&self, request: F) -> F::Output {
+    pub(crate) async fn run<F: Future>(&self, request: F) -> F::Output {
         NOTED.scope(self.context.clone(), request).await
     }
 
     /// Writes the entry of a request answered with `status` (and, for a failure, the message it
     /// carried). An error means the entry could not be written: the caller must not send the
     /// response but a 503 (fail-closed, R-AUD-1).
-    pub async fn finish(self, core: &Core, status: u16, error: &str) -> Result<(), Error> {
+    pub(crate) async fn finish(self, core: &Core, status: u16, error: &str) -> Result<(), Error> {
         let mut error = clean(error);
         // Messages are written never to hold a token; make sure.
         if let Some(token) = self.token.as_deref()

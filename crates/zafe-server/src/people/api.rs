@@ -29,26 +29,41 @@ use crate::error::{Error, Result};
 const NO_SUCH_USER: &str = "sys/people/user/00000000-0000-0000-0000-000000000000";
 
 /// The one answer to every failed password login.
-pub const LOGIN_REFUSED: &str = "invalid email or password";
+pub(crate) const LOGIN_REFUSED: &str = "invalid email or password";
 
 /// People's endpoints, one per route in `sys::ROUTES`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
+    /// `sys/setup`: whether first-run setup is still needed (read), and
+    /// completing it with the setup token, which creates the first
+    /// administrator (write) (public).
     Setup,
+    /// `auth/user/login`: email and password, then a second factor if
+    /// the account has one (public).
     Login,
+    /// `auth/user/refresh`: a refresh token for a new pair (public).
     Refresh,
+    /// `auth/user/register`: people creating their own account, with an
+    /// invitation or an allowed email domain, as `[auth.registration]`
+    /// permits (public).
     Register,
+    /// `auth/user/logout`: ends the caller's session family.
     Logout,
+    /// `auth/user/self`: the caller's own account.
     SelfInfo,
+    /// `auth/user/password`: the caller changes their password.
     Password,
+    /// `auth/user/sessions`: the caller's sessions.
     Sessions,
+    /// `sys/users`: list and create accounts (sudo).
     Users,
+    /// `sys/users/<id or email>`: one account (sudo).
     User,
 }
 
 /// Serves one people route; `sys::dispatch` calls it after the core has
 /// checked the route's access level (`caller` is `None` on public routes).
-pub async fn handle(
+pub(crate) async fn handle(
     core: &Arc<Core>,
     endpoint: Endpoint,
     rest: &str,
@@ -136,7 +151,7 @@ fn origin(req: &Request, method: &'static str) -> Origin {
 
 /// The Vault-shaped login answer: the tokens, shown once.
 /// `now`: Unix seconds, by the core's clock.
-pub fn auth_reply(user: &User, issued: &Issued, now: i64) -> Response {
+pub(crate) fn auth_reply(user: &User, issued: &Issued, now: i64) -> Response {
     let policies: Vec<String> = if user.admin {
         vec!["root".into()]
     } else {
@@ -168,7 +183,7 @@ pub fn auth_reply(user: &User, issued: &Issued, now: i64) -> Response {
 /// Checks an email and password (R-AUTH-2, R-AUTH-3) and returns the
 /// account. Every failure is the same [`LOGIN_REFUSED`], after about the
 /// same time. This is the step a second factor follows.
-pub async fn verify_password_login(
+pub(crate) async fn verify_password_login(
     core: &Core,
     raw_email: &str,
     password: &Password,

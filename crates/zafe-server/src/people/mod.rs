@@ -3,19 +3,22 @@
 //!
 //! - [`users`]: the user store (records and the email index);
 //! - [`password`]: the password policy and Argon2id hashing;
-//! - [`sessions`]: access/refresh token families, rotation, revocation;
+//! - `sessions`: access/refresh token families, rotation, revocation;
 //! - [`limits`]: login rate limits and back-off;
 //! - [`setup`]: the first-run setup link and invitations;
-//! - [`api`]: the HTTP handlers behind the routes in `sys::ROUTES`.
+//! - `api`: the HTTP handlers behind the routes in `sys::ROUTES`;
+//! - [`oidc`] and `oidc_accounts`: single sign-on, and the accounts it
+//!   creates or links;
+//! - `totp`: the second factor (authenticator codes and recovery codes).
 //!
 //! The core holds one [`People`] (hasher, limits) and, while unsealed, the
 //! password pepper. Session tokens are hashed with the token store's key.
 
-pub mod api;
+pub(crate) mod api;
 pub mod config;
 pub mod limits;
 pub mod password;
-pub mod sessions;
+pub(crate) mod sessions;
 pub mod setup;
 pub mod users;
 
@@ -32,15 +35,15 @@ pub mod totp;
 
 /// Who a session belongs to, as the core sees it for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserCaller {
+pub(crate) struct UserCaller {
     /// The user's id (a UUID).
-    pub user_id: String,
+    pub(crate) user_id: String,
     /// Lower-cased.
-    pub email: String,
+    pub(crate) email: String,
     /// A server administrator: the session carries the `root` policy.
-    pub admin: bool,
+    pub(crate) admin: bool,
     /// The session family the access token belongs to.
-    pub session_id: String,
+    pub(crate) session_id: String,
 }
 
 /// Server-wide state for people: built once from the configuration.
@@ -50,7 +53,7 @@ pub struct People {
     /// Password login rate limits and back-off.
     pub(crate) limits: limits::LoginLimits,
     /// Per-account limit on TOTP and recovery code checks.
-    pub totp_limits: totp::TotpLimits,
+    pub(crate) totp_limits: totp::TotpLimits,
     /// The configured password pepper (`ZAFE_PASSWORD_PEPPER`), if any;
     /// otherwise the core derives one from the keyring at unseal.
     configured_pepper: OnceLock<SecretKey>,

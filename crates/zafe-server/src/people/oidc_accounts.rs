@@ -32,12 +32,18 @@ use crate::error::{Error, Result};
 
 const SUBJECT_PREFIX: &str = "sys/people/oidc/subject/";
 
-/// An IdP identity linked to an account (kept in the user record).
+/// An IdP identity linked to an account (kept in the user record). The
+/// pair (issuer, subject) names one person at one IdP and is linked to at
+/// most one account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OidcLink {
-    pub issuer: String,
-    pub subject: String,
-    pub linked_at: i64,
+    /// The IdP's issuer identifier (`iss`), as configured.
+    pub(crate) issuer: String,
+    /// The person's stable id at that IdP (`sub`), at most 255 bytes.
+    pub(crate) subject: String,
+    /// When the link was made, in Unix seconds (the account's creation for
+    /// an account created by the login).
+    pub(crate) linked_at: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -189,7 +195,7 @@ async fn create(core: &Core, id: &VerifiedIdentity, email: &str) -> Result<User>
 }
 
 /// The account for a verified identity, linking or creating as allowed.
-pub async fn account_for(core: &Core, id: &VerifiedIdentity) -> Result<User> {
+pub(crate) async fn account_for(core: &Core, id: &VerifiedIdentity) -> Result<User> {
     if let Some(user) = linked_user(core, id).await? {
         return Ok(user);
     }
@@ -206,7 +212,7 @@ pub async fn account_for(core: &Core, id: &VerifiedIdentity) -> Result<User> {
 
 /// `POST auth/oidc/callback`: verify, find or create the account, start a
 /// session, answer like a password login.
-pub async fn callback_route(core: &Arc<Core>, req: &Request) -> Result<Response> {
+pub(crate) async fn callback_route(core: &Arc<Core>, req: &Request) -> Result<Response> {
     let oidc = super::oidc::configured(core)?;
     let identity = oidc.callback(core, req).await?;
     let mut user = account_for(core, &identity).await?;

@@ -48,58 +48,80 @@ const MAX_RETRIES: usize = 8;
 /// Longest user agent kept with a session.
 const MAX_USER_AGENT: usize = 256;
 
+/// Which of a session's two tokens a record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum SessionTokenKind {
+pub(crate) enum SessionTokenKind {
+    /// `zafe_at_`: authenticates requests; never refreshes anything.
     Access,
+    /// `zafe_rt_`: only trades itself for a new pair at
+    /// `auth/user/refresh`; never authenticates a request.
     Refresh,
 }
 
-/// One token of a session, stored under its keyed hash.
+/// One token of a session, stored under its keyed hash (the token itself
+/// is never stored).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SessionToken {
-    pub kind: SessionTokenKind,
+pub(crate) struct SessionToken {
+    /// Access or refresh.
+    pub(crate) kind: SessionTokenKind,
     /// Repeats the storage key's hash; checked in constant time on lookup.
-    pub id_hash: String,
-    pub session_id: String,
-    pub user_id: String,
-    pub expires_at: i64,
+    pub(crate) id_hash: String,
+    /// The family it belongs to.
+    pub(crate) session_id: String,
+    /// Whose session it is (a user id).
+    pub(crate) user_id: String,
+    /// Unix seconds; never later than the family's `expires_at`.
+    pub(crate) expires_at: i64,
     /// Unix seconds.
     #[serde(default)]
-    pub created_at: i64,
+    pub(crate) created_at: i64,
     /// A refresh token that was already traded for a new pair.
     #[serde(default)]
-    pub rotated: bool,
+    pub(crate) rotated: bool,
 }
 
 /// A session family: everything one login led to.
+/// Times are Unix seconds. Holds hashes only, never a token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Family {
-    pub session_id: String,
-    pub user_id: String,
-    pub access_hash: String,
-    pub refresh_hash: String,
+pub(crate) struct Family {
+    /// A random id, shown to its owner (`auth/user/sessions`) and used as
+    /// the accessor of the session's token lookups.
+    pub(crate) session_id: String,
+    /// Whose session it is.
+    pub(crate) user_id: String,
+    /// Keyed hash of the current access token.
+    pub(crate) access_hash: String,
+    /// Keyed hash of the current refresh token.
+    pub(crate) refresh_hash: String,
     /// Refresh tokens already used, kept so re-use can be recognised.
     #[serde(default)]
-    pub retired: Vec<String>,
-    pub created_at: i64,
+    pub(crate) retired: Vec<String>,
+    /// When the login happened.
+    pub(crate) created_at: i64,
     /// No refresh can go past this.
-    pub expires_at: i64,
-    pub access_expires_at: i64,
-    pub refresh_expires_at: i64,
+    pub(crate) expires_at: i64,
+    /// When the current access token expires.
+    pub(crate) access_expires_at: i64,
+    /// When the current refresh token expires.
+    pub(crate) refresh_expires_at: i64,
+    /// The last refresh; `None` if never refreshed.
     #[serde(default)]
-    pub refreshed_at: Option<i64>,
-    pub client_ip: String,
+    pub(crate) refreshed_at: Option<i64>,
+    /// The client address of the login, as text.
+    pub(crate) client_ip: String,
+    /// The login's `User-Agent` without control characters, cut to 256
+    /// characters; empty if none.
     #[serde(default)]
-    pub user_agent: String,
+    pub(crate) user_agent: String,
     /// How the session was started: `password`, `setup`, `oidc`.
     #[serde(default)]
-    pub method: String,
+    pub(crate) method: String,
 }
 
 impl Family {
     /// The JSON `auth/user/sessions` shows (no hashes).
-    pub fn to_json(&self, current: Option<&str>) -> Value {
+    pub(crate) fn to_json(&self, current: Option<&str>) -> Value {
         json!({
             "session_id": self.session_id,
             "current": current == Some(self.session_id.as_str()),
@@ -113,13 +135,19 @@ impl Family {
     }
 }
 
-/// A fresh pair of tokens, shown to the client once. `Debug` hides them.
-pub struct Issued {
-    pub access_token: Zeroizing<String>,
-    pub refresh_token: Zeroizing<String>,
-    pub session_id: String,
-    pub access_expires_at: i64,
-    pub refresh_expires_at: i64,
+/// A fresh pair of tokens, shown to the client once. `Debug` hides them;
+/// they must never be logged, and are wiped from memory when dropped.
+pub(crate) struct Issued {
+    /// The new `zafe_at_` access token.
+    pub(crate) access_token: Zeroizing<String>,
+    /// The new `zafe_rt_` refresh token.
+    pub(crate) refresh_token: Zeroizing<String>,
+    /// The family both belong to.
+    pub(crate) session_id: String,
+    /// When the access token expires, in Unix seconds.
+    pub(crate) access_expires_at: i64,
+    /// When the refresh token expires, in Unix seconds.
+    pub(crate) refresh_expires_at: i64,
 }
 
 impl std::fmt::Debug for Issued {
@@ -132,21 +160,28 @@ impl std::fmt::Debug for Issued {
 
 /// Where a login came from, kept with its session.
 #[derive(Debug, Clone)]
-pub struct Origin {
-    pub client_ip: IpAddr,
-    pub user_agent: Option<String>,
-    pub method: &'static str,
+pub(crate) struct Origin {
+    /// The client's address (after trusted proxies).
+    pub(crate) client_ip: IpAddr,
+    /// The `User-Agent` header, if any.
+    pub(crate) user_agent: Option<String>,
+    /// How the session starts: `password`, `setup`, `oidc`.
+    pub(crate) method: &'static str,
 }
 
 /// What a refresh came to.
 #[derive(Debug)]
-pub enum Refreshed {
+pub(crate) enum Refreshed {
+    /// The refresh token was current: here is the new pair (the old
+    /// access token stops working at once).
     Rotated(Issued),
     /// Unknown, expired, or the account is gone or disabled.
     Invalid,
     /// A rotated refresh token was presented again: the family is revoked.
     Reused {
+        /// The revoked family.
         session_id: String,
+        /// Its owner, for the log.
         user_id: String,
     },
 }
@@ -192,7 +227,7 @@ fn new_token_record(
 }
 
 /// Starts a session for `user`; returns its tokens (shown once).
-pub async fn issue(
+pub(crate) async fn issue(
     barrier: &Barrier,
     key: &SecretKey,
     config: &SessionConfig,
@@ -320,7 +355,7 @@ async fn read_family(barrier: &Barrier, session_id: &str) -> Result<Option<(Fami
 /// name this token as its current access token. A revocation that read the
 /// family just before a refresh committed would otherwise leave the
 /// refreshed access token's record behind, alive without a family.
-pub async fn authenticate(
+pub(crate) async fn authenticate(
     barrier: &Barrier,
     key: &SecretKey,
     presented: &str,
@@ -389,7 +424,7 @@ fn caller_entry(user: &User, entry: &SessionToken) -> Caller {
 }
 
 /// Trades a refresh token for a new pair (R-AUTH-4).
-pub async fn refresh(
+pub(crate) async fn refresh(
     barrier: &Barrier,
     key: &SecretKey,
     config: &SessionConfig,
@@ -515,7 +550,7 @@ pub async fn refresh(
 /// The family is deleted at the generation that was read: a refresh that
 /// commits in between (new tokens this commit would not list) makes the
 /// delete conflict, and it is retried with the family as it is now.
-pub async fn revoke_family(barrier: &Barrier, session_id: &str) -> Result<()> {
+pub(crate) async fn revoke_family(barrier: &Barrier, session_id: &str) -> Result<()> {
     for _ in 0..MAX_RETRIES {
         let Some((family, generation)) = read_family(barrier, session_id).await? else {
             return Ok(());
@@ -580,7 +615,7 @@ async fn session_ids(barrier: &Barrier, user_id: &str) -> Result<Vec<String>> {
 
 /// Ends every session of a user except `keep` (the caller's own, after a
 /// password change); returns how many ended.
-pub async fn revoke_all_for_user(
+pub(crate) async fn revoke_all_for_user(
     barrier: &Barrier,
     user_id: &str,
     keep: Option<&str>,
@@ -596,7 +631,11 @@ pub async fn revoke_all_for_user(
 }
 
 /// The live sessions of a user.
-pub async fn list_for_user(barrier: &Barrier, user_id: &str, now: i64) -> Result<Vec<Family>> {
+pub(crate) async fn list_for_user(
+    barrier: &Barrier,
+    user_id: &str,
+    now: i64,
+) -> Result<Vec<Family>> {
     let mut out = Vec::new();
     for session_id in session_ids(barrier, user_id).await? {
         if let Some((family, _)) = read_family(barrier, &session_id).await?
@@ -610,7 +649,7 @@ pub async fn list_for_user(barrier: &Barrier, user_id: &str, now: i64) -> Result
 }
 
 /// Removes a user's sessions that can no longer be refreshed.
-pub async fn sweep_expired(barrier: &Barrier, user_id: &str, now: i64) -> Result<()> {
+pub(crate) async fn sweep_expired(barrier: &Barrier, user_id: &str, now: i64) -> Result<()> {
     for session_id in session_ids(barrier, user_id).await? {
         match read_family(barrier, &session_id).await? {
             Some((family, _)) if family.expires_at > now && family.refresh_expires_at > now => {}

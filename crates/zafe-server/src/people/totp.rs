@@ -35,23 +35,27 @@ use crate::error::{Error, Result};
 const DIGITS: usize = 6;
 const STEP_SECS: u64 = 30;
 const SECRET_BYTES: usize = 20;
-pub const RECOVERY_CODES: usize = 10;
+/// How many recovery codes a confirmation hands out.
+const RECOVERY_CODES: usize = 10;
 const ISSUER: &str = "Zafe";
 /// Verification attempts per account (all addresses): 5 a minute.
 const ATTEMPTS_PER_MINUTE: u32 = 5;
 
-/// The second factor in a user record. `Debug` shows no secret.
+/// The second factor in a user record. `Debug` shows no secret, and no
+/// answer after enrolment contains the secret or a recovery code (only
+/// their hashes are kept).
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TotpState {
     /// Hex of the shared secret.
     secret: String,
     /// Off until a code proves the person's app has the secret.
-    pub confirmed: bool,
+    pub(crate) confirmed: bool,
     /// The last time step a code was accepted for; only later ones pass.
     last_step: u64,
     /// Hashes of the unused recovery codes.
     recovery_hashes: Vec<String>,
-    pub enrolled_at: i64,
+    /// When enrolment started, in Unix seconds.
+    pub(crate) enrolled_at: i64,
 }
 
 impl std::fmt::Debug for TotpState {
@@ -64,13 +68,15 @@ impl std::fmt::Debug for TotpState {
 }
 
 impl TotpState {
-    pub fn recovery_codes_left(&self) -> usize {
+    /// How many recovery codes are still unused.
+    pub(crate) fn recovery_codes_left(&self) -> usize {
         self.recovery_hashes.len()
     }
 }
 
-/// Per-account limit on code checks (login, confirm, disable).
-pub struct TotpLimits {
+/// Per-account limit on code checks (login, confirm, disable): 5 a minute,
+/// from all addresses together; past it, [`Error::TooManyRequests`].
+pub(crate) struct TotpLimits {
     limiter: governor::DefaultKeyedRateLimiter<String>,
 }
 
@@ -163,13 +169,15 @@ fn new_recovery_codes() -> Vec<Zeroizing<String>> {
 }
 
 /// Whether this account must give a second factor to log in.
-pub fn required(user: &User) -> bool {
+pub(crate) fn required(user: &User) -> bool {
     user.totp.as_ref().is_some_and(|t| t.confirmed)
 }
 
 /// Checks `code` (a TOTP code or a recovery code) against a confirmed
-/// second factor and uses it up, atomically with the check.
-pub async fn verify_and_use(core: &Core, user_id: &str, code: &str) -> Result<()> {
+/// second factor and uses it up, atomically with the check. A wrong code,
+/// an account without a confirmed factor or a code already used is a 400;
+/// too many attempts is [`Error::TooManyRequests`].
+pub(crate) async fn verify_and_use(core: &Core, user_id: &str, code: &str) -> Result<()> {
     core.people.totp_limits.check(user_id)?;
     let code = code.trim();
     let now = core.now_secs().max(0) as u64;
@@ -206,7 +214,11 @@ pub async fn verify_and_use(core: &Core, user_id: &str, code: &str) -> Result<()
 
 /// For `auth/user/login`, after the password was right: `None` to go on,
 /// or the `mfa_required` answer when no code was given.
-pub async fn second_factor(core: &Core, req: &Request, user: &User) -> Result<Option<Response>> {
+pub(crate) async fn second_factor(
+    core: &Core,
+    req: &Request,
+    user: &User,
+) -> Result<Option<Response>> {
     if !required(user) {
         return Ok(None);
     }
@@ -225,7 +237,7 @@ pub async fn second_factor(core: &Core, req: &Request, user: &User) -> Result<Op
 }
 
 /// `auth/user/totp/<enroll|confirm|disable>`, for a person's own session.
-pub async fn handle(
+pub(crate) async fn handle(
     core: &Arc<Core>,
     rest: &str,
     req: &Request,

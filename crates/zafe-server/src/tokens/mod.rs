@@ -55,69 +55,86 @@ const MAX_RETRIES: usize = 64;
 const PAGE: usize = 500;
 
 /// Vault's default and maximum lease TTL when the mount sets none: 32 days.
-pub const SYSTEM_MAX_TTL: i64 = 32 * 24 * 3600;
+pub(crate) const SYSTEM_MAX_TTL: i64 = 32 * 24 * 3600;
 
+/// A token as stored behind the barrier at `sys/token/id/<hash>`: who it
+/// is, what it may do and how long it lives. The token itself is never in
+/// it (only its keyed hash), so an entry may be logged or returned by a
+/// lookup; times are Unix seconds and durations seconds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TokenEntry {
     /// Hex of the token's keyed hash; also the last segment of its storage key.
-    pub id_hash: String,
+    pub(crate) id_hash: String,
     /// A non-secret handle for the token (for listing and revoking it).
-    pub accessor: String,
-    pub policies: Vec<String>,
-    pub display_name: String,
+    pub(crate) accessor: String,
+    /// The names of the policies it carries; `root` grants everything.
+    pub(crate) policies: Vec<String>,
+    /// A label for people and the audit log (`root` for the root token,
+    /// `token-<name>` from `auth/token/create`), never used for an
+    /// authorization decision.
+    pub(crate) display_name: String,
     /// Unix seconds.
-    pub created_at: i64,
+    pub(crate) created_at: i64,
     /// Unix seconds; `None` never expires (the root token).
-    pub expires_at: Option<i64>,
+    pub(crate) expires_at: Option<i64>,
     /// The path that created it: `auth/token/create`, `auth/approle/login`.
     #[serde(default)]
-    pub path: String,
+    pub(crate) path: String,
+    /// Free-form key/value metadata given at creation (Vault's `meta`),
+    /// returned by lookups.
     #[serde(default)]
-    pub meta: BTreeMap<String, String>,
+    pub(crate) meta: BTreeMap<String, String>,
     /// The parent's hash; `None` for orphans.
     #[serde(default)]
-    pub parent: Option<String>,
+    pub(crate) parent: Option<String>,
     /// Uses left; 0 is unlimited.
     #[serde(default)]
-    pub num_uses: u32,
+    pub(crate) num_uses: u32,
     /// The TTL it was created with, in seconds (what a renewal without an
     /// increment extends by).
     #[serde(default)]
-    pub creation_ttl: i64,
+    pub(crate) creation_ttl: i64,
+    /// The explicit maximum TTL asked for at creation, in seconds; 0 is
+    /// none (only the mount's or system maximum applies).
     #[serde(default)]
-    pub explicit_max_ttl: i64,
+    pub(crate) explicit_max_ttl: i64,
     /// The hard limit no renewal can pass: creation + explicit max TTL or
     /// the mount's maximum, and never later than the parent's limit.
     #[serde(default)]
-    pub max_expires_at: Option<i64>,
+    pub(crate) max_expires_at: Option<i64>,
     /// A periodic token renews by this many seconds each time.
     #[serde(default)]
-    pub period: i64,
+    pub(crate) period: i64,
+    /// Whether a renewal may extend it (a token that never expires cannot
+    /// be renewed either way).
     #[serde(default)]
-    pub renewable: bool,
+    pub(crate) renewable: bool,
     /// The token role it was created from, if any.
     #[serde(default)]
-    pub role: Option<String>,
+    pub(crate) role: Option<String>,
     /// Client addresses the token may be used from; empty is anywhere.
     #[serde(default)]
-    pub bound_cidrs: Vec<IpNet>,
+    pub(crate) bound_cidrs: Vec<IpNet>,
     /// Set (never stored) on the entry handed to the request that took a
     /// limited-use token's last use: the token is already gone.
     #[serde(skip)]
-    pub uses_exhausted: bool,
+    pub(crate) uses_exhausted: bool,
 }
 
 impl TokenEntry {
-    pub fn is_root(&self) -> bool {
+    /// Whether it carries the `root` policy, which passes every policy
+    /// check.
+    pub(crate) fn is_root(&self) -> bool {
         self.policies.iter().any(|p| p == "root")
     }
 
-    pub fn is_orphan(&self) -> bool {
+    /// Whether it has no parent: revoking another token never revokes it.
+    pub(crate) fn is_orphan(&self) -> bool {
         self.parent.is_none()
     }
 
     /// Seconds left, 0 for a token that never expires.
-    pub fn ttl(&self, now: i64) -> i64 {
+    pub(crate) fn ttl(&self, now: i64) -> i64 {
         self.expires_at.map_or(0, |t| (t - now).max(0))
     }
 
@@ -130,48 +147,67 @@ impl TokenEntry {
     }
 }
 
-/// What a new token should be (the root token at initialisation).
+/// What a new token should be (the root token at initialisation), for
+/// [`create`].
 pub struct TokenSpec {
+    /// The policies it carries (`["root"]` for the root token).
     pub policies: Vec<String>,
+    /// Its label in lookups and the audit log.
     pub display_name: String,
+    /// Its lifetime in seconds; `None` or 0 never expires. Also its hard
+    /// limit: such a token cannot be renewed past it.
     pub ttl_secs: Option<i64>,
 }
 
 /// Everything about a new token, decided by the caller (the token engine,
 /// AppRole login). Lifetimes are planned with [`plan_lifetime`] first.
 #[derive(Debug, Clone, Default)]
-pub struct NewToken {
+pub(crate) struct NewToken {
     /// Final, sanitised policies.
-    pub policies: Vec<String>,
-    pub display_name: String,
-    pub path: String,
-    pub meta: BTreeMap<String, String>,
+    pub(crate) policies: Vec<String>,
+    /// Its label ([`TokenEntry::display_name`]).
+    pub(crate) display_name: String,
+    /// The path that creates it, recorded in the entry
+    /// (`auth/token/create`, `auth/approle/login`).
+    pub(crate) path: String,
+    /// Free-form metadata, already checked against the size limits.
+    pub(crate) meta: BTreeMap<String, String>,
     /// The parent's entry, for a child token; `None` for an orphan.
-    pub parent: Option<TokenEntry>,
-    pub num_uses: u32,
-    pub lifetime: Lifetime,
-    pub renewable: bool,
-    pub role: Option<String>,
-    pub bound_cidrs: Vec<IpNet>,
+    pub(crate) parent: Option<TokenEntry>,
+    /// How many requests it may make; 0 is unlimited.
+    pub(crate) num_uses: u32,
+    /// Its TTL and limits, from [`plan_lifetime`].
+    pub(crate) lifetime: Lifetime,
+    /// Whether it may be renewed.
+    pub(crate) renewable: bool,
+    /// The token role it is created from, if any.
+    pub(crate) role: Option<String>,
+    /// The client networks it may be used from; empty is anywhere.
+    pub(crate) bound_cidrs: Vec<IpNet>,
 }
 
 /// A token's planned lifetime.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Lifetime {
+pub(crate) struct Lifetime {
     /// Seconds; 0 never expires.
-    pub ttl: i64,
-    pub expires_at: Option<i64>,
-    pub max_expires_at: Option<i64>,
-    pub explicit_max_ttl: i64,
-    pub period: i64,
+    pub(crate) ttl: i64,
+    /// When it expires, in Unix seconds; `None` never.
+    pub(crate) expires_at: Option<i64>,
+    /// The hard limit no renewal can pass, in Unix seconds; `None` is none.
+    pub(crate) max_expires_at: Option<i64>,
+    /// The explicit maximum TTL asked for, in seconds; 0 is none.
+    pub(crate) explicit_max_ttl: i64,
+    /// For a periodic token, what each renewal extends it by, in seconds;
+    /// 0 for other tokens.
+    pub(crate) period: i64,
 }
 
-pub use zafe_engine::LifetimeRequest;
+pub(crate) use zafe_engine::LifetimeRequest;
 
 /// Decides a new token's TTL and hard limit, Vault's way, and caps both by
 /// the parent's remaining lifetime. Returns the lifetime and the warnings to
 /// show (when a requested TTL was capped).
-pub fn plan_lifetime(
+pub(crate) fn plan_lifetime(
     req: &LifetimeRequest,
     parent: Option<&TokenEntry>,
     now: i64,
@@ -239,7 +275,7 @@ pub fn plan_lifetime(
 }
 
 /// A duration the way Vault prints it in warnings: `"2h"`, `"1h30m"`, `"45s"`.
-pub fn format_duration(secs: i64) -> String {
+pub(crate) fn format_duration(secs: i64) -> String {
     if secs <= 0 {
         return "0s".into();
     }
@@ -310,7 +346,10 @@ pub async fn create(
 }
 
 /// Issues a new token; returns the token (shown once) and its entry.
-pub async fn issue(
+/// A child is registered in the same commit that re-writes its parent at
+/// the generation that was read; a parent that is gone by then gives
+/// [`Error::PermissionDenied`].
+pub(crate) async fn issue(
     barrier: &Barrier,
     key: &SecretKey,
     new: NewToken,
@@ -431,7 +470,7 @@ async fn read_live(
 /// The live entry for `token`, or `None` for unknown, malformed or expired
 /// tokens (all indistinguishable to the caller). One barrier read. Does not
 /// count a use: see [`authenticate`].
-pub async fn lookup(
+pub(crate) async fn lookup(
     barrier: &Barrier,
     key: &SecretKey,
     token: &str,
@@ -447,12 +486,18 @@ pub async fn lookup(
 
 /// The live entry for a token, by hash (for the parent of a renewal, and
 /// for engines that hold a hash).
-pub async fn lookup_hash(barrier: &Barrier, id_hash: &str, now: i64) -> Result<Option<TokenEntry>> {
+pub(crate) async fn lookup_hash(
+    barrier: &Barrier,
+    id_hash: &str,
+    now: i64,
+) -> Result<Option<TokenEntry>> {
     Ok(read_live(barrier, id_hash, now).await?.map(|(e, _)| e))
 }
 
-/// The live entry an accessor names.
-pub async fn lookup_accessor(
+/// The live entry an accessor names; `None` for an unknown accessor or a
+/// token that is gone. An index row that names another accessor is
+/// [`Error::Integrity`].
+pub(crate) async fn lookup_accessor(
     barrier: &Barrier,
     key: &SecretKey,
     accessor: &str,
@@ -480,7 +525,7 @@ pub async fn lookup_accessor(
 /// its bound CIDRs allow, and have a use left. A limited-use token has one
 /// use taken here, with compare-and-swap so that concurrent requests each
 /// take their own; the last use deletes it (this request still runs).
-pub async fn authenticate(
+pub(crate) async fn authenticate(
     barrier: &Barrier,
     key: &SecretKey,
     token: &str,
@@ -555,7 +600,7 @@ fn delete_writes(key: &SecretKey, entry: &TokenEntry, generation: Option<i64>) -
 
 /// Revokes `token` and every token created under it; revoking an unknown
 /// token is not an error.
-pub async fn revoke(barrier: &Barrier, key: &SecretKey, token: &str) -> Result<()> {
+pub(crate) async fn revoke(barrier: &Barrier, key: &SecretKey, token: &str) -> Result<()> {
     if token.is_empty() || token.len() > 256 {
         return Ok(());
     }
@@ -563,7 +608,7 @@ pub async fn revoke(barrier: &Barrier, key: &SecretKey, token: &str) -> Result<(
 }
 
 /// Revokes the token stored under `id_hash` and its whole subtree.
-pub async fn revoke_tree(barrier: &Barrier, id_hash: &str) -> Result<()> {
+pub(crate) async fn revoke_tree(barrier: &Barrier, id_hash: &str) -> Result<()> {
     revoke_tree_with(barrier, None, id_hash).await
 }
 
@@ -631,12 +676,12 @@ async fn delete_one(barrier: &Barrier, key: Option<&SecretKey>, id_hash: &str) -
 }
 
 /// Revokes by hash with the token key at hand, so index rows go too.
-pub async fn revoke_hash(barrier: &Barrier, key: &SecretKey, id_hash: &str) -> Result<()> {
+pub(crate) async fn revoke_hash(barrier: &Barrier, key: &SecretKey, id_hash: &str) -> Result<()> {
     revoke_tree_with(barrier, Some(key), id_hash).await
 }
 
 /// Revokes one token and makes its children orphans.
-pub async fn revoke_orphan(barrier: &Barrier, key: &SecretKey, id_hash: &str) -> Result<()> {
+pub(crate) async fn revoke_orphan(barrier: &Barrier, key: &SecretKey, id_hash: &str) -> Result<()> {
     // The marker tells tidy that the children of this token are being
     // orphaned, not revoked: a tidy that runs meanwhile (or after a crash
     // half-way) finishes the orphaning instead of revoking them.
@@ -673,18 +718,21 @@ async fn orphan_children(barrier: &Barrier, id_hash: &str) -> Result<usize> {
 }
 
 /// The outcome of a renewal.
-pub struct Renewed {
-    pub entry: TokenEntry,
-    pub warnings: Vec<String>,
+pub(crate) struct Renewed {
+    /// The entry as written, with its new expiry.
+    pub(crate) entry: TokenEntry,
+    /// What to tell the caller when the increment was capped (by the hard
+    /// limit or the parent's expiry), Vault's wording.
+    pub(crate) warnings: Vec<String>,
     /// The second the new lifetime was granted at: the reply's
     /// `lease_duration` counts from here, not from whenever it is written.
-    pub renewed_at: i64,
+    pub(crate) renewed_at: i64,
 }
 
 /// Renews a token: a periodic one by its period, others by `increment` (or
 /// their creation TTL), never past their hard limit or their parent's
 /// expiry. A renewal to an earlier expiry caps the token's subtree too.
-pub async fn renew(
+pub(crate) async fn renew(
     barrier: &Barrier,
     id_hash: &str,
     increment: Option<i64>,
@@ -786,7 +834,7 @@ async fn cap_subtree(barrier: &Barrier, id_hash: &str, bound: i64) -> Result<()>
 
 /// One page of accessors, in storage order, after the index row `after`.
 /// Returns the accessors and the cursor for the next page.
-pub async fn list_accessors(
+pub(crate) async fn list_accessors(
     barrier: &Barrier,
     after: &str,
     limit: usize,
@@ -814,9 +862,16 @@ pub async fn list_accessors(
 /// What [`tidy`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct TidyReport {
-    pub expired_revoked: usize,
-    pub dangling_accessors: usize,
-    pub dangling_children: usize,
+    /// Expired tokens revoked, each with its subtree (the subtree's tokens
+    /// are not counted).
+    pub(crate) expired_revoked: usize,
+    /// Accessor index rows removed because their token was gone (or the
+    /// row unreadable).
+    pub(crate) dangling_accessors: usize,
+    /// Parent-to-child rows removed because the child or the parent was
+    /// gone, and children made orphans for an unfinished orphan
+    /// revocation.
+    pub(crate) dangling_children: usize,
 }
 
 /// Removes expired tokens (with their subtrees) and index rows that point
@@ -901,7 +956,7 @@ pub async fn tidy(barrier: &Barrier, now: i64) -> Result<TidyReport> {
     Ok(report)
 }
 
-pub use zafe_engine::rfc3339;
+pub(crate) use zafe_engine::rfc3339;
 
 #[cfg(test)]
 mod tests {
