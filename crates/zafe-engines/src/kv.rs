@@ -11,11 +11,11 @@
 //!
 //! # Storage layout (keys relative to the mount's view, `logical/<uuid>/`)
 //!
-//! - `config`: the mount's [`KvConfig`].
+//! - `config`: the mount's `KvConfig`.
 //! - `meta/<path>`: one [`Meta`] record per secret: settings, custom
 //!   metadata and the state of every kept version. `DELETE metadata/<path>`
 //!   leaves a tombstone here instead of removing the row (see
-//!   [`load_meta`]): the row's generation then never starts over, so a
+//!   `load_meta`): the row's generation then never starts over, so a
 //!   compare-and-swap computed from the deleted secret cannot match a
 //!   re-created one.
 //! - `keys/<path>`: an empty marker that exists exactly while the secret
@@ -33,7 +33,7 @@
 //! every acknowledged write gets its own version number, also with several
 //! server nodes on one database. Inside one process, writers to the same path
 //! are serialised by the engine's sharded async mutex first (see
-//! [`Kv::lock_path`]), so they queue instead of failing their compare-and-swap
+//! `Kv::lock_path`), so they queue instead of failing their compare-and-swap
 //! over and over; a change that loses it to other nodes 32 times in a row is
 //! refused with a 409 and writes nothing.
 //!

@@ -24,6 +24,8 @@
 //! [`anchor`] (the server's identity key and the rollback anchor kept
 //! beside it), [`config`] and [`run`] (starting a server from a [`Launch`]).
 
+#![warn(missing_docs)]
+
 pub mod anchor;
 pub mod audit;
 pub mod barrier;

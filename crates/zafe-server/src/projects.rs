@@ -5,7 +5,7 @@
 //! `<mount>/data/<slug>/<env>/<KEY>`. People are members of a project with
 //! one role; a role is an HCL policy template over the project's paths
 //! ([`Role::policy_hcl`]), compiled by the one policy engine through
-//! [`crate::policies::PolicyStore::acl_for_generated`]. `Core::authorize`
+//! `AclCache::acl_for_generated` (in `policies`). `Core::authorize`
 //! builds a person's ACL per request from [`grants_for`] (one read) plus the
 //! extra policies an administrator gave them.
 //!
@@ -161,7 +161,7 @@ impl Role {
     }
 
     /// The role's policy over project `slug` on KV mount `mount` (both
-    /// validated: [`validate_slug`], and a mount path of the mount table).
+    /// validated: `validate_slug`, and a mount path of the mount table).
     pub fn policy_hcl(self, slug: &str, mount: &str) -> String {
         let (m, p) = (mount.trim_end_matches('/'), slug);
         let mut hcl = format!(
