@@ -21,15 +21,23 @@ pub enum Caller {
         /// The account's name.
         name: String,
     },
+    /// A host agent, through its token.
+    Agent {
+        /// The project it belongs to.
+        project: String,
+        /// Its name in the project.
+        name: String,
+    },
 }
 
 impl Caller {
     /// How records and audit entries name the caller: a person's email, `service-account:<name>`,
-    /// or a token's display name and accessor.
+    /// `agent:<project>/<name>`, or a token's display name and accessor.
     pub fn actor(&self) -> String {
         match self {
             Caller::Person { email } => email.clone(),
             Caller::ServiceAccount { name } => format!("service-account:{name}"),
+            Caller::Agent { project, name } => format!("agent:{project}/{name}"),
             Caller::Token {
                 accessor,
                 display_name,
@@ -54,6 +62,11 @@ mod tests {
         assert_eq!(person.actor(), "ada@example.com");
         let account = Caller::ServiceAccount { name: "ci".into() };
         assert_eq!(account.actor(), "service-account:ci");
+        let agent = Caller::Agent {
+            project: "myapp".into(),
+            name: "web-1".into(),
+        };
+        assert_eq!(agent.actor(), "agent:myapp/web-1");
         let token = Caller::Token {
             accessor: "acc1".into(),
             display_name: "approle".into(),

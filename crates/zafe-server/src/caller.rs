@@ -17,6 +17,17 @@ pub enum Caller {
     Person(Person),
     /// A service account, through one of its tokens.
     ServiceAccount(AccountCaller),
+    /// A host agent, through its token.
+    Agent(AgentCaller),
+}
+
+/// A host agent, for one request.
+#[derive(Debug, Clone)]
+pub struct AgentCaller {
+    /// The agent: its environments decide what it may read.
+    pub agent: crate::agents::Agent,
+    /// Its token as Vault's token lookups show it; never stored in the token store.
+    pub token: TokenEntry,
 }
 
 /// A person's session, for one request.
@@ -46,6 +57,7 @@ impl Caller {
             Caller::Token(entry) => entry,
             Caller::Person(person) => &person.session,
             Caller::ServiceAccount(account) => &account.token,
+            Caller::Agent(agent) => &agent.token,
         }
     }
 
@@ -70,6 +82,14 @@ impl Caller {
         }
     }
 
+    /// The agent, for a host agent.
+    pub(crate) fn agent(&self) -> Option<&crate::agents::Agent> {
+        match self {
+            Caller::Agent(agent) => Some(&agent.agent),
+            _ => None,
+        }
+    }
+
     /// The caller as an engine sees it: a name, nothing to act with.
     pub(crate) fn engine_caller(&self) -> zafe_engine::Caller {
         match self {
@@ -78,6 +98,10 @@ impl Caller {
             },
             Caller::ServiceAccount(account) => zafe_engine::Caller::ServiceAccount {
                 name: account.account.name.clone(),
+            },
+            Caller::Agent(agent) => zafe_engine::Caller::Agent {
+                project: agent.agent.project.clone(),
+                name: agent.agent.name.clone(),
             },
             Caller::Token(entry) => zafe_engine::Caller::Token {
                 accessor: entry.accessor.clone(),

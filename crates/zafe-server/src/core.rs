@@ -139,6 +139,14 @@ pub trait ProjectRule: Send + Sync {
         router: Option<&Router>,
     ) -> Result<()>;
 
+    /// The ACL an agent's environments make, as they exist in its project now: a removed
+    /// environment or project grants nothing (the core allows it read and list only).
+    async fn agent_acl(
+        &self,
+        core: &Core,
+        agent: &crate::agents::Agent,
+    ) -> Result<zafe_core::policy::Acl>;
+
     /// The ACL a service account's scopes make (the core allows it read and list only).
     async fn account_acl(
         &self,
@@ -365,6 +373,30 @@ impl Core {
         }
         // Borrowed, not `token_key()`: no copy of the key per request.
         let keys = self.unsealed()?;
+        if token.starts_with("zafe_ag_") {
+            // A host agent (agents.rs).
+            return crate::agents::authenticate(
+                &self.barrier,
+                &keys.token_key,
+                token,
+                self.now_secs(),
+            )
+            .await?
+            .map(|agent| {
+                Caller::Agent(crate::caller::AgentCaller {
+                    token: crate::tokens::TokenEntry {
+                        accessor: agent.accessor.clone(),
+                        display_name: format!("agent-{}-{}", agent.project, agent.name),
+                        created_at: agent.created_at,
+                        path: "sys/agents".into(),
+                        ..Default::default()
+                    },
+                    agent,
+                })
+            })
+            .ok_or(Error::PermissionDenied)
+            .inspect(crate::audit::note_caller);
+        }
         if token.starts_with("zafe_at_") {
             // A person's session (people/sessions.rs).
             return crate::people::sessions::authenticate(
@@ -569,6 +601,21 @@ impl Core {
                 && self
                     .projects
                     .account_acl(self, account)
+                    .await?
+                    .allows(path, needed);
+            return if permitted {
+                Ok(())
+            } else {
+                Err(Error::PermissionDenied)
+            };
+        }
+        if let Some(agent) = caller.agent() {
+            // Agents read and list their environments, nothing else (R-AGT-1).
+            let permitted = matches!(needed, Capability::Read | Capability::List)
+                && !sudo
+                && self
+                    .projects
+                    .agent_acl(self, agent)
                     .await?
                     .allows(path, needed);
             return if permitted {

@@ -26,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+pub mod agents;
 pub mod anchor;
 pub mod audit;
 pub mod barrier;

@@ -103,6 +103,28 @@ impl crate::core::ProjectRule for Rule {
         }
     }
 
+    async fn agent_acl(
+        &self,
+        core: &Core,
+        agent: &crate::agents::Agent,
+    ) -> Result<zafe_core::policy::Acl> {
+        let mut current = agent.clone();
+        let mount = match read(core, &agent.project).await? {
+            Some((project, _)) if project.id == agent.project_id => {
+                current
+                    .environments
+                    .retain(|e| project.environments.contains(e));
+                project.mount
+            }
+            // Deleted, or deleted and created again under the same name.
+            _ => {
+                current.environments.clear();
+                DEFAULT_MOUNT.to_string()
+            }
+        };
+        crate::agents::policy(&current, &mount)
+    }
+
     async fn account_acl(
         &self,
         core: &Core,
@@ -196,7 +218,9 @@ impl Role {
                 "# role admin\n\
                  path \"sys/projects/{p}\" {{ capabilities = [\"read\", \"delete\"] }}\n\
                  path \"sys/projects/{p}/members\" {{ capabilities = [\"create\", \"read\", \"update\", \"list\"] }}\n\
-                 path \"sys/projects/{p}/members/*\" {{ capabilities = [\"create\", \"read\", \"update\", \"delete\", \"list\"] }}\n"
+                 path \"sys/projects/{p}/members/*\" {{ capabilities = [\"create\", \"read\", \"update\", \"delete\", \"list\"] }}\n\
+                 path \"sys/agents/{p}\" {{ capabilities = [\"read\", \"list\"] }}\n\
+                 path \"sys/agents/{p}/*\" {{ capabilities = [\"create\", \"read\", \"update\", \"delete\", \"list\"] }}\n"
             ));
         }
         hcl
@@ -395,7 +419,10 @@ async fn members(core: &Core, slug: &str) -> Result<Vec<Membership>> {
 /// The project named in a request path, if the path is about one: the
 /// project routes, and the KV v2 endpoints of a KV mount.
 pub fn slug_in_path<'p>(path: &'p str, router: Option<&crate::mounts::Router>) -> Option<&'p str> {
-    if let Some(rest) = path.strip_prefix("sys/projects/") {
+    if let Some(rest) = path
+        .strip_prefix("sys/projects/")
+        .or_else(|| path.strip_prefix("sys/agents/"))
+    {
         return rest.split('/').next().filter(|s| !s.is_empty());
     }
     let (mounted, rel) = router?.resolve(path)?;

@@ -60,6 +60,7 @@ pub(crate) enum RouteId {
     AuditCheckpoints,
     ServiceAccounts,
     ServiceAccount,
+    Agents,
     Leader,
     UiMounts,
     Resolve,
@@ -237,6 +238,14 @@ pub const ROUTES: &[Route] = &[
         access: Access::Sudo,
         operations: &[Read, Write, Delete],
         id: RouteId::ServiceAccount,
+    },
+    // Host agents of a project (R-AGT-1): `sys/agents/<project>[/<name>[/rotate-token]]`,
+    // governed by policy (root, and the project's admins through their role).
+    Route {
+        path: "sys/agents/*",
+        access: Access::Token,
+        operations: &[Read, List, Write, Delete],
+        id: RouteId::Agents,
     },
     // Authenticated only: every reference is authorised on its own KV path
     // by the handler (crate::resolve).
@@ -466,6 +475,10 @@ pub(crate) async fn dispatch(
             Ok(Response::data(json!({ "keys": names })))
         }
         (RouteId::ServiceAccount, op) => service_account(core, &req, rest, op).await,
+        (RouteId::Agents, _) => {
+            let caller = caller.ok_or(Error::PermissionDenied)?;
+            crate::agents::handle(core, &req, rest, &caller).await
+        }
         (RouteId::RekeyUpdate, _) => {
             let key = req
                 .field("key")

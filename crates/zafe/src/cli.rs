@@ -125,6 +125,20 @@ A service account can only read and list, and only inside its scopes."
     )]
     ServiceAccount(crate::service_account::Args),
 
+    /// Manage a project's host agents: per-agent tokens that read one project's environments
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  zafe agent create web-1 --project myapp --env prod
+  zafe agent list --project myapp
+  zafe agent rotate-token web-1 --project myapp
+  zafe agent revoke web-1 --project myapp
+
+An agent can only read and list, and only the environments it was created for."
+    )]
+    Agent(crate::agent::Args),
+
     /// Enable, disable and list secrets engines
     #[command(
         subcommand,

@@ -5,6 +5,7 @@
 //! a sealed server. Errors go to stderr as `Error: <message>`; no message
 //! carries a token or a key share.
 
+mod agent;
 mod approle;
 mod audit;
 mod child;
@@ -83,6 +84,7 @@ async fn run(ctx: &Ctx<'_>, command: Command) -> anyhow::Result<ExitCode> {
         Command::Member(args) => member::run(ctx, args).await,
         Command::Secret(args) => secret::run(ctx, args).await,
         Command::ServiceAccount(args) => service_account::run(ctx, args).await,
+        Command::Agent(args) => agent::run(ctx, args).await,
         Command::Secrets(args) => secrets::run(ctx, args).await,
         Command::ServerId(args) => server_id::run(ctx, args).await,
         Command::Login(args) => login::run(ctx, args).await,

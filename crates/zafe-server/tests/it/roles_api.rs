@@ -228,6 +228,15 @@ const TABLE: &[Row] = &[
         [A, F, F, F, N, F],
     ),
     row("DELETE", "sys/projects/gone-{r}", [A, F, F, F, N, F]),
+    // -- the project's host agents (R-AGT-1): its admins manage them --
+    row_with(
+        "POST",
+        "sys/agents/myapp/agent-{r}",
+        |_| json!({"environments": ["dev"]}),
+        [A, F, F, F, N, F],
+    ),
+    row("LIST", "sys/agents/myapp", [A, F, F, F, N, F]),
+    row("LIST", "sys/agents/ghost", [N, N, N, N, N, F]),
     // -- the project's secrets --
     row("GET", "secret/data/myapp/dev/SEED", [A, A, A, A, N, A]),
     row("GET", "secret/data/ghost/dev/SEED", [N, N, N, N, N, F]),

@@ -389,3 +389,98 @@ async fn people_see_what_their_role_allows() {
     let r = stranger.ok(&["project", "list", "--format", "json"]);
     assert_eq!(r.json(), json!({}));
 }
+
+// R-AGT-1 from the command line: `zafe agent create` prints the token once
+// (alone on stdout; `--format json` gives an object with `token`), the
+// agent reads its environment and not the others, `list` shows it,
+// `rotate-token` replaces the token and `revoke` ends it.
+#[tokio::test]
+async fn agents_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, cli) = dev_server(dir.path());
+    cli.ok(&["project", "create", "myapp"]);
+    cli.set("prod", "DB_URL", "postgres://prod-secret");
+    cli.set("dev", "DB_URL", "postgres://dev-secret");
+
+    let r = cli.ok(&[
+        "agent",
+        "create",
+        "web-1",
+        "--project",
+        "myapp",
+        "--env",
+        "prod",
+    ]);
+    let token = r.stdout.trim().to_string();
+    assert!(token.starts_with("zafe_ag_"), "{}", r.stdout);
+    assert_eq!(r.stdout.lines().count(), 1, "the token alone: {}", r.stdout);
+    assert!(r.stderr.contains("shown only this once"), "{}", r.stderr);
+    let as_agent = |args: &[&str]| {
+        let mut cmd = clean_command(BIN, &cli.config_dir, &cli.addr, Some(&token));
+        cmd.args(args);
+        run(cmd, None)
+    };
+    let read = as_agent(&["kv", "get", "--field", "value", "secret/myapp/prod/DB_URL"]);
+    assert_eq!(read.code, 0, "{}", read.stderr);
+    assert!(read.stdout.contains("postgres://prod-secret"));
+    let denied = as_agent(&["kv", "get", "--field", "value", "secret/myapp/dev/DB_URL"]);
+    assert_ne!(denied.code, 0);
+    assert!(!denied.stdout.contains("dev-secret") && !denied.stderr.contains("dev-secret"));
+
+    let json = cli
+        .ok(&[
+            "agent",
+            "create",
+            "worker",
+            "--project",
+            "myapp",
+            "--env",
+            "prod",
+            "--env",
+            "dev",
+            "--format",
+            "json",
+        ])
+        .json();
+    assert!(
+        json["token"].as_str().unwrap().starts_with("zafe_ag_"),
+        "{json}"
+    );
+    assert_eq!(json["environments"], json!(["dev", "prod"]));
+    let dup = cli.run(&[
+        "agent",
+        "create",
+        "worker",
+        "--project",
+        "myapp",
+        "--env",
+        "prod",
+    ]);
+    assert_ne!(dup.code, 0);
+    assert!(dup.stderr.contains("already exists"), "{}", dup.stderr);
+
+    let listed = cli.ok(&["agent", "list", "--project", "myapp"]);
+    assert!(
+        listed.stdout.contains("web-1") && listed.stdout.contains("worker"),
+        "{}",
+        listed.stdout
+    );
+    assert!(!listed.stdout.contains(&token));
+    let all = cli.ok(&["agent", "list", "--format", "json"]).json();
+    assert_eq!(all.as_array().map(Vec::len), Some(2), "{all}");
+
+    let rotated = cli.ok(&["agent", "rotate-token", "web-1", "--project", "myapp"]);
+    let new = rotated.stdout.trim().to_string();
+    assert!(new.starts_with("zafe_ag_") && new != token);
+    let old = as_agent(&["kv", "get", "--field", "value", "secret/myapp/prod/DB_URL"]);
+    assert_ne!(old.code, 0, "the old token is refused");
+
+    cli.ok(&["agent", "revoke", "worker", "--project", "myapp"]);
+    let left = cli
+        .ok(&["agent", "list", "--project", "myapp", "--format", "json"])
+        .json();
+    assert_eq!(left.as_array().map(Vec::len), Some(1), "{left}");
+    let gone = cli.run(&["agent", "revoke", "worker", "--project", "myapp"]);
+    assert_ne!(gone.code, 0);
+    assert!(gone.stderr.contains("no agent worker"), "{}", gone.stderr);
+}

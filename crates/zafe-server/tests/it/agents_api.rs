@@ -1,0 +1,319 @@
+//! Host agents (R-AGT-1): registration, the per-agent token and what it may
+//! read, racing registrations, rotation and revocation.
+
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+/// `myapp` (dev, prod) and `other` (prod), each with a secret per
+/// environment, and an agent `web-1` of `myapp` that may read prod.
+async fn setup() -> (Harness, String, String) {
+    let (h, root) = unsealed().await;
+    for (slug, envs) in [
+        ("myapp", json!(["dev", "prod"])),
+        ("other", json!(["prod"])),
+    ] {
+        let a = h
+            .call(
+                "POST",
+                "/v1/sys/projects",
+                Some(&root),
+                Some(json!({"slug": slug, "environments": envs})),
+            )
+            .await;
+        assert!(a.status.is_success(), "{:?}", a.json);
+    }
+    for path in ["myapp/prod/DB_URL", "myapp/dev/DB_URL", "other/prod/DB_URL"] {
+        let a = h
+            .call(
+                "POST",
+                &format!("/v1/secret/data/{path}"),
+                Some(&root),
+                Some(json!({"data": {"value": format!("value-of-{path}")}})),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
+    }
+    let token = create(&h, &root, "myapp", "web-1", json!(["prod"])).await;
+    (h, root, token)
+}
+
+async fn make_project(h: &Harness, root: &str, slug: &str, environments: Value) {
+    let a = h
+        .call(
+            "POST",
+            "/v1/sys/projects",
+            Some(root),
+            Some(json!({"slug": slug, "environments": environments})),
+        )
+        .await;
+    assert!(a.status.is_success(), "{:?}", a.json);
+}
+
+async fn register(h: &Harness, token: &str, project: &str, name: &str, envs: Value) -> Answer {
+    h.call(
+        "POST",
+        &format!("/v1/sys/agents/{project}/{name}"),
+        Some(token),
+        Some(json!({ "environments": envs })),
+    )
+    .await
+}
+
+async fn create(h: &Harness, token: &str, project: &str, name: &str, envs: Value) -> String {
+    let a = register(h, token, project, name, envs).await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
+    a.json["data"]["token"].as_str().unwrap().to_string()
+}
+
+async fn read(h: &Harness, token: &str, path: &str) -> StatusCode {
+    h.call("GET", &format!("/v1/{path}"), Some(token), None)
+        .await
+        .status
+}
+
+// R-AGT-1: the token is a 256-bit `zafe_ag_` token shown once, and it reads
+// (and lists) only the environments the agent was created for.
+#[tokio::test]
+async fn an_agent_reads_its_environments_and_nothing_else() {
+    let (h, root, agent) = setup().await;
+    assert!(agent.starts_with("zafe_ag_"), "{agent}");
+    assert!(agent.len() >= 8 + 43, "{agent}");
+    assert_eq!(
+        read(&h, &agent, "secret/data/myapp/prod/DB_URL").await,
+        StatusCode::OK
+    );
+    let listed = h
+        .call(
+            "LIST",
+            "/v1/secret/metadata/myapp/prod/",
+            Some(&agent),
+            None,
+        )
+        .await;
+    assert_eq!(listed.status, StatusCode::OK, "{:?}", listed.json);
+    let resolved = h
+        .call(
+            "POST",
+            "/v1/sys/resolve",
+            Some(&agent),
+            Some(json!({"references": ["zafe://myapp/prod/DB_URL"]})),
+        )
+        .await;
+    assert_eq!(
+        resolved.json["data"]["values"]["zafe://myapp/prod/DB_URL"], "value-of-myapp/prod/DB_URL",
+        "{:?}",
+        resolved.json
+    );
+    // Not another environment, not another project, no writes, no
+    // management, nothing of the server.
+    for path in [
+        "secret/data/myapp/dev/DB_URL",
+        "secret/data/other/prod/DB_URL",
+        "sys/agents/myapp/web-1",
+        "sys/policy",
+        "sys/projects/myapp",
+    ] {
+        assert_eq!(
+            read(&h, &agent, path).await,
+            StatusCode::FORBIDDEN,
+            "{path}"
+        );
+    }
+    let write = h
+        .call(
+            "POST",
+            "/v1/secret/data/myapp/prod/DB_URL",
+            Some(&agent),
+            Some(json!({"data": {"value": "overwritten"}})),
+        )
+        .await;
+    assert_eq!(write.status, StatusCode::FORBIDDEN);
+    let dev = h
+        .call(
+            "POST",
+            "/v1/sys/resolve",
+            Some(&agent),
+            Some(json!({"references": ["zafe://myapp/dev/DB_URL"]})),
+        )
+        .await;
+    assert_eq!(dev.status, StatusCode::FORBIDDEN, "{:?}", dev.json);
+    assert!(!dev.json.to_string().contains("value-of"));
+    // What the agent's record shows never includes the token or its hash.
+    let shown = h
+        .call("GET", "/v1/sys/agents/myapp/web-1", Some(&root), None)
+        .await;
+    assert_eq!(shown.json["data"]["environments"], json!(["prod"]));
+    assert!(!shown.json.to_string().contains(&agent));
+    assert!(shown.json["data"].get("token").is_none());
+}
+
+// R-AGT-1: (project, name) is unique; ten racing registrations of one name
+// make exactly one agent, and only its token works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_registrations_make_exactly_one_agent() {
+    let (h, root, _) = setup().await;
+    let h = std::sync::Arc::new(h);
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let (h, root) = (h.clone(), root.clone());
+            tokio::spawn(async move { register(&h, &root, "myapp", "race", json!(["prod"])).await })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for task in tasks {
+        let a = task.await.unwrap();
+        match a.status {
+            StatusCode::OK => won.push(a.json["data"]["token"].as_str().unwrap().to_string()),
+            StatusCode::CONFLICT => {}
+            other => panic!("unexpected {other}: {:?}", a.json),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one registration wins");
+    let listed = h
+        .call("LIST", "/v1/sys/agents/myapp", Some(&root), None)
+        .await;
+    assert_eq!(listed.json["data"]["keys"], json!(["race", "web-1"]));
+    assert_eq!(
+        read(&h, &won[0], "secret/data/myapp/prod/DB_URL").await,
+        StatusCode::OK
+    );
+    // A duplicate later is refused the same way, and changes nothing.
+    let again = register(&h, &root, "myapp", "race", json!(["dev"])).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert!(again.first_error().contains("already exists"));
+    assert_eq!(
+        read(&h, &won[0], "secret/data/myapp/prod/DB_URL").await,
+        StatusCode::OK
+    );
+}
+
+// Revoking an agent refuses its token on every route at once; rotating its
+// token refuses the old one; a re-created agent of the same name does not
+// bring an old token back.
+#[tokio::test]
+async fn revoked_and_rotated_tokens_are_refused() {
+    let (h, root, old) = setup().await;
+    let rotated = h
+        .call(
+            "POST",
+            "/v1/sys/agents/myapp/web-1/rotate-token",
+            Some(&root),
+            None,
+        )
+        .await;
+    assert_eq!(rotated.status, StatusCode::OK, "{:?}", rotated.json);
+    let new = rotated.json["data"]["token"].as_str().unwrap().to_string();
+    assert_ne!(new, old);
+    assert_eq!(
+        read(&h, &old, "secret/data/myapp/prod/DB_URL").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        read(&h, &new, "secret/data/myapp/prod/DB_URL").await,
+        StatusCode::OK
+    );
+
+    let revoked = h
+        .call("DELETE", "/v1/sys/agents/myapp/web-1", Some(&root), None)
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    for path in [
+        "secret/data/myapp/prod/DB_URL",
+        "auth/token/lookup-self",
+        "sys/leader",
+    ] {
+        assert_eq!(read(&h, &new, path).await, StatusCode::FORBIDDEN, "{path}");
+    }
+    assert_eq!(
+        read(&h, &root, "sys/agents/myapp/web-1").await,
+        StatusCode::NOT_FOUND
+    );
+    let recreated = create(&h, &root, "myapp", "web-1", json!(["prod"])).await;
+    assert_eq!(
+        read(&h, &new, "secret/data/myapp/prod/DB_URL").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        read(&h, &recreated, "secret/data/myapp/prod/DB_URL").await,
+        StatusCode::OK
+    );
+}
+
+// Bad registrations get a clear error and create nothing.
+#[tokio::test]
+async fn bad_registrations_are_refused_and_change_nothing() {
+    let (h, root, _) = setup().await;
+    for (project, name, envs, status, says) in [
+        (
+            "myapp",
+            "x",
+            json!(["staging"]),
+            StatusCode::BAD_REQUEST,
+            "no environment",
+        ),
+        (
+            "myapp",
+            "x",
+            json!([]),
+            StatusCode::BAD_REQUEST,
+            "environments",
+        ),
+        (
+            "myapp",
+            "Bad-Name",
+            json!(["prod"]),
+            StatusCode::BAD_REQUEST,
+            "invalid agent name",
+        ),
+        (
+            "nope",
+            "x",
+            json!(["prod"]),
+            StatusCode::NOT_FOUND,
+            "no project",
+        ),
+    ] {
+        let a = register(&h, &root, project, name, envs).await;
+        assert_eq!(a.status, status, "{project}/{name}: {:?}", a.json);
+        assert!(a.first_error().contains(says), "{:?}", a.json);
+    }
+    let listed = h
+        .call("LIST", "/v1/sys/agents/myapp", Some(&root), None)
+        .await;
+    assert_eq!(listed.json["data"]["keys"], json!(["web-1"]));
+    // A token without the right to manage agents cannot register one.
+    let reader = token_with(&h, &root, &["default"]).await;
+    let a = register(&h, &reader, "myapp", "sneaky", json!(["prod"])).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+}
+
+// An agent belongs to the project it was registered in, not to its name: a
+// project deleted and created again under the same name grants an old agent
+// nothing.
+#[tokio::test]
+async fn a_recreated_project_grants_an_old_agent_nothing() {
+    let (h, root, _) = setup().await;
+    make_project(&h, &root, "tmp", json!(["prod"])).await;
+    let old = create(&h, &root, "tmp", "web", json!(["prod"])).await;
+    let deleted = h
+        .call("DELETE", "/v1/sys/projects/tmp", Some(&root), None)
+        .await;
+    assert!(deleted.status.is_success(), "{:?}", deleted.json);
+    make_project(&h, &root, "tmp", json!(["prod"])).await;
+    let a = h
+        .call(
+            "POST",
+            "/v1/secret/data/tmp/prod/KEY",
+            Some(&root),
+            Some(json!({"data": {"value": "new-project-value"}})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
+    let read = h
+        .call("GET", "/v1/secret/data/tmp/prod/KEY", Some(&old), None)
+        .await;
+    assert_eq!(read.status, StatusCode::FORBIDDEN);
+    assert!(!read.json.to_string().contains("new-project-value"));
+}

@@ -1,0 +1,202 @@
+//! `zafe agent create|list|revoke|rotate-token`: a project's host agents (R-AGT-1).
+
+use std::process::ExitCode;
+
+use serde_json::{Value, json};
+use zafe_client::path::encode_segment;
+use zafe_client::{Client, Method};
+
+use crate::ctx::Ctx;
+use crate::output::{Out, outln};
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Args {
+    /// Register an agent and print its token (once)
+    #[command(after_help = "\
+Examples:
+  zafe agent create web-1 --project myapp --env prod
+  zafe agent create worker --project myapp --env prod --env staging --format json
+
+The agent may read (and list) only the environments given here. The token is shown once:
+put it in the host's token file (e.g. /etc/zafe/agent.token, mode 0600).")]
+    Create {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The project the agent belongs to
+        #[arg(long)]
+        project: String,
+        /// An environment the agent may read (repeatable)
+        #[arg(long = "env", required = true, value_name = "ENV")]
+        envs: Vec<String>,
+    },
+    /// List agents: name, environments, connected, last seen, version, host
+    #[command(after_help = "\
+Examples:
+  zafe agent list --project myapp
+  zafe agent list --format json")]
+    List {
+        /// Only this project's agents (default: every project you may see)
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Revoke an agent: its token is refused at once and the name can be registered again
+    #[command(after_help = "\
+Examples:
+  zafe agent revoke web-1 --project myapp")]
+    Revoke {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(long)]
+        project: String,
+    },
+    /// Give an agent a new token (printed once); the old one is refused at once
+    #[command(
+        name = "rotate-token",
+        after_help = "\
+Examples:
+  zafe agent rotate-token web-1 --project myapp > /etc/zafe/agent.token"
+    )]
+    RotateToken {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[arg(long)]
+        project: String,
+    },
+}
+
+pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
+    let client = &ctx.client()?;
+    let out = ctx.out();
+    match args {
+        Args::Create {
+            name,
+            project,
+            envs,
+        } => {
+            let reply = client
+                .request_json(
+                    Method::POST,
+                    &agent_path(&project, &name),
+                    Some(&json!({ "environments": envs })),
+                )
+                .await?
+                .unwrap_or_default();
+            print_token(out, &reply["data"], &format!("agent {name} of {project}"))?;
+        }
+        Args::List { project } => list(client, out, project.as_deref()).await?,
+        Args::Revoke { name, project } => {
+            client
+                .request_json(Method::DELETE, &agent_path(&project, &name), None)
+                .await?;
+            eprintln!("Revoked agent {name} of project {project}: its token no longer works.");
+        }
+        Args::RotateToken { name, project } => {
+            let path = format!("{}/rotate-token", agent_path(&project, &name));
+            let reply = client
+                .request_json(Method::POST, &path, None)
+                .await?
+                .unwrap_or_default();
+            print_token(
+                out,
+                &reply["data"],
+                &format!("a new token for agent {name} of {project}"),
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn agent_path(project: &str, name: &str) -> String {
+    format!(
+        "/v1/sys/agents/{}/{}",
+        encode_segment(project),
+        encode_segment(name)
+    )
+}
+
+/// The token alone on stdout (so it can be redirected into the host's token file), the notice on
+/// stderr; `--format json` prints the whole object, `token` field included.
+fn print_token(out: Out<'_>, data: &Value, what: &str) -> anyhow::Result<()> {
+    if out.json() {
+        return out.print_json(data);
+    }
+    outln!(out, "{}", data["token"].as_str().unwrap_or_default());
+    eprintln!(
+        "{}",
+        out.yellow(&format!(
+            "Created {what}. The token above is shown only this once: put it in the agent's token file."
+        ))
+    );
+    Ok(())
+}
+
+async fn list(client: &Client, out: Out<'_>, project: Option<&str>) -> anyhow::Result<()> {
+    let projects: Vec<String> = match project {
+        Some(p) => vec![p.to_string()],
+        None => {
+            let reply = client
+                .request_json(Method::GET, "/v1/sys/projects?list=true", None)
+                .await?
+                .unwrap_or_default();
+            reply["data"]["keys"]
+                .as_array()
+                .map(|keys| {
+                    keys.iter()
+                        .filter_map(|k| k.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
+    };
+    let mut agents = Vec::new();
+    for p in &projects {
+        let path = format!("/v1/sys/agents/{}?list=true", encode_segment(p));
+        let reply = match client.request_json(Method::GET, &path, None).await {
+            Ok(reply) => reply.unwrap_or_default(),
+            // Listing every project: skip those whose agents this caller may not see.
+            Err(_) if project.is_none() => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(map) = reply["data"]["agents"].as_object() {
+            agents.extend(map.values().cloned());
+        }
+    }
+    if out.json() {
+        return out.print_json(&agents);
+    }
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Bool(true) => "yes".into(),
+        Value::Bool(false) => "no".into(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => "-".into(),
+    };
+    outln!(
+        out,
+        "{:<12} {:<20} {:<16} {:<9} {:<22} {:<10} HOST",
+        "PROJECT",
+        "NAME",
+        "ENVIRONMENTS",
+        "CONNECTED",
+        "LAST SEEN",
+        "VERSION"
+    );
+    for a in &agents {
+        outln!(
+            out,
+            "{:<12} {:<20} {:<16} {:<9} {:<22} {:<10} {}",
+            text(&a["project"]),
+            text(&a["name"]),
+            text(&a["environments"]),
+            text(&a["connected"]),
+            a["last_seen_time"].as_str().unwrap_or("never"),
+            text(&a["version"]),
+            text(&a["host"])
+        );
+    }
+    Ok(())
+}
