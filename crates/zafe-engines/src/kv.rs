@@ -292,8 +292,44 @@ impl Engine for Kv {
     }
 
     async fn handle(&self, ctx: &Ctx<'_>, req: &Request, rel_path: &str) -> Result<Response> {
-        use Operation::*;
         let (head, rest) = split(rel_path);
+        let response = self.route(ctx, req, head, rest).await?;
+        // A committed change to a secret's versions is reported, so that agents following it
+        // learn at once (names and versions only).
+        let changes_versions = matches!(
+            (head, req.operation),
+            (
+                "data",
+                Operation::Write | Operation::Patch | Operation::Delete
+            ) | ("metadata", Operation::Delete)
+                | ("delete" | "undelete" | "destroy", Operation::Write)
+        );
+        if changes_versions
+            && response.status().code() < 300
+            && let Ok(path) = validate_path(rest)
+        {
+            let version = match &response {
+                Response::Vault {
+                    data: Some(data), ..
+                } => data["version"].as_u64(),
+                _ => None,
+            };
+            ctx.system.changed(ctx.mount, path, version);
+        }
+        Ok(response)
+    }
+}
+
+impl Kv {
+    /// The handler of one request, by endpoint and operation.
+    async fn route(
+        &self,
+        ctx: &Ctx<'_>,
+        req: &Request,
+        head: &str,
+        rest: &str,
+    ) -> Result<Response> {
+        use Operation::*;
         let view = &ctx.view;
         match (head, req.operation) {
             ("config", Read) if rest.is_empty() => config_read(view).await,

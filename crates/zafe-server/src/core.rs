@@ -82,6 +82,8 @@ pub struct Core {
     projects: Arc<dyn ProjectRule>,
     /// The engines mounts can use.
     engines: crate::mounts::Engines,
+    /// Which secrets changed, for whoever follows them.
+    changes: Arc<dyn crate::changes::ChangeFeed>,
     /// The encryption barrier: the only way to storage for everything above it.
     pub barrier: Arc<Barrier>,
     /// Init, unseal shares and the seal configuration.
@@ -194,6 +196,7 @@ impl Core {
             clock: parts.clock,
             projects: parts.projects,
             engines: parts.engines,
+            changes: Arc::new(crate::changes::LocalFeed::default()),
             barrier: Arc::new(Barrier::new(parts.backend.clone())),
             seal: Seal::new(parts.backend, parts.master_key),
             identity: parts.identity,
@@ -230,6 +233,11 @@ impl Core {
     /// Physical storage (ciphertext only), for the parts that write below the barrier: seal, audit.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         self.barrier.backend()
+    }
+
+    /// The change feed: committed changes to secrets, names and versions only.
+    pub fn changes(&self) -> &dyn crate::changes::ChangeFeed {
+        self.changes.as_ref()
     }
 
     /// Now, by the core's clock.

@@ -53,6 +53,14 @@ impl zafe_engine::SystemView for Core {
         self.config.max_body_bytes()
     }
 
+    fn changed(&self, mount: &zafe_engine::Mount, path: &str, version: Option<u64>) {
+        self.changes().publish(crate::changes::SecretChange {
+            mount: mount.path.clone(),
+            path: path.to_string(),
+            version,
+        });
+    }
+
     fn derived_key(&self, purpose: &str) -> Result<SecretKey> {
         Ok(derive_key(self.token_key()?.expose(), purpose))
     }

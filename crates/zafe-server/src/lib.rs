@@ -31,6 +31,7 @@ pub mod anchor;
 pub mod audit;
 pub mod barrier;
 pub mod caller;
+pub mod changes;
 pub mod config;
 pub mod core;
 pub mod engine;

@@ -1526,3 +1526,65 @@ async fn a_sealed_server_serves_no_secrets() {
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(!a.json.to_string().contains("\"v\""));
 }
+
+// R-AGT-3's foundation: every committed change to a secret is published on
+// the change feed with its mount, path and new version, and nothing else; a
+// write that is refused publishes nothing.
+#[tokio::test]
+async fn committed_changes_are_published_without_values() {
+    use zafe_server::changes::SecretChange;
+    let h = server().await;
+    let mut feed = h.core.changes().subscribe();
+    let change = |path: &str, version: Option<u64>| SecretChange {
+        mount: "secret/".into(),
+        path: path.into(),
+        version,
+    };
+
+    ok(&h
+        .put("secret/data/app/db", json!({"password": "feed-s3cret"}))
+        .await);
+    assert_eq!(feed.try_recv().unwrap(), change("app/db", Some(1)));
+    let patched = h
+        .call(
+            "PATCH",
+            "/v1/secret/data/app/db",
+            Some(ROOT),
+            Some(json!({"data": {"user": "app"}})),
+        )
+        .await;
+    ok(&patched);
+    assert_eq!(feed.try_recv().unwrap(), change("app/db", Some(2)));
+    // A check-and-set that fails changes nothing and says nothing.
+    let refused = h
+        .root(
+            "POST",
+            "secret/data/app/db",
+            Some(json!({"options": {"cas": 1}, "data": {"password": "lost"}})),
+        )
+        .await;
+    assert!(!refused.status.is_success());
+    assert!(feed.try_recv().is_err());
+    // Reads publish nothing either.
+    ok(&h.root("GET", "secret/data/app/db", None).await);
+    assert!(feed.try_recv().is_err());
+    for (method, path, body) in [
+        ("DELETE", "secret/data/app/db", None),
+        (
+            "POST",
+            "secret/undelete/app/db",
+            Some(json!({"versions": [2]})),
+        ),
+        (
+            "POST",
+            "secret/destroy/app/db",
+            Some(json!({"versions": [1]})),
+        ),
+        ("DELETE", "secret/metadata/app/db", None),
+    ] {
+        ok(&h.root(method, path, body).await);
+        let got = feed.try_recv().unwrap();
+        assert_eq!(got, change("app/db", None), "{method} {path}");
+        assert!(!format!("{got:?}").contains("feed-s3cret"));
+    }
+}
