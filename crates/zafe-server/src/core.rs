@@ -84,6 +84,8 @@ pub struct Core {
     engines: crate::mounts::Engines,
     /// Which secrets changed, for whoever follows them.
     changes: Arc<dyn crate::changes::ChangeFeed>,
+    /// Ids of agents revoked or given a new token, so that their connections end at once.
+    agent_revocations: tokio::sync::broadcast::Sender<String>,
     /// The encryption barrier: the only way to storage for everything above it.
     pub barrier: Arc<Barrier>,
     /// Init, unseal shares and the seal configuration.
@@ -197,6 +199,7 @@ impl Core {
             projects: parts.projects,
             engines: parts.engines,
             changes: Arc::new(crate::changes::LocalFeed::default()),
+            agent_revocations: tokio::sync::broadcast::channel(256).0,
             barrier: Arc::new(Barrier::new(parts.backend.clone())),
             seal: Seal::new(parts.backend, parts.master_key),
             identity: parts.identity,
@@ -238,6 +241,17 @@ impl Core {
     /// The change feed: committed changes to secrets, names and versions only.
     pub fn changes(&self) -> &dyn crate::changes::ChangeFeed {
         self.changes.as_ref()
+    }
+
+    /// Follows revocations of agents (their ids): a connected agent's session ends at once.
+    pub fn agent_revocations(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.agent_revocations.subscribe()
+    }
+
+    /// Tells connected sessions that the agent `id` was revoked or given a new token.
+    pub(crate) fn agent_revoked(&self, id: &str) {
+        // Nobody connected is not an error.
+        let _ = self.agent_revocations.send(id.to_string());
     }
 
     /// Now, by the core's clock.

@@ -53,6 +53,7 @@ struct RequestContext {
 /// without the peer address every request seems to come from 127.0.0.1.
 pub fn router(core: Arc<Core>) -> Router {
     let mut app = Router::new()
+        .route("/v1/sys/agents/connect", axum::routing::get(agent_socket))
         .route("/v1/{*path}", axum::routing::any(v1))
         .fallback(not_found);
     if let Some(cors) = cors_layer(&core.config.cors_origins) {
@@ -277,6 +278,91 @@ async fn v1(
         }
         Err(e) => error_response(&e),
     }
+}
+
+/// `GET /v1/sys/agents/connect`: an agent's WebSocket. The agent's token is checked before the
+/// upgrade (anything else is the usual 403); then [`crate::agents::session::serve`] speaks the
+/// frames, and this function only carries text between the socket and the session.
+async fn agent_socket(
+    State(core): State<Arc<Core>>,
+    axum::Extension(ctx): axum::Extension<RequestContext>,
+    headers: HeaderMap,
+    upgrade: Result<
+        axum::extract::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> Response {
+    let probe = Request {
+        operation: Operation::Read,
+        path: "sys/agents/connect".into(),
+        body: None,
+        query: Vec::new(),
+        token: presented_token(&headers).map(|t| RequestToken::new(t.to_string())),
+        client_ip: ctx.client_ip,
+        request_id: ctx.request_id,
+        user_agent: None,
+    };
+    let agent = match core.authenticate(&probe).await {
+        Ok(crate::caller::Caller::Agent(agent)) => agent.agent,
+        Ok(_) => return error_response(&Error::PermissionDenied),
+        Err(e) => return error_response(&e),
+    };
+    let Ok(upgrade) = upgrade else {
+        return error_response(&Error::bad_request(
+            "this endpoint is a WebSocket: connect with an Upgrade request",
+        ));
+    };
+    upgrade
+        .max_message_size(crate::agents::session::MAX_FRAME_BYTES + 1024)
+        .on_upgrade(move |socket| bridge(core, agent, socket))
+}
+
+/// Carries text frames between an agent's socket and its session until either ends.
+async fn bridge(
+    core: Arc<Core>,
+    agent: crate::agents::Agent,
+    socket: axum::extract::ws::WebSocket,
+) {
+    use axum::extract::ws::Message;
+    use futures_util::{SinkExt as _, StreamExt as _};
+    let (mut sink, mut stream) = socket.split();
+    let (to_session, from_socket) = tokio::sync::mpsc::channel::<String>(64);
+    let (to_socket, mut from_session) = tokio::sync::mpsc::channel::<String>(64);
+    let reader = async move {
+        while let Some(Ok(message)) = stream.next().await {
+            let text = match message {
+                Message::Text(text) => text.to_string(),
+                Message::Close(_) => break,
+                // Pings are answered by the library; binary frames are not part of the protocol.
+                Message::Binary(_) => "binary".to_string(),
+                _ => continue,
+            };
+            if to_session.send(text).await.is_err() {
+                break;
+            }
+        }
+    };
+    let writer = async move {
+        while let Some(text) = from_session.recv().await {
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.send(Message::Close(None)).await;
+    };
+    let name = format!("{}/{}", agent.project, agent.name);
+    let session = crate::agents::session::serve(
+        &core,
+        agent,
+        from_socket,
+        to_socket,
+        crate::agents::session::HEARTBEAT,
+    );
+    let reader = tokio::spawn(reader);
+    let ((ended, counts), ()) = tokio::join!(session, writer);
+    // The session is over: stop reading even if the agent never closes its side.
+    reader.abort();
+    tracing::info!(agent = %name, ?ended, ?counts, "agent disconnected");
 }
 
 async fn build_request(

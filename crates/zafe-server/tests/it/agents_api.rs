@@ -317,3 +317,166 @@ async fn a_recreated_project_grants_an_old_agent_nothing() {
     assert_eq!(read.status, StatusCode::FORBIDDEN);
     assert!(!read.json.to_string().contains("new-project-value"));
 }
+
+// ---- the agent's connection (R-AGT-2, R-AGT-3) --------------------------------
+
+mod socket {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use serde_json::{Value, json};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+    use super::*;
+
+    type Socket = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    /// Serves the harness's router on a loopback port.
+    pub async fn serve(h: &Harness) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = zafe_server::http::router(h.core.clone())
+            .into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    }
+
+    /// Connects as `token`; `Err(status)` when the server refuses the upgrade.
+    pub async fn connect(addr: SocketAddr, token: &str) -> Result<Socket, u16> {
+        let mut request = format!("ws://{addr}/v1/sys/agents/connect")
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("x-vault-token", token.parse().unwrap());
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => Ok(socket),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+
+    /// The next text frame, within five seconds; `None` when the socket closed.
+    pub async fn next(socket: &mut Socket) -> Option<Value> {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(5), socket.next())
+                .await
+                .expect("a frame within 5 s");
+            match message {
+                Some(Ok(Message::Text(text))) => return Some(serde_json::from_str(&text).unwrap()),
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    pub async fn send(socket: &mut Socket, seq: u64, kind: &str) {
+        let frame = json!({"v": 1, "type": kind, "id": format!("f{seq}"), "seq": seq, "ts": 0, "payload": {}});
+        socket
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .unwrap();
+    }
+}
+
+// R-AGT-3: a connected agent is told of a change to a secret it may read
+// (its reference and version, never the value) as it happens, and of
+// nothing it may not read; R-AGT-2: the server's frames are sequenced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_agent_is_told_what_changed_and_nothing_else() {
+    let (h, root, agent) = setup().await;
+    let addr = socket::serve(&h).await;
+    assert_eq!(socket::connect(addr, &root).await.err(), Some(403));
+    assert_eq!(
+        socket::connect(addr, "zafe_ag_not-a-token").await.err(),
+        Some(403)
+    );
+    let mut s = socket::connect(addr, &agent).await.unwrap();
+    let hello = socket::next(&mut s).await.unwrap();
+    assert_eq!(
+        (hello["type"].as_str(), hello["seq"].as_u64()),
+        (Some("hello"), Some(1))
+    );
+    assert_eq!(hello["payload"]["environments"], json!(["prod"]));
+
+    let write = |path: &'static str, value: &'static str| {
+        let (h, root) = (&h, &root);
+        async move {
+            let a = h
+                .call(
+                    "POST",
+                    &format!("/v1/secret/data/{path}"),
+                    Some(root),
+                    Some(json!({"data": {"value": value}})),
+                )
+                .await;
+            assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
+        }
+    };
+    write("myapp/dev/DB_URL", "dev-value-never-sent").await;
+    write("other/prod/DB_URL", "other-value-never-sent").await;
+    write("myapp/prod/DB_URL", "prod-value-never-sent").await;
+    let changed = socket::next(&mut s).await.unwrap();
+    assert_eq!(changed["type"], "changed", "{changed}");
+    assert_eq!(
+        changed["seq"], 2,
+        "nothing was sent for dev or another project"
+    );
+    assert_eq!(changed["payload"]["reference"], "zafe://myapp/prod/DB_URL");
+    assert_eq!(changed["payload"]["version"], 2);
+    assert!(!changed.to_string().contains("never-sent"));
+}
+
+// R-AGT-2: the agent's frames must come in sequence: a duplicate or a
+// replay is dropped, an unknown type is refused, a frame that skips ahead
+// ends the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_order_frames_end_the_connection() {
+    let (h, _root, agent) = setup().await;
+    let addr = socket::serve(&h).await;
+    let mut s = socket::connect(addr, &agent).await.unwrap();
+    assert_eq!(socket::next(&mut s).await.unwrap()["type"], "hello");
+    socket::send(&mut s, 1, "hello").await;
+    socket::send(&mut s, 1, "hello").await;
+    socket::send(&mut s, 2, "launch-missiles").await;
+    let refused = socket::next(&mut s).await.unwrap();
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["payload"]["message"], "unknown frame type");
+    socket::send(&mut s, 9, "event").await;
+    let error = socket::next(&mut s).await.unwrap();
+    assert_eq!(error["type"], "error");
+    assert!(
+        error["payload"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("out-of-order"),
+        "{error}"
+    );
+    assert!(socket::next(&mut s).await.is_none(), "the connection ends");
+}
+
+// Revoking an agent ends its connection at once, and it cannot connect again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_an_agent_closes_its_connection() {
+    let (h, root, agent) = setup().await;
+    let addr = socket::serve(&h).await;
+    let mut s = socket::connect(addr, &agent).await.unwrap();
+    assert_eq!(socket::next(&mut s).await.unwrap()["type"], "hello");
+    let a = h
+        .call("DELETE", "/v1/sys/agents/myapp/web-1", Some(&root), None)
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    let bye = socket::next(&mut s).await.unwrap();
+    assert_eq!(
+        (bye["type"].as_str(), bye["payload"]["reason"].as_str()),
+        (Some("bye"), Some("revoked"))
+    );
+    assert!(socket::next(&mut s).await.is_none(), "the connection ends");
+    assert_eq!(socket::connect(addr, &agent).await.err(), Some(403));
+}

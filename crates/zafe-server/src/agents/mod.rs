@@ -18,6 +18,8 @@
 //! sys/agents/token/<hash>             token → project, name, agent id
 //! ```
 
+pub mod session;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use zafe_core::policy::{Acl, Policy};
@@ -297,7 +299,10 @@ async fn revoke(core: &Core, project: &str, name: &str) -> Result<Response> {
         },
     ];
     match core.barrier.commit(writes).await {
-        Ok(()) => Ok(Response::NoContent),
+        Ok(()) => {
+            core.agent_revoked(&agent.id);
+            Ok(Response::NoContent)
+        }
         Err(BarrierError::Conflict { .. }) => Err(Error::Conflict {
             key: agent_key(project, name),
         }),
@@ -337,6 +342,8 @@ async fn rotate(core: &Core, project: &str, name: &str) -> Result<Response> {
         }
         Err(e) => return Err(e.into()),
     }
+    // A session connected with the old token ends; the agent reconnects with the new one.
+    core.agent_revoked(&agent.id);
     let mut data = to_json(&agent);
     data["token"] = json!(token);
     Ok(Response::data(data))
