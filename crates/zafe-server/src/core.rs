@@ -614,32 +614,18 @@ impl Core {
         } else {
             path
         };
-        if let Some(account) = caller.service_account() {
-            // Service accounts read and list, nothing else, whatever their
-            // scopes say (lessons.md: "read-only" accounts that could write
-            // through a second API).
+        // Machine identities (service accounts, agents) read and list, nothing else, whatever
+        // their scopes or environments say (lessons.md: "read-only" accounts that could write
+        // through a second API).
+        let machine = match (caller.service_account(), caller.agent()) {
+            (Some(account), _) => Some(self.projects.account_acl(self, account).await?),
+            (_, Some(agent)) => Some(self.projects.agent_acl(self, agent).await?),
+            _ => None,
+        };
+        if let Some(acl) = machine {
             let permitted = matches!(needed, Capability::Read | Capability::List)
                 && !sudo
-                && self
-                    .projects
-                    .account_acl(self, account)
-                    .await?
-                    .allows(path, needed);
-            return if permitted {
-                Ok(())
-            } else {
-                Err(Error::PermissionDenied)
-            };
-        }
-        if let Some(agent) = caller.agent() {
-            // Agents read and list their environments, nothing else (R-AGT-1).
-            let permitted = matches!(needed, Capability::Read | Capability::List)
-                && !sudo
-                && self
-                    .projects
-                    .agent_acl(self, agent)
-                    .await?
-                    .allows(path, needed);
+                && acl.allows(path, needed);
             return if permitted {
                 Ok(())
             } else {

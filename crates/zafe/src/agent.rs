@@ -114,20 +114,14 @@ fn agent_path(project: &str, name: &str) -> String {
     )
 }
 
-/// The token alone on stdout (so it can be redirected into the host's token file), the notice on
-/// stderr; `--format json` prints the whole object, `token` field included.
 fn print_token(out: Out<'_>, data: &Value, what: &str) -> anyhow::Result<()> {
-    if out.json() {
-        return out.print_json(data);
-    }
-    outln!(out, "{}", data["token"].as_str().unwrap_or_default());
-    eprintln!(
-        "{}",
-        out.yellow(&format!(
+    crate::output::print_new_token(
+        out,
+        data,
+        &format!(
             "Created {what}. The token above is shown only this once: put it in the agent's token file."
-        ))
-    );
-    Ok(())
+        ),
+    )
 }
 
 async fn list(client: &Client, out: Out<'_>, project: Option<&str>) -> anyhow::Result<()> {

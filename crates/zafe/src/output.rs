@@ -138,6 +138,18 @@ impl<'w> Out<'w> {
     }
 }
 
+/// Prints a token that was just created: alone on stdout (so it can be redirected into a
+/// secret store or a token file), with a notice on stderr that it is shown only this once;
+/// `--format json` prints the whole object, `token` field included.
+pub(crate) fn print_new_token(out: Out<'_>, data: &Value, notice: &str) -> anyhow::Result<()> {
+    if out.json() {
+        return out.print_json(data);
+    }
+    outln!(out, "{}", data["token"].as_str().unwrap_or_default());
+    eprintln!("{}", out.yellow(notice));
+    Ok(())
+}
+
 /// A value as Vault's table shows it: strings bare, lists as `[a b]`,
 /// maps as `map[k:v]`, nothing as `n/a`.
 pub(crate) fn display(v: &Value) -> String {

@@ -126,20 +126,14 @@ async fn token(client: &Client, out: Out<'_>, name: &str, ttl: Option<&str>) -> 
     )
 }
 
-/// The token is printed once, alone on stdout, so it can be piped into a
-/// CI secret store without ever being displayed next to anything else.
 fn print_token(out: Out<'_>, data: &Value, what: &str) -> anyhow::Result<()> {
-    if out.json() {
-        return out.print_json(data);
-    }
-    outln!(out, "{}", data["token"].as_str().unwrap_or_default());
-    eprintln!(
-        "{}",
-        out.yellow(&format!(
+    crate::output::print_new_token(
+        out,
+        data,
+        &format!(
             "Created {what}. The token above is shown only this once: store it in your CI's secret store."
-        ))
-    );
-    Ok(())
+        ),
+    )
 }
 
 async fn list(client: &Client, out: Out<'_>) -> anyhow::Result<()> {
