@@ -47,6 +47,8 @@ pub struct FetchedProof {
 struct Verified {
     http: reqwest::Client,
     checked: Checked,
+    /// The TLS key the identity proof was bound to (`None` over plain HTTP).
+    tls_spki: Option<[u8; 32]>,
     /// Set by the TLS verifier when a connection presented another key.
     pin_rejected: Arc<AtomicBool>,
 }
@@ -198,6 +200,15 @@ impl Client {
         )
     }
 
+    /// For [`Client::websocket`]: the verified channel's TLS key (pinned) and the trust roots
+    /// (`None` over plain HTTP).
+    pub(crate) async fn channel_for_socket(
+        &self,
+    ) -> Result<(Option<[u8; 32]>, Option<Arc<rustls::RootCertStore>>)> {
+        let verified = self.verified().await?;
+        Ok((verified.tls_spki, self.roots.clone()))
+    }
+
     async fn verified(&self) -> Result<&Verified> {
         self.verified.get_or_try_init(|| self.establish()).await
     }
@@ -223,6 +234,7 @@ impl Client {
         Ok(Verified {
             http,
             checked,
+            tls_spki: fetched.observed_tls_spki,
             pin_rejected,
         })
     }

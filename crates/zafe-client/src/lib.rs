@@ -42,6 +42,7 @@ pub mod project_file;
 pub mod session;
 mod tls;
 mod types;
+pub mod websocket;
 
 pub use client::{Client, FetchedProof};
 pub use config::{ClientConfig, Flags, Token};

@@ -11,6 +11,23 @@ use crate::output::{Out, outln};
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Args {
+    /// Run the agent: render templates now and whenever a secret they use changes
+    #[command(after_help = "\
+Examples:
+  zafe agent run --config /etc/zafe/agent.toml
+
+agent.toml:
+  address = \"https://zafe.example.com:8200\"   # else ZAFE_ADDR
+  token_file = \"/etc/zafe/agent.token\"        # else ZAFE_AGENT_TOKEN
+
+  [[template]]                                # repeatable; `zafe inject` syntax
+  source = \"/etc/app/app.env.tpl\"             # {{ zafe://myapp/prod/DB_URL }}
+  destination = \"/run/app/app.env\"            # 0600 unless `mode` says otherwise")]
+    Run {
+        /// The agent's configuration file
+        #[arg(long, value_name = "FILE")]
+        config: std::path::PathBuf,
+    },
     /// Register an agent and print its token (once)
     #[command(after_help = "\
 Examples:
@@ -65,6 +82,10 @@ Examples:
 }
 
 pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
+    if let Args::Run { config } = &args {
+        crate::agent_run::run(config, ctx).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let client = &ctx.client()?;
     let out = ctx.out();
     match args {
@@ -90,6 +111,7 @@ pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
                 .await?;
             eprintln!("Revoked agent {name} of project {project}: its token no longer works.");
         }
+        Args::Run { .. } => unreachable!("handled above"),
         Args::RotateToken { name, project } => {
             let path = format!("{}/rotate-token", agent_path(&project, &name));
             let reply = client

@@ -6,6 +6,7 @@
 //! carries a token or a key share.
 
 mod agent;
+mod agent_run;
 mod approle;
 mod audit;
 mod child;

@@ -484,3 +484,90 @@ async fn agents_from_the_command_line() {
     assert_ne!(gone.code, 0);
     assert!(gone.stderr.contains("no agent worker"), "{}", gone.stderr);
 }
+
+/// Waits up to ten seconds for `check` to hold.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+// R-AGT-1 and R-AGT-3 end to end: a real `zafe agent run` renders its
+// template at start (0600), re-renders it as soon as the secret it uses
+// changes (pushed over its WebSocket, not polled), and stops when it is
+// revoked, keeping the file it rendered.
+#[tokio::test]
+async fn a_running_agent_renders_and_follows_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, cli) = dev_server(dir.path());
+    cli.ok(&["project", "create", "myapp"]);
+    cli.set("prod", "DB_URL", "postgres://first");
+    let token = cli
+        .ok(&[
+            "agent",
+            "create",
+            "web-1",
+            "--project",
+            "myapp",
+            "--env",
+            "prod",
+        ])
+        .stdout
+        .trim()
+        .to_string();
+    let token_file = dir.path().join("agent.token");
+    write_private(&token_file, &token);
+    let template = dir.path().join("app.env.tpl");
+    std::fs::write(&template, "DB_URL={{ zafe://myapp/prod/DB_URL }}\n").unwrap();
+    let output = dir.path().join("out").join("app.env");
+    std::fs::create_dir_all(output.parent().unwrap()).unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "address = \"{}\"\ntoken_file = \"{}\"\n\n[[template]]\nsource = \"{}\"\ndestination = \"{}\"\n",
+            cli.addr,
+            token_file.display(),
+            template.display(),
+            output.display()
+        ),
+    )
+    .unwrap();
+    let agent_home = dir.path().join("agent-home");
+    std::fs::create_dir_all(&agent_home).unwrap();
+    let mut cmd = clean_command(BIN, &agent_home, &cli.addr, None);
+    cmd.args(["agent", "run", "--config"]).arg(&config);
+    let log = dir.path().join("agent.log");
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut agent = cmd.spawn().unwrap();
+
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    eventually("the first render", || {
+        read(&output) == "DB_URL=postgres://first\n"
+    });
+    assert_eq!(mode_of(&output), 0o600);
+    // Once it is connected, a change reaches it by push: it renders again
+    // without reconnecting.
+    eventually("the connection", || read(&log).contains("connected to"));
+    cli.set("prod", "DB_URL", "postgres://second");
+    eventually("the pushed re-render", || {
+        read(&output) == "DB_URL=postgres://second\n"
+    });
+
+    cli.ok(&["agent", "revoke", "web-1", "--project", "myapp"]);
+    eventually("the agent stops when revoked", || {
+        agent.try_wait().unwrap().is_some()
+    });
+    assert!(!agent.wait().unwrap().success());
+    assert_eq!(
+        read(&output),
+        "DB_URL=postgres://second\n",
+        "the file is kept"
+    );
+}
