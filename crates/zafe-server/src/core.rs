@@ -84,6 +84,8 @@ pub struct Core {
     engines: crate::mounts::Engines,
     /// Which secrets changed, for whoever follows them.
     changes: Arc<dyn crate::changes::ChangeFeed>,
+    /// The agents connected to this node.
+    connected_agents: crate::agents::Connected,
     /// Ids of agents revoked or given a new token, so that their connections end at once.
     agent_revocations: tokio::sync::broadcast::Sender<String>,
     /// The encryption barrier: the only way to storage for everything above it.
@@ -200,6 +202,7 @@ impl Core {
             engines: parts.engines,
             changes: Arc::new(crate::changes::LocalFeed::default()),
             agent_revocations: tokio::sync::broadcast::channel(256).0,
+            connected_agents: Default::default(),
             barrier: Arc::new(Barrier::new(parts.backend.clone())),
             seal: Seal::new(parts.backend, parts.master_key),
             identity: parts.identity,
@@ -246,6 +249,11 @@ impl Core {
     /// Follows revocations of agents (their ids): a connected agent's session ends at once.
     pub fn agent_revocations(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.agent_revocations.subscribe()
+    }
+
+    /// The agents connected to this node, and what they reported.
+    pub fn connected_agents(&self) -> &crate::agents::Connected {
+        &self.connected_agents
     }
 
     /// Tells connected sessions that the agent `id` was revoked or given a new token.

@@ -143,7 +143,10 @@ pub(crate) async fn handle(
         ([project], Operation::List | Operation::Read) => list(core, project).await,
         ([project, name], Operation::Write) => create(core, req, project, name, caller).await,
         ([project, name], Operation::Read) => match read(&core.barrier, project, name).await? {
-            Some((agent, _)) => Ok(Response::data(to_json(&agent))),
+            Some((agent, _)) => {
+                let presence = core.connected_agents().get(&agent.id);
+                Ok(Response::data(to_json(&agent, presence)))
+            }
             None => Err(no_agent(project, name)),
         },
         ([project, name], Operation::Delete) => revoke(core, project, name).await,
@@ -160,7 +163,46 @@ fn no_agent(project: &str, name: &str) -> Error {
 }
 
 /// Vault-style JSON for an agent (never its token or its hash).
-fn to_json(agent: &Agent) -> Value {
+/// Where an agent is connected right now, on this node: what its `hello` said.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presence {
+    /// The agent's version, as it reported it (control characters removed, at most 64).
+    pub version: String,
+    /// Its host name, as it reported it (control characters removed, at most 253).
+    pub host: String,
+    /// When it connected, in Unix seconds.
+    pub since: i64,
+}
+
+/// The agents connected to this node, by agent id (the connection of a revoked agent ends, and
+/// its entry with it).
+#[derive(Default)]
+pub struct Connected {
+    agents: parking_lot::Mutex<std::collections::HashMap<String, Presence>>,
+}
+
+impl Connected {
+    /// The presence of agent `id`, if it is connected here.
+    pub fn get(&self, id: &str) -> Option<Presence> {
+        self.agents.lock().get(id).cloned()
+    }
+
+    pub(crate) fn set(&self, id: &str, presence: Presence) {
+        self.agents.lock().insert(id.to_string(), presence);
+    }
+
+    pub(crate) fn remove(&self, id: &str) {
+        self.agents.lock().remove(id);
+    }
+}
+
+/// A reported name as data: control characters (line breaks, terminal escapes) removed, length
+/// capped. Nothing an agent says is ever evaluated.
+pub(crate) fn reported(text: &str, max: usize) -> String {
+    text.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+fn to_json(agent: &Agent, presence: Option<Presence>) -> Value {
     json!({
         "id": agent.id,
         "project": agent.project,
@@ -170,8 +212,9 @@ fn to_json(agent: &Agent) -> Value {
         "creation_time": crate::tokens::rfc3339(agent.created_at),
         "created_by": agent.created_by,
         "last_seen_time": agent.last_seen.map(crate::tokens::rfc3339),
-        // The daemon's connection comes with the agent's WebSocket.
-        "connected": false,
+        "connected": presence.is_some(),
+        "version": presence.as_ref().map(|p| p.version.clone()),
+        "host": presence.as_ref().map(|p| p.host.clone()),
     })
 }
 
@@ -259,7 +302,7 @@ async fn create(
         Err(e) => return Err(e.into()),
     }
     tracing::info!(request_id = %req.request_id, %project, agent = %name, accessor = %agent.accessor, "agent registered");
-    let mut data = to_json(&agent);
+    let mut data = to_json(&agent, None);
     data["token"] = json!(token);
     Ok(Response::data(data))
 }
@@ -277,7 +320,8 @@ async fn list(core: &Core, project: &str) -> Result<Response> {
     let mut agents = serde_json::Map::new();
     for name in &names {
         if let Some((agent, _)) = read(&core.barrier, project, name).await? {
-            agents.insert(name.clone(), to_json(&agent));
+            let presence = core.connected_agents().get(&agent.id);
+            agents.insert(name.clone(), to_json(&agent, presence));
         }
     }
     Ok(Response::data(json!({ "keys": names, "agents": agents })))
@@ -344,7 +388,7 @@ async fn rotate(core: &Core, project: &str, name: &str) -> Result<Response> {
     }
     // A session connected with the old token ends; the agent reconnects with the new one.
     core.agent_revoked(&agent.id);
-    let mut data = to_json(&agent);
+    let mut data = to_json(&agent, None);
     data["token"] = json!(token);
     Ok(Response::data(data))
 }
@@ -462,6 +506,6 @@ mod tests {
     fn the_json_never_shows_the_token_hash() {
         let mut a = agent(&["prod"]);
         a.token_hash = "deadbeefcafe".into();
-        assert!(!to_json(&a).to_string().contains("deadbeefcafe"));
+        assert!(!to_json(&a, None).to_string().contains("deadbeefcafe"));
     }
 }

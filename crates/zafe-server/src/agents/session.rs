@@ -77,6 +77,8 @@ pub async fn serve(
     let limiter = governor::RateLimiter::direct(governor::Quota::per_second(
         std::num::NonZeroU32::new(MAX_FRAMES_PER_SECOND).expect("non-zero"),
     ));
+    // This agent is connected here until the session ends, however it ends.
+    let _present = Present::new(core, &agent);
     let mut ticks = tokio::time::interval(heartbeat);
     ticks.tick().await;
     if !out
@@ -93,6 +95,18 @@ pub async fn serve(
                     break out.refuse("too many frames: at most 50 a second").await;
                 }
                 match check_frame(&text, last_in) {
+                    Ok(Incoming::Accepted { seq, kind }) if kind == "hello" => {
+                        last_in = seq;
+                        counts.accepted += 1;
+                        let payload: Value = serde_json::from_str::<Value>(&text)
+                            .map(|f| f["payload"].clone())
+                            .unwrap_or_default();
+                        core.connected_agents().set(&agent.id, super::Presence {
+                            version: super::reported(payload["version"].as_str().unwrap_or_default(), 64),
+                            host: super::reported(payload["host"].as_str().unwrap_or_default(), 253),
+                            since: core.now_secs(),
+                        });
+                    }
                     Ok(Incoming::Accepted { seq, kind }) => {
                         last_in = seq;
                         if !KNOWN_TYPES.contains(&kind.as_str()) {
@@ -160,6 +174,34 @@ pub async fn serve(
         }
     };
     (ended, counts)
+}
+
+/// Marks an agent connected while it lives.
+struct Present<'a> {
+    core: &'a Core,
+    id: String,
+}
+
+impl<'a> Present<'a> {
+    fn new(core: &'a Core, agent: &Agent) -> Self {
+        core.connected_agents().set(
+            &agent.id,
+            super::Presence {
+                since: core.now_secs(),
+                ..Default::default()
+            },
+        );
+        Present {
+            core,
+            id: agent.id.clone(),
+        }
+    }
+}
+
+impl Drop for Present<'_> {
+    fn drop(&mut self) {
+        self.core.connected_agents().remove(&self.id);
+    }
 }
 
 /// The types an agent may send.

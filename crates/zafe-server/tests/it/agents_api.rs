@@ -377,7 +377,11 @@ mod socket {
     }
 
     pub async fn send(socket: &mut Socket, seq: u64, kind: &str) {
-        let frame = json!({"v": 1, "type": kind, "id": format!("f{seq}"), "seq": seq, "ts": 0, "payload": {}});
+        send_with(socket, seq, kind, json!({})).await;
+    }
+
+    pub async fn send_with(socket: &mut Socket, seq: u64, kind: &str, payload: Value) {
+        let frame = json!({"v": 1, "type": kind, "id": format!("f{seq}"), "seq": seq, "ts": 0, "payload": payload});
         socket
             .send(Message::Text(frame.to_string().into()))
             .await
@@ -404,6 +408,33 @@ async fn a_connected_agent_is_told_what_changed_and_nothing_else() {
         (Some("hello"), Some(1))
     );
     assert_eq!(hello["payload"]["environments"], json!(["prod"]));
+    // What the agent reports is shown as data: no control characters, capped.
+    socket::send_with(
+        &mut s,
+        1,
+        "hello",
+        json!({"version": "1.2.3\u{1b}[2J", "host": format!("web-1\n<script>{}", "x".repeat(400))}),
+    )
+    .await;
+    let shown = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            let a = h
+                .call("GET", "/v1/sys/agents/myapp/web-1", Some(&root), None)
+                .await;
+            if a.json["data"]["version"] == "1.2.3[2J" {
+                break a;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the agent's hello is recorded within 5 s");
+    assert_eq!(shown.json["data"]["connected"], true);
+    let host = shown.json["data"]["host"].as_str().unwrap();
+    assert!(
+        host.starts_with("web-1<script>") && host.chars().count() == 253,
+        "{host}"
+    );
 
     let write = |path: &'static str, value: &'static str| {
         let (h, root) = (&h, &root);
@@ -479,4 +510,23 @@ async fn revoking_an_agent_closes_its_connection() {
     );
     assert!(socket::next(&mut s).await.is_none(), "the connection ends");
     assert_eq!(socket::connect(addr, &agent).await.err(), Some(403));
+    // A session that ended leaves nothing marked connected.
+    let again = create(&h, &root, "myapp", "web-2", json!(["prod"])).await;
+    let mut s = socket::connect(addr, &again).await.unwrap();
+    socket::next(&mut s).await.unwrap();
+    drop(s);
+    let gone = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            let a = h
+                .call("GET", "/v1/sys/agents/myapp/web-2", Some(&root), None)
+                .await;
+            if a.json["data"]["connected"] == false {
+                break a;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the ended session is no longer connected within 5 s");
+    assert_eq!(gone.json["data"]["host"], Value::Null);
 }

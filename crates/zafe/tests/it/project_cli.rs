@@ -555,6 +555,13 @@ async fn a_running_agent_renders_and_follows_changes() {
     // Once it is connected, a change reaches it by push: it renders again
     // without reconnecting.
     eventually("the connection", || read(&log).contains("connected to"));
+    // `agent list` shows it connected, with the version it reported.
+    eventually("the agent listed as connected", || {
+        let listed = cli
+            .ok(&["agent", "list", "--project", "myapp", "--format", "json"])
+            .json();
+        listed[0]["connected"] == true && listed[0]["version"] == env!("CARGO_PKG_VERSION")
+    });
     cli.set("prod", "DB_URL", "postgres://second");
     eventually("the pushed re-render", || {
         read(&output) == "DB_URL=postgres://second\n"
