@@ -7,7 +7,7 @@
 //! and leaves its file and the others alone. With the server away it keeps every rendered file,
 //! says so, and reconnects with jittered back-off, catching up by re-rendering everything.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -170,20 +170,8 @@ async fn render_all(client: &Client, jobs: &[Job]) {
 }
 
 async fn render(client: &Client, job: &Job) -> anyhow::Result<()> {
-    let template =
-        Template::parse(&job.text).map_err(|e| anyhow!("{}: {e}", job.source.display()))?;
-    let references: Vec<Reference> = template.references().into_iter().cloned().collect();
-    let values = if references.is_empty() {
-        BTreeMap::new()
-    } else {
-        client.resolve(&references).await?
-    };
-    let rendered = Zeroizing::new(template.render(|reference| {
-        values
-            .get(reference)
-            .map(|value| value.expose())
-            .expect("every reference was resolved")
-    }));
+    let rendered =
+        crate::inject::render(client, &job.text, &job.source.display().to_string()).await?;
     if let Ok(current) = std::fs::read(&job.destination)
         && current == rendered.as_bytes()
     {

@@ -53,21 +53,31 @@ pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
         .input
         .as_ref()
         .map_or("standard input".to_string(), |p| p.display().to_string());
-    let template = Template::parse(&text).map_err(|e| anyhow!("{source}: {e}"))?;
+    let rendered = render(client, &text, &source).await?;
+    files::write_output(ctx.out(), args.output.as_deref(), rendered.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Renders a template (`source` names it in errors), with every reference resolved in one
+/// batched request. `zafe inject` and `zafe agent run` both render through here.
+pub(crate) async fn render(
+    client: &zafe_client::Client,
+    text: &str,
+    source: &str,
+) -> anyhow::Result<Zeroizing<String>> {
+    let template = Template::parse(text).map_err(|e| anyhow!("{source}: {e}"))?;
     let references: Vec<Reference> = template.references().into_iter().cloned().collect();
     let values = if references.is_empty() {
         Default::default()
     } else {
         client.resolve(&references).await?
     };
-    let rendered = Zeroizing::new(template.render(|reference| {
+    Ok(Zeroizing::new(template.render(|reference| {
         values
             .get(reference)
             .map(|value| value.expose())
             .expect("every reference was resolved")
-    }));
-    files::write_output(ctx.out(), args.output.as_deref(), rendered.as_bytes())?;
-    Ok(ExitCode::SUCCESS)
+    })))
 }
 
 fn read_input(input: Option<&PathBuf>) -> anyhow::Result<String> {
