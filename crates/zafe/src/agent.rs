@@ -22,7 +22,23 @@ agent.toml:
 
   [[template]]                                # repeatable; `zafe inject` syntax
   source = \"/etc/app/app.env.tpl\"             # {{ zafe://myapp/prod/DB_URL }}
-  destination = \"/run/app/app.env\"            # 0600 unless `mode` says otherwise")]
+  destination = \"/run/app/app.env\"            # 0600 unless `mode` says otherwise
+
+  [exec]                                      # optional: run the app as the agent's child
+  command = [\"./server\", \"--port\", \"8080\"]
+  env = { DATABASE_URL = \"zafe://myapp/prod/DB_URL\" }   # and/or env_file = \".env.zafe\"
+  on_change = \"restart\"      # or \"signal\" (reload_signal, SIGHUP by default)
+  debounce = \"2s\"            # changes within this window make one restart
+  stop_signal = \"SIGTERM\"    # then SIGKILL after stop_grace (10s)
+  restart = \"never\"          # or \"on-failure\", \"always\": when the app exits by itself
+  mask = false               # mask the app's output as `zafe run` does
+
+The app is restarted only when a value it uses changed (never for a reconnect or a new token).
+Signals sent to the agent are forwarded to it; its exit code becomes the agent's. With the server
+away the files and the app stay as they are; the agent catches up when the server is back.
+
+Exit codes: the app's own (with [exec]); 1 when revoked or misconfigured; 121 when the app's
+secrets cannot be resolved at start")]
     Run {
         /// The agent's configuration file
         #[arg(long, value_name = "FILE")]
@@ -83,8 +99,7 @@ Examples:
 
 pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
     if let Args::Run { config } = &args {
-        crate::agent_run::run(config, ctx).await?;
-        return Ok(ExitCode::SUCCESS);
+        return crate::agent_run::run(config, ctx).await;
     }
     let client = &ctx.client()?;
     let out = ctx.out();

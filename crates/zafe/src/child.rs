@@ -48,7 +48,7 @@ pub(crate) const EXIT_NOT_FOUND: u8 = 127;
 
 /// Signals Zafe passes on to the child. SIGWINCH is handled apart: in pty
 /// mode it resizes the child's terminal (the kernel then signals the child).
-const FORWARDED: [Signal; 6] = [
+pub(crate) const FORWARDED: [Signal; 6] = [
     Signal::SIGINT,
     Signal::SIGTERM,
     Signal::SIGHUP,
@@ -265,7 +265,7 @@ async fn supervise(
 /// Reads `src` until its end, masking, and writes to `dst`. Flushes held
 /// output when the stream has been quiet for [`IDLE_FLUSH`]. After `done`
 /// (the child exited), stops once the stream is quiet.
-fn pump_thread(
+pub(crate) fn pump_thread(
     src: OwnedFd,
     mut dst: Box<dyn io::Write + Send>,
     set: LazyMaskSet,
@@ -329,7 +329,7 @@ fn pump_thread(
     })
 }
 
-async fn join(handle: std::thread::JoinHandle<()>) {
+pub(crate) async fn join(handle: std::thread::JoinHandle<()>) {
     let _ = tokio::task::spawn_blocking(move || handle.join()).await;
 }
 

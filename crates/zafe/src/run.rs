@@ -46,8 +46,9 @@ pub(crate) const EXIT_UNRESOLVED: u8 = 121;
 pub(crate) const EXIT_ZAFE_FAILED: u8 = 125;
 
 /// Zafe's own credentials: never passed to the child unless asked.
-pub(crate) const ZAFE_CREDENTIALS: [&str; 6] = [
+pub(crate) const ZAFE_CREDENTIALS: [&str; 7] = [
     "ZAFE_TOKEN",
+    "ZAFE_AGENT_TOKEN",
     "ZAFE_ADDR",
     "VAULT_TOKEN",
     "VAULT_ADDR",
@@ -181,6 +182,44 @@ impl Local {
         Ok(Self { inherited, files })
     }
 
+    /// The variables of `zafe agent run`'s `[exec]`: each env file's, in order, then the `env`
+    /// table's (which wins). Unlike `zafe run`, the agent's own environment is not searched for
+    /// references: what the command gets is what the configuration says.
+    pub(crate) fn from_config(
+        env_files: &[PathBuf],
+        table: &BTreeMap<String, String>,
+    ) -> Result<Self, Failure> {
+        let mut files = BTreeMap::new();
+        for file in env_files {
+            for (name, source) in read_env_file(file)? {
+                files.insert(name.into(), source);
+            }
+        }
+        for (name, value) in table {
+            let source = if Reference::looks_like(value) {
+                Source::Reference(value.clone())
+            } else {
+                Source::Plain(value.into())
+            };
+            files.insert(name.into(), source);
+        }
+        Ok(Self {
+            inherited: BTreeMap::new(),
+            files,
+        })
+    }
+
+    /// The references among the variables, as written.
+    pub(crate) fn references(&self) -> impl Iterator<Item = &str> {
+        self.inherited
+            .values()
+            .chain(self.files.values())
+            .filter_map(|s| match s {
+                Source::Reference(r) => Some(r.as_str()),
+                Source::Plain(_) => None,
+            })
+    }
+
     pub(crate) fn has_references(&self) -> bool {
         self.inherited
             .values()
@@ -271,6 +310,25 @@ impl Prepared {
             Source::Plain(value) => value.to_str().filter(|v| !v.is_empty()),
             Source::Reference(_) => None,
         })
+    }
+
+    /// A digest of every variable and value the command would get: two preparations with the
+    /// same fingerprint give the command the same environment. `zafe agent run` restarts its
+    /// command only when this changes, without keeping a second copy of the values.
+    pub(crate) fn fingerprint(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut hash = sha2::Sha256::new();
+        for (name, source) in &self.vars {
+            let value = match source {
+                Source::Plain(value) => value.as_encoded_bytes(),
+                Source::Reference(reference) => self.values[reference].expose().as_bytes(),
+            };
+            for part in [name.as_encoded_bytes(), value] {
+                hash.update((part.len() as u64).to_be_bytes());
+                hash.update(part);
+            }
+        }
+        hash.finalize().into()
     }
 
     /// Whether the output has anything to be masked against.

@@ -13,6 +13,8 @@ mod support;
 
 mod admin_cli;
 #[allow(unsafe_code)]
+mod agent_cli;
+#[allow(unsafe_code)]
 mod audit_cli;
 mod auth_cli;
 mod identity;
