@@ -87,6 +87,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const TOKEN_RECHECK: Duration = Duration::from_secs(5);
 /// Events kept while the server is away; the oldest are dropped beyond this.
 const OUTBOX: usize = 256;
+/// Events sent per second at most: the server refuses an agent that sends more than 50 frames
+/// a second, and a queue filled while it was away must not get the agent disconnected.
+const EVENTS_PER_SECOND: usize = 20;
 /// A child that ran this long starts again without back-off.
 const STABLE_RUN: Duration = Duration::from_secs(60);
 
@@ -128,6 +131,7 @@ pub(crate) async fn run(config_path: &Path, ctx: &crate::ctx::Ctx<'_>) -> anyhow
         exec,
         exec_references,
         outbox: VecDeque::new(),
+        flush_at: None,
     };
     agent.main().await
 }
@@ -312,6 +316,8 @@ struct Agent {
     exec: Option<exec::Spec>,
     exec_references: BTreeSet<String>,
     outbox: VecDeque<Event>,
+    /// When queued events are sent next.
+    flush_at: Option<Instant>,
 }
 
 /// What the agent does about a refused token.
@@ -328,17 +334,25 @@ impl Agent {
             self.outbox.pop_front();
         }
         self.outbox.push_back(event);
+        self.flush_at.get_or_insert_with(Instant::now);
     }
 
-    /// Sends the queued events; `false` when the connection broke (they stay queued).
-    async fn flush(&mut self, link: &mut Link) -> bool {
-        while let Some(event) = self.outbox.pop_front() {
+    /// Sends up to [`EVENTS_PER_SECOND`] queued events, and plans the next batch a second
+    /// later; an event whose send failed stays queued.
+    async fn flush(&mut self, link: &mut Link) {
+        self.flush_at = None;
+        for _ in 0..EVENTS_PER_SECOND {
+            let Some(event) = self.outbox.pop_front() else {
+                return;
+            };
             if !link.send("event", event.ts, event.payload.clone()).await {
                 self.outbox.push_front(event);
-                return false;
+                return;
             }
         }
-        true
+        if !self.outbox.is_empty() {
+            self.flush_at = Some(Instant::now() + Duration::from_secs(1));
+        }
     }
 
     /// Renders one template; `true` when its file was rewritten.
@@ -485,9 +499,10 @@ impl Agent {
                         }
                         Frame::Ignored => {}
                     }
-                    if let Some(current) = link.as_mut()
-                        && !self.outbox.is_empty()
-                    {
+                }
+
+                () = until(self.flush_at), if link.is_some() => {
+                    if let Some(current) = link.as_mut() {
                         self.flush(current).await;
                     }
                 }
@@ -523,7 +538,7 @@ impl Agent {
                                 let secs = since.elapsed().as_secs();
                                 self.report(event("reconnected", json!({ "message": format!("back after {secs} s offline") })));
                             }
-                            if current.send("hello", now_micros(), hello).await && self.flush(&mut current).await {
+                            if current.send("hello", now_micros(), hello).await {
                                 link = Some(current);
                             } else {
                                 connect_at = Some(Instant::now() + jittered(backoff));
