@@ -413,3 +413,51 @@ async fn the_agent_rides_out_a_server_restart_and_catches_up() {
         "{log}"
     );
 }
+
+// R-AGT-1 from the command line: ten `zafe agent create` processes racing for one name make
+// exactly one agent; the other nine fail with a message saying the name is taken, and only
+// the winner's token works.
+#[test]
+fn racing_registrations_from_the_command_line_make_one_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, _, addr) = dev_server(dir.path(), ROOT);
+    let admin = Admin::new(dir.path(), &addr);
+    admin.ok(ROOT, &["project", "create", "myapp"], None);
+    admin.set(ROOT, "DB_URL", "postgres://v1");
+    let racers: Vec<Child> = (0..10)
+        .map(|_| {
+            let mut cmd = clean_command(BIN, &admin.config_dir, &addr, Some(ROOT));
+            cmd.args([
+                "agent",
+                "create",
+                "web-1",
+                "--project",
+                "myapp",
+                "--env",
+                "prod",
+            ]);
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    let runs: Vec<Run> = racers
+        .into_iter()
+        .map(|child| finish(child, "zafe agent create"))
+        .collect();
+    let winners: Vec<&Run> = runs.iter().filter(|r| r.code == 0).collect();
+    assert_eq!(winners.len(), 1, "exactly one registration wins");
+    for loser in runs.iter().filter(|r| r.code != 0) {
+        assert!(loser.stdout.trim().is_empty(), "a loser printed a token");
+        assert!(loser.stderr.contains("already"), "{}", loser.stderr);
+    }
+    let listed = admin.ok(
+        ROOT,
+        &["agent", "list", "--project", "myapp", "--format", "json"],
+        None,
+    );
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    // The winner's token reads the environment.
+    let token = winners[0].stdout.trim();
+    let read = admin.ok(token, &["inject"], Some("{{ zafe://myapp/prod/DB_URL }}"));
+    assert_eq!(read.trim(), "postgres://v1");
+}
