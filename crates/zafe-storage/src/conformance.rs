@@ -30,6 +30,85 @@ pub async fn run_all(backend: &dyn Backend) {
     keys_prefix_start_limit(backend).await;
     list_children_folders(backend).await;
     cas_counter(&[backend], 16, 50).await;
+    notices(backend).await;
+}
+
+/// The next notice of `receiver` that `wanted` accepts, within 5 s (others are skipped).
+pub async fn next_notice(
+    receiver: &mut tokio::sync::broadcast::Receiver<crate::Notice>,
+    mut wanted: impl FnMut(&crate::Notice) -> bool,
+) -> crate::Notice {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, receiver.recv()).await {
+            Ok(Ok(notice)) if wanted(&notice) => return notice,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("notices: {e}"),
+            Err(_) => panic!("no such notice within 5 s"),
+        }
+    }
+}
+
+/// Every commit is announced with its keys, after it succeeded, and a failed one is not; a
+/// published message reaches the subscribers.
+pub async fn notices(backend: &dyn Backend) {
+    let mut notices = backend.notices();
+    backend
+        .commit(vec![
+            put(entry("notice/a", b"1", 1), Condition::Absent),
+            Op::Delete {
+                key: "notice/b".into(),
+                condition: Condition::Any,
+            },
+        ])
+        .await
+        .unwrap();
+    let first = next_notice(&mut notices, |n| matches!(n, crate::Notice::Keys(_))).await;
+    assert_eq!(
+        first,
+        crate::Notice::Keys(vec!["notice/a".to_string(), "notice/b".to_string()].into())
+    );
+    // A conflict writes nothing and announces nothing: the next notice is the next commit's.
+    assert!(
+        backend
+            .commit(vec![put(entry("notice/a", b"2", 1), Condition::Absent)])
+            .await
+            .is_err()
+    );
+    backend
+        .commit(vec![put(entry("notice/c", b"1", 1), Condition::Any)])
+        .await
+        .unwrap();
+    let next = next_notice(&mut notices, |n| matches!(n, crate::Notice::Keys(_))).await;
+    assert_eq!(
+        next,
+        crate::Notice::Keys(vec!["notice/c".to_string()].into())
+    );
+    backend
+        .publish("zafe.test", "{\"hello\": 1}")
+        .await
+        .unwrap();
+    let message = next_notice(&mut notices, |n| matches!(n, crate::Notice::Message { .. })).await;
+    assert_eq!(
+        message,
+        crate::Notice::Message {
+            topic: "zafe.test".into(),
+            payload: "{\"hello\": 1}".into()
+        }
+    );
+    backend
+        .commit(vec![
+            Op::Delete {
+                key: "notice/a".into(),
+                condition: Condition::Any,
+            },
+            Op::Delete {
+                key: "notice/c".into(),
+                condition: Condition::Any,
+            },
+        ])
+        .await
+        .unwrap();
 }
 
 /// `ping` answers.

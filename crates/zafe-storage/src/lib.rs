@@ -20,6 +20,9 @@
 //! - the audit log ([`audit`]) is one append-only hash chain whose sequence
 //!   numbers come from the database, written in the same transaction as the
 //!   change it records ([`Backend::commit_audited`]);
+//! - every commit is announced to every node sharing the storage
+//!   ([`Backend::notices`], see [`notices`]), so what a node keeps in memory
+//!   never goes stale without it knowing;
 //! - nothing here interprets a value: the crate does no cryptography and holds
 //!   no keys, so whoever can read the database learns keys, sizes and
 //!   generations, never plaintext.
@@ -31,12 +34,14 @@ use async_trait::async_trait;
 pub mod audit;
 mod cache;
 pub mod conformance;
+pub mod notices;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
 mod sqlite_writer;
 
 pub use cache::CacheConfig;
+pub use notices::Notice;
 
 /// One stored row.
 #[derive(Clone, PartialEq, Eq)]
@@ -139,6 +144,16 @@ pub trait Backend: Send + Sync + 'static {
 
     /// A cheap round trip that proves the database answers.
     async fn ping(&self) -> Result<()>;
+
+    /// Follows the notices of every commit and published message from now on, from every node
+    /// sharing this storage (see [`notices`]). A subscriber that falls behind is told it lagged;
+    /// it must then act as on [`Notice::Lost`].
+    fn notices(&self) -> tokio::sync::broadcast::Receiver<Notice>;
+
+    /// Carries `payload` on `topic` to the subscribers of every node, this one's included.
+    /// Small texts only (about 7,900 bytes with the topic), never a secret; best effort: a node
+    /// whose notification connection is down gets [`Notice::Lost`] instead.
+    async fn publish(&self, topic: &str, payload: &str) -> Result<()>;
 
     // ---- The audit log (see [`audit`]). Backends without one keep these
     // defaults, which fail, so a server on them refuses every request
@@ -349,6 +364,14 @@ mod tests {
                 }
             }
             *map = next;
+            Ok(())
+        }
+
+        fn notices(&self) -> tokio::sync::broadcast::Receiver<Notice> {
+            tokio::sync::broadcast::channel(1).1
+        }
+
+        async fn publish(&self, _topic: &str, _payload: &str) -> Result<()> {
             Ok(())
         }
 

@@ -19,18 +19,28 @@
 //! * `Any`: an upsert or an unconditional delete.
 //!
 //! A conflict rolls back the whole transaction.
+//!
+//! Every commit announces its keys with `pg_notify` inside its own transaction (PostgreSQL
+//! delivers the notification when, and only if, it commits), and every node keeps one `LISTEN`
+//! connection that turns notifications into [`Notice`]s (see [`crate::notices`]).
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 
+use crate::notices::{self, BACKSTOP, Notice, Notices};
 use crate::sql::{
     backend_error, describe, key_from_bytes, migration_error, prefix_upper_bound, scan_start,
     sql_limit,
 };
 use crate::{Backend, Condition, Entry, Op, Result, StorageError, audit};
+
+/// The notification channel of committed keys.
+const KEYS_CHANNEL: &str = "zafe_keys";
+/// The notification channel of published messages.
+const MESSAGES_CHANNEL: &str = "zafe_messages";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -45,6 +55,15 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// [`Backend`] over a PostgreSQL database.
 pub struct PostgresBackend {
     pool: PgPool,
+    notices: Notices,
+    /// The task that listens for other nodes' notifications; stopped with the backend.
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PostgresBackend {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
 }
 
 impl PostgresBackend {
@@ -69,13 +88,22 @@ impl PostgresBackend {
 
         MIGRATOR.run(&pool).await.map_err(migration_error)?;
 
+        // Listening before the node serves: no commit after this point goes unannounced.
+        let listener = listen(&pool).await.map_err(connect_error)?;
+        let notices = Notices::default();
+        let listener = tokio::spawn(follow(pool.clone(), listener, notices.clone()));
         tracing::debug!("connected to PostgreSQL storage");
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            notices,
+            listener,
+        })
     }
 
     /// Closes all connections, waiting for in-flight statements. Dropping the
     /// backend also closes them, but in the background.
     pub async fn close(&self) {
+        self.listener.abort();
         self.pool.close().await;
     }
 }
@@ -150,8 +178,14 @@ impl Backend for PostgresBackend {
                 return Err(e);
             }
         }
+        let keys = notices::keys_of(&ops);
+        if let Err(e) = announce(&mut tx, &keys).await {
+            let _ = tx.rollback().await;
+            return Err(e);
+        }
         // A commit that fails here (connection lost) leaves the outcome
         // unknown to us; PostgreSQL has either applied all ops or none.
+        // This node hears it as the others do, through its own LISTEN connection.
         tx.commit().await.map_err(|e| backend_error("commit", e))
     }
 
@@ -176,6 +210,10 @@ impl Backend for PostgresBackend {
         // The head row is locked last, after every row of the ops: appends
         // from every node serialize on it for as short a time as possible,
         // and no transaction waits for an entry row while holding the head.
+        let keys = notices::keys_of(&ops);
+        if result.is_ok() && !keys.is_empty() {
+            result = announce(&mut tx, &keys).await;
+        }
         let rows = match result {
             Ok(()) => audit::postgres::append_in(&mut tx, drafts, &*link)
                 .await
@@ -194,6 +232,23 @@ impl Backend for PostgresBackend {
                 Err(e)
             }
         }
+    }
+
+    fn notices(&self) -> tokio::sync::broadcast::Receiver<Notice> {
+        self.notices.subscribe()
+    }
+
+    async fn publish(&self, topic: &str, payload: &str) -> Result<()> {
+        let text = notices::encode_message(topic, payload).ok_or_else(|| {
+            StorageError::Backend(format!("publish: the message on {topic:?} is too large"))
+        })?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(MESSAGES_CHANNEL)
+            .bind(text)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| backend_error("publish", e))?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<()> {
@@ -372,6 +427,64 @@ async fn delete(conn: &mut PgConnection, key: &str, condition: Condition) -> sql
                 .execute(&mut *conn)
                 .await?;
             Ok(true)
+        }
+    }
+}
+
+/// Announces a commit's keys inside its transaction.
+async fn announce(tx: &mut PgConnection, keys: &[String]) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(KEYS_CHANNEL)
+        .bind(notices::encode_keys(keys))
+        .execute(tx)
+        .await
+        .map_err(|e| backend_error("commit: notify", e))?;
+    Ok(())
+}
+
+/// A connection listening on Zafe's channels.
+async fn listen(pool: &PgPool) -> std::result::Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    // Reconnecting is done here, by `follow`, so that it knows when it is listening again.
+    listener.eager_reconnect(false);
+    listener
+        .listen_all([KEYS_CHANNEL, MESSAGES_CHANNEL])
+        .await?;
+    Ok(listener)
+}
+
+/// Turns notifications into notices, for as long as the backend lives. When the connection
+/// drops, whatever was notified meanwhile is lost: subscribers are told so at once, again every
+/// [`BACKSTOP`] until the connection is back, and [`Notice::Resumed`] when it is.
+async fn follow(pool: PgPool, mut listener: PgListener, notices: Notices) {
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(notification)) => {
+                let notice = if notification.channel() == KEYS_CHANNEL {
+                    notices::decode_keys(notification.payload())
+                } else {
+                    match notices::decode_message(notification.payload()) {
+                        Some(message) => message,
+                        None => continue,
+                    }
+                };
+                notices.send(notice);
+            }
+            Ok(None) | Err(_) => {
+                tracing::warn!("the PostgreSQL notification connection dropped; reconnecting");
+                notices.send(Notice::Lost);
+                loop {
+                    tokio::time::sleep(BACKSTOP).await;
+                    match listen(&pool).await {
+                        Ok(again) => {
+                            listener = again;
+                            notices.send(Notice::Resumed);
+                            break;
+                        }
+                        Err(_) => notices.send(Notice::Lost),
+                    }
+                }
+            }
         }
     }
 }

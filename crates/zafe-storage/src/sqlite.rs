@@ -35,6 +35,7 @@ use sqlx::sqlite::{
 };
 
 use crate::cache::{CacheConfig, EntryCache, Lookup};
+use crate::notices::{self, Notice, Notices};
 use crate::sql::{
     backend_error, key_from_bytes, migration_error, prefix_upper_bound, scan_start, sql_limit,
 };
@@ -94,9 +95,60 @@ pub struct SqliteBackend {
     /// silently swap in an empty database. Never used after opening; the
     /// mutex only makes the field `Sync`.
     _memory_anchor: Option<std::sync::Mutex<SqliteConnection>>,
+    /// Every commit is announced here, after it succeeded (one process: another process on the
+    /// same file is not announced; several nodes need PostgreSQL).
+    notices: Notices,
 }
 
 impl SqliteBackend {
+    /// [`Backend::commit_audited`] without announcing it.
+    async fn commit_audited_unannounced(
+        &self,
+        ops: Vec<Op>,
+        drafts: Vec<audit::AuditDraft>,
+        link: audit::SharedLinker,
+    ) -> Result<Vec<audit::AuditRow>> {
+        // With a writer thread, the ops and the entries are one job of its
+        // group commit: one savepoint, one fsync shared with other callers.
+        if let Some(group) = &self.group {
+            return group.commit_audited(ops, drafts, link).await;
+        }
+        // In memory: one transaction, in its own task for the same reason
+        // as `commit` (the cache must follow even if the caller goes away).
+        let writer = self.writer.clone();
+        let cache = self.cache.clone();
+        tokio::spawn(async move {
+            let result = commit_audited_with(&writer, &ops, drafts, &*link).await;
+            if let Some(cache) = cache {
+                cache.follow(ops, result.is_ok());
+            }
+            result
+        })
+        .await
+        .map_err(|_| StorageError::Backend("commit: the storage task stopped".into()))?
+    }
+
+    /// Commits without announcing it (the caller does, once it succeeded).
+    async fn commit_unannounced(&self, ops: Vec<Op>) -> Result<()> {
+        if let Some(group) = &self.group {
+            return group.commit(ops).await;
+        }
+        let Some(cache) = self.cache.clone() else {
+            return commit_with(&self.writer, &ops).await;
+        };
+        // In its own task, so that the cache is brought up to date even if
+        // the caller gives up waiting: a commit that completes after its
+        // caller went away must not leave the old value cached.
+        let writer = self.writer.clone();
+        tokio::spawn(async move {
+            let result = commit_with(&writer, &ops).await;
+            cache.follow(ops, result.is_ok());
+            result
+        })
+        .await
+        .map_err(|_| StorageError::Backend("commit: the storage task stopped".into()))?
+    }
+
     /// Opens (creating if needed) the database file at `path` and brings its
     /// schema up to date. The parent directory must already exist.
     ///
@@ -170,6 +222,7 @@ impl SqliteBackend {
             cache,
             reader,
             _memory_anchor: None,
+            notices: Notices::default(),
         })
     }
 
@@ -215,6 +268,7 @@ impl SqliteBackend {
             cache: EntryCache::new(CacheConfig::default()).map(Arc::new),
             reader: pool,
             _memory_anchor: Some(std::sync::Mutex::new(anchor)),
+            notices: Notices::default(),
         })
     }
 
@@ -299,23 +353,23 @@ impl Backend for SqliteBackend {
         if ops.is_empty() {
             return Ok(());
         }
-        if let Some(group) = &self.group {
-            return group.commit(ops).await;
-        }
-        let Some(cache) = self.cache.clone() else {
-            return commit_with(&self.writer, &ops).await;
-        };
-        // In its own task, so that the cache is brought up to date even if
-        // the caller gives up waiting: a commit that completes after its
-        // caller went away must not leave the old value cached.
-        let writer = self.writer.clone();
-        tokio::spawn(async move {
-            let result = commit_with(&writer, &ops).await;
-            cache.follow(ops, result.is_ok());
-            result
-        })
-        .await
-        .map_err(|_| StorageError::Backend("commit: the storage task stopped".into()))?
+        let keys = notices::keys_of(&ops);
+        self.commit_unannounced(ops).await?;
+        self.notices.send(Notice::Keys(keys));
+        Ok(())
+    }
+
+    fn notices(&self) -> tokio::sync::broadcast::Receiver<Notice> {
+        self.notices.subscribe()
+    }
+
+    async fn publish(&self, topic: &str, payload: &str) -> Result<()> {
+        // One process: the subscribers are all here.
+        self.notices.send(Notice::Message {
+            topic: topic.to_string(),
+            payload: payload.to_string(),
+        });
+        Ok(())
     }
 
     async fn ping(&self) -> Result<()> {
@@ -347,24 +401,12 @@ impl Backend for SqliteBackend {
         drafts: Vec<audit::AuditDraft>,
         link: audit::SharedLinker,
     ) -> Result<Vec<audit::AuditRow>> {
-        // With a writer thread, the ops and the entries are one job of its
-        // group commit: one savepoint, one fsync shared with other callers.
-        if let Some(group) = &self.group {
-            return group.commit_audited(ops, drafts, link).await;
+        let keys = notices::keys_of(&ops);
+        let rows = self.commit_audited_unannounced(ops, drafts, link).await?;
+        if !keys.is_empty() {
+            self.notices.send(Notice::Keys(keys));
         }
-        // In memory: one transaction, in its own task for the same reason
-        // as `commit` (the cache must follow even if the caller goes away).
-        let writer = self.writer.clone();
-        let cache = self.cache.clone();
-        tokio::spawn(async move {
-            let result = commit_audited_with(&writer, &ops, drafts, &*link).await;
-            if let Some(cache) = cache {
-                cache.follow(ops, result.is_ok());
-            }
-            result
-        })
-        .await
-        .map_err(|_| StorageError::Backend("commit: the storage task stopped".into()))?
+        Ok(rows)
     }
 
     async fn audit_head(&self) -> Result<audit::AuditHead> {

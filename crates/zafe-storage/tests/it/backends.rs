@@ -14,7 +14,7 @@ use std::sync::Arc;
 use sqlx::Connection;
 use zafe_storage::postgres::PostgresBackend;
 use zafe_storage::sqlite::SqliteBackend;
-use zafe_storage::{Backend, Condition, Op, StorageError, conformance};
+use zafe_storage::{Backend, Condition, Notice, Op, StorageError, conformance};
 
 use crate::support::{postgres_admin_url, put_entry, with_database, with_postgres_database};
 
@@ -303,6 +303,72 @@ async fn postgres_several_nodes() {
         for node in [&a, &b, &c] {
             node.close().await;
         }
+    })
+    .await;
+}
+
+/// Every node hears of every other node's commits and messages, within a bound; when a node's
+/// notification connection is cut it is told that notices were lost, at once and again until it
+/// listens again, and then that it resumed; after that it hears commits again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_nodes_hear_each_others_commits() {
+    with_postgres_database("zafe_test", |url| async move {
+        let a = PostgresBackend::connect(&url).await.unwrap();
+        let b = PostgresBackend::connect(&url).await.unwrap();
+        let mut heard = b.notices();
+        let mut worst = std::time::Duration::ZERO;
+        for i in 0..20 {
+            let key = format!("core/policy/p{i}");
+            let started = std::time::Instant::now();
+            a.commit(vec![put(&key, b"x", Condition::Any)])
+                .await
+                .unwrap();
+            let notice = conformance::next_notice(
+                &mut heard,
+                |n| matches!(n, Notice::Keys(keys) if keys.contains(&key)),
+            )
+            .await;
+            worst = worst.max(started.elapsed());
+            assert_eq!(notice, Notice::Keys(vec![key].into()));
+        }
+        // The documented bound is 1 s in the worst case; on one machine it is milliseconds.
+        assert!(worst < std::time::Duration::from_secs(1), "{worst:?}");
+
+        let mut heard_by_a = a.notices();
+        b.publish("zafe.agent-revoked", "agent-1").await.unwrap();
+        let message =
+            conformance::next_notice(&mut heard_by_a, |n| matches!(n, Notice::Message { .. }))
+                .await;
+        assert_eq!(
+            message,
+            Notice::Message {
+                topic: "zafe.agent-revoked".into(),
+                payload: "agent-1".into()
+            }
+        );
+
+        // Cut every connection of the database but this one: b's listener among them.
+        let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        conformance::next_notice(&mut heard, |n| *n == Notice::Lost).await;
+        conformance::next_notice(&mut heard, |n| *n == Notice::Resumed).await;
+        a.commit(vec![put("after", b"x", Condition::Any)])
+            .await
+            .unwrap();
+        conformance::next_notice(
+            &mut heard,
+            |n| matches!(n, Notice::Keys(keys) if keys.iter().any(|k| k == "after")),
+        )
+        .await;
+        admin.close().await.unwrap();
+        a.close().await;
+        b.close().await;
     })
     .await;
 }
