@@ -13,6 +13,7 @@
 //! - [`reference`](mod@reference): `zafe://` references, the one parser (R-DEV-1).
 //! - [`dotenv`]: the `.env` parser and writer with a lossless document model (R-DEV-2).
 //! - [`template`]: `{{ zafe://... }}` placeholders for `zafe inject` (R-DEV-4).
+//! - [`text`]: text from elsewhere (an agent's report) made inert for a terminal.
 //! - [`audit`]: the audit chain's formats and its verifier (hashes, MACs,
 //!   signed checkpoints, export lines), shared by the server and the CLI.
 //! - [`encoding`]: the one length-prefixed encoding used under every MAC and
@@ -46,6 +47,7 @@ pub mod reference;
 pub mod secret;
 pub mod shamir;
 pub mod template;
+pub mod text;
 pub mod token;
 
 pub use crypto::CryptoError;

@@ -314,13 +314,14 @@ async fn agent_socket(
     };
     upgrade
         .max_message_size(crate::agents::session::MAX_FRAME_BYTES + 1024)
-        .on_upgrade(move |socket| bridge(core, agent, socket))
+        .on_upgrade(move |socket| bridge(core, agent, ctx.client_ip, socket))
 }
 
 /// Carries text frames between an agent's socket and its session until either ends.
 async fn bridge(
     core: Arc<Core>,
     agent: crate::agents::Agent,
+    client_ip: std::net::IpAddr,
     socket: axum::extract::ws::WebSocket,
 ) {
     use axum::extract::ws::Message;
@@ -354,6 +355,7 @@ async fn bridge(
     let session = crate::agents::session::serve(
         &core,
         agent,
+        client_ip,
         from_socket,
         to_socket,
         crate::agents::session::HEARTBEAT,

@@ -16,8 +16,10 @@
 //! ```text
 //! sys/agents/agent/<project>/<name>   the agent (its token's hash, never the token)
 //! sys/agents/token/<hash>             token → project, name, agent id
+//! sys/agents/events/<agent id>/...     what the agent reported (events.rs)
 //! ```
 
+pub mod events;
 pub mod session;
 
 use serde::{Deserialize, Serialize};
@@ -149,9 +151,15 @@ pub(crate) async fn handle(
             }
             None => Err(no_agent(project, name)),
         },
+        ([project, name, "events"], Operation::Read) => {
+            match read(&core.barrier, project, name).await? {
+                Some((agent, _)) => Ok(Response::data(events::list(core, &agent, req).await?)),
+                None => Err(no_agent(project, name)),
+            }
+        }
         ([project, name], Operation::Delete) => revoke(core, project, name).await,
         ([project, name, "rotate-token"], Operation::Write) => rotate(core, project, name).await,
-        ([_], _) | ([_, _], _) | ([_, _, "rotate-token"], _) => {
+        ([_], _) | ([_, _], _) | ([_, _, "rotate-token" | "events"], _) => {
             Err(Error::MethodNotAllowed("unsupported operation".into()))
         }
         _ => Err(Error::NotFound("unsupported path".into())),
@@ -172,6 +180,8 @@ pub struct Presence {
     pub host: String,
     /// When it connected, in Unix seconds.
     pub since: i64,
+    /// When its last heartbeat came, in Unix seconds (`None`: none yet).
+    pub last_heartbeat: Option<i64>,
 }
 
 /// The agents connected to this node, by agent id (the connection of a revoked agent ends, and
@@ -189,6 +199,13 @@ impl Connected {
 
     pub(crate) fn set(&self, id: &str, presence: Presence) {
         self.agents.lock().insert(id.to_string(), presence);
+    }
+
+    /// Notes a heartbeat of agent `id` at `now` (Unix seconds), if it is connected here.
+    pub(crate) fn heartbeat(&self, id: &str, now: i64) {
+        if let Some(presence) = self.agents.lock().get_mut(id) {
+            presence.last_heartbeat = Some(now);
+        }
     }
 
     pub(crate) fn remove(&self, id: &str) {
@@ -215,6 +232,7 @@ fn to_json(agent: &Agent, presence: Option<Presence>) -> Value {
         "connected": presence.is_some(),
         "version": presence.as_ref().map(|p| p.version.clone()),
         "host": presence.as_ref().map(|p| p.host.clone()),
+        "last_heartbeat_time": presence.as_ref().and_then(|p| p.last_heartbeat).map(crate::tokens::rfc3339),
     })
 }
 
@@ -332,7 +350,7 @@ async fn revoke(core: &Core, project: &str, name: &str) -> Result<Response> {
     let Some((agent, generation)) = read(&core.barrier, project, name).await? else {
         return Err(no_agent(project, name));
     };
-    let writes = vec![
+    let mut writes = vec![
         Write::Delete {
             key: agent_key(project, name),
             expect: Some(Expect::Generation(generation)),
@@ -342,6 +360,9 @@ async fn revoke(core: &Core, project: &str, name: &str) -> Result<Response> {
             expect: None,
         },
     ];
+    // Its events go with it (they are keyed by its id, so a re-created agent of the same name
+    // would not see them anyway).
+    writes.extend(events::deletions(core, &agent.id).await?);
     match core.barrier.commit(writes).await {
         Ok(()) => {
             core.agent_revoked(&agent.id);
@@ -391,6 +412,20 @@ async fn rotate(core: &Core, project: &str, name: &str) -> Result<Response> {
     let mut data = to_json(&agent, None);
     data["token"] = json!(token);
     Ok(Response::data(data))
+}
+
+/// The agent as the caller of a request (audit entries name it so).
+pub(crate) fn as_caller(agent: Agent) -> crate::caller::Caller {
+    crate::caller::Caller::Agent(crate::caller::AgentCaller {
+        token: crate::tokens::TokenEntry {
+            accessor: agent.accessor.clone(),
+            display_name: format!("agent-{}-{}", agent.project, agent.name),
+            created_at: agent.created_at,
+            path: "sys/agents".into(),
+            ..Default::default()
+        },
+        agent,
+    })
 }
 
 /// Resolves a `zafe_ag_` token to its agent. Unknown tokens, tokens of a revoked or re-created

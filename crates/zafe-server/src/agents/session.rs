@@ -12,13 +12,19 @@
 //!   out of order and ends the connection; so do a frame over the size limit, a malformed frame,
 //!   and more than [`MAX_FRAMES_PER_SECOND`] frames a second. Unknown types are refused with an
 //!   `error` frame and counted.
+//! - The agent's `event` frames are stored (bounded, audited, once per content) by
+//!   [`super::events`]; a malformed one or one of an unknown kind is refused with an `error`
+//!   frame and counted, and the connection stays. Its `heartbeat` frames are not stored as
+//!   events: they record when the agent was last heard from.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::Agent;
+use super::events::{self, Outcome};
 use crate::core::Core;
 
 /// The frame format's version.
@@ -54,13 +60,23 @@ pub struct Counts {
     pub unknown: u64,
     /// Change notices sent.
     pub notices: u64,
+    /// Events stored.
+    pub events: u64,
+    /// Events already held (the same content sent again), not stored again.
+    pub duplicate_events: u64,
+    /// Events refused: an unknown kind or a malformed payload.
+    pub refused_events: u64,
+    /// Events that could not be stored (storage or audit unavailable); the agent was told.
+    pub failed_events: u64,
 }
 
 /// Serves one connected agent until the connection ends: reads the agent's frames from
-/// `incoming`, writes the server's to `outgoing`.
+/// `incoming`, writes the server's to `outgoing`. `client_ip` is where the agent connected from
+/// (for the audit entries of its events).
 pub async fn serve(
     core: &Core,
     agent: Agent,
+    client_ip: IpAddr,
     mut incoming: mpsc::Receiver<String>,
     outgoing: mpsc::Sender<String>,
     heartbeat: Duration,
@@ -95,19 +111,57 @@ pub async fn serve(
                     break out.refuse("too many frames: at most 50 a second").await;
                 }
                 match check_frame(&text, last_in) {
-                    Ok(Incoming::Accepted { seq, kind }) if kind == "hello" => {
+                    Ok(Incoming::Accepted { seq, kind, frame }) if kind == "hello" => {
                         last_in = seq;
                         counts.accepted += 1;
-                        let payload: Value = serde_json::from_str::<Value>(&text)
-                            .map(|f| f["payload"].clone())
-                            .unwrap_or_default();
+                        let payload = &frame["payload"];
                         core.connected_agents().set(&agent.id, super::Presence {
                             version: super::reported(payload["version"].as_str().unwrap_or_default(), 64),
                             host: super::reported(payload["host"].as_str().unwrap_or_default(), 253),
                             since: core.now_secs(),
+                            last_heartbeat: None,
                         });
                     }
-                    Ok(Incoming::Accepted { seq, kind }) => {
+                    Ok(Incoming::Accepted { seq, kind, frame }) if kind == "event" => {
+                        last_in = seq;
+                        let checked = events::parse(&frame["payload"]).and_then(|reported| {
+                            frame["ts"]
+                                .as_i64()
+                                .map(|ts| (ts, reported))
+                                .ok_or_else(|| "an event needs its time: ts, in Unix microseconds".to_string())
+                        });
+                        let refusal = match checked {
+                            Err(reason) => {
+                                counts.refused_events += 1;
+                                Some(reason)
+                            }
+                            Ok((ts, reported)) => {
+                                match events::record(core, &agent, ts, reported, client_ip).await {
+                                    Ok(Outcome::Stored(_)) => {
+                                        counts.accepted += 1;
+                                        counts.events += 1;
+                                        None
+                                    }
+                                    Ok(Outcome::Duplicate) => {
+                                        counts.accepted += 1;
+                                        counts.duplicate_events += 1;
+                                        None
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(agent = %agent.name, project = %agent.project, error = %e, "an agent's event could not be stored");
+                                        counts.failed_events += 1;
+                                        Some("the event could not be stored; send it again later".to_string())
+                                    }
+                                }
+                            }
+                        };
+                        if let Some(reason) = refusal
+                            && !out.send("error", json!({ "message": reason, "seq": seq })).await
+                        {
+                            break Ended::Closed;
+                        }
+                    }
+                    Ok(Incoming::Accepted { seq, kind, .. }) => {
                         last_in = seq;
                         if !KNOWN_TYPES.contains(&kind.as_str()) {
                             counts.unknown += 1;
@@ -119,6 +173,9 @@ pub async fn serve(
                         counts.accepted += 1;
                         if kind == "bye" {
                             break Ended::Closed;
+                        }
+                        if kind == "heartbeat" {
+                            core.connected_agents().heartbeat(&agent.id, core.now_secs());
                         }
                     }
                     Ok(Incoming::Dropped) => counts.dropped += 1,
@@ -209,7 +266,11 @@ const KNOWN_TYPES: &[&str] = &["hello", "heartbeat", "event", "bye"];
 
 #[derive(Debug)]
 enum Incoming {
-    Accepted { seq: u64, kind: String },
+    Accepted {
+        seq: u64,
+        kind: String,
+        frame: Value,
+    },
     Dropped,
 }
 
@@ -239,10 +300,8 @@ fn check_frame(text: &str, last: u64) -> Result<Incoming, String> {
             last + 1
         ));
     }
-    Ok(Incoming::Accepted {
-        seq,
-        kind: kind.to_string(),
-    })
+    let kind = kind.to_string();
+    Ok(Incoming::Accepted { seq, kind, frame })
 }
 
 /// The reference the agent knows a changed secret by, if the agent may read it.

@@ -8,8 +8,14 @@ use crate::common::*;
 
 /// `myapp` (dev, prod) and `other` (prod), each with a secret per
 /// environment, and an agent `web-1` of `myapp` that may read prod.
-async fn setup() -> (Harness, String, String) {
+pub(crate) async fn setup() -> (Harness, String, String) {
     let (h, root) = unsealed().await;
+    let token = setup_on(&h, &root).await;
+    (h, root, token)
+}
+
+/// [`setup`] on a server `h` of the caller's: the agent's token.
+pub(crate) async fn setup_on(h: &Harness, root: &str) -> String {
     for (slug, envs) in [
         ("myapp", json!(["dev", "prod"])),
         ("other", json!(["prod"])),
@@ -18,7 +24,7 @@ async fn setup() -> (Harness, String, String) {
             .call(
                 "POST",
                 "/v1/sys/projects",
-                Some(&root),
+                Some(root),
                 Some(json!({"slug": slug, "environments": envs})),
             )
             .await;
@@ -29,14 +35,13 @@ async fn setup() -> (Harness, String, String) {
             .call(
                 "POST",
                 &format!("/v1/secret/data/{path}"),
-                Some(&root),
+                Some(root),
                 Some(json!({"data": {"value": format!("value-of-{path}")}})),
             )
             .await;
         assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
     }
-    let token = create(&h, &root, "myapp", "web-1", json!(["prod"])).await;
-    (h, root, token)
+    create(h, root, "myapp", "web-1", json!(["prod"])).await
 }
 
 async fn make_project(h: &Harness, root: &str, slug: &str, environments: Value) {
@@ -61,7 +66,13 @@ async fn register(h: &Harness, token: &str, project: &str, name: &str, envs: Val
     .await
 }
 
-async fn create(h: &Harness, token: &str, project: &str, name: &str, envs: Value) -> String {
+pub(crate) async fn create(
+    h: &Harness,
+    token: &str,
+    project: &str,
+    name: &str,
+    envs: Value,
+) -> String {
     let a = register(h, token, project, name, envs).await;
     assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
     a.json["data"]["token"].as_str().unwrap().to_string()
@@ -320,7 +331,7 @@ async fn a_recreated_project_grants_an_old_agent_nothing() {
 
 // ---- the agent's connection (R-AGT-2, R-AGT-3) --------------------------------
 
-mod socket {
+pub(crate) mod socket {
     use std::net::SocketAddr;
     use std::time::Duration;
 

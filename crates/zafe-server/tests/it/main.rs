@@ -22,6 +22,7 @@ mod common;
 mod oidc_provider;
 
 mod acl_routes;
+mod agent_events;
 mod agents_api;
 mod approle_api;
 // Asks the kernel whether it runs as root (libc::geteuid).

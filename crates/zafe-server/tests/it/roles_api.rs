@@ -236,6 +236,17 @@ const TABLE: &[Row] = &[
         [A, F, F, F, N, F],
     ),
     row("LIST", "sys/agents/myapp", [A, F, F, F, N, F]),
+    // What an agent reported (R-AGT-4): read like the agent.
+    row(
+        "GET",
+        "sys/agents/myapp/agent-{r}/events",
+        [A, F, F, F, N, F],
+    ),
+    row(
+        "GET",
+        "sys/agents/ghost/agent-{r}/events",
+        [N, N, N, N, N, F],
+    ),
     row("LIST", "sys/agents/ghost", [N, N, N, N, N, F]),
     // -- the project's secrets --
     row("GET", "secret/data/myapp/dev/SEED", [A, A, A, A, N, A]),
