@@ -1,4 +1,9 @@
-//! `zafe agent create|list|revoke|rotate-token`: a project's host agents (R-AGT-1).
+//! `zafe agent create|list|events|revoke|rotate-token`: a project's host agents (R-AGT-1), and
+//! what they report (R-AGT-4).
+//!
+//! What an agent reports is data: in table output every control character and escape sequence
+//! in it is shown as a visible escape ([`zafe_core::text::inert`]), never interpreted by the
+//! terminal; JSON output is JSON.
 
 use std::process::ExitCode;
 
@@ -6,6 +11,7 @@ use serde_json::{Value, json};
 use zafe_client::path::encode_segment;
 use zafe_client::{Client, Method};
 
+use crate::cli::Format;
 use crate::ctx::Ctx;
 use crate::output::{Out, outln};
 
@@ -72,6 +78,30 @@ Examples:
         #[arg(long)]
         project: Option<String>,
     },
+    /// Show what an agent reported: renders, its child process, reconnects
+    #[command(after_help = "\
+Examples:
+  zafe agent events web-1 --project myapp
+  zafe agent events web-1 --project myapp --follow
+  zafe agent events web-1 --project myapp --limit 200 --format json
+
+Newest last. With --follow, new events are printed as they arrive (polled about once a
+second, from whichever server node stored them) until interrupted; with --format json or
+jsonl, one JSON object a line. Control characters and escape sequences in what the agent
+reported are shown as visible escapes (\\x1b, \\n, \\u{202e}), never interpreted.")]
+    Events {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The project the agent belongs to
+        #[arg(long)]
+        project: String,
+        /// Keep printing new events until interrupted
+        #[arg(short, long)]
+        follow: bool,
+        /// How many of the newest events to show first
+        #[arg(short = 'n', long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        limit: u64,
+    },
     /// Revoke an agent: its token is refused at once and the name can be registered again
     #[command(after_help = "\
 Examples:
@@ -120,6 +150,12 @@ pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
             print_token(out, &reply["data"], &format!("agent {name} of {project}"))?;
         }
         Args::List { project } => list(client, out, project.as_deref()).await?,
+        Args::Events {
+            name,
+            project,
+            follow,
+            limit,
+        } => events(client, out, &project, &name, follow, limit as usize).await?,
         Args::Revoke { name, project } => {
             client
                 .request_json(Method::DELETE, &agent_path(&project, &name), None)
@@ -196,7 +232,7 @@ async fn list(client: &Client, out: Out<'_>, project: Option<&str>) -> anyhow::R
         return out.print_json(&agents);
     }
     let text = |v: &Value| match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => zafe_core::text::inert(s),
         Value::Bool(true) => "yes".into(),
         Value::Bool(false) => "no".into(),
         Value::Array(items) => items
@@ -229,5 +265,104 @@ async fn list(client: &Client, out: Out<'_>, project: Option<&str>) -> anyhow::R
             text(&a["host"])
         );
     }
+    Ok(())
+}
+
+/// How often `--follow` asks for new events.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `zafe agent events`: the newest `limit` events, then (with `follow`) new ones as they come.
+async fn events(
+    client: &Client,
+    out: Out<'_>,
+    project: &str,
+    name: &str,
+    follow: bool,
+    limit: usize,
+) -> anyhow::Result<()> {
+    let path = format!("{}/events", agent_path(project, name));
+    // Everything held (at most 1,000 a page), to show the newest `limit`.
+    let mut cursor = String::from("0");
+    let mut held: Vec<Value> = Vec::new();
+    loop {
+        let (page, next, more) = events_page(client, &path, &cursor).await?;
+        held.extend(page);
+        cursor = next;
+        if !more {
+            break;
+        }
+    }
+    let first = &held[held.len().saturating_sub(limit)..];
+    let lines = follow || matches!(out.format, Format::Jsonl);
+    if out.json() && !lines {
+        return out.print_json(&first);
+    }
+    if !matches!(out.format, Format::Json | Format::Jsonl) {
+        outln!(
+            out,
+            "{:<20} {:<16} {:>5}  {:<24} MESSAGE",
+            "TIME",
+            "KIND",
+            "CODE",
+            "DESTINATION"
+        );
+    }
+    for event in first {
+        print_event(out, event)?;
+    }
+    out.flush()?;
+    while follow {
+        tokio::time::sleep(FOLLOW_EVERY).await;
+        let (page, next, _) = events_page(client, &path, &cursor).await?;
+        cursor = next;
+        for event in &page {
+            print_event(out, event)?;
+        }
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// One page of events after `cursor`: the events, the next cursor, whether more are held.
+async fn events_page(
+    client: &Client,
+    path: &str,
+    cursor: &str,
+) -> anyhow::Result<(Vec<Value>, String, bool)> {
+    let reply = client
+        .request_json(
+            Method::GET,
+            &format!("{path}?after={}&limit=1000", encode_segment(cursor)),
+            None,
+        )
+        .await?
+        .unwrap_or_default();
+    let data = &reply["data"];
+    let page = data["events"].as_array().cloned().unwrap_or_default();
+    let next = data["cursor"].as_str().unwrap_or(cursor).to_string();
+    Ok((page, next, data["more"].as_bool().unwrap_or(false)))
+}
+
+/// One event: a JSON line for json/jsonl, else a table row with everything the agent reported
+/// made inert.
+fn print_event(out: Out<'_>, event: &Value) -> anyhow::Result<()> {
+    if matches!(out.format, Format::Json | Format::Jsonl) {
+        outln!(out, "{}", serde_json::to_string(event)?);
+        return Ok(());
+    }
+    let text = |v: &Value| match v {
+        Value::String(s) => zafe_core::text::inert(s),
+        Value::Number(n) => n.to_string(),
+        _ => "-".into(),
+    };
+    outln!(
+        out,
+        "{:<20} {:<16} {:>5}  {:<24} {}",
+        text(&event["time"]),
+        text(&event["kind"]),
+        text(&event["code"]),
+        text(&event["destination"]),
+        text(&event["message"])
+    );
     Ok(())
 }
