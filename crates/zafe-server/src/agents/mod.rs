@@ -17,9 +17,11 @@
 //! sys/agents/agent/<project>/<name>   the agent (its token's hash, never the token)
 //! sys/agents/token/<hash>             token → project, name, agent id
 //! sys/agents/events/<agent id>/...     what the agent reported (events.rs)
+//! sys/agents/presence/<agent id>       where it is connected, for every node (presence.rs)
 //! ```
 
 pub mod events;
+pub mod presence;
 pub mod session;
 
 use serde::{Deserialize, Serialize};
@@ -146,7 +148,7 @@ pub(crate) async fn handle(
         ([project, name], Operation::Write) => create(core, req, project, name, caller).await,
         ([project, name], Operation::Read) => match read(&core.barrier, project, name).await? {
             Some((agent, _)) => {
-                let presence = core.connected_agents().get(&agent.id);
+                let presence = presence::of(core, &agent).await;
                 Ok(Response::data(to_json(&agent, presence)))
             }
             None => Err(no_agent(project, name)),
@@ -171,7 +173,8 @@ fn no_agent(project: &str, name: &str) -> Error {
 }
 
 /// Vault-style JSON for an agent (never its token or its hash).
-/// Where an agent is connected right now, on this node: what its `hello` said.
+/// Where an agent is connected right now (on this node, or on another: [`presence`]): what its
+/// `hello` said.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Presence {
     /// The agent's version, as it reported it (control characters removed, at most 64).
@@ -338,7 +341,7 @@ async fn list(core: &Core, project: &str) -> Result<Response> {
     let mut agents = serde_json::Map::new();
     for name in &names {
         if let Some((agent, _)) = read(&core.barrier, project, name).await? {
-            let presence = core.connected_agents().get(&agent.id);
+            let presence = presence::of(core, &agent).await;
             agents.insert(name.clone(), to_json(&agent, presence));
         }
     }
@@ -363,6 +366,10 @@ async fn revoke(core: &Core, project: &str, name: &str) -> Result<Response> {
     // Its events go with it (they are keyed by its id, so a re-created agent of the same name
     // would not see them anyway).
     writes.extend(events::deletions(core, &agent.id).await?);
+    writes.push(Write::Delete {
+        key: presence::key(&agent.id),
+        expect: None,
+    });
     match core.barrier.commit(writes).await {
         Ok(()) => {
             core.agent_revoked(&agent.id);

@@ -93,14 +93,18 @@ pub async fn serve(
     let limiter = governor::RateLimiter::direct(governor::Quota::per_second(
         std::num::NonZeroU32::new(MAX_FRAMES_PER_SECOND).expect("non-zero"),
     ));
-    // This agent is connected here until the session ends, however it ends.
+    // This agent is connected here until the session ends, however it ends; other nodes learn
+    // it from storage.
     let _present = Present::new(core, &agent);
+    let mut presence = super::presence::Writer::new(core, &agent);
+    presence.refresh(core).await;
     let mut ticks = tokio::time::interval(heartbeat);
     ticks.tick().await;
     if !out
         .send("hello", json!({ "project": agent.project, "name": agent.name, "environments": agent.environments }))
         .await
     {
+        presence.remove(core).await;
         return (Ended::Closed, counts);
     }
     let ended = loop {
@@ -115,12 +119,14 @@ pub async fn serve(
                         last_in = seq;
                         counts.accepted += 1;
                         let payload = &frame["payload"];
-                        core.connected_agents().set(&agent.id, super::Presence {
+                        let reported = super::Presence {
                             version: super::reported(payload["version"].as_str().unwrap_or_default(), 64),
                             host: super::reported(payload["host"].as_str().unwrap_or_default(), 253),
                             since: core.now_secs(),
                             last_heartbeat: None,
-                        });
+                        };
+                        core.connected_agents().set(&agent.id, reported.clone());
+                        presence.hello(core, reported.version, reported.host).await;
                     }
                     Ok(Incoming::Accepted { seq, kind, frame }) if kind == "event" => {
                         last_in = seq;
@@ -176,6 +182,7 @@ pub async fn serve(
                         }
                         if kind == "heartbeat" {
                             core.connected_agents().heartbeat(&agent.id, core.now_secs());
+                            presence.heartbeat(core).await;
                         }
                     }
                     Ok(Incoming::Dropped) => counts.dropped += 1,
@@ -227,9 +234,11 @@ pub async fn serve(
                 if !out.send("heartbeat", json!({})).await {
                     break Ended::Closed;
                 }
+                presence.refresh(core).await;
             }
         }
     };
+    presence.remove(core).await;
     (ended, counts)
 }
 

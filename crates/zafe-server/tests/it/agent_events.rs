@@ -390,3 +390,150 @@ async fn only_those_who_may_read_the_agent_read_its_events() {
         posted.json
     );
 }
+
+// ---- presence across nodes ------------------------------------------------------------
+
+/// Two nodes (cores with their own clocks) over one storage, the root token [`NODES_ROOT`].
+async fn two_nodes() -> (Harness, Harness) {
+    let backend: Arc<dyn zafe_storage::Backend> =
+        Arc::new(zafe_storage::sqlite::SqliteBackend::memory().await.unwrap());
+    let master = zafe_core::secret::SecretKey::generate();
+    let node = |backend: Arc<dyn zafe_storage::Backend>, master: zafe_core::secret::SecretKey| async move {
+        let clock = Arc::new(zafe_engine::ManualClock::starting_now());
+        let core = zafe_server::core::Core::new(zafe_server::core::CoreParts {
+            config: zafe_server::Config::default(),
+            clock: clock.clone(),
+            projects: zafe_server::projects::rule(),
+            engines: zafe_engines::build,
+            backend,
+            identity: zafe_core::identity::IdentityKey::from_seed(&[3u8; 32]),
+            master_key: Some(master),
+            token_pepper: None,
+            tls_spki: None,
+            proxy_spki: None,
+        })
+        .await
+        .unwrap();
+        if core.is_initialized().await.unwrap() {
+            core.unseal_with_master_key().await.unwrap();
+        } else {
+            core.initialize(1, 1, Some(NODES_ROOT)).await.unwrap();
+        }
+        assert!(!core.is_sealed());
+        let app = zafe_server::http::router(core.clone());
+        Harness { core, app, clock }
+    };
+    let a = node(backend.clone(), master.duplicate()).await;
+    let b = node(backend, master).await;
+    (a, b)
+}
+
+const NODES_ROOT: &str = "two-nodes-root-token";
+
+async fn shown(h: &Harness) -> Value {
+    let a = h
+        .call("GET", "/v1/sys/agents/myapp/web-1", Some(NODES_ROOT), None)
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
+    a.json["data"].clone()
+}
+
+async fn listed(h: &Harness) -> Value {
+    let a = h
+        .call("LIST", "/v1/sys/agents/myapp", Some(NODES_ROOT), None)
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
+    a.json["data"]["agents"]["web-1"].clone()
+}
+
+/// Waits (at most 5 s) until `check` holds for what node `h` shows of the agent.
+async fn until(h: &Harness, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let data = shown(h).await;
+            if check(&data) {
+                return data;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what} within 5 s"))
+}
+
+// Presence across nodes: an agent connected to node A is shown connected on node B, with what
+// its hello said, and not once it disconnects; its heartbeats reach storage at most once a
+// minute; when A stops refreshing (a crashed node), B ages the agent out after two minutes
+// while A, which holds the session, still shows it. Events it reports through A are read on B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_and_events_are_seen_from_every_node() {
+    let (a, b) = two_nodes().await;
+    let agent = setup_on(&a, NODES_ROOT).await;
+    let addr = socket::serve(&a).await;
+    assert_eq!(shown(&b).await["connected"], false);
+
+    let (mut s, mut seq) = connected(addr, &agent).await;
+    let on_b = until(&b, "B sees the hello", |d| d["version"] == "t").await;
+    assert_eq!(
+        (on_b["connected"].as_bool(), on_b["host"].as_str()),
+        (Some(true), Some("h"))
+    );
+    assert_eq!(listed(&b).await["connected"], true);
+    assert_eq!(on_b["last_heartbeat_time"], Value::Null);
+
+    // Heartbeats: the first minute's go no further than A.
+    for _ in 0..5 {
+        socket::send(&mut s, seq, "heartbeat").await;
+        seq += 1;
+    }
+    barrier(&mut s, &mut seq).await;
+    assert!(shown(&a).await["last_heartbeat_time"].is_string());
+    assert_eq!(
+        shown(&b).await["last_heartbeat_time"],
+        Value::Null,
+        "not written within the minute"
+    );
+    // A minute later (by A's clock) the next one is written.
+    a.clock.advance(Duration::from_secs(61));
+    socket::send(&mut s, seq, "heartbeat").await;
+    seq += 1;
+    barrier(&mut s, &mut seq).await;
+    let on_b = until(&b, "B sees the heartbeat", |d| {
+        d["last_heartbeat_time"].is_string()
+    })
+    .await;
+    assert_eq!(on_b["connected"], true);
+
+    // An event stored through A is read on B.
+    event(&mut s, &mut seq, 7, json!({"kind": "render_ok"})).await;
+    barrier(&mut s, &mut seq).await;
+    let read_on_b = b
+        .call(
+            "GET",
+            "/v1/sys/agents/myapp/web-1/events",
+            Some(NODES_ROOT),
+            None,
+        )
+        .await;
+    assert_eq!(kinds(&read_on_b), ["render_ok"]);
+
+    // A stops refreshing (as a crashed node would): two minutes on, by B's clock, B no longer
+    // shows the agent connected; A, which holds the session, still does.
+    b.clock.advance(Duration::from_secs(61 + 121));
+    assert_eq!(shown(&b).await["connected"], false);
+    assert_eq!(listed(&b).await["connected"], false);
+    assert_eq!(shown(&a).await["connected"], true);
+
+    // A clean end of the session removes the record; a new session writes its own, which B
+    // counts (the clocks agree again), and it too is gone at once when that session ends.
+    socket::send(&mut s, seq, "bye").await;
+    until(&a, "A sees the disconnect", |d| d["connected"] == false).await;
+    a.clock.advance(Duration::from_secs(121));
+    let (mut s, seq) = connected(addr, &agent).await;
+    until(&b, "B sees the reconnect", |d| d["connected"] == true).await;
+    socket::send(&mut s, seq, "bye").await;
+    until(&b, "B sees the clean disconnect", |d| {
+        d["connected"] == false
+    })
+    .await;
+}
