@@ -221,3 +221,130 @@ async fn agent_events_are_shown_inert_and_followed() {
     child.wait().unwrap();
     drop(server);
 }
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// End to end: the real `zafe agent run` reports a render that worked and one that failed, and
+// `zafe agent events` and `zafe agent list` show them and the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_daemons_reports_are_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, config_dir, addr) = crate::support::dev_server(dir.path(), ROOT);
+    let cli = Cli {
+        config_dir: &config_dir,
+        addr: addr.clone(),
+    };
+    for (method, path, body) in [
+        (
+            "POST",
+            "/v1/sys/projects",
+            json!({"slug": "myapp", "environments": ["prod"]}),
+        ),
+        (
+            "POST",
+            "/v1/secret/data/myapp/prod/DB_URL",
+            json!({"data": {"value": "postgres://e2e"}}),
+        ),
+    ] {
+        let a = call(method, &server.url(path), Some(ROOT), Some(body)).await;
+        assert!(a.status < 300, "{path}: {:?}", a.json);
+    }
+    let a = call(
+        "POST",
+        &server.url("/v1/sys/agents/myapp/web-1"),
+        Some(ROOT),
+        Some(json!({"environments": ["prod"]})),
+    )
+    .await;
+    let token = a.json["data"]["token"].as_str().unwrap().to_string();
+
+    let d = dir.path();
+    crate::support::write_private(&d.join("agent.token"), &token);
+    std::fs::write(
+        d.join("good.tpl"),
+        "DB_URL={{ zafe://myapp/prod/DB_URL }}\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("bad.tpl"), "X={{ zafe://myapp/prod/MISSING }}\n").unwrap();
+    let config = d.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "address = \"{addr}\"\ntoken_file = \"{}\"\n\n\
+             [[template]]\nsource = \"{}\"\ndestination = \"{}\"\n\n\
+             [[template]]\nsource = \"{}\"\ndestination = \"{}\"\n",
+            d.join("agent.token").display(),
+            d.join("good.tpl").display(),
+            d.join("good.env").display(),
+            d.join("bad.tpl").display(),
+            d.join("bad.env").display(),
+        ),
+    )
+    .unwrap();
+    let home = d.join("agent-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let mut cmd = clean_command(crate::support::BIN, &home, &addr, None);
+    cmd.args(["agent", "run", "--config"]).arg(&config);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(d.join("agent.log")).unwrap());
+    let _agent = Killed(cmd.spawn().unwrap());
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let events = loop {
+        let events = cli
+            .ok(&[
+                "agent",
+                "events",
+                "web-1",
+                "--project",
+                "myapp",
+                "--format",
+                "json",
+            ])
+            .json();
+        let kinds: Vec<&str> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["kind"].as_str())
+            .collect();
+        if kinds.contains(&"render_ok") && kinds.contains(&"render_failed") {
+            break events;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon's events within 30 s: {events}\n{}",
+            std::fs::read_to_string(d.join("agent.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let failed = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "render_failed")
+        .unwrap();
+    assert!(
+        failed["destination"].as_str().unwrap().ends_with("bad.env"),
+        "{failed}"
+    );
+    assert!(
+        !events.to_string().contains("postgres://e2e"),
+        "no value in an event"
+    );
+    let table = cli.ok(&["agent", "events", "web-1", "--project", "myapp"]);
+    assert!(table.stdout.contains("render_failed"), "{}", table.stdout);
+    let listed = cli
+        .ok(&["agent", "list", "--project", "myapp", "--format", "json"])
+        .json();
+    assert_eq!(listed[0]["connected"], true, "{listed}");
+    drop(server);
+}

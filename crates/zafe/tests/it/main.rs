@@ -12,9 +12,9 @@
 mod support;
 
 mod admin_cli;
-mod agent_events_cli;
 #[allow(unsafe_code)]
 mod agent_cli;
+mod agent_events_cli;
 #[allow(unsafe_code)]
 mod audit_cli;
 mod auth_cli;
