@@ -68,7 +68,7 @@ put it in the host's token file (e.g. /etc/zafe/agent.token, mode 0600).")]
         #[arg(long = "env", required = true, value_name = "ENV")]
         envs: Vec<String>,
     },
-    /// List agents: name, environments, connected, last seen, version, host
+    /// List agents: name, environments, connected, last seen, last heartbeat, version, host
     #[command(after_help = "\
 Examples:
   zafe agent list --project myapp
@@ -244,23 +244,25 @@ async fn list(client: &Client, out: Out<'_>, project: Option<&str>) -> anyhow::R
     };
     outln!(
         out,
-        "{:<12} {:<20} {:<16} {:<9} {:<22} {:<10} HOST",
+        "{:<12} {:<20} {:<16} {:<9} {:<22} {:<22} {:<10} HOST",
         "PROJECT",
         "NAME",
         "ENVIRONMENTS",
         "CONNECTED",
         "LAST SEEN",
+        "LAST HEARTBEAT",
         "VERSION"
     );
     for a in &agents {
         outln!(
             out,
-            "{:<12} {:<20} {:<16} {:<9} {:<22} {:<10} {}",
+            "{:<12} {:<20} {:<16} {:<9} {:<22} {:<22} {:<10} {}",
             text(&a["project"]),
             text(&a["name"]),
             text(&a["environments"]),
             text(&a["connected"]),
             a["last_seen_time"].as_str().unwrap_or("never"),
+            text(&a["last_heartbeat_time"]),
             text(&a["version"]),
             text(&a["host"])
         );

@@ -346,5 +346,13 @@ async fn the_agent_daemons_reports_are_shown() {
         .ok(&["agent", "list", "--project", "myapp", "--format", "json"])
         .json();
     assert_eq!(listed[0]["connected"], true, "{listed}");
+    assert!(listed[0].get("last_heartbeat_time").is_some(), "{listed}");
+    let table = cli.ok(&["agent", "list", "--project", "myapp"]);
+    let header = table.stdout.lines().next().unwrap_or_default();
+    assert!(
+        header.contains("CONNECTED") && header.contains("LAST HEARTBEAT"),
+        "{}",
+        table.stdout
+    );
     drop(server);
 }
