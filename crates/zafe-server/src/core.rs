@@ -82,8 +82,10 @@ pub struct Core {
     projects: Arc<dyn ProjectRule>,
     /// The engines mounts can use.
     engines: crate::mounts::Engines,
-    /// Which secrets changed, for whoever follows them.
-    changes: Arc<dyn crate::changes::ChangeFeed>,
+    /// This node's random id, new at every start: tells its own notices from other nodes'.
+    node_id: String,
+    /// Which secrets changed, for whoever follows them, on every node.
+    changes: Arc<crate::changes::NodeFeed>,
     /// The agents connected to this node.
     connected_agents: crate::agents::Connected,
     /// Ids of agents revoked or given a new token, so that their connections end at once.
@@ -195,12 +197,17 @@ impl Core {
         )
         .map_err(Error::AuditUnavailable)?;
         let people = crate::people::People::new(&parts.config.auth)?;
+        let node_id = uuid::Uuid::new_v4().to_string();
         let core = Arc::new(Self {
             config: parts.config,
             clock: parts.clock,
             projects: parts.projects,
             engines: parts.engines,
-            changes: Arc::new(crate::changes::LocalFeed::default()),
+            changes: Arc::new(crate::changes::NodeFeed::new(
+                node_id.clone(),
+                parts.backend.clone(),
+            )),
+            node_id,
             agent_revocations: tokio::sync::broadcast::channel(256).0,
             connected_agents: Default::default(),
             barrier: Arc::new(Barrier::new(parts.backend.clone())),
@@ -219,6 +226,7 @@ impl Core {
             audit,
         });
         core.load_cluster_info().await?;
+        crate::notices::follow(&core);
         Ok(core)
     }
 
@@ -256,10 +264,42 @@ impl Core {
         &self.connected_agents
     }
 
-    /// Tells connected sessions that the agent `id` was revoked or given a new token.
+    /// Tells connected sessions, on every node, that the agent `id` was revoked or given a new
+    /// token.
     pub(crate) fn agent_revoked(&self, id: &str) {
+        self.agent_revoked_here(id);
+        let payload = serde_json::to_string(&crate::notices::Revoked {
+            node: self.node_id.clone(),
+            agent: id.to_string(),
+        });
+        if let (Ok(payload), Ok(runtime)) = (payload, tokio::runtime::Handle::try_current()) {
+            let backend = self.backend().clone();
+            runtime.spawn(async move {
+                if let Err(e) = backend
+                    .publish(crate::notices::AGENT_REVOKED, &payload)
+                    .await
+                {
+                    // The other nodes' sessions still end at their next heartbeat check.
+                    tracing::warn!(error = %e, "could not tell the other nodes about a revocation");
+                }
+            });
+        }
+    }
+
+    /// Tells this node's connected sessions that the agent `id` was revoked.
+    pub(crate) fn agent_revoked_here(&self, id: &str) {
         // Nobody connected is not an error.
         let _ = self.agent_revocations.send(id.to_string());
+    }
+
+    /// This node's id (random, new at every start).
+    pub(crate) fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The node's change feed, for the notice follower.
+    pub(crate) fn node_feed(&self) -> &crate::changes::NodeFeed {
+        &self.changes
     }
 
     /// Now, by the core's clock.

@@ -40,6 +40,7 @@ pub mod hardening;
 pub mod http;
 pub mod identity;
 pub mod mounts;
+mod notices;
 pub mod people;
 pub mod policies;
 pub mod projects;

@@ -29,6 +29,7 @@
 use parking_lot::RwLock;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -88,6 +89,10 @@ pub(crate) struct AclCache {
     /// stand for another set of grants, so nothing here goes stale when a
     /// membership changes.
     generated: RwLock<HashMap<GeneratedKey, Arc<Acl>>>,
+    /// Bumped by every [`AclCache::clear`]: an ACL compiled from policies read before a clear
+    /// (a change on this node or another) is not cached after it, or it would bring the old
+    /// grants back.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// (sorted generated (name, HCL) pairs, sorted stored policy names).
@@ -99,8 +104,15 @@ const MAX_GENERATED: usize = 4096;
 impl AclCache {
     /// Forgets every compiled ACL.
     pub(crate) fn clear(&self) {
-        self.acls.write().clear();
-        self.generated.write().clear();
+        let mut acls = self.acls.write();
+        let mut generated = self.generated.write();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        acls.clear();
+        generated.clear();
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// The ACL of generated policies (name, HCL) together with stored
@@ -121,6 +133,7 @@ impl AclCache {
         if let Some(acl) = self.generated.read().get(&key) {
             return Ok(acl.clone());
         }
+        let read_at = self.generation();
         let mut policies = Vec::new();
         for (name, text) in &key.0 {
             policies.push(
@@ -136,10 +149,12 @@ impl AclCache {
         }
         let acl = Arc::new(Acl::new(policies.iter()));
         let mut cache = self.generated.write();
-        if cache.len() >= MAX_GENERATED {
-            cache.clear();
+        if self.generation() == read_at {
+            if cache.len() >= MAX_GENERATED {
+                cache.clear();
+            }
+            cache.insert(key, acl.clone());
         }
-        cache.insert(key, acl.clone());
         Ok(acl)
     }
 
@@ -155,6 +170,7 @@ impl AclCache {
         if let Some(acl) = self.acls.read().get(&key) {
             return Ok(acl.clone());
         }
+        let read_at = self.generation();
         let mut policies = Vec::new();
         let index = read_index(barrier).await?;
         for name in &key {
@@ -163,7 +179,10 @@ impl AclCache {
             }
         }
         let acl = Arc::new(Acl::new(policies.iter()));
-        self.acls.write().insert(key, acl.clone());
+        let mut cache = self.acls.write();
+        if self.generation() == read_at {
+            cache.insert(key, acl.clone());
+        }
         Ok(acl)
     }
 }

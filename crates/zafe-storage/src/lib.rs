@@ -308,6 +308,7 @@ mod tests {
     struct MapBackend {
         map: Mutex<BTreeMap<String, (Vec<u8>, i64)>>,
         key_scans: AtomicUsize,
+        notices: notices::Notices,
     }
 
     #[async_trait]
@@ -338,6 +339,7 @@ mod tests {
         }
 
         async fn commit(&self, ops: Vec<Op>) -> Result<()> {
+            let keys = notices::keys_of(&ops);
             let mut map = self.map.lock().unwrap();
             let mut next = map.clone();
             for op in ops {
@@ -364,14 +366,19 @@ mod tests {
                 }
             }
             *map = next;
+            self.notices.send(Notice::Keys(keys));
             Ok(())
         }
 
         fn notices(&self) -> tokio::sync::broadcast::Receiver<Notice> {
-            tokio::sync::broadcast::channel(1).1
+            self.notices.subscribe()
         }
 
-        async fn publish(&self, _topic: &str, _payload: &str) -> Result<()> {
+        async fn publish(&self, topic: &str, payload: &str) -> Result<()> {
+            self.notices.send(Notice::Message {
+                topic: topic.into(),
+                payload: payload.into(),
+            });
             Ok(())
         }
 

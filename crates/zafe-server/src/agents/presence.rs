@@ -13,8 +13,6 @@
 //! Presence is best effort: a write that fails is logged and tried again on the next
 //! heartbeat; it never ends a session.
 
-use std::sync::LazyLock;
-
 use serde::{Deserialize, Serialize};
 
 use super::{Agent, Presence};
@@ -28,9 +26,6 @@ pub const FRESH_SECS: i64 = 2 * WRITE_EVERY_SECS;
 
 const PREFIX: &str = "sys/agents/presence/";
 
-/// This process, as presence records name it.
-static NODE: LazyLock<String> = LazyLock::new(|| uuid::Uuid::new_v4().to_string());
-
 pub(crate) fn key(agent_id: &str) -> String {
     format!("{PREFIX}{agent_id}")
 }
@@ -40,7 +35,7 @@ pub(crate) fn key(agent_id: &str) -> String {
 struct Record {
     /// The session that wrote it (a random id per connection).
     session: String,
-    /// The process serving the session.
+    /// The node serving the session (`Core::node_id`).
     node: String,
     version: String,
     host: String,
@@ -65,7 +60,7 @@ impl Writer {
             agent_id: agent.id.clone(),
             record: Record {
                 session: uuid::Uuid::new_v4().to_string(),
-                node: NODE.clone(),
+                node: core.node_id().to_string(),
                 version: String::new(),
                 host: String::new(),
                 since: core.now_secs(),

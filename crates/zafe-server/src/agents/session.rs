@@ -191,7 +191,14 @@ pub async fn serve(
             }
             change = changes.recv() => {
                 let change = match change {
-                    Ok(change) => change,
+                    Ok(crate::changes::Change::Secret(change)) => change,
+                    // Changes may have been missed (another node's were lost in transit).
+                    Ok(crate::changes::Change::Resync) => {
+                        if !out.send("resync", json!({})).await {
+                            break Ended::Closed;
+                        }
+                        continue;
+                    }
                     // Fell behind: the agent catches up by comparing versions.
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         if !out.send("resync", json!({})).await {

@@ -398,33 +398,8 @@ async fn two_nodes() -> (Harness, Harness) {
     let backend: Arc<dyn zafe_storage::Backend> =
         Arc::new(zafe_storage::sqlite::SqliteBackend::memory().await.unwrap());
     let master = zafe_core::secret::SecretKey::generate();
-    let node = |backend: Arc<dyn zafe_storage::Backend>, master: zafe_core::secret::SecretKey| async move {
-        let clock = Arc::new(zafe_engine::ManualClock::starting_now());
-        let core = zafe_server::core::Core::new(zafe_server::core::CoreParts {
-            config: zafe_server::Config::default(),
-            clock: clock.clone(),
-            projects: zafe_server::projects::rule(),
-            engines: zafe_engines::build,
-            backend,
-            identity: zafe_core::identity::IdentityKey::from_seed(&[3u8; 32]),
-            master_key: Some(master),
-            token_pepper: None,
-            tls_spki: None,
-            proxy_spki: None,
-        })
-        .await
-        .unwrap();
-        if core.is_initialized().await.unwrap() {
-            core.unseal_with_master_key().await.unwrap();
-        } else {
-            core.initialize(1, 1, Some(NODES_ROOT)).await.unwrap();
-        }
-        assert!(!core.is_sealed());
-        let app = zafe_server::http::router(core.clone());
-        Harness { core, app, clock }
-    };
-    let a = node(backend.clone(), master.duplicate()).await;
-    let b = node(backend, master).await;
+    let a = node(backend.clone(), &master, NODES_ROOT).await;
+    let b = node(backend, &master, NODES_ROOT).await;
     (a, b)
 }
 

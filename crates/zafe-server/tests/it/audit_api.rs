@@ -15,10 +15,9 @@
 //!
 //! PostgreSQL tests need `ZAFE_TEST_POSTGRES_URL` (see zafe-storage's tests).
 
-use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::common::*;
 use axum::body::Body;
@@ -1751,67 +1750,3 @@ async fn several_postgres_nodes_write_one_chain() {
 }
 
 // ---- PostgreSQL helpers (as in zafe-storage's tests) ------------------------
-
-fn postgres_admin_url() -> Option<String> {
-    match std::env::var("ZAFE_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("ZAFE_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
-            panic!("ZAFE_REQUIRE_POSTGRES=1 but ZAFE_TEST_POSTGRES_URL is not set")
-        }
-        _ => {
-            eprintln!("skipping: ZAFE_TEST_POSTGRES_URL is not set");
-            None
-        }
-    }
-}
-
-async fn with_postgres_database<F, Fut>(test: F)
-where
-    F: FnOnce(String) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let Some(admin_url) = postgres_admin_url() else {
-        return;
-    };
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    // Unique within the process too: tests run in parallel in one binary.
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let name = format!("zafe_audit_api_{}_{n}_{nanos}", std::process::id());
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .expect("connect");
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let outcome = tokio::spawn(test(with_database(&admin_url, &name))).await;
-    sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
-    }
-}
-
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").expect("URL has a scheme") + 3;
-    let authority_end = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
-    let mut out = format!("{}/{database}", &base[..authority_end]);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
-}

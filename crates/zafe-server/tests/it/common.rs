@@ -3,13 +3,16 @@
 //! set-up steps the test modules share (servers, requests from a client
 //! address, policies, tokens, people).
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use sqlx::Connection as _;
 use tower::ServiceExt;
 use zafe_core::identity::IdentityKey;
 use zafe_core::secret::SecretKey;
@@ -47,6 +50,34 @@ pub async fn harness_with(config: Config, master_key: Option<SecretKey>) -> Harn
     })
     .await
     .unwrap();
+    let app = zafe_server::http::router(core.clone());
+    Harness { core, app, clock }
+}
+
+/// One node of several over `backend`: all share the master key (so each unseals itself) and
+/// the identity; the first one initialises the storage with `root` as its root token.
+pub async fn node(backend: Arc<dyn Backend>, master: &SecretKey, root: &str) -> Harness {
+    let clock = Arc::new(ManualClock::starting_now());
+    let core = Core::new(CoreParts {
+        config: Config::default(),
+        clock: clock.clone(),
+        projects: zafe_server::projects::rule(),
+        engines: zafe_engines::build,
+        backend,
+        identity: IdentityKey::from_seed(&[3u8; 32]),
+        master_key: Some(master.duplicate()),
+        token_pepper: None,
+        tls_spki: None,
+        proxy_spki: None,
+    })
+    .await
+    .unwrap();
+    if core.is_initialized().await.unwrap() {
+        core.unseal_with_master_key().await.unwrap();
+    } else {
+        core.initialize(1, 1, Some(root)).await.unwrap();
+    }
+    assert!(!core.is_sealed());
     let app = zafe_server::http::router(core.clone());
     Harness { core, app, clock }
 }
@@ -307,4 +338,70 @@ pub async fn password_login(
 pub fn client_token(a: &Answer) -> String {
     assert_eq!(a.status, StatusCode::OK, "{}", a.json);
     a.json["auth"]["client_token"].as_str().unwrap().to_string()
+}
+
+// ---- PostgreSQL: a throwaway database per test ----
+
+pub fn postgres_admin_url() -> Option<String> {
+    match std::env::var("ZAFE_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("ZAFE_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
+            panic!("ZAFE_REQUIRE_POSTGRES=1 but ZAFE_TEST_POSTGRES_URL is not set")
+        }
+        _ => {
+            eprintln!("skipping: ZAFE_TEST_POSTGRES_URL is not set");
+            None
+        }
+    }
+}
+
+pub async fn with_postgres_database<F, Fut>(test: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(admin_url) = postgres_admin_url() else {
+        return;
+    };
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    // Unique within the process too: tests run in parallel in one binary.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("zafe_server_test_{}_{n}_{nanos}", std::process::id());
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("connect");
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let outcome = tokio::spawn(test(with_database(&admin_url, &name))).await;
+    sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").expect("URL has a scheme") + 3;
+    let authority_end = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut out = format!("{}/{database}", &base[..authority_end]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
 }

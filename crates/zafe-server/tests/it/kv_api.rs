@@ -1532,13 +1532,15 @@ async fn a_sealed_server_serves_no_secrets() {
 // write that is refused publishes nothing.
 #[tokio::test]
 async fn committed_changes_are_published_without_values() {
-    use zafe_server::changes::SecretChange;
+    use zafe_server::changes::{Change, SecretChange};
     let h = server().await;
     let mut feed = h.core.changes().subscribe();
-    let change = |path: &str, version: Option<u64>| SecretChange {
-        mount: "secret/".into(),
-        path: path.into(),
-        version,
+    let change = |path: &str, version: Option<u64>| {
+        Change::Secret(SecretChange {
+            mount: "secret/".into(),
+            path: path.into(),
+            version,
+        })
     };
 
     ok(&h

@@ -31,6 +31,7 @@ mod audit_api;
 mod keys_api;
 mod kv_api;
 mod mounts_api;
+mod nodes_api;
 mod oidc_api;
 mod people_api;
 mod resolve_api;
