@@ -7,6 +7,14 @@
 //! token or a key share goes through it. Keeping them apart matters: a
 //! pooled connection of the public client was never checked against the pin
 //! and must not carry a token.
+//!
+//! A long-lived client (the agent, `zafe mcp`) outlives certificates: when a
+//! connection presents another TLS key than the verified channel's (the
+//! certificate was renewed with a new key), the TLS verifier refuses it
+//! before anything is written, the channel is forgotten, the server's
+//! identity is verified afresh (the new proof must come from the pinned
+//! identity key and be bound to the key this connection presents), and the
+//! request is sent once more on the new channel.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -19,7 +27,6 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use tokio::sync::OnceCell;
 use zafe_core::identity::IdentityProof;
 use zafe_core::reference::Reference;
 use zafe_core::secret::SecretString;
@@ -40,6 +47,14 @@ pub struct FetchedProof {
     /// SHA-256 of the SubjectPublicKeyInfo of the certificate on the
     /// connection the proof came over; `None` for plain HTTP.
     pub observed_tls_spki: Option<[u8; 32]>,
+}
+
+/// What a WebSocket needs of the verified channel: its TLS key and the trust roots (`None`
+/// over plain HTTP).
+pub(crate) struct SocketChannel {
+    pub(crate) tls_spki: Option<[u8; 32]>,
+    pub(crate) roots: Option<Arc<rustls::RootCertStore>>,
+    verified: Arc<Verified>,
 }
 
 /// What the verified channel is: its HTTP client and the identity it was
@@ -76,7 +91,8 @@ pub struct Client {
     roots: Option<Arc<rustls::RootCertStore>>,
     pins: PinStore,
     public: reqwest::Client,
-    verified: OnceCell<Verified>,
+    /// The verified channel, once opened; replaced when the server's TLS key changed.
+    verified: tokio::sync::Mutex<Option<Arc<Verified>>>,
     /// A person's session, when the token is its access token: replaced
     /// (and stored again) when the client refreshes it.
     session: parking_lot::Mutex<Option<crate::session::Session>>,
@@ -115,7 +131,7 @@ impl Client {
             pins: PinStore::new(&config.config_dir),
             roots,
             config,
-            verified: OnceCell::new(),
+            verified: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -182,7 +198,7 @@ impl Client {
         let checked = verified.checked.clone();
         // If another call opened the channel first, keep that one: it is
         // pinned to a key that was verified just the same.
-        let _ = self.verified.set(verified);
+        self.verified.lock().await.get_or_insert(Arc::new(verified));
         Ok(checked)
     }
 
@@ -202,15 +218,38 @@ impl Client {
 
     /// For [`Client::websocket`]: the verified channel's TLS key (pinned) and the trust roots
     /// (`None` over plain HTTP).
-    pub(crate) async fn channel_for_socket(
-        &self,
-    ) -> Result<(Option<[u8; 32]>, Option<Arc<rustls::RootCertStore>>)> {
+    pub(crate) async fn channel_for_socket(&self) -> Result<SocketChannel> {
         let verified = self.verified().await?;
-        Ok((verified.tls_spki, self.roots.clone()))
+        Ok(SocketChannel {
+            tls_spki: verified.tls_spki,
+            roots: self.roots.clone(),
+            verified,
+        })
     }
 
-    async fn verified(&self) -> Result<&Verified> {
-        self.verified.get_or_try_init(|| self.establish()).await
+    /// After a socket's TLS handshake refused the channel's key: forgets that channel, so that
+    /// the next connection verifies the server afresh.
+    pub(crate) async fn forget_socket_channel(&self, channel: &SocketChannel) {
+        self.forget(&channel.verified).await;
+    }
+
+    async fn verified(&self) -> Result<Arc<Verified>> {
+        let mut slot = self.verified.lock().await;
+        if let Some(verified) = slot.as_ref() {
+            return Ok(verified.clone());
+        }
+        let verified = Arc::new(self.establish().await?);
+        *slot = Some(verified.clone());
+        Ok(verified)
+    }
+
+    /// Forgets the verified channel if it is still `stale` (another request may have replaced
+    /// it already).
+    async fn forget(&self, stale: &Arc<Verified>) {
+        let mut slot = self.verified.lock().await;
+        if slot.as_ref().is_some_and(|v| Arc::ptr_eq(v, stale)) {
+            *slot = None;
+        }
     }
 
     async fn establish(&self) -> Result<Verified> {
@@ -531,23 +570,34 @@ impl Client {
         match channel {
             Channel::Public => self.send_on(&self.public, None, method, path, body).await,
             Channel::Verified | Channel::WithToken => {
-                let v = self.verified().await?;
                 let token = match channel {
                     Channel::WithToken => self.current_token(),
                     _ => None,
                 };
-                self.send_on(&v.http, token.as_ref(), method, path, body)
-                    .await
-                    .map_err(|e| match e {
-                        // The verifier refused a connection for its TLS key:
-                        // say so rather than show a bare TLS error.
-                        Error::Transport { .. } if v.pin_rejected.load(Ordering::Relaxed) => {
-                            Error::TlsKeyChanged {
-                                addr: self.addr.clone(),
-                            }
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    let v = self.verified().await?;
+                    match self
+                        .send_on(&v.http, token.as_ref(), method.clone(), path, body)
+                        .await
+                    {
+                        // The verifier refused a connection for its TLS key, before the request
+                        // was written: verify the server afresh and send it once more.
+                        Err(Error::Transport { .. })
+                            if v.pin_rejected.load(Ordering::Relaxed) && attempt == 1 =>
+                        {
+                            self.forget(&v).await;
                         }
-                        e => e,
-                    })
+                        // Still refused: say so rather than show a bare TLS error.
+                        Err(Error::Transport { .. }) if v.pin_rejected.load(Ordering::Relaxed) => {
+                            return Err(Error::TlsKeyChanged {
+                                addr: self.addr.clone(),
+                            });
+                        }
+                        other => return other,
+                    }
+                }
             }
         }
     }
