@@ -303,3 +303,46 @@ async fn agents_hear_changes_and_revocations_from_every_node_sqlite() {
 async fn agents_hear_changes_and_revocations_from_every_node_postgres() {
     on_postgres(agents_across_nodes).await;
 }
+
+/// `sys/audit-log/verify` on node A while node B keeps appending: entries appended after the
+/// verification read the chain head are left for the next one, not reported as tampering.
+async fn audit_verifies_while_others_append(a: Harness, b: Harness) {
+    for i in 0..200 {
+        write(&a, &format!("filler/{i}")).await;
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let appender = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                write(&b, &format!("during/{n}")).await;
+                n += 1;
+            }
+            n
+        })
+    };
+    for _ in 0..10 {
+        let verified = a
+            .call("GET", "/v1/sys/audit-log/verify", Some(ROOT), None)
+            .await;
+        assert_eq!(verified.status, StatusCode::OK, "{:?}", verified.json);
+        assert_eq!(
+            verified.json["data"]["report"]["ok"], true,
+            "{:?}",
+            verified.json
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(appender.await.unwrap() > 0, "B appended meanwhile");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verifies_while_other_nodes_append_sqlite() {
+    on_sqlite(audit_verifies_while_others_append).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verifies_while_other_nodes_append_postgres() {
+    on_postgres(audit_verifies_while_others_append).await;
+}
