@@ -9,6 +9,7 @@
 #   - the official MCP Python SDK (mcp, pinned) for the `zafe mcp` suite in
 #     tests/mcp, and the tools its commands use (xxd, script);
 #   - git, for the import tests;
+#   - HAProxy, in front of three nodes on PostgreSQL for the cluster test;
 #   - the OpenID provider (npm `oidc-provider`, tests/oidc) that the OIDC
 #     login tests log in through;
 # and then runs the whole Cargo workspace's tests, then that suite.
@@ -44,6 +45,15 @@ fi
 command -v xxd >/dev/null || { echo "xxd is required (apt-get install xxd)" >&2; exit 1; }
 command -v script >/dev/null || { echo "script is required (apt-get install bsdutils)" >&2; exit 1; }
 command -v hexdump >/dev/null || { echo "hexdump is required (apt-get install bsdextrautils)" >&2; exit 1; }
+# HAProxy: three zafe nodes on PostgreSQL behind a real load balancer
+# (crates/zafe/tests/it/cluster.rs); ZAFE_REQUIRE_HAPROXY makes a missing
+# install a failure, not a skip.
+if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy >/dev/null
+  fi
+fi
+export ZAFE_REQUIRE_HAPROXY=1
 # OIDC: a real OpenID provider under node for the login tests
 # (ZAFE_REQUIRE_OIDC makes a missing install a failure, not a skip).
 (cd tests/oidc && npm ci --no-audit --no-fund --loglevel=error)

@@ -18,6 +18,8 @@ mod agent_events_cli;
 #[allow(unsafe_code)]
 mod audit_cli;
 mod auth_cli;
+#[allow(unsafe_code)]
+mod cluster;
 mod identity;
 mod kv_cli;
 mod oidc_cli;
