@@ -1,8 +1,9 @@
 //! Three `zafe server` nodes on one PostgreSQL database behind a real HAProxy, on loopback
 //! (R-SCALE-2, the multi-node issue): one cluster identity that a client pins through the load
 //! balancer, `kill -9` of a node under write load through HAProxy without losing an
-//! acknowledged write, the other nodes serving on, the audit chain intact, and the killed node
-//! catching up when it is started again.
+//! acknowledged write, the other nodes serving on, the audit chain intact, the killed node
+//! catching up when it is started again, and a sealed node taken out of the balancer by its
+//! health answer (503) while the others serve.
 //!
 //! Needs PostgreSQL (`ZAFE_TEST_POSTGRES_URL`, as the storage tests) and `haproxy` on the
 //! path; without them the test is skipped, unless `ZAFE_REQUIRE_POSTGRES=1` /
@@ -360,6 +361,33 @@ async fn three_nodes_behind_haproxy_survive_kill_9_under_write_load() {
         .unwrap();
     assert_eq!(get(&restarted, &token, &mine.0).await.0, 200);
     assert_eq!(get(&restarted, &token, &other.0).await.0, 403);
+
+    // Sealing one node takes it out of the balancer; the others keep serving.
+    let sealed = call(
+        "PUT",
+        &format!("http://{}/v1/sys/seal", addrs[2]),
+        Some(&root),
+        None,
+    )
+    .await;
+    assert_eq!(sealed.status, 204, "{:?}", sealed.json);
+    let health = call(
+        "GET",
+        &format!("http://{}/v1/sys/health", addrs[2]),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(health.status, 503, "a sealed node says so to the balancer");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for (path, value, _) in acknowledged.iter().take(30) {
+        let (status, read) = get(&base, &root, path).await;
+        assert_eq!(
+            (status, read.as_deref()),
+            (200, Some(value.as_str())),
+            "{path}"
+        );
+    }
 
     drop(proxy);
     for node in nodes.iter_mut().flatten() {
