@@ -11,20 +11,28 @@
 //! | message `zafe.agent-revoked` from another node | ends that agent's session here |
 //! | `Lost` (notices may have been missed) | all of the above |
 //! | `Resumed` (the notification connection is back) | all of the above, and agents resync |
+//! | every second, on PostgreSQL ([`REREAD`]) | compiled ACLs, router and keyring again |
 //!
 //! Its own changes a node applies at once, before answering; the notices carry them to the
 //! others. The bound: a change acknowledged by one node is applied by the others as soon as its
 //! notification arrives (milliseconds on one machine); while a node's notification connection
-//! is down it drops its caches every 250 ms (`zafe_storage::notices::BACKSTOP`), so nothing
-//! it holds is older than that.
+//! is down it drops its caches every 250 ms (`zafe_storage::notices::BACKSTOP`). On
+//! PostgreSQL a commit is announced just after it commits, so a node that dies in between
+//! leaves the others uninformed: there every node also re-reads what it holds every second
+//! ([`REREAD`]), the hard bound. On SQLite (one process) every commit is announced before its
+//! caller is answered, and there is nothing to re-read.
 
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use zafe_storage::Notice;
 
 use crate::core::Core;
+
+/// How often a node re-reads what it holds when other processes share its storage.
+pub(crate) const REREAD: Duration = Duration::from_secs(1);
 
 /// The storage topic of agent revocations between nodes.
 pub(crate) const AGENT_REVOKED: &str = "zafe.agent-revoked";
@@ -41,7 +49,29 @@ pub(crate) struct Revoked {
 pub(crate) fn follow(core: &Arc<Core>) {
     let notices = core.backend().notices();
     let weak = Arc::downgrade(core);
+    if core.backend().kind() != "sqlite" {
+        tokio::spawn(reread(weak.clone()));
+    }
     tokio::spawn(run(weak, notices));
+}
+
+/// The backstop: every [`REREAD`], what this node holds is read again.
+async fn reread(core: Weak<Core>) {
+    let mut tick = tokio::time::interval(REREAD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(core) = core.upgrade() else { return };
+        refresh(&core).await;
+    }
+}
+
+/// Drops or reloads everything this node derived from storage.
+async fn refresh(core: &Arc<Core>) {
+    core.clear_acl_cache();
+    reload_mounts(core).await;
+    reload_keyring(core).await;
 }
 
 async fn run(core: Weak<Core>, mut notices: tokio::sync::broadcast::Receiver<Notice>) {
@@ -80,9 +110,7 @@ async fn apply(core: &Arc<Core>, notice: Notice) {
             _ => {}
         },
         Notice::Lost | Notice::Resumed => {
-            core.clear_acl_cache();
-            reload_mounts(core).await;
-            reload_keyring(core).await;
+            refresh(core).await;
             if notice == Notice::Resumed {
                 core.node_feed().resync();
             }

@@ -9,9 +9,9 @@
 //! everything they derived from storage: never stale, only slower.
 //!
 //! - SQLite (one process): notices are sent in process, after each commit.
-//! - PostgreSQL: `pg_notify` inside the committing transaction (PostgreSQL delivers it exactly
-//!   when, and only if, the transaction commits) and a `LISTEN` connection per node, which
-//!   hears the node's own commits too (each notice once, on every node); while that
+//! - PostgreSQL: `pg_notify` after each commit, batched by one task per node, and a `LISTEN`
+//!   connection per node, which hears the node's own commits too (each notice once, on every
+//!   node); while that
 //!   connection is down, `Lost` is repeated every [`BACKSTOP`], and `Resumed` says it is back.
 
 use std::sync::Arc;
@@ -49,8 +49,9 @@ pub const BACKLOG: usize = 4096;
 /// derived from storage lives longer than this unchecked.
 pub const BACKSTOP: Duration = Duration::from_millis(250);
 
-/// The largest payload of one PostgreSQL notification (its limit is 8,000 bytes); a commit
-/// whose keys do not fit is announced as "everything" (and read as [`Notice::Lost`]).
+/// The largest payload of one PostgreSQL notification (its limit is 8,000 bytes): keys that do
+/// not fit one are announced in several, and a key too long for one as `*` (read as
+/// [`Notice::Lost`]).
 pub(crate) const MAX_PAYLOAD: usize = 7_900;
 
 /// The keys a commit touches.
@@ -88,14 +89,30 @@ impl Notices {
     }
 }
 
-/// Encodes keys for a PostgreSQL notification: a JSON array, or `*` when it would not fit.
-pub(crate) fn encode_keys(keys: &[String]) -> String {
-    let text = serde_json::to_string(keys).unwrap_or_else(|_| "*".into());
-    if text.len() > MAX_PAYLOAD {
-        "*".into()
-    } else {
-        text
+/// Encodes keys for PostgreSQL notifications: as few JSON arrays as fit the payload limit (a
+/// key too long for one on its own becomes `*`, "everything").
+pub(crate) fn encode_key_batches(keys: &[String]) -> Vec<String> {
+    let mut batches = Vec::new();
+    let mut current: Vec<&String> = Vec::new();
+    let mut size = 2;
+    for key in keys {
+        let cost = serde_json::to_string(key).map_or(usize::MAX, |k| k.len() + 1);
+        if cost + 2 > MAX_PAYLOAD {
+            batches.push("*".to_string());
+            continue;
+        }
+        if size + cost > MAX_PAYLOAD {
+            batches.push(serde_json::to_string(&current).unwrap_or_else(|_| "*".into()));
+            current.clear();
+            size = 2;
+        }
+        current.push(key);
+        size += cost;
     }
+    if !current.is_empty() {
+        batches.push(serde_json::to_string(&current).unwrap_or_else(|_| "*".into()));
+    }
+    batches
 }
 
 /// Reads a notification of keys; anything else (`*`, or garbage) means "assume everything".
@@ -127,9 +144,22 @@ mod tests {
     #[test]
     fn keys_and_messages_round_trip_and_oversized_ones_mean_everything() {
         let keys: Vec<String> = vec!["core/policy/app".into(), "a\"b\nc".into()];
-        assert_eq!(decode_keys(&encode_keys(&keys)), Notice::Keys(keys.into()));
+        let encoded = encode_key_batches(&keys);
+        assert_eq!(encoded.len(), 1);
+        assert_eq!(decode_keys(&encoded[0]), Notice::Keys(keys.into()));
         let many: Vec<String> = (0..1000).map(|i| format!("logical/x/{i}")).collect();
-        assert_eq!(encode_keys(&many), "*");
+        // Batched: every key arrives, in notifications that fit.
+        let batches = encode_key_batches(&many);
+        assert!(batches.len() > 1 && batches.iter().all(|b| b.len() <= MAX_PAYLOAD));
+        let back: Vec<String> = batches
+            .iter()
+            .flat_map(|b| match decode_keys(b) {
+                Notice::Keys(keys) => keys.to_vec(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(back, many);
+        assert_eq!(encode_key_batches(&["x".repeat(MAX_PAYLOAD)]), ["*"]);
         assert_eq!(decode_keys("*"), Notice::Lost);
         assert_eq!(decode_keys("not json"), Notice::Lost);
         let m = encode_message("zafe.topic", "{\"a\":1}\nsecond line").unwrap();

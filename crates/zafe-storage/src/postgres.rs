@@ -20,17 +20,35 @@
 //!
 //! A conflict rolls back the whole transaction.
 //!
-//! Every commit announces its keys with `pg_notify` inside its own transaction (PostgreSQL
-//! delivers the notification when, and only if, it commits), and every node keeps one `LISTEN`
-//! connection that turns notifications into [`Notice`]s (see [`crate::notices`]).
+//! Every commit's keys are announced with `pg_notify` *after* it committed, by one task per
+//! node that batches whatever queued up meanwhile into one short transaction
+//! (`synchronous_commit = off`), and every node keeps one `LISTEN` connection that turns
+//! notifications into [`Notice`]s (see [`crate::notices`]). Not inside the committing
+//! transaction: PostgreSQL serialises notifying transactions on one database-wide lock held
+//! through their WAL flush, which measured 6,365 updates a second falling to 474 (see
+//! `bench/RESULTS.md`); batched after commit, a burst of commits costs one notification. The
+//! price is a window: a node that dies between a commit and its announcement leaves the others
+//! uninformed, which is why the server also re-reads what it holds every second.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 
 use crate::notices::{self, BACKSTOP, Notice, Notices};
+
+/// What a node announces to the others, queued for its announcer task.
+enum Announcement {
+    /// The keys of a commit that succeeded.
+    Keys(Arc<[String]>),
+    /// A published message, encoded.
+    Message(String),
+}
+
+/// The most announcements sent in one notifying transaction.
+const MAX_BATCH: usize = 1024;
 use crate::sql::{
     backend_error, describe, key_from_bytes, migration_error, prefix_upper_bound, scan_start,
     sql_limit,
@@ -56,6 +74,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct PostgresBackend {
     pool: PgPool,
     notices: Notices,
+    /// Where commits and messages queue for the announcer task.
+    announcer: tokio::sync::mpsc::UnboundedSender<Announcement>,
     /// The task that listens for other nodes' notifications; stopped with the backend.
     listener: tokio::task::JoinHandle<()>,
 }
@@ -92,10 +112,14 @@ impl PostgresBackend {
         let listener = listen(&pool).await.map_err(connect_error)?;
         let notices = Notices::default();
         let listener = tokio::spawn(follow(pool.clone(), listener, notices.clone()));
+        let (announcer, queue) = tokio::sync::mpsc::unbounded_channel();
+        // Ends when the backend (the sender) is dropped.
+        tokio::spawn(announce(pool.clone(), queue));
         tracing::debug!("connected to PostgreSQL storage");
         Ok(Self {
             pool,
             notices,
+            announcer,
             listener,
         })
     }
@@ -178,15 +202,14 @@ impl Backend for PostgresBackend {
                 return Err(e);
             }
         }
-        let keys = notices::keys_of(&ops);
-        if let Err(e) = announce(&mut tx, &keys).await {
-            let _ = tx.rollback().await;
-            return Err(e);
-        }
         // A commit that fails here (connection lost) leaves the outcome
         // unknown to us; PostgreSQL has either applied all ops or none.
-        // This node hears it as the others do, through its own LISTEN connection.
-        tx.commit().await.map_err(|e| backend_error("commit", e))
+        tx.commit().await.map_err(|e| backend_error("commit", e))?;
+        // Every node hears it, this one too, through its LISTEN connection.
+        let _ = self
+            .announcer
+            .send(Announcement::Keys(notices::keys_of(&ops)));
+        Ok(())
     }
 
     async fn commit_audited(
@@ -210,10 +233,6 @@ impl Backend for PostgresBackend {
         // The head row is locked last, after every row of the ops: appends
         // from every node serialize on it for as short a time as possible,
         // and no transaction waits for an entry row while holding the head.
-        let keys = notices::keys_of(&ops);
-        if result.is_ok() && !keys.is_empty() {
-            result = announce(&mut tx, &keys).await;
-        }
         let rows = match result {
             Ok(()) => audit::postgres::append_in(&mut tx, drafts, &*link)
                 .await
@@ -223,6 +242,11 @@ impl Backend for PostgresBackend {
         match rows {
             Ok(rows) => {
                 tx.commit().await.map_err(|e| backend_error("commit", e))?;
+                if !ops.is_empty() {
+                    let _ = self
+                        .announcer
+                        .send(Announcement::Keys(notices::keys_of(&ops)));
+                }
                 Ok(rows)
             }
             Err(e) => {
@@ -242,13 +266,9 @@ impl Backend for PostgresBackend {
         let text = notices::encode_message(topic, payload).ok_or_else(|| {
             StorageError::Backend(format!("publish: the message on {topic:?} is too large"))
         })?;
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(MESSAGES_CHANNEL)
-            .bind(text)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| backend_error("publish", e))?;
-        Ok(())
+        self.announcer
+            .send(Announcement::Message(text))
+            .map_err(|_| StorageError::Backend("publish: the announcer stopped".into()))
     }
 
     async fn ping(&self) -> Result<()> {
@@ -431,15 +451,57 @@ async fn delete(conn: &mut PgConnection, key: &str, condition: Condition) -> sql
     }
 }
 
-/// Announces a commit's keys inside its transaction.
-async fn announce(tx: &mut PgConnection, keys: &[String]) -> Result<()> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(KEYS_CHANNEL)
-        .bind(notices::encode_keys(keys))
-        .execute(tx)
-        .await
-        .map_err(|e| backend_error("commit: notify", e))?;
-    Ok(())
+/// Sends what queues up, in batches: everything queued while the previous batch was being
+/// sent goes out in one transaction, keys merged and split into notifications that fit.
+async fn announce(pool: PgPool, mut queue: tokio::sync::mpsc::UnboundedReceiver<Announcement>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let mut keys: Vec<String> = Vec::new();
+        let mut payloads = Vec::new();
+        for announcement in batch {
+            match announcement {
+                Announcement::Keys(k) => keys.extend(k.iter().cloned()),
+                Announcement::Message(text) => payloads.push((MESSAGES_CHANNEL, text)),
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        payloads.extend(
+            notices::encode_key_batches(&keys)
+                .into_iter()
+                .map(|text| (KEYS_CHANNEL, text)),
+        );
+        if let Err(e) = notify(&pool, &payloads).await {
+            // The other nodes catch up by their periodic re-read.
+            tracing::warn!(error = %describe(&e), "could not announce commits to the other nodes");
+        }
+    }
+}
+
+/// One short transaction of notifications. Nothing waits for its WAL flush: a notification lost
+/// in a crash is lost like one sent over a dropped connection.
+async fn notify(
+    pool: &PgPool,
+    payloads: &[(&str, String)],
+) -> std::result::Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
+    for (channel, payload) in payloads {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(*channel)
+            .bind(payload)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
 }
 
 /// A connection listening on Zafe's channels.
