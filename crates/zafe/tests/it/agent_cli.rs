@@ -112,7 +112,7 @@ impl Agent {
         let mut cmd = clean_command(BIN, &home, addr, None);
         cmd.args(["agent", "run", "--config"]).arg(&config);
         let log = dir.join("agent.log");
-        cmd.stdout(Stdio::null())
+        cmd.stdout(std::fs::File::create(dir.join("agent.out")).unwrap())
             .stderr(std::fs::File::create(&log).unwrap());
         Agent {
             child: cmd.spawn().unwrap(),
@@ -460,4 +460,42 @@ fn racing_registrations_from_the_command_line_make_one_agent() {
     let token = winners[0].stdout.trim();
     let read = admin.ok(token, &["inject"], Some("{{ zafe://myapp/prod/DB_URL }}"));
     assert_eq!(read.trim(), "postgres://v1");
+}
+
+// Exec mode with `mask = true`: what the child prints goes through the same masker as
+// `zafe run`'s, so its secret (and an encoding of it) reaches the agent's output as ***.
+#[test]
+fn exec_masks_the_childs_output_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, _, addr) = dev_server(dir.path(), ROOT);
+    let admin = Admin::new(dir.path(), &addr);
+    let token = admin.project_and_agent(ROOT);
+    admin.set(ROOT, "DB_URL", "postgres://masked-secret");
+    let script =
+        "echo \"url=$DB_URL\"; printf '%s' \"$DB_URL\" | base64; echo done; exec sleep 600";
+    let mut agent = Agent::start(
+        dir.path(),
+        &addr,
+        &token,
+        &format!(
+            "[exec]\ncommand = [\"sh\", \"-c\", {script:?}]\nmask = true\n\
+             env = {{ DB_URL = \"zafe://myapp/prod/DB_URL\" }}\n"
+        ),
+    );
+    let out = dir.path().join("agent.out");
+    eventually("the child's output", Duration::from_secs(20), || {
+        read(&out).contains("done")
+    });
+    let printed = read(&out);
+    assert!(printed.contains("url=***"), "{printed}");
+    assert!(!printed.contains("masked-secret"), "{printed}");
+    assert!(
+        !printed.contains("cG9zdGdyZXM6Ly9tYXNrZWQtc2VjcmV0"),
+        "{printed}"
+    );
+    agent.signal(libc::SIGTERM);
+    assert_eq!(
+        agent.exit_code(Duration::from_secs(20)),
+        128 + libc::SIGTERM
+    );
 }
