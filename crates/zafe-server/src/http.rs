@@ -403,10 +403,13 @@ async fn build_request(
     } else {
         let value: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| Error::bad_request(format!("failed to parse JSON input: {e}")))?;
-        if !value.is_object() {
-            return Err(Error::bad_request("the request body must be a JSON object"));
+        match value {
+            // Vault's clients send `null` for a write without data (`vault write -f`, OpenBao
+            // Agent's AppRole secret-id): Vault reads it as an empty object, and so does Zafe.
+            serde_json::Value::Null => None,
+            serde_json::Value::Object(_) => Some(RequestBody::new(value, bytes.len())),
+            _ => return Err(Error::bad_request("the request body must be a JSON object")),
         }
-        Some(RequestBody::new(value, bytes.len()))
     };
     // Response wrapping is not implemented: refusing it is safer than
     // answering in the clear to a caller who expects a wrapping token.

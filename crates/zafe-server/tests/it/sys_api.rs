@@ -318,6 +318,36 @@ async fn malformed_json_is_a_clear_400() {
     }
 }
 
+// Vault's clients send `null` for a write without data (`vault write -f`, OpenBao Agent asking
+// for an AppRole secret-id): it is an empty object, as in Vault.
+#[tokio::test]
+async fn a_null_body_is_an_empty_object() {
+    let (h, root) = unsealed().await;
+    let enabled = h
+        .call(
+            "POST",
+            "/v1/sys/mounts/transit",
+            Some(&root),
+            Some(serde_json::json!({"type": "transit"})),
+        )
+        .await;
+    assert!(enabled.status.is_success(), "{:?}", enabled.json);
+    for path in ["/v1/transit/keys/k1", "/v1/transit/keys/k1/rotate"] {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("x-vault-token", &root)
+            .body(axum::body::Body::from("null"))
+            .unwrap();
+        let a = h.send(req).await;
+        assert!(a.status.is_success(), "{path}: {:?}", a.json);
+    }
+    let key = h
+        .call("GET", "/v1/transit/keys/k1", Some(&root), None)
+        .await;
+    assert_eq!(key.json["data"]["latest_version"], 2, "{:?}", key.json);
+}
+
 // R-OPS-3 and R-WEB-2: request ids and security headers on every response.
 #[tokio::test]
 async fn every_response_has_a_request_id_and_security_headers() {
