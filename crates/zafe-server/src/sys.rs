@@ -57,6 +57,8 @@ pub(crate) enum RouteId {
     RekeyUpdate,
     AuditExport,
     AuditVerify,
+    AuditDevices,
+    AuditDevice,
     AuditCheckpoints,
     ServiceAccounts,
     ServiceAccount,
@@ -318,6 +320,18 @@ pub const ROUTES: &[Route] = &[
         id: RouteId::People(P::User),
     },
     Route {
+        path: "sys/audit",
+        access: Access::Sudo,
+        operations: &[Read],
+        id: RouteId::AuditDevices,
+    },
+    Route {
+        path: "sys/audit/*",
+        access: Access::Sudo,
+        operations: &[Read, Write, Delete],
+        id: RouteId::AuditDevice,
+    },
+    Route {
         path: "sys/audit-log/export",
         access: Access::Sudo,
         operations: &[Read],
@@ -504,6 +518,11 @@ pub(crate) async fn dispatch(
         }
         (RouteId::AuditExport, _) => crate::audit::api::export(core, &req).await,
         (RouteId::AuditVerify, _) => crate::audit::api::verify(core).await,
+        (RouteId::AuditDevices, _) => crate::audit::api::devices(core),
+        (RouteId::AuditDevice, _) => Err(Error::bad_request(
+            "audit devices are not enabled through the API in Zafe: the audit chain in the database \
+             is always on, and a file sink is set in the configuration ([audit] file_path)",
+        )),
         (RouteId::AuditCheckpoints, _) => crate::audit::api::checkpoints(core, &req).await,
         (RouteId::Totp, _) => crate::people::totp::handle(core, rest, &req, caller.as_ref()).await,
         (RouteId::OidcAuthUrl, _) => crate::people::oidc::auth_url_route(core, &req).await,

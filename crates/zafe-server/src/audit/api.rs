@@ -245,6 +245,38 @@ pub(crate) fn csv_cell(value: &str) -> String {
     }
 }
 
+/// `GET sys/audit` (Vault's audit device list): Zafe's sinks, the audit chain in the database
+/// (always on) and the JSON-lines file when configured.
+pub fn devices(core: &Arc<Core>) -> Result<Response> {
+    let mut map = serde_json::Map::new();
+    map.insert(
+        "database/".into(),
+        json!({
+            "type": "database",
+            "path": "database/",
+            "description": "the tamper-evident audit chain in Zafe's database (always on)",
+            "options": {},
+            "local": false,
+        }),
+    );
+    if let Some(file) = &core.config.audit.file_path {
+        map.insert(
+            "file/".into(),
+            json!({
+                "type": "file",
+                "path": "file/",
+                "description": "JSON lines, written beside the database chain",
+                "options": { "file_path": file.display().to_string() },
+                "local": false,
+            }),
+        );
+    }
+    Ok(Response::VaultWithTopLevel {
+        data: Value::Object(map.clone()),
+        top_level: map,
+    })
+}
+
 /// `sys/audit-log/verify`.
 pub async fn verify(core: &Arc<Core>) -> Result<Response> {
     let report = core.audit.verify().await.map_err(Error::AuditUnavailable)?;

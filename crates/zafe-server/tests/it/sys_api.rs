@@ -348,6 +348,38 @@ async fn a_null_body_is_an_empty_object() {
     assert_eq!(key.json["data"]["latest_version"], 2, "{:?}", key.json);
 }
 
+// `bao audit list` / hvac's `list_enabled_audit_devices`: Zafe's sinks in Vault's shape (sudo);
+// enabling or disabling a device through the API is refused with a message saying where sinks
+// are configured.
+#[tokio::test]
+async fn audit_devices_are_listed_in_vaults_shape() {
+    let (h, root) = unsealed().await;
+    let listed = h.call("GET", "/v1/sys/audit", Some(&root), None).await;
+    assert_eq!(listed.status, StatusCode::OK, "{:?}", listed.json);
+    assert_eq!(listed.json["data"]["database/"]["type"], "database");
+    assert_eq!(
+        listed.json["database/"]["path"], "database/",
+        "also at the top level"
+    );
+    let token = token_with(&h, &root, &["default"]).await;
+    let refused = h.call("GET", "/v1/sys/audit", Some(&token), None).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let enable = h
+        .call(
+            "PUT",
+            "/v1/sys/audit/file",
+            Some(&root),
+            Some(serde_json::json!({"type": "file", "options": {"file_path": "/tmp/x"}})),
+        )
+        .await;
+    assert_eq!(enable.status, StatusCode::BAD_REQUEST);
+    assert!(
+        enable.first_error().contains("[audit] file_path"),
+        "{:?}",
+        enable.json
+    );
+}
+
 // R-OPS-3 and R-WEB-2: request ids and security headers on every response.
 #[tokio::test]
 async fn every_response_has_a_request_id_and_security_headers() {
