@@ -452,18 +452,7 @@ impl Core {
                 self.now_secs(),
             )
             .await?
-            .map(|agent| {
-                Caller::Agent(crate::caller::AgentCaller {
-                    token: crate::tokens::TokenEntry {
-                        accessor: agent.accessor.clone(),
-                        display_name: format!("agent-{}-{}", agent.project, agent.name),
-                        created_at: agent.created_at,
-                        path: "sys/agents".into(),
-                        ..Default::default()
-                    },
-                    agent,
-                })
-            })
+            .map(crate::agents::as_caller)
             .ok_or(Error::PermissionDenied)
             .inspect(crate::audit::note_caller);
         }

@@ -132,6 +132,26 @@ impl PostgresBackend {
     }
 }
 
+/// `url` with its database name replaced by `database`, keeping user, password, host, port and
+/// query parameters: the URL of another database on the same server (tests make and drop one
+/// per test this way).
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let authority_end = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut out = format!("{}/{database}", &base[..authority_end]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
 #[async_trait]
 impl Backend for PostgresBackend {
     fn kind(&self) -> &'static str {

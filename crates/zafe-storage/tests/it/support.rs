@@ -71,24 +71,7 @@ where
     }
 }
 
-/// `url` with its database name replaced by `database`, keeping user,
-/// password, host, port and query parameters.
-pub fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").expect("URL has a scheme") + 3;
-    let authority_end = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
-    let mut out = format!("{}/{database}", &base[..authority_end]);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
-}
+pub use zafe_storage::postgres::with_database;
 
 /// A put of `key` = `value` at `generation`, under `condition`.
 pub fn put_entry(key: &str, value: &[u8], generation: i64, condition: Condition) -> Op {

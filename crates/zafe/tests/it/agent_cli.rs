@@ -4,7 +4,7 @@
 //! gets) to files the test reads.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use crate::support::*;

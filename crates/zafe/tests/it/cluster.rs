@@ -67,15 +67,7 @@ async fn database() -> Option<(String, String, String)> {
         .await
         .unwrap();
     connection.close().await.unwrap();
-    let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
-    let authority = base.find("://").unwrap() + 3;
-    let end = base[authority..]
-        .find('/')
-        .map_or(base.len(), |i| authority + i);
-    let mut url = format!("{}/{name}", &base[..end]);
-    if !query.is_empty() {
-        url = format!("{url}?{query}");
-    }
+    let url = zafe_storage::postgres::with_database(&admin, &name);
     Some((admin, url, name))
 }
 
