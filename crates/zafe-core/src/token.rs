@@ -43,11 +43,13 @@ pub enum TokenKind {
     SecretId,
     /// Invitations to create an account.
     Invite,
+    /// Response-wrapping tokens (single use, short-lived).
+    Wrapping,
 }
 
 impl TokenKind {
     /// Every kind, for classifying a token by its tag.
-    pub const ALL: [TokenKind; 8] = [
+    pub const ALL: [TokenKind; 9] = [
         TokenKind::Service,
         TokenKind::ServiceAccount,
         TokenKind::Access,
@@ -56,6 +58,7 @@ impl TokenKind {
         TokenKind::Setup,
         TokenKind::SecretId,
         TokenKind::Invite,
+        TokenKind::Wrapping,
     ];
 
     /// The tag between `zafe_` and the random part (`s`, `sa`, `at`, ...).
@@ -70,6 +73,7 @@ impl TokenKind {
             TokenKind::Setup => "su",
             TokenKind::SecretId => "sid",
             TokenKind::Invite => "iv",
+            TokenKind::Wrapping => "wr",
         }
     }
 

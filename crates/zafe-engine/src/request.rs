@@ -42,6 +42,9 @@ pub struct Request {
     pub request_id: String,
     /// The `User-Agent` header, kept with a person's session.
     pub user_agent: Option<String>,
+    /// `X-Vault-Wrap-TTL`, in seconds: the core answers with a single-use wrapping token
+    /// instead of the response.
+    pub wrap_ttl: Option<u64>,
 }
 
 /// The token a request carried. Its `Debug` prints `Token(..)`, never the token; the memory is
@@ -138,6 +141,7 @@ pub(crate) mod tests {
             client_ip: IpAddr::from([127, 0, 0, 1]),
             request_id: "req-1".into(),
             user_agent: None,
+            wrap_ttl: None,
         }
     }
 
@@ -177,6 +181,7 @@ pub(crate) mod tests {
             client_ip: "192.0.2.1".parse().unwrap(),
             request_id: "req-1".into(),
             user_agent: None,
+            wrap_ttl: None,
         };
         for shown in [format!("{request:?}"), format!("{request:#?}")] {
             assert!(!shown.contains(token), "{shown}");

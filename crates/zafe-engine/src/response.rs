@@ -47,6 +47,9 @@ pub enum Response {
         /// Warnings for the caller.
         warnings: Vec<String>,
     },
+    /// A response wrapped in a single-use token (`X-Vault-Wrap-TTL`): the envelope's
+    /// `wrap_info`, with `data` and `auth` empty. Made by the core only.
+    Wrapped(Value),
     /// A body made in pieces (audit exports), with its content type.
     Stream(&'static str, BoxStream<'static, Result<Vec<u8>>>),
 }
@@ -89,9 +92,10 @@ impl Response {
             | Response::Json(status, _)
             | Response::Status(status) => *status,
             Response::NoContent => Status::NO_CONTENT,
-            Response::VaultWithTopLevel { .. } | Response::Login { .. } | Response::Stream(..) => {
-                Status::OK
-            }
+            Response::VaultWithTopLevel { .. }
+            | Response::Login { .. }
+            | Response::Stream(..)
+            | Response::Wrapped(_) => Status::OK,
         }
     }
 }
@@ -107,6 +111,7 @@ impl std::fmt::Debug for Response {
             Response::Status(_) => "Status",
             Response::Login { .. } => "Login",
             Response::Stream(..) => "Stream",
+            Response::Wrapped(_) => "Wrapped",
         };
         write!(f, "Response::{kind}({})", self.status().code())
     }

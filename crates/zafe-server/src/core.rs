@@ -488,6 +488,17 @@ impl Core {
 
     /// The single entry point for every `/v1/` request.
     pub async fn handle(self: &Arc<Self>, req: Request) -> Result<Response> {
+        // `X-Vault-Wrap-TTL`: the answer goes into a single-use wrapping token.
+        let wrap = req.wrap_ttl.map(|ttl| (ttl, req.path.clone()));
+        let response = self.answer(req).await?;
+        match wrap {
+            Some((ttl, path)) => crate::wrapping::wrap(self, response, ttl, &path).await,
+            None => Ok(response),
+        }
+    }
+
+    /// [`Core::handle`] before any wrapping.
+    async fn answer(self: &Arc<Self>, req: Request) -> Result<Response> {
         if let Some((route, rest)) = sys::find(&req.path) {
             let caller = match route.access {
                 Access::Public => None,

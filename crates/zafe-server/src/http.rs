@@ -301,6 +301,7 @@ async fn agent_socket(
         client_ip: ctx.client_ip,
         request_id: ctx.request_id,
         user_agent: None,
+        wrap_ttl: None,
     };
     let agent = match core.authenticate(&probe).await {
         Ok(crate::caller::Caller::Agent(agent)) => agent.agent,
@@ -411,16 +412,21 @@ async fn build_request(
             _ => return Err(Error::bad_request("the request body must be a JSON object")),
         }
     };
-    // Response wrapping is not implemented: refusing it is safer than
-    // answering in the clear to a caller who expects a wrapping token.
-    if headers
-        .get("x-vault-wrap-ttl")
-        .is_some_and(|v| !v.is_empty())
-    {
-        return Err(Error::bad_request(
-            "response wrapping (X-Vault-Wrap-TTL) is not supported by Zafe",
-        ));
-    }
+    // Response wrapping: a duration ("60s", "5m", "300"); the core checks its bounds.
+    let wrap_ttl = match headers.get("x-vault-wrap-ttl") {
+        Some(value) if !value.is_empty() => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(zafe_engine::parse_duration)
+                .ok_or_else(|| {
+                    Error::bad_request(
+                        "X-Vault-Wrap-TTL must be a duration, like \"60s\" or \"5m\"",
+                    )
+                })?,
+        ),
+        _ => None,
+    };
     let token = presented_token(headers).map(|t| RequestToken::new(t.to_string()));
     let path = percent_decode(uri.path().strip_prefix("/v1/").unwrap_or_default())?;
     Ok(Request {
@@ -435,6 +441,7 @@ async fn build_request(
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
+        wrap_ttl,
     })
 }
 
@@ -578,6 +585,11 @@ fn reply_response(request_id: &str, reply: Reply) -> Response {
             for (k, v) in top_level {
                 body[k] = v;
             }
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+        Reply::Wrapped(wrap_info) => {
+            let mut body = envelope(request_id, None, None, Vec::new());
+            body["wrap_info"] = wrap_info;
             (StatusCode::OK, axum::Json(body)).into_response()
         }
         Reply::Json(status, body) => (http_status(status), axum::Json(body)).into_response(),

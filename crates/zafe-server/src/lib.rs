@@ -49,6 +49,7 @@ pub mod seal;
 pub mod service_accounts;
 pub mod sys;
 pub mod tokens;
+mod wrapping;
 
 mod launch;
 

@@ -1296,6 +1296,7 @@ impl<'a> KvAccess<'a> {
             client_ip: self.req.client_ip,
             request_id: self.req.request_id.clone(),
             user_agent: None,
+            wrap_ttl: None,
         };
         self.core
             .call_engine(&self.mounted, self.caller, &request, rel)

@@ -184,6 +184,7 @@ async fn read_field(
         client_ip: req.client_ip,
         request_id: req.request_id.clone(),
         user_agent: None,
+        wrap_ttl: None,
     };
     let rel = format!("data/{}", location.path);
     let response = match core.call_engine(mounted, caller, &request, &rel).await {

@@ -59,6 +59,8 @@ pub(crate) enum RouteId {
     AuditVerify,
     AuditDevices,
     AuditDevice,
+    Wrapping,
+    WrappingWrap,
     AuditCheckpoints,
     ServiceAccounts,
     ServiceAccount,
@@ -320,6 +322,30 @@ pub const ROUTES: &[Route] = &[
         id: RouteId::People(P::User),
     },
     Route {
+        path: "sys/wrapping/unwrap",
+        access: Access::Public,
+        operations: &[Write],
+        id: RouteId::Wrapping,
+    },
+    Route {
+        path: "sys/wrapping/lookup",
+        access: Access::Public,
+        operations: &[Read, Write],
+        id: RouteId::Wrapping,
+    },
+    Route {
+        path: "sys/wrapping/rewrap",
+        access: Access::Public,
+        operations: &[Write],
+        id: RouteId::Wrapping,
+    },
+    Route {
+        path: "sys/wrapping/wrap",
+        access: Access::Token,
+        operations: &[Write],
+        id: RouteId::WrappingWrap,
+    },
+    Route {
         path: "sys/audit",
         access: Access::Sudo,
         operations: &[Read],
@@ -519,6 +545,10 @@ pub(crate) async fn dispatch(
         (RouteId::AuditExport, _) => crate::audit::api::export(core, &req).await,
         (RouteId::AuditVerify, _) => crate::audit::api::verify(core).await,
         (RouteId::AuditDevices, _) => crate::audit::api::devices(core),
+        (RouteId::Wrapping | RouteId::WrappingWrap, _) => {
+            let name = req.path.rsplit('/').next().unwrap_or_default().to_string();
+            crate::wrapping::handle(core, &name, &req).await
+        }
         (RouteId::AuditDevice, _) => Err(Error::bad_request(
             "audit devices are not enabled through the API in Zafe: the audit chain in the database \
              is always on, and a file sink is set in the configuration ([audit] file_path)",

@@ -42,3 +42,4 @@ mod tamper;
 mod tokens_api;
 mod totp_api;
 mod transit_api;
+mod wrapping_api;

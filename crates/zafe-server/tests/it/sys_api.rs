@@ -215,6 +215,10 @@ async fn only_the_public_allowlist_answers_without_a_token() {
             "auth/user/login",
             "auth/user/refresh",
             "auth/user/register",
+            // Authenticated by the single-use wrapping token they are given, as in Vault.
+            "sys/wrapping/unwrap",
+            "sys/wrapping/lookup",
+            "sys/wrapping/rewrap",
             "auth/oidc/auth_url",
             "auth/oidc/callback",
         ]
