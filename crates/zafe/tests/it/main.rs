@@ -12,6 +12,7 @@
 mod support;
 
 mod admin_cli;
+mod agent_tls;
 #[allow(unsafe_code)]
 mod agent_cli;
 mod agent_events_cli;
