@@ -139,6 +139,19 @@ impl Agent {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits until the agent's log satisfies `check`; fails showing the log.
+    fn wait_log(&self, what: &str, limit: Duration, check: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + limit;
+        while !check(&self.log()) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting: {what}; the agent's log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Agent {
@@ -156,26 +169,40 @@ fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// A TLS server (certificate signed by `pki`) with a master key, initialised;
-/// returns it, its https URL and the root token.
-async fn tls_server(dir: &Path, pki: &Pki) -> (Server, String, String) {
-    let addr = free_addr();
-    let (cert_file, key_file) = pki.issue("server");
+/// Starts `zafe server` on `addr` serving TLS with `cert` (from [`Pki::issue`]), its data
+/// under `dir`, unsealed by `master` (hex); does not initialise it.
+fn start_tls(
+    dir: &Path,
+    addr: std::net::SocketAddr,
+    cert: &(PathBuf, PathBuf),
+    master: &str,
+) -> Server {
     let section = format!(
         "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-        cert_file.display(),
-        key_file.display()
+        cert.0.display(),
+        cert.1.display()
     );
-    let server_dir = dir.join("server");
-    std::fs::create_dir_all(&server_dir).unwrap();
-    let cfg = config_file(&server_dir, addr, "", &section);
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = config_file(dir, addr, "", &section);
     let mut server = Server::start_config(
         &cfg,
-        &[("ZAFE_MASTER_KEY", &"44".repeat(32))],
+        &[("ZAFE_MASTER_KEY", master)],
         addr,
         dir.join("server.log"),
     );
     server.scheme = "https";
+    server
+}
+
+/// A TLS server (certificate signed by `pki`) with a master key, initialised;
+/// returns it, its https URL and the root token.
+async fn tls_server(dir: &Path, pki: &Pki) -> (Server, String, String) {
+    let server = start_tls(
+        &dir.join("server"),
+        free_addr(),
+        &pki.issue("server"),
+        &"44".repeat(32),
+    );
     let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.ca_file()).unwrap()).unwrap();
     let res = reqwest::Client::builder()
         .add_root_certificate(ca)
@@ -442,4 +469,124 @@ async fn an_agent_that_does_not_trust_the_server_never_connects() {
         assert!(!connected, "{name}: {row}");
         drop(agent);
     }
+}
+
+// The pin is what protects a connected agent when its server is replaced:
+// an agent that pinned the server on first use (TOFU, only the CA
+// configured) loses its connection, and at the same address comes another
+// Zafe server with a certificate from the same CA. The running agent refuses
+// it in the TLS handshake (not the key its server's identity was proven on),
+// an agent restarted on that host refuses it for its identity (the pin);
+// neither sends it a token, the file is kept; when the real server is back
+// the agent reconnects over wss and follows changes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_agent_refuses_an_impostor_at_its_address_and_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "real");
+    let (mut server, url, root) = tls_server(dir.path(), &pki).await;
+    let addr = server.addr;
+    let admin = Cli::new(dir.path(), "admin", &url, Some(&root)).with("ZAFE_CACERT", pki.ca_file());
+    let token = project_and_agent(&admin, "web-1");
+    let (config, output) = agent_files(dir.path(), "web-1", &url, &token);
+    let host = Cli::new(dir.path(), "host", &url, None).with("ZAFE_CACERT", pki.ca_file());
+    let agent = host.spawn_agent(&config, &dir.path().join("web-1.log"));
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    eventually("the first render", Duration::from_secs(20), || {
+        read(&output) == format!("DB_URL={FIRST}\n")
+    });
+    eventually("the wss connection", Duration::from_secs(20), || {
+        agent.log().contains("connected to")
+    });
+    let pins = std::fs::read_to_string(dir.path().join("host/servers.toml")).unwrap();
+    assert!(pins.contains("tls_bound = true"), "{pins}");
+
+    server.stop();
+    agent.wait_log("the lost connection", Duration::from_secs(20), |log| {
+        log.contains("lost")
+    });
+    let impostor = start_tls(
+        &dir.path().join("impostor"),
+        addr,
+        &pki.issue("impostor"),
+        &"55".repeat(32),
+    );
+    // The running agent holds the TLS key its server's identity was proven on:
+    // the impostor's certificate is refused in the handshake, before any request.
+    agent.wait_log("the impostor refused", Duration::from_secs(60), |log| {
+        log.split("lost")
+            .nth(1)
+            .is_some_and(|after| after.matches("invalid peer certificate").count() >= 2)
+    });
+    // An agent (re)started on that host checks the pin: another identity.
+    let restarted = host.spawn_agent(&config, &dir.path().join("web-1-restarted.log"));
+    restarted.wait_log(
+        "the restarted agent refuses",
+        Duration::from_secs(30),
+        |log| log.contains("proved a different identity") && log.contains("retrying"),
+    );
+    for log in [agent.log(), restarted.log()] {
+        assert!(
+            log.contains("No credentials were sent") || log.contains("invalid peer certificate"),
+            "{log}"
+        );
+        assert_quiet(&log, &token);
+    }
+    assert!(
+        !restarted.log().contains("connected to"),
+        "{}",
+        restarted.log()
+    );
+    assert!(
+        !restarted.log().contains("zafe agent: rendered"),
+        "{}",
+        restarted.log()
+    );
+    assert_eq!(
+        agent.log().matches("connected to").count(),
+        1,
+        "{}",
+        agent.log()
+    );
+    assert_eq!(
+        read(&output),
+        format!("DB_URL={FIRST}\n"),
+        "the file is kept"
+    );
+    drop(restarted);
+    let impostor_log = impostor.log_text();
+    assert!(
+        !impostor_log.contains(&token) && !impostor_log.contains("agents/connect"),
+        "{impostor_log}"
+    );
+    drop(impostor);
+
+    // The real server again, same identity, same certificate.
+    let _server = start_tls(
+        &dir.path().join("server"),
+        addr,
+        &(
+            dir.path().join("server.pem"),
+            dir.path().join("server-key.pem"),
+        ),
+        &"44".repeat(32),
+    );
+    agent.wait_log("the reconnection", Duration::from_secs(60), |log| {
+        log.matches("connected to").count() == 2
+    });
+    admin.ok(
+        &[
+            "secret",
+            "set",
+            "DB_URL",
+            "--project",
+            "myapp",
+            "--env",
+            "prod",
+        ],
+        Some(SECOND),
+    );
+    eventually("the pushed re-render", Duration::from_secs(20), || {
+        read(&output) == format!("DB_URL={SECOND}\n")
+    });
+    assert_quiet(&agent.log(), &token);
 }
