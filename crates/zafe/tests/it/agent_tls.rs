@@ -590,3 +590,54 @@ async fn a_connected_agent_refuses_an_impostor_at_its_address_and_comes_back() {
     });
     assert_quiet(&agent.log(), &token);
 }
+
+// A server's certificate is renewed with a new key (what most ACME clients
+// do): its identity key is unchanged and its new identity proof is bound to
+// the new TLS key, so a client that verifies afresh accepts it. A running
+// agent does not verify afresh: it keeps refusing the new key until it is
+// restarted. Ignored until that is fixed (reported with issue 11; see the
+// ignore reason); run with `-- --ignored` to reproduce.
+#[ignore = "a running zafe agent keeps the TLS key its first verification saw (one zafe_client::Client for the daemon's life, verified once): after a certificate renewal with a new key it never reconnects until restarted"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_agent_follows_its_server_through_a_certificate_renewal() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "real");
+    let (mut server, url, root) = tls_server(dir.path(), &pki).await;
+    let addr = server.addr;
+    let admin = Cli::new(dir.path(), "admin", &url, Some(&root)).with("ZAFE_CACERT", pki.ca_file());
+    let token = project_and_agent(&admin, "web-1");
+    let (config, output) = agent_files(dir.path(), "web-1", &url, &token);
+    let host = Cli::new(dir.path(), "host", &url, None).with("ZAFE_CACERT", pki.ca_file());
+    let agent = host.spawn_agent(&config, &dir.path().join("web-1.log"));
+    agent.wait_log("the wss connection", Duration::from_secs(20), |log| {
+        log.contains("connected to")
+    });
+    server.stop();
+    let _server = start_tls(
+        &dir.path().join("server"),
+        addr,
+        &pki.issue("server-renewed"),
+        &"44".repeat(32),
+    );
+    // A fresh client accepts the renewed server: same identity, new TLS key.
+    host.ok(&["status"], None);
+    agent.wait_log("the reconnection", Duration::from_secs(60), |log| {
+        log.matches("connected to").count() == 2
+    });
+    admin.ok(
+        &[
+            "secret",
+            "set",
+            "DB_URL",
+            "--project",
+            "myapp",
+            "--env",
+            "prod",
+        ],
+        Some(SECOND),
+    );
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    eventually("the pushed re-render", Duration::from_secs(20), || {
+        read(&output) == format!("DB_URL={SECOND}\n")
+    });
+}
