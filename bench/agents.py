@@ -48,7 +48,7 @@ ADDR = f"http://127.0.0.1:{PORT}"
 
 
 def seconds(text):
-    """"30s", "5m", "1h" or a number of seconds."""
+    """Seconds in "30s", "5m", "1h" or a plain number."""
     units = {"s": 1, "m": 60, "h": 3600}
     text = text.strip()
     return float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
