@@ -565,7 +565,7 @@ impl Agent {
                         },
                         Err(e) => {
                             eprintln!(
-                                "zafe agent: the server is unreachable ({e}); the rendered files{} are kept, retrying",
+                                "zafe agent: cannot connect to the server: {e}; the rendered files{} are kept, retrying",
                                 if child.is_some() { " and the command" } else { "" }
                             );
                             offline_since.get_or_insert_with(Instant::now);

@@ -12,10 +12,10 @@
 mod support;
 
 mod admin_cli;
-mod agent_tls;
 #[allow(unsafe_code)]
 mod agent_cli;
 mod agent_events_cli;
+mod agent_tls;
 #[allow(unsafe_code)]
 mod audit_cli;
 mod auth_cli;
