@@ -313,8 +313,13 @@ async fn agent_socket(
             "this endpoint is a WebSocket: connect with an Upgrade request",
         ));
     };
+    // Frames are small (at most MAX_FRAME_BYTES, usually a few hundred bytes) and a server
+    // holds thousands of these sockets: buffers of 8 KiB instead of tungstenite's 128 KiB.
     upgrade
         .max_message_size(crate::agents::session::MAX_FRAME_BYTES + 1024)
+        .max_frame_size(crate::agents::session::MAX_FRAME_BYTES + 1024)
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024)
         .on_upgrade(move |socket| bridge(core, agent, ctx.client_ip, socket))
 }
 

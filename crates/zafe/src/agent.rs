@@ -217,15 +217,27 @@ async fn list(client: &Client, out: Out<'_>, project: Option<&str>) -> anyhow::R
     };
     let mut agents = Vec::new();
     for p in &projects {
-        let path = format!("/v1/sys/agents/{}?list=true", encode_segment(p));
-        let reply = match client.request_json(Method::GET, &path, None).await {
-            Ok(reply) => reply.unwrap_or_default(),
-            // Listing every project: skip those whose agents this caller may not see.
-            Err(_) if project.is_none() => continue,
-            Err(e) => return Err(e.into()),
-        };
-        if let Some(map) = reply["data"]["agents"].as_object() {
-            agents.extend(map.values().cloned());
+        // Page by page (a project may have more agents than one answer holds).
+        let mut after = String::new();
+        loop {
+            let path = format!(
+                "/v1/sys/agents/{}?list=true&after={}",
+                encode_segment(p),
+                encode_segment(&after)
+            );
+            let reply = match client.request_json(Method::GET, &path, None).await {
+                Ok(reply) => reply.unwrap_or_default(),
+                // Listing every project: skip those whose agents this caller may not see.
+                Err(_) if project.is_none() => break,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(map) = reply["data"]["agents"].as_object() {
+                agents.extend(map.values().cloned());
+            }
+            match reply["data"]["next"].as_str() {
+                Some(next) if !next.is_empty() && next != after => after = next.to_string(),
+                _ => break,
+            }
         }
     }
     if out.json() {

@@ -144,7 +144,7 @@ pub(crate) async fn handle(
 ) -> Result<Response> {
     let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
     match (parts.as_slice(), req.operation) {
-        ([project], Operation::List | Operation::Read) => list(core, project).await,
+        ([project], Operation::List | Operation::Read) => list(core, project, req).await,
         ([project, name], Operation::Write) => create(core, req, project, name, caller).await,
         ([project, name], Operation::Read) => match read(&core.barrier, project, name).await? {
             Some((agent, _)) => {
@@ -328,16 +328,31 @@ async fn create(
     Ok(Response::data(data))
 }
 
-async fn list(core: &Core, project: &str) -> Result<Response> {
+/// A page of a project's agents: at most `limit` (default and most [`crate::engine::MAX_LIST`])
+/// after the name `after`; `next` names the last one when there may be more.
+async fn list(core: &Core, project: &str, req: &Request) -> Result<Response> {
     validate("project", project)?;
-    let names = core
+    let limit = match req.query("limit") {
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=crate::engine::MAX_LIST).contains(n))
+            .ok_or_else(|| {
+                Error::bad_request(format!(
+                    "limit must be a number from 1 to {}",
+                    crate::engine::MAX_LIST
+                ))
+            })?,
+        None => crate::engine::MAX_LIST,
+    };
+    let after = req.query("after").unwrap_or_default();
+    let mut names = core
         .barrier
-        .list(
-            &format!("{AGENT_PREFIX}{project}/"),
-            "",
-            crate::engine::MAX_LIST,
-        )
+        .list(&format!("{AGENT_PREFIX}{project}/"), after, limit + 1)
         .await?;
+    let more = names.len() > limit;
+    names.truncate(limit);
+    let next = if more { names.last().cloned() } else { None };
     let mut agents = serde_json::Map::new();
     for name in &names {
         if let Some((agent, _)) = read(&core.barrier, project, name).await? {
@@ -345,7 +360,9 @@ async fn list(core: &Core, project: &str) -> Result<Response> {
             agents.insert(name.clone(), to_json(&agent, presence));
         }
     }
-    Ok(Response::data(json!({ "keys": names, "agents": agents })))
+    Ok(Response::data(
+        json!({ "keys": names, "agents": agents, "next": next }),
+    ))
 }
 
 /// Deletes the agent and its token in one commit: the token is refused from then on.

@@ -541,3 +541,45 @@ async fn revoking_an_agent_closes_its_connection() {
     .expect("the ended session is no longer connected within 5 s");
     assert_eq!(gone.json["data"]["host"], Value::Null);
 }
+
+// A project's agents are listed page by page (`limit`, `after`, `next`), so that a project with
+// more agents than one answer holds is listed whole; a bad limit is a clear 400.
+#[tokio::test]
+async fn agents_are_listed_page_by_page() {
+    let (h, root, _) = setup().await;
+    for name in ["web-2", "web-3", "web-4", "web-5"] {
+        create(&h, &root, "myapp", name, json!(["prod"])).await;
+    }
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let a = h
+            .call(
+                "GET",
+                &format!("/v1/sys/agents/myapp?list=true&limit=2&after={after}"),
+                Some(&root),
+                None,
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{:?}", a.json);
+        let keys: Vec<String> = serde_json::from_value(a.json["data"]["keys"].clone()).unwrap();
+        assert!(keys.len() <= 2);
+        seen.extend(keys);
+        match a.json["data"]["next"].as_str() {
+            Some(next) => after = next.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["web-1", "web-2", "web-3", "web-4", "web-5"]);
+    for bad in ["0", "1001", "many"] {
+        let a = h
+            .call(
+                "GET",
+                &format!("/v1/sys/agents/myapp?list=true&limit={bad}"),
+                Some(&root),
+                None,
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+}
