@@ -59,7 +59,9 @@ pub(crate) enum RouteId {
     AuditVerify,
     AuditDevices,
     AuditDevice,
-    Wrapping,
+    WrappingUnwrap,
+    WrappingLookup,
+    WrappingRewrap,
     WrappingWrap,
     AuditCheckpoints,
     ServiceAccounts,
@@ -325,19 +327,19 @@ pub const ROUTES: &[Route] = &[
         path: "sys/wrapping/unwrap",
         access: Access::Public,
         operations: &[Write],
-        id: RouteId::Wrapping,
+        id: RouteId::WrappingUnwrap,
     },
     Route {
         path: "sys/wrapping/lookup",
         access: Access::Public,
         operations: &[Read, Write],
-        id: RouteId::Wrapping,
+        id: RouteId::WrappingLookup,
     },
     Route {
         path: "sys/wrapping/rewrap",
         access: Access::Public,
         operations: &[Write],
-        id: RouteId::Wrapping,
+        id: RouteId::WrappingRewrap,
     },
     Route {
         path: "sys/wrapping/wrap",
@@ -545,10 +547,10 @@ pub(crate) async fn dispatch(
         (RouteId::AuditExport, _) => crate::audit::api::export(core, &req).await,
         (RouteId::AuditVerify, _) => crate::audit::api::verify(core).await,
         (RouteId::AuditDevices, _) => crate::audit::api::devices(core),
-        (RouteId::Wrapping | RouteId::WrappingWrap, _) => {
-            let name = req.path.rsplit('/').next().unwrap_or_default().to_string();
-            crate::wrapping::handle(core, &name, &req).await
-        }
+        (RouteId::WrappingUnwrap, _) => crate::wrapping::unwrap(core, &req).await,
+        (RouteId::WrappingLookup, _) => crate::wrapping::lookup(core, &req).await,
+        (RouteId::WrappingRewrap, _) => crate::wrapping::rewrap(core, &req).await,
+        (RouteId::WrappingWrap, _) => crate::wrapping::wrap_request(&req),
         (RouteId::AuditDevice, _) => Err(Error::bad_request(
             "audit devices are not enabled through the API in Zafe: the audit chain in the database \
              is always on, and a file sink is set in the configuration ([audit] file_path)",
@@ -851,6 +853,10 @@ mod tests {
                 "auth/user/login",
                 "auth/user/refresh",
                 "auth/user/register",
+                // Authenticated by the single-use wrapping token they are given, as in Vault.
+                "sys/wrapping/unwrap",
+                "sys/wrapping/lookup",
+                "sys/wrapping/rewrap",
                 "auth/oidc/auth_url",
                 "auth/oidc/callback",
             ]

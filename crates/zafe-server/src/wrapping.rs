@@ -178,68 +178,68 @@ async fn consume(core: &Core, key: &str, generation: i64) -> Result<bool> {
     }
 }
 
-/// `sys/wrapping/{unwrap,lookup,rewrap,wrap}`.
-pub(crate) async fn handle(core: &Arc<Core>, rest: &str, req: &Request) -> Result<Response> {
-    match rest {
-        "unwrap" => {
-            let wrapping_token = presented(req)?;
-            let (key, record, generation) = find(core, &wrapping_token).await?;
-            if !consume(core, &key, generation).await? {
-                return Err(Error::bad_request(INVALID));
-            }
-            Ok(Response::Vault {
-                status: zafe_engine::Status::OK,
-                data: record.data,
-                auth: record.auth,
-                warnings: record.warnings,
-            })
-        }
-        "lookup" => {
-            let wrapping_token = presented(req)?;
-            let (_, record, _) = find(core, &wrapping_token).await?;
-            Ok(Response::data(json!({
-                "creation_path": record.creation_path,
-                "creation_time": zafe_engine::rfc3339(record.creation_time),
-                "creation_ttl": record.ttl,
-            })))
-        }
-        "rewrap" => {
-            let wrapping_token = presented(req)?;
-            let (key, mut record, generation) = find(core, &wrapping_token).await?;
-            if !consume(core, &key, generation).await? {
-                return Err(Error::bad_request(INVALID));
-            }
-            let wrapped_accessor = record
-                .auth
-                .as_ref()
-                .and_then(|a| a["accessor"].as_str())
-                .unwrap_or_default()
-                .to_string();
-            record.creation_time = core.now_secs();
-            record.accessor = uuid::Uuid::new_v4().to_string();
-            let fresh = token::generate(TokenKind::Wrapping);
-            store(core, &fresh, &record, Expect::Absent).await?;
-            Ok(Response::Wrapped(wrap_info(
-                &fresh,
-                &record,
-                &wrapped_accessor,
-            )))
-        }
-        "wrap" => {
-            if req.wrap_ttl.is_none() {
-                return Err(Error::bad_request(
-                    "sys/wrapping/wrap needs a wrapping TTL (X-Vault-Wrap-TTL)",
-                ));
-            }
-            let data = req
-                .body
-                .as_ref()
-                .map(|b| (**b).clone())
-                .filter(|d| d.as_object().is_some_and(|o| !o.is_empty()))
-                .ok_or_else(|| Error::bad_request("nothing to wrap: send the data as the body"))?;
-            // The core wraps this answer on its way out.
-            Ok(Response::data(data))
-        }
-        _ => Err(Error::NotFound("unsupported path".into())),
+/// `sys/wrapping/unwrap`: the answer, once.
+pub(crate) async fn unwrap(core: &Arc<Core>, req: &Request) -> Result<Response> {
+    let wrapping_token = presented(req)?;
+    let (key, record, generation) = find(core, &wrapping_token).await?;
+    if !consume(core, &key, generation).await? {
+        return Err(Error::bad_request(INVALID));
     }
+    Ok(Response::Vault {
+        status: zafe_engine::Status::OK,
+        data: record.data,
+        auth: record.auth,
+        warnings: record.warnings,
+    })
+}
+
+/// `sys/wrapping/lookup`: when and where a token was made, and its TTL; never the answer.
+pub(crate) async fn lookup(core: &Arc<Core>, req: &Request) -> Result<Response> {
+    let wrapping_token = presented(req)?;
+    let (_, record, _) = find(core, &wrapping_token).await?;
+    Ok(Response::data(json!({
+        "creation_path": record.creation_path,
+        "creation_time": zafe_engine::rfc3339(record.creation_time),
+        "creation_ttl": record.ttl,
+    })))
+}
+
+/// `sys/wrapping/rewrap`: the same answer under a new token; the old one ends.
+pub(crate) async fn rewrap(core: &Arc<Core>, req: &Request) -> Result<Response> {
+    let wrapping_token = presented(req)?;
+    let (key, mut record, generation) = find(core, &wrapping_token).await?;
+    if !consume(core, &key, generation).await? {
+        return Err(Error::bad_request(INVALID));
+    }
+    let wrapped_accessor = record
+        .auth
+        .as_ref()
+        .and_then(|a| a["accessor"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    record.creation_time = core.now_secs();
+    record.accessor = uuid::Uuid::new_v4().to_string();
+    let fresh = token::generate(TokenKind::Wrapping);
+    store(core, &fresh, &record, Expect::Absent).await?;
+    Ok(Response::Wrapped(wrap_info(
+        &fresh,
+        &record,
+        &wrapped_accessor,
+    )))
+}
+
+/// `sys/wrapping/wrap`: the body itself is the answer, which the core wraps on its way out.
+pub(crate) fn wrap_request(req: &Request) -> Result<Response> {
+    if req.wrap_ttl.is_none() {
+        return Err(Error::bad_request(
+            "sys/wrapping/wrap needs a wrapping TTL (X-Vault-Wrap-TTL)",
+        ));
+    }
+    let data = req
+        .body
+        .as_ref()
+        .map(|b| (**b).clone())
+        .filter(|d| d.as_object().is_some_and(|o| !o.is_empty()))
+        .ok_or_else(|| Error::bad_request("nothing to wrap: send the data as the body"))?;
+    Ok(Response::data(data))
 }
