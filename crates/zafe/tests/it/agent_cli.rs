@@ -228,6 +228,24 @@ fn exec_restarts_the_child_once_per_burst_of_changes_to_its_values() {
         );
     }
 
+    // What happened reached the server as events (R-AGT-4): the start, the restart.
+    eventually("the child's events", wait, || {
+        let events = admin.ok(
+            ROOT,
+            &[
+                "agent",
+                "events",
+                "web-1",
+                "--project",
+                "myapp",
+                "--format",
+                "json",
+            ],
+            None,
+        );
+        events.contains("child_started") && events.contains("child_restarted")
+    });
+
     // A rotated token put in the token file is picked up without restarting the child.
     let rotated = admin
         .ok(
