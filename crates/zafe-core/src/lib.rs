@@ -37,6 +37,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod backup;
 pub mod crypto;
 pub mod dotenv;
 pub mod encoding;

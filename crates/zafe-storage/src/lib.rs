@@ -36,6 +36,7 @@ mod cache;
 pub mod conformance;
 pub mod notices;
 pub mod postgres;
+pub mod snapshot;
 mod sql;
 pub mod sqlite;
 mod sqlite_writer;
@@ -118,6 +119,10 @@ pub enum StorageError {
     /// Bad configuration (path, URL, permissions).
     #[error("storage configuration error: {0}")]
     Config(String),
+    /// A restore was refused (a store that is not empty, a stream that is
+    /// invalid or ended early); nothing was written.
+    #[error("restore refused: {0}")]
+    Restore(String),
 }
 
 /// The result of every storage call.
@@ -219,6 +224,39 @@ pub trait Backend: Send + Sync + 'static {
         _limit: usize,
     ) -> Result<Vec<audit::AuditCheckpoint>> {
         Err(audit::unsupported())
+    }
+
+    // ---- Backup and restore (R-OPS-8, see [`snapshot`]).
+
+    /// Sends everything stored, read in one consistent snapshot, to `out`:
+    /// the header (counts and audit head, `created_us` and `server_id` left
+    /// for the caller), every entry by key, every audit row by sequence
+    /// number, every checkpoint by `(seq, id)`, then [`zafe_core::backup::Frame::End`].
+    /// Writes continue meanwhile. Fails if `out` is closed early.
+    async fn snapshot(
+        &self,
+        _out: tokio::sync::mpsc::Sender<zafe_core::backup::Frame>,
+    ) -> Result<()> {
+        Err(StorageError::Backend(format!(
+            "{} storage cannot take a snapshot",
+            self.kind()
+        )))
+    }
+
+    /// Writes the frames of `input` into this store in one transaction that
+    /// commits only when [`zafe_core::backup::Frame::End`] arrives, with every
+    /// count matching the header; refuses ([`StorageError::Restore`]) a store
+    /// that is not empty unless `force`, in which case everything stored is
+    /// replaced in the same transaction.
+    async fn restore(
+        &self,
+        _input: tokio::sync::mpsc::Receiver<zafe_core::backup::Frame>,
+        _force: bool,
+    ) -> Result<snapshot::RestoreSummary> {
+        Err(StorageError::Backend(format!(
+            "{} storage cannot restore",
+            self.kind()
+        )))
     }
 }
 

@@ -291,6 +291,21 @@ impl Backend for PostgresBackend {
             .map_err(|_| StorageError::Backend("publish: the announcer stopped".into()))
     }
 
+    async fn snapshot(
+        &self,
+        out: tokio::sync::mpsc::Sender<zafe_core::backup::Frame>,
+    ) -> Result<()> {
+        crate::snapshot::postgres::snapshot(&self.pool, out).await
+    }
+
+    async fn restore(
+        &self,
+        input: tokio::sync::mpsc::Receiver<zafe_core::backup::Frame>,
+        force: bool,
+    ) -> Result<crate::snapshot::RestoreSummary> {
+        crate::snapshot::postgres::restore(&self.pool, input, force).await
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)

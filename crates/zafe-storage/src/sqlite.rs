@@ -436,6 +436,31 @@ impl Backend for SqliteBackend {
     ) -> Result<Vec<audit::AuditCheckpoint>> {
         audit::sqlite::checkpoints(&self.reader, after, limit).await
     }
+
+    async fn snapshot(
+        &self,
+        out: tokio::sync::mpsc::Sender<zafe_core::backup::Frame>,
+    ) -> Result<()> {
+        crate::snapshot::sqlite::snapshot(&self.reader, out).await
+    }
+
+    async fn restore(
+        &self,
+        input: tokio::sync::mpsc::Receiver<zafe_core::backup::Frame>,
+        force: bool,
+    ) -> Result<crate::snapshot::RestoreSummary> {
+        let result = crate::snapshot::sqlite::restore(&self.writer, input, force).await;
+        // Whatever happened, nothing cached may outlive it (the writer
+        // thread also sees the new data version and forgets the audit head).
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
+        if result.is_ok() {
+            self.notices.send(Notice::Lost);
+            self.notices.send(Notice::Resumed);
+        }
+        result
+    }
 }
 
 /// One `BEGIN IMMEDIATE` transaction on the writer pool (in memory).

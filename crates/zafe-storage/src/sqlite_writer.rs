@@ -883,6 +883,7 @@ fn error_copy(e: &StorageError) -> StorageError {
         StorageError::Backend(m) => StorageError::Backend(m.clone()),
         StorageError::Migration(m) => StorageError::Migration(m.clone()),
         StorageError::Config(m) => StorageError::Config(m.clone()),
+        StorageError::Restore(m) => StorageError::Restore(m.clone()),
     }
 }
 

@@ -10,3 +10,4 @@ mod support;
 mod audit;
 mod backends;
 mod group_commit;
+mod snapshot;
