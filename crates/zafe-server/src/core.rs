@@ -890,6 +890,11 @@ impl Core {
         }))
     }
 
+    /// Reads the cluster's name and id again (after a restore replaced them).
+    pub(crate) async fn reload_cluster_info(&self) -> Result<()> {
+        self.load_cluster_info().await
+    }
+
     async fn load_cluster_info(&self) -> Result<()> {
         if let Some(entry) = self
             .backend()

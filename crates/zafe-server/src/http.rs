@@ -54,6 +54,7 @@ struct RequestContext {
 pub fn router(core: Arc<Core>) -> Router {
     let mut app = Router::new()
         .route("/v1/sys/agents/connect", axum::routing::get(agent_socket))
+        .route("/v1/sys/restore", axum::routing::post(restore).put(restore))
         .route("/v1/{*path}", axum::routing::any(v1))
         .fallback(not_found);
     if let Some(cors) = cors_layer(&core.config.cors_origins) {
@@ -155,7 +156,13 @@ async fn guard(State(core): State<Arc<Core>>, mut req: HttpRequest, next: Next) 
         },
     );
 
-    let limit = core.config.max_body_bytes();
+    // A restore's body is a whole backup, streamed into storage as it
+    // arrives (never held in memory): it has no size limit.
+    let limit = if req.uri().path() == "/v1/sys/restore" && req.method() != Method::GET {
+        usize::MAX
+    } else {
+        core.config.max_body_bytes()
+    };
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -277,6 +284,44 @@ async fn v1(
             }
         }
         Err(e) => error_response(&e),
+    }
+}
+
+/// `POST /v1/sys/restore[?force=true]`: the body is a backup file, streamed to
+/// [`crate::backup::restore`], which decides who may restore.
+async fn restore(
+    State(core): State<Arc<Core>>,
+    axum::Extension(ctx): axum::Extension<RequestContext>,
+    uri: http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    use futures_util::StreamExt as _;
+    let force = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .any(|pair| matches!(pair, "force" | "force=true" | "force=1"));
+    let probe = Request {
+        operation: Operation::Write,
+        path: crate::backup::RESTORE_PATH.into(),
+        body: None,
+        query: Vec::new(),
+        token: presented_token(&headers).map(|t| RequestToken::new(t.to_string())),
+        client_ip: ctx.client_ip,
+        request_id: ctx.request_id,
+        user_agent: None,
+    };
+    let chunks = body
+        .into_data_stream()
+        .map(|chunk| chunk.map(|b| b.to_vec()).map_err(|e| e.to_string()))
+        .boxed();
+    match crate::backup::restore(&core, &probe, force, chunks).await {
+        Ok(reply) => reply_response(&probe.request_id, reply),
+        Err(e) => {
+            log_error(&e);
+            error_response(&e)
+        }
     }
 }
 

@@ -29,6 +29,7 @@
 pub mod agents;
 pub mod anchor;
 pub mod audit;
+pub mod backup;
 pub mod barrier;
 pub mod caller;
 pub mod changes;

@@ -63,6 +63,10 @@ pub(crate) enum RouteId {
     WrappingLookup,
     WrappingRewrap,
     WrappingWrap,
+    /// `sys/backup` (backup.rs).
+    Backup,
+    /// `sys/restore` reached through the core (the HTTP edge serves the upload).
+    Restore,
     AuditCheckpoints,
     ServiceAccounts,
     ServiceAccount,
@@ -136,6 +140,18 @@ pub const ROUTES: &[Route] = &[
         access: Access::Sudo,
         operations: &[Write],
         id: RouteId::Seal,
+    },
+    Route {
+        path: "sys/backup",
+        access: Access::Sudo,
+        operations: &[Read],
+        id: RouteId::Backup,
+    },
+    Route {
+        path: "sys/restore",
+        access: Access::Sudo,
+        operations: &[Write],
+        id: RouteId::Restore,
     },
     Route {
         path: "sys/mounts",
@@ -544,6 +560,10 @@ pub(crate) async fn dispatch(
             let caller = caller.ok_or(Error::PermissionDenied)?;
             crate::projects::handle(core, &req, rest, &caller).await
         }
+        (RouteId::Backup, _) => crate::backup::backup(core).await,
+        (RouteId::Restore, _) => Err(Error::bad_request(
+            "send the backup file itself as the request body (zafe operator restore FILE)",
+        )),
         (RouteId::AuditExport, _) => crate::audit::api::export(core, &req).await,
         (RouteId::AuditVerify, _) => crate::audit::api::verify(core).await,
         (RouteId::AuditDevices, _) => crate::audit::api::devices(core),

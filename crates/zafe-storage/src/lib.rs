@@ -246,12 +246,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Writes the frames of `input` into this store in one transaction that
     /// commits only when [`zafe_core::backup::Frame::End`] arrives, with every
     /// count matching the header; refuses ([`StorageError::Restore`]) a store
-    /// that is not empty unless `force`, in which case everything stored is
-    /// replaced in the same transaction.
+    /// that holds anything but `options.replaceable` keys unless
+    /// `options.force`, in which case everything stored is replaced in the
+    /// same transaction.
     async fn restore(
         &self,
         _input: tokio::sync::mpsc::Receiver<zafe_core::backup::Frame>,
-        _force: bool,
+        _options: &snapshot::RestoreOptions,
     ) -> Result<snapshot::RestoreSummary> {
         Err(StorageError::Backend(format!(
             "{} storage cannot restore",

@@ -301,9 +301,9 @@ impl Backend for PostgresBackend {
     async fn restore(
         &self,
         input: tokio::sync::mpsc::Receiver<zafe_core::backup::Frame>,
-        force: bool,
+        options: &crate::snapshot::RestoreOptions,
     ) -> Result<crate::snapshot::RestoreSummary> {
-        crate::snapshot::postgres::restore(&self.pool, input, force).await
+        crate::snapshot::postgres::restore(&self.pool, input, options).await
     }
 
     async fn ping(&self) -> Result<()> {

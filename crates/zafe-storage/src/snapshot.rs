@@ -32,6 +32,31 @@ use crate::sql::backend_error;
 /// Rows per page read inside a snapshot, and per insert statement in a restore.
 pub(crate) const PAGE: usize = 500;
 
+/// What a restore may write over.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// Replace whatever the store holds (all of it, in the same transaction).
+    pub force: bool,
+    /// Keys that may exist in an otherwise empty store and are replaced
+    /// (the server's identity record, which a new server writes at its first start).
+    pub replaceable: Vec<String>,
+}
+
+impl RestoreOptions {
+    /// Into an empty store only.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Replacing everything.
+    pub fn forced() -> Self {
+        Self {
+            force: true,
+            replaceable: Vec::new(),
+        }
+    }
+}
+
 /// What a restore wrote.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RestoreSummary {
@@ -143,6 +168,12 @@ fn cut_short() -> StorageError {
     StorageError::Restore(
         "the backup stream ended before its verified end; nothing was written".into(),
     )
+}
+
+/// Whether every key is one the restore may replace.
+fn only_replaceable(keys: &[Vec<u8>], replaceable: &[String]) -> bool {
+    keys.iter()
+        .all(|k| replaceable.iter().any(|r| r.as_bytes() == k.as_slice()))
 }
 
 /// Buffers of one restore, flushed a page at a time.
@@ -298,15 +329,20 @@ pub(crate) mod sqlite {
         send(&out, Frame::End).await
     }
 
-    async fn is_empty(conn: &mut SqliteConnection) -> sqlx::Result<bool> {
-        let (entries, audit, checkpoints, head): (i64, i64, i64, i64) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM zafe_entries), EXISTS (SELECT 1 FROM zafe_audit), \
+    async fn is_empty(conn: &mut SqliteConnection, replaceable: &[String]) -> sqlx::Result<bool> {
+        let (audit, checkpoints, head): (i64, i64, i64) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM zafe_audit), \
              EXISTS (SELECT 1 FROM zafe_audit_checkpoints), \
              (SELECT seq FROM zafe_audit_head WHERE id = 1)",
         )
         .fetch_one(&mut *conn)
         .await?;
-        Ok(entries == 0 && audit == 0 && checkpoints == 0 && head == 0)
+        let keys: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT key FROM zafe_entries ORDER BY key LIMIT ?1")
+                .bind(replaceable.len() as i64 + 1)
+                .fetch_all(&mut *conn)
+                .await?;
+        Ok(audit == 0 && checkpoints == 0 && head == 0 && only_replaceable(&keys, replaceable))
     }
 
     async fn flush(conn: &mut SqliteConnection, p: &mut Pending) -> sqlx::Result<()> {
@@ -357,11 +393,12 @@ pub(crate) mod sqlite {
     pub(crate) async fn restore(
         writer: &SqlitePool,
         mut input: mpsc::Receiver<Frame>,
-        force: bool,
+        options: &RestoreOptions,
     ) -> crate::Result<RestoreSummary> {
+        let force = options.force;
         let err = |e| backend_error("restore", e);
         let mut tx = writer.begin_with("BEGIN IMMEDIATE").await.map_err(err)?;
-        let empty = is_empty(&mut tx).await.map_err(err)?;
+        let empty = is_empty(&mut tx, &options.replaceable).await.map_err(err)?;
         if !empty && !force {
             return Err(not_empty());
         }
@@ -376,6 +413,14 @@ pub(crate) mod sqlite {
                 "DELETE FROM zafe_restore",
             ] {
                 sqlx::query(sql).execute(&mut *tx).await.map_err(err)?;
+            }
+        } else {
+            for key in &options.replaceable {
+                sqlx::query("DELETE FROM zafe_entries WHERE key = ?1")
+                    .bind(key.as_bytes())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
             }
         }
         let mut tally = Tally::new(!empty);
@@ -561,15 +606,20 @@ pub(crate) mod postgres {
         send(&out, Frame::End).await
     }
 
-    async fn is_empty(conn: &mut PgConnection) -> sqlx::Result<bool> {
-        let (entries, audit, checkpoints, head): (bool, bool, bool, i64) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM zafe_entries), EXISTS (SELECT 1 FROM zafe_audit), \
+    async fn is_empty(conn: &mut PgConnection, replaceable: &[String]) -> sqlx::Result<bool> {
+        let (audit, checkpoints, head): (bool, bool, i64) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM zafe_audit), \
              EXISTS (SELECT 1 FROM zafe_audit_checkpoints), \
              (SELECT seq FROM zafe_audit_head WHERE id = 1)",
         )
         .fetch_one(&mut *conn)
         .await?;
-        Ok(!entries && !audit && !checkpoints && head == 0)
+        let keys: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT key FROM zafe_entries ORDER BY key LIMIT $1")
+                .bind(replaceable.len() as i64 + 1)
+                .fetch_all(&mut *conn)
+                .await?;
+        Ok(!audit && !checkpoints && head == 0 && only_replaceable(&keys, replaceable))
     }
 
     async fn flush(conn: &mut PgConnection, p: &mut Pending) -> sqlx::Result<()> {
@@ -623,15 +673,16 @@ pub(crate) mod postgres {
     pub(crate) async fn restore(
         pool: &PgPool,
         mut input: mpsc::Receiver<Frame>,
-        force: bool,
+        options: &RestoreOptions,
     ) -> crate::Result<RestoreSummary> {
+        let force = options.force;
         let err = |e| backend_error("restore", e);
         let mut tx = pool.begin().await.map_err(err)?;
         sqlx::query("SELECT seq FROM zafe_audit_head WHERE id = 1 FOR UPDATE")
             .execute(&mut *tx)
             .await
             .map_err(err)?;
-        let empty = is_empty(&mut tx).await.map_err(err)?;
+        let empty = is_empty(&mut tx, &options.replaceable).await.map_err(err)?;
         if !empty && !force {
             return Err(not_empty());
         }
@@ -643,6 +694,14 @@ pub(crate) mod postgres {
                 "DELETE FROM zafe_audit_checkpoints",
             ] {
                 sqlx::query(sql).execute(&mut *tx).await.map_err(err)?;
+            }
+        } else {
+            for key in &options.replaceable {
+                sqlx::query("DELETE FROM zafe_entries WHERE key = $1")
+                    .bind(key.as_bytes())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
             }
         }
         let mut tally = Tally::new(!empty);

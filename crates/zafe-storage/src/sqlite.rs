@@ -447,9 +447,9 @@ impl Backend for SqliteBackend {
     async fn restore(
         &self,
         input: tokio::sync::mpsc::Receiver<zafe_core::backup::Frame>,
-        force: bool,
+        options: &crate::snapshot::RestoreOptions,
     ) -> Result<crate::snapshot::RestoreSummary> {
-        let result = crate::snapshot::sqlite::restore(&self.writer, input, force).await;
+        let result = crate::snapshot::sqlite::restore(&self.writer, input, options).await;
         // Whatever happened, nothing cached may outlive it (the writer
         // thread also sees the new data version and forgets the audit head).
         if let Some(cache) = &self.cache {

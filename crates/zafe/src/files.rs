@@ -155,3 +155,57 @@ mod tests {
         assert_eq!(mode(&second), 0o600);
     }
 }
+
+/// A private file written in pieces (a backup) that appears at its path only
+/// once complete: a temporary file beside it, created as [`write_atomic`]
+/// does, renamed over `path` by [`Incoming::finish`]; removed if dropped
+/// unfinished.
+pub(crate) struct Incoming {
+    temporary: PathBuf,
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl Incoming {
+    /// Starts the file for `path`, mode `mode`.
+    pub(crate) fn create(path: &Path, mode: u32) -> anyhow::Result<Self> {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = path
+            .file_name()
+            .with_context(|| format!("{} is not a file name", path.display()))?
+            .to_string_lossy()
+            .into_owned();
+        let (temporary, file) = create_temporary(&dir, &name, mode)?;
+        Ok(Self {
+            temporary,
+            path: path.to_path_buf(),
+            file: Some(file),
+        })
+    }
+
+    /// Appends `bytes`.
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        let file = self.file.as_mut().context("the file is already finished")?;
+        file.write_all(bytes)
+            .with_context(|| format!("cannot write {}", self.temporary.display()))
+    }
+
+    /// Flushes to disk and renames the file into place.
+    pub(crate) fn finish(mut self) -> anyhow::Result<()> {
+        let file = self.file.take().context("the file is already finished")?;
+        file.sync_all()
+            .and_then(|()| std::fs::rename(&self.temporary, &self.path))
+            .with_context(|| format!("cannot write {}", self.path.display()))
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.temporary);
+        }
+    }
+}

@@ -9,6 +9,7 @@ mod agent;
 mod agent_run;
 mod approle;
 mod audit;
+mod backup;
 mod child;
 mod cli;
 mod ctx;

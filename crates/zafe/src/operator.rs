@@ -1,4 +1,5 @@
-//! `zafe operator init | unseal | seal | rotate | key-status | rekey | bootstrap-admin`.
+//! `zafe operator init | unseal | seal | rotate | key-status | rekey | bootstrap-admin |
+//! backup | restore` (the last two in `backup.rs`).
 
 use std::io::{BufRead as _, IsTerminal as _};
 use std::process::ExitCode;
@@ -118,6 +119,43 @@ its token goes in ZAFE_SETUP_TOKEN (or is asked for at a hidden prompt). You are
 Examples:
   zafe operator seal          The token comes from ZAFE_TOKEN or the token file")]
     Seal,
+
+    /// Take an online backup: a consistent snapshot of everything the server stores (ciphertext only)
+    #[command(after_help = "\
+Examples:
+  zafe operator backup -o zafe-2026-01-31.zbak
+  zafe operator backup -o backup.zbak --format json
+
+The server keeps serving while the snapshot is taken. The file (mode 0600, written atomically)
+holds every stored record as ciphertext, the seal configuration, the audit log and its signed
+checkpoints, with a SHA-256 over the whole: it is useless without the unseal keys or master key.
+Needs a token with sudo on sys/backup; the backup is audited.")]
+    Backup {
+        /// The file to write
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: std::path::PathBuf,
+    },
+
+    /// Restore a backup into an uninitialised server (SQLite or PostgreSQL, either way)
+    #[command(after_help = "\
+Examples:
+  zafe operator restore zafe-2026-01-31.zbak
+  ZAFE_TOKEN=<root token> zafe operator restore --force backup.zbak
+
+The file is checked whole (format, counts, SHA-256) before anything is sent, and the server
+writes it in one transaction: a damaged file restores nothing. Into an uninitialised server no
+token is needed; a server that holds data is refused unless --force, which needs a root token
+of that server and replaces everything it stores. Afterwards the server is sealed: unseal it
+with the keys of the server the backup came from. Give the new server that server's identity
+key file so that `zafe audit verify` accepts the restored checkpoints.")]
+    Restore {
+        /// The backup file (from `zafe operator backup`)
+        #[arg(value_name = "FILE")]
+        file: std::path::PathBuf,
+        /// Replace everything an initialised server stores (needs its root token)
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
@@ -135,6 +173,8 @@ pub(crate) async fn run(ctx: &Ctx<'_>, args: Args) -> anyhow::Result<ExitCode> {
             password_stdin,
         } => bootstrap_admin(client, out, &email, display_name.as_deref(), password_stdin).await?,
         Args::Seal => seal(client, out).await?,
+        Args::Backup { output } => crate::backup::backup(client, out, &output).await?,
+        Args::Restore { file, force } => crate::backup::restore(client, out, &file, force).await?,
         Args::Rotate { no_wait } => rotate(client, out, !no_wait).await?,
         Args::KeyStatus => key_status(client, out).await?,
         Args::Rekey {

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use zafe_core::backup::{BackupError, Frame, Reader, Writer};
 use zafe_storage::audit::{AuditCheckpoint, AuditDraft, AuditHead, AuditLink, AuditRow};
 use zafe_storage::postgres::PostgresBackend;
-use zafe_storage::snapshot::RestoreSummary;
+use zafe_storage::snapshot::{RestoreOptions, RestoreSummary};
 use zafe_storage::sqlite::SqliteBackend;
 use zafe_storage::{Backend, Condition, Entry, StorageError};
 
@@ -149,7 +149,12 @@ async fn restore(b: &dyn Backend, bytes: &[u8], force: bool) -> Result<RestoreSu
         reader.finish()
         // `tx` drops here: a restore that did not see `End` rolls back.
     };
-    let (restored, fed) = tokio::join!(b.restore(rx, force), feed);
+    let options = if force {
+        RestoreOptions::forced()
+    } else {
+        RestoreOptions::empty()
+    };
+    let (restored, fed) = tokio::join!(b.restore(rx, &options), feed);
     fed.map_err(Refused::File)?;
     restored.map_err(Refused::Storage)
 }
@@ -279,7 +284,8 @@ async fn refuses_damage(from: &dyn Backend, to: &dyn Backend) {
             let _ = tx.send(f).await;
         }
     };
-    let (restored, ()) = tokio::join!(to.restore(rx, false), feed);
+    let empty_only = RestoreOptions::empty();
+    let (restored, ()) = tokio::join!(to.restore(rx, &empty_only), feed);
     assert!(
         matches!(&restored, Err(StorageError::Restore(m)) if m.contains("counts")),
         "{restored:?}"

@@ -19,6 +19,7 @@ mod agent_tls;
 #[allow(unsafe_code)]
 mod audit_cli;
 mod auth_cli;
+mod backup_cli;
 #[allow(unsafe_code)]
 mod cluster;
 mod identity;
