@@ -100,19 +100,19 @@ pub async fn restore(
     mut body: BoxStream<'static, std::result::Result<Vec<u8>, String>>,
 ) -> Result<Response> {
     let initialized = core.is_initialized().await?;
-    // Whether a server is initialised is public (`GET sys/init`).
-    if initialized && !force {
-        return Err(Error::StateConflict(
-            "the server is initialised: a restore would replace everything it stores; \
-             pass force (zafe operator restore --force, with a root token) to do that"
-                .into(),
-        ));
-    }
-    if force {
-        // Replacing a live store: a sudo token of this server (so it must be unsealed).
+    if initialized || force {
+        // Replacing a live store: a sudo token of this server (so it must be
+        // unsealed). Strangers get the same 403 as on every private route.
         let caller = core.authenticate(probe).await?;
         core.authorize(&caller, RESTORE_PATH, Capability::Update, true)
             .await?;
+    }
+    if initialized && !force {
+        return Err(Error::StateConflict(
+            "the server is initialised: a restore would replace everything it stores; \
+             pass force (zafe operator restore --force) to do that"
+                .into(),
+        ));
     }
     let backend = core.audit.backend().clone();
     if initialized {

@@ -54,7 +54,7 @@ struct RequestContext {
 pub fn router(core: Arc<Core>) -> Router {
     let mut app = Router::new()
         .route("/v1/sys/agents/connect", axum::routing::get(agent_socket))
-        .route("/v1/sys/restore", axum::routing::post(restore).put(restore))
+        .route("/v1/sys/restore", axum::routing::any(restore))
         .route("/v1/{*path}", axum::routing::any(v1))
         .fallback(not_found);
     if let Some(cors) = cors_layer(&core.config.cors_origins) {
@@ -158,7 +158,9 @@ async fn guard(State(core): State<Arc<Core>>, mut req: HttpRequest, next: Next) 
 
     // A restore's body is a whole backup, streamed into storage as it
     // arrives (never held in memory): it has no size limit.
-    let limit = if req.uri().path() == "/v1/sys/restore" && req.method() != Method::GET {
+    let limit = if req.uri().path() == "/v1/sys/restore"
+        && matches!(*req.method(), Method::POST | Method::PUT)
+    {
         usize::MAX
     } else {
         core.config.max_body_bytes()
@@ -288,15 +290,28 @@ async fn v1(
 }
 
 /// `POST /v1/sys/restore[?force=true]`: the body is a backup file, streamed to
-/// [`crate::backup::restore`], which decides who may restore.
+/// [`crate::backup::restore`], which decides who may restore. Any other
+/// method goes to the core like every request (403 for strangers, 405 after).
 async fn restore(
     State(core): State<Arc<Core>>,
     axum::Extension(ctx): axum::Extension<RequestContext>,
+    method: Method,
     uri: http::Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     use futures_util::StreamExt as _;
+    if method != Method::POST && method != Method::PUT {
+        return v1(
+            State(core),
+            axum::Extension(ctx),
+            method,
+            uri,
+            headers,
+            body,
+        )
+        .await;
+    }
     let force = uri
         .query()
         .unwrap_or_default()

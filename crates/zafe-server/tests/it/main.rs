@@ -28,6 +28,7 @@ mod approle_api;
 // Asks the kernel whether it runs as root (libc::geteuid).
 #[allow(unsafe_code)]
 mod audit_api;
+mod backup_api;
 mod keys_api;
 mod kv_api;
 mod mounts_api;

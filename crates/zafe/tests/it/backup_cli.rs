@@ -293,14 +293,25 @@ async fn scenario(from: Store, to: Store) {
     assert_eq!(restored["restored"]["audit_rows"], taken["audit_rows"]);
     assert!(sealed(&b).await, "sealed after a restore");
 
-    // Refused onto a store that is no longer empty, unless forced.
+    // No second restore: not without a token while sealed, ...
     let r = cli_b.run(None, &["operator", "restore", file.to_str().unwrap()], None);
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("--force"), "{}", r.stderr);
 
     // The original key unseals it, and everything is back.
     cli_b.ok(None, &["operator", "unseal"], Some(&keys[0]));
     assert!(!sealed(&b).await);
+
+    // ... not from a stranger, and not even with the root token unless forced.
+    let r = cli_b.run(None, &["operator", "restore", file.to_str().unwrap()], None);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("permission denied"), "{}", r.stderr);
+    let r = cli_b.run(
+        Some(&root),
+        &["operator", "restore", file.to_str().unwrap()],
+        None,
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("--force"), "{}", r.stderr);
     for (i, v) in VALUES[..3].iter().enumerate() {
         assert_eq!(
             kv_get(&b, &root, "app/db", i as u32 + 1).await["password"],
