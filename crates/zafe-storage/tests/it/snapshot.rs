@@ -16,7 +16,7 @@ use zafe_storage::audit::{AuditCheckpoint, AuditDraft, AuditHead, AuditLink, Aud
 use zafe_storage::postgres::PostgresBackend;
 use zafe_storage::snapshot::{RestoreOptions, RestoreSummary};
 use zafe_storage::sqlite::SqliteBackend;
-use zafe_storage::{Backend, Condition, Entry, StorageError};
+use zafe_storage::{Backend, Condition, Entry, Op, StorageError};
 
 use crate::support::{put_entry, with_postgres_database};
 
@@ -136,6 +136,19 @@ enum Refused {
 /// Feeds a backup file to `b.restore` in small pieces, as the server does
 /// with an upload.
 async fn restore(b: &dyn Backend, bytes: &[u8], force: bool) -> Result<RestoreSummary, Refused> {
+    let options = if force {
+        RestoreOptions::forced()
+    } else {
+        RestoreOptions::empty()
+    };
+    restore_with(b, bytes, &options).await
+}
+
+async fn restore_with(
+    b: &dyn Backend,
+    bytes: &[u8],
+    options: &RestoreOptions,
+) -> Result<RestoreSummary, Refused> {
     let (tx, rx) = mpsc::channel(16);
     let feed = async move {
         let mut reader = Reader::new();
@@ -149,12 +162,7 @@ async fn restore(b: &dyn Backend, bytes: &[u8], force: bool) -> Result<RestoreSu
         reader.finish()
         // `tx` drops here: a restore that did not see `End` rolls back.
     };
-    let options = if force {
-        RestoreOptions::forced()
-    } else {
-        RestoreOptions::empty()
-    };
-    let (restored, fed) = tokio::join!(b.restore(rx, &options), feed);
+    let (restored, fed) = tokio::join!(b.restore(rx, options), feed);
     fed.map_err(Refused::File)?;
     restored.map_err(Refused::Storage)
 }
@@ -237,6 +245,56 @@ async fn forced(from: &dyn Backend, to: &dyn Backend) {
     let summary = restore(to, &file, true).await.unwrap();
     assert!(summary.replaced);
     assert_eq!(dump(to).await, before, "nothing of the old store is left");
+}
+
+/// A store that holds only keys the caller may replace (a new server's
+/// identity record) counts as empty; those keys are replaced. Any other key
+/// still makes it not empty.
+async fn replaceable(from: &dyn Backend, to: &dyn Backend) {
+    fill(from).await;
+    from.commit(vec![put_entry(
+        "seal/identity",
+        b"theirs",
+        9,
+        Condition::Any,
+    )])
+    .await
+    .unwrap();
+    let file = take(from).await;
+    to.commit(vec![put_entry(
+        "seal/identity",
+        b"mine",
+        1,
+        Condition::Absent,
+    )])
+    .await
+    .unwrap();
+    let err = restore(to, &file, false).await.unwrap_err();
+    assert!(
+        matches!(err, Refused::Storage(StorageError::Restore(_))),
+        "{err:?}"
+    );
+    let options = RestoreOptions {
+        force: false,
+        replaceable: vec!["seal/identity".into()],
+    };
+    to.commit(vec![put_entry("other/key", b"x", 1, Condition::Absent)])
+        .await
+        .unwrap();
+    let err = restore_with(to, &file, &options).await.unwrap_err();
+    assert!(
+        matches!(err, Refused::Storage(StorageError::Restore(_))),
+        "{err:?}"
+    );
+    to.commit(vec![Op::Delete {
+        key: "other/key".into(),
+        condition: Condition::Any,
+    }])
+    .await
+    .unwrap();
+    let summary = restore_with(to, &file, &options).await.unwrap();
+    assert!(!summary.replaced);
+    assert_eq!(dump(to).await, dump(from).await);
 }
 
 /// Truncated or edited files, and a stream that stops early, write nothing.
@@ -398,6 +456,26 @@ async fn sqlite_forced_restore_replaces_everything() {
         &sqlite_file(&dir, "a.db").await,
         &sqlite_file(&dir, "b.db").await,
     )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_restore_replaces_only_the_keys_it_may() {
+    let dir = tempfile::tempdir().unwrap();
+    replaceable(
+        &sqlite_file(&dir, "a.db").await,
+        &sqlite_file(&dir, "b.db").await,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_restore_replaces_only_the_keys_it_may() {
+    with_postgres_database("zafe_backup_replaceable", |url| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let target = PostgresBackend::connect(&url).await.unwrap();
+        replaceable(&sqlite_file(&dir, "a.db").await, &target).await;
+    })
     .await;
 }
 
