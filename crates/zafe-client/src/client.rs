@@ -37,6 +37,9 @@ use crate::pins::{Checked, PinEvent, PinStore};
 use crate::tls;
 use crate::types::{Health, InitResponse, SealStatus};
 
+/// How long a backup's download or a restore's upload may take in all.
+pub(crate) const BULK_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
 /// A proof as fetched, before any check.
 #[derive(Debug, Clone)]
 pub struct FetchedProof {
@@ -484,23 +487,26 @@ impl Client {
         Ok(resp)
     }
 
-    /// Sends `body` as raw bytes of `content_type` over the verified
-    /// channel, with the token if there is one (a backup to `sys/restore`),
-    /// and reads a JSON answer. `path` as for [`Self::request_json`].
-    pub async fn upload(
+    /// A request over the verified channel with the token if there is one,
+    /// allowed [`BULK_TIMEOUT`] instead of the client's timeout (which
+    /// covers the whole body too): for backups, which move a whole store.
+    async fn bulk(
         &self,
         method: Method,
         path: &str,
-        content_type: &str,
-        body: Vec<u8>,
-    ) -> Result<Option<Value>> {
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<reqwest::Response> {
         let v = self.verified().await?;
         let sep = if path.starts_with('/') { "" } else { "/" };
         let mut req = v
             .http
             .request(method, format!("{}{sep}{path}", self.addr))
-            .header(reqwest::header::CONTENT_TYPE, content_type)
-            .body(body);
+            .timeout(BULK_TIMEOUT);
+        if let Some((content_type, body)) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(body);
+        }
         if let Some(token) = self.current_token() {
             let mut value = HeaderValue::from_str(token.expose()).map_err(|_| {
                 Error::Config("the token contains characters not allowed in an HTTP header".into())
@@ -508,7 +514,31 @@ impl Client {
             value.set_sensitive(true);
             req = req.header("X-Vault-Token", value);
         }
-        let resp = req.send().await.map_err(|e| self.transport(e))?;
+        req.send().await.map_err(|e| self.transport(e))
+    }
+
+    /// Like [`Self::request_stream`], allowed [`BULK_TIMEOUT`] (a backup).
+    pub async fn download(&self, path: &str) -> Result<reqwest::Response> {
+        let resp = self.bulk(Method::GET, path, None).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = self.read_bytes(resp).await?;
+            return Err(server_error(status, &bytes));
+        }
+        Ok(resp)
+    }
+
+    /// Sends `body` as raw bytes of `content_type` (a backup to
+    /// `sys/restore`), allowed [`BULK_TIMEOUT`], and reads a JSON answer.
+    /// `path` as for [`Self::request_json`].
+    pub async fn upload(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<Option<Value>> {
+        let resp = self.bulk(method, path, Some((content_type, body))).await?;
         let status = resp.status();
         let bytes = self.read_bytes(resp).await?;
         if !status.is_success() {

@@ -62,7 +62,7 @@ fn render_time(us: i64) -> String {
 /// `zafe operator backup -o FILE`.
 pub(crate) async fn backup(client: &Client, out: Out<'_>, file: &Path) -> anyhow::Result<()> {
     let mut resp = client
-        .request_stream(Method::GET, "/v1/sys/backup")
+        .download("/v1/sys/backup")
         .await
         .context("the server refused the backup (it needs a token with sudo on sys/backup)")?;
     let mut target = Incoming::create(file, PRIVATE)?;
