@@ -11,8 +11,9 @@
 //! server it needs no token (whoever can reach an uninitialised server can
 //! initialise it, the same trust as `sys/init`), and storage refuses it unless
 //! the store is empty. Onto an initialised server it needs `force` and a token
-//! with sudo on `sys/restore`; it then replaces everything in one transaction
-//! and seals the server, whose keys no longer belong to the store. Either way
+//! with sudo on `sys/restore`; the server seals first (its keys will not fit
+//! the restored store, and nothing of its own may be written into it), then
+//! everything is replaced in one transaction. Either way
 //! nothing is written unless the file's trailer hash verified and every count
 //! matched (one transaction, committed at the verified end), and afterwards
 //! the server is sealed: unseal with the keys of the server the backup came
@@ -116,8 +117,13 @@ pub async fn restore(
     }
     let backend = core.audit.backend().clone();
     if initialized {
-        // Nothing of this server's may be written into the store being replaced.
+        // Nothing of this server's may be written into the store being
+        // replaced, and its keys will not fit the restored one: write out
+        // what the audit broker holds, then seal before anything is replaced
+        // (if the restore fails, the old store is intact: unseal it again).
         core.audit.settled().await;
+        core.close();
+        tracing::warn!(request_id = %probe.request_id, "sealed for a forced restore");
     }
     let options = RestoreOptions {
         force,
@@ -157,11 +163,6 @@ pub async fn restore(
     let restored = restoring
         .await
         .map_err(|_| Error::Internal("the restore task stopped".into()))?;
-    if initialized && restored.is_ok() {
-        // The keys in memory belong to the store that was replaced.
-        core.close();
-        tracing::warn!(request_id = %probe.request_id, "storage replaced by a forced restore; sealed");
-    }
     if let Err(problem) = fed {
         return Err(Error::bad_request(format!(
             "the backup was refused, nothing was restored: {problem}"

@@ -252,6 +252,18 @@ async fn forced_restore_rolls_a_live_store_back_and_seals() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(get(&h, &root, "later").await.status, StatusCode::OK);
 
+    // A damaged file: the server sealed before anything was replaced, and
+    // its own store is intact.
+    let cut = file[..file.len() - 5].to_vec();
+    let (status, _, body) = raw(&h, "POST", "/v1/sys/restore?force=true", Some(&root), cut).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{}", text(&body));
+    assert!(h.core.is_sealed());
+    assert_eq!(h.unseal(&key).await.status, StatusCode::OK);
+    assert_eq!(
+        get(&h, &root, "later").await.json["data"]["data"]["v"],
+        "after"
+    );
+
     let (status, _, body) = raw(&h, "POST", "/v1/sys/restore?force=true", Some(&root), file).await;
     assert_eq!(status, StatusCode::OK, "{}", text(&body));
     assert!(
