@@ -85,14 +85,16 @@ Examples:
 Exit codes: 0 unsealed, 2 sealed or not initialised, 1 error (including an identity check that failed).")]
     Status,
 
-    /// Initialise, unseal and seal the server
+    /// Initialise, unseal and seal the server; back it up and restore it
     #[command(
         subcommand,
         after_help = "\
 Examples:
   zafe operator init
   zafe operator unseal
-  zafe operator seal"
+  zafe operator seal
+  zafe operator backup -o zafe.zbak
+  zafe operator restore zafe.zbak"
     )]
     Operator(crate::operator::Args),
 
