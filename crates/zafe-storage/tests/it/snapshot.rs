@@ -567,3 +567,56 @@ async fn postgres_snapshot_is_consistent_under_writes() {
     })
     .await;
 }
+
+/// Backup and restore time for 100,000 entries (issue 12, item 8): not a
+/// test of behaviour, so ignored; run it with
+/// `cargo test --workspace --test it -- --ignored backup_100k --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn backup_100k_timings() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = sqlite_file(&dir, "source.db").await;
+    for chunk in 0..100 {
+        let ops = (0..1000)
+            .map(|i| {
+                let n = chunk * 1000 + i;
+                put_entry(
+                    &format!("logical/kv/data/app{n:06}"),
+                    &[n as u8; 200],
+                    n as i64,
+                    Condition::Absent,
+                )
+            })
+            .collect();
+        source.commit(ops).await.unwrap();
+    }
+    let started = std::time::Instant::now();
+    let file = take(&source).await;
+    eprintln!(
+        "snapshot of 100,000 entries (SQLite): {:?}, {} bytes",
+        started.elapsed(),
+        file.len()
+    );
+    let target = sqlite_file(&dir, "target.db").await;
+    let started = std::time::Instant::now();
+    restore(&target, &file, false).await.unwrap();
+    eprintln!("restore into SQLite: {:?}", started.elapsed());
+    with_postgres_database("zafe_backup_bench", |url| async move {
+        let pg = PostgresBackend::connect(&url).await.unwrap();
+        let started = std::time::Instant::now();
+        restore(&pg, &file, false).await.unwrap();
+        eprintln!("restore into PostgreSQL: {:?}", started.elapsed());
+        let started = std::time::Instant::now();
+        let again = take(&pg).await;
+        eprintln!(
+            "snapshot of 100,000 entries (PostgreSQL): {:?}",
+            started.elapsed()
+        );
+        // The same records (the header names another backend).
+        assert_eq!(
+            zafe_core::backup::read_all(&again).unwrap()[1..],
+            zafe_core::backup::read_all(&file).unwrap()[1..]
+        );
+    })
+    .await;
+}
