@@ -326,6 +326,7 @@ async fn restore(
         client_ip: ctx.client_ip,
         request_id: ctx.request_id,
         user_agent: None,
+        wrap_ttl: None,
     };
     let chunks = body
         .into_data_stream()
