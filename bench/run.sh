@@ -7,6 +7,7 @@
 #   bench/run.sh openbao         start OpenBao (raft storage, file audit device) and measure it
 #   bench/run.sh both            zafe then openbao, one after the other, with the same load
 #   bench/run.sh external ADDR TOKEN   measure any Vault-compatible server already running
+#                                (named BENCH_NAME in the results, "external" by default)
 #   bench/run.sh login-flood     KV read latency alone, then during a flood of wrong-password
 #                                logins (bench/login.lua), with the default login limits and
 #                                with limits lifted (so every attempt costs a full Argon2id)
@@ -252,7 +253,7 @@ case "${1:-zafe}" in
     zafe-nofile) run_zafe zafe-nofile no ;;
     openbao) run_openbao ;;
     both) run_zafe; run_openbao ;;
-    external) measure external "${2:?address}" "${3:?token}" ;;
+    external) measure "${BENCH_NAME:-external}" "${2:?address}" "${3:?token}" ;;
     login-flood) run_login_flood ;;
     *) sed -n '2,17p' "$0" >&2; exit 2 ;;
 esac
