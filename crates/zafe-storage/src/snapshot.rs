@@ -128,6 +128,34 @@ impl Tally {
         Ok(())
     }
 
+    /// Counts one frame and queues its record in `pending`; `true` at the end of the stream.
+    fn take(&mut self, frame: Frame, pending: &mut Pending) -> crate::Result<bool> {
+        match frame {
+            Frame::Header(h) => self.header(h)?,
+            Frame::Entry {
+                key,
+                value,
+                generation,
+            } => {
+                self.need_header()?;
+                self.summary.entries += 1;
+                pending.entries.push((key, value, generation));
+            }
+            Frame::Audit(r) => {
+                self.need_header()?;
+                self.summary.audit_rows += 1;
+                pending.audit.push(r);
+            }
+            Frame::Checkpoint(c) => {
+                self.need_header()?;
+                self.summary.checkpoints += 1;
+                pending.checkpoints.push(c);
+            }
+            Frame::End => return Ok(true),
+        }
+        Ok(false)
+    }
+
     /// The audit head to store, once every count matched.
     fn finish(&self) -> crate::Result<(i64, Vec<u8>)> {
         let Some(h) = &self.header else {
@@ -426,37 +454,15 @@ pub(crate) mod sqlite {
         let mut tally = Tally::new(!empty);
         let mut pending = Pending::default();
         loop {
-            let Some(frame) = input.recv().await else {
-                return Err(cut_short());
-            };
-            match frame {
-                Frame::Header(h) => tally.header(h)?,
-                Frame::Entry {
-                    key,
-                    value,
-                    generation,
-                } => {
-                    tally.need_header()?;
-                    tally.summary.entries += 1;
-                    pending.entries.push((key, value, generation));
-                }
-                Frame::Audit(r) => {
-                    tally.need_header()?;
-                    tally.summary.audit_rows += 1;
-                    pending.audit.push(r);
-                }
-                Frame::Checkpoint(c) => {
-                    tally.need_header()?;
-                    tally.summary.checkpoints += 1;
-                    pending.checkpoints.push(c);
-                }
-                Frame::End => break,
-            }
-            if pending.full() {
+            let frame = input.recv().await.ok_or_else(cut_short)?;
+            let end = tally.take(frame, &mut pending)?;
+            if end || pending.full() {
                 flush(&mut tx, &mut pending).await.map_err(err)?;
             }
+            if end {
+                break;
+            }
         }
-        flush(&mut tx, &mut pending).await.map_err(err)?;
         let (seq, hash) = tally.finish()?;
         sqlx::query("UPDATE zafe_audit_head SET seq = ?1, hash = ?2 WHERE id = 1")
             .bind(seq)
@@ -707,37 +713,15 @@ pub(crate) mod postgres {
         let mut tally = Tally::new(!empty);
         let mut pending = Pending::default();
         loop {
-            let Some(frame) = input.recv().await else {
-                return Err(cut_short());
-            };
-            match frame {
-                Frame::Header(h) => tally.header(h)?,
-                Frame::Entry {
-                    key,
-                    value,
-                    generation,
-                } => {
-                    tally.need_header()?;
-                    tally.summary.entries += 1;
-                    pending.entries.push((key, value, generation));
-                }
-                Frame::Audit(r) => {
-                    tally.need_header()?;
-                    tally.summary.audit_rows += 1;
-                    pending.audit.push(r);
-                }
-                Frame::Checkpoint(c) => {
-                    tally.need_header()?;
-                    tally.summary.checkpoints += 1;
-                    pending.checkpoints.push(c);
-                }
-                Frame::End => break,
-            }
-            if pending.full() {
+            let frame = input.recv().await.ok_or_else(cut_short)?;
+            let end = tally.take(frame, &mut pending)?;
+            if end || pending.full() {
                 flush(&mut tx, &mut pending).await.map_err(err)?;
             }
+            if end {
+                break;
+            }
         }
-        flush(&mut tx, &mut pending).await.map_err(err)?;
         let (seq, hash) = tally.finish()?;
         sqlx::query("UPDATE zafe_audit_head SET seq = $1, hash = $2 WHERE id = 1")
             .bind(seq)
